@@ -1,0 +1,1 @@
+"""The flywheel's command line, settings, producer SDK and embedded stack."""

@@ -1,0 +1,124 @@
+"""The one settings object of the flywheel.
+
+Every knob is a typed field; `Settings.from_env()` reads `FLYWHEEL_<FIELD>` (upper case) so that
+production points the same code at any Kafka 3+ and Redis 6+ without editing files.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field, fields
+from typing import Mapping
+
+ENV_PREFIX = "FLYWHEEL_"
+
+MINUTE_MS = 60_000
+HOUR_MS = 60 * MINUTE_MS
+DAY_MS = 24 * HOUR_MS
+WEEK_MS = 7 * DAY_MS
+
+
+class SettingsError(ValueError):
+    """A setting has a value the flywheel cannot use."""
+
+
+@dataclass(frozen=True)
+class Topics:
+    interactions: str = "flywheel.interactions"
+    actions: str = "flywheel.actions"
+    candidates: str = "flywheel.candidates"
+    deadletter: str = "flywheel.deadletter"
+
+    def all(self) -> list[str]:
+        return [getattr(self, f.name) for f in fields(self)]
+
+
+@dataclass(frozen=True)
+class Settings:
+    # where things run
+    kafka_bootstrap: str = field(default="", metadata={"doc": "Kafka bootstrap servers; empty means `flywheel up` starts the embedded broker"})
+    redis_url: str = field(default="redis://127.0.0.1:6379/0", metadata={"doc": "Redis for queues, indexes and pointers"})
+    app_id: str = field(default="flywheel", metadata={"doc": "Kafka consumer group and Faust app id"})
+    data_dir: str = field(default=".flywheel", metadata={"doc": "Embedded broker data and worker state"})
+    broker_port: int = field(default=0, metadata={"doc": "Embedded broker port; 0 picks a free one"})
+    metrics_port: int = field(default=9464, metadata={"doc": "Worker /metrics port; 0 disables"})
+    log_level: str = field(default="INFO", metadata={"doc": "Structured log level"})
+    # topics
+    topic_interactions: str = field(default="flywheel.interactions", metadata={"doc": "Request/response events"})
+    topic_actions: str = field(default="flywheel.actions", metadata={"doc": "User action events"})
+    topic_candidates: str = field(default="flywheel.candidates", metadata={"doc": "One joined training candidate per request"})
+    topic_deadletter: str = field(default="flywheel.deadletter", metadata={"doc": "Undecodable or invalid input, with reason and original bytes"})
+    partitions: int = field(default=4, metadata={"doc": "Partitions of every flywheel topic (sources must be co-partitioned)"})
+    replication_factor: int = field(default=1, metadata={"doc": "Replication factor for created topics"})
+    retention_ms: int = field(default=6 * WEEK_MS, metadata={"doc": "Source topic retention; at least window + lag (5 weeks)"})
+    # the join
+    settle_window_ms: int = field(default=30 * MINUTE_MS, metadata={"doc": "Event time after a request within which its actions count; none means abandoned"})
+    watermark_delay_ms: int = field(default=MINUTE_MS, metadata={"doc": "Out-of-orderness the watermark allows within one input"})
+    marker_horizon_ms: int = field(default=DAY_MS, metadata={"doc": "Event time a settled request is remembered, so replays and duplicates emit nothing"})
+    join_batch_size: int = field(default=500, metadata={"doc": "Events the join takes at once"})
+    join_batch_ms: int = field(default=50, metadata={"doc": "Longest wait to fill a join batch (wall clock)"})
+    # limits
+    max_event_bytes: int = field(default=256 * 1024, metadata={"doc": "Largest accepted event; larger goes to the dead-letter topic"})
+
+    @property
+    def topics(self) -> Topics:
+        return Topics(
+            interactions=self.topic_interactions,
+            actions=self.topic_actions,
+            candidates=self.topic_candidates,
+            deadletter=self.topic_deadletter,
+        )
+
+    @property
+    def broker_url(self) -> str:
+        if not self.kafka_bootstrap:
+            raise SettingsError("FLYWHEEL_KAFKA_BOOTSTRAP is empty: start the stack with `flywheel up` or set it")
+        return self.kafka_bootstrap
+
+    def replace(self, **changes) -> "Settings":
+        return dataclasses.replace(self, **changes)
+
+    def validate(self) -> "Settings":
+        if self.partitions < 1:
+            raise SettingsError(f"partitions must be >= 1, got {self.partitions}")
+        if self.settle_window_ms <= 0:
+            raise SettingsError(f"settle_window_ms must be > 0, got {self.settle_window_ms}")
+        if self.retention_ms != -1 and self.retention_ms < 5 * WEEK_MS:
+            raise SettingsError(f"retention_ms must cover window + lag (>= {5 * WEEK_MS}) or be -1, got {self.retention_ms}")
+        if self.max_event_bytes < 1024:
+            raise SettingsError(f"max_event_bytes must be >= 1024, got {self.max_event_bytes}")
+        if self.marker_horizon_ms < self.settle_window_ms:
+            raise SettingsError("marker_horizon_ms must be >= settle_window_ms")
+        return self
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides) -> "Settings":
+        environ = os.environ if environ is None else environ
+        values = {}
+        for f in fields(cls):
+            raw = environ.get(ENV_PREFIX + f.name.upper())
+            if raw is None:
+                continue
+            values[f.name] = _coerce(f, raw)
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values).validate()
+
+    @classmethod
+    def describe(cls) -> list[tuple[str, str, str]]:
+        """(environment variable, default, meaning) for the README's configuration table."""
+        return [(ENV_PREFIX + f.name.upper(), repr(f.default), f.metadata.get("doc", "")) for f in fields(cls)]
+
+
+def _coerce(f: dataclasses.Field, raw: str):
+    kind = f.type if isinstance(f.type, type) else {"int": int, "str": str, "float": float, "bool": bool}[f.type]
+    try:
+        if kind is bool:
+            if raw.lower() in ("1", "true", "yes", "on"):
+                return True
+            if raw.lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(raw)
+        return kind(raw)
+    except ValueError:
+        raise SettingsError(f"{ENV_PREFIX}{f.name.upper()}={raw!r} is not a valid {kind.__name__}") from None

@@ -1,0 +1,211 @@
+"""The one codec for every flywheel event: Avro single-object encoding, or JSON marked by a header.
+
+Wire format (the Avro specification's single-object encoding):
+
+    0xC3 0x01 | 8-byte little-endian CRC-64-AVRO fingerprint of the writer schema | Avro binary body
+
+Decoding looks the writer schema up by fingerprint among every version shipped in `schemas/avro`
+and resolves it against the current (reader) version, so bytes written by an older producer stay
+readable. New fields must carry defaults; `tests/unit/test_codec.py` holds that rule to account.
+
+A producer that has no Avro library may send JSON instead: the record header
+`content-type: application/json` marks it, and the JSON object is validated against the same
+current schema (missing fields take their defaults).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any, Iterable, Mapping
+
+import fastavro
+from fastavro.schema import fingerprint, to_parsing_canonical_form
+from fastavro.validation import validate
+
+MAGIC = b"\xc3\x01"
+HEADER_LEN = 10
+CONTENT_TYPE_HEADER = "content-type"
+JSON_CONTENT_TYPE = b"application/json"
+
+_FILE_RE = re.compile(r"^(?P<name>[a-z_]+)\.v(?P<version>\d+)\.avsc$")
+
+
+class DecodeError(ValueError):
+    """Bytes that are not a valid event. `reason` is the dead-letter reason code."""
+
+    def __init__(self, reason: str, detail: str):
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+class EncodeError(ValueError):
+    """A record that does not fit its schema."""
+
+
+@dataclass(frozen=True)
+class SchemaVersion:
+    name: str
+    version: int
+    parsed: Any
+    fingerprint: bytes
+    raw: dict
+
+    @property
+    def field_defaults(self) -> dict[str, Any]:
+        return {f["name"]: f["default"] for f in self.raw["fields"] if "default" in f}
+
+    @property
+    def required_fields(self) -> list[str]:
+        return [f["name"] for f in self.raw["fields"] if "default" not in f]
+
+
+def _fingerprint(parsed: Any) -> bytes:
+    return bytes.fromhex(fingerprint(to_parsing_canonical_form(parsed), "CRC-64-AVRO"))
+
+
+def load_schema_versions(files: Iterable[tuple[str, str]]) -> dict[str, list[SchemaVersion]]:
+    """(file name, JSON text) pairs -> versions by event name, oldest first."""
+    by_name: dict[str, list[SchemaVersion]] = {}
+    for filename, text in files:
+        m = _FILE_RE.match(filename)
+        if not m:
+            continue
+        raw = json.loads(text)
+        parsed = fastavro.parse_schema(raw, named_schemas={})
+        version = SchemaVersion(m["name"], int(m["version"]), parsed, _fingerprint(parsed), raw)
+        by_name.setdefault(version.name, []).append(version)
+    for versions in by_name.values():
+        versions.sort(key=lambda v: v.version)
+    return by_name
+
+
+def _shipped_schema_files() -> list[tuple[str, str]]:
+    folder = resources.files("schemas") / "avro"
+    return [(p.name, p.read_text()) for p in folder.iterdir() if p.name.endswith(".avsc")]
+
+
+class Codec:
+    """Encodes the current version of each event; decodes any known version into the current one."""
+
+    def __init__(self, versions: Mapping[str, list[SchemaVersion]] | None = None):
+        self._versions = dict(versions or load_schema_versions(_shipped_schema_files()))
+        self._current = {name: vs[-1] for name, vs in self._versions.items()}
+        self._by_fingerprint = {v.fingerprint: v for vs in self._versions.values() for v in vs}
+
+    # -- introspection -------------------------------------------------------------------------
+    def names(self) -> list[str]:
+        return sorted(self._current)
+
+    def current(self, name: str) -> SchemaVersion:
+        try:
+            return self._current[name]
+        except KeyError:
+            raise KeyError(f"unknown event type {name!r}; known: {', '.join(self.names())}") from None
+
+    def versions(self, name: str) -> list[SchemaVersion]:
+        return list(self._versions[name])
+
+    def version_of(self, data: bytes) -> SchemaVersion | None:
+        if len(data) >= HEADER_LEN and data[:2] == MAGIC:
+            return self._by_fingerprint.get(data[2:HEADER_LEN])
+        return None
+
+    # -- encoding ------------------------------------------------------------------------------
+    def encode(self, name: str, record: Mapping[str, Any], *, version: SchemaVersion | None = None) -> bytes:
+        schema = version or self.current(name)
+        buf = io.BytesIO()
+        buf.write(MAGIC)
+        buf.write(schema.fingerprint)
+        try:
+            fastavro.schemaless_writer(buf, schema.parsed, record)
+        except (TypeError, ValueError, KeyError, AttributeError, OverflowError) as exc:
+            raise EncodeError(f"{name}: {exc}") from None
+        return buf.getvalue()
+
+    def check(self, name: str, record: Mapping[str, Any]) -> None:
+        """Raise EncodeError naming the offending field when `record` does not fit the schema."""
+        schema = self.current(name)
+        for f in schema.required_fields:
+            if f not in record:
+                raise EncodeError(f"{name}: missing required field {f!r}")
+        try:
+            validate(record, schema.parsed, raise_errors=True)
+        except Exception as exc:  # fastavro raises ValidationError with a list of paths
+            raise EncodeError(f"{name}: {_validation_message(exc)}") from None
+
+    # -- decoding ------------------------------------------------------------------------------
+    def decode(self, name: str, data: bytes, headers: Mapping[str, bytes] | None = None) -> dict:
+        if headers and headers.get(CONTENT_TYPE_HEADER, b"").startswith(JSON_CONTENT_TYPE):
+            return self.decode_json(name, data)
+        return self.decode_avro(name, data)
+
+    def decode_avro(self, name: str, data: bytes) -> dict:
+        reader = self.current(name)
+        if len(data) < HEADER_LEN or data[:2] != MAGIC:
+            raise DecodeError("undecodable", "not Avro single-object encoding (no 0xC3 0x01 marker)")
+        writer = self._by_fingerprint.get(data[2:HEADER_LEN])
+        if writer is None:
+            raise DecodeError("unknown_fingerprint", f"no known schema has fingerprint {data[2:HEADER_LEN].hex()}")
+        if writer.name != name:
+            raise DecodeError("invalid_event", f"expected a {name} event, got a {writer.name} event")
+        buf = io.BytesIO(data)
+        buf.seek(HEADER_LEN)
+        try:
+            if writer is reader:
+                record = fastavro.schemaless_reader(buf, reader.parsed, None)
+            else:
+                record = fastavro.schemaless_reader(buf, writer.parsed, reader.parsed)
+        except Exception as exc:  # truncated or corrupt body: any fastavro error means the same
+            raise DecodeError("undecodable", f"Avro body does not match its schema: {type(exc).__name__}: {exc}") from None
+        if buf.tell() != len(data):
+            raise DecodeError("undecodable", f"{len(data) - buf.tell()} trailing bytes after the Avro body")
+        return record
+
+    def decode_json(self, name: str, data: bytes) -> dict:
+        schema = self.current(name)
+        try:
+            obj = json.loads(data)
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise DecodeError("invalid_json", f"not JSON: {exc}") from None
+        if not isinstance(obj, dict):
+            raise DecodeError("invalid_json", f"expected a JSON object, got {type(obj).__name__}")
+        unknown = set(obj) - {f["name"] for f in schema.raw["fields"]}
+        if unknown:
+            raise DecodeError("invalid_event", f"unknown fields: {', '.join(sorted(unknown))}")
+        record = {**schema.field_defaults, **obj}
+        try:
+            self.check(name, record)
+        except EncodeError as exc:
+            raise DecodeError("invalid_event", str(exc)) from None
+        return record
+
+    def upgrade(self, name: str, data: bytes, headers: Mapping[str, bytes] | None = None) -> tuple[dict, bytes]:
+        """Decode, and give back bytes in the current version (the input itself when already current)."""
+        record = self.decode(name, data, headers)
+        if self.version_of(data) is self._current[name]:
+            return record, data
+        return record, self.encode(name, record)
+
+
+def _validation_message(exc: Exception) -> str:
+    errors = getattr(exc, "errors", None)
+    if errors:
+        return "; ".join(str(e) for e in errors[:3])
+    return str(exc)
+
+
+def headers_dict(headers: Any) -> dict[str, bytes]:
+    """Kafka headers (list of pairs, or mapping, or None) as a dict of str -> bytes."""
+    if not headers:
+        return {}
+    items = headers.items() if isinstance(headers, Mapping) else headers
+    out = {}
+    for k, v in items:
+        key = k.decode() if isinstance(k, bytes) else str(k)
+        out[key.lower()] = v if isinstance(v, bytes) else (b"" if v is None else str(v).encode())
+    return out

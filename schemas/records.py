@@ -1,0 +1,150 @@
+"""Typed records for the flywheel's events, and the rules an event must meet beyond its Avro schema."""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass, field, fields
+from typing import Any, ClassVar, Mapping
+
+ACTIONS = ("accepted", "copied", "corrected", "regenerated", "abandoned", "thumbs_up", "thumbs_down", "rated")
+MAX_ID_CHARS = 256
+
+
+class InvalidEvent(ValueError):
+    """An event that decodes but breaks a rule of the flywheel (empty id, unknown action, ...)."""
+
+
+@functools.cache
+def _field_names(cls: type) -> tuple[str, ...]:
+    return tuple(f.name for f in fields(cls))
+
+
+class _Record:
+    """Plain dict in and out, so the codec stays the only thing that knows bytes."""
+
+    schema_name: ClassVar[str]
+    __slots__ = ()
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]):
+        return cls(**{k: d[k] for k in _field_names(cls) if k in d})
+
+    def to_dict(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in _field_names(type(self))}
+
+
+def _require_id(kind: str, name: str, value: Any) -> None:
+    if not isinstance(value, str) or not value.strip():
+        raise InvalidEvent(f"{kind}.{name} must be a non-empty string")
+    if len(value) > MAX_ID_CHARS:
+        raise InvalidEvent(f"{kind}.{name} is longer than {MAX_ID_CHARS} characters")
+
+
+def _require_time(kind: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise InvalidEvent(f"{kind}.event_time must be a positive integer of milliseconds since the epoch, got {value!r}")
+
+
+@dataclass(slots=True)
+class Interaction(_Record):
+    schema_name: ClassVar[str] = "interaction"
+    request_id: str
+    session_id: str
+    user_id: str
+    event_time: int
+    model_version: str
+    prompt: str
+    response: str
+    variant: str = ""
+    task_type: str = ""
+    retrieved_context: list[str] | None = None
+    latency_ms: float | None = None
+    uncertainty: float | None = None
+    metadata: dict[str, str] = field(default_factory=dict)
+
+    def check(self) -> "Interaction":
+        _require_id("interaction", "request_id", self.request_id)
+        _require_id("interaction", "user_id", self.user_id)
+        _require_time("interaction", self.event_time)
+        if not isinstance(self.model_version, str) or not self.model_version:
+            raise InvalidEvent("interaction.model_version must be a non-empty string")
+        for name in ("prompt", "response"):
+            if not isinstance(getattr(self, name), str):
+                raise InvalidEvent(f"interaction.{name} must be a string")
+        return self
+
+
+@dataclass(slots=True)
+class UserAction(_Record):
+    schema_name: ClassVar[str] = "action"
+    request_id: str
+    user_id: str
+    event_time: int
+    action: str
+    correction: str | None = None
+    rating: float | None = None
+    session_id: str = ""
+
+    def check(self) -> "UserAction":
+        _require_id("action", "request_id", self.request_id)
+        _require_id("action", "user_id", self.user_id)
+        _require_time("action", self.event_time)
+        if self.action not in ACTIONS:
+            raise InvalidEvent(f"action.action must be one of {', '.join(ACTIONS)}, got {self.action!r}")
+        if self.action == "corrected" and not (isinstance(self.correction, str) and self.correction.strip()):
+            raise InvalidEvent("action.correction must hold the corrected text when action is 'corrected'")
+        if self.action == "rated":
+            if isinstance(self.rating, bool) or not isinstance(self.rating, (int, float)) or not 1 <= self.rating <= 5:
+                raise InvalidEvent(f"action.rating must be a number from 1 to 5 when action is 'rated', got {self.rating!r}")
+        return self
+
+
+@dataclass(slots=True)
+class TrainingCandidate(_Record):
+    """The seed's TrainingCandidate, plus what the join, the gate and the datasets need."""
+
+    schema_name: ClassVar[str] = "candidate"
+    request_id: str
+    timestamp: int
+    user_id: str
+    session_id: str
+    prompt: str
+    response: str
+    user_action: str
+    correction: str = ""
+    task_type: str = ""
+    quality_score: float = 0.0
+    included_in_training: bool = False
+    model_version: str = ""
+    variant: str = ""
+    label: str = ""
+    target: str | None = None
+    pair_chosen: str | None = None
+    pair_rejected: str | None = None
+    pair_key: str = ""
+    actions: list[str] = field(default_factory=list)
+    thumbs: int = 0
+    rating: float | None = None
+    time_to_action_ms: int | None = None
+    retrieved_context: list[str] | None = None
+    uncertainty: float | None = None
+    latency_ms: float | None = None
+    metadata: dict[str, str] = field(default_factory=dict)
+    scores: dict[str, float] = field(default_factory=dict)
+    reasons: list[str] = field(default_factory=list)
+    policy_version: str = ""
+    settled_at: int = 0
+
+
+@dataclass(slots=True)
+class DeadLetter(_Record):
+    schema_name: ClassVar[str] = "deadletter"
+    reason: str
+    source_topic: str
+    source_partition: int
+    source_offset: int
+    value: bytes
+    failed_at: int
+    detail: str = ""
+    key: bytes | None = None
+    headers: dict[str, bytes] = field(default_factory=dict)

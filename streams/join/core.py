@@ -1,0 +1,322 @@
+"""The request ⋈ action join as a state machine over a key-value store, driven by event time.
+
+No Faust in here: the agent hands raw records in and takes candidates, dead letters and the keys
+whose state changed out. That keeps the join testable with a dict, and lets the agent coalesce
+changelog writes per batch (a key touched five times in a batch is written once).
+
+State per request id (`JoinState`, Avro in the changelog-backed table):
+  pending   - the interaction and/or actions seen so far, `due` = interaction time + settle window
+              (or, with no interaction yet, first action time + settle window: then it is an orphan)
+  settled   - the candidate went out; only digests of the applied events stay, so a replay or a
+              duplicate changes nothing, until `due` = settle deadline + marker horizon.
+
+The watermark of a partition is the smallest "largest event time seen" over the inputs that still
+have data to deliver (inputs that are caught up with their log end do not hold it back), minus the
+allowed out-of-orderness. Nothing here reads the wall clock, so replaying a log gives the same
+candidates byte for byte.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import heapq
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Collection, Iterator, Protocol
+
+from schemas.codec import Codec, DecodeError, EncodeError, headers_dict
+from schemas.records import DeadLetter, Interaction, InvalidEvent, UserAction
+from streams.join.labels import build_candidate
+
+INTERACTION = "interaction"
+ACTION = "action"
+INPUTS = (INTERACTION, ACTION)
+TICK_HEADER = "flywheel-tick"
+
+
+def digest(data: bytes) -> bytes:
+    return hashlib.blake2b(data, digest_size=8).digest()
+
+
+@dataclass
+class Record:
+    """One consumed Kafka record, transport-neutral."""
+
+    kind: str  # INTERACTION or ACTION
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: dict[str, bytes] = field(default_factory=dict)
+    timestamp_ms: int | None = None  # Kafka record timestamp (wall clock at append), for latency only
+
+
+@dataclass
+class Emitted:
+    key: bytes
+    value: bytes
+    user_action: str
+    label: str
+    trigger_timestamp_ms: int | None
+
+
+@dataclass
+class JoinOutput:
+    candidates: list[Emitted] = field(default_factory=list)
+    deadletters: list[DeadLetter] = field(default_factory=list)
+
+
+class StateStore(Protocol):
+    """Where join state lives: a dict in tests, the Faust table (and its changelog) in the worker."""
+
+    def get(self, key: bytes) -> bytes | None: ...
+    def put(self, key: bytes, value: bytes, partition: int) -> None: ...
+    def delete(self, key: bytes, partition: int) -> None: ...
+    def items(self) -> Iterator[tuple[bytes, bytes]]: ...
+    def __len__(self) -> int: ...
+
+
+class DictStore(dict):
+    """A StateStore in memory, for tests and benchmarks of the join alone."""
+
+    def put(self, key: bytes, value: bytes, partition: int) -> None:
+        self[key] = value
+
+    def delete(self, key: bytes, partition: int) -> None:
+        self.pop(key, None)
+
+
+class JoinCore:
+    def __init__(
+        self,
+        codec: Codec,
+        store: StateStore,
+        *,
+        settle_window_ms: int,
+        watermark_delay_ms: int,
+        marker_horizon_ms: int,
+        max_event_bytes: int,
+        action_topic: str = "flywheel.actions",
+    ):
+        self.codec = codec
+        self.store = store
+        self.settle_window_ms = settle_window_ms
+        self.watermark_delay_ms = watermark_delay_ms
+        self.marker_horizon_ms = marker_horizon_ms
+        self.max_event_bytes = max_event_bytes
+        self.action_topic = action_topic
+        self._heaps: dict[int, list[tuple[int, bytes]]] = {}
+        self._clock: dict[int, dict[str, int]] = {}
+        self._last_wm: dict[int, int] = {}
+        self._last_ts: dict[int, int | None] = {}
+        self.stats: Counter = Counter()
+        self.out = JoinOutput()
+
+    # -- state -----------------------------------------------------------------------------------
+    def _load(self, key: bytes) -> dict | None:
+        raw = self.store.get(key)
+        return None if raw is None else self.codec.decode_avro("joinstate", raw)
+
+    def _save(self, key: bytes, state: dict, *, reschedule: int | None = None) -> None:
+        partition = state["partition"]
+        if state.get("deleted"):
+            self.store.delete(key, partition)
+        else:
+            self.store.put(key, self.codec.encode("joinstate", state), partition)
+            if reschedule is not None:
+                heapq.heappush(self._heaps.setdefault(partition, []), (reschedule, key))
+
+    def rebuild_index(self, partitions: Collection[int] | None = None) -> int:
+        """Rebuild the due-time index from the store (after recovery or a rebalance), for the
+        partitions this worker owns now."""
+        self._heaps.clear()
+        for key, raw in list(self.store.items()):
+            state = self.codec.decode_avro("joinstate", raw)
+            if partitions is None or state["partition"] in partitions:
+                self._heaps.setdefault(state["partition"], []).append((state["due"], key))
+        for h in self._heaps.values():
+            heapq.heapify(h)
+        return sum(len(h) for h in self._heaps.values())
+
+    def forget_partitions(self, partitions: Collection[int]) -> None:
+        for p in partitions:
+            self._heaps.pop(p, None)
+            self._clock.pop(p, None)
+            self._last_wm.pop(p, None)
+
+    @property
+    def pending(self) -> int:
+        return len(self.store)
+
+    # -- input -----------------------------------------------------------------------------------
+    def apply(self, rec: Record) -> None:
+        self.stats[f"consumed.{rec.kind}"] += 1
+        self._last_ts[rec.partition] = rec.timestamp_ms
+        tick = rec.headers.get(TICK_HEADER)
+        if tick is not None:
+            return self._apply_tick(rec, tick)
+        value = rec.value or b""
+        if len(value) > self.max_event_bytes:
+            return self._dead(rec, "oversized", f"{len(value)} bytes is over the limit of {self.max_event_bytes}")
+        try:
+            name = INTERACTION if rec.kind == INTERACTION else ACTION
+            record, current = self.codec.upgrade(name, value, rec.headers)
+            event = (Interaction if rec.kind == INTERACTION else UserAction).from_dict(record).check()
+        except DecodeError as exc:
+            return self._dead(rec, exc.reason, exc.detail)
+        except (InvalidEvent, EncodeError, TypeError) as exc:
+            return self._dead(rec, "invalid_event", str(exc))
+        key = event.request_id.encode()
+        if rec.key is not None and rec.key != key:
+            return self._dead(rec, "invalid_event", "record key must be the request_id, so interactions and actions meet on one partition")
+        self._observe(rec.partition, rec.kind, event.event_time)
+        if rec.kind == INTERACTION:
+            self._apply_interaction(rec, key, event, current)
+        else:
+            self._apply_action(rec, key, event, current)
+
+    def _apply_tick(self, rec: Record, tick: bytes) -> None:
+        try:
+            t = int(tick)
+        except ValueError:
+            return self._dead(rec, "invalid_event", f"{TICK_HEADER} header must be integer milliseconds, got {tick[:40]!r}")
+        self.stats["ticks"] += 1
+        self._observe(rec.partition, rec.kind, t)
+
+    def _observe(self, partition: int, kind: str, t: int) -> None:
+        clock = self._clock.setdefault(partition, {})
+        if t > clock.get(kind, -1):
+            clock[kind] = t
+
+    def _apply_interaction(self, rec: Record, key: bytes, event: Interaction, data: bytes) -> None:
+        d = digest(data)
+        state = self._load(key)
+        if state is not None and d in state["seen"]:
+            self.stats["duplicates"] += 1
+            return
+        if state is not None and (state["settled"] or state["interaction"] is not None):
+            return self._dead(rec, "duplicate_request", "another interaction with this request_id was joined already")
+        due = event.event_time + self.settle_window_ms
+        if state is None:
+            state = {"partition": rec.partition, "interaction": data, "actions": [], "seen": [d], "settled": False, "due": due}
+        else:  # actions came first
+            state["interaction"] = data
+            state["seen"].append(d)
+            state["due"] = due
+        self._save(key, state, reschedule=due)
+
+    def _apply_action(self, rec: Record, key: bytes, event: UserAction, data: bytes) -> None:
+        d = digest(data)
+        state = self._load(key)
+        if state is not None and d in state["seen"]:
+            self.stats["duplicates"] += 1
+            return
+        if state is not None and state["settled"]:
+            return self._dead(rec, "late_action", "the request settled before this action arrived")
+        if state is None:
+            due = event.event_time + self.settle_window_ms
+            state = {"partition": rec.partition, "interaction": None, "actions": [], "seen": [], "settled": False, "due": due}
+            reschedule = due
+        elif state["interaction"] is None and event.event_time + self.settle_window_ms < state["due"]:
+            state["due"] = reschedule = event.event_time + self.settle_window_ms
+        else:
+            reschedule = None
+        state["actions"].append({"offset": rec.offset, "data": data})
+        state["seen"].append(d)
+        self._save(key, state, reschedule=reschedule)
+
+    def _dead(self, rec: Record, reason: str, detail: str) -> None:
+        self.stats[f"deadletter.{reason}"] += 1
+        self.out.deadletters.append(DeadLetter(
+            reason=reason, detail=detail, source_topic=rec.topic, source_partition=rec.partition,
+            source_offset=rec.offset, key=rec.key, value=rec.value or b"", headers=dict(rec.headers),
+            failed_at=int(time.time() * 1000),
+        ))
+
+    # -- event time ------------------------------------------------------------------------------
+    def watermark(self, partition: int, caught_up: Collection[str] = ()) -> int | None:
+        clock = self._clock.get(partition, {})
+        waiting = [clock.get(k) for k in INPUTS if k not in caught_up]
+        if waiting:
+            if None in waiting:
+                return None
+            wm = min(waiting)
+        elif clock:
+            wm = max(clock.values())
+        else:
+            return None
+        wm -= self.watermark_delay_ms
+        wm = max(wm, self._last_wm.get(partition, wm))
+        self._last_wm[partition] = wm
+        return wm
+
+    def advance(self, partition: int, caught_up: Collection[str] = ()) -> int | None:
+        """Settle every request of `partition` whose due time the watermark has passed."""
+        wm = self.watermark(partition, caught_up)
+        heap = self._heaps.get(partition)
+        if wm is None or not heap:
+            return wm
+        trigger_ts = self._last_ts.get(partition)
+        while heap and heap[0][0] <= wm:
+            due, key = heapq.heappop(heap)
+            state = self._load(key)
+            if state is None or state["due"] != due:
+                continue  # stale index entry
+            if state["settled"]:
+                self._save(key, {"partition": partition, "deleted": True})
+            elif state["interaction"] is not None:
+                self._settle(key, state, trigger_ts)
+            else:
+                self._orphan(key, state)
+        return wm
+
+    def _settle(self, key: bytes, state: dict, trigger_ts: int | None) -> None:
+        interaction = Interaction.from_dict(self.codec.decode_avro(INTERACTION, state["interaction"]))
+        actions = []
+        for a in state["actions"]:
+            action = UserAction.from_dict(self.codec.decode_avro(ACTION, a["data"]))
+            if action.event_time > state["due"]:
+                self._dead_pending(key, state, a, "late_action", "the action came after its request's settle window")
+            else:
+                actions.append(action)
+        candidate = build_candidate(
+            interaction, actions, settle_window_ms=self.settle_window_ms, settled_at=state["due"],
+        )
+        self.out.candidates.append(Emitted(
+            key=key, value=self.codec.encode("candidate", candidate.to_dict()),
+            user_action=candidate.user_action, label=candidate.label, trigger_timestamp_ms=trigger_ts,
+        ))
+        self.stats["candidates"] += 1
+        due = state["due"] + self.marker_horizon_ms
+        self._save(key, {**state, "interaction": None, "actions": [], "settled": True, "due": due}, reschedule=due)
+
+    def _orphan(self, key: bytes, state: dict) -> None:
+        for a in state["actions"]:
+            self._dead_pending(key, state, a, "orphan_action", "no interaction with this request_id arrived within the settle window")
+        self._save(key, {"partition": state["partition"], "deleted": True})
+
+    def _dead_pending(self, key: bytes, state: dict, action: dict, reason: str, detail: str) -> None:
+        """A held action leaves as a dead letter (bytes in the current schema version, original offset)."""
+        self.stats[f"deadletter.{reason}"] += 1
+        self.out.deadletters.append(DeadLetter(
+            reason=reason, detail=detail, source_topic=self.action_topic, source_partition=state["partition"],
+            source_offset=action["offset"], key=key, value=action["data"], headers={}, failed_at=int(time.time() * 1000),
+        ))
+
+    def drain(self) -> JoinOutput:
+        out, self.out = self.out, JoinOutput()
+        return out
+
+    def apply_all(self, records, caught_up=()) -> JoinOutput:
+        """Apply records and settle what their event time allows: the agent's batch step, also for tests."""
+        for rec in records:
+            self.apply(rec)
+        for p in sorted({r.partition for r in records}):
+            self.advance(p, caught_up(p) if callable(caught_up) else caught_up)
+        return self.drain()
+
+
+def record_from_kafka(kind: str, topic: str, partition: int, offset: int, key, value, headers, timestamp_ms=None) -> Record:
+    return Record(kind, topic, partition, offset, key, value, headers_dict(headers), timestamp_ms)

@@ -1,0 +1,1 @@
+"""Trainer service: fine-tune, evaluate, gate and register models (see issue 6)."""
