@@ -124,7 +124,7 @@ class Codec:
         try:
             fastavro.schemaless_writer(buf, schema.parsed, record)
         except (TypeError, ValueError, KeyError, AttributeError, OverflowError) as exc:
-            raise EncodeError(f"{name}: {exc}") from None
+            raise EncodeError(f"{name}: record does not fit the schema ({type(exc).__name__}); see Codec.check") from None
         return buf.getvalue()
 
     def check(self, name: str, record: Mapping[str, Any]) -> None:
@@ -161,7 +161,7 @@ class Codec:
             else:
                 record = fastavro.schemaless_reader(buf, writer.parsed, reader.parsed)
         except Exception as exc:  # truncated or corrupt body: any fastavro error means the same
-            raise DecodeError("undecodable", f"Avro body does not match its schema: {type(exc).__name__}: {exc}") from None
+            raise DecodeError("undecodable", f"Avro body does not match its schema ({type(exc).__name__})") from None
         if buf.tell() != len(data):
             raise DecodeError("undecodable", f"{len(data) - buf.tell()} trailing bytes after the Avro body")
         return record
@@ -171,7 +171,7 @@ class Codec:
         try:
             obj = json.loads(data)
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise DecodeError("invalid_json", f"not JSON: {exc}") from None
+            raise DecodeError("invalid_json", f"not JSON ({type(exc).__name__} at byte {getattr(exc, 'pos', '?')})") from None
         if not isinstance(obj, dict):
             raise DecodeError("invalid_json", f"expected a JSON object, got {type(obj).__name__}")
         unknown = set(obj) - {f["name"] for f in schema.raw["fields"]}
@@ -193,10 +193,24 @@ class Codec:
 
 
 def _validation_message(exc: Exception) -> str:
+    """Field names and types only: the offending value may be prompt text, and errors reach logs."""
     errors = getattr(exc, "errors", None)
-    if errors:
-        return "; ".join(str(e) for e in errors[:3])
-    return str(exc)
+    if not errors:
+        return type(exc).__name__
+    parts = []
+    for e in errors[:3]:
+        field = getattr(e, "field", None) or "record"
+        got = "null" if getattr(e, "datum", None) is None else type(e.datum).__name__
+        parts.append(f"{field}: got {got}, expected {_schema_words(getattr(e, 'schema', None))}")
+    return "; ".join(parts)
+
+
+def _schema_words(schema: Any) -> str:
+    if isinstance(schema, dict):
+        return schema.get("name") or schema.get("type", "?")
+    if isinstance(schema, list):
+        return " or ".join(_schema_words(s) for s in schema)
+    return str(schema)
 
 
 def headers_dict(headers: Any) -> dict[str, bytes]:

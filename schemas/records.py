@@ -40,9 +40,20 @@ def _require_id(kind: str, name: str, value: Any) -> None:
         raise InvalidEvent(f"{kind}.{name} is longer than {MAX_ID_CHARS} characters")
 
 
+MIN_EVENT_TIME_MS = 10**11  # 1973-03-03: anything smaller is seconds, not milliseconds
+
+
+def _shown(value: Any) -> str:
+    """A value for an error message: short, so that no free text (personal data) reaches a log."""
+    text = repr(value)
+    return text if len(text) <= 32 else f"a {type(value).__name__} of {len(text)} characters"
+
+
 def _require_time(kind: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise InvalidEvent(f"{kind}.event_time must be a positive integer of milliseconds since the epoch, got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidEvent(f"{kind}.event_time must be an integer of milliseconds since the epoch, got {type(value).__name__}")
+    if value < MIN_EVENT_TIME_MS:
+        raise InvalidEvent(f"{kind}.event_time must be milliseconds since the epoch, got {value} (seconds?)")
 
 
 @dataclass(slots=True)
@@ -90,12 +101,12 @@ class UserAction(_Record):
         _require_id("action", "user_id", self.user_id)
         _require_time("action", self.event_time)
         if self.action not in ACTIONS:
-            raise InvalidEvent(f"action.action must be one of {', '.join(ACTIONS)}, got {self.action!r}")
+            raise InvalidEvent(f"action.action must be one of {', '.join(ACTIONS)}, got {_shown(self.action)}")
         if self.action == "corrected" and not (isinstance(self.correction, str) and self.correction.strip()):
             raise InvalidEvent("action.correction must hold the corrected text when action is 'corrected'")
         if self.action == "rated":
             if isinstance(self.rating, bool) or not isinstance(self.rating, (int, float)) or not 1 <= self.rating <= 5:
-                raise InvalidEvent(f"action.rating must be a number from 1 to 5 when action is 'rated', got {self.rating!r}")
+                raise InvalidEvent(f"action.rating must be a number from 1 to 5 when action is 'rated', got {_shown(self.rating)}")
         return self
 
 

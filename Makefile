@@ -1,0 +1,16 @@
+# Two commands on a fresh machine: `make run` (the flywheel on the embedded default) and `make test`.
+.PHONY: run test unit bench setup
+setup:
+	@scripts/bootstrap.sh
+
+run: setup
+	.venv/bin/flywheel up
+
+test: setup
+	HF_HUB_OFFLINE=1 .venv/bin/python -m pytest -q -p no:cacheprovider
+
+unit: setup
+	.venv/bin/python -m pytest -q tests/unit
+
+bench: setup
+	.venv/bin/python benchmarks/join_throughput.py

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Idempotent set-up on a fresh machine: a virtual environment with pinned dependencies.
+# The broker (noida-db, from PyPI) and Redis are started by the project's own code when needed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PY=${PYTHON:-}
+if [ -z "$PY" ]; then
+  for cand in python3.11 python3.12 python3; do
+    if command -v "$cand" >/dev/null && "$cand" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then PY=$cand; break; fi
+  done
+fi
+[ -n "$PY" ] || { echo "bootstrap: error: Python 3.11+ not found" >&2; exit 1; }
+
+stamp=.venv/.bootstrap-$(cat requirements.lock pyproject.toml | sha256sum | cut -c1-16)
+if [ -f "$stamp" ]; then exit 0; fi
+
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+.venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip 2>&1 | grep -v "^WARNING: Location" || true
+.venv/bin/python -m pip install -q --disable-pip-version-check -r requirements.lock 2>&1 | grep -v "^WARNING: Location" || true
+.venv/bin/python -m pip install -q --disable-pip-version-check --no-deps -e . 2>&1 | grep -v "^WARNING: Location" || true
+.venv/bin/python -c "import faust, confluent_kafka, fastavro, redis, prometheus_client, noida_db" \
+  || { echo "bootstrap: error: dependencies did not install" >&2; exit 1; }
+rm -f .venv/.bootstrap-*
+touch "$stamp"
+echo "bootstrap: .venv ready"
