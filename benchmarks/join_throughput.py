@@ -11,7 +11,7 @@ Phases, one after the other (never two at once, so they do not share the CPU):
              keyed by request_id, confluent-kafka with the SDK's `murmur2_random` partitioner), then
              one tick per partition per source topic far enough ahead that every request settles.
 2. ceiling   A bare aiokafka loop that consumes every source record and produces its value to a
-             topic of its own: the best Python can do at "consume + produce" on this broker.
+             topic of its own: a best-effort ceiling for "consume + produce" in Python on this broker.
 3. worker    `flywheel worker` as a subprocess on the same topics with a fresh app id. From the
              first consumed event (metrics) until the last candidate is on the candidates topic
              (sum of high watermarks): events/s, and the worker's peak RSS.
@@ -52,8 +52,8 @@ from flywheel.embedded import EmbeddedBroker, free_port  # noqa: E402
 from flywheel.settings import ENV_PREFIX, Settings  # noqa: E402
 from flywheel.topics import create_topics  # noqa: E402
 from schemas.codec import Codec  # noqa: E402
+from streams.join.core import TICK_HEADER  # noqa: E402
 
-TICK_HEADER = "flywheel-tick"  # streams.join.core.TICK_HEADER
 TARGET_EVENTS_PER_S = 10_000
 TARGET_RATIO = 0.40
 MAX_ACTION_DELAY_MS = 120_000  # an action comes 1 s .. 2 min after its response

@@ -40,6 +40,7 @@ class Settings:
     kafka_bootstrap: str = field(default="", metadata={"doc": "Kafka bootstrap servers; empty means `flywheel up` starts the embedded broker"})
     redis_url: str = field(default="redis://127.0.0.1:6379/0", metadata={"doc": "Redis for queues, indexes and pointers"})
     app_id: str = field(default="flywheel", metadata={"doc": "Kafka consumer group and Faust app id"})
+    worker_id: str = field(default="", metadata={"doc": "Static group membership id of this worker (e.g. the pod name): a restart takes its partitions back at once"})
     data_dir: str = field(default=".flywheel", metadata={"doc": "Embedded broker data and worker state"})
     broker_port: int = field(default=0, metadata={"doc": "Embedded broker port; 0 picks a free one"})
     metrics_port: int = field(default=9464, metadata={"doc": "Worker /metrics port; 0 disables"})
@@ -58,6 +59,7 @@ class Settings:
     marker_horizon_ms: int = field(default=DAY_MS, metadata={"doc": "Event time a settled request is remembered, so replays and duplicates emit nothing"})
     join_batch_size: int = field(default=500, metadata={"doc": "Events the join takes at once"})
     join_batch_ms: int = field(default=50, metadata={"doc": "Longest wait to fill a join batch (wall clock)"})
+    empty_fetch_backoff_ms: int = field(default=0, metadata={"doc": "Pause after an empty fetch, for brokers that answer at once instead of waiting fetch.max.wait.ms (the embedded one); 0 for Kafka"})
     # limits
     max_event_bytes: int = field(default=256 * 1024, metadata={"doc": "Largest accepted event; larger goes to the dead-letter topic"})
 

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import logging
+import socket
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -15,6 +16,9 @@ from flywheel.settings import Settings
 from flywheel.topics import create_topics
 
 log = logging.getLogger("flywheel.stack")
+
+# noida-db answers an empty fetch at once; without a pause an idle consumer spins on it
+EMBEDDED_FETCH_BACKOFF_MS = 10
 
 
 @contextmanager
@@ -26,7 +30,11 @@ def embedded_stack(settings: Settings) -> Iterator[Settings]:
         if not settings.kafka_bootstrap:
             broker = EmbeddedBroker(data / "broker", port=settings.broker_port)
             started.append(broker)
-            settings = settings.replace(kafka_bootstrap=broker.bootstrap)
+            # the embedded broker never evicts a member that died without leaving the group, so the
+            # worker uses static membership: a restarted worker takes its partitions back at once
+            settings = settings.replace(kafka_bootstrap=broker.bootstrap,
+                                        worker_id=settings.worker_id or f"{socket.gethostname()}-0",
+                                        empty_fetch_backoff_ms=settings.empty_fetch_backoff_ms or EMBEDDED_FETCH_BACKOFF_MS)
             log.info("embedded broker started", extra={"bootstrap": broker.bootstrap, "pid": broker.pid})
         if not redis_answers(settings.redis_url):
             server = EmbeddedRedis(settings.redis_url, data / "redis")

@@ -24,8 +24,37 @@ class Worker:
     metrics: JoinMetrics
 
 
+def pause_after_empty_fetches(backoff_ms: int) -> None:
+    """Make aiokafka wait `backoff_ms` after a fetch that brought nothing.
+
+    Kafka holds an empty fetch for fetch.max.wait.ms; the embedded broker answers at once, and an
+    idle consumer then spins a core (and steals the GIL from the join). Process-wide and idempotent.
+    """
+    import asyncio
+
+    from aiokafka.consumer.fetcher import Fetcher
+
+    original = getattr(Fetcher._proc_fetch_request, "__wrapped__", Fetcher._proc_fetch_request)
+    if backoff_ms <= 0:
+        Fetcher._proc_fetch_request = original
+        return
+
+    async def _proc_fetch_request(self, *args, **kwargs):
+        got = await original(self, *args, **kwargs)
+        if not got:
+            try:
+                await asyncio.sleep(backoff_ms / 1000)
+            except asyncio.CancelledError:
+                pass  # the consumer is closing; aiokafka awaits this task and takes a cancel as an error
+        return got
+
+    _proc_fetch_request.__wrapped__ = original
+    Fetcher._proc_fetch_request = _proc_fetch_request
+
+
 def create_worker(settings: Settings, codec: Codec | None = None, metrics: JoinMetrics | None = None) -> Worker:
     """State lives in changelog topics (memory store): a restarted or moved worker recovers it from Kafka."""
+    pause_after_empty_fetches(settings.empty_fetch_backoff_ms)
     datadir = Path(settings.data_dir) / "worker" / settings.app_id
     datadir.parent.mkdir(parents=True, exist_ok=True)
     app = faust.App(
@@ -43,6 +72,12 @@ def create_worker(settings: Settings, codec: Codec | None = None, metrics: JoinM
         datadir=str(datadir),
         producer_linger_ms=5,
         broker_commit_interval=1.0,
+        # a worker that dies without leaving the group (kill -9, OOM) holds its partitions until
+        # the session times out: keep that short so a restart or a standby takes over quickly
+        broker_session_timeout=10.0,
+        broker_heartbeat_interval=1.0,
+        broker_max_poll_interval=60.0,
+        consumer_group_instance_id=settings.worker_id or None,
         stream_buffer_maxsize=8192,
     )
     metrics = metrics or JoinMetrics()

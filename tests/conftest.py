@@ -45,6 +45,7 @@ def settings(broker, redis_url, tmp_path):
         app_id=f"flywheel-test-{run}",
         data_dir=str(tmp_path / "data"),
         metrics_port=0,
+        empty_fetch_backoff_ms=10,  # the embedded broker does not hold empty fetches
         partitions=4,
         topic_interactions=f"t{run}.interactions",
         topic_actions=f"t{run}.actions",

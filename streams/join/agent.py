@@ -16,23 +16,27 @@ from flywheel.settings import Settings
 from schemas.codec import Codec
 from streams.join.core import ACTION, INTERACTION, JoinCore, JoinOutput, record_from_kafka
 from streams.metrics import JoinMetrics
+from streams.sink import BatchSink
 
 log = logging.getLogger("flywheel.join")
 
+# late and orphan actions are part of normal traffic: counted by the metric, logged only at debug
+EXPECTED_REASONS = frozenset({"late_action", "orphan_action"})
+
 
 class TableStore:
-    """The join's StateStore over a Faust table: writes go to the local store at once and to the
-    changelog once per batch per key (coalesced), with the partition the state belongs to.
+    """The join's StateStore over a Faust table: the local store is written at once, the changelog
+    through the step's BatchSink, with the partition the state belongs to.
 
     Faust's own `table[key] = value` takes the partition from the current event, which a batch of
-    events from several partitions does not have; so we write the store and the changelog ourselves,
-    through the table's public `send_changelog`, and keep the store's key->partition index that
-    Faust uses to drop state on revocation.
+    events from several partitions does not have, and sends one message at a time; so we write the
+    store and the changelog ourselves, and keep the store's key->partition index that Faust uses to
+    drop state on revocation.
     """
 
-    def __init__(self, table: faust.Table):
+    def __init__(self, table: faust.Table, sink: BatchSink):
         self.table = table
-        self.dirty: dict[bytes, int] = {}
+        self.sink = sink
 
     @property
     def _data(self):
@@ -46,14 +50,14 @@ class TableStore:
         index = getattr(self._data, "_key_partition", None)
         if index is not None:
             index[key] = partition
-        self.dirty[key] = partition
+        self.sink.add(self.table.changelog_topic.get_topic_name(), partition, key, value)
 
     def delete(self, key: bytes, partition: int) -> None:
         self._data.pop(key, None)
         index = getattr(self._data, "_key_partition", None)
         if index is not None:
             index.pop(key, None)
-        self.dirty[key] = partition
+        self.sink.add(self.table.changelog_topic.get_topic_name(), partition, key, None)
 
     def items(self):
         return self._data.items()
@@ -61,26 +65,18 @@ class TableStore:
     def __len__(self) -> int:
         return len(self._data)
 
-    def flush(self) -> int:
-        n = len(self.dirty)
-        for key, partition in self.dirty.items():
-            self.table.send_changelog(partition, key, self._data.get(key))
-        self.dirty.clear()
-        return n
-
 
 class Joiner:
     """One per worker process: the batch step of the join agent."""
 
     def __init__(self, app: faust.App, settings: Settings, codec: Codec, metrics: JoinMetrics,
-                 table: faust.Table, candidates: faust.TopicT, deadletter: faust.TopicT):
+                 table: faust.Table):
         self.app = app
         self.settings = settings
         self.codec = codec
         self.metrics = metrics
-        self.store = TableStore(table)
-        self.candidates = candidates
-        self.deadletter = deadletter
+        self.sink = BatchSink(app.producer._ensure_producer)
+        self.store = TableStore(table, self.sink)
         self.kinds = {settings.topic_interactions: INTERACTION, settings.topic_actions: ACTION}
         self.topic_of = {INTERACTION: settings.topic_interactions, ACTION: settings.topic_actions}
         self.core = JoinCore(
@@ -147,20 +143,25 @@ class Joiner:
         return self.core.drain()
 
     async def step(self, events: list[faust.EventT]) -> None:
+        """Join a batch, then write state changes, candidates and dead letters in one flush.
+        Candidates go to the partition their request came from (same key, same partitioner)."""
         started = time.perf_counter()
         out = self.join(events)
-        self.store.flush()
+        for c in out.candidates:
+            self.sink.add(self.settings.topic_candidates, c.partition, c.key, c.value)
+        for d in out.deadletters:
+            self.sink.add(self.settings.topic_deadletter, d.source_partition, d.key, self.codec.encode("deadletter", d.to_dict()))
+        await self.sink.flush()
         now_ms = time.time() * 1000
         for c in out.candidates:
-            await self.candidates.send(key=c.key, value=c.value)
             self.metrics.candidates.labels(c.user_action, c.label).inc()
             if c.trigger_timestamp_ms:
                 self.metrics.latency.observe(max(0.0, now_ms - c.trigger_timestamp_ms) / 1000)
         for d in out.deadletters:
-            await self.deadletter.send(key=d.key, value=self.codec.encode("deadletter", d.to_dict()))
             self.metrics.deadletters.labels(d.reason).inc()
-            log.warning("dead letter", extra={"reason": d.reason, "detail": d.detail, "topic": d.source_topic,
-                                              "partition": d.source_partition, "offset": d.source_offset})
+            log.log(logging.DEBUG if d.reason in EXPECTED_REASONS else logging.WARNING, "dead letter",
+                    extra={"reason": d.reason, "detail": d.detail, "topic": d.source_topic,
+                           "partition": d.source_partition, "offset": d.source_offset})
         self.metrics.duplicates.inc(self.core.stats.pop("duplicates", 0))
         self.metrics.pending.set(len(self.store))
         self.metrics.batch_seconds.observe(time.perf_counter() - started)
@@ -170,8 +171,7 @@ def attach_join(app: faust.App, settings: Settings, codec: Codec, metrics: JoinM
     raw = {"key_serializer": "raw", "value_serializer": "raw"}
     source = app.topic(settings.topic_interactions, settings.topic_actions, **raw)
     table = app.Table("join-state", partitions=settings.partitions, key_type=bytes, value_type=bytes)
-    joiner = Joiner(app, settings, codec, metrics, table,
-                    app.topic(settings.topic_candidates, **raw), app.topic(settings.topic_deadletter, **raw))
+    joiner = Joiner(app, settings, codec, metrics, table)
 
     @app.agent(source, name="join")
     async def join(stream):

@@ -28,6 +28,7 @@ from typing import Collection, Iterator, Protocol
 from schemas.codec import Codec, DecodeError, EncodeError, headers_dict
 from schemas.records import DeadLetter, Interaction, InvalidEvent, UserAction
 from streams.join.labels import build_candidate
+from streams.join.state import JoinState, PendingAction, decode_state, encode_state
 
 INTERACTION = "interaction"
 ACTION = "action"
@@ -57,6 +58,7 @@ class Record:
 class Emitted:
     key: bytes
     value: bytes
+    partition: int
     user_action: str
     label: str
     trigger_timestamp_ms: int | None
@@ -111,44 +113,65 @@ class JoinCore:
         self._clock: dict[int, dict[str, int]] = {}
         self._last_wm: dict[int, int] = {}
         self._last_ts: dict[int, int | None] = {}
+        self._states: dict[bytes, JoinState] = {}
+        self._dirty: dict[bytes, JoinState] = {}
         self.stats: Counter = Counter()
         self.out = JoinOutput()
 
     # -- state -----------------------------------------------------------------------------------
-    def _load(self, key: bytes) -> dict | None:
-        raw = self.store.get(key)
-        return None if raw is None else self.codec.decode_avro("joinstate", raw)
+    def _load(self, key: bytes) -> JoinState | None:
+        state = self._states.get(key)
+        if state is None:
+            raw = self.store.get(key)
+            if raw is not None:
+                state = self._states[key] = decode_state(self.codec, raw)
+        return state
 
-    def _save(self, key: bytes, state: dict, *, reschedule: int | None = None) -> None:
-        partition = state["partition"]
-        if state.get("deleted"):
-            self.store.delete(key, partition)
-        else:
-            self.store.put(key, self.codec.encode("joinstate", state), partition)
-            if reschedule is not None:
-                heapq.heappush(self._heaps.setdefault(partition, []), (reschedule, key))
+    def _save(self, key: bytes, state: JoinState, *, reschedule: int | None = None) -> None:
+        self._states[key] = state
+        self._dirty[key] = state
+        if reschedule is not None:
+            heapq.heappush(self._heaps.setdefault(state.partition, []), (reschedule, key))
+
+    def flush_state(self) -> int:
+        """Write every state changed since the last flush to the store (and so the changelog)."""
+        for key, state in self._dirty.items():
+            if state.deleted:
+                self.store.delete(key, state.partition)
+                if self._states.get(key) is state:
+                    del self._states[key]
+            else:
+                self.store.put(key, encode_state(state), state.partition)
+        n = len(self._dirty)
+        self._dirty = {}
+        return n
 
     def rebuild_index(self, partitions: Collection[int] | None = None) -> int:
-        """Rebuild the due-time index from the store (after recovery or a rebalance), for the
-        partitions this worker owns now."""
+        """Reload state and the due-time index from the store (after recovery or a rebalance), for
+        the partitions this worker owns now."""
         self._heaps.clear()
+        self._states.clear()
+        self._dirty.clear()
         for key, raw in list(self.store.items()):
-            state = self.codec.decode_avro("joinstate", raw)
-            if partitions is None or state["partition"] in partitions:
-                self._heaps.setdefault(state["partition"], []).append((state["due"], key))
+            state = decode_state(self.codec, raw)
+            if partitions is None or state.partition in partitions:
+                self._states[key] = state
+                self._heaps.setdefault(state.partition, []).append((state.due, key))
         for h in self._heaps.values():
             heapq.heapify(h)
-        return sum(len(h) for h in self._heaps.values())
+        return len(self._states)
 
     def forget_partitions(self, partitions: Collection[int]) -> None:
         for p in partitions:
             self._heaps.pop(p, None)
             self._clock.pop(p, None)
             self._last_wm.pop(p, None)
+        gone = set(partitions)
+        self._states = {k: s for k, s in self._states.items() if s.partition not in gone}
 
     @property
     def pending(self) -> int:
-        return len(self.store)
+        return len(self._states)
 
     # -- input -----------------------------------------------------------------------------------
     def apply(self, rec: Record) -> None:
@@ -193,38 +216,35 @@ class JoinCore:
     def _apply_interaction(self, rec: Record, key: bytes, event: Interaction, data: bytes) -> None:
         d = digest(data)
         state = self._load(key)
-        if state is not None and d in state["seen"]:
+        if state is not None and d in state.seen:
             self.stats["duplicates"] += 1
             return
-        if state is not None and (state["settled"] or state["interaction"] is not None):
+        if state is not None and (state.settled or state.interaction is not None):
             return self._dead(rec, "duplicate_request", "another interaction with this request_id was joined already")
         due = event.event_time + self.settle_window_ms
         if state is None:
-            state = {"partition": rec.partition, "interaction": data, "actions": [], "seen": [d], "settled": False, "due": due}
-        else:  # actions came first
-            state["interaction"] = data
-            state["seen"].append(d)
-            state["due"] = due
+            state = JoinState(rec.partition, due)
+        state.interaction, state.interaction_data, state.due = event, data, due
+        state.seen.add(d)
         self._save(key, state, reschedule=due)
 
     def _apply_action(self, rec: Record, key: bytes, event: UserAction, data: bytes) -> None:
         d = digest(data)
         state = self._load(key)
-        if state is not None and d in state["seen"]:
+        if state is not None and d in state.seen:
             self.stats["duplicates"] += 1
             return
-        if state is not None and state["settled"]:
+        if state is not None and state.settled:
             return self._dead(rec, "late_action", "the request settled before this action arrived")
         if state is None:
-            due = event.event_time + self.settle_window_ms
-            state = {"partition": rec.partition, "interaction": None, "actions": [], "seen": [], "settled": False, "due": due}
-            reschedule = due
-        elif state["interaction"] is None and event.event_time + self.settle_window_ms < state["due"]:
-            state["due"] = reschedule = event.event_time + self.settle_window_ms
+            state = JoinState(rec.partition, event.event_time + self.settle_window_ms)
+            reschedule = state.due
+        elif state.interaction is None and event.event_time + self.settle_window_ms < state.due:
+            state.due = reschedule = event.event_time + self.settle_window_ms
         else:
             reschedule = None
-        state["actions"].append({"offset": rec.offset, "data": data})
-        state["seen"].append(d)
+        state.actions.append(PendingAction(rec.offset, event, data))
+        state.seen.add(d)
         self._save(key, state, reschedule=reschedule)
 
     def _dead(self, rec: Record, reason: str, detail: str) -> None:
@@ -262,50 +282,53 @@ class JoinCore:
         while heap and heap[0][0] <= wm:
             due, key = heapq.heappop(heap)
             state = self._load(key)
-            if state is None or state["due"] != due:
+            if state is None or state.due != due or state.deleted:
                 continue  # stale index entry
-            if state["settled"]:
-                self._save(key, {"partition": partition, "deleted": True})
-            elif state["interaction"] is not None:
+            if state.settled:
+                state.deleted = True
+                self._save(key, state)
+            elif state.interaction is not None:
                 self._settle(key, state, trigger_ts)
             else:
                 self._orphan(key, state)
         return wm
 
-    def _settle(self, key: bytes, state: dict, trigger_ts: int | None) -> None:
-        interaction = Interaction.from_dict(self.codec.decode_avro(INTERACTION, state["interaction"]))
+    def _settle(self, key: bytes, state: JoinState, trigger_ts: int | None) -> None:
         actions = []
-        for a in state["actions"]:
-            action = UserAction.from_dict(self.codec.decode_avro(ACTION, a["data"]))
-            if action.event_time > state["due"]:
+        for a in state.actions:
+            if a.action.event_time > state.due:
                 self._dead_pending(key, state, a, "late_action", "the action came after its request's settle window")
             else:
-                actions.append(action)
+                actions.append(a.action)
         candidate = build_candidate(
-            interaction, actions, settle_window_ms=self.settle_window_ms, settled_at=state["due"],
+            state.interaction, actions, settle_window_ms=self.settle_window_ms, settled_at=state.due,
         )
         self.out.candidates.append(Emitted(
-            key=key, value=self.codec.encode("candidate", candidate.to_dict()),
+            key=key, partition=state.partition, value=self.codec.encode("candidate", candidate.to_dict()),
             user_action=candidate.user_action, label=candidate.label, trigger_timestamp_ms=trigger_ts,
         ))
         self.stats["candidates"] += 1
-        due = state["due"] + self.marker_horizon_ms
-        self._save(key, {**state, "interaction": None, "actions": [], "settled": True, "due": due}, reschedule=due)
+        state.settle(state.due + self.marker_horizon_ms)
+        self._save(key, state, reschedule=state.due)
 
-    def _orphan(self, key: bytes, state: dict) -> None:
-        for a in state["actions"]:
+    def _orphan(self, key: bytes, state: JoinState) -> None:
+        for a in state.actions:
             self._dead_pending(key, state, a, "orphan_action", "no interaction with this request_id arrived within the settle window")
-        self._save(key, {"partition": state["partition"], "deleted": True})
+        state.deleted = True
+        self._save(key, state)
 
-    def _dead_pending(self, key: bytes, state: dict, action: dict, reason: str, detail: str) -> None:
+    def _dead_pending(self, key: bytes, state: JoinState, action: PendingAction, reason: str, detail: str) -> None:
         """A held action leaves as a dead letter (bytes in the current schema version, original offset)."""
         self.stats[f"deadletter.{reason}"] += 1
         self.out.deadletters.append(DeadLetter(
-            reason=reason, detail=detail, source_topic=self.action_topic, source_partition=state["partition"],
-            source_offset=action["offset"], key=key, value=action["data"], headers={}, failed_at=int(time.time() * 1000),
+            reason=reason, detail=detail, source_topic=self.action_topic, source_partition=state.partition,
+            source_offset=action.offset, key=key, value=action.data, headers={}, failed_at=int(time.time() * 1000),
         ))
 
     def drain(self) -> JoinOutput:
+        """Outputs of the batch; the state changes go to the store first, so that a commit after
+        the outputs are sent covers both."""
+        self.flush_state()
         out, self.out = self.out, JoinOutput()
         return out
 

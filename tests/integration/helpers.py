@@ -25,6 +25,13 @@ def settings_env(settings: Settings) -> dict[str, str]:
     return env
 
 
+def _die_with_parent() -> None:
+    """A worker must not outlive a test run that was killed (it would spin on a dead broker)."""
+    import ctypes
+
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
 class WorkerProcess:
     """`flywheel worker` in a child process, with its own /metrics port and log file."""
 
@@ -35,7 +42,7 @@ class WorkerProcess:
         env = settings_env(settings.replace(metrics_port=self.port))
         self._log = open(self.log_path, "wb")
         self.proc = subprocess.Popen([sys.executable, "-m", "flywheel.cli", "worker"], env=env,
-                                     stdout=self._log, stderr=subprocess.STDOUT)
+                                     stdout=self._log, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
 
     def metrics(self) -> str:
         import urllib.request

@@ -195,3 +195,19 @@ def test_replay_is_deterministic_and_restart_loses_and_duplicates_nothing():
     assert len(a) == 300 and a == b
     crashed = _run(DictStore(), order_b, 23, crash_at=230)
     assert {e.key: e.value for e in crashed} == a and len(crashed) == 300
+
+
+def test_state_round_trips_through_its_changelog_format():
+    from streams.join.state import JoinState, PendingAction, StateFormatError, decode_state, encode_state
+    import pytest
+
+    log = Log()
+    i, a = log.interaction("r1", T0), log.action("r1", T0 + MIN, "copied")
+    s = JoinState(3, T0 + 30 * MIN, Interaction.from_dict(codec.decode("interaction", i.value)), i.value,
+                  [PendingAction(7, UserAction.from_dict(codec.decode("action", a.value)), a.value)], {b"12345678"})
+    back = decode_state(codec, encode_state(s))
+    assert back == s
+    s.settle(T0 + 99)
+    assert decode_state(codec, encode_state(s)) == s
+    with pytest.raises(StateFormatError):
+        decode_state(codec, encode_state(s)[:5])
