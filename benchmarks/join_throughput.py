@@ -52,11 +52,15 @@ from flywheel.embedded import EmbeddedBroker, free_port  # noqa: E402
 from flywheel.settings import ENV_PREFIX, Settings  # noqa: E402
 from flywheel.topics import create_topics  # noqa: E402
 from schemas.codec import Codec  # noqa: E402
-from streams.join.core import TICK_HEADER  # noqa: E402
+from schemas.codec import TICK_HEADER  # noqa: E402
 
 TARGET_EVENTS_PER_S = 10_000
 TARGET_RATIO = 0.40
-MAX_ACTION_DELAY_MS = 120_000  # an action comes 1 s .. 2 min after its response
+# The worker runs with a 4 s settle window, so that in the live phase, where event time moves at
+# wall-clock speed, requests settle while traffic flows and the latency is the join's own.
+SETTLE_WINDOW_MS = 4_000
+WATERMARK_DELAY_MS = 2_000  # covers the wall-clock skew between the two topics at live rates
+MAX_ACTION_DELAY_MS = 1_500  # an action comes 0.1 .. 1.5 s after its response
 BACKLOG_SPACING_MS = 100  # one request per 100 ms of event time in the pre-produced backlog
 ACTION_MIX = (  # one action per request
     ("accepted", 0.40), ("copied", 0.15), ("corrected", 0.10), ("regenerated", 0.10), ("abandoned", 0.05),
@@ -130,7 +134,7 @@ class TrafficMaker:
                 "uncertainty": round(rng.random(), 4), "metadata": {"app": "bench"},
             }), t))
             action = rng.choices(self.actions, self.weights)[0]
-            at = t + rng.randint(1_000, MAX_ACTION_DELAY_MS)
+            at = t + rng.randint(100, MAX_ACTION_DELAY_MS)
             last = max(last, at)
             actions.append((key, enc("action", {
                 "request_id": rid, "user_id": user, "event_time": at, "action": action,
@@ -410,6 +414,7 @@ def run(args) -> dict:
         settings = Settings.from_env(
             kafka_bootstrap=broker.bootstrap, app_id=f"bench-{run_id}", data_dir=str(workdir / "data"),
             metrics_port=free_port(), partitions=args.partitions,
+            settle_window_ms=SETTLE_WINDOW_MS, watermark_delay_ms=WATERMARK_DELAY_MS,
             topic_interactions=f"bench{run_id}.interactions", topic_actions=f"bench{run_id}.actions",
             topic_candidates=f"bench{run_id}.candidates", topic_deadletter=f"bench{run_id}.deadletter",
         )
@@ -487,10 +492,10 @@ def run(args) -> dict:
         if args.live_events >= 2:
             live_requests = args.live_events // 2
             live_rate = args.live_rate or max(100.0, worker_rate / 2)
-            # event time moves ~10x the settle window over the phase, so ~90 % of requests settle
-            # while traffic flows; the rest settle on the final ticks, outside the measurement
-            horizon = settings.settle_window_ms + settings.watermark_delay_ms + MAX_ACTION_DELAY_MS
-            spacing = max(BACKLOG_SPACING_MS, math.ceil(10 * horizon / live_requests))
+            # event time moves at wall-clock speed (two events per request), so requests settle
+            # while traffic flows, as in production; the last ones settle on the final ticks,
+            # outside the measurement
+            spacing = max(1, round(2000 / live_rate))
             live = maker.make(live_requests, tick_ms + 1000, spacing).merged(*sources)
             # wait until the worker has consumed the backlog's ticks too (and committed nothing pending)
             wait_for(lambda: "the worker to consume the whole backlog", lambda: consumed() >= source_records,
@@ -530,7 +535,7 @@ def run(args) -> dict:
                 f"{latency['observations']:,} candidates during the phase, p50 {latency['p50_ms']} ms, p99 {latency['p99_ms']} ms")
             # settle the rest, and check that every live request gave exactly one candidate
             live_last = tick_ms + 1000 + (live_requests - 1) * spacing + MAX_ACTION_DELAY_MS
-            live_sender.ticks(sources, args.partitions, live_last + horizon + 60_000)
+            live_sender.ticks(sources, args.partitions, live_last + SETTLE_WINDOW_MS + WATERMARK_DELAY_MS + 60_000)
             live_sender.flush(args.timeout)
             expected = requests + live_requests
             wait_for(lambda: f"live candidates: {seen['n'] - requests:,} of {live_requests:,} arrived",

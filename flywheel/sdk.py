@@ -30,12 +30,11 @@ from typing import Any, Callable, Mapping, Sequence
 from confluent_kafka import KafkaError, Producer
 
 from flywheel.settings import Settings
-from schemas.codec import Codec, EncodeError
+from schemas.codec import TICK_HEADER, Codec, EncodeError
 from schemas.records import Interaction, InvalidEvent, UserAction
 
 log = logging.getLogger("flywheel.sdk")
 
-TICK_HEADER = "flywheel-tick"  # must equal streams.join.core.TICK_HEADER (a unit test holds it to that)
 
 DEFAULT_CONFIG: dict[str, Any] = {
     "enable.idempotence": True,  # no duplicates or reordering from retries within a partition
@@ -50,7 +49,6 @@ DEFAULT_CONFIG: dict[str, Any] = {
 }
 
 _PARTITIONS_TTL_S = 300.0
-_MIN_EVENT_TIME_MS = 100_000_000_000  # 1973-03-03: anything smaller is almost surely seconds, not ms
 _LOGGED_FAILURES = 10  # log the first failures one by one, then one line per 1000
 
 
@@ -232,8 +230,6 @@ class FlywheelProducer:
         """Validate and encode exactly as the log_* calls do (also for tools that write files, not Kafka)."""
         name = event.schema_name
         event.check()
-        if event.event_time < _MIN_EVENT_TIME_MS:
-            raise InvalidEvent(f"{name}.event_time must be milliseconds since the epoch; {event.event_time} looks like seconds")
         record = event.to_dict()
         schema = self.codec.current(name)
         for f in schema.raw["fields"]:

@@ -56,9 +56,9 @@ class Settings:
     # the join
     settle_window_ms: int = field(default=30 * MINUTE_MS, metadata={"doc": "Event time after a request within which its actions count; none means abandoned"})
     watermark_delay_ms: int = field(default=MINUTE_MS, metadata={"doc": "Out-of-orderness the watermark allows within one input"})
+    idle_input_ms: int = field(default=5_000, metadata={"doc": "Wall time an input must have been caught up and silent before it stops holding the watermark back"})
     marker_horizon_ms: int = field(default=DAY_MS, metadata={"doc": "Event time a settled request is remembered, so replays and duplicates emit nothing"})
-    join_batch_size: int = field(default=500, metadata={"doc": "Events the join takes at once"})
-    join_batch_ms: int = field(default=50, metadata={"doc": "Longest wait to fill a join batch (wall clock)"})
+    join_batch_size: int = field(default=2000, metadata={"doc": "Most records the join takes from one fetch"})
     empty_fetch_backoff_ms: int = field(default=0, metadata={"doc": "Pause after an empty fetch, for brokers that answer at once instead of waiting fetch.max.wait.ms (the embedded one); 0 for Kafka"})
     # limits
     max_event_bytes: int = field(default=256 * 1024, metadata={"doc": "Largest accepted event; larger goes to the dead-letter topic"})
@@ -71,6 +71,10 @@ class Settings:
             candidates=self.topic_candidates,
             deadletter=self.topic_deadletter,
         )
+
+    def changelog_topic(self, store: str) -> str:
+        """Compacted topic behind a stream operator's state (one per app id and store)."""
+        return f"{self.app_id}.{store}-changelog"
 
     @property
     def broker_url(self) -> str:

@@ -24,10 +24,17 @@ class TopicSpec:
     config: dict[str, str]
 
 
+STATE_STORES = ("join-state",)
+
+
 def topic_specs(settings: Settings) -> list[TopicSpec]:
-    """Sources are co-partitioned (same count, keyed by request_id); every topic keeps window + lag."""
+    """Sources are co-partitioned (same count, keyed by request_id); every topic keeps window + lag;
+    state changelogs are compacted (latest value per key, kept for ever)."""
     keep = {"retention.ms": str(settings.retention_ms), "cleanup.policy": "delete"}
-    return [TopicSpec(name, settings.partitions, dict(keep)) for name in settings.topics.all()]
+    specs = [TopicSpec(name, settings.partitions, dict(keep)) for name in settings.topics.all()]
+    specs += [TopicSpec(settings.changelog_topic(store), settings.partitions, {"cleanup.policy": "compact"})
+              for store in STATE_STORES]
+    return specs
 
 
 def admin_client(settings: Settings) -> AdminClient:

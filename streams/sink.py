@@ -1,5 +1,5 @@
-"""Batched output: every record a step writes (changelog, candidates, dead letters) goes to the
-broker as one Kafka record batch per topic-partition, and the step waits for the acks.
+"""Batched output: the records a step writes go to the broker as one Kafka record batch per
+topic-partition, and the step waits for the acks.
 
 Faust's `send_soon` hands messages to aiokafka one at a time through a 100-message buffer; at two
 changelog writes and half a candidate per event that buffer, not the join, set the pace. Waiting
@@ -14,6 +14,9 @@ from collections import defaultdict
 from typing import Any
 
 
+_NO_HEADERS: list = []  # shared, never mutated: aiokafka wants a list
+
+
 class OutputError(RuntimeError):
     """The broker refused an output batch: the step fails, its inputs are not acknowledged."""
 
@@ -24,8 +27,8 @@ class BatchSink:
         self._pending: dict[tuple[str, int], list[tuple[bytes | None, bytes | None, list]]] = defaultdict(list)
         self.records_sent = 0
 
-    def add(self, topic: str, partition: int, key: bytes | None, value: bytes | None, headers: list | None = None) -> None:
-        self._pending[(topic, partition)].append((key, value, headers or []))
+    def add(self, topic: str, partition: int, key: bytes | None, value: bytes | None, headers: list = _NO_HEADERS) -> None:
+        self._pending[(topic, partition)].append((key, value, headers))
 
     def __len__(self) -> int:
         return sum(len(v) for v in self._pending.values())

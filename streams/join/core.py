@@ -25,7 +25,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Collection, Iterator, Protocol
 
-from schemas.codec import Codec, DecodeError, EncodeError, headers_dict
+from schemas.codec import TICK_HEADER, Codec, DecodeError, EncodeError, headers_dict
 from schemas.records import DeadLetter, Interaction, InvalidEvent, UserAction
 from streams.join.labels import build_candidate
 from streams.join.state import JoinState, PendingAction, decode_state, encode_state
@@ -33,7 +33,6 @@ from streams.join.state import JoinState, PendingAction, decode_state, encode_st
 INTERACTION = "interaction"
 ACTION = "action"
 INPUTS = (INTERACTION, ACTION)
-TICK_HEADER = "flywheel-tick"
 
 
 def digest(data: bytes) -> bytes:
@@ -175,7 +174,6 @@ class JoinCore:
 
     # -- input -----------------------------------------------------------------------------------
     def apply(self, rec: Record) -> None:
-        self.stats[f"consumed.{rec.kind}"] += 1
         self._last_ts[rec.partition] = rec.timestamp_ms
         tick = rec.headers.get(TICK_HEADER)
         if tick is not None:

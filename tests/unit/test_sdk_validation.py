@@ -203,12 +203,6 @@ def test_config_defaults_and_overrides(monkeypatch):
     p.close(timeout=0)
 
 
-def test_tick_header_matches_the_join():
-    from streams.join.core import TICK_HEADER as JOIN_TICK_HEADER
-
-    assert TICK_HEADER == JOIN_TICK_HEADER
-
-
 def test_bytes_match_the_worked_example_in_the_docs(producer):
     """docs/wire-format.md spells these bytes out; a schema change must update the document."""
     from schemas.records import UserAction
