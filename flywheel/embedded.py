@@ -79,12 +79,6 @@ class _Child:
                 self.proc.wait()
         self._log.close()
 
-    def kill(self) -> None:
-        """SIGKILL, for crash tests."""
-        if self.alive():
-            self.proc.kill()
-            self.proc.wait()
-
 
 class EmbeddedBroker(_Child):
     def __init__(self, data_dir: str | os.PathLike, port: int = 0, host: str = "127.0.0.1"):

@@ -113,11 +113,6 @@ class Codec:
     def versions(self, name: str) -> list[SchemaVersion]:
         return list(self._versions[name])
 
-    def version_of(self, data: bytes) -> SchemaVersion | None:
-        if len(data) >= HEADER_LEN and data[:2] == MAGIC:
-            return self._by_fingerprint.get(data[2:HEADER_LEN])
-        return None
-
     # -- encoding ------------------------------------------------------------------------------
     def encode(self, name: str, record: Mapping[str, Any], *, version: SchemaVersion | None = None) -> bytes:
         schema = version or self.current(name)

@@ -25,7 +25,6 @@ class BatchSink:
     def __init__(self, producer_factory):
         self._producer_factory = producer_factory  # -> aiokafka.AIOKafkaProducer (started)
         self._pending: dict[tuple[str, int], list[tuple[bytes | None, bytes | None, list]]] = defaultdict(list)
-        self.records_sent = 0
 
     def add(self, topic: str, partition: int, key: bytes | None, value: bytes | None, headers: list = _NO_HEADERS) -> None:
         self._pending[(topic, partition)].append((key, value, headers))
@@ -54,5 +53,4 @@ class BatchSink:
         errors = [r for r in results if isinstance(r, BaseException)]
         if errors:
             raise OutputError(f"{len(errors)} of {len(futures)} output batches failed: {errors[0]!r}")
-        self.records_sent += n
         return n

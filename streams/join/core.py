@@ -25,7 +25,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Collection, Iterator, Protocol
 
-from schemas.codec import TICK_HEADER, Codec, DecodeError, EncodeError, headers_dict
+from schemas.codec import TICK_HEADER, Codec, DecodeError, EncodeError
 from schemas.records import DeadLetter, Interaction, InvalidEvent, UserAction
 from streams.join.labels import build_candidate
 from streams.join.state import JoinState, PendingAction, decode_state, encode_state
@@ -338,6 +338,3 @@ class JoinCore:
             self.advance(p, caught_up(p) if callable(caught_up) else caught_up)
         return self.drain()
 
-
-def record_from_kafka(kind: str, topic: str, partition: int, offset: int, key, value, headers, timestamp_ms=None) -> Record:
-    return Record(kind, topic, partition, offset, key, value, headers_dict(headers), timestamp_ms)

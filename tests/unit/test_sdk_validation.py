@@ -8,7 +8,7 @@ import time
 import pytest
 
 from flywheel.sdk import (
-    DEFAULT_CONFIG, TICK_HEADER, BackpressureError, DeliveryError, EventTooLarge, FlywheelError, FlywheelProducer,
+    DEFAULT_CONFIG, BackpressureError, DeliveryError, EventTooLarge, FlywheelError, FlywheelProducer,
 )
 from flywheel.settings import Settings
 from schemas.records import InvalidEvent
