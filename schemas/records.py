@@ -27,7 +27,10 @@ class _Record:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]):
-        return cls(**{k: d[k] for k in _field_names(cls) if k in d})
+        try:
+            return cls(**d)  # a decoded record of the current schema has exactly these fields
+        except TypeError:
+            return cls(**{k: d[k] for k in _field_names(cls) if k in d})
 
     def to_dict(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in _field_names(type(self))}

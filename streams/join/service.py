@@ -88,6 +88,7 @@ class JoinService(Service):
         # a rebalance callback runs in aiokafka's coordinator task and may interleave with a
         # step's awaits; the lock keeps a restore from replacing state under a batch in flight
         self._lock = asyncio.Lock()
+        self._closing = False
 
     # -- lifecycle -------------------------------------------------------------------------------
     async def on_start(self) -> None:
@@ -111,11 +112,13 @@ class JoinService(Service):
         await self.consumer.start()
 
     async def on_stop(self) -> None:
-        if self.consumer is not None:
-            await self.commit()
-            await self.consumer.stop()  # leaves the group
-        if self.producer is not None:
-            await self.producer.stop()
+        self._closing = True
+        async with self._lock:  # let the batch in flight finish its writes
+            if self.consumer is not None:
+                await self.commit()
+                await self.consumer.stop()  # leaves the group
+            if self.producer is not None:
+                await self.producer.stop()
 
     @Service.task
     async def _consume(self) -> None:
@@ -131,6 +134,8 @@ class JoinService(Service):
     async def idle_step(self) -> None:
         """No records: inputs may have become idle, which can move a watermark on its own."""
         async with self._lock:
+            if self._closing:
+                return
             started = time.perf_counter()
             for p in sorted(self.owned):
                 self._advance(p)
@@ -213,6 +218,8 @@ class JoinService(Service):
 
     async def step(self, fetched: dict) -> None:
         async with self._lock:
+            if self._closing:
+                return  # not committed: the next owner reads these records again
             fetched = await self._owned_only(fetched)
             if fetched:
                 await self._step(fetched)
