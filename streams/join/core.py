@@ -1,8 +1,8 @@
 """The request ⋈ action join as a state machine over a key-value store, driven by event time.
 
-No Faust in here: the agent hands raw records in and takes candidates, dead letters and the keys
-whose state changed out. That keeps the join testable with a dict, and lets the agent coalesce
-changelog writes per batch (a key touched five times in a batch is written once).
+No Kafka in here: the service hands raw records in and takes candidates and dead letters out;
+state changes go to a store once per batch (a key touched five times in a batch is written once).
+That keeps the join testable with a dict.
 
 State per request id (`JoinState`, Avro in the changelog-backed table):
   pending   - the interaction and/or actions seen so far, `due` = interaction time + settle window
@@ -70,7 +70,7 @@ class JoinOutput:
 
 
 class StateStore(Protocol):
-    """Where join state lives: a dict in tests, the Faust table (and its changelog) in the worker."""
+    """Where join state lives: a dict in tests, a changelog-backed store in the worker."""
 
     def get(self, key: bytes) -> bytes | None: ...
     def put(self, key: bytes, value: bytes, partition: int) -> None: ...
@@ -331,7 +331,7 @@ class JoinCore:
         return out
 
     def apply_all(self, records, caught_up=()) -> JoinOutput:
-        """Apply records and settle what their event time allows: the agent's batch step, also for tests."""
+        """Apply records and settle what their event time allows: the service's batch step, also for tests."""
         for rec in records:
             self.apply(rec)
         for p in sorted({r.partition for r in records}):
