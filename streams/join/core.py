@@ -4,16 +4,16 @@ No Kafka in here: the service hands raw records in and takes candidates and dead
 state changes go to a store once per batch (a key touched five times in a batch is written once).
 That keeps the join testable with a dict.
 
-State per request id (`JoinState`, Avro in the changelog-backed table):
+State per request id (`JoinState`, see `state.py` for its changelog format):
   pending   - the interaction and/or actions seen so far, `due` = interaction time + settle window
               (or, with no interaction yet, first action time + settle window: then it is an orphan)
   settled   - the candidate went out; only digests of the applied events stay, so a replay or a
               duplicate changes nothing, until `due` = settle deadline + marker horizon.
 
-The watermark of a partition is the smallest "largest event time seen" over the inputs that still
-have data to deliver (inputs that are caught up with their log end do not hold it back), minus the
-allowed out-of-orderness. Nothing here reads the wall clock, so replaying a log gives the same
-candidates byte for byte.
+The watermark of a partition is the smallest "largest event time seen" over its inputs, minus the
+allowed out-of-orderness; inputs the caller declares idle do not hold it back. Nothing here reads
+the wall clock, and a request's candidate depends only on the events inside its window, so
+replaying a log gives the same candidates byte for byte.
 """
 
 from __future__ import annotations
