@@ -131,3 +131,33 @@ def test_malformed_events_go_to_the_dead_letter_topic_and_the_worker_keeps_going
         assert worker.proc.poll() is None
     finally:
         assert worker.stop() == 0, worker.log_tail()
+
+
+def test_two_workers_share_the_partitions_and_each_request_still_gives_one_candidate(settings, tmp_path):
+    """Co-partitioning holds across workers (range assignor): interactions and actions of one
+    request meet in the same process, and no state is assumed to live in one process."""
+    create_topics(settings)
+    traffic = _traffic(4_000, seed=3, settings=settings)
+    first = WorkerProcess(settings.replace(worker_id="worker-a"), tmp_path, "a")
+    second = WorkerProcess(settings.replace(worker_id="worker-b"), tmp_path, "b")
+    try:
+        # both in the group before traffic, each holding half of the partitions
+        wait_for(lambda: _assigned(first) == 2 and _assigned(second) == 2, 90, what="the partitions split between two workers")
+        with FlywheelProducer(settings) as producer:
+            send(traffic, producer, settle_window_ms=settings.settle_window_ms, tail_ticks=True)
+        wait_for(lambda: end_offsets(settings, settings.topic_candidates) >= 4_000, 180, what="4,000 candidates")
+        time.sleep(2)
+        records, _ = _check_candidates(settings, traffic.expected)
+        assert len(records) == 4_000
+        per_worker = [metric_value(w.metrics(), "flywheel_candidates_total") for w in (first, second)]
+        assert all(n > 0 for n in per_worker) and sum(per_worker) == 4_000, per_worker
+    finally:
+        codes = [first.stop(), second.stop()]
+        assert codes == [0, 0], first.log_tail() + second.log_tail()
+
+
+def _assigned(worker: WorkerProcess) -> int:
+    """Partitions in the worker's latest 'join partitions assigned' log line."""
+    lines = [json.loads(line) for line in worker.log_path.read_text(errors="replace").splitlines()
+             if '"join partitions assigned"' in line]
+    return len(lines[-1]["partitions"]) if lines else -1
