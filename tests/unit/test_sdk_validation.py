@@ -99,18 +99,14 @@ def _assert_clear(exc: Exception, field: str) -> None:
     assert SECRET not in msg  # privacy: prompt/context text never reaches an error message
 
 
-@pytest.mark.parametrize("field,over", INTERACTION_CASES, ids=[f"{f}-{i}" for i, (f, _) in enumerate(INTERACTION_CASES)])
-def test_invalid_interaction_raises_before_sending(producer, field, over):
-    with pytest.raises(InvalidEvent) as info:
-        producer.log_interaction(**interaction(**over))
-    _assert_clear(info.value, field)
-    assert len(producer._producer) == 0
+CASES = [("log_interaction", interaction, f, o) for f, o in INTERACTION_CASES] + \
+        [("log_action", action, f, o) for f, o in ACTION_CASES]
 
 
-@pytest.mark.parametrize("field,over", ACTION_CASES, ids=[f"{f}-{i}" for i, (f, _) in enumerate(ACTION_CASES)])
-def test_invalid_action_raises_before_sending(producer, field, over):
+@pytest.mark.parametrize("call,build,field,over", CASES, ids=[f"{c[0][4:]}-{c[2]}-{i}" for i, c in enumerate(CASES)])
+def test_invalid_event_raises_before_sending(producer, call, build, field, over):
     with pytest.raises(InvalidEvent) as info:
-        producer.log_action(**action(**over))
+        getattr(producer, call)(**build(**over))
     _assert_clear(info.value, field)
     assert len(producer._producer) == 0
 
