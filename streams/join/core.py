@@ -114,7 +114,7 @@ class JoinCore:
         self._last_ts: dict[int, int | None] = {}
         self._states: dict[bytes, JoinState] = {}
         self._dirty: dict[bytes, JoinState] = {}
-        self.stats: Counter = Counter()
+        self.stats: Counter = Counter()  # "duplicates": replays and retries ignored, read by the metrics
         self.out = JoinOutput()
 
     # -- state -----------------------------------------------------------------------------------
@@ -203,7 +203,6 @@ class JoinCore:
             t = int(tick)
         except ValueError:
             return self._dead(rec, "invalid_event", f"{TICK_HEADER} header must be integer milliseconds, got {tick[:40]!r}")
-        self.stats["ticks"] += 1
         self._observe(rec.partition, rec.kind, t)
 
     def _observe(self, partition: int, kind: str, t: int) -> None:
@@ -246,7 +245,6 @@ class JoinCore:
         self._save(key, state, reschedule=reschedule)
 
     def _dead(self, rec: Record, reason: str, detail: str) -> None:
-        self.stats[f"deadletter.{reason}"] += 1
         self.out.deadletters.append(DeadLetter(
             reason=reason, detail=detail, source_topic=rec.topic, source_partition=rec.partition,
             source_offset=rec.offset, key=rec.key, value=rec.value or b"", headers=dict(rec.headers),
@@ -305,7 +303,6 @@ class JoinCore:
             key=key, partition=state.partition, value=self.codec.encode("candidate", candidate.to_dict()),
             user_action=candidate.user_action, label=candidate.label, trigger_timestamp_ms=trigger_ts,
         ))
-        self.stats["candidates"] += 1
         state.settle(state.due + self.marker_horizon_ms)
         self._save(key, state, reschedule=state.due)
 
@@ -317,7 +314,6 @@ class JoinCore:
 
     def _dead_pending(self, key: bytes, state: JoinState, action: PendingAction, reason: str, detail: str) -> None:
         """A held action leaves as a dead letter (bytes in the current schema version, original offset)."""
-        self.stats[f"deadletter.{reason}"] += 1
         self.out.deadletters.append(DeadLetter(
             reason=reason, detail=detail, source_topic=self.action_topic, source_partition=state.partition,
             source_offset=action.offset, key=key, value=action.data, headers={}, failed_at=int(time.time() * 1000),
