@@ -65,8 +65,27 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--mix", type=_mix, default=None, help="primary behaviour shares, e.g. accepted=0.4,copied=0.1,corrected=0.1,regenerated=0.15,abandoned=0.05,none=0.2")
     sim.add_argument("--no-tail-ticks", action="store_true", help="do not advance event time past the last settle window at the end")
 
+    policy = sub.add_parser("policy", help="the quality gate's policy")
+    psub = policy.add_subparsers(dest="policy_command", required=True, parser_class=_Parser)
+    show = psub.add_parser("show", help="print the effective policy as JSON (FLYWHEEL_GATE_POLICY, or the defaults)")
+    show.add_argument("--file", default=None, help="a policy file instead of FLYWHEEL_GATE_POLICY")
+    check = psub.add_parser("check", help="validate a policy file: exit 0 and its stamp, or one line saying what is wrong")
+    check.add_argument("file", help="the policy TOML file")
+
+    gate = sub.add_parser("gate", help="the quality gate")
+    gsub = gate.add_subparsers(dest="gate_command", required=True, parser_class=_Parser)
+    ex = gsub.add_parser("explain", help="run candidates through the policy and print each decision with its scores and reasons")
+    src = ex.add_mutually_exclusive_group()
+    src.add_argument("--file", default=None, help="a JSONL file of candidates ('-' for stdin); default: the candidates topic")
+    src.add_argument("--topic", default=None, help="a topic of candidates (default: candidates)")
+    ex.add_argument("--policy", default=None, help="a policy file (default: FLYWHEEL_GATE_POLICY, or the defaults)")
+    ex.add_argument("--max", type=_positive_int, default=None, help="stop after this many candidates")
+    ex.add_argument("--idle-timeout", type=_positive_float, default=5.0, help="stop reading a topic after this many idle seconds")
+    ex.add_argument("--show-text", action="store_true", help="include the redacted texts")
+    ex.add_argument("--summary-only", action="store_true", help="print only the funnel summary")
+
     tail = sub.add_parser("tail", help="print decoded events of a topic as JSON lines")
-    tail.add_argument("topic", help="interactions | actions | candidates | deadletter, or a full topic name")
+    tail.add_argument("topic", help="interactions | actions | candidates | passed | rejected | deadletter, or a full topic name")
     tail.add_argument("--new", action="store_true", help="only events that arrive from now on")
     tail.add_argument("--max", type=_positive_int, default=None, help="stop after this many events")
     tail.add_argument("--idle-timeout", type=_positive_float, default=5.0, help="stop after this many idle seconds")
@@ -132,12 +151,81 @@ def _run(args, settings: Settings) -> int:
                           settle_window_ms=settings.settle_window_ms)
         print(json.dumps(counts, sort_keys=True, default=str))
         return 0
+    if args.command == "policy":
+        return _policy(args, settings)
+    if args.command == "gate":
+        return _gate_explain(args, settings)
     if args.command == "tail":
         from flywheel.tail import tail
 
         tail(settings, args.topic, sys.stdout, from_beginning=not args.new, max_events=args.max, idle_timeout=args.idle_timeout)
         return 0
     raise AssertionError(args.command)
+
+
+def _policy(args, settings: Settings) -> int:
+    from streams.gate.policy import GatePolicy, PolicyError
+
+    try:
+        if args.policy_command == "show":
+            print(json.dumps(GatePolicy.load(args.file or settings.gate_policy).show(), indent=2))
+        else:
+            print(json.dumps({"ok": True, "stamp": GatePolicy.load(args.file).stamp}))
+    except PolicyError as exc:
+        print(f"flywheel: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _gate_explain(args, settings: Settings) -> int:
+    import itertools
+    import logging
+
+    from streams.gate.explain import CandidateLineError, Funnel, explain, parse_candidate, read_jsonl
+    from streams.gate.pipeline import TokenizerError, build_gate
+    from streams.gate.policy import GatePolicy, PolicyError
+
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    bad = 0
+    try:
+        policy = GatePolicy.load(args.policy or settings.gate_policy)
+        if args.file:
+            handle = sys.stdin if args.file == "-" else open(args.file, encoding="utf-8")
+        gate = build_gate(policy)
+    except (PolicyError, TokenizerError, ValueError) as exc:
+        print(f"flywheel: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"flywheel: error: {args.file}: {exc.strerror}", file=sys.stderr)
+        return 2
+
+    def candidates():
+        nonlocal bad
+        if args.file:
+            for n, got in read_jsonl(handle):
+                if isinstance(got, CandidateLineError):
+                    bad += 1
+                    print(f"flywheel: {args.file}:{n}: skipped: {got}", file=sys.stderr)
+                else:
+                    yield got
+            return
+        from flywheel.tail import read, resolve_topic
+
+        topic = resolve_topic(settings, args.topic or "candidates")
+        for rec in read(settings, topic, idle_timeout=args.idle_timeout):
+            if "event" in rec:
+                try:
+                    yield parse_candidate(rec["event"])
+                except CandidateLineError as exc:
+                    bad += 1
+                    print(f"flywheel: {topic}:{rec['partition']}@{rec['offset']}: skipped: {exc}", file=sys.stderr)
+
+    funnel = Funnel()
+    for line in explain(itertools.islice(candidates(), args.max), gate, show_text=args.show_text, funnel=funnel):
+        if not args.summary_only:
+            print(json.dumps(line, ensure_ascii=False))
+    print(json.dumps(funnel.summary(gate)))
+    return 1 if bad else 0
 
 
 def _worker(settings: Settings) -> None:

@@ -29,6 +29,8 @@ class Topics:
     actions: str = "flywheel.actions"
     candidates: str = "flywheel.candidates"
     deadletter: str = "flywheel.deadletter"
+    passed: str = "flywheel.candidates.passed"
+    rejected: str = "flywheel.candidates.rejected"
 
     def all(self) -> list[str]:
         return [getattr(self, f.name) for f in fields(self)]
@@ -50,6 +52,8 @@ class Settings:
     topic_actions: str = field(default="flywheel.actions", metadata={"doc": "User action events"})
     topic_candidates: str = field(default="flywheel.candidates", metadata={"doc": "One joined training candidate per request"})
     topic_deadletter: str = field(default="flywheel.deadletter", metadata={"doc": "Undecodable or invalid input, with reason and original bytes"})
+    topic_passed: str = field(default="flywheel.candidates.passed", metadata={"doc": "Candidates the quality gate passed (redacted, scored)"})
+    topic_rejected: str = field(default="flywheel.candidates.rejected", metadata={"doc": "Candidates the gate rejected, with every reason and score (redacted too)"})
     partitions: int = field(default=4, metadata={"doc": "Partitions of every flywheel topic (sources must be co-partitioned)"})
     replication_factor: int = field(default=1, metadata={"doc": "Replication factor for created topics"})
     retention_ms: int = field(default=6 * WEEK_MS, metadata={"doc": "Source topic retention; at least window + lag (5 weeks)"})
@@ -60,6 +64,12 @@ class Settings:
     marker_horizon_ms: int = field(default=DAY_MS, metadata={"doc": "Event time a settled request is remembered, so replays and duplicates emit nothing"})
     join_batch_size: int = field(default=2000, metadata={"doc": "Most records the join takes from one fetch"})
     empty_fetch_backoff_ms: int = field(default=0, metadata={"doc": "Pause after an empty fetch, for brokers that answer at once instead of waiting fetch.max.wait.ms (the embedded one); 0 for Kafka"})
+    # the quality gate
+    roles: str = field(default="join,gate", metadata={"doc": "Stream operators this worker runs: join, gate, or both (comma-separated)"})
+    gate_policy: str = field(default="", metadata={"doc": "Gate policy TOML file; empty: the built-in defaults (`flywheel policy show`)"})
+    gate_batch_size: int = field(default=128, metadata={"doc": "Most candidates the gate scores in one batch"})
+    gate_batch_ms: int = field(default=250, metadata={"doc": "Longest the gate waits to fill a batch"})
+    gate_threads: int = field(default=1, metadata={"doc": "Threads the gate's models may use (torch intra-op); the event loop keeps its own"})
     # limits
     max_event_bytes: int = field(default=256 * 1024, metadata={"doc": "Largest accepted event; larger goes to the dead-letter topic"})
 
@@ -70,6 +80,8 @@ class Settings:
             actions=self.topic_actions,
             candidates=self.topic_candidates,
             deadletter=self.topic_deadletter,
+            passed=self.topic_passed,
+            rejected=self.topic_rejected,
         )
 
     def changelog_topic(self, store: str) -> str:
@@ -82,6 +94,10 @@ class Settings:
             raise SettingsError("FLYWHEEL_KAFKA_BOOTSTRAP is empty: start the stack with `flywheel up` or set it")
         return self.kafka_bootstrap
 
+    @property
+    def role_set(self) -> frozenset[str]:
+        return frozenset(r.strip() for r in self.roles.split(",") if r.strip())
+
     def replace(self, **changes) -> "Settings":
         return dataclasses.replace(self, **changes)
 
@@ -92,6 +108,11 @@ class Settings:
             raise SettingsError(f"settle_window_ms must be > 0, got {self.settle_window_ms}")
         if self.retention_ms != -1 and self.retention_ms < 5 * WEEK_MS:
             raise SettingsError(f"retention_ms must cover window + lag (>= {5 * WEEK_MS}) or be -1, got {self.retention_ms}")
+        unknown = set(self.role_set) - {"join", "gate"}
+        if unknown or not self.role_set:
+            raise SettingsError(f"roles must be some of join, gate (comma-separated), got {self.roles!r}")
+        if self.gate_batch_size < 1 or self.gate_batch_ms < 1 or self.gate_threads < 1:
+            raise SettingsError("gate_batch_size, gate_batch_ms and gate_threads must be >= 1")
         if self.max_event_bytes < 1024:
             raise SettingsError(f"max_event_bytes must be >= 1024, got {self.max_event_bytes}")
         if self.marker_horizon_ms < self.settle_window_ms:

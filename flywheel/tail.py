@@ -20,13 +20,16 @@ def event_type_of(settings: Settings, topic: str) -> str | None:
         settings.topic_actions: "action",
         settings.topic_candidates: "candidate",
         settings.topic_deadletter: "deadletter",
+        settings.topic_passed: "candidate",
+        settings.topic_rejected: "candidate",
     }.get(topic)
 
 
 def resolve_topic(settings: Settings, name: str) -> str:
-    """Accept a logical name (interactions, actions, candidates, deadletter) or a full topic name."""
+    """Accept a logical name (interactions, actions, candidates, passed, rejected, deadletter) or a full topic name."""
     logical = {"interactions": settings.topic_interactions, "actions": settings.topic_actions,
-               "candidates": settings.topic_candidates, "deadletter": settings.topic_deadletter}
+               "candidates": settings.topic_candidates, "deadletter": settings.topic_deadletter,
+               "passed": settings.topic_passed, "rejected": settings.topic_rejected}
     return logical.get(name, name)
 
 

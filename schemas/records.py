@@ -148,6 +148,8 @@ class TrainingCandidate(_Record):
     reasons: list[str] = field(default_factory=list)
     policy_version: str = ""
     settled_at: int = 0
+    notes: list[str] = field(default_factory=list)
+    redactions: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(slots=True)

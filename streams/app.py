@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 from pathlib import Path
 
 import faust
@@ -10,7 +11,10 @@ import faust
 from flywheel.settings import Settings
 from schemas.codec import Codec
 from streams.join.service import JoinService
-from streams.metrics import JoinMetrics
+from streams.metrics import GateMetrics, JoinMetrics, serve_metrics
+
+if TYPE_CHECKING:
+    from streams.gate.agent import GateRunner
 
 
 def broker_urls(bootstrap: str) -> str:
@@ -48,13 +52,16 @@ def pause_after_empty_fetches(backoff_ms: int) -> None:
 @dataclass
 class Worker:
     app: faust.App
-    join: JoinService
+    join: JoinService | None
     metrics: JoinMetrics
+    gate: "GateRunner | None" = None
+    gate_metrics: GateMetrics | None = None
 
 
 def create_worker(settings: Settings, codec: Codec | None = None, metrics: JoinMetrics | None = None) -> Worker:
-    """The Faust app owns the process (signals, logging, graceful stop); the join runs in it as a
-    service with its own batch consumer (see streams/join/service.py for why)."""
+    """The Faust app owns the process (signals, logging, graceful stop). The join runs in it as a
+    service with its own batch consumer (see streams/join/service.py for why); the gate is a Faust
+    agent. `settings.roles` says which of the two this process runs."""
     pause_after_empty_fetches(settings.empty_fetch_backoff_ms)
     datadir = Path(settings.data_dir) / "worker" / settings.app_id
     datadir.parent.mkdir(parents=True, exist_ok=True)
@@ -79,14 +86,53 @@ def create_worker(settings: Settings, codec: Codec | None = None, metrics: JoinM
         broker_max_poll_interval=60.0,
         consumer_group_instance_id=settings.worker_id or None,
     )
+    codec = codec or Codec()
     metrics = metrics or JoinMetrics()
-    join = JoinService(settings, codec or Codec(), metrics)
+    worker = Worker(app, None, metrics)
+    if "join" in settings.role_set:
+        join = worker.join = JoinService(settings, codec, metrics)
 
-    @app.task
-    async def _start_join() -> None:
-        await app.add_runtime_dependency(join)
+        @app.task
+        async def _start_join() -> None:
+            await app.add_runtime_dependency(join)
 
-    return Worker(app, join, metrics)
+    if "gate" in settings.role_set:
+        worker.gate_metrics = GateMetrics(metrics.registry)
+        worker.gate = create_gate_runner(app, settings, codec, worker.gate_metrics)
+    return worker
+
+
+def create_gate_runner(app: faust.App, settings: Settings, codec: Codec, metrics: GateMetrics):
+    import redis
+
+    from streams.gate.agent import GateRunner, add_gate_agent
+    from streams.gate.pipeline import build_gate
+    from streams.gate.policy import GatePolicy
+
+    policy = GatePolicy.load(settings.gate_policy)  # a bad file fails here, before anything starts
+    client = redis.Redis.from_url(settings.redis_url, socket_timeout=10, socket_connect_timeout=5)
+
+    def build():
+        _limit_threads(settings.gate_threads)
+        return build_gate(policy, redis_client=client, key_prefix=settings.app_id, observe_stage=metrics.observe_stage,
+                          spacy_cache=str(Path(settings.data_dir) / "models"))
+
+    async def send(topic: str, key: bytes | None, value: bytes, partition: int):
+        return await app.producer.send(topic, key, value, partition, None, None)
+
+    runner = GateRunner(settings, build, codec, metrics, client, send)
+    add_gate_agent(app, settings, runner)
+    return runner
+
+
+def _limit_threads(n: int) -> None:
+    """The gate shares the machine with the join and the event loop: its models get `n` threads."""
+    try:
+        import torch
+
+        torch.set_num_threads(n)
+    except ImportError:
+        pass
 
 
 def tune_gc() -> None:
@@ -105,7 +151,7 @@ def run_worker(settings: Settings) -> None:
     from flywheel.logs import logging_config
 
     worker = create_worker(settings)
-    worker.metrics.serve(settings.metrics_port)
+    serve_metrics(worker.metrics.registry, settings.metrics_port)
     tune_gc()
     faust.Worker(
         worker.app,

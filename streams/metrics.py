@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
+from streams.gate.filters import FILTER_ERROR
+
 LATENCY_BUCKETS = (0.005, 0.01, 0.02, 0.03, 0.04, 0.05, 0.06, 0.075, 0.1, 0.125, 0.15, 0.2, 0.3, 0.4, 0.5,
                    0.75, 1.0, 2.5, 5.0, 10.0, 30.0)
 
@@ -38,7 +40,122 @@ class JoinMetrics:
             "flywheel_join_batch_seconds", "Time spent joining one batch of records.", buckets=LATENCY_BUCKETS, registry=r)
 
     def serve(self, port: int, addr: str = "0.0.0.0"):
-        """Expose /metrics; port 0 disables."""
-        if port:
-            return start_http_server(port, addr=addr, registry=self.registry)
-        return None
+        return serve_metrics(self.registry, port, addr)
+
+
+SCORE_BUCKETS = tuple(round(i * 0.05, 2) for i in range(1, 21))
+STAGE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+MAX_TASK_LABELS = 50  # task types come from the app: past this many, the rest share "other"
+
+
+class GateMetrics:
+    """The quality gate's metrics. Labels are filter names, reason codes, entity types and task
+    types (capped): never ids, never text."""
+
+    def __init__(self, registry: CollectorRegistry | None = None, window: int = 1000):
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.decisions = Counter("flywheel_gate_decisions_total", "Gate decisions, by verdict (passed, rejected).",
+                                 ["verdict"], registry=r)
+        self.checked = Counter("flywheel_gate_filter_checked_total", "Candidates each filter checked.", ["filter"], registry=r)
+        self.rejections = Counter("flywheel_gate_filter_rejections_total",
+                                  "Reasons given, by filter and reason code (a candidate can have several).",
+                                  ["filter", "reason"], registry=r)
+        self.removed = Counter("flywheel_gate_removed_total",
+                               "Rejected candidates by the first filter that rejected them (the funnel).", ["filter"], registry=r)
+        self.pass_ratio = Gauge("flywheel_gate_pass_ratio", "Share of the last decisions that passed.", registry=r)
+        self.filter_pass_ratio = Gauge("flywheel_gate_filter_pass_ratio",
+                                       "Share of the last candidates each filter checked that it did not reject.",
+                                       ["filter"], registry=r)
+        self.scores = Histogram("flywheel_gate_score", "Scores the gate computed, by score name.", ["score"],
+                                buckets=SCORE_BUCKETS, registry=r)
+        self.stage_seconds = Histogram("flywheel_gate_stage_seconds", "Time one filter took over one batch.", ["filter"],
+                                       buckets=STAGE_BUCKETS, registry=r)
+        self.batch_seconds = Histogram("flywheel_gate_batch_seconds", "Time to decide and write one batch.",
+                                       buckets=STAGE_BUCKETS, registry=r)
+        self.batch_size = Histogram("flywheel_gate_batch_size", "Candidates per gate batch.",
+                                    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024), registry=r)
+        self.latency = Histogram("flywheel_gate_latency_seconds",
+                                 "Wall time from a candidate's append to the join's output to its gate decision's write.",
+                                 buckets=LATENCY_BUCKETS, registry=r)
+        self.errors = Counter("flywheel_gate_filter_errors_total",
+                              "Filter failures after retry (the candidates were rejected with filter_error).", ["filter"], registry=r)
+        self.redactions = Counter("flywheel_gate_redactions_total", "Personal data redacted, by entity type.", ["entity"],
+                                  registry=r)
+        self.replays = Counter("flywheel_gate_replays_total",
+                               "Candidates seen again (a replay after a restart) whose decision was already written.",
+                               registry=r)
+        self.keep_rate = Gauge("flywheel_gate_keep_rate", "Rolling share of logged candidates that passed, by task type.",
+                               ["task_type"], registry=r)
+        self.keep_threshold = Gauge("flywheel_gate_keep_threshold", "Current keep-rate quality quantile, by task type.",
+                                    ["task_type"], registry=r)
+        self.keep_band = Gauge("flywheel_gate_keep_band", "The configured keep-rate band.", ["edge"], registry=r)
+        self._recent: list[bool] = []
+        self._recent_filter: dict[str, list[bool]] = {}
+        self._window = window
+        self._tasks: set[str] = set()
+
+    def task_label(self, task: str) -> str:
+        if task in self._tasks:
+            return task
+        if len(self._tasks) < MAX_TASK_LABELS:
+            self._tasks.add(task)
+            return task
+        return "other"
+
+    def _roll(self, series: list[bool], values: list[bool]) -> float:
+        series.extend(values)
+        del series[:-self._window]
+        return sum(series) / len(series)
+
+    def observe_stage(self, stage: str, seconds: float, n: int) -> None:
+        self.stage_seconds.labels(stage).observe(seconds)
+        self.checked.labels(stage).inc(n)
+
+    def observe_decisions(self, decisions) -> None:
+        passed = [d.passed for d in decisions]
+        for verdict in (True, False):
+            n = passed.count(verdict)
+            if n:
+                self.decisions.labels("passed" if verdict else "rejected").inc(n)
+        if passed:
+            self.pass_ratio.set(self._roll(self._recent, passed))
+        by_filter: dict[str, list[bool]] = {}
+        for d in decisions:
+            c = d.candidate
+            for stage, code in d.why:
+                self.rejections.labels(stage, code).inc()
+                if code == FILTER_ERROR:
+                    self.errors.labels(stage).inc()
+            if d.removed_by:
+                self.removed.labels(d.removed_by).inc()
+            rejected_by = {stage for stage, _ in d.why}
+            for name in ("quality", "toxicity", "grounding", "similarity"):
+                if name in c.scores:
+                    self.scores.labels(name).observe(c.scores[name])
+                    stage = "duplicates" if name == "similarity" else name
+                    by_filter.setdefault(stage, []).append(stage not in rejected_by)
+            for entity, n in c.redactions.items():
+                self.redactions.labels(entity).inc(n)
+        for stage, values in by_filter.items():
+            self.filter_pass_ratio.labels(stage).set(self._roll(self._recent_filter.setdefault(stage, []), values))
+
+    def observe_keep_rate(self, keep) -> None:
+        if keep is None:
+            return
+        self.keep_band.labels("low").set(keep.band[0])
+        self.keep_band.labels("high").set(keep.band[1])
+        for task in list(keep.tasks):
+            label = self.task_label(task)
+            rate, threshold = keep.rate(task), keep.threshold(task)
+            if rate is not None:
+                self.keep_rate.labels(label).set(rate)
+            if threshold is not None:
+                self.keep_threshold.labels(label).set(threshold)
+
+
+def serve_metrics(registry: CollectorRegistry, port: int, addr: str = "0.0.0.0"):
+    """Expose /metrics; port 0 disables."""
+    if port:
+        return start_http_server(port, addr=addr, registry=registry)
+    return None

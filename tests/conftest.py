@@ -51,4 +51,6 @@ def settings(broker, redis_url, tmp_path):
         topic_actions=f"t{run}.actions",
         topic_candidates=f"t{run}.candidates",
         topic_deadletter=f"t{run}.deadletter",
+        topic_passed=f"t{run}.candidates.passed",
+        topic_rejected=f"t{run}.candidates.rejected",
     ).validate()

@@ -1,0 +1,176 @@
+"""The gate's stream agent: candidates in, decisions out to the passed and rejected topics.
+
+The agent is a short loop over time-bounded batches (`take_events`); `GateRunner.process` does the
+work. Scoring runs in a worker thread, off the event loop, so heartbeats, the join and the
+consumer keep going while a model works. Faust acknowledges a batch only after `process` returns,
+and `process` returns only when every decision is on the broker: a crash replays the batch, never
+loses it. A replayed candidate whose decision was written already (a marker in Redis, written
+after the broker acknowledged) is skipped, so a restart does not decide twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Callable, Sequence
+
+from flywheel.settings import DAY_MS, Settings
+from schemas.codec import Codec, DecodeError
+from schemas.records import DeadLetter, InvalidEvent, TrainingCandidate
+from streams.gate.pipeline import Decision, Gate
+from streams.metrics import GateMetrics
+
+log = logging.getLogger("flywheel.gate")
+
+DECIDED_TTL_S = 7 * DAY_MS // 1000  # longer than any replay: the join's markers last a day
+KEEP_RATE_SNAPSHOT_S = 30.0
+RETRY_MAX_S = 30.0
+
+
+def gate_group(settings: Settings) -> str:
+    return settings.app_id  # the Faust app's consumer group
+
+
+class GateRunner:
+    def __init__(self, settings: Settings, build: Callable[[], Gate], codec: Codec, metrics: GateMetrics,
+                 redis_client: Any, send: Callable[..., Any]):
+        self.settings = settings
+        self.codec = codec
+        self.metrics = metrics
+        self.redis = redis_client
+        self.send = send  # async (topic, key, value, partition) -> awaitable of the broker's ack
+        self._build = build
+        self.gate: Gate | None = None
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gate")
+        self.prefix = f"{settings.app_id}:gate"
+        self._last_snapshot = time.monotonic()
+
+    async def _off_loop(self, fn, *args):
+        return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
+
+    async def start(self) -> None:
+        """Load the models (seconds) off the loop, and the keep-rate window a predecessor saved."""
+        if self.gate is None:
+            started = time.perf_counter()
+            self.gate = await self._off_loop(self._build)
+            saved = await self._retrying("restore keep rate", lambda: self._off_loop(self.redis.get, f"{self.prefix}:keeprate"))
+            if saved and self.gate.keep_rate is not None:
+                self.gate.keep_rate.restore(saved)
+            log.info("gate ready", extra={"policy": self.gate.stamp, "stages": [s.name for s in self.gate.stages],
+                                          "seconds": round(time.perf_counter() - started, 2)})
+
+    async def process(self, events: Sequence[Any]) -> None:
+        await self.start()
+        started = time.perf_counter()
+        candidates, dead = self._decode(events)
+        fresh = await self._unseen(candidates)
+        decisions = await self._off_loop(self.gate.decide, [c for c, _ in fresh]) if fresh else []
+        sources = [m for _, m in fresh]
+        await self._retrying("write decisions", lambda: self._write(decisions, sources, dead))
+        if decisions:
+            await self._retrying("mark decided", lambda: self._off_loop(self._mark, decisions))
+        self._observe(decisions, sources, len(events), started)
+        if time.monotonic() - self._last_snapshot >= KEEP_RATE_SNAPSHOT_S:
+            await self._snapshot()
+
+    def _decode(self, events):
+        candidates, dead = [], []
+        for event in events:
+            m = event.message
+            headers = {k.lower(): v for k, v in m.headers} if m.headers else {}
+            try:
+                c = TrainingCandidate.from_dict(self.codec.decode("candidate", m.value or b"", headers))
+                if not c.request_id:
+                    raise InvalidEvent("candidate.request_id must be a non-empty string")
+                candidates.append((c, m))
+            except (DecodeError, InvalidEvent, TypeError) as exc:
+                reason = exc.reason if isinstance(exc, DecodeError) else "invalid_candidate"
+                dead.append(DeadLetter(reason=reason, detail=str(exc)[:500], source_topic=m.topic,
+                                       source_partition=m.partition, source_offset=m.offset, key=m.key,
+                                       value=m.value or b"", headers=headers, failed_at=int(time.time() * 1000)))
+        return candidates, dead
+
+    async def _unseen(self, candidates):
+        """Drop candidates decided before (a replay), and repeats of one request inside the batch."""
+        if not candidates:
+            return []
+        keys = [f"{self.prefix}:decided:{c.request_id}" for c, _ in candidates]
+        seen = await self._retrying("check decided", lambda: self._off_loop(self.redis.mget, keys))
+        fresh, ids = [], set()
+        for (c, m), mark in zip(candidates, seen):
+            if mark is not None or c.request_id in ids:
+                self.metrics.replays.inc()
+                continue
+            ids.add(c.request_id)
+            fresh.append((c, m))
+        return fresh
+
+    async def _write(self, decisions: list[Decision], sources, dead: list[DeadLetter]) -> None:
+        s = self.settings
+        acks = []
+        for d, m in zip(decisions, sources):
+            topic = s.topic_passed if d.passed else s.topic_rejected
+            acks.append(await self.send(topic, m.key or d.candidate.request_id.encode(),
+                                        self.codec.encode("candidate", d.candidate.to_dict()), m.partition))
+        for dl in dead:
+            acks.append(await self.send(s.topic_deadletter, dl.key, self.codec.encode("deadletter", dl.to_dict()),
+                                        dl.source_partition))
+            log.warning("dead letter", extra={"reason": dl.reason, "detail": dl.detail, "topic": dl.source_topic,
+                                              "partition": dl.source_partition, "offset": dl.source_offset})
+        await asyncio.gather(*acks)
+
+    def _mark(self, decisions: list[Decision]) -> None:
+        pipe = self.redis.pipeline(transaction=False)
+        for d in decisions:
+            pipe.set(f"{self.prefix}:decided:{d.candidate.request_id}", b"p" if d.passed else b"r", ex=DECIDED_TTL_S)
+        pipe.execute()
+
+    async def _retrying(self, what: str, attempt: Callable[[], Any]):
+        """Broker and Redis trouble is waited out (the batch is not acknowledged meanwhile);
+        nothing is dropped and the worker does not die."""
+        delay = 0.2
+        while True:
+            try:
+                return await attempt()
+            except Exception as exc:
+                log.error("gate retrying", extra={"step": what, "error": type(exc).__name__, "detail": str(exc)[:200],
+                                                  "retry_in_s": delay})
+                await asyncio.sleep(delay)
+                delay = min(RETRY_MAX_S, delay * 2)
+
+    async def _snapshot(self) -> None:
+        self._last_snapshot = time.monotonic()
+        keep = self.gate.keep_rate if self.gate else None
+        if keep is not None:
+            try:
+                await self._off_loop(self.redis.set, f"{self.prefix}:keeprate", keep.to_json())
+            except Exception as exc:  # a snapshot is an optimisation: the next one will do
+                log.warning("keep-rate snapshot failed", extra={"error": type(exc).__name__})
+
+    def _observe(self, decisions: list[Decision], sources, n_events: int, started: float) -> None:
+        m = self.metrics
+        m.observe_decisions(decisions)
+        m.observe_keep_rate(self.gate.keep_rate if self.gate else None)
+        now = time.time()
+        for src in sources:
+            if src.timestamp:  # Faust gives seconds
+                m.latency.observe(max(0.0, now - src.timestamp))
+        m.batch_size.observe(n_events)
+        m.batch_seconds.observe(time.perf_counter() - started)
+
+    def close(self) -> None:
+        self.executor.shutdown(wait=False, cancel_futures=True)
+
+
+def add_gate_agent(app, settings: Settings, runner: GateRunner):
+    """Register the gate on the Faust app: a short loop, the work is in `runner`."""
+    source = app.topic(settings.topic_candidates, key_serializer="raw", value_serializer="raw")
+
+    @app.agent(source, name="gate")
+    async def gate(stream):
+        async for events in stream.take_events(settings.gate_batch_size, within=settings.gate_batch_ms / 1000):
+            await runner.process(events)
+
+    return gate

@@ -1,0 +1,316 @@
+"""The gate's filters: small named stages, each adding scores, notes and reason codes to a batch.
+
+A stage never drops a candidate; it says why the candidate should not pass (a reason code) and
+the pipeline decides. Stages run on whole batches so that the model stages (PII, toxicity) and
+the Redis-backed duplicate index pay their fixed costs once per batch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+from schemas.records import TrainingCandidate
+from streams.gate import grounding as grounding_check
+from streams.gate.keeprate import KeepRate
+from streams.gate.policy import GatePolicy
+from streams.gate.quality import quality_score, quality_terms
+
+# reason codes (a rejection) by stage; notes say something without rejecting
+REASONS = {
+    "pii": ("pii_detected",),
+    "action": ("action_excluded",),
+    "length": ("too_short", "too_few_tokens"),
+    "quality": ("low_quality",),
+    "toxicity": ("toxic",),
+    "grounding": ("ungrounded",),
+    "duplicates": ("duplicate_exact", "duplicate_near"),
+    "keep_rate": ("below_keep_quantile",),
+}
+NOTES = ("pii_redacted", "id_pseudonymised", "grounding_skipped", "grounding_no_claims", "keep_rate_warming_up")
+FILTER_ERROR = "filter_error"
+REDACTION_FAILED = "<REDACTION_FAILED>"
+
+
+@dataclass
+class Item:
+    """A candidate on its way through the gate."""
+
+    candidate: TrainingCandidate
+    reasons: list[tuple[str, str]] = field(default_factory=list)  # (stage, code) in pipeline order
+    notes: list[str] = field(default_factory=list)
+    redactions: Counter = field(default_factory=Counter)
+
+    @property
+    def rejected(self) -> bool:
+        return bool(self.reasons)
+
+    def reject(self, stage: str, code: str) -> None:
+        self.reasons.append((stage, code))
+
+    @property
+    def target(self) -> str:
+        """What a model would be trained to say: the correction when there is one, else the response."""
+        c = self.candidate
+        return c.target or (c.correction if c.user_action == "corrected" and c.correction else c.response)
+
+
+class Stage:
+    name: str = ""
+    content = True  # False: runs only on candidates every content stage passed (duplicates, keep rate)
+
+    def run(self, items: Sequence[Item]) -> None:
+        raise NotImplementedError
+
+
+# -- privacy ---------------------------------------------------------------------------------------
+
+class PiiStage(Stage):
+    """Redacts every text field of the candidate, whatever else happens to it: rejected candidates
+    are written out too, so they must be as clean as the ones that pass."""
+
+    name = "pii"
+
+    def __init__(self, redactor, reject: bool = False):
+        self.redactor = redactor
+        self.reject = reject
+
+    def run(self, items: Sequence[Item]) -> None:
+        slots: list[tuple[Item, Callable[[str], None]]] = []
+        texts: list[str] = []
+        for item in items:
+            for text, put in _text_slots(item.candidate):
+                if text:
+                    texts.append(text)
+                    slots.append((item, put))
+        for (item, put), red in zip(slots, self.redactor.redact(texts), strict=True):
+            if red.counts:
+                put(red.text)
+                item.redactions.update(red.counts)
+        for item in items:
+            self._pseudonymise_ids(item)
+            if item.redactions:
+                item.notes.append("pii_redacted")
+                if self.reject:
+                    item.reject(self.name, "pii_detected")
+
+    def _pseudonymise_ids(self, item: Item) -> None:
+        """Ids are opaque by contract; one that holds personal data (an email as user id) is
+        replaced by a stable hash, so joins and erasure by the same id still work."""
+        c = item.candidate
+        for name in ("user_id", "session_id"):
+            value = getattr(c, name)
+            if value and ("@" in value or sum(ch.isdigit() for ch in value) >= 7):
+                if self.redactor.redact([value])[0].counts:
+                    setattr(c, name, "pii-" + hashlib.sha256(value.encode()).hexdigest()[:24])
+                    item.notes.append("id_pseudonymised")
+
+    @staticmethod
+    def scrub(items: Sequence[Item]) -> None:
+        """When redaction itself failed: no text leaves the gate at all."""
+        for item in items:
+            for text, put in _text_slots(item.candidate):
+                if text:
+                    put(REDACTION_FAILED)
+
+
+def _text_slots(c: TrainingCandidate):
+    """(text, setter) for every free-text field of a candidate."""
+    def setter(name):
+        return lambda v: setattr(c, name, v)
+
+    for name in ("prompt", "response", "correction", "target", "pair_chosen", "pair_rejected"):
+        yield getattr(c, name), setter(name)
+    for i, passage in enumerate(c.retrieved_context or ()):
+        yield passage, (lambda v, i=i: c.retrieved_context.__setitem__(i, v))
+    for key, value in c.metadata.items():
+        yield value, (lambda v, key=key: c.metadata.__setitem__(key, v))
+
+
+# -- content ---------------------------------------------------------------------------------------
+
+class ActionStage(Stage):
+    name = "action"
+
+    def __init__(self, allowed: Sequence[str]):
+        self.allowed = frozenset(allowed)
+
+    def run(self, items):
+        for item in items:
+            if item.candidate.user_action not in self.allowed:
+                item.reject(self.name, "action_excluded")
+
+
+class LengthStage(Stage):
+    name = "length"
+
+    def __init__(self, min_words: int, min_tokens: int = 0, tokenizer: Any = None):
+        self.min_words = min_words
+        self.min_tokens = min_tokens
+        self.tokenizer = tokenizer  # a transformers tokenizer, or None
+
+    def run(self, items):
+        targets = [item.target for item in items]
+        tokens = None
+        if self.tokenizer is not None and self.min_tokens:
+            tokens = [len(ids) for ids in self.tokenizer(targets, add_special_tokens=False)["input_ids"]]
+        for i, item in enumerate(items):
+            words = len(targets[i].split())
+            item.candidate.scores["words"] = float(words)
+            if words < self.min_words:
+                item.reject(self.name, "too_short")
+            if tokens is not None:
+                item.candidate.scores["tokens"] = float(tokens[i])
+                if tokens[i] < self.min_tokens:
+                    item.reject(self.name, "too_few_tokens")
+
+
+class QualityStage(Stage):
+    name = "quality"
+
+    def __init__(self, policy, reject: bool = True):
+        self.q = policy
+        self.reject = reject
+
+    def run(self, items):
+        for item in items:
+            c = item.candidate
+            terms = quality_terms(c, self.q)
+            c.quality_score = quality_score(terms)
+            c.scores["quality"] = c.quality_score
+            for term, value in terms.items():
+                c.scores[f"quality.{term}"] = round(value, 4)
+            if self.reject and c.quality_score < self.q.threshold:
+                item.reject(self.name, "low_quality")
+
+
+class ToxicityStage(Stage):
+    name = "toxicity"
+
+    def __init__(self, scorer, threshold: float, fields: Sequence[str]):
+        self.scorer = scorer
+        self.threshold = threshold
+        self.fields = tuple(fields)
+
+    def run(self, items):
+        texts, owners = [], []
+        for k, item in enumerate(items):
+            for f in self.fields:
+                text = item.target if f == "target" else getattr(item.candidate, f) or ""
+                if text:
+                    texts.append(text)
+                    owners.append(k)
+        worst = [0.0] * len(items)
+        for k, score in zip(owners, self.scorer.score(texts), strict=True):
+            worst[k] = max(worst[k], float(score))
+        for item, score in zip(items, worst):
+            item.candidate.scores["toxicity"] = round(score, 4)
+            if score > self.threshold:  # the seed: toxicity_classifier(...) > 0.1 fails
+                item.reject(self.name, "toxic")
+
+
+class GroundingStage(Stage):
+    name = "grounding"
+
+    def __init__(self, threshold: float, min_overlap: float):
+        self.threshold = threshold
+        self.min_overlap = min_overlap
+
+    def run(self, items):
+        for item in items:
+            c = item.candidate
+            g = grounding_check.grounding(item.target, c.retrieved_context, self.min_overlap)
+            if g.score is None:
+                item.notes.append("grounding_skipped" if not c.retrieved_context else "grounding_no_claims")
+                continue
+            c.scores["grounding"] = round(g.score, 4)
+            if g.score < self.threshold:
+                item.reject(self.name, "ungrounded")
+
+
+# -- against what passed before ------------------------------------------------------------------
+
+def dedup_text(item: Item) -> str:
+    return item.candidate.prompt + "\n" + item.target
+
+
+class DuplicateStage(Stage):
+    """Exact and near duplicates of candidates that passed before (or earlier in this batch)."""
+
+    name = "duplicates"
+    content = False
+
+    def __init__(self, index):
+        self.index = index
+
+    def run(self, items):
+        checks = self.index.check([(i.candidate.request_id, dedup_text(i)) for i in items])
+        for item, check in zip(items, checks, strict=True):
+            item.candidate.scores["similarity"] = round(check.similarity, 4)
+            if check.exact_of is not None:
+                item.reject(self.name, "duplicate_exact")
+            elif check.near_of is not None:
+                item.reject(self.name, "duplicate_near")
+
+    def remember(self, passed: Sequence[Item]) -> None:
+        if passed:
+            self.index.add([(i.candidate.request_id, dedup_text(i)) for i in passed])
+
+
+class KeepRateStage(Stage):
+    name = "keep_rate"
+    content = False
+
+    def __init__(self, keep: KeepRate):
+        self.keep = keep
+
+    def observe(self, items: Sequence[Item]) -> None:
+        """Every logged candidate counts toward the quantile, whatever the other filters said."""
+        by_task: dict[str, list[float]] = {}
+        for item in items:
+            by_task.setdefault(item.candidate.task_type, []).append(item.candidate.quality_score)
+        for task, scores in by_task.items():
+            self.keep.observe(task, scores)
+
+    def run(self, items):
+        for item in items:
+            c = item.candidate
+            t = self.keep.threshold(c.task_type)
+            if t is None:
+                item.notes.append("keep_rate_warming_up")
+                continue
+            c.scores["keep_threshold"] = round(t, 4)
+            if c.quality_score < t:
+                item.reject(self.name, "below_keep_quantile")
+
+    def record(self, items: Sequence[Item]) -> None:
+        by_task: dict[str, list[bool]] = {}
+        for item in items:
+            by_task.setdefault(item.candidate.task_type, []).append(not item.rejected)
+        for task, passed in by_task.items():
+            self.keep.record(task, passed)
+
+
+def build_stages(policy: GatePolicy, *, redactor=None, scorer=None, index=None, keep: KeepRate | None = None,
+                 tokenizer=None) -> list[Stage]:
+    """The enabled stages in pipeline order. Components are passed in (built by streams.gate.pipeline)."""
+    p = policy
+    stages: list[Stage] = []
+    if p.pii.enabled:
+        stages.append(PiiStage(redactor, reject=p.pii.mode == "reject"))
+    if p.action.enabled:
+        stages.append(ActionStage(p.action.allowed))
+    if p.length.enabled:
+        stages.append(LengthStage(p.length.min_words, p.length.min_tokens, tokenizer))
+    stages.append(QualityStage(p.quality, reject=p.quality.enabled))  # always scored (datasets and review sort by it); rejects only when enabled
+    if p.toxicity.enabled:
+        stages.append(ToxicityStage(scorer, p.toxicity.threshold, p.toxicity.fields))
+    if p.grounding.enabled:
+        stages.append(GroundingStage(p.grounding.threshold, p.grounding.min_overlap))
+    if p.duplicates.enabled:
+        stages.append(DuplicateStage(index))
+    if p.keep_rate.enabled:
+        stages.append(KeepRateStage(keep or KeepRate(p.keep_rate.band, p.keep_rate.window, p.keep_rate.min_samples)))
+    return stages

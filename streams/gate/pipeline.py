@@ -1,0 +1,154 @@
+"""The gate pipeline: runs the stages over a batch and turns what they said into decisions.
+
+Pure of any transport: the stream agent, `flywheel gate explain` and the benchmark all call
+`Gate.decide` on plain candidates. A stage that raises is retried once; if it fails again, every
+candidate it was checking is rejected with `filter_error:<stage>` (and, if the failing stage was
+the redactor, loses its text), so a broken model never lets a candidate through unchecked and
+never stops the worker.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+from schemas.records import TrainingCandidate
+from streams.gate.filters import (FILTER_ERROR, DuplicateStage, Item, KeepRateStage, PiiStage, Stage,
+                                  build_stages)
+from streams.gate.keeprate import KeepRate
+from streams.gate.policy import GatePolicy
+
+log = logging.getLogger("flywheel.gate")
+
+
+@dataclass
+class Decision:
+    candidate: TrainingCandidate  # redacted, scored, stamped with the policy
+    passed: bool
+    reasons: list[str]  # reason codes, in pipeline order, as written on the candidate
+    why: list[tuple[str, str]]  # (stage, code) for each reason
+
+    @property
+    def removed_by(self) -> str | None:
+        """The first stage that rejected it: the funnel counts this one."""
+        return self.why[0][0] if self.why else None
+
+
+def reason_code(stage: str, code: str) -> str:
+    return f"{FILTER_ERROR}:{stage}" if code == FILTER_ERROR else code
+
+
+class Gate:
+    def __init__(self, policy: GatePolicy, stages: Sequence[Stage], *,
+                 observe_stage: Callable[[str, float, int], None] | None = None, retries: int = 1):
+        self.policy = policy
+        self.stages = list(stages)
+        self.stamp = policy.stamp
+        self.retries = retries
+        self.observe_stage = observe_stage or (lambda stage, seconds, n: None)
+
+    @property
+    def keep_rate(self) -> KeepRate | None:
+        return next((s.keep for s in self.stages if isinstance(s, KeepRateStage)), None)
+
+    def decide(self, candidates: Sequence[TrainingCandidate]) -> list[Decision]:
+        items = [Item(c) for c in candidates]
+        for stage in self.stages:
+            if not stage.content:
+                continue
+            todo = items if self.policy.evaluate_all or isinstance(stage, PiiStage) else [i for i in items if not i.rejected]
+            self._run(stage, todo)
+        keep = next((s for s in self.stages if isinstance(s, KeepRateStage)), None)
+        if keep is not None:
+            keep.observe(items)
+        eligible = [i for i in items if not i.rejected]
+        for stage in self.stages:
+            if stage.content or not eligible:
+                continue
+            self._run(stage, eligible)
+            eligible = [i for i in eligible if not i.rejected]
+        for stage in self.stages:
+            if isinstance(stage, DuplicateStage) and eligible:
+                self._remember(stage, eligible)
+        if keep is not None:
+            keep.record(items)
+        return [self._decision(item) for item in items]
+
+    def _run(self, stage: Stage, todo: list[Item]) -> None:
+        if not todo:
+            return
+        started = time.perf_counter()
+        for attempt in range(self.retries + 1):
+            try:
+                stage.run(todo)
+                break
+            except Exception as exc:  # a model or Redis failing: retried, then rejected, never passed
+                for item in todo:  # a half-run stage may have added reasons: start the retry clean
+                    item.reasons = [r for r in item.reasons if r[0] != stage.name]
+                log.warning("gate stage failed", extra={"stage": stage.name, "attempt": attempt + 1,
+                                                        "error": type(exc).__name__, "candidates": len(todo)})
+        else:
+            for item in todo:
+                item.reject(stage.name, FILTER_ERROR)
+            if isinstance(stage, PiiStage):
+                PiiStage.scrub(todo)
+        self.observe_stage(stage.name, time.perf_counter() - started, len(todo))
+
+    def _remember(self, stage: DuplicateStage, passed: list[Item]) -> None:
+        """Recording what passed may fail (Redis away): the decisions stand, the index misses
+        them; a later copy then passes as new. Logged and counted, not retried forever."""
+        try:
+            stage.remember(passed)
+        except Exception as exc:
+            log.warning("duplicate index not updated", extra={"error": type(exc).__name__, "candidates": len(passed)})
+
+    def _decision(self, item: Item) -> Decision:
+        c = item.candidate
+        c.reasons = [reason_code(stage, code) for stage, code in item.reasons]
+        c.notes = list(dict.fromkeys(item.notes))
+        c.redactions = dict(item.redactions)
+        c.policy_version = self.stamp
+        c.included_in_training = False  # the dataset builder decides that
+        return Decision(c, not item.reasons, c.reasons, list(item.reasons))
+
+
+def build_gate(policy: GatePolicy, *, redis_client=None, key_prefix: str = "flywheel",
+               observe_stage: Callable[[str, float, int], None] | None = None, spacy_cache: str | None = None) -> Gate:
+    """A gate with the real components the policy asks for. Heavy imports happen here, once."""
+    p = policy
+    redactor = scorer = index = tokenizer = None
+    if p.pii.enabled:
+        from streams.gate.pii import DEFAULT_ENTITIES, Redactor
+
+        redactor = Redactor(entities=p.pii.entities or DEFAULT_ENTITIES, score_threshold=p.pii.score_threshold,
+                            ner_model=p.pii.ner_model, cache_dir=spacy_cache)
+    if p.toxicity.enabled:
+        from streams.gate.toxicity import load_scorer
+
+        scorer = load_scorer(p.toxicity.checkpoint, p.toxicity.config_dir, device=p.toxicity.device)
+    if p.duplicates.enabled:
+        from streams.gate.dedup import DuplicateIndex, MemoryBandStore, RedisBandStore
+
+        store = (RedisBandStore(redis_client, f"{key_prefix}:dedup", ttl_s=p.duplicates.ttl_days * 86_400)
+                 if redis_client is not None else MemoryBandStore())
+        index = DuplicateIndex(store, threshold=p.duplicates.jaccard, num_perm=p.duplicates.num_perm,
+                               shingle_size=p.duplicates.shingle_size)
+    if p.length.enabled and p.length.tokenizer:
+        tokenizer = load_tokenizer(p.length.tokenizer)
+    stages = build_stages(p, redactor=redactor, scorer=scorer, index=index, tokenizer=tokenizer)
+    return Gate(p, stages, observe_stage=observe_stage)
+
+
+class TokenizerError(ValueError):
+    pass
+
+
+def load_tokenizer(path: str):
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(path, local_files_only=True)
+    except (OSError, ValueError) as exc:
+        raise TokenizerError(f"[length] tokenizer {path!r} does not load offline: {str(exc).splitlines()[0]}") from None

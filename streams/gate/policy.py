@@ -1,0 +1,255 @@
+"""The gate's policy: every threshold and switch in one TOML file, versioned, stamped on every decision.
+
+A policy file only needs the keys it changes; the rest take the defaults below (which are the
+seed's numbers). Unknown keys and wrong types are errors with the file, the section and the key
+named, so a typo never silently falls back to a default. `GatePolicy.stamp` (the file's
+`version` plus a digest of the effective policy) goes on every decision: two policies that
+differ in any value never share a stamp, even if someone forgot to bump `version`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import hashlib
+import json
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Mapping, get_args, get_origin
+
+from schemas.records import ACTIONS
+
+POSITIVE_ACTIONS = ("accepted", "copied", "corrected")
+TEXT_FIELDS = ("prompt", "response", "correction", "target")
+
+
+class PolicyError(ValueError):
+    """A policy file that cannot be used; the message names the file, section and key."""
+
+
+@dataclass(frozen=True)
+class ActionFilter:
+    enabled: bool = True
+    allowed: tuple[str, ...] = POSITIVE_ACTIONS  # regenerated/abandoned stay for preference pairs and metrics
+
+
+@dataclass(frozen=True)
+class LengthFilter:
+    enabled: bool = True
+    min_words: int = 20
+    min_tokens: int = 50  # applies only when a tokenizer is configured
+    tokenizer: str = ""  # a local Hugging Face tokenizer directory; empty: words only
+
+
+@dataclass(frozen=True)
+class QualityFilter:
+    """Weights of the quality score; the formula is in streams/gate/quality.py and the README."""
+
+    enabled: bool = True
+    threshold: float = 0.6
+    action_base: Mapping[str, float] = field(default_factory=lambda: {
+        "corrected": 0.80, "copied": 0.75, "accepted": 0.70, "thumbs_up": 0.65, "rated": 0.50,
+        "regenerated": 0.15, "abandoned": 0.20, "thumbs_down": 0.05})
+    thumbs_weight: float = 0.10  # per net thumb, at most one either way
+    rating_weight: float = 0.20  # rating 5 adds this, 1 takes it away, 3 is neutral
+    quick_action_ms: int = 2_000  # an accept or copy faster than this was not read
+    quick_action_penalty: float = 0.05
+    rewrite_weight: float = 0.20  # a correction that keeps less than half of the response
+    format_weight: float = 0.30  # times (1 - format score): repetition, truncation, refusals, broken fences
+    uncertainty_weight: float = 0.25  # times the model's uncertainty in [0, 1], when the app sends it
+
+
+@dataclass(frozen=True)
+class ToxicityFilter:
+    enabled: bool = True
+    threshold: float = 0.1
+    checkpoint: str = ""  # a detoxify checkpoint file; empty: the profanity-check model the package ships
+    config_dir: str = ""  # Hugging Face config + tokenizer directory for the checkpoint
+    fields: tuple[str, ...] = ("prompt", "target")
+    device: str = "cpu"
+
+
+@dataclass(frozen=True)
+class PiiFilter:
+    enabled: bool = True
+    mode: str = "redact"  # redact | reject (rejected candidates are redacted too)
+    entities: tuple[str, ...] = ()  # empty: the redactor's defaults
+    score_threshold: float = 0.4
+    ner_model: str = ""  # a spaCy model package or directory (adds PERSON, LOCATION); empty: patterns only
+
+
+@dataclass(frozen=True)
+class GroundingFilter:
+    enabled: bool = True
+    threshold: float = 0.8  # share of the response's checkable claims the context supports
+    min_overlap: float = 0.5  # share of a claim's content words a context passage must hold
+
+
+@dataclass(frozen=True)
+class DuplicateFilter:
+    enabled: bool = True
+    jaccard: float = 0.85
+    num_perm: int = 128
+    shingle_size: int = 3
+    ttl_days: int = 35  # the index forgets after the dataset horizon (window + lag + slack)
+
+
+@dataclass(frozen=True)
+class KeepRateFilter:
+    """Keeps the share of logged candidates that pass inside `band` (the seed: top 20-30 %)."""
+
+    enabled: bool = True
+    band: tuple[float, float] = (0.20, 0.30)
+    window: int = 2_000  # recent candidates per task type the quantile is taken over
+    min_samples: int = 100  # below this, no quantile cut yet (a new task type)
+
+
+@dataclass(frozen=True)
+class GatePolicy:
+    version: str = "default-1"
+    evaluate_all: bool = True  # run every content filter even after one rejected, so decisions list every reason
+    action: ActionFilter = ActionFilter()
+    length: LengthFilter = LengthFilter()
+    quality: QualityFilter = QualityFilter()
+    toxicity: ToxicityFilter = ToxicityFilter()
+    pii: PiiFilter = PiiFilter()
+    grounding: GroundingFilter = GroundingFilter()
+    duplicates: DuplicateFilter = DuplicateFilter()
+    keep_rate: KeepRateFilter = KeepRateFilter()
+
+    def to_dict(self) -> dict[str, Any]:
+        return _plain(dataclasses.asdict(self))
+
+    @property
+    def digest(self) -> str:
+        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:12]
+
+    @property
+    def stamp(self) -> str:
+        """What every decision carries: the version someone wrote, and what the values were."""
+        return f"{self.version}@{self.digest}"
+
+    def show(self) -> dict[str, Any]:
+        return {"stamp": self.stamp, **self.to_dict()}
+
+    @classmethod
+    def load(cls, path: str | Path | None) -> "GatePolicy":
+        """The policy in `path`, or the defaults when `path` is empty."""
+        if not path:
+            return cls()
+        p = Path(path)
+        try:
+            raw = tomllib.loads(p.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise PolicyError(f"{p}: no such policy file") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise PolicyError(f"{p}: cannot read: {exc}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise PolicyError(f"{p}: not valid TOML: {exc}") from None
+        return cls.from_dict(raw, source=str(p))
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any], source: str = "policy") -> "GatePolicy":
+        policy = _build(cls, raw, source, "")
+        policy.check(source)
+        return policy
+
+    def check(self, source: str = "policy") -> "GatePolicy":
+        def bad(where: str, msg: str):
+            raise PolicyError(f"{source}: {where}: {msg}")
+
+        if not self.version.strip():
+            bad("version", "must not be empty")
+        unknown = set(self.action.allowed) - set(ACTIONS)
+        if unknown:
+            bad("[action] allowed", f"unknown actions {sorted(unknown)}; known: {', '.join(ACTIONS)}")
+        unknown = set(self.quality.action_base) - set(ACTIONS)
+        if unknown:
+            bad("[quality.action_base]", f"unknown actions {sorted(unknown)}; known: {', '.join(ACTIONS)}")
+        for where, value in [("[quality] threshold", self.quality.threshold), ("[toxicity] threshold", self.toxicity.threshold),
+                             ("[pii] score_threshold", self.pii.score_threshold), ("[grounding] threshold", self.grounding.threshold),
+                             ("[grounding] min_overlap", self.grounding.min_overlap), ("[duplicates] jaccard", self.duplicates.jaccard),
+                             *((f"[quality.action_base] {k}", v) for k, v in self.quality.action_base.items())]:
+            if not 0.0 <= value <= 1.0:
+                bad(where, f"must be within 0..1, got {value}")
+        for where, value in [("[length] min_words", self.length.min_words), ("[length] min_tokens", self.length.min_tokens),
+                             ("[quality] quick_action_ms", self.quality.quick_action_ms)]:
+            if value < 0:
+                bad(where, f"must be >= 0, got {value}")
+        if self.pii.mode not in ("redact", "reject"):
+            bad("[pii] mode", f"must be 'redact' or 'reject', got {self.pii.mode!r}")
+        unknown = set(self.toxicity.fields) - set(TEXT_FIELDS)
+        if unknown or not self.toxicity.fields:
+            bad("[toxicity] fields", f"must be some of {', '.join(TEXT_FIELDS)}, got {list(self.toxicity.fields)}")
+        if not 16 <= self.duplicates.num_perm <= 1024:
+            bad("[duplicates] num_perm", f"must be within 16..1024, got {self.duplicates.num_perm}")
+        if self.duplicates.shingle_size < 1 or self.duplicates.ttl_days < 1:
+            bad("[duplicates]", "shingle_size and ttl_days must be >= 1")
+        lo, hi = self.keep_rate.band
+        if not 0.0 < lo <= hi <= 1.0:
+            bad("[keep_rate] band", f"must be [low, high] with 0 < low <= high <= 1, got {[lo, hi]}")
+        if self.keep_rate.window < 10 or not 0 <= self.keep_rate.min_samples <= self.keep_rate.window:
+            bad("[keep_rate]", "window must be >= 10 and min_samples within 0..window")
+        return self
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _build(cls: type, raw: Any, source: str, section: str):
+    where = f"[{section}]" if section else "top level"
+    if not isinstance(raw, Mapping):
+        raise PolicyError(f"{source}: {where} must be a table, got {type(raw).__name__}")
+    known = {f.name: f for f in fields(cls)}
+    values = {}
+    for key, value in raw.items():
+        f = known.get(key)
+        if f is None:
+            hint = difflib.get_close_matches(key, known, n=1)
+            raise PolicyError(f"{source}: {where}: unknown key {key!r}" + (f" (did you mean {hint[0]!r}?)" if hint else
+                                                                            f"; known: {', '.join(known)}"))
+        values[key] = _value(f.type, value, source, f"{section}.{key}" if section else key)
+    return cls(**values)
+
+
+def _value(annotation: Any, value: Any, source: str, key: str):
+    kind = eval(annotation, globals()) if isinstance(annotation, str) else annotation  # noqa: S307 (our own annotations)
+    if dataclasses.is_dataclass(kind):
+        return _build(kind, value, source, key)
+    origin = get_origin(kind)
+    if origin is tuple:
+        args = get_args(kind)
+        if not isinstance(value, list):
+            raise PolicyError(f"{source}: {key} must be an array, got {type(value).__name__}")
+        item = args[0]
+        if len(args) == 2 and args[1] is not Ellipsis and len(value) != 2:
+            raise PolicyError(f"{source}: {key} must be an array of 2, got {len(value)}")
+        return tuple(_value(item, v, source, key) for v in value)
+    if origin is not None and origin.__name__ == "Mapping":
+        if not isinstance(value, Mapping):
+            raise PolicyError(f"{source}: {key} must be a table, got {type(value).__name__}")
+        merged = dict(_default_of(key))
+        merged.update({k: _value(get_args(kind)[1], v, source, f"{key}.{k}") for k, v in value.items()})
+        return merged
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if kind is int and isinstance(value, bool) or not isinstance(value, kind):
+        raise PolicyError(f"{source}: {key} must be {_SCALAR_NAMES[kind]}, got {type(value).__name__}")
+    return value
+
+
+_SCALAR_NAMES = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
+
+
+def _default_of(key: str) -> Mapping[str, Any]:
+    """Defaults of a table-valued key, so a file can change one action's base score only."""
+    obj: Any = GatePolicy()
+    for part in key.split("."):
+        obj = getattr(obj, part)
+    return obj
