@@ -47,6 +47,7 @@ def settings(broker, redis_url, tmp_path):
         metrics_port=0,
         empty_fetch_backoff_ms=10,  # the embedded broker does not hold empty fetches
         partitions=4,
+        roles="join",  # gate tests ask for the gate; the join's tests stay free of model start-up
         topic_interactions=f"t{run}.interactions",
         topic_actions=f"t{run}.actions",
         topic_candidates=f"t{run}.candidates",
