@@ -63,6 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--event-rate", type=_positive_float, default=5.0, help="requests per second of event time")
     sim.add_argument("--seed", type=int, default=0, help="random seed: same seed, same traffic")
     sim.add_argument("--mix", type=_mix, default=None, help="primary behaviour shares, e.g. accepted=0.4,copied=0.1,corrected=0.1,regenerated=0.15,abandoned=0.05,none=0.2")
+    sim.add_argument("--pii-rate", type=float, default=None, help="share of requests carrying personal data (default 0.03)")
+    sim.add_argument("--toxic-rate", type=float, default=None, help="share of requests with an abusive response (default 0.01)")
     sim.add_argument("--no-tail-ticks", action="store_true", help="do not advance event time past the last settle window at the end")
 
     policy = sub.add_parser("policy", help="the quality gate's policy")
@@ -140,6 +142,9 @@ def _run(args, settings: Settings) -> int:
         spec_args = {"requests": args.requests, "seed": args.seed, "event_rate": args.event_rate}
         if args.mix:
             spec_args["action_mix"] = args.mix
+        for name in ("pii_rate", "toxic_rate"):
+            if getattr(args, name) is not None:
+                spec_args[name] = getattr(args, name)
         try:
             spec = TrafficSpec(**spec_args)
             traffic = generate(spec, settings.settle_window_ms)

@@ -65,6 +65,8 @@ class TrafficSpec:
     duplicate_rate: float = 0.05  # share of actions sent twice, identical bytes
     out_of_order_rate: float = 0.05  # share of requests with an on-time action whose first action is sent before the interaction
     late_rate: float = 0.03  # share of all requests whose only action comes after the settle window
+    pii_rate: float = 0.03  # share of requests whose prompt or response carries personal data (the gate must redact it)
+    toxic_rate: float = 0.01  # share of requests whose response is abusive (the gate must reject it)
     multi_action_rate: float = 0.10  # share of accepted/copied/corrected requests that also get a weaker primary action
     task_mix: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_TASKS))
     mean_session_requests: float = 4.0  # a request starts a new session with probability 1/this
@@ -82,7 +84,8 @@ class TrafficSpec:
             raise ValueError(f"action_mix has unknown behaviours {sorted(unknown)}; known: {', '.join(BEHAVIOURS)}")
         if not any(v > 0 for v in self.action_mix.values()):
             raise ValueError("action_mix needs at least one positive weight")
-        for name in ("feedback_rate", "duplicate_rate", "out_of_order_rate", "late_rate", "multi_action_rate"):
+        for name in ("feedback_rate", "duplicate_rate", "out_of_order_rate", "late_rate", "multi_action_rate",
+                     "pii_rate", "toxic_rate"):
             v = getattr(self, name)
             if not 0.0 <= v <= 1.0:
                 raise ValueError(f"{name} must be within 0..1, got {v}")
@@ -130,6 +133,8 @@ class Traffic:
     expected: dict[str, str]
     requests: list[SimRequest] = field(default_factory=list)  # intent; optional so slices of events stay Traffic
     settle_window_ms: int = 0
+    personal: dict[str, list[str]] = field(default_factory=dict)  # request id -> personal data put in its texts
+    toxic: set[str] = field(default_factory=set)  # request ids whose response is abusive
 
     @property
     def last_event_time(self) -> int:
@@ -345,6 +350,9 @@ def generate(spec: TrafficSpec, settle_window_ms: int) -> Traffic:
     if settle_window_ms < 1000:
         raise ValueError(f"settle_window_ms must be >= 1000 for realistic traffic, got {settle_window_ms}")
     rng = random.Random(spec.seed)
+    aux = random.Random(spec.seed * 7919 + 1)  # personal data and abuse: their own stream, so the join's traffic stays put
+    personal: dict[str, list[str]] = {}
+    toxic: set[str] = set()
     start = spec.start_ms if spec.start_ms is not None else int(time.time()) * 1000
     cap = int(settle_window_ms * 0.8)  # on-time actions stay well inside the window
     n_users = spec.users or max(1, spec.requests // 8)
@@ -422,12 +430,20 @@ def generate(spec: TrafficSpec, settle_window_ms: int) -> Traffic:
             if acts[j][0] <= acts[j - 1][0]:
                 acts[j] = (acts[j - 1][0] + 1, acts[j][1])
 
+        prompt = item.prompt
+        if aux.random() < spec.pii_rate:
+            # a regeneration and its repeat keep one prompt (they pair on it): their data goes in the response
+            in_prompt = successor_of is None and all(k != "regenerated" for _, k in acts)
+            prompt, response, personal[request_id] = _with_personal_data(aux, prompt, response, in_prompt)
+        if aux.random() < spec.toxic_rate:
+            response = _abusive(aux)
+            toxic.add(request_id)
         expected = _expect(behaviour, [k for _, k in acts])
         out_of_order = bool(acts) and not late and rng.random() < spec.out_of_order_rate
         interaction = {
             "request_id": request_id, "session_id": session.session_id, "user_id": session.user_id,
             "event_time": t, "model_version": spec.model_version, "variant": _weighted(rng, spec.variants),
-            "task_type": item.task, "prompt": item.prompt, "response": response,
+            "task_type": item.task, "prompt": prompt, "response": response,
             "retrieved_context": _context(rng, item), "latency_ms": round(rng.lognormvariate(math.log(900), 0.5), 1),
             "uncertainty": _uncertainty(rng, behaviour), "metadata": {"source": "simulate", "seed": str(spec.seed)},
         }
@@ -465,6 +481,8 @@ def generate(spec: TrafficSpec, settle_window_ms: int) -> Traffic:
         expected={r.request_id: r.expected for r in requests},
         requests=requests,
         settle_window_ms=settle_window_ms,
+        personal=personal,
+        toxic=toxic,
     )
 
 
@@ -479,10 +497,88 @@ def _expect(behaviour: str, kinds: list[str]) -> str:
     return feedback[-1] if feedback else "abandoned"
 
 
+def _passage(task: str, index: int) -> str:
+    """What a retriever would have found for an item: the facts of its right answer."""
+    if task == "qa":
+        _, good, _, extra = _QA[index]
+        return f"{good} {extra}"
+    return _SIMPLE[task][index][1]
+
+
 def _context(rng: random.Random, item: _Item) -> list[str] | None:
+    """The supporting passage and up to two distractors; a wrong answer is then visibly ungrounded."""
     if item.task not in ("qa", "legal", "medical") or rng.random() < 0.4:
         return None
-    return [f"doc-{rng.randint(1, 5000)}: passage about {item.task.replace('_', ' ')}" for _ in range(rng.randint(1, 3))]
+    index = item.params[0]
+    passages = [_passage(item.task, index)]
+    for _ in range(rng.randint(0, 2)):
+        other = rng.randrange(len(_QA))
+        if other != index or item.task != "qa":
+            passages.append(_passage("qa", other))
+    rng.shuffle(passages)
+    return passages
+
+
+# -- personal data and abuse, for the gate -----------------------------------------------------------
+
+_FIRST = ("jane", "omar", "li", "maria", "kofi", "anna", "raj", "sofia")
+_LAST = ("doe", "haddad", "wei", "garcia", "mensah", "novak", "patel", "rossi")
+_IBANS = ("GB82 WEST 1234 5698 7654 32", "DE89370400440532013000", "FR1420041010050500013M02606")
+
+
+def _luhn_card(rng: random.Random) -> str:
+    digits = [4] + [rng.randrange(10) for _ in range(14)]
+    total = 0
+    for i, d in enumerate(reversed(digits)):
+        d = d * 2 if i % 2 == 0 else d
+        total += d - 9 if d > 9 else d
+    digits.append((10 - total % 10) % 10)
+    text = "".join(map(str, digits))
+    return " ".join(text[i:i + 4] for i in range(0, 16, 4))
+
+
+def _personal_value(rng: random.Random) -> tuple[str, str]:
+    """(sentence, the personal value inside it)."""
+    kind = rng.randrange(7)
+    if kind == 0:
+        v = f"{rng.choice(_FIRST)}.{rng.choice(_LAST)}{rng.randrange(100)}@example.com"
+        return f"You can reach me at {v} if needed.", v
+    if kind == 1:
+        v = rng.choice([f"(415) 555-{rng.randrange(10000):04d}", f"+44 20 7946 {rng.randrange(10000):04d}",
+                        f"+1 212 555 {rng.randrange(10000):04d}"])
+        return f"Call me on {v} tomorrow.", v
+    if kind == 2:
+        v = _luhn_card(rng)
+        return f"My card number is {v} if that matters.", v
+    if kind == 3:
+        v = rng.choice(_IBANS)
+        return f"Please send it to IBAN {v} by Friday.", v
+    if kind == 4:
+        v = f"10.{rng.randrange(256)}.{rng.randrange(256)}.{rng.randrange(1, 255)}"
+        return f"The server at {v} keeps timing out.", v
+    if kind == 5:
+        v = f"536-22-{rng.randrange(1000, 10000)}"
+        return f"My social security number is {v} by the way.", v
+    v = f"{rng.randrange(10, 999)} {rng.choice(('Elm', 'Oak', 'Maple', 'Cedar'))} Street"
+    return f"I live at {v} in Springfield.", v
+
+
+def _with_personal_data(rng: random.Random, prompt: str, response: str, in_prompt: bool) -> tuple[str, str, list[str]]:
+    sentence, value = _personal_value(rng)
+    if rng.random() < 0.6 and in_prompt:
+        return f"{prompt} {sentence}", response, [value]
+    return prompt, f"{response} {sentence}", [value]
+
+
+_ABUSE = [
+    "You are a stupid idiot and this is the dumbest question I have ever seen.",
+    "Shut up, you worthless moron, nobody cares about your pathetic problem.",
+    "What a damn stupid thing to ask, you clueless fool; figure it out yourself.",
+]
+
+
+def _abusive(rng: random.Random) -> str:
+    return " ".join(rng.sample(_ABUSE, 2)) + " Seriously, stop wasting everyone's time with garbage like this."
 
 
 def _uncertainty(rng: random.Random, behaviour: str) -> float | None:

@@ -44,7 +44,8 @@ def test_every_record_is_valid(traffic):
     for e in traffic.events:
         codec.check(e.kind, e.record)
         (Interaction if e.kind == "interaction" else UserAction).from_dict(e.record).check()
-    words = [len(e.record["response"].split()) for e in traffic.events if e.kind == "interaction"]
+    words = [len(e.record["response"].split()) for e in traffic.events
+             if e.kind == "interaction" and e.request_id not in traffic.personal and e.request_id not in traffic.toxic]
     assert min(words) >= 20 and max(words) <= 80
     assert sum(e.kind == "interaction" for e in traffic.events) == len(traffic.expected) == 4000
 
@@ -225,3 +226,29 @@ def test_spec_is_validated():
         generate(TrafficSpec(10, action_mix={"liked": 1.0}), WINDOW)
     with pytest.raises(ValueError, match="late_rate"):
         generate(TrafficSpec(10, late_rate=2), WINDOW)
+
+
+def test_personal_data_and_abuse_are_in_the_texts_the_gate_sees(traffic):
+    interactions = {e.request_id: e.record for e in traffic.events if e.kind == "interaction"}
+    assert 0.02 < len(traffic.personal) / len(interactions) < 0.045
+    assert 0.004 < len(traffic.toxic) / len(interactions) < 0.02
+    for rid, values in traffic.personal.items():
+        text = interactions[rid]["prompt"] + " " + interactions[rid]["response"]
+        assert all(v in text for v in values)
+    assert all("stupid" in interactions[rid]["response"] or "moron" in interactions[rid]["response"] for rid in traffic.toxic)
+    spec = TrafficSpec(4000, seed=7, start_ms=T0, duplicate_rate=0.1, out_of_order_rate=0.1, late_rate=0.05,
+                       pii_rate=0.0, toxic_rate=0.0)
+    clean = generate(spec, WINDOW)
+    assert not clean.personal and not clean.toxic
+    # the join's traffic does not move when the rates do: same ids, same actions
+    assert clean.expected == traffic.expected
+
+
+def test_context_holds_the_supporting_passage(traffic):
+    with_context = [e.record for e in traffic.events if e.kind == "interaction" and e.record["retrieved_context"]]
+    assert with_context and {r["task_type"] for r in with_context} <= {"qa", "legal", "medical"}
+    from streams.gate.grounding import grounding
+
+    # right answers are grounded in their context (wrong ones are what corrections fix)
+    scores = [grounding(r["response"], r["retrieved_context"]).score for r in with_context]
+    assert sum(s == 1.0 for s in scores if s is not None) / len(scores) > 0.7
