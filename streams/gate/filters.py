@@ -197,9 +197,11 @@ class ToxicityStage(Stage):
     def run(self, items):
         texts, owners = [], []
         for k, item in enumerate(items):
+            seen = set()
             for f in self.fields:
                 text = item.target if f == "target" else getattr(item.candidate, f) or ""
-                if text:
+                if text and text not in seen:  # the target is usually the response: score it once
+                    seen.add(text)
                     texts.append(text)
                     owners.append(k)
         worst = [0.0] * len(items)

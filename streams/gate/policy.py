@@ -66,7 +66,7 @@ class ToxicityFilter:
     threshold: float = 0.1
     checkpoint: str = ""  # a detoxify checkpoint file; empty: the profanity-check model the package ships
     config_dir: str = ""  # Hugging Face config + tokenizer directory for the checkpoint
-    fields: tuple[str, ...] = ("prompt", "target")
+    fields: tuple[str, ...] = ("prompt", "response", "target")  # the response too: it is the rejected side of preference pairs
     device: str = "cpu"
 
 
