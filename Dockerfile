@@ -2,7 +2,9 @@
 FROM python:3.11-slim
 WORKDIR /app
 COPY requirements.lock pyproject.toml README.md ./
-RUN pip install --no-cache-dir -r requirements.lock
+# the lock is complete and installed as is (--no-deps: see its header); torch's CPU build comes
+# from PyTorch's index (a GPU image would take the CUDA build instead)
+RUN pip install --no-cache-dir --no-deps --extra-index-url https://download.pytorch.org/whl/cpu -r requirements.lock
 COPY schemas schemas
 COPY streams streams
 COPY trainer trainer

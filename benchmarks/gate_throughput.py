@@ -42,7 +42,6 @@ import calendar
 import json
 import os
 import platform
-import shutil
 import signal
 import sys
 import tempfile
@@ -366,14 +365,9 @@ def run(args) -> dict:
                 log(f"deleted {len(keys):,} Redis keys under {prefix}")
             except Exception as exc:
                 log(f"could not delete the run's Redis keys ({prefix}*): {exc}")
-        if broker is not None:
-            broker.stop()
         if redis_server is not None:
             redis_server.stop()
-        if args.keep:
-            log(f"kept {workdir}")
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
+        jt.release(broker, workdir, args.keep)
 
 
 def table(r: dict) -> str:

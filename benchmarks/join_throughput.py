@@ -577,12 +577,17 @@ def run(args) -> dict:
             offsets.close()
         producers.clear()
         sender = live_sender = None  # noqa: F841
-        if broker is not None:
-            broker.stop()
-        if args.keep:
-            log(f"kept {workdir}")
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
+        release(broker, workdir, args.keep)
+
+
+def release(broker, workdir: Path, keep: bool) -> None:
+    """Stop the run's broker and remove its working directory (unless asked to keep it)."""
+    if broker is not None:
+        broker.stop()
+    if keep:
+        log(f"kept {workdir}")
+    else:
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 def table(r: dict) -> str:

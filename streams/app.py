@@ -113,9 +113,8 @@ def create_gate_runner(app: faust.App, settings: Settings, codec: Codec, metrics
     client = redis.Redis.from_url(settings.redis_url, socket_timeout=10, socket_connect_timeout=5)
 
     def build():
-        _limit_threads(settings.gate_threads)
         return build_gate(policy, redis_client=client, key_prefix=settings.app_id, observe_stage=metrics.observe_stage,
-                          spacy_cache=str(Path(settings.data_dir) / "models"))
+                          spacy_cache=str(Path(settings.data_dir) / "models"), threads=settings.gate_threads)
 
     async def send(topic: str, key: bytes | None, value: bytes, partition: int):
         return await app.producer.send(topic, key, value, partition, None, None)
@@ -123,16 +122,6 @@ def create_gate_runner(app: faust.App, settings: Settings, codec: Codec, metrics
     runner = GateRunner(settings, build, codec, metrics, client, send)
     add_gate_agent(app, settings, runner)
     return runner
-
-
-def _limit_threads(n: int) -> None:
-    """The gate shares the machine with the join and the event loop: its models get `n` threads."""
-    try:
-        import torch
-
-        torch.set_num_threads(n)
-    except ImportError:
-        pass
 
 
 def tune_gc() -> None:

@@ -115,7 +115,8 @@ class Gate:
 
 
 def build_gate(policy: GatePolicy, *, redis_client=None, key_prefix: str = "flywheel",
-               observe_stage: Callable[[str, float, int], None] | None = None, spacy_cache: str | None = None) -> Gate:
+               observe_stage: Callable[[str, float, int], None] | None = None, spacy_cache: str | None = None,
+               threads: int | None = None) -> Gate:
     """A gate with the real components the policy asks for. Heavy imports happen here, once."""
     p = policy
     redactor = scorer = index = tokenizer = None
@@ -127,7 +128,7 @@ def build_gate(policy: GatePolicy, *, redis_client=None, key_prefix: str = "flyw
     if p.toxicity.enabled:
         from streams.gate.toxicity import load_scorer
 
-        scorer = load_scorer(p.toxicity.checkpoint, p.toxicity.config_dir, device=p.toxicity.device)
+        scorer = load_scorer(p.toxicity.checkpoint, p.toxicity.config_dir, device=p.toxicity.device, threads=threads)
     if p.duplicates.enabled:
         from streams.gate.dedup import DuplicateIndex, MemoryBandStore, RedisBandStore
 

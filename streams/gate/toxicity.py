@@ -248,10 +248,11 @@ class ProfanityScorer:
         return f"ProfanityScorer(calibrated={self.calibrated})"
 
 
-def load_scorer(checkpoint: str = "", config_dir: str = "", *, device: str = "cpu") -> ToxicityScorer:
+def load_scorer(checkpoint: str = "", config_dir: str = "", *, device: str = "cpu",
+                threads: int | None = None) -> ToxicityScorer:
     """A detoxify scorer when a checkpoint is configured, else the profanity-check model."""
     if checkpoint and checkpoint.strip():
-        return DetoxifyScorer(checkpoint.strip(), config_dir.strip(), device=device)
+        return DetoxifyScorer(checkpoint.strip(), config_dir.strip(), device=device, threads=threads)
     if config_dir and config_dir.strip():
         raise ToxicityModelError(f"toxicity config_dir {config_dir!r} is set but checkpoint is empty; "
                                  "set both for a detoxify model, or neither for profanity-check")

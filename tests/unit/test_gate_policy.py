@@ -81,3 +81,19 @@ def test_cli_policy_show_and_check(tmp_path, capsys, monkeypatch):
     assert err.count("\n") == 0 and "[toxicity] threshold: must be within 0..1, got 2" in err
     assert main(["policy", "check", str(tmp_path / "missing.toml")]) == 2
     assert "no such policy file" in capsys.readouterr().err
+
+
+def test_the_shipped_policy_file_names_every_key_at_its_default():
+    """deploy/gate-policy.toml is the reference people copy: it must stay complete and true."""
+    import tomllib
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "deploy" / "gate-policy.toml"
+    shipped = GatePolicy.load(path)
+    assert shipped.stamp == GatePolicy().stamp
+
+    def keys(d, prefix=""):
+        return {prefix + k for k, v in d.items()} | {x for k, v in d.items() if isinstance(v, dict)
+                                                     for x in keys(v, prefix + k + ".")}
+
+    assert keys(tomllib.loads(path.read_text())) == keys(GatePolicy().to_dict())
