@@ -433,17 +433,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.timeout <= 0:
         p.error("--timeout must be greater than 0")
     signal.signal(signal.SIGTERM, _interrupt)
-    try:
-        result = run(args)
-    except BenchError as exc:
-        print(f"gate_throughput: error: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("gate_throughput: interrupted", file=sys.stderr)
-        return 130
-    print(table(result))
-    print(json.dumps(result))
-    return 0
+    return jt.report("gate_throughput", run, table, args)
 
 
 if __name__ == "__main__":

@@ -654,16 +654,21 @@ def main(argv: list[str] | None = None) -> int:
         p.error("--events must be at least 2")
     if args.live_rate is not None and args.live_rate <= 0:
         p.error("--live-rate must be greater than 0")
+    return report("join_throughput", run, table, args)
+
+
+def report(name: str, run, table, args) -> int:
+    """Run a benchmark; print its table and one JSON line, or one error line (exit 1)."""
     try:
         result = run(args)
     except BenchError as exc:
-        print(f"join_throughput: error: {exc}", file=sys.stderr)
+        print(f"{name}: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("join_throughput: interrupted", file=sys.stderr)
+        print(f"{name}: interrupted", file=sys.stderr)
         return 130
     print(table(result))
-    print(json.dumps({k: v for k, v in result.items() if not k.startswith("_")}, sort_keys=False))
+    print(json.dumps({k: v for k, v in result.items() if not k.startswith("_")}))
     return 0
 
 
