@@ -561,25 +561,19 @@ def _nanp_phone_recognizer(language: str):
     optionally after +1 or 1-. Plain space-separated triples are left to phonenumbers, since
     "sizes 128 256 1024" has that shape.
     """
-    from presidio_analyzer import Pattern, PatternRecognizer
+    from presidio_analyzer import Pattern
 
     prefix = r"(?:\+?1[-. ]?)?"
     patterns = [
         Pattern("NANP (parenthesized)", rf"(?<![\w+]){prefix}\(\d{{3}}\)[ ]?\d{{3}}[-. ]\d{{4}}(?!\w|[-.]\d)", 0.6),
         Pattern("NANP (separated)", rf"(?<![\w+.-]){prefix}\d{{3}}([-.])\d{{3}}\1\d{{4}}(?!\w|[-.]\d)", 0.6),
     ]
-    return PatternRecognizer(
-        supported_entity="PHONE_NUMBER",
-        name="NanpPhoneRecognizer",
-        patterns=patterns,
-        supported_language=language,
-        global_regex_flags=_regex_flags(ignorecase=False),
-    )
+    return _patterns("PHONE_NUMBER", "NanpPhoneRecognizer", patterns, language, ignorecase=False)
 
 
 def _url_recognizer(language: str):
     """URLs with a scheme that carry parameters or credentials (see DEFAULT_ENTITIES)."""
-    from presidio_analyzer import Pattern, PatternRecognizer
+    from presidio_analyzer import Pattern
 
     ch = r"[^\s<>\"'`]"  # a URL character
     end = r"[^\s<>\"'`.,;:!?)\]}]"  # the last one: not the sentence's punctuation
@@ -588,13 +582,7 @@ def _url_recognizer(language: str):
         Pattern("URL with parameters", rf"\b(?:https?|ftp)://[^\s<>\"'`?#]*+[?#][^\s<>\"'`=]*+=(?:{ch}*{end})?", 0.5),
         Pattern("URL with credentials", rf"\b(?:https?|ftp)://[^\s/@:<>\"'`]+:[^\s/@<>\"'`]*@(?:{ch}*{end})?", 0.5),
     ]
-    return PatternRecognizer(
-        supported_entity="URL",
-        name="ParameterUrlRecognizer",
-        patterns=patterns,
-        supported_language=language,
-        global_regex_flags=_regex_flags(ignorecase=True),
-    )
+    return _patterns("URL", "ParameterUrlRecognizer", patterns, language, ignorecase=True)
 
 
 # Street suffixes, written out or abbreviated. Case-sensitive (capitalized) in the main pattern.
@@ -632,7 +620,7 @@ def _street_address_recognizer(language: str):
     road", "a 2 hour drive"). Every pattern needs a digit (house or box number): the pre-check
     relies on it.
     """
-    from presidio_analyzer import Pattern, PatternRecognizer
+    from presidio_analyzer import Pattern
 
     street = (
         rf"{_NOT_AFTER}{_HOUSE}[ \t]+(?:{_NAME_WORD}[ \t]+){{1,4}}(?:{_SUFFIXES})\b\.?"
@@ -646,15 +634,17 @@ def _street_address_recognizer(language: str):
         rf"(?:,?[ \t]*{_UNIT})?"
     )
     po_box = r"(?<!\w)(?i:p\.?[ \t]?o\.?|post[ \t]+office)[ \t]*(?i:box)[ \t]+\d{1,6}\b"
-    return PatternRecognizer(
-        supported_entity="STREET_ADDRESS",
-        name="StreetAddressRecognizer",
-        patterns=[
-            Pattern("Street address", street, 0.5),
-            Pattern("Street address (lowercase)", lower_street, 0.45),
-            Pattern("PO box", po_box, 0.6),
-        ],
-        supported_language=language,
-        # Not IGNORECASE (presidio's default): capitalization is what tells a street from prose.
-        global_regex_flags=_regex_flags(ignorecase=False),
-    )
+    patterns = [
+        Pattern("Street address", street, 0.5),
+        Pattern("Street address (lowercase)", lower_street, 0.45),
+        Pattern("PO box", po_box, 0.6),
+    ]
+    # Not IGNORECASE (presidio's default): capitalization is what tells a street from prose.
+    return _patterns("STREET_ADDRESS", "StreetAddressRecognizer", patterns, language, ignorecase=False)
+
+
+def _patterns(entity: str, name: str, patterns: list, language: str, *, ignorecase: bool):
+    from presidio_analyzer import PatternRecognizer
+
+    return PatternRecognizer(supported_entity=entity, name=name, patterns=patterns, supported_language=language,
+                             global_regex_flags=_regex_flags(ignorecase=ignorecase))
