@@ -66,8 +66,8 @@ class GateRunner:
         started = time.perf_counter()
         candidates, dead = self._decode(events)
         fresh = await self._unseen(candidates)
-        decisions = await self._off_loop(self.gate.decide, [c for c, _ in fresh]) if fresh else []
         sources = [m for _, m in fresh]
+        decisions = await self._retrying("decide", lambda: self._off_loop(self._decide, sources)) if fresh else []
         await self._retrying("write decisions", lambda: self._write(decisions, sources, dead))
         if decisions:
             await self._retrying("mark decided", lambda: self._off_loop(self._mark, decisions))
@@ -79,7 +79,7 @@ class GateRunner:
         candidates, dead = [], []
         for event in events:
             m = event.message
-            headers = {k.lower(): v for k, v in m.headers} if m.headers else {}
+            headers = _headers(m)
             try:
                 c = TrainingCandidate.from_dict(self.codec.decode("candidate", m.value or b"", headers))
                 if not c.request_id:
@@ -91,6 +91,11 @@ class GateRunner:
                                        source_partition=m.partition, source_offset=m.offset, key=m.key,
                                        value=m.value or b"", headers=headers, failed_at=int(time.time() * 1000)))
         return candidates, dead
+
+    def _decide(self, sources) -> list[Decision]:
+        """Decode afresh on every attempt: a failed attempt may have redacted its copies already."""
+        return self.gate.decide([TrainingCandidate.from_dict(self.codec.decode("candidate", m.value, _headers(m)))
+                                 for m in sources])
 
     async def _unseen(self, candidates):
         """Drop candidates decided before (a replay), and repeats of one request inside the batch."""
@@ -162,6 +167,10 @@ class GateRunner:
 
     def close(self) -> None:
         self.executor.shutdown(wait=False, cancel_futures=True)
+
+
+def _headers(message) -> dict[str, bytes]:
+    return {k.lower(): v for k, v in message.headers} if message.headers else {}
 
 
 def add_gate_agent(app, settings: Settings, runner: GateRunner):

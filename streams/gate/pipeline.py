@@ -42,11 +42,15 @@ def reason_code(stage: str, code: str) -> str:
 
 class Gate:
     def __init__(self, policy: GatePolicy, stages: Sequence[Stage], *,
-                 observe_stage: Callable[[str, float, int], None] | None = None, retries: int = 1):
+                 observe_stage: Callable[[str, float, int], None] | None = None, retries: int = 1,
+                 transient: tuple[type[BaseException], ...] = ()):
         self.policy = policy
         self.stages = list(stages)
         self.stamp = policy.stamp
         self.retries = retries
+        # infrastructure errors (Redis unreachable) are not the candidates' fault: they propagate,
+        # and the caller retries the whole batch later instead of rejecting it
+        self.transient = transient
         self.observe_stage = observe_stage or (lambda stage, seconds, n: None)
 
     @property
@@ -84,7 +88,9 @@ class Gate:
             try:
                 stage.run(todo)
                 break
-            except Exception as exc:  # a model or Redis failing: retried, then rejected, never passed
+            except self.transient:
+                raise
+            except Exception as exc:  # a model failing: retried, then rejected, never passed
                 for item in todo:  # a half-run stage may have added reasons: start the retry clean
                     item.reasons = [r for r in item.reasons if r[0] != stage.name]
                 log.warning("gate stage failed", extra={"stage": stage.name, "attempt": attempt + 1,
@@ -139,7 +145,12 @@ def build_gate(policy: GatePolicy, *, redis_client=None, key_prefix: str = "flyw
     if p.length.enabled and p.length.tokenizer:
         tokenizer = load_tokenizer(p.length.tokenizer)
     stages = build_stages(p, redactor=redactor, scorer=scorer, index=index, tokenizer=tokenizer)
-    return Gate(p, stages, observe_stage=observe_stage)
+    transient: tuple[type[BaseException], ...] = ()
+    if redis_client is not None:
+        import redis
+
+        transient = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
+    return Gate(p, stages, observe_stage=observe_stage, transient=transient)
 
 
 class TokenizerError(ValueError):

@@ -238,3 +238,20 @@ def test_decisions_carry_every_reason_and_the_policy_stamp():
     assert d.reasons == ["action_excluded", "too_short", "low_quality"]
     assert d.removed_by == "action" and d.candidate.policy_version == gate.policy.stamp
     assert d.candidate.notes == ["grounding_skipped"]
+
+
+def test_an_infrastructure_error_propagates_for_the_caller_to_retry():
+    """Redis away is not the candidates' fault: the batch is retried later, not rejected."""
+    from streams.gate.filters import build_stages
+
+    class Unreachable(ConnectionError):
+        pass
+
+    class DownScorer(Broken):
+        def score(self, texts):
+            raise Unreachable("index unreachable")
+
+    policy = GatePolicy.from_dict({"pii": {"enabled": False}, "duplicates": {"enabled": False}})
+    gate = Gate(policy, build_stages(policy, scorer=DownScorer(0)), transient=(Unreachable,))
+    with pytest.raises(Unreachable):
+        gate.decide([cand()])
