@@ -39,9 +39,6 @@ class JoinMetrics:
         self.batch_seconds = Histogram(
             "flywheel_join_batch_seconds", "Time spent joining one batch of records.", buckets=LATENCY_BUCKETS, registry=r)
 
-    def serve(self, port: int, addr: str = "0.0.0.0"):
-        return serve_metrics(self.registry, port, addr)
-
 
 SCORE_BUCKETS = tuple(round(i * 0.05, 2) for i in range(1, 21))
 STAGE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
