@@ -86,8 +86,27 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--show-text", action="store_true", help="include the redacted texts")
     ex.add_argument("--summary-only", action="store_true", help="print only the funnel summary")
 
+    review = sub.add_parser("review", help="serve the review web page (and its /metrics) on FLYWHEEL_REVIEW_HOST:PORT")
+    review.add_argument("--host", default=None, help="address to listen on (default: FLYWHEEL_REVIEW_HOST)")
+    review.add_argument("--port", type=int, default=None, help="port (default: FLYWHEEL_REVIEW_PORT)")
+    review.add_argument("--status", action="store_true", help="print the queue's figures as JSON and exit")
+
+    reviewers = sub.add_parser("reviewers", help="reviewer accounts of the review page")
+    rsub = reviewers.add_subparsers(dest="reviewers_command", required=True, parser_class=_Parser)
+    add = rsub.add_parser("add", help="create a reviewer and print its sign-in token (shown once, stored hashed)")
+    add.add_argument("name", help="reviewer name: 1-64 letters, digits or _.@-")
+    rm = rsub.add_parser("remove", help="delete a reviewer; its token and sessions stop working")
+    rm.add_argument("name")
+    rsub.add_parser("list", help="list reviewers (names and creation times, never tokens)")
+
+    cal = sub.add_parser("calibrate", help="compare review verdicts with the gate; propose a quality threshold")
+    cal.add_argument("--policy", default=None, help="the gate policy the verdicts are compared with (default: FLYWHEEL_GATE_POLICY)")
+    cal.add_argument("--write", default=None, metavar="FILE", help="write the calibrated policy (a new version) to FILE")
+    cal.add_argument("--min-observations", type=_positive_int, default=30, help="reviewed items needed before a threshold is proposed")
+    cal.add_argument("--idle-timeout", type=_positive_float, default=5.0, help="stop reading the verdicts topic after this many idle seconds")
+
     tail = sub.add_parser("tail", help="print decoded events of a topic as JSON lines")
-    tail.add_argument("topic", help="interactions | actions | candidates | passed | rejected | deadletter, or a full topic name")
+    tail.add_argument("topic", help="interactions | actions | candidates | passed | rejected | verdicts | deadletter, or a full topic name")
     tail.add_argument("--new", action="store_true", help="only events that arrive from now on")
     tail.add_argument("--max", type=_positive_int, default=None, help="stop after this many events")
     tail.add_argument("--idle-timeout", type=_positive_float, default=5.0, help="stop after this many idle seconds")
@@ -160,6 +179,12 @@ def _run(args, settings: Settings) -> int:
         return _policy(args, settings)
     if args.command == "gate":
         return _gate_explain(args, settings)
+    if args.command == "review":
+        return _review(args, settings)
+    if args.command == "reviewers":
+        return _reviewers(args, settings)
+    if args.command == "calibrate":
+        return _calibrate(args, settings)
     if args.command == "tail":
         from flywheel.tail import tail
 
@@ -231,6 +256,97 @@ def _gate_explain(args, settings: Settings) -> int:
             print(json.dumps(line, ensure_ascii=False))
     print(json.dumps(funnel.summary(gate)))
     return 1 if bad else 0
+
+
+def _review_redis(settings: Settings):
+    import redis
+
+    client = redis.Redis.from_url(settings.redis_url, socket_timeout=10, socket_connect_timeout=5)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        raise SettingsError(f"Redis at {settings.redis_url} does not answer: {exc}") from None
+    return client
+
+
+def _review(args, settings: Settings) -> int:
+    from flywheel import logs
+
+    overrides = {k: v for k, v in (("review_host", args.host), ("review_port", args.port)) if v is not None}
+    settings = settings.replace(**overrides).validate()
+    if args.status:
+        from dataclasses import asdict
+
+        from streams.review.queue import ReviewQueue, review_prefix
+
+        stats = ReviewQueue(_review_redis(settings), review_prefix(settings)).stats()
+        print(json.dumps({**asdict(stats), "depth": stats.depth}, sort_keys=True))
+        return 0
+    from streams.review.web import run_review
+
+    logs.configure(settings.log_level)
+    settings.broker_url  # a clear error when unset: verdicts go to Kafka
+    run_review(settings)
+    return 0
+
+
+def _reviewers(args, settings: Settings) -> int:
+    from streams.review.accounts import AccountError, Reviewers
+    from streams.review.queue import review_prefix
+
+    accounts = Reviewers(_review_redis(settings), review_prefix(settings), session_s=settings.review_session_h * 3600)
+    try:
+        if args.reviewers_command == "add":
+            print(json.dumps({"reviewer": args.name, "token": accounts.add(args.name)}))
+        elif args.reviewers_command == "remove":
+            accounts.remove(args.name)
+            print(json.dumps({"removed": args.name}))
+        else:
+            for row in accounts.list():
+                print(json.dumps(row))
+    except AccountError as exc:
+        print(f"flywheel: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _calibrate(args, settings: Settings) -> int:
+    from pathlib import Path
+
+    from flywheel.tail import read
+    from schemas.records import InvalidEvent, ReviewVerdict
+    from streams.gate.policy import GatePolicy, PolicyError
+    from streams.review.calibrate import calibrate, calibrated_policy
+    from streams.review.queue import ReviewQueue, review_prefix
+
+    try:
+        policy = GatePolicy.load(args.policy or settings.gate_policy)
+    except PolicyError as exc:
+        print(f"flywheel: error: {exc}", file=sys.stderr)
+        return 2
+    verdicts, bad = [], 0
+    for rec in read(settings, settings.topic_verdicts, idle_timeout=args.idle_timeout, to_end=True):
+        try:
+            verdicts.append(ReviewVerdict.from_dict(rec["event"]).check())
+        except (KeyError, TypeError, InvalidEvent) as exc:
+            bad += 1
+            print(f"flywheel: {rec['topic']}:{rec['partition']}@{rec['offset']}: skipped: {exc}", file=sys.stderr)
+    report = calibrate(verdicts, policy, min_observations=args.min_observations)
+    report["skipped_records"] = bad
+    client = _review_redis(settings)
+    client.set(ReviewQueue(client, review_prefix(settings)).calibration_key, json.dumps(report))  # the review page exports it
+    if args.write:
+        new = calibrated_policy(policy, report)
+        if new is None:
+            report["written"] = None
+            print(json.dumps(report, indent=2))
+            print(f"flywheel: error: no threshold proposed ({report['threshold']['reason']}); {args.write} not written",
+                  file=sys.stderr)
+            return 1
+        Path(args.write).write_text(new.to_toml(), encoding="utf-8")
+        report["written"] = {"file": args.write, "stamp": new.stamp}
+    print(json.dumps(report, indent=2))
+    return 0
 
 
 def _worker(settings: Settings) -> None:

@@ -17,6 +17,7 @@ MINUTE_MS = 60_000
 HOUR_MS = 60 * MINUTE_MS
 DAY_MS = 24 * HOUR_MS
 WEEK_MS = 7 * DAY_MS
+ROLES = ("join", "gate", "review")
 
 
 class SettingsError(ValueError):
@@ -31,6 +32,7 @@ class Topics:
     deadletter: str = "flywheel.deadletter"
     passed: str = "flywheel.candidates.passed"
     rejected: str = "flywheel.candidates.rejected"
+    verdicts: str = "flywheel.review.verdicts"
 
     def all(self) -> list[str]:
         return [getattr(self, f.name) for f in fields(self)]
@@ -54,6 +56,7 @@ class Settings:
     topic_deadletter: str = field(default="flywheel.deadletter", metadata={"doc": "Undecodable or invalid input, with reason and original bytes"})
     topic_passed: str = field(default="flywheel.candidates.passed", metadata={"doc": "Candidates the quality gate passed (redacted, scored)"})
     topic_rejected: str = field(default="flywheel.candidates.rejected", metadata={"doc": "Candidates the gate rejected, with every reason and score (redacted too)"})
+    topic_verdicts: str = field(default="flywheel.review.verdicts", metadata={"doc": "Reviewers' verdicts on sampled candidates (the gold set)"})
     partitions: int = field(default=4, metadata={"doc": "Partitions of every flywheel topic (sources must be co-partitioned)"})
     replication_factor: int = field(default=1, metadata={"doc": "Replication factor for created topics"})
     retention_ms: int = field(default=6 * WEEK_MS, metadata={"doc": "Source topic retention; at least window + lag (5 weeks)"})
@@ -65,11 +68,16 @@ class Settings:
     join_batch_size: int = field(default=2000, metadata={"doc": "Most records the join takes from one fetch"})
     empty_fetch_backoff_ms: int = field(default=0, metadata={"doc": "Pause after an empty fetch, for brokers that answer at once instead of waiting fetch.max.wait.ms (the embedded one); 0 for Kafka"})
     # the quality gate
-    roles: str = field(default="join,gate", metadata={"doc": "Stream operators this worker runs: join, gate, or both (comma-separated)"})
+    roles: str = field(default="join,gate,review", metadata={"doc": "Stream operators this worker runs: some of join, gate, review (comma-separated)"})
     gate_policy: str = field(default="", metadata={"doc": "Gate policy TOML file; empty: the built-in defaults (`flywheel policy show`)"})
     gate_batch_size: int = field(default=128, metadata={"doc": "Most candidates the gate scores in one batch"})
     gate_batch_ms: int = field(default=250, metadata={"doc": "Longest the gate waits to fill a batch"})
     gate_threads: int = field(default=1, metadata={"doc": "Threads the gate's models may use (torch intra-op); the event loop keeps its own"})
+    # human review
+    review_host: str = field(default="127.0.0.1", metadata={"doc": "Address the review page (`flywheel review`) listens on"})
+    review_port: int = field(default=8088, metadata={"doc": "Port of the review page (its /metrics too)"})
+    review_lease_s: int = field(default=600, metadata={"doc": "Seconds a reviewer holds an item before it returns to the queue"})
+    review_session_h: int = field(default=12, metadata={"doc": "Hours a review sign-in lasts"})
     # limits
     max_event_bytes: int = field(default=256 * 1024, metadata={"doc": "Largest accepted event; larger goes to the dead-letter topic"})
 
@@ -82,6 +90,7 @@ class Settings:
             deadletter=self.topic_deadletter,
             passed=self.topic_passed,
             rejected=self.topic_rejected,
+            verdicts=self.topic_verdicts,
         )
 
     def changelog_topic(self, store: str) -> str:
@@ -108,9 +117,11 @@ class Settings:
             raise SettingsError(f"settle_window_ms must be > 0, got {self.settle_window_ms}")
         if self.retention_ms != -1 and self.retention_ms < 5 * WEEK_MS:
             raise SettingsError(f"retention_ms must cover window + lag (>= {5 * WEEK_MS}) or be -1, got {self.retention_ms}")
-        unknown = set(self.role_set) - {"join", "gate"}
+        unknown = set(self.role_set) - set(ROLES)
         if unknown or not self.role_set:
-            raise SettingsError(f"roles must be some of join, gate (comma-separated), got {self.roles!r}")
+            raise SettingsError(f"roles must be some of {', '.join(ROLES)} (comma-separated), got {self.roles!r}")
+        if self.review_lease_s < 10 or self.review_session_h < 1:
+            raise SettingsError("review_lease_s must be >= 10 and review_session_h >= 1")
         if self.gate_batch_size < 1 or self.gate_batch_ms < 1 or self.gate_threads < 1:
             raise SettingsError("gate_batch_size, gate_batch_ms and gate_threads must be >= 1")
         if self.max_event_bytes < 1024:

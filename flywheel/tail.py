@@ -22,14 +22,15 @@ def event_type_of(settings: Settings, topic: str) -> str | None:
         settings.topic_deadletter: "deadletter",
         settings.topic_passed: "candidate",
         settings.topic_rejected: "candidate",
+        settings.topic_verdicts: "verdict",
     }.get(topic)
 
 
 def resolve_topic(settings: Settings, name: str) -> str:
-    """Accept a logical name (interactions, actions, candidates, passed, rejected, deadletter) or a full topic name."""
+    """Accept a logical name (interactions, actions, candidates, passed, rejected, verdicts, deadletter) or a full topic name."""
     logical = {"interactions": settings.topic_interactions, "actions": settings.topic_actions,
                "candidates": settings.topic_candidates, "deadletter": settings.topic_deadletter,
-               "passed": settings.topic_passed, "rejected": settings.topic_rejected}
+               "passed": settings.topic_passed, "rejected": settings.topic_rejected, "verdicts": settings.topic_verdicts}
     return logical.get(name, name)
 
 
@@ -44,8 +45,9 @@ def _jsonable(value):
 
 
 def read(settings: Settings, topic: str, *, from_beginning: bool = True, max_events: int | None = None,
-         idle_timeout: float = 5.0, codec: Codec | None = None) -> Iterator[dict]:
-    """Yield decoded events until `max_events` or `idle_timeout` seconds pass with nothing new.
+         idle_timeout: float = 5.0, codec: Codec | None = None, to_end: bool = False) -> Iterator[dict]:
+    """Yield decoded events until `max_events` or `idle_timeout` seconds pass with nothing new, or,
+    with `to_end`, until every partition's end as of the start has been read.
     Reads without a consumer group commit, so tailing never moves anyone's offsets."""
     codec = codec or Codec()
     name = event_type_of(settings, topic)
@@ -60,8 +62,12 @@ def read(settings: Settings, topic: str, *, from_beginning: bool = True, max_eve
         if md is None or md.error is not None:
             raise SystemExit(f"flywheel: error: topic {topic!r} does not exist")
         consumer.assign([TopicPartition(topic, p, -2 if from_beginning else -1) for p in md.partitions])
+        marks = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10) for p in md.partitions} if to_end else {}
+        ends = {p: high for p, (low, high) in marks.items() if high > low}
         seen, last = 0, time.monotonic()
         while max_events is None or seen < max_events:
+            if to_end and not ends:
+                return
             msg = consumer.poll(0.2)
             if msg is None:
                 if time.monotonic() - last > idle_timeout:
@@ -71,6 +77,8 @@ def read(settings: Settings, topic: str, *, from_beginning: bool = True, max_eve
                 continue
             last = time.monotonic()
             seen += 1
+            if to_end and msg.offset() + 1 >= ends.get(msg.partition(), 0):
+                ends.pop(msg.partition(), None)
             meta = {"topic": msg.topic(), "partition": msg.partition(), "offset": msg.offset(),
                     "key": msg.key().decode(errors="replace") if msg.key() else None}
             headers = headers_dict(msg.headers())

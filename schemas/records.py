@@ -164,3 +164,47 @@ class DeadLetter(_Record):
     detail: str = ""
     key: bytes | None = None
     headers: dict[str, bytes] = field(default_factory=dict)
+
+
+REVIEW_SCORES = ("accuracy", "helpfulness", "safety")
+
+
+@dataclass(slots=True)
+class ReviewVerdict(_Record):
+    """One person's verdict on one sampled candidate (the seed's Section 04)."""
+
+    schema_name: ClassVar[str] = "verdict"
+    verdict_id: str
+    request_id: str
+    reviewer: str
+    accuracy: int
+    helpfulness: int
+    safety: int
+    passed: bool
+    reviewed_at: int
+    event_time: int
+    gate_passed: bool
+    task_type: str = ""
+    model_version: str = ""
+    quality_score: float = 0.0
+    gate_scores: dict[str, float] = field(default_factory=dict)
+    gate_reasons: list[str] = field(default_factory=list)
+    policy_version: str = ""
+    sampled_for: list[str] = field(default_factory=list)
+    sample_probability: float = 1.0
+    review_round: int = 1
+    seconds_spent: float = 0.0
+    source: str = ""
+
+    def check(self) -> "ReviewVerdict":
+        _require_id("verdict", "request_id", self.request_id)
+        _require_id("verdict", "reviewer", self.reviewer)
+        for name in REVIEW_SCORES:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 5:
+                raise InvalidEvent(f"verdict.{name} must be an integer from 1 to 5, got {_shown(value)}")
+        if not isinstance(self.passed, bool):
+            raise InvalidEvent("verdict.passed must be true or false")
+        if not 0.0 < self.sample_probability <= 1.0:
+            raise InvalidEvent(f"verdict.sample_probability must be within (0, 1], got {_shown(self.sample_probability)}")
+        return self

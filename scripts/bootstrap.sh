@@ -19,8 +19,18 @@ if [ -f "$stamp" ]; then exit 0; fi
 .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip 2>&1 | grep -v "^WARNING: Location" || true
 .venv/bin/python -m pip install -q --disable-pip-version-check --no-deps -r requirements.lock 2>&1 | grep -v "^WARNING: Location" || true
 .venv/bin/python -m pip install -q --disable-pip-version-check --no-deps -e . 2>&1 | grep -v "^WARNING: Location" || true
-.venv/bin/python -c "import faust, confluent_kafka, fastavro, redis, prometheus_client, noida_db, torch, transformers, detoxify, presidio_analyzer, presidio_anonymizer, profanity_check, datasketch" \
+.venv/bin/python -c "import faust, confluent_kafka, fastavro, redis, prometheus_client, noida_db, torch, transformers, detoxify, presidio_analyzer, presidio_anonymizer, profanity_check, datasketch, playwright" \
   || { echo "bootstrap: error: dependencies did not install" >&2; exit 1; }
+# the review page's browser tests drive Debian's Chromium (a test tool's own browser download fails offline)
+if ! command -v chromium >/dev/null; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "bootstrap: installing Debian's chromium for the browser tests"
+    (apt-get install -y -q chromium >/dev/null 2>&1 || { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium >/dev/null 2>&1; }) \
+      || echo "bootstrap: warning: chromium did not install; the browser tests will be skipped" >&2
+  else
+    echo "bootstrap: warning: no chromium and no root to install it; the browser tests will be skipped" >&2
+  fi
+fi
 rm -f .venv/.bootstrap-*
 touch "$stamp"
 echo "bootstrap: .venv ready"

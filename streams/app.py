@@ -11,10 +11,11 @@ import faust
 from flywheel.settings import Settings
 from schemas.codec import Codec
 from streams.join.service import JoinService
-from streams.metrics import GateMetrics, JoinMetrics, serve_metrics
+from streams.metrics import GateMetrics, JoinMetrics, SamplerMetrics, serve_metrics
 
 if TYPE_CHECKING:
     from streams.gate.agent import GateRunner
+    from streams.review.agent import ReviewRunner
 
 
 def broker_urls(bootstrap: str) -> str:
@@ -56,6 +57,7 @@ class Worker:
     metrics: JoinMetrics
     gate: "GateRunner | None" = None
     gate_metrics: GateMetrics | None = None
+    review: "ReviewRunner | None" = None
 
 
 def create_worker(settings: Settings, codec: Codec | None = None, metrics: JoinMetrics | None = None) -> Worker:
@@ -99,27 +101,46 @@ def create_worker(settings: Settings, codec: Codec | None = None, metrics: JoinM
     if "gate" in settings.role_set:
         worker.gate_metrics = GateMetrics(metrics.registry)
         worker.gate = create_gate_runner(app, settings, codec, worker.gate_metrics)
+    if "review" in settings.role_set:
+        worker.review = create_review_runner(app, settings, codec, SamplerMetrics(metrics.registry))
     return worker
 
 
-def create_gate_runner(app: faust.App, settings: Settings, codec: Codec, metrics: GateMetrics):
+def _redis(settings: Settings):
     import redis
 
+    return redis.Redis.from_url(settings.redis_url, socket_timeout=10, socket_connect_timeout=5)
+
+
+def _sender(app: faust.App):
+    async def send(topic: str, key: bytes | None, value: bytes, partition: int):
+        return await app.producer.send(topic, key, value, partition, None, None)
+    return send
+
+
+def create_review_runner(app: faust.App, settings: Settings, codec: Codec, metrics: SamplerMetrics):
+    from streams.gate.policy import GatePolicy
+    from streams.review.agent import ReviewRunner, add_review_agent
+
+    policy = GatePolicy.load(settings.gate_policy)  # the [review] section
+    runner = ReviewRunner(settings, policy.review, codec, metrics, _redis(settings), _sender(app))
+    add_review_agent(app, settings, runner)
+    return runner
+
+
+def create_gate_runner(app: faust.App, settings: Settings, codec: Codec, metrics: GateMetrics):
     from streams.gate.agent import GateRunner, add_gate_agent
     from streams.gate.pipeline import build_gate
     from streams.gate.policy import GatePolicy
 
     policy = GatePolicy.load(settings.gate_policy)  # a bad file fails here, before anything starts
-    client = redis.Redis.from_url(settings.redis_url, socket_timeout=10, socket_connect_timeout=5)
+    client = _redis(settings)
 
     def build():
         return build_gate(policy, redis_client=client, key_prefix=settings.app_id, observe_stage=metrics.observe_stage,
                           spacy_cache=str(Path(settings.data_dir) / "models"), threads=settings.gate_threads)
 
-    async def send(topic: str, key: bytes | None, value: bytes, partition: int):
-        return await app.producer.send(topic, key, value, partition, None, None)
-
-    runner = GateRunner(settings, build, codec, metrics, client, send)
+    runner = GateRunner(settings, build, codec, metrics, client, _sender(app))
     add_gate_agent(app, settings, runner)
     return runner
 

@@ -156,3 +156,93 @@ def serve_metrics(registry: CollectorRegistry, port: int, addr: str = "0.0.0.0")
     if port:
         return start_http_server(port, addr=addr, registry=registry)
     return None
+
+
+class SamplerMetrics:
+    """The review sampler in the worker. Labels: gate verdict, sample class, skip cause."""
+
+    def __init__(self, registry: CollectorRegistry | None = None):
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.considered = Counter("flywheel_review_considered_total", "Gate decisions the review sampler looked at, by gate verdict.",
+                                  ["gate"], registry=r)
+        self.sampled = Counter("flywheel_review_sampled_total",
+                               "Candidates queued for review, by the class that chose them (correction, uncertainty, changed, "
+                               "rare_task, gate_audit, random).", ["reason"], registry=r)
+        self.skipped = Counter("flywheel_review_skipped_total",
+                               "Candidates the draw chose but the queue did not take, by cause (budget, duplicate).",
+                               ["cause"], registry=r)
+
+
+class QueueCollector:
+    """Review-queue figures read from Redis at scrape time: they are global (every worker and web
+    replica shares the queue), so one process exports them, the review page."""
+
+    def __init__(self, queue, registry: CollectorRegistry | None = None):
+        self.queue = queue
+        if registry is not None:
+            registry.register(self)
+
+    def describe(self):
+        return []
+
+    def collect(self):
+        import json
+
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        try:
+            s = self.queue.stats()
+            raw = self.queue.redis.get(self.queue.calibration_key)
+        except Exception:  # Redis away: no figures rather than a failed scrape
+            up = GaugeMetricFamily("flywheel_review_queue_up", "1 when the review queue's Redis answered this scrape.")
+            up.add_metric([], 0)
+            yield up
+            return
+        up = GaugeMetricFamily("flywheel_review_queue_up", "1 when the review queue's Redis answered this scrape.")
+        up.add_metric([], 1)
+        yield up
+        g = GaugeMetricFamily("flywheel_review_queue_depth", "Items waiting for review or leased to a reviewer.", labels=["state"])
+        g.add_metric(["ready"], s.ready)
+        g.add_metric(["leased"], s.leased)
+        yield g
+        yield GaugeMetricFamily("flywheel_review_oldest_item_age_seconds",
+                                "Wall time since the oldest item not yet fully reviewed was queued.", value=s.oldest_age_s)
+        yield GaugeMetricFamily("flywheel_review_outbox_verdicts", "Verdicts recorded but not yet on the verdicts topic.",
+                                value=s.outbox)
+        c = CounterMetricFamily("flywheel_review_verdicts", "Verdicts given, by verdict (rate() * 3600: verdicts per hour).",
+                                labels=["verdict"])
+        c.add_metric(["passed"], s.counts.get("passed", 0))
+        c.add_metric(["failed"], s.counts.get("failed", 0))
+        yield c
+        c = CounterMetricFamily("flywheel_review_queue_events", "Queue events: queued, completed, expired leases, skips, "
+                                "items refused for the window budget.", labels=["event"])
+        for event, key in (("queued", "queued"), ("completed", "completed"), ("lease_expired", "expired"),
+                           ("skipped", "skipped"), ("over_budget", "over_budget")):
+            c.add_metric([event], s.counts.get(key, 0))
+        yield c
+        judged = s.counts.get("passed", 0) + s.counts.get("failed", 0)
+        if judged:
+            yield GaugeMetricFamily("flywheel_review_pass_ratio", "Share of verdicts that passed the item.",
+                                    value=s.counts.get("passed", 0) / judged)
+        pairs = s.counts.get("agree", 0) + s.counts.get("disagree", 0)
+        if pairs:
+            yield GaugeMetricFamily("flywheel_review_agreement_ratio",
+                                    "Share of overlap items whose second reviewer agreed with the first on pass or fail.",
+                                    value=s.counts.get("agree", 0) / pairs)
+        if raw:
+            report = json.loads(raw)
+            overall = report.get("overall") or {}
+            g = GaugeMetricFamily("flywheel_review_gate_calibration_ratio",
+                                  "The gate against reviewers, from the last `flywheel calibrate`.", labels=["measure"])
+            for measure in ("agreement", "precision", "recall", "f1"):
+                if overall.get(measure) is not None:
+                    g.add_metric([measure], overall[measure])
+            yield g
+            threshold = (report.get("threshold") or {})
+            if threshold.get("threshold") is not None:
+                g = GaugeMetricFamily("flywheel_review_quality_threshold",
+                                      "Quality-score threshold: the policy's, and the one calibration proposes.", labels=["source"])
+                g.add_metric(["policy"], threshold["current"])
+                g.add_metric(["proposed"], threshold["threshold"])
+                yield g

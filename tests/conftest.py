@@ -54,4 +54,5 @@ def settings(broker, redis_url, tmp_path):
         topic_deadletter=f"t{run}.deadletter",
         topic_passed=f"t{run}.candidates.passed",
         topic_rejected=f"t{run}.candidates.rejected",
+        topic_verdicts=f"t{run}.review.verdicts",
     ).validate()

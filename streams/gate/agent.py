@@ -13,42 +13,34 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Sequence
 
 from flywheel.settings import DAY_MS, Settings
-from schemas.codec import Codec, DecodeError
-from schemas.records import DeadLetter, InvalidEvent, TrainingCandidate
+from schemas.codec import Codec
+from schemas.records import DeadLetter, TrainingCandidate
 from streams.gate.pipeline import Decision, Gate
 from streams.metrics import GateMetrics
+from streams.runner import BatchRunner, message_headers
 
 log = logging.getLogger("flywheel.gate")
 
 DECIDED_TTL_S = 7 * DAY_MS // 1000  # longer than any replay: the join's markers last a day
 KEEP_RATE_SNAPSHOT_S = 30.0
-RETRY_MAX_S = 30.0
 
 
 def gate_group(settings: Settings) -> str:
     return settings.app_id  # the Faust app's consumer group
 
 
-class GateRunner:
+class GateRunner(BatchRunner):
     def __init__(self, settings: Settings, build: Callable[[], Gate], codec: Codec, metrics: GateMetrics,
                  redis_client: Any, send: Callable[..., Any]):
-        self.settings = settings
-        self.codec = codec
+        super().__init__(settings, codec, redis_client, send, "gate")
         self.metrics = metrics
-        self.redis = redis_client
-        self.send = send  # async (topic, key, value, partition) -> awaitable of the broker's ack
         self._build = build
         self.gate: Gate | None = None
-        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gate")
         self.prefix = f"{settings.app_id}:gate"
         self._last_snapshot = time.monotonic()
-
-    async def _off_loop(self, fn, *args):
-        return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
 
     async def start(self) -> None:
         """Load the models (seconds) off the loop, and the keep-rate window a predecessor saved."""
@@ -75,26 +67,9 @@ class GateRunner:
         if time.monotonic() - self._last_snapshot >= KEEP_RATE_SNAPSHOT_S:
             await self._snapshot()
 
-    def _decode(self, events):
-        candidates, dead = [], []
-        for event in events:
-            m = event.message
-            headers = _headers(m)
-            try:
-                c = TrainingCandidate.from_dict(self.codec.decode("candidate", m.value or b"", headers))
-                if not c.request_id:
-                    raise InvalidEvent("candidate.request_id must be a non-empty string")
-                candidates.append((c, m))
-            except (DecodeError, InvalidEvent, TypeError) as exc:
-                reason = exc.reason if isinstance(exc, DecodeError) else "invalid_candidate"
-                dead.append(DeadLetter(reason=reason, detail=str(exc)[:500], source_topic=m.topic,
-                                       source_partition=m.partition, source_offset=m.offset, key=m.key,
-                                       value=m.value or b"", headers=headers, failed_at=int(time.time() * 1000)))
-        return candidates, dead
-
     def _decide(self, sources) -> list[Decision]:
         """Decode afresh on every attempt: a failed attempt may have redacted its copies already."""
-        return self.gate.decide([TrainingCandidate.from_dict(self.codec.decode("candidate", m.value, _headers(m)))
+        return self.gate.decide([TrainingCandidate.from_dict(self.codec.decode("candidate", m.value, message_headers(m)))
                                  for m in sources])
 
     async def _unseen(self, candidates):
@@ -119,11 +94,7 @@ class GateRunner:
             topic = s.topic_passed if d.passed else s.topic_rejected
             acks.append(await self.send(topic, m.key or d.candidate.request_id.encode(),
                                         self.codec.encode("candidate", d.candidate.to_dict()), m.partition))
-        for dl in dead:
-            acks.append(await self.send(s.topic_deadletter, dl.key, self.codec.encode("deadletter", dl.to_dict()),
-                                        dl.source_partition))
-            log.warning("dead letter", extra={"reason": dl.reason, "detail": dl.detail, "topic": dl.source_topic,
-                                              "partition": dl.source_partition, "offset": dl.source_offset})
+        acks += await self._send_dead(dead)
         await asyncio.gather(*acks)
 
     def _mark(self, decisions: list[Decision]) -> None:
@@ -131,19 +102,6 @@ class GateRunner:
         for d in decisions:
             pipe.set(f"{self.prefix}:decided:{d.candidate.request_id}", b"p" if d.passed else b"r", ex=DECIDED_TTL_S)
         pipe.execute()
-
-    async def _retrying(self, what: str, attempt: Callable[[], Any]):
-        """Broker and Redis trouble is waited out (the batch is not acknowledged meanwhile);
-        nothing is dropped and the worker does not die."""
-        delay = 0.2
-        while True:
-            try:
-                return await attempt()
-            except Exception as exc:
-                log.error("gate retrying", extra={"step": what, "error": type(exc).__name__, "detail": str(exc)[:200],
-                                                  "retry_in_s": delay})
-                await asyncio.sleep(delay)
-                delay = min(RETRY_MAX_S, delay * 2)
 
     async def _snapshot(self) -> None:
         self._last_snapshot = time.monotonic()
@@ -164,14 +122,6 @@ class GateRunner:
                 m.latency.observe(max(0.0, now - src.timestamp))
         m.batch_size.observe(n_events)
         m.batch_seconds.observe(time.perf_counter() - started)
-
-    def close(self) -> None:
-        self.executor.shutdown(wait=False, cancel_futures=True)
-
-
-def _headers(message) -> dict[str, bytes]:
-    return {k.lower(): v for k, v in message.headers} if message.headers else {}
-
 
 def add_gate_agent(app, settings: Settings, runner: GateRunner):
     """Register the gate on the Faust app: a short loop, the work is in `runner`."""

@@ -106,6 +106,27 @@ class KeepRateFilter:
 
 
 @dataclass(frozen=True)
+class ReviewPolicy:
+    """Which passed candidates people review, and how (the seed's Section 04: sample 5-10 %)."""
+
+    enabled: bool = True
+    share: float = 0.07  # of passed candidates, per task type; the seed's band is 5-10 %
+    random_share: float = 0.30  # of the review sample drawn uniformly at random, so calibration stays unbiased
+    uncertainty_threshold: float = 0.5  # the interaction's uncertainty (entropy, 0..1) at or above which it is a priority
+    changed_delta: float = 0.15  # acceptance of a task type on this model version vs the baseline's
+    changed_min_samples: int = 30  # outcomes per version and task type before "changed" is judged
+    baseline_model: str = ""  # empty: the version with the most traffic for the task type
+    rare_share: float = 0.05  # task types below this share of traffic are the long tail
+    rare_min_per_window: int = 20  # a rare task type is reviewed at least this often per window
+    budget_per_window: int = 5_000  # most items sampled per event-time window
+    window_days: int = 7
+    audit_share: float = 0.01  # of rejected candidates, sampled to measure the gate's recall
+    audit_exclude: tuple[str, ...] = ("pii", "toxicity")  # never put candidates rejected by these stages before people
+    overlap_share: float = 0.10  # of sampled items reviewed by two people, to measure agreement
+    required: bool = False  # datasets keep only candidates that passed review (the gold set)
+
+
+@dataclass(frozen=True)
 class GatePolicy:
     version: str = "default-1"
     evaluate_all: bool = True  # run every content filter even after one rejected, so decisions list every reason
@@ -117,6 +138,7 @@ class GatePolicy:
     grounding: GroundingFilter = GroundingFilter()
     duplicates: DuplicateFilter = DuplicateFilter()
     keep_rate: KeepRateFilter = KeepRateFilter()
+    review: ReviewPolicy = ReviewPolicy()
 
     def to_dict(self) -> dict[str, Any]:
         return _plain(dataclasses.asdict(self))
@@ -191,7 +213,64 @@ class GatePolicy:
             bad("[keep_rate] band", f"must be [low, high] with 0 < low <= high <= 1, got {[lo, hi]}")
         if self.keep_rate.window < 10 or not 0 <= self.keep_rate.min_samples <= self.keep_rate.window:
             bad("[keep_rate]", "window must be >= 10 and min_samples within 0..window")
+        r = self.review
+        if not 0.05 <= r.share <= 0.10:
+            bad("[review] share", f"must be within 0.05..0.10 (the seed's 5-10 %), got {r.share}")
+        for where, value in [("[review] random_share", r.random_share), ("[review] uncertainty_threshold", r.uncertainty_threshold),
+                             ("[review] changed_delta", r.changed_delta), ("[review] rare_share", r.rare_share),
+                             ("[review] audit_share", r.audit_share), ("[review] overlap_share", r.overlap_share)]:
+            if not 0.0 <= value <= 1.0:
+                bad(where, f"must be within 0..1, got {value}")
+        for where, value in [("[review] changed_min_samples", r.changed_min_samples),
+                             ("[review] rare_min_per_window", r.rare_min_per_window), ("[review] budget_per_window", r.budget_per_window)]:
+            if value < 0:
+                bad(where, f"must be >= 0, got {value}")
+        if not 1 <= r.window_days <= 28:
+            bad("[review] window_days", f"must be within 1..28, got {r.window_days}")
+        unknown = set(r.audit_exclude) - set(REVIEW_STAGES)
+        if unknown:
+            bad("[review] audit_exclude", f"unknown stages {sorted(unknown)}; known: {', '.join(REVIEW_STAGES)}")
         return self
+
+    def with_version(self, version: str, **sections: Mapping[str, Any]) -> "GatePolicy":
+        """A new policy: this one with `version` and some keys of some sections changed."""
+        changed = {name: dataclasses.replace(getattr(self, name), **values) for name, values in sections.items()}
+        return dataclasses.replace(self, version=version, **changed).check("new policy")
+
+    def to_toml(self) -> str:
+        """The whole effective policy as a TOML file that `load` reads back to an equal policy."""
+        lines = [f"version = {_toml(self.version)}", f"evaluate_all = {_toml(self.evaluate_all)}"]
+        for f in fields(self):
+            section = getattr(self, f.name)
+            if not dataclasses.is_dataclass(section):
+                continue
+            lines.append(f"\n[{f.name}]")
+            tables = []
+            for k, v in _plain(dataclasses.asdict(section)).items():
+                if isinstance(v, Mapping):
+                    tables.append((k, v))
+                else:
+                    lines.append(f"{k} = {_toml(v)}")
+            for k, table in tables:
+                lines.append(f"\n[{f.name}.{k}]")
+                lines.extend(f"{_toml(kk)} = {_toml(vv)}" for kk, vv in table.items())
+        return "\n".join(lines) + "\n"
+
+
+# stages whose rejections the review audit can be told to leave alone
+REVIEW_STAGES = ("pii", "action", "length", "quality", "toxicity", "grounding", "duplicates", "keep_rate", "filter_error")
+
+
+def _toml(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value)  # a JSON string is a valid TOML basic string
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml(v) for v in value) + "]"
+    raise TypeError(f"cannot write {type(value).__name__} to TOML")
 
 
 def _plain(value: Any) -> Any:

@@ -1,0 +1,1 @@
+"""Human review: prioritised sampling, the Redis review queue, the review page, verdicts and calibration."""

@@ -1,0 +1,93 @@
+"""The review sampler's stream agent: gate decisions in, sampled items into the Redis review queue.
+
+It reads both gate outputs: passed candidates are sampled for review (the gold set), rejected
+ones for the gate audit (the gate's recall). The sampler's choices are plain policy
+(`streams/review/sampler.py`); the queue makes enqueueing idempotent (one item per request id,
+ever), so a replay after a crash queues nothing twice, and it holds the window budget across
+workers. Faust acknowledges a batch only after its items are in Redis.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Callable, Sequence
+
+from flywheel.settings import Settings
+from schemas.codec import Codec
+from streams.gate.policy import ReviewPolicy
+from streams.metrics import SamplerMetrics
+from streams.review.queue import ReviewQueue, review_prefix
+from streams.review.sampler import ReviewSampler
+from streams.runner import BatchRunner
+
+SNAPSHOT_S = 30.0
+
+
+class ReviewRunner(BatchRunner):
+    def __init__(self, settings: Settings, policy: ReviewPolicy, codec: Codec, metrics: SamplerMetrics,
+                 redis_client: Any, send: Callable[..., Any]):
+        super().__init__(settings, codec, redis_client, send, "review")
+        self.policy = policy
+        self.metrics = metrics
+        self.queue = ReviewQueue(redis_client, review_prefix(settings), lease_ms=settings.review_lease_s * 1000)
+        self.sampler = ReviewSampler(policy, seed=settings.app_id)
+        self._snapshot_key = f"{review_prefix(settings)}:sampler"
+        self._restored = False
+        self._last_snapshot = time.monotonic()
+
+    async def process(self, events: Sequence[Any]) -> None:
+        if not self._restored:
+            saved = await self._retrying("restore sampler", lambda: self._off_loop(self.redis.get, self._snapshot_key))
+            if saved:
+                self.sampler.restore(saved)
+            self._restored = True
+        candidates, dead = self._decode(events)
+        if dead:
+            await self._retrying("write dead letters", self._dead_letters(dead))
+        if candidates:
+            await self._retrying("sample", lambda: self._off_loop(self._sample, candidates))
+        if time.monotonic() - self._last_snapshot >= SNAPSHOT_S:
+            self._last_snapshot = time.monotonic()
+            try:
+                await self._off_loop(self.redis.set, self._snapshot_key, self.sampler.to_json())
+            except Exception as exc:  # an optimisation: the next snapshot will do
+                self.log.warning("sampler snapshot failed", extra={"error": type(exc).__name__})
+
+    def _dead_letters(self, dead):
+        async def attempt():
+            import asyncio
+
+            await asyncio.gather(*await self._send_dead(dead))
+        return attempt
+
+    def _sample(self, candidates) -> None:
+        """Off the loop: sync the shared window counts, decide, enqueue; all or nothing per attempt."""
+        s = self.settings
+        batch = [(c, m.topic == s.topic_passed, f"{m.topic}/{m.partition}/{m.offset}") for c, m in candidates]
+        for window in {self.sampler.window_of(c.timestamp) for c, _, _ in batch}:
+            self.sampler.sync_window(window, self.queue.window_counts(window))
+        decisions = self.sampler.decide_batch(batch)
+        items = [d.item for d in decisions if d.sampled and d.item is not None]
+        statuses = self.queue.enqueue(items, budget=self.policy.budget_per_window)
+        for c, gate_passed, _ in batch:
+            self.metrics.considered.labels("passed" if gate_passed else "rejected").inc()
+        for d in decisions:
+            if d.skipped in ("budget",):
+                self.metrics.skipped.labels(d.skipped).inc()
+        for item, status in zip(items, statuses):
+            if status == "queued":
+                self.metrics.sampled.labels(item.sampled_for[0] if item.sampled_for else "random").inc()
+            else:
+                self.metrics.skipped.labels(status).inc()
+
+
+def add_review_agent(app, settings: Settings, runner: ReviewRunner):
+    """Register the sampler on the Faust app: a short loop over both gate outputs."""
+    source = app.topic(settings.topic_passed, settings.topic_rejected, key_serializer="raw", value_serializer="raw")
+
+    @app.agent(source, name="review-sampler")
+    async def review_sampler(stream):
+        async for events in stream.take_events(settings.gate_batch_size, within=settings.gate_batch_ms / 1000):
+            await runner.process(events)
+
+    return review_sampler
