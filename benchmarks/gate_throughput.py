@@ -37,7 +37,6 @@ Prints a table, then one JSON line. Exits 1 with a one-line error when a phase f
 
 from __future__ import annotations
 
-import argparse
 import calendar
 import json
 import os
@@ -404,18 +403,13 @@ def table(r: dict) -> str:
     return "\n".join(rows)
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # one line, not the usage block
-        self.exit(2, f"{self.prog}: error: {message}\n")
-
-
 def _interrupt(signum, frame):
     """A SIGTERM unwinds like Ctrl-C, so the finally blocks stop the workers and the broker."""
     raise KeyboardInterrupt
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = _Parser(
+    p = jt.Parser(
         prog="gate_throughput",
         description="Simulated candidates through the quality gate: per-stage cost in process, then decisions/s of one "
                     "and two gate workers on the embedded broker against a bare consume-and-produce ceiling and the "

@@ -624,6 +624,11 @@ def table(r: dict) -> str:
     return "\n".join(rows)
 
 
+class Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, not the usage block
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
 def positive_int(text: str) -> int:
     value = int(text)
     if value <= 0:
@@ -632,7 +637,7 @@ def positive_int(text: str) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog="join_throughput",
         description="Interaction + action events through the join on the embedded broker: events/s against a bare "
                     "aiokafka consume-and-produce ceiling, p50/p99 join latency under live load, worker RSS. "

@@ -50,6 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--port", type=int, default=None, help="embedded broker port (default: a free one)")
     up.add_argument("--data-dir", default=None, help="where the embedded broker keeps its data")
     up.add_argument("--no-worker", action="store_true", help="start the stack and wait, without a worker")
+    up.add_argument("--no-review", action="store_true", help="do not serve the review page beside the worker")
 
     sub.add_parser("worker", help="run a stream worker against FLYWHEEL_KAFKA_BOOTSTRAP")
 
@@ -129,13 +130,20 @@ def _run(args, settings: Settings) -> int:
     from flywheel import logs
 
     if args.command == "up":
-        from flywheel.stack import embedded_stack
+        import contextlib
+
+        from flywheel.stack import embedded_stack, review_page
 
         logs.configure(settings.log_level)
         overrides = {k: v for k, v in (("broker_port", args.port), ("data_dir", args.data_dir)) if v is not None}
-        with embedded_stack(settings.replace(**overrides)) as live:
+        with contextlib.ExitStack() as stack:
+            live = stack.enter_context(embedded_stack(settings.replace(**overrides)))
+            if not args.no_review:
+                stack.enter_context(review_page(live))
             print(json.dumps({"kafka_bootstrap": live.kafka_bootstrap, "redis_url": live.redis_url,
-                              "metrics": f"http://127.0.0.1:{live.metrics_port}/metrics" if live.metrics_port else None}),
+                              "metrics": f"http://127.0.0.1:{live.metrics_port}/metrics" if live.metrics_port else None,
+                              "review": None if args.no_review else f"http://{live.review_host}:{live.review_port}/",
+                              "add_a_reviewer": "flywheel reviewers add NAME"}),
                   flush=True)
             if args.no_worker:
                 import signal

@@ -142,6 +142,10 @@ class Settings:
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values).validate()
 
+    def to_env(self) -> dict[str, str]:
+        """These settings as FLYWHEEL_* variables, for a child process."""
+        return {ENV_PREFIX + f.name.upper(): str(getattr(self, f.name)) for f in fields(self)}
+
     @classmethod
     def describe(cls) -> list[tuple[str, str, str]]:
         """(environment variable, default, meaning) for the README's configuration table."""

@@ -6,7 +6,10 @@
 from __future__ import annotations
 
 import logging
+import os
 import socket
+import subprocess
+import sys
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -46,3 +49,20 @@ def embedded_stack(settings: Settings) -> Iterator[Settings]:
         for child in reversed(started):
             child.stop()
             log.info("stopped", extra={"service": child.name})
+
+
+@contextmanager
+def review_page(settings: Settings) -> Iterator[subprocess.Popen]:
+    """`flywheel review` in a child process beside the worker, stopped with it."""
+    proc = subprocess.Popen([sys.executable, "-m", "flywheel.cli", "review"], env={**os.environ, **settings.to_env()})
+    log.info("review page started", extra={"url": f"http://{settings.review_host}:{settings.review_port}/", "pid": proc.pid})
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()

@@ -118,7 +118,7 @@ class ReviewPolicy:
     baseline_model: str = ""  # empty: the version with the most traffic for the task type
     rare_share: float = 0.05  # task types below this share of traffic are the long tail
     rare_min_per_window: int = 20  # a rare task type is reviewed at least this often per window
-    budget_per_window: int = 5_000  # most items sampled per event-time window
+    budget_per_window: int = 5_000  # most items sampled per event-time window, across workers; 0: no cap
     window_days: int = 7
     audit_share: float = 0.01  # of rejected candidates, sampled to measure the gate's recall
     audit_exclude: tuple[str, ...] = ("pii", "toxicity")  # never put candidates rejected by these stages before people

@@ -65,7 +65,8 @@ class ReviewRunner(BatchRunner):
         s = self.settings
         batch = [(c, m.topic == s.topic_passed, f"{m.topic}/{m.partition}/{m.offset}") for c, m in candidates]
         for window in {self.sampler.window_of(c.timestamp) for c, _, _ in batch}:
-            self.sampler.sync_window(window, self.queue.window_counts(window))
+            counts = self.queue.window_counts(window)
+            self.sampler.sync_window(window, {("" if task == "-" else task): n for task, n in counts.items() if task != "*"})
         decisions = self.sampler.decide_batch(batch)
         items = [d.item for d in decisions if d.sampled and d.item is not None]
         statuses = self.queue.enqueue(items, budget=self.policy.budget_per_window)

@@ -25,8 +25,8 @@ The rules, per candidate (`ReviewPolicy` holds every number):
   p = audit_share, which measures the gate's recall.
 - The draw is a hash of seed and request id, so every worker, and every replay, decides the same;
   a second hash decides whether two people review it (overlap_share).
-- When the local view of the window's sampled count reaches budget_per_window, nothing more is
-  sampled (skipped="budget"); the queue enforces the budget atomically, this only saves work.
+- When the local view of the window's sampled count reaches budget_per_window (0: no cap), nothing
+  more is sampled (skipped="budget"); the queue enforces the budget atomically, this only saves work.
 """
 
 from __future__ import annotations
@@ -167,7 +167,7 @@ class ReviewSampler:
 
         if not unit_draw(self.seed, c.request_id) < p:
             return SampleDecision(False, classes, p, None)
-        if sum(counts.values()) >= r.budget_per_window:
+        if r.budget_per_window and sum(counts.values()) >= r.budget_per_window:
             return SampleDecision(False, classes, p, None, "budget")
         counts[c.task_type] = counts.get(c.task_type, 0) + 1
         overlap = unit_draw(self.seed, f"overlap:{c.request_id}") < r.overlap_share

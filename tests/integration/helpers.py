@@ -8,7 +8,6 @@ import subprocess
 import sys
 import time
 from collections import defaultdict
-from dataclasses import fields
 from pathlib import Path
 
 from confluent_kafka import Consumer, TopicPartition
@@ -19,10 +18,7 @@ from schemas.codec import Codec
 
 
 def settings_env(settings: Settings) -> dict[str, str]:
-    env = dict(os.environ)
-    for f in fields(Settings):
-        env["FLYWHEEL_" + f.name.upper()] = str(getattr(settings, f.name))
-    return env
+    return {**os.environ, **settings.to_env()}
 
 
 def _die_with_parent() -> None:
@@ -122,3 +118,13 @@ def read_all(settings: Settings, topic: str, name: str, codec: Codec | None = No
         out.append((m.key(), m.value(), codec.decode(name, m.value())))
     c.close()
     return out
+
+
+def forget_redis(settings: Settings) -> None:
+    """Delete every Redis key of a test's app id (the gate's index, the review queue, ...)."""
+    import redis
+
+    client = redis.Redis.from_url(settings.redis_url)
+    for key in client.scan_iter(f"{settings.app_id}:*", count=1000):
+        client.delete(key)
+    client.close()

@@ -12,7 +12,7 @@ import redis
 from flywheel.sdk import FlywheelProducer
 from flywheel.simulate import TrafficSpec, generate, send
 from flywheel.topics import create_topics
-from tests.integration.helpers import WorkerProcess, metric_value, read_all, wait_for
+from tests.integration.helpers import WorkerProcess, forget_redis, metric_value, read_all, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -25,9 +25,7 @@ def gate_settings(settings):
     # static membership: the embedded broker never evicts a member killed with -9 (see README)
     s = settings.replace(roles="join,gate", gate_batch_size=64, gate_batch_ms=100, worker_id="gate-0")
     yield s
-    client = redis.Redis.from_url(s.redis_url)
-    for key in client.scan_iter(f"{s.app_id}:*", count=1000):
-        client.delete(key)
+    forget_redis(s)
 
 
 def test_gate_decides_every_candidate_once_redacts_and_counts(gate_settings, tmp_path):

@@ -12,7 +12,7 @@ from flywheel.topics import create_topics
 from schemas.codec import Codec
 from schemas.records import TrainingCandidate
 from streams.review.queue import ReviewQueue, review_prefix
-from tests.integration.helpers import WorkerProcess, metric_value, read_all, wait_for
+from tests.integration.helpers import WorkerProcess, forget_redis, metric_value, read_all, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -23,9 +23,7 @@ T0 = 1_767_225_600_000  # 2026-01-01
 def review_settings(settings):
     s = settings.replace(roles="review", gate_batch_size=64, gate_batch_ms=100, worker_id="review-0")
     yield s
-    client = redis.Redis.from_url(s.redis_url)
-    for key in client.scan_iter(f"{s.app_id}:*", count=1000):
-        client.delete(key)
+    forget_redis(s)
 
 
 def candidate(i: int, action: str = "accepted", task: str = "qa", reasons: list[str] | None = None) -> TrainingCandidate:
