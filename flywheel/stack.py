@@ -10,6 +10,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -56,9 +57,18 @@ def review_page(settings: Settings) -> Iterator[subprocess.Popen]:
     """`flywheel review` in a child process beside the worker, stopped with it."""
     proc = subprocess.Popen([sys.executable, "-m", "flywheel.cli", "review"], env={**os.environ, **settings.to_env()})
     log.info("review page started", extra={"url": f"http://{settings.review_host}:{settings.review_port}/", "pid": proc.pid})
+    stopping = threading.Event()
+
+    def watch():
+        code = proc.wait()
+        if not stopping.is_set():
+            log.error("review page exited; the worker goes on without it", extra={"exit_code": code})
+
+    threading.Thread(target=watch, name="review-page-watch", daemon=True).start()
     try:
         yield proc
     finally:
+        stopping.set()
         if proc.poll() is None:
             proc.terminate()
             try:

@@ -88,7 +88,8 @@ if held then
   if l and string.match(l, '^[^|]*|([^|]*)|') == who then
     redis.call('ZADD', p..':leases', now + span, held)
     local rounds = tonumber(redis.call('HGET', p..':rounds', held) or '0')
-    return {held, string.match(l, '^([^|]*)|'), now + span, redis.call('HGET', p..':items', held), rounds + 1}
+    return {held, string.match(l, '^([^|]*)|'), now + span, redis.call('HGET', p..':items', held), rounds + 1,
+            tonumber(string.match(l, '([^|]*)$'))}
   end
   redis.call('HDEL', p..':holding', who)
 end
@@ -102,7 +103,7 @@ for offset = 0, %d - 1, 50 do
       redis.call('ZADD', p..':leases', now + span, id)
       redis.call('HSET', p..':holding', who, id)
       local rounds = tonumber(redis.call('HGET', p..':rounds', id) or '0')
-      return {id, lease_id, now + span, redis.call('HGET', p..':items', id), rounds + 1}
+      return {id, lease_id, now + span, redis.call('HGET', p..':items', id), rounds + 1, now}
     end
   end
 end
@@ -174,6 +175,7 @@ class Lease:
     lease_id: str
     expires_ms: int
     round: int  # 2 for the second reviewer of an overlap item
+    started_ms: int = 0  # when this reviewer first leased it (a reload renews, never restarts, a lease)
 
 
 @dataclass(frozen=True)
@@ -226,8 +228,8 @@ class ReviewQueue:
         got = self._lease(args=[self.prefix, self._now(), self.lease_ms, reviewer, uuid.uuid4().hex])
         if not got:
             return None
-        item_id, lease_id, expires, raw, rounds = got
-        return Lease(ReviewItem.from_json(raw), _text(lease_id), int(expires), int(rounds))
+        item_id, lease_id, expires, raw, rounds, started = got
+        return Lease(ReviewItem.from_json(raw), _text(lease_id), int(expires), int(rounds), int(started))
 
     def submit(self, lease: Lease, reviewer: str, verdict: ReviewVerdict) -> int:
         """Ends the lease and records the verdict for the relay, in one step. Returns the round."""

@@ -229,3 +229,31 @@ def test_relay_moves_verdicts_to_the_topic_once(settings, client):
     assert sorted((k.decode(), d["reviewer"], d["passed"]) for k, _, d in got) == [
         ("r0", "alice", True), ("r1", "bob", False), ("r2", "carol", True)]
     relay.close()
+
+
+def test_relay_waits_out_a_broker_outage_and_sends_each_verdict_once(settings, client, tmp_path):
+    from flywheel.embedded import EmbeddedBroker, free_port
+    from flywheel.topics import create_topics
+    from streams.review.relay import RelayError, VerdictRelay
+    from tests.integration.helpers import read_all
+
+    port = free_port()
+    down = settings.replace(kafka_bootstrap=f"127.0.0.1:{port}")
+    q = ReviewQueue(client, f"{settings.app_id}:review")
+    q.enqueue([item(1)])
+    lease = q.lease("alice")
+    q.submit(lease, "alice", verdict(lease, "alice"))
+    relay = VerdictRelay(down, q)
+    for _ in range(3):  # the broker is not there: each try fails, the verdict stays in the outbox
+        with pytest.raises(RelayError):
+            relay.flush(timeout=0.5)
+        assert q.stats().outbox == 1
+    broker = EmbeddedBroker(tmp_path / "late-broker", port=port)
+    try:
+        create_topics(down)
+        assert relay.flush(timeout=30) == 1 and q.stats().outbox == 0
+        relay.close()
+        got = read_all(down, down.topic_verdicts, "verdict")
+        assert [(k, d["reviewer"]) for k, _, d in got] == [(b"r1", "alice")]  # once, not once per failed try
+    finally:
+        broker.stop()
