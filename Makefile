@@ -15,3 +15,4 @@ unit: setup
 bench: setup
 	.venv/bin/python benchmarks/join_throughput.py
 	HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/gate_throughput.py
+	.venv/bin/python benchmarks/review_throughput.py

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import threading
 import time
-import uuid
 from collections import Counter
 
 import pytest
@@ -22,21 +21,6 @@ class Clock:
 
     def __call__(self) -> float:
         return self.t
-
-
-@pytest.fixture
-def client(redis_url):
-    c = redis_lib.Redis.from_url(redis_url)
-    yield c
-    c.close()
-
-
-@pytest.fixture
-def prefix(client):
-    p = f"test-{uuid.uuid4().hex[:8]}:review"
-    yield p
-    for key in client.scan_iter(f"{p}:*"):
-        client.delete(key)
 
 
 def item(i: int, cls: str = "random", need: int = 1, task: str = "qa", window: int = 2900) -> ReviewItem:
