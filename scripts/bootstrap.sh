@@ -19,7 +19,7 @@ if [ -f "$stamp" ]; then exit 0; fi
 .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip 2>&1 | grep -v "^WARNING: Location" || true
 .venv/bin/python -m pip install -q --disable-pip-version-check --no-deps -r requirements.lock 2>&1 | grep -v "^WARNING: Location" || true
 .venv/bin/python -m pip install -q --disable-pip-version-check --no-deps -e . 2>&1 | grep -v "^WARNING: Location" || true
-.venv/bin/python -c "import faust, confluent_kafka, fastavro, redis, prometheus_client, noida_db, torch, transformers, detoxify, presidio_analyzer, presidio_anonymizer, profanity_check, datasketch, playwright" \
+.venv/bin/python -c "import faust, confluent_kafka, fastavro, redis, prometheus_client, noida_db, torch, transformers, detoxify, presidio_analyzer, presidio_anonymizer, profanity_check, datasketch, playwright.sync_api" \
   || { echo "bootstrap: error: dependencies did not install" >&2; exit 1; }
 # the review page's browser tests drive Debian's Chromium (a test tool's own browser download fails offline)
 if ! command -v chromium >/dev/null; then

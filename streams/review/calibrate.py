@@ -162,6 +162,7 @@ def calibrate(verdicts: Iterable[ReviewVerdict], policy: GatePolicy, min_observa
     return {
         "verdicts": len(distinct),
         "items": len(obs),
+        "gold": sum(1 for o in obs if o.gate_passed and o.reviewer_passed),  # passed the gate and every reviewer
         "overall": gate_vs_review(obs),
         "by_task_type": {t: gate_vs_review(group) for t, group in sorted(by_task.items())},
         "reviewers": reviewer_agreement(distinct),

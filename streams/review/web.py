@@ -149,6 +149,7 @@ table.scores td{padding:.1em .8em .1em 0}
 .actions{display:flex;gap:.8em;margin-top:.8em}
 .actions button{font-size:1em;padding:.4em 1.2em;border-radius:5px;border:1px solid #8894aa;cursor:pointer}
 button.pass{background:#1f8a3b;color:#fff}button.fail{background:#b3261e;color:#fff}
+button kbd{color:#1f2430}
 .message{color:#a3211b;font-weight:600;min-height:1.4em}
 .legend{color:#566077;font-size:.9em}
 kbd{border:1px solid #b5bccb;border-bottom-width:2px;border-radius:3px;padding:0 .3em;font-size:.9em;background:#fff}

@@ -38,6 +38,19 @@ def flywheel(settings, *argv, env_extra=None):
     return subprocess.run([sys.executable, "-m", "flywheel.cli", *argv], capture_output=True, text=True, timeout=120, env=env)
 
 
+def test_review_status_prints_the_queue(cli_settings):
+    from streams.review.items import ReviewItem
+
+    s = cli_settings
+    q = ReviewQueue(redis.Redis.from_url(s.redis_url), review_prefix(s))
+    q.enqueue([ReviewItem(f"r{i}", {"task_type": "qa"}, True, ["random"], 0.07, 1) for i in range(3)])
+    q.lease("alice")
+    r = flywheel(s, "review", "--status")
+    assert r.returncode == 0, r.stderr
+    status = json.loads(r.stdout)
+    assert (status["depth"], status["ready"], status["leased"], status["counts"]["queued"]) == (3, 2, 1, 3)
+
+
 def test_reviewers_add_list_remove(cli_settings):
     s = cli_settings
     r = flywheel(s, "reviewers", "add", "alice")
@@ -85,6 +98,7 @@ def test_calibrate_finds_the_known_threshold_and_writes_a_new_policy(cli_setting
     assert r.returncode == 0, r.stderr
     report = json.loads(r.stdout)
     assert report["items"] == len(verdicts)
+    assert report["gold"] == sum(1 for v in verdicts if v.gate_passed and v.passed)
     proposed = report["threshold"]["threshold"]
     below = max(v.quality_score for v in verdicts if v.quality_score < RIGHT)
     above = min(v.quality_score for v in verdicts if v.quality_score >= RIGHT)
