@@ -17,7 +17,7 @@ MINUTE_MS = 60_000
 HOUR_MS = 60 * MINUTE_MS
 DAY_MS = 24 * HOUR_MS
 WEEK_MS = 7 * DAY_MS
-ROLES = ("join", "gate", "review")
+ROLES = ("join", "gate", "review", "datasets")
 
 
 class SettingsError(ValueError):
@@ -33,6 +33,8 @@ class Topics:
     passed: str = "flywheel.candidates.passed"
     rejected: str = "flywheel.candidates.rejected"
     verdicts: str = "flywheel.review.verdicts"
+    datasets_ready: str = "flywheel.datasets.ready"
+    erasure: str = "flywheel.erasure"
 
     def all(self) -> list[str]:
         return [getattr(self, f.name) for f in fields(self)]
@@ -57,6 +59,8 @@ class Settings:
     topic_passed: str = field(default="flywheel.candidates.passed", metadata={"doc": "Candidates the quality gate passed (redacted, scored)"})
     topic_rejected: str = field(default="flywheel.candidates.rejected", metadata={"doc": "Candidates the gate rejected, with every reason and score (redacted too)"})
     topic_verdicts: str = field(default="flywheel.review.verdicts", metadata={"doc": "Reviewers' verdicts on sampled candidates (the gold set)"})
+    topic_datasets_ready: str = field(default="flywheel.datasets.ready", metadata={"doc": "One event per sealed dataset: id, URI, manifest summary"})
+    topic_erasure: str = field(default="flywheel.erasure", metadata={"doc": "Erasure requests: a user id whose records leave every unsealed window and future dataset"})
     partitions: int = field(default=4, metadata={"doc": "Partitions of every flywheel topic (sources must be co-partitioned)"})
     replication_factor: int = field(default=1, metadata={"doc": "Replication factor for created topics"})
     retention_ms: int = field(default=6 * WEEK_MS, metadata={"doc": "Source topic retention; at least window + lag (5 weeks)"})
@@ -68,7 +72,7 @@ class Settings:
     join_batch_size: int = field(default=2000, metadata={"doc": "Most records the join takes from one fetch"})
     empty_fetch_backoff_ms: int = field(default=0, metadata={"doc": "Pause after an empty fetch, for brokers that answer at once instead of waiting fetch.max.wait.ms (the embedded one); 0 for Kafka"})
     # the quality gate
-    roles: str = field(default="join,gate,review", metadata={"doc": "Stream operators this worker runs: some of join, gate, review (comma-separated)"})
+    roles: str = field(default="join,gate,review,datasets", metadata={"doc": "Stream operators this worker runs: some of join, gate, review, datasets (comma-separated)"})
     gate_policy: str = field(default="", metadata={"doc": "Gate policy TOML file; empty: the built-in defaults (`flywheel policy show`)"})
     gate_batch_size: int = field(default=128, metadata={"doc": "Most candidates the gate scores in one batch"})
     gate_batch_ms: int = field(default=250, metadata={"doc": "Longest the gate waits to fill a batch"})
@@ -78,6 +82,9 @@ class Settings:
     review_port: int = field(default=8088, metadata={"doc": "Port of the review page (its /metrics too)"})
     review_lease_s: int = field(default=600, metadata={"doc": "Seconds a reviewer holds an item before it returns to the queue"})
     review_session_h: int = field(default=12, metadata={"doc": "Hours a review sign-in lasts"})
+    # datasets
+    dataset_store: str = field(default=".flywheel/datasets", metadata={"doc": "Where sealed datasets are written: a directory or any fsspec URL (s3://, gs://, ...)"})
+    idle_partition_ms: int = field(default=30_000, metadata={"doc": "Wall time a candidate partition must be caught up and silent before it stops holding dataset windows back"})
     # limits
     max_event_bytes: int = field(default=256 * 1024, metadata={"doc": "Largest accepted event; larger goes to the dead-letter topic"})
 
@@ -91,6 +98,8 @@ class Settings:
             passed=self.topic_passed,
             rejected=self.topic_rejected,
             verdicts=self.topic_verdicts,
+            datasets_ready=self.topic_datasets_ready,
+            erasure=self.topic_erasure,
         )
 
     def changelog_topic(self, store: str) -> str:

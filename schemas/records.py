@@ -208,3 +208,29 @@ class ReviewVerdict(_Record):
         if not 0.0 < self.sample_probability <= 1.0:
             raise InvalidEvent(f"verdict.sample_probability must be within (0, 1], got {_shown(self.sample_probability)}")
         return self
+
+
+@dataclass(slots=True)
+class DatasetReady(_Record):
+    schema_name: ClassVar[str] = "dataset_ready"
+    dataset_id: str
+    uri: str
+    window_start: int
+    window_end: int
+    lag_ms: int
+    policy_version: str
+    counts: dict[str, int]
+    first_event_time: int
+    sealed_at: int
+
+
+@dataclass(slots=True)
+class ErasureRequest(_Record):
+    schema_name: ClassVar[str] = "erasure"
+    user_id: str
+    requested_at: int
+    reason: str = ""
+
+    def check(self) -> "ErasureRequest":
+        _require_id("erasure", "user_id", self.user_id)
+        return self

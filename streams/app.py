@@ -123,7 +123,8 @@ def create_review_runner(app: faust.App, settings: Settings, codec: Codec, metri
     from streams.review.agent import ReviewRunner, add_review_agent
 
     policy = GatePolicy.load(settings.gate_policy)  # the [review] section
-    runner = ReviewRunner(settings, policy.review, codec, metrics, _redis(settings), _sender(app))
+    runner = ReviewRunner(settings, policy.review, codec, metrics, _redis(settings), _sender(app),
+                          window_days=policy.datasets.window_days)
     add_review_agent(app, settings, runner)
     return runner
 

@@ -118,12 +118,29 @@ class ReviewPolicy:
     baseline_model: str = ""  # empty: the version with the most traffic for the task type
     rare_share: float = 0.05  # task types below this share of traffic are the long tail
     rare_min_per_window: int = 20  # a rare task type is reviewed at least this often per window
-    budget_per_window: int = 5_000  # most items sampled per event-time window, across workers; 0: no cap
-    window_days: int = 7
+    budget_per_window: int = 5_000  # most items sampled per dataset window ([datasets] window_days), across workers; 0: no cap
     audit_share: float = 0.01  # of rejected candidates, sampled to measure the gate's recall
     audit_exclude: tuple[str, ...] = ("pii", "toxicity")  # never put candidates rejected by these stages before people
     overlap_share: float = 0.10  # of sampled items reviewed by two people, to measure agreement
     required: bool = False  # datasets keep only candidates that passed review (the gold set)
+
+
+@dataclass(frozen=True)
+class DatasetPolicy:
+    """How sealed windows become training datasets (the seed's Sections 05, 07 and 09)."""
+
+    window_days: int = 7  # tumbling event-time windows of one to four weeks
+    lag_days: int = 14  # a window is sealed only when the watermark passes its end plus this: never train on this week's data
+    validation_share: float = 0.10  # by hash of request_id: the same request is always on the same side
+    dedupe: bool = True  # one record per normalised (prompt, target) in a window
+    task_caps: Mapping[str, int] = field(default_factory=dict)  # most SFT records per task type (stratification)
+    default_task_cap: int = 0  # for task types not in task_caps; 0: no cap
+    top_k: int = 0  # keep only the K SFT records of highest active-learning priority; 0: all
+    curriculum: bool = False  # order records easy first (by difficulty bucket) instead of by log order
+    curriculum_buckets: int = 10
+    pair_regenerations: bool = True  # pair a regenerated response with the accepted one that followed it
+    regeneration_gap_minutes: int = 60
+    shard_records: int = 50_000  # records per Avro / JSONL shard
 
 
 @dataclass(frozen=True)
@@ -139,6 +156,7 @@ class GatePolicy:
     duplicates: DuplicateFilter = DuplicateFilter()
     keep_rate: KeepRateFilter = KeepRateFilter()
     review: ReviewPolicy = ReviewPolicy()
+    datasets: DatasetPolicy = DatasetPolicy()
 
     def to_dict(self) -> dict[str, Any]:
         return _plain(dataclasses.asdict(self))
@@ -225,8 +243,22 @@ class GatePolicy:
                              ("[review] rare_min_per_window", r.rare_min_per_window), ("[review] budget_per_window", r.budget_per_window)]:
             if value < 0:
                 bad(where, f"must be >= 0, got {value}")
-        if not 1 <= r.window_days <= 28:
-            bad("[review] window_days", f"must be within 1..28, got {r.window_days}")
+        d = self.datasets
+        if not 7 <= d.window_days <= 28:
+            bad("[datasets] window_days", f"must be within 7..28 (one to four weeks), got {d.window_days}")
+        if d.lag_days < 0 or d.lag_days > 56:
+            bad("[datasets] lag_days", f"must be within 0..56, got {d.lag_days}")
+        if not 0.0 <= d.validation_share < 1.0:
+            bad("[datasets] validation_share", f"must be within 0..1 (exclusive of 1), got {d.validation_share}")
+        for where, value in [("[datasets] default_task_cap", d.default_task_cap), ("[datasets] top_k", d.top_k),
+                             ("[datasets] regeneration_gap_minutes", d.regeneration_gap_minutes),
+                             *((f"[datasets.task_caps] {k}", v) for k, v in d.task_caps.items())]:
+            if value < 0:
+                bad(where, f"must be >= 0, got {value}")
+        if d.shard_records < 1:
+            bad("[datasets] shard_records", f"must be >= 1, got {d.shard_records}")
+        if not 1 <= d.curriculum_buckets <= 100:
+            bad("[datasets] curriculum_buckets", f"must be within 1..100, got {d.curriculum_buckets}")
         unknown = set(r.audit_exclude) - set(REVIEW_STAGES)
         if unknown:
             bad("[review] audit_exclude", f"unknown stages {sorted(unknown)}; known: {', '.join(REVIEW_STAGES)}")

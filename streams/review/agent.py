@@ -25,12 +25,12 @@ SNAPSHOT_S = 30.0
 
 class ReviewRunner(BatchRunner):
     def __init__(self, settings: Settings, policy: ReviewPolicy, codec: Codec, metrics: SamplerMetrics,
-                 redis_client: Any, send: Callable[..., Any]):
+                 redis_client: Any, send: Callable[..., Any], window_days: int = 7):
         super().__init__(settings, codec, redis_client, send, "review")
         self.policy = policy
         self.metrics = metrics
         self.queue = ReviewQueue(redis_client, review_prefix(settings), lease_ms=settings.review_lease_s * 1000)
-        self.sampler = ReviewSampler(policy, seed=settings.app_id)
+        self.sampler = ReviewSampler(policy, seed=settings.app_id, window_days=window_days)
         self._snapshot_key = f"{review_prefix(settings)}:sampler"
         self._restored = False
         self._last_snapshot = time.monotonic()

@@ -98,10 +98,12 @@ class _Task:
 class ReviewSampler:
     """Decides, candidate by candidate, what goes before people; see the module docstring."""
 
-    def __init__(self, policy: ReviewPolicy, seed: str = "flywheel", half_life: int = 500, max_tracked: int = 1000):
+    def __init__(self, policy: ReviewPolicy, seed: str = "flywheel", half_life: int = 500, max_tracked: int = 1000,
+                 window_days: int = 7):
         if half_life < 1:
             raise ValueError(f"half_life must be >= 1, got {half_life}")
         self.policy = policy
+        self.window_ms = window_days * DAY_MS  # the dataset window: the budget and the rare minimums are per window
         self.seed = seed
         self.half_life = half_life
         self.max_tracked = max_tracked  # task types, and versions per task type, before folding into OTHER
@@ -114,7 +116,7 @@ class ReviewSampler:
     # -- windows and the budget --------------------------------------------------------------------
 
     def window_of(self, event_time_ms: int) -> int:
-        return event_time_ms // (self.policy.window_days * DAY_MS)
+        return event_time_ms // self.window_ms
 
     def sync_window(self, window: int, sampled_by_task: Mapping[str, int]) -> None:
         """Replace the local counts for `window` with the shared ones, so rare minimums and the budget hold

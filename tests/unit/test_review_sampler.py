@@ -231,6 +231,6 @@ def test_classes_follow_the_shared_order_and_memory_is_bounded():
 
 
 def test_window_of_uses_the_policy_window():
-    s = ReviewSampler(policy(window_days=1))
+    s = ReviewSampler(policy(), window_days=1)
     assert s.window_of(T0) == T0 // 86_400_000
     assert s.window_of(T0 + 86_400_000) == s.window_of(T0) + 1
