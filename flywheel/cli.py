@@ -51,6 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--data-dir", default=None, help="where the embedded broker keeps its data")
     up.add_argument("--no-worker", action="store_true", help="start the stack and wait, without a worker")
     up.add_argument("--no-review", action="store_true", help="do not serve the review page beside the worker")
+    up.add_argument("--no-datasets", action="store_true", help="do not run the dataset builder beside the worker")
 
     sub.add_parser("worker", help="run a stream worker against FLYWHEEL_KAFKA_BOOTSTRAP")
 
@@ -106,8 +107,25 @@ def build_parser() -> argparse.ArgumentParser:
     cal.add_argument("--min-observations", type=_positive_int, default=30, help="reviewed items needed before a threshold is proposed")
     cal.add_argument("--idle-timeout", type=_positive_float, default=5.0, help="stop reading the verdicts topic after this many idle seconds")
 
+    ds = sub.add_parser("datasets", help="sealed, 2-week-lagged training datasets")
+    dsub = ds.add_subparsers(dest="datasets_command", required=True, parser_class=_Parser)
+    dsub.add_parser("run", help="the dataset builder: seal windows as the watermark passes them (blocks)")
+    dsub.add_parser("list", help="every sealed dataset, one JSON line each (id, window, records, URI)")
+    show = dsub.add_parser("show", help="a dataset's manifest")
+    show.add_argument("dataset_id")
+    export = dsub.add_parser("export", help="write a dataset's records to stdout or a file")
+    export.add_argument("dataset_id")
+    export.add_argument("--format", choices=("jsonl", "avro"), default="jsonl", help="chat JSONL (default) or Avro container files")
+    export.add_argument("--kind", choices=("sft", "preference"), default="sft", help="SFT records (default) or preference pairs")
+    export.add_argument("--out", default="-", help="a file ('-': stdout, JSONL only)")
+    affected = dsub.add_parser("affected", help="sealed datasets that hold a user's records (after an erasure request)")
+    affected.add_argument("user_id")
+    erase = dsub.add_parser("erase", help="send an erasure request for a user id to the erasure topic")
+    erase.add_argument("user_id")
+    erase.add_argument("--reason", default="", help="why (kept with the request)")
+
     tail = sub.add_parser("tail", help="print decoded events of a topic as JSON lines")
-    tail.add_argument("topic", help="interactions | actions | candidates | passed | rejected | verdicts | deadletter, or a full topic name")
+    tail.add_argument("topic", help="interactions | actions | candidates | passed | rejected | verdicts | datasets | erasure | deadletter, or a full topic name")
     tail.add_argument("--new", action="store_true", help="only events that arrive from now on")
     tail.add_argument("--max", type=_positive_int, default=None, help="stop after this many events")
     tail.add_argument("--idle-timeout", type=_positive_float, default=5.0, help="stop after this many idle seconds")
@@ -132,17 +150,20 @@ def _run(args, settings: Settings) -> int:
     if args.command == "up":
         import contextlib
 
-        from flywheel.stack import embedded_stack, review_page
+        from flywheel.stack import embedded_stack, service
 
         logs.configure(settings.log_level)
         overrides = {k: v for k, v in (("broker_port", args.port), ("data_dir", args.data_dir)) if v is not None}
         with contextlib.ExitStack() as stack:
             live = stack.enter_context(embedded_stack(settings.replace(**overrides)))
             if not args.no_review:
-                stack.enter_context(review_page(live))
+                stack.enter_context(service(live, "review page", "review"))
+            if not args.no_datasets:
+                stack.enter_context(service(live, "dataset builder", "datasets", "run"))
             print(json.dumps({"kafka_bootstrap": live.kafka_bootstrap, "redis_url": live.redis_url,
                               "metrics": f"http://127.0.0.1:{live.metrics_port}/metrics" if live.metrics_port else None,
                               "review": None if args.no_review else f"http://{live.review_host}:{live.review_port}/",
+                              "datasets": None if args.no_datasets else live.datasets_url,
                               "add_a_reviewer": "flywheel reviewers add NAME"}),
                   flush=True)
             if args.no_worker:
@@ -193,6 +214,8 @@ def _run(args, settings: Settings) -> int:
         return _reviewers(args, settings)
     if args.command == "calibrate":
         return _calibrate(args, settings)
+    if args.command == "datasets":
+        return _datasets(args, settings)
     if args.command == "tail":
         from flywheel.tail import tail
 
@@ -354,6 +377,98 @@ def _calibrate(args, settings: Settings) -> int:
         Path(args.write).write_text(new.to_toml(), encoding="utf-8")
         report["written"] = {"file": args.write, "stamp": new.stamp}
     print(json.dumps(report, indent=2))
+    return 0
+
+
+def _datasets(args, settings: Settings) -> int:
+    from streams.datasets.store import DatasetStore, user_hash
+
+    cmd = args.datasets_command
+    if cmd == "run":
+        from flywheel import logs
+        from streams.datasets.service import run_datasets
+
+        logs.configure(settings.log_level)
+        settings.broker_url  # a clear error when unset
+        run_datasets(settings)
+        return 0
+    if cmd == "erase":
+        import time
+
+        from confluent_kafka import Producer
+
+        from flywheel.sdk import DEFAULT_CONFIG
+        from schemas.codec import Codec
+        from schemas.records import ErasureRequest, InvalidEvent
+
+        try:
+            req = ErasureRequest(args.user_id, int(time.time() * 1000), args.reason).check()
+        except InvalidEvent as exc:
+            print(f"flywheel: error: {exc}", file=sys.stderr)
+            return 2
+        conf = {k: v for k, v in DEFAULT_CONFIG.items() if k != "client.id"}
+        producer = Producer({**conf, "bootstrap.servers": settings.broker_url})
+        producer.produce(settings.topic_erasure, key=req.user_id.encode(), value=Codec().encode("erasure", req.to_dict()))
+        if producer.flush(30):
+            print("flywheel: error: the erasure request was not acknowledged by the broker", file=sys.stderr)
+            return 1
+        print(json.dumps({"erasure_requested": True, "topic": settings.topic_erasure}))
+        return 0
+    store = DatasetStore(settings.datasets_url)
+    try:
+        if cmd == "list":
+            for m in store.list():
+                print(json.dumps({"dataset_id": m["dataset_id"], "window_start": m["window"]["start_ms"],
+                                  "window_end": m["window"]["end_ms"], "records": m["counts"]["records"],
+                                  "splits": m["counts"]["split"], "policy_version": m["policy_version"],
+                                  "uri": store.uri(m["dataset_id"])}))
+        elif cmd == "show":
+            print(json.dumps(store.manifest(args.dataset_id), indent=2))
+        elif cmd == "affected":
+            from streams.datasets.builder import erased_forms
+
+            hashes = {user_hash(u) for u in erased_forms(args.user_id)}
+            for m in store.list():
+                if any(store.holds_user(m["dataset_id"], h) for h in hashes):
+                    print(json.dumps({"dataset_id": m["dataset_id"], "uri": store.uri(m["dataset_id"]),
+                                      "window_start": m["window"]["start_ms"]}))
+        elif cmd == "export":
+            return _export(args, store)
+    except KeyError as exc:
+        print(f"flywheel: error: {exc.args[0] if exc.args else exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _export(args, store) -> int:
+    from streams.datasets.builder import iter_records
+
+    manifest = store.manifest(args.dataset_id)  # KeyError: no such dataset
+    if args.format == "avro" and args.out == "-":
+        print("flywheel: error: --format avro needs --out DIR (Avro container files are binary)", file=sys.stderr)
+        return 2
+    if args.format == "avro":
+        from pathlib import Path
+
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        n = 0
+        for shard in manifest["shards"]:
+            if shard["kind"] == args.kind and shard["path"].endswith(".avro"):
+                with store.open(f"{args.dataset_id}/{shard['path']}") as f:
+                    (out / Path(shard["path"]).name).write_bytes(f.read())
+                n += 1
+        print(json.dumps({"files": n, "dir": str(out)}))
+        return 0
+    sink = sys.stdout.buffer if args.out == "-" else open(args.out, "wb")
+    try:
+        for chunk in iter_records(store, args.dataset_id, args.kind, "jsonl"):
+            sink.write(chunk)
+    finally:
+        if sink is not sys.stdout.buffer:
+            sink.close()
+        else:
+            sink.flush()
     return 0
 
 

@@ -17,7 +17,7 @@ MINUTE_MS = 60_000
 HOUR_MS = 60 * MINUTE_MS
 DAY_MS = 24 * HOUR_MS
 WEEK_MS = 7 * DAY_MS
-ROLES = ("join", "gate", "review", "datasets")
+ROLES = ("join", "gate", "review")
 
 
 class SettingsError(ValueError):
@@ -72,7 +72,7 @@ class Settings:
     join_batch_size: int = field(default=2000, metadata={"doc": "Most records the join takes from one fetch"})
     empty_fetch_backoff_ms: int = field(default=0, metadata={"doc": "Pause after an empty fetch, for brokers that answer at once instead of waiting fetch.max.wait.ms (the embedded one); 0 for Kafka"})
     # the quality gate
-    roles: str = field(default="join,gate,review,datasets", metadata={"doc": "Stream operators this worker runs: some of join, gate, review, datasets (comma-separated)"})
+    roles: str = field(default="join,gate,review", metadata={"doc": "Stream operators this worker runs: some of join, gate, review (comma-separated); the dataset builder is its own service"})
     gate_policy: str = field(default="", metadata={"doc": "Gate policy TOML file; empty: the built-in defaults (`flywheel policy show`)"})
     gate_batch_size: int = field(default=128, metadata={"doc": "Most candidates the gate scores in one batch"})
     gate_batch_ms: int = field(default=250, metadata={"doc": "Longest the gate waits to fill a batch"})
@@ -83,7 +83,8 @@ class Settings:
     review_lease_s: int = field(default=600, metadata={"doc": "Seconds a reviewer holds an item before it returns to the queue"})
     review_session_h: int = field(default=12, metadata={"doc": "Hours a review sign-in lasts"})
     # datasets
-    dataset_store: str = field(default=".flywheel/datasets", metadata={"doc": "Where sealed datasets are written: a directory or any fsspec URL (s3://, gs://, ...)"})
+    dataset_store: str = field(default="", metadata={"doc": "Where sealed datasets are written: a directory or any fsspec URL (s3://, gs://, ...); empty: <data_dir>/datasets"})
+    datasets_metrics_port: int = field(default=9465, metadata={"doc": "The dataset builder's /metrics port; 0 disables"})
     idle_partition_ms: int = field(default=30_000, metadata={"doc": "Wall time a candidate partition must be caught up and silent before it stops holding dataset windows back"})
     # limits
     max_event_bytes: int = field(default=256 * 1024, metadata={"doc": "Largest accepted event; larger goes to the dead-letter topic"})
@@ -111,6 +112,10 @@ class Settings:
         if not self.kafka_bootstrap:
             raise SettingsError("FLYWHEEL_KAFKA_BOOTSTRAP is empty: start the stack with `flywheel up` or set it")
         return self.kafka_bootstrap
+
+    @property
+    def datasets_url(self) -> str:
+        return self.dataset_store or f"{self.data_dir}/datasets"
 
     @property
     def role_set(self) -> frozenset[str]:

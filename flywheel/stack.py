@@ -53,16 +53,17 @@ def embedded_stack(settings: Settings) -> Iterator[Settings]:
 
 
 @contextmanager
-def review_page(settings: Settings) -> Iterator[subprocess.Popen]:
-    """`flywheel review` in a child process beside the worker, stopped with it."""
-    proc = subprocess.Popen([sys.executable, "-m", "flywheel.cli", "review"], env={**os.environ, **settings.to_env()})
-    log.info("review page started", extra={"url": f"http://{settings.review_host}:{settings.review_port}/", "pid": proc.pid})
+def service(settings: Settings, name: str, *argv: str) -> Iterator[subprocess.Popen]:
+    """A `flywheel` service (the review page, the dataset builder) in a child process beside the
+    worker, stopped with it."""
+    proc = subprocess.Popen([sys.executable, "-m", "flywheel.cli", *argv], env={**os.environ, **settings.to_env()})
+    log.info(f"{name} started", extra={"pid": proc.pid, "command": " ".join(argv)})
     stopping = threading.Event()
 
     def watch():
         code = proc.wait()
         if not stopping.is_set():
-            log.error("review page exited; the worker goes on without it", extra={"exit_code": code})
+            log.error(f"{name} exited; the worker goes on without it", extra={"exit_code": code})
 
     threading.Thread(target=watch, name="review-page-watch", daemon=True).start()
     try:

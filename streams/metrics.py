@@ -246,3 +246,53 @@ class QueueCollector:
                 g.add_metric(["policy"], threshold["current"])
                 g.add_metric(["proposed"], threshold["threshold"])
                 yield g
+
+
+class DatasetMetrics:
+    """The dataset builder. Labels: topic kind, outcome, split, window state: bounded sets."""
+
+    def __init__(self, registry: CollectorRegistry | None = None):
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.candidates = Counter("flywheel_datasets_candidates_total",
+                                  "Gate decisions the builder read, by topic (passed, rejected) and outcome "
+                                  "(member of an open window, late: its window was past its seal boundary, replay).",
+                                  ["topic", "outcome"], registry=r)
+        self.windows = Gauge("flywheel_datasets_windows", "Event-time windows by state (pending: open with members; "
+                             "sealed: sealed and remembered).", ["state"], registry=r)
+        self.watermark = Gauge("flywheel_datasets_watermark_seconds", "The builder's event-time watermark (Unix seconds).",
+                               registry=r)
+        self.sealed_total = Counter("flywheel_datasets_sealed_total", "Datasets sealed and announced.", registry=r)
+        self.records = Gauge("flywheel_datasets_records", "Records of the last sealed dataset, by split (dataset volume per cycle).",
+                             ["split"], registry=r)
+        self.examples_per_day = Gauge("flywheel_datasets_examples_per_day",
+                                      "Training examples the last sealed window collected per day of event time.", registry=r)
+        self.window_pass_ratio = Gauge("flywheel_datasets_window_pass_ratio",
+                                       "Share of the last sealed window's gate decisions that passed.", registry=r)
+        self.window_late = Gauge("flywheel_datasets_window_late_events",
+                                 "Events that came after the last sealed window's boundary (counted, never mixed in).", registry=r)
+        self.seal_seconds = Histogram("flywheel_datasets_seal_seconds", "Time to seal one window (read, write, publish, announce).",
+                                      buckets=(0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600), registry=r)
+        self.erasures = Counter("flywheel_datasets_erasures_total", "Erasure requests recorded.", registry=r)
+
+    def observed(self, outcome: str, passed: bool) -> None:
+        self.candidates.labels("passed" if passed else "rejected", outcome).inc()
+
+    def clock(self, clock) -> None:
+        self.windows.labels("pending").set(len(clock.pending()))
+        self.windows.labels("sealed").set(len(clock.sealed()))
+        if clock.watermark is not None:
+            self.watermark.set(clock.watermark / 1000)
+
+    def sealed(self, result, seconds: float, span=None, passed_topic: str = "") -> None:
+        m = result.manifest
+        self.sealed_total.inc()
+        self.seal_seconds.observe(seconds)
+        for split, n in m["counts"]["split"].items():
+            self.records.labels(split).set(n)
+        days = max(1, m["window"]["days"])
+        self.examples_per_day.set(m["counts"]["records"] / days)
+        self.window_late.set(m.get("late_events", 0))
+        if span is not None and span.members:
+            passed = sum(n for source, n in span.source_members.items() if source.rpartition("/")[0] == passed_topic)
+            self.window_pass_ratio.set(passed / span.members)

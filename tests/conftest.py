@@ -55,4 +55,8 @@ def settings(broker, redis_url, tmp_path):
         topic_passed=f"t{run}.candidates.passed",
         topic_rejected=f"t{run}.candidates.rejected",
         topic_verdicts=f"t{run}.review.verdicts",
+        topic_datasets_ready=f"t{run}.datasets.ready",
+        topic_erasure=f"t{run}.erasure",
+        dataset_store=str(tmp_path / "datasets"),
+        datasets_metrics_port=0,
     ).validate()

@@ -104,7 +104,7 @@ class PiiStage(Stage):
             value = getattr(c, name)
             if value and ("@" in value or sum(ch.isdigit() for ch in value) >= 7):
                 if self.redactor.redact([value])[0].counts:
-                    setattr(c, name, "pii-" + hashlib.sha256(value.encode()).hexdigest()[:24])
+                    setattr(c, name, pseudonymous_id(value))
                     item.notes.append("id_pseudonymised")
 
     @staticmethod
@@ -114,6 +114,11 @@ class PiiStage(Stage):
             for text, put in _text_slots(item.candidate):
                 if text:
                     put(REDACTION_FAILED)
+
+
+def pseudonymous_id(value: str) -> str:
+    """The stable stand-in for an id that held personal data (erasure by the raw id finds it)."""
+    return "pii-" + hashlib.sha256(value.encode()).hexdigest()[:24]
 
 
 def _text_slots(c: TrainingCandidate):

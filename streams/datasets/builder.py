@@ -1,0 +1,330 @@
+"""Sealing one window: the log between recorded offsets in, a reproducible dataset directory out.
+
+Memory stays bounded because nothing is held per record but a few small numbers: pass 1 reads the
+window's candidates and offers each SFT candidate's dedupe key, task type and base priority to the
+selection; when the window's statistics are complete, the selection (duplicates, per-task caps,
+top K, with the window's part of the priority: changed behaviour, rare task types) is decided; pass 2 reads the same offsets again and writes what was kept.
+Everything that decides is in the log and the policy, and records are written in log order
+(partition by partition, offset by offset), so the same window from the same log gives the same
+bytes and the same dataset id. The directory is written under staging and renamed into place, so
+a crash leaves nothing visible and the next run writes it again from scratch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Iterator, Mapping
+
+from confluent_kafka import Consumer, TopicPartition
+
+from flywheel.settings import Settings
+from schemas.codec import Codec, DecodeError
+from schemas.records import TrainingCandidate
+from streams.datasets import content
+from streams.datasets.store import DatasetStore, ShardWriter, dataset_id as make_dataset_id, manifest_json, user_hash
+from streams.datasets.windows import WindowSpan
+from streams.gate.policy import GatePolicy
+
+log = logging.getLogger("flywheel.datasets")
+
+BUILDER_VERSION = "1"
+REGENERATED = "regenerated"
+
+
+def source_name(topic: str, partition: int) -> str:
+    return f"{topic}/{partition}"
+
+
+def parse_source(source: str) -> tuple[str, int]:
+    topic, _, partition = source.rpartition("/")
+    return topic, int(partition)
+
+
+class LogReader:
+    """Reads offset ranges of topic partitions, in order, without a consumer group."""
+
+    def __init__(self, settings: Settings):
+        self.consumer = Consumer({"bootstrap.servers": settings.broker_url, "group.id": f"{settings.app_id}-datasets-reader",
+                                  "enable.auto.commit": False, "enable.partition.eof": True,
+                                  "fetch.max.bytes": 16 * 1024 * 1024, "queued.max.messages.kbytes": 65536})
+
+    def read(self, topic: str, partition: int, first: int, stop: int) -> Iterator[Any]:
+        if stop <= first:
+            return
+        self.consumer.assign([TopicPartition(topic, partition, first)])
+        try:
+            while True:
+                batch = self.consumer.consume(2000, 1.0)
+                if not batch:
+                    continue  # the broker holds what we need: keep asking
+                for m in batch:
+                    if m.error():
+                        if m.error().code() == -191:  # _PARTITION_EOF: stop may be past what exists
+                            return
+                        continue
+                    if m.offset() >= stop:
+                        return
+                    yield m
+                    if m.offset() + 1 >= stop:
+                        return
+        finally:
+            self.consumer.unassign()
+
+    def close(self) -> None:
+        self.consumer.close()
+
+
+@dataclass
+class SealInputs:
+    """Everything besides the log and the policy that decides a window's content."""
+
+    erased: frozenset[str] = frozenset()  # user ids (and their pseudonyms) erased so far
+    gold: frozenset[str] | None = None  # request ids that passed review everywhere, when review is required
+    verdict_offsets: Mapping[str, int] = field(default_factory=dict)  # how far the verdicts were read
+
+    def digest(self) -> str:
+        h = hashlib.sha256()
+        for uid in sorted(self.erased):
+            h.update(uid.encode() + b"\n")
+        h.update(b"gold:" + (b"-" if self.gold is None else json.dumps(sorted(self.gold)).encode()))
+        return h.hexdigest()[:16]
+
+
+@dataclass
+class SealResult:
+    dataset_id: str
+    uri: str
+    manifest: dict
+    written: bool  # False when the dataset existed already (a re-run after a crash)
+
+
+class WindowBuilder:
+    def __init__(self, settings: Settings, policy: GatePolicy, store: DatasetStore, codec: Codec | None = None):
+        self.settings = settings
+        self.policy = policy
+        self.store = store
+        self.codec = codec or Codec()
+
+    # -- reading -----------------------------------------------------------------------------------
+    def _candidates(self, reader: LogReader, span: WindowSpan, topic: str) -> Iterator[tuple[str, int, TrainingCandidate]]:
+        """The window's candidates of one topic, in log order: partition by partition, offset by offset."""
+        for source in sorted(span.spans, key=lambda s: parse_source(s)[1]):
+            t, partition = parse_source(source)
+            if t != topic:
+                continue
+            first, stop = span.spans[source]
+            for m in reader.read(t, partition, first, stop):
+                try:
+                    c = TrainingCandidate.from_dict(self.codec.decode("candidate", m.value() or b"", _headers(m)))
+                except (DecodeError, TypeError):
+                    continue  # the gate wrote it; one that does not decode was dead-lettered upstream
+                if span.start_ms <= c.timestamp < span.end_ms:
+                    yield source, m.offset(), c
+
+    def _admitted(self, c: TrainingCandidate, inputs: SealInputs, seen: set[int], dropped: dict[str, int]) -> bool:
+        key = content.dedupe_key(c.request_id, "")
+        if key in seen:
+            dropped["replays"] = dropped.get("replays", 0) + 1
+            return False
+        seen.add(key)
+        if c.user_id in inputs.erased:
+            dropped["erased"] = dropped.get("erased", 0) + 1
+            return False
+        if inputs.gold is not None and c.request_id not in inputs.gold:
+            dropped["not_gold"] = dropped.get("not_gold", 0) + 1
+            return False
+        return True
+
+    # -- sealing -----------------------------------------------------------------------------------
+    def seal(self, span: WindowSpan, inputs: SealInputs) -> SealResult:
+        p = self.policy.datasets
+        passed_topic, rejected_topic = self.settings.topic_passed, self.settings.topic_rejected
+        offsets = {s: list(span.spans[s]) for s in sorted(span.spans)}
+        ds_id = make_dataset_id(span.start_ms, span.end_ms, self.policy.stamp,
+                                {**offsets, "verdicts": dict(sorted(inputs.verdict_offsets.items()))}, inputs.digest())
+        if self.store.exists(ds_id):
+            return SealResult(ds_id, self.store.uri(ds_id), self.store.manifest(ds_id), False)
+        started = time.perf_counter()
+        reader = LogReader(self.settings)
+        try:
+            manifest = self._write(reader, span, inputs, ds_id, offsets, passed_topic, rejected_topic)
+        finally:
+            reader.close()
+        self.store.publish(ds_id)
+        log.info("dataset sealed", extra={"dataset_id": ds_id, "window_start": span.start_ms, "records": manifest["counts"]["records"],
+                                          "seconds": round(time.perf_counter() - started, 2)})
+        return SealResult(ds_id, self.store.uri(ds_id), manifest, True)
+
+    def _write(self, reader: LogReader, span: WindowSpan, inputs: SealInputs, ds_id: str, offsets: dict,
+               passed_topic: str, rejected_topic: str) -> dict:
+        p = self.policy.datasets
+        vs = p.validation_share
+        dropped: dict[str, int] = {}
+
+        # pass 1: statistics, the selection's facts, regeneration candidates (no texts kept)
+        stats = content.WindowStats()
+        selection = content.Selection(p)
+        seen: set[int] = set()
+        pair_keys: dict[str, list[tuple[int, str, str, int]]] = {}  # pair_key -> (timestamp, request_id, action, offset)
+        regen: list[tuple[str, int, str, str]] = []
+        if p.pair_regenerations:
+            for source, offset, c in self._candidates(reader, span, rejected_topic):
+                if c.user_action == REGENERATED and c.pair_key and c.user_id not in inputs.erased:
+                    pair_keys.setdefault(c.pair_key, []).append((c.timestamp, c.request_id, REGENERATED, offset))
+                    regen.append((c.pair_key, c.timestamp, c.request_id, source))
+        for _, _, c in self._candidates(reader, span, passed_topic):
+            if not self._admitted(c, inputs, seen, dropped):
+                continue
+            stats.add(c)
+            if c.pair_key and c.pair_key in pair_keys:
+                pair_keys[c.pair_key].append((c.timestamp, c.request_id, c.user_action, -1))
+            selection.offer_candidate(c)  # a few numbers per record; the window's part of the priority comes at finish
+        selection.finish(stats)
+        pairs = _regeneration_pairs(pair_keys, p.regeneration_gap_minutes * 60_000)  # successor rid -> regenerated (rid, offset)
+        regen_texts: dict[str, str] = {}
+        if pairs:
+            wanted = {rid for rid, _ in pairs.values()}
+            for _, _, c in self._candidates(reader, span, rejected_topic):
+                if c.request_id in wanted:
+                    regen_texts[c.request_id] = c.response
+
+        # pass 2: write what was kept, in log order
+        staging = self.store.staging(ds_id)
+        fs = self.store.fs
+        writers: dict[tuple[str, str], ShardWriter] = {}
+        counts: dict[str, dict[str, int]] = {"split": {}, "task_type": {}, "user_action": {}, "label": {}}
+        users: set[str] = set()
+        first_event_time = None
+        seen.clear()
+        pass2_dropped: dict[str, int] = {}
+
+        def writer(kind: str, split: str, bucket: int | None) -> ShardWriter:
+            name = split if bucket is None else f"{split}-b{bucket:02d}"
+            if (kind, name) not in writers:
+                schema = "sft_record" if kind == "sft" else "preference_record"
+                writers[(kind, name)] = ShardWriter(fs, f"{staging}/{kind}", name, schema, p.shard_records, seed=f"{ds_id}/{kind}/{name}")
+            return writers[(kind, name)]
+
+        def count(group: str, value: str) -> None:
+            counts[group][value] = counts[group].get(value, 0) + 1
+
+        for _, _, c in self._candidates(reader, span, passed_topic):
+            if not self._admitted(c, inputs, seen, pass2_dropped):
+                continue
+            wrote = False
+            bucket = None
+            sft = content.sft_record(c, stats, vs)
+            if sft is not None and selection.keep(c.request_id):
+                if p.curriculum:
+                    bucket = content.curriculum_bucket(sft["difficulty"], p.curriculum_buckets)
+                writer("sft", sft["split"], bucket).add(sft, content.chat_sft(sft))
+                count("split", f"sft.{sft['split']}")
+                wrote = True
+            pref = content.preference_record(c, stats, vs)
+            if pref is not None:
+                writer("preference", pref["split"], None).add(pref, content.chat_preference(pref))
+                count("split", f"preference.{pref['split']}")
+                wrote = True
+            if c.request_id in pairs:
+                regen_rid, _ = pairs[c.request_id]
+                if regen_rid in regen_texts:
+                    rp = content.regeneration_pair_record(regen_texts[regen_rid], c, stats, vs)
+                    if rp is not None:
+                        writer("preference", rp["split"], None).add(rp, content.chat_preference(rp))
+                        count("split", f"preference.{rp['split']}")
+                        wrote = True
+            if wrote:
+                count("task_type", c.task_type or "-")
+                count("user_action", c.user_action)
+                count("label", c.label or "-")
+                users.add(user_hash(c.user_id))
+                first_event_time = c.timestamp if first_event_time is None else min(first_event_time, c.timestamp)
+
+        shards = []
+        for (kind, name) in sorted(writers):
+            for entry in writers[(kind, name)].close():
+                shards.append({**entry, "kind": kind, "split": name})
+        with fs.open(f"{staging}/users.txt", "wb") as f:
+            f.write("".join(u + "\n" for u in sorted(users)).encode())
+        dropped.update({f"selection.{k}": v for k, v in selection.counts().items()})
+        manifest = {
+            "dataset_id": ds_id,
+            "builder_version": BUILDER_VERSION,
+            "window": {"index": span.index, "start_ms": span.start_ms, "end_ms": span.end_ms,
+                       "days": (span.end_ms - span.start_ms) // 86_400_000},
+            "lag_ms": self.policy.datasets.lag_days * 86_400_000,
+            "policy_version": self.policy.stamp,
+            "source_offsets": {s: {"first": o[0], "stop": o[1]} for s, o in offsets.items()},
+            "verdict_offsets": dict(sorted(inputs.verdict_offsets.items())),
+            "review_required": inputs.gold is not None,
+            "erasure": {"digest": inputs.digest(), "ids": len(inputs.erased)},
+            "counts": {"records": sum(counts["split"].values()), **{k: dict(sorted(v.items())) for k, v in counts.items()}},
+            "dropped": dict(sorted(dropped.items())),
+            "late_events": span.late,
+            "first_event_time": first_event_time if first_event_time is not None else span.first_event_time,
+            "users": len(users),
+            "shards": shards,
+            "schemas": {name: self.codec.current(name).fingerprint.hex() for name in ("sft_record", "preference_record")},
+            "curriculum": p.curriculum,
+        }
+        with fs.open(f"{staging}/manifest.json", "wb") as f:
+            f.write(manifest_json(manifest))
+        return manifest
+
+
+def _regeneration_pairs(pair_keys: Mapping[str, list[tuple[int, str, str, int]]], max_gap_ms: int) -> dict[str, tuple[str, int]]:
+    """successor request id -> (regenerated request id, its offset): the first later accepted, copied
+    or corrected request of the same session and prompt within the gap (as `labels.pair_regenerations`)."""
+    out: dict[str, tuple[str, int]] = {}
+    for group in pair_keys.values():
+        group = sorted(group)
+        for i, (ts, rid, action, offset) in enumerate(group):
+            if action != REGENERATED:
+                continue
+            for later_ts, later_rid, later_action, _ in group[i + 1:]:
+                if later_ts - ts > max_gap_ms:
+                    break
+                if later_action in ("accepted", "copied", "corrected"):
+                    out.setdefault(later_rid, (rid, offset))
+                    break
+    return out
+
+
+def _headers(message) -> dict[str, bytes]:
+    return {k.lower(): v for k, v in message.headers()} if message.headers() else {}
+
+
+def erased_forms(user_id: str) -> set[str]:
+    """The id as the app sent it, and the gate's pseudonym of it (an id that held personal data)."""
+    from streams.gate.filters import pseudonymous_id
+
+    return {user_id, pseudonymous_id(user_id)}
+
+
+def read_gold(reader_settings: Settings, codec: Codec) -> tuple[frozenset[str], dict[str, int]]:
+    """Request ids every reviewer passed, from the whole verdicts topic, and how far it was read."""
+    from flywheel.tail import read
+
+    verdicts: dict[str, dict[str, bool]] = {}
+    ends: dict[str, int] = {}
+    for rec in read(reader_settings, reader_settings.topic_verdicts, idle_timeout=2.0, to_end=True, codec=codec):
+        if "event" not in rec:
+            continue
+        v = rec["event"]
+        verdicts.setdefault(v["request_id"], {})[v["reviewer"]] = bool(v["passed"]) and bool(v.get("gate_passed", True))
+        ends[str(rec["partition"])] = rec["offset"] + 1
+    gold = frozenset(rid for rid, by in verdicts.items() if by and all(by.values()))
+    return gold, ends
+
+
+def iter_records(store: DatasetStore, dataset_id: str, kind: str, fmt: str) -> Iterable[bytes]:
+    """The raw shard bytes of one kind (sft, preference) of a dataset, in manifest order."""
+    manifest = store.manifest(dataset_id)
+    for shard in manifest["shards"]:
+        if shard["kind"] == kind and shard["path"].endswith("." + fmt):
+            with store.open(f"{dataset_id}/{shard['path']}") as f:
+                yield f.read()

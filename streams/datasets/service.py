@@ -1,0 +1,247 @@
+"""The dataset builder service: gate outputs in, sealed 2-week-lagged datasets and ready events out.
+
+Why not a Faust agent: a window may be sealed only when *every* partition's event time has passed
+its end plus the lag, and a Faust agent in a consumer group sees only its share of the
+partitions. So one builder reads all partitions of the gate's outputs (and the erasure topic)
+with a plain consumer, keeps its positions and its window clock in Redis as one record (written
+after each batch, so a restart resumes exactly where the state says), and seals windows in order.
+
+Exactly one ready event per dataset: before announcing, the builder looks for the dataset id on
+the ready topic; a crash between the directory's publication and the event re-sends it on the
+next run, a crash after the event finds it and sends nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from typing import Any
+
+from confluent_kafka import Consumer, Producer, TopicPartition
+
+from flywheel.sdk import DEFAULT_CONFIG
+from flywheel.settings import DAY_MS, Settings
+from schemas.codec import Codec, DecodeError
+from schemas.records import DatasetReady, ErasureRequest, TrainingCandidate
+from streams.datasets.builder import SealInputs, SealResult, WindowBuilder, erased_forms, read_gold, source_name
+from streams.datasets.store import DatasetStore
+from streams.datasets.windows import WindowClock
+from streams.gate.policy import GatePolicy
+
+log = logging.getLogger("flywheel.datasets")
+
+WATERMARK_CHECK_S = 2.0
+
+
+class DatasetService:
+    def __init__(self, settings: Settings, policy: GatePolicy, store: DatasetStore, redis_client: Any,
+                 metrics: Any = None, codec: Codec | None = None):
+        self.settings = settings
+        self.policy = policy
+        self.store = store
+        self.redis = redis_client
+        self.metrics = metrics
+        self.codec = codec or Codec()
+        self.builder = WindowBuilder(settings, policy, store, self.codec)
+        self.state_key = f"{settings.app_id}:datasets:state"
+        self.erased_key = f"{settings.app_id}:datasets:erased"
+        self.window_ms = policy.datasets.window_days * DAY_MS
+        self.lag_ms = policy.datasets.lag_days * DAY_MS
+        self.consumer: Consumer | None = None
+        self.clock: WindowClock | None = None
+        self.erasure_positions: dict[int, int] = {}
+        self._last_seen: dict[str, float] = {}
+        self._last_check = 0.0
+        self._producer: Producer | None = None
+
+    # -- state ---------------------------------------------------------------------------------------
+    def _sources(self) -> list[str]:
+        md = self._admin_consumer().list_topics(timeout=10)
+        out = []
+        for topic in (self.settings.topic_passed, self.settings.topic_rejected):
+            t = md.topics.get(topic)
+            if t is None or t.error is not None:
+                raise RuntimeError(f"topic {topic} does not exist: run `flywheel topics create`")
+            out += [source_name(topic, p) for p in sorted(t.partitions)]
+        return out
+
+    def _admin_consumer(self) -> Consumer:
+        if self.consumer is None:
+            self.consumer = Consumer({"bootstrap.servers": self.settings.broker_url, "group.id": f"{self.settings.app_id}-datasets",
+                                      "enable.auto.commit": False, "auto.offset.reset": "earliest",
+                                      "fetch.max.bytes": 16 * 1024 * 1024})
+        return self.consumer
+
+    def load(self) -> None:
+        raw = self.redis.get(self.state_key)
+        sources = self._sources()
+        if raw:
+            saved = json.loads(raw)
+            self.clock = WindowClock.from_json(saved["clock"])
+            self.erasure_positions = {int(k): v for k, v in saved.get("erasure", {}).items()}
+        else:
+            self.clock = WindowClock(self.window_ms, self.lag_ms, sources)
+        for s in sources:
+            self.clock.add_source(s)
+        assignment = []
+        for s in sources:
+            topic, _, p = s.rpartition("/")
+            assignment.append(TopicPartition(topic, int(p), self.clock.position(s)))
+        md = self._admin_consumer().list_topics(self.settings.topic_erasure, timeout=10).topics.get(self.settings.topic_erasure)
+        if md is not None and md.error is None:
+            for p in md.partitions:
+                assignment.append(TopicPartition(self.settings.topic_erasure, p, self.erasure_positions.get(p, 0)))
+        self.consumer.assign(assignment)
+        now = time.monotonic()
+        self._last_seen = {s: now for s in sources}
+
+    def save(self) -> None:
+        self.redis.set(self.state_key, json.dumps({"clock": self.clock.to_json(), "erasure": self.erasure_positions}))
+
+    # -- the loop --------------------------------------------------------------------------------------
+    def step(self, timeout: float = 0.5) -> list[SealResult]:
+        """One batch: observe, persist, seal what is ready. Returns the datasets sealed."""
+        if self.clock is None:
+            self.load()
+        batch = self.consumer.consume(2000, timeout)
+        now = time.monotonic()
+        for m in batch:
+            if m.error():
+                continue
+            if m.topic() == self.settings.topic_erasure:
+                self._erase(m)
+                continue
+            source = source_name(m.topic(), m.partition())
+            self._last_seen[source] = now
+            try:
+                c = TrainingCandidate.from_dict(self.codec.decode("candidate", m.value() or b"", _headers(m)))
+            except (DecodeError, TypeError):
+                self.clock.skip(source, m.offset())  # the gate dead-letters what it cannot read; move on
+                continue
+            outcome = self.clock.observe(source, m.offset(), c.timestamp)
+            if self.metrics is not None:
+                self.metrics.observed(outcome.kind, m.topic() == self.settings.topic_passed)
+        if now - self._last_check >= WATERMARK_CHECK_S:
+            self._last_check = now
+            self._mark_idle(now)
+        if batch:
+            self.save()
+        sealed = []
+        for span in self.clock.ready():
+            sealed.append(self._seal(span))
+        if self.metrics is not None:
+            self.metrics.clock(self.clock)
+        return sealed
+
+    def run(self, stop: threading.Event) -> None:
+        self.load()
+        log.info("dataset builder started", extra={"store": self.store.uri(""), "window_days": self.policy.datasets.window_days,
+                                                   "lag_days": self.policy.datasets.lag_days})
+        while not stop.is_set():
+            try:
+                self.step()
+            except Exception as exc:  # broker or Redis away: wait and go on from the saved state
+                log.error("dataset builder retrying", extra={"error": type(exc).__name__, "detail": str(exc)[:300]})
+                stop.wait(2.0)
+                self.clock = None
+                if self.consumer is not None:
+                    self.consumer.close()
+                    self.consumer = None
+        self.close()
+
+    def close(self) -> None:
+        if self.consumer is not None:
+            self.consumer.close()
+            self.consumer = None
+        if self._producer is not None:
+            self._producer.flush(10)
+
+    # -- pieces ------------------------------------------------------------------------------------------
+    def _mark_idle(self, now: float) -> None:
+        idle_s = self.settings.idle_partition_ms / 1000
+        for source, seen in self._last_seen.items():
+            if now - seen < idle_s or self.clock.is_idle(source):
+                continue
+            topic, _, p = source.rpartition("/")
+            _, high = self.consumer.get_watermark_offsets(TopicPartition(topic, int(p)), timeout=5, cached=False)
+            if self.clock.position(source) >= high:
+                self.clock.mark_idle(source)
+
+    def _erase(self, m) -> None:
+        self.erasure_positions[m.partition()] = m.offset() + 1
+        try:
+            req = ErasureRequest.from_dict(self.codec.decode("erasure", m.value() or b"", _headers(m))).check()
+        except Exception as exc:
+            log.warning("erasure request unreadable", extra={"offset": m.offset(), "error": type(exc).__name__})
+            return
+        self.redis.sadd(self.erased_key, *erased_forms(req.user_id))
+        if self.metrics is not None:
+            self.metrics.erasures.inc()
+        log.info("erasure recorded", extra={"partition": m.partition(), "offset": m.offset()})
+
+    def inputs(self) -> SealInputs:
+        erased = frozenset(v.decode() for v in self.redis.smembers(self.erased_key))
+        if self.policy.review.required:
+            gold, offsets = read_gold(self.settings, self.codec)
+            return SealInputs(erased, gold, offsets)
+        return SealInputs(erased)
+
+    def _seal(self, span) -> SealResult:
+        started = time.perf_counter()
+        result = self.builder.seal(span, self.inputs())
+        self.announce(result)
+        self.clock.seal(span.index)
+        self.save()
+        if self.metrics is not None:
+            self.metrics.sealed(result, time.perf_counter() - started, span, self.settings.topic_passed)
+        return result
+
+    def announce(self, result: SealResult) -> bool:
+        """Send the dataset's ready event unless the topic holds it already; True when sent."""
+        from flywheel.tail import read
+
+        for rec in read(self.settings, self.settings.topic_datasets_ready, idle_timeout=2.0, to_end=True, codec=self.codec):
+            if rec.get("event", {}).get("dataset_id") == result.dataset_id:
+                return False
+        m = result.manifest
+        event = DatasetReady(dataset_id=result.dataset_id, uri=result.uri, window_start=m["window"]["start_ms"],
+                             window_end=m["window"]["end_ms"], lag_ms=m["lag_ms"], policy_version=m["policy_version"],
+                             counts={k: int(v) for k, v in m["counts"]["split"].items()} | {"records": m["counts"]["records"]},
+                             first_event_time=int(m["first_event_time"] or 0), sealed_at=int(time.time() * 1000))
+        if self._producer is None:
+            conf = {k: v for k, v in DEFAULT_CONFIG.items() if k != "client.id"}
+            self._producer = Producer({**conf, "bootstrap.servers": self.settings.broker_url, "client.id": "flywheel-datasets",
+                                       "logger": logging.getLogger("flywheel.datasets.librdkafka")})
+        errors = []
+        self._producer.produce(self.settings.topic_datasets_ready, key=result.dataset_id.encode(),
+                               value=self.codec.encode("dataset_ready", event.to_dict()),
+                               on_delivery=lambda err, _m: errors.append(err) if err else None)
+        if self._producer.flush(30) or errors:
+            raise RuntimeError(f"the ready event of {result.dataset_id} was not acknowledged: {errors[:1]}")
+        log.info("dataset ready", extra={"dataset_id": result.dataset_id, "uri": result.uri, "records": m["counts"]["records"]})
+        return True
+
+
+def _headers(message) -> dict[str, bytes]:
+    return {k.lower(): v for k, v in message.headers()} if message.headers() else {}
+
+
+def run_datasets(settings: Settings) -> None:
+    """`flywheel datasets run`: blocks until SIGINT/SIGTERM."""
+    import signal
+
+    import redis
+
+    from streams.metrics import DatasetMetrics, serve_metrics
+
+    policy = GatePolicy.load(settings.gate_policy)
+    metrics = DatasetMetrics()
+    serve_metrics(metrics.registry, settings.datasets_metrics_port)
+    service = DatasetService(settings, policy, DatasetStore(settings.datasets_url),
+                             redis.Redis.from_url(settings.redis_url, socket_timeout=10, socket_connect_timeout=5), metrics)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    service.run(stop)

@@ -1,0 +1,225 @@
+"""The dataset builder against the real broker and Redis: gate decisions on the topics in, sealed
+2-week-lagged datasets and exactly one ready event each out; reproducible to the byte; a crash in
+the middle of a write leaves nothing visible and the next run completes it; erasure."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+
+import pytest
+import redis
+from confluent_kafka import Producer
+
+from flywheel.sdk import DEFAULT_CONFIG
+from flywheel.settings import DAY_MS
+from flywheel.topics import create_topics
+from schemas.codec import Codec
+from schemas.records import ErasureRequest, TrainingCandidate
+from streams.datasets.service import DatasetService
+from streams.datasets.store import DatasetStore, ShardWriter, user_hash
+from streams.gate.policy import GatePolicy
+from tests.integration.helpers import forget_redis, read_all
+
+pytestmark = pytest.mark.integration
+
+WEEK = 7 * DAY_MS
+T0 = (1_767_225_600_000 // WEEK) * WEEK  # the start of a window
+
+
+@pytest.fixture
+def ds_settings(settings, tmp_path):
+    s = settings.replace(dataset_store=str(tmp_path / "store"), idle_partition_ms=500)
+    create_topics(s)
+    yield s
+    forget_redis(s)
+
+
+def candidate(i: int, ts: int, user: str = "", action: str = "accepted", task: str = "qa", passed: bool = True,
+              pair_key: str = "") -> TrainingCandidate:
+    corrected = action == "corrected"
+    target = f"the right answer number {i}, explained in enough words to be worth training on" if corrected else None
+    return TrainingCandidate(
+        request_id=f"req-{i:05d}", timestamp=ts, user_id=user or f"user-{i % 7}", session_id=f"s{i}",
+        prompt=f"question number {i} about the product", response=f"answer number {i} with a few more words in it",
+        user_action=action, task_type=task, correction=target or "", model_version="m1",
+        label=("sft_correction" if corrected else "sft_positive") if passed else "negative",
+        target=target or (f"answer number {i} with a few more words in it" if passed else None),
+        pair_chosen=target, pair_rejected=f"answer number {i} with a few more words in it" if corrected else None,
+        pair_key=pair_key, quality_score=0.8 if passed else 0.2, scores={"quality": 0.8}, policy_version="default-1@x",
+        reasons=[] if passed else ["action_excluded"])
+
+
+def produce(s, cands: list[TrainingCandidate], topic: str | None = None) -> None:
+    codec = Codec()
+    p = Producer({**{k: v for k, v in DEFAULT_CONFIG.items() if k != "client.id"}, "bootstrap.servers": s.broker_url})
+    for c in cands:
+        t = topic or (s.topic_passed if c.label != "negative" else s.topic_rejected)
+        p.produce(t, key=c.request_id.encode(), value=codec.encode("candidate", c.to_dict()))
+    assert p.flush(30) == 0
+
+
+def erase(s, user: str) -> None:
+    p = Producer({**{k: v for k, v in DEFAULT_CONFIG.items() if k != "client.id"}, "bootstrap.servers": s.broker_url})
+    p.produce(s.topic_erasure, key=user.encode(), value=Codec().encode("erasure", ErasureRequest(user, int(time.time() * 1000)).to_dict()))
+    assert p.flush(30) == 0
+
+
+_OPEN: list[DatasetService] = []
+
+
+@pytest.fixture(autouse=True)
+def _close_services():
+    yield
+    while _OPEN:
+        _OPEN.pop().close()
+
+
+def service(s, policy: GatePolicy | None = None) -> DatasetService:
+    svc = DatasetService(s, policy or GatePolicy(), DatasetStore(s.datasets_url), redis.Redis.from_url(s.redis_url))
+    _OPEN.append(svc)
+    return svc
+
+
+def run_until(svc: DatasetService, predicate, timeout: float = 60.0) -> list:
+    sealed = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        sealed += svc.step(0.2)
+        if predicate(sealed):
+            return sealed
+    raise AssertionError(f"timed out; sealed {[r.dataset_id for r in sealed]}")
+
+
+def traffic() -> list[TrainingCandidate]:
+    """Five weeks and a day of decisions, a few an hour, out of order within a day, with corrections and regenerations."""
+    # a regenerated answer followed, in the same session and prompt, by an accepted one
+    out = [candidate(900, T0 + DAY_MS, action="regenerated", passed=False, pair_key="pk-1"),
+           candidate(901, T0 + DAY_MS + 60_000, action="accepted", pair_key="pk-1")]
+    for i in range(600):
+        ts = T0 + i * (36 * DAY_MS // 600) - (i % 5) * 3_600_000
+        action = "corrected" if i % 9 == 0 else "accepted"
+        out.append(candidate(i, ts, action=action, task="qa" if i % 4 else "sql"))
+    return out
+
+
+def test_windows_seal_two_weeks_late_into_reproducible_datasets_with_one_ready_event_each(ds_settings, tmp_path):
+    s = ds_settings
+    produce(s, traffic())
+    svc = service(s)
+    sealed = run_until(svc, lambda r: len(r) >= 3)  # 5 weeks of event time: windows 0, 1, 2 pass end + 14 days
+    ids = [r.dataset_id for r in sealed]
+    assert len(set(ids)) == len(ids)
+    store = DatasetStore(s.datasets_url)
+    listed = store.list()
+    assert [m["dataset_id"] for m in listed] == ids[: len(listed)]
+    first = listed[0]
+    assert first["window"]["start_ms"] == T0 and first["window"]["end_ms"] == T0 + WEEK
+    assert first["lag_ms"] == 14 * DAY_MS and first["policy_version"] == GatePolicy().stamp
+    assert first["counts"]["split"]["sft.train"] > 50 and "preference.train" in first["counts"]["split"]
+    assert first["counts"]["task_type"]["qa"] > first["counts"]["task_type"]["sql"] > 0
+    # every shard's sha256 is the file's; JSONL holds chat messages
+    for shard in first["shards"]:
+        with store.open(f"{first['dataset_id']}/{shard['path']}") as f:
+            data = f.read()
+        assert hashlib.sha256(data).hexdigest() == shard["sha256"] and len(data) == shard["bytes"]
+    sft = [json.loads(line) for shard in first["shards"] if shard["kind"] == "sft" and shard["path"].endswith(".jsonl")
+           for line in store.open(f"{first['dataset_id']}/{shard['path']}").read().decode().splitlines()]
+    assert all([m["role"] for m in r["messages"]] == ["user", "assistant"] for r in sft)
+    # the regeneration became a preference pair whose rejected side is the regenerated answer
+    pref = [json.loads(line) for shard in first["shards"] if shard["kind"] == "preference" and shard["path"].endswith(".jsonl")
+            for line in store.open(f"{first['dataset_id']}/{shard['path']}").read().decode().splitlines()]
+    assert any(p["rejected"][0]["content"] == "answer number 900 with a few more words in it" for p in pref)
+
+    # exactly one ready event per dataset, even when announcing again (a crash after the event)
+    assert svc.announce(sealed[0]) is False
+    ready = read_all(s, s.topic_datasets_ready, "dataset_ready")
+    assert sorted(d["dataset_id"] for _, _, d in ready) == sorted(ids)
+    assert all(d["uri"].endswith(d["dataset_id"]) for _, _, d in ready)
+
+    # reproducible: a fresh builder (no state, another store) over the same log gives the same bytes
+    again = s.replace(app_id=s.app_id + "-again", dataset_store=str(tmp_path / "store-again"),
+                      topic_datasets_ready=s.topic_datasets_ready + ".again")
+    create_topics(again)
+    sealed_again = run_until(service(again), lambda r: len(r) >= len(sealed))
+    assert [r.dataset_id for r in sealed_again][: len(ids)] == ids
+    other = DatasetStore(again.datasets_url)
+    for m in listed:
+        assert other.manifest(m["dataset_id"]) == m
+        for shard in m["shards"]:
+            with store.open(f"{m['dataset_id']}/{shard['path']}") as a, other.open(f"{m['dataset_id']}/{shard['path']}") as b:
+                assert a.read() == b.read()
+    forget_redis(again)
+
+
+def test_late_events_are_counted_and_never_mixed_into_a_sealed_window(ds_settings):
+    s = ds_settings
+    produce(s, [candidate(i, T0 + i * 3_600_000) for i in range(50)] + [candidate(100, T0 + 22 * DAY_MS)])
+    svc = service(s)
+    first = run_until(svc, lambda r: len(r) >= 1)[0]
+    assert first.manifest["counts"]["records"] == 50
+    produce(s, [candidate(200, T0 + DAY_MS)])  # for the window just sealed
+    run_until(svc, lambda r: svc.clock.late_counts.get(T0 // WEEK, 0) >= 1, timeout=20)
+    assert DatasetStore(s.datasets_url).manifest(first.dataset_id)["counts"]["records"] == 50
+
+
+def test_a_crash_in_the_middle_of_a_write_leaves_nothing_and_the_next_run_completes_it(ds_settings, monkeypatch, tmp_path):
+    s = ds_settings
+    produce(s, [candidate(i, T0 + i * 3_600_000) for i in range(80)] + [candidate(100, T0 + 22 * DAY_MS)])
+    svc = service(s)
+    real_add = ShardWriter.add
+    calls = {"n": 0}
+
+    def crash_after_40(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] > 40:
+            raise OSError("disk gone (simulated crash mid-write)")
+        return real_add(self, *args, **kwargs)
+
+    monkeypatch.setattr(ShardWriter, "add", crash_after_40)
+    with pytest.raises(OSError):
+        run_until(svc, lambda r: len(r) >= 1, timeout=30)
+    store = DatasetStore(s.datasets_url)
+    assert store.list() == []  # nothing partial is visible
+    assert read_all(s, s.topic_datasets_ready, "dataset_ready") == []
+    monkeypatch.setattr(ShardWriter, "add", real_add)
+    done = run_until(service(s), lambda r: len(r) >= 1)[0]  # a restarted builder: state from Redis
+    assert [m["dataset_id"] for m in store.list()] == [done.dataset_id]
+    assert done.manifest["counts"]["records"] == 80
+    assert len(read_all(s, s.topic_datasets_ready, "dataset_ready")) == 1
+    # the completed dataset is the one a clean run writes
+    clean = s.replace(app_id=s.app_id + "-clean", dataset_store=str(tmp_path / "clean"),
+                      topic_datasets_ready=s.topic_datasets_ready + ".clean")
+    create_topics(clean)
+    assert run_until(service(clean), lambda r: len(r) >= 1)[0].dataset_id == done.dataset_id
+    forget_redis(clean)
+
+
+def test_erasure_removes_a_user_from_unsealed_windows_and_lists_sealed_datasets_holding_them(ds_settings):
+    s = ds_settings
+    window0 = [candidate(i, T0 + i * 3_600_000, user="alice" if i % 2 else "bob") for i in range(40)]
+    produce(s, window0 + [candidate(100, T0 + 22 * DAY_MS, user="carol")])
+    svc = service(s)
+    first = run_until(svc, lambda r: len(r) >= 1)[0]
+    store = DatasetStore(s.datasets_url)
+    assert store.holds_user(first.dataset_id, user_hash("alice")) and store.holds_user(first.dataset_id, user_hash("bob"))
+
+    # alice asks to be erased: the sealed dataset is listed as affected; the next window leaves her out
+    erase(s, "alice")
+    window3 = [candidate(200 + i, T0 + 3 * WEEK + i * 3_600_000, user="alice" if i % 2 else "bob") for i in range(40)]
+    produce(s, window3 + [candidate(300, T0 + 3 * WEEK + 22 * DAY_MS, user="carol")])
+    sealed = run_until(svc, lambda r: any(x.manifest["window"]["start_ms"] == T0 + 3 * WEEK for x in r))
+    later = next(x for x in sealed if x.manifest["window"]["start_ms"] == T0 + 3 * WEEK)
+    assert later.manifest["counts"]["records"] == 21 and later.manifest["dropped"]["erased"] == 20  # bob's 20 and carol's 1
+    assert not store.holds_user(later.dataset_id, user_hash("alice"))
+
+    import subprocess
+    import sys
+
+    from tests.integration.helpers import settings_env
+
+    out = subprocess.run([sys.executable, "-m", "flywheel.cli", "datasets", "affected", "alice"], capture_output=True,
+                         text=True, env=settings_env(s), timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert [json.loads(line)["dataset_id"] for line in out.stdout.splitlines()] == [first.dataset_id]
