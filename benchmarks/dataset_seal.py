@@ -53,7 +53,8 @@ bootstrap, topic, parts, n, out = sys.argv[1], sys.argv[2], int(sys.argv[3]), in
 started = time.perf_counter()
 for rnd in range(2):
     c = Consumer({"bootstrap.servers": bootstrap, "group.id": "ceiling", "enable.auto.commit": False,
-                  "fetch.max.bytes": 16 * 1024 * 1024, "queued.max.messages.kbytes": 65536})
+                  "fetch.max.bytes": 16 * 1024 * 1024, "queued.max.messages.kbytes": 65536,
+                  "receive.message.max.bytes": 1024 * 1024 * 1024})
     c.assign([TopicPartition(topic, p, 0) for p in range(parts)])
     got = 0
     with open(out, "wb") as f:

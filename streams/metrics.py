@@ -280,7 +280,7 @@ class DatasetMetrics:
 
     def clock(self, clock) -> None:
         self.windows.labels("pending").set(len(clock.pending()))
-        self.windows.labels("sealed").set(len(clock.sealed()))
+        self.windows.labels("sealed").set(len(clock.sealed))
         if clock.watermark is not None:
             self.watermark.set(clock.watermark / 1000)
 

@@ -50,7 +50,9 @@ class LogReader:
     def __init__(self, settings: Settings):
         self.consumer = Consumer({"bootstrap.servers": settings.broker_url, "group.id": f"{settings.app_id}-datasets-reader",
                                   "enable.auto.commit": False, "enable.partition.eof": True,
-                                  "fetch.max.bytes": 16 * 1024 * 1024, "queued.max.messages.kbytes": 65536})
+                                  "fetch.max.bytes": 16 * 1024 * 1024,
+                                      # the embedded broker answers a fetch with all it has, past fetch.max.bytes
+                                      "receive.message.max.bytes": 1024 * 1024 * 1024, "queued.max.messages.kbytes": 65536})
 
     def read(self, topic: str, partition: int, first: int, stop: int) -> Iterator[Any]:
         if stop <= first:
@@ -58,7 +60,9 @@ class LogReader:
         self.consumer.assign([TopicPartition(topic, partition, first)])
         try:
             while True:
-                batch = self.consumer.consume(2000, 1.0)
+                # a short wait: consume() waits out its whole timeout unless the batch fills, and the
+                # last batch of a span never does
+                batch = self.consumer.consume(2000, 0.05)
                 if not batch:
                     continue  # the broker holds what we need: keep asking
                 for m in batch:

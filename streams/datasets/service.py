@@ -71,7 +71,9 @@ class DatasetService:
         if self.consumer is None:
             self.consumer = Consumer({"bootstrap.servers": self.settings.broker_url, "group.id": f"{self.settings.app_id}-datasets",
                                       "enable.auto.commit": False, "auto.offset.reset": "earliest",
-                                      "fetch.max.bytes": 16 * 1024 * 1024})
+                                      "fetch.max.bytes": 16 * 1024 * 1024,
+                                      # the embedded broker answers a fetch with all it has, past fetch.max.bytes
+                                      "receive.message.max.bytes": 1024 * 1024 * 1024})
         return self.consumer
 
     def load(self) -> None:

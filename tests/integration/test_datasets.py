@@ -223,3 +223,58 @@ def test_erasure_removes_a_user_from_unsealed_windows_and_lists_sealed_datasets_
                          text=True, env=settings_env(s), timeout=60)
     assert out.returncode == 0, out.stderr
     assert [json.loads(line)["dataset_id"] for line in out.stdout.splitlines()] == [first.dataset_id]
+
+
+def test_the_builder_service_exports_its_metrics_and_the_cli_reads_its_datasets(ds_settings, tmp_path):
+    import subprocess
+    import sys
+
+    from flywheel.embedded import free_port
+    from tests.integration.helpers import metric_value, settings_env, wait_for
+
+    s = ds_settings.replace(datasets_metrics_port=free_port())
+    produce(s, [candidate(i, T0 + i * 3_600_000, action="corrected" if i % 5 == 0 else "accepted") for i in range(30)]
+            + [candidate(100, T0 + 22 * DAY_MS)])
+    proc = subprocess.Popen([sys.executable, "-m", "flywheel.cli", "datasets", "run"], env=settings_env(s),
+                            stdout=subprocess.DEVNULL, stderr=open(tmp_path / "builder.log", "wb"))
+    url = f"http://127.0.0.1:{s.datasets_metrics_port}/metrics"
+
+    def scrape() -> str:
+        import urllib.request
+
+        try:
+            return urllib.request.urlopen(url, timeout=2).read().decode()
+        except OSError:
+            return ""
+
+    try:
+        wait_for(lambda: metric_value(scrape(), "flywheel_datasets_sealed_total") >= 1, 60, what="a sealed dataset")
+        text = scrape()
+    finally:
+        proc.terminate()
+        assert proc.wait(30) == 0
+    assert metric_value(text, "flywheel_datasets_candidates_total", topic="passed", outcome="member") == 31  # and the later one
+    assert metric_value(text, "flywheel_datasets_records", split="sft.train") + \
+        metric_value(text, "flywheel_datasets_records", split="sft.validation") == 30
+    assert metric_value(text, "flywheel_datasets_examples_per_day") > 0
+    assert metric_value(text, "flywheel_datasets_window_pass_ratio") == 1.0
+    assert metric_value(text, "flywheel_datasets_windows", state="sealed") == 1
+    assert metric_value(text, "flywheel_datasets_seal_seconds_count") == 1
+
+    def cli(*argv):
+        r = subprocess.run([sys.executable, "-m", "flywheel.cli", "datasets", *argv], capture_output=True, text=True,
+                           env=settings_env(s), timeout=60)
+        return r
+    listed = [json.loads(line) for line in cli("list").stdout.splitlines()]
+    assert len(listed) == 1 and listed[0]["records"] == 36
+    ds = listed[0]["dataset_id"]
+    assert json.loads(cli("show", ds).stdout)["dataset_id"] == ds
+    lines = cli("export", ds).stdout.splitlines()
+    assert len(lines) == 30 and all(json.loads(line)["messages"][0]["role"] == "user" for line in lines)
+    assert len(cli("export", ds, "--kind", "preference").stdout.splitlines()) == 6
+    out = tmp_path / "avro"
+    assert cli("export", ds, "--format", "avro", "--out", str(out)).returncode == 0 and list(out.glob("*.avro"))
+    missing = cli("show", "ds-nope")
+    assert missing.returncode == 2 and len(missing.stderr.strip().splitlines()) == 1
+    bad = cli("export", ds, "--format", "parquet")
+    assert bad.returncode == 2 and "--format" in bad.stderr

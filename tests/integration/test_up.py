@@ -1,5 +1,5 @@
-"""`flywheel up`, the main job on the embedded default: broker started, topics created, worker and
-review page serving; Ctrl-C stops everything it started."""
+"""`flywheel up`, the main job on the embedded default: broker started, topics created, worker,
+review page and dataset builder running; Ctrl-C stops everything it started."""
 
 from __future__ import annotations
 
@@ -30,10 +30,11 @@ def answers(url: str) -> int | None:
         return None
 
 
-def test_up_serves_worker_and_review_page_and_stops_cleanly(redis_url, tmp_path):
-    metrics_port, review_port = free_port(), free_port()
+def test_up_runs_worker_review_page_and_dataset_builder_and_stops_cleanly(redis_url, tmp_path):
+    metrics_port, review_port, datasets_port = free_port(), free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("FLYWHEEL_")}
     env.update(FLYWHEEL_REDIS_URL=redis_url, FLYWHEEL_METRICS_PORT=str(metrics_port), FLYWHEEL_REVIEW_PORT=str(review_port),
+               FLYWHEEL_DATASETS_METRICS_PORT=str(datasets_port),
                FLYWHEEL_APP_ID=f"up-{time.time_ns()}", FLYWHEEL_DATA_DIR=str(tmp_path / "data"))
     proc = subprocess.Popen([sys.executable, "-m", "flywheel.cli", "up"], env=env, stdout=subprocess.PIPE,
                             stderr=open(tmp_path / "up.log", "wb"), text=True)
@@ -43,12 +44,15 @@ def test_up_serves_worker_and_review_page_and_stops_cleanly(redis_url, tmp_path)
         assert line["review"] == f"http://127.0.0.1:{review_port}/"
         wait_for(lambda: answers(f"http://127.0.0.1:{review_port}/healthz") == 200, 60, what="the review page")
         assert answers(f"http://127.0.0.1:{review_port}/") == 401  # no sign-in, no page
+        assert line["datasets"] == str(tmp_path / "data" / "datasets")
+        wait_for(lambda: answers(f"http://127.0.0.1:{datasets_port}/metrics") == 200, 60, what="the dataset builder")
         wait_for(lambda: answers(f"http://127.0.0.1:{metrics_port}/metrics") == 200, 120, what="the worker's metrics")
         body = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).read().decode()
         assert "flywheel_review_considered_total" in body and "flywheel_gate_decisions_total" in body
         proc.send_signal(signal.SIGINT)
         assert proc.wait(60) == 0
         assert answers(f"http://127.0.0.1:{review_port}/healthz") is None  # the review page went with it
+        assert answers(f"http://127.0.0.1:{datasets_port}/metrics") is None  # and the dataset builder
         bootstrap_port = int(line["kafka_bootstrap"].rsplit(":", 1)[1])
         assert answers(f"http://127.0.0.1:{bootstrap_port}/") is None  # and the broker
     finally:
