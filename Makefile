@@ -16,3 +16,4 @@ bench: setup
 	.venv/bin/python benchmarks/join_throughput.py
 	HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/gate_throughput.py
 	.venv/bin/python benchmarks/review_throughput.py
+	.venv/bin/python benchmarks/dataset_seal.py

@@ -123,7 +123,7 @@ class WindowBuilder:
             first, stop = span.spans[source]
             for m in reader.read(t, partition, first, stop):
                 try:
-                    c = TrainingCandidate.from_dict(self.codec.decode("candidate", m.value() or b"", _headers(m)))
+                    c = TrainingCandidate.from_dict(self.codec.decode("candidate", m.value() or b"", message_headers(m)))
                 except (DecodeError, TypeError):
                     continue  # the gate wrote it; one that does not decode was dead-lettered upstream
                 if span.start_ms <= c.timestamp < span.end_ms:
@@ -298,7 +298,8 @@ def _regeneration_pairs(pair_keys: Mapping[str, list[tuple[int, str, str, int]]]
     return out
 
 
-def _headers(message) -> dict[str, bytes]:
+def message_headers(message) -> dict[str, bytes]:
+    """A confluent-kafka message's headers, names lower-cased."""
     return {k.lower(): v for k, v in message.headers()} if message.headers() else {}
 
 

@@ -26,6 +26,7 @@ from flywheel.settings import DAY_MS, Settings
 from schemas.codec import Codec, DecodeError
 from schemas.records import DatasetReady, ErasureRequest, TrainingCandidate
 from streams.datasets.builder import SealInputs, SealResult, WindowBuilder, erased_forms, read_gold, source_name
+from streams.datasets.builder import message_headers as _headers
 from streams.datasets.store import DatasetStore
 from streams.datasets.windows import WindowClock
 from streams.gate.policy import GatePolicy
@@ -224,10 +225,6 @@ class DatasetService:
             raise RuntimeError(f"the ready event of {result.dataset_id} was not acknowledged: {errors[:1]}")
         log.info("dataset ready", extra={"dataset_id": result.dataset_id, "uri": result.uri, "records": m["counts"]["records"]})
         return True
-
-
-def _headers(message) -> dict[str, bytes]:
-    return {k.lower(): v for k, v in message.headers()} if message.headers() else {}
 
 
 def run_datasets(settings: Settings) -> None:
