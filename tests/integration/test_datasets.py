@@ -278,3 +278,31 @@ def test_the_builder_service_exports_its_metrics_and_the_cli_reads_its_datasets(
     assert missing.returncode == 2 and len(missing.stderr.strip().splitlines()) == 1
     bad = cli("export", ds, "--format", "parquet")
     assert bad.returncode == 2 and "--format" in bad.stderr
+
+
+def test_with_review_required_only_the_gold_set_is_kept(ds_settings):
+    import dataclasses
+
+    from schemas.records import ReviewVerdict
+
+    s = ds_settings
+    cands = [candidate(i, T0 + i * 3_600_000) for i in range(20)]
+    produce(s, cands + [candidate(100, T0 + 22 * DAY_MS)])
+    codec = Codec()
+    p = Producer({**{k: v for k, v in DEFAULT_CONFIG.items() if k != "client.id"}, "bootstrap.servers": s.broker_url})
+
+    def verdict(c, reviewer, passed):
+        return ReviewVerdict(f"{c.request_id}:{reviewer}", c.request_id, reviewer, 4, 4, 5, passed, T0, c.timestamp, True)
+
+    verdicts = [verdict(c, "alice", True) for c in cands[:8]]  # gold: 0-7 ...
+    verdicts += [verdict(cands[0], "bob", False)]  # ... but an overlap reviewer failed 0
+    verdicts += [verdict(c, "alice", False) for c in cands[8:12]]  # failed review
+    for v in verdicts:
+        p.produce(s.topic_verdicts, key=v.request_id.encode(), value=codec.encode("verdict", v.to_dict()))
+    assert p.flush(30) == 0
+    policy = GatePolicy()
+    policy = dataclasses.replace(policy, review=dataclasses.replace(policy.review, required=True))
+    sealed = run_until(service(s, policy), lambda r: len(r) >= 1)[0]
+    m = sealed.manifest
+    assert m["review_required"] and m["counts"]["records"] == 7  # 1-7: every reviewer passed them
+    assert m["dropped"]["not_gold"] == 13 and sum(m["verdict_offsets"].values()) == len(verdicts)
