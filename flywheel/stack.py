@@ -52,11 +52,21 @@ def embedded_stack(settings: Settings) -> Iterator[Settings]:
             log.info("stopped", extra={"service": child.name})
 
 
+def _die_with_parent() -> None:
+    """A child service must not outlive a `flywheel up` that was killed (SIGKILL runs no cleanup)."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+        import signal
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
 @contextmanager
 def service(settings: Settings, name: str, *argv: str) -> Iterator[subprocess.Popen]:
     """A `flywheel` service (the review page, the dataset builder) in a child process beside the
     worker, stopped with it."""
-    proc = subprocess.Popen([sys.executable, "-m", "flywheel.cli", *argv], env={**os.environ, **settings.to_env()})
+    proc = subprocess.Popen([sys.executable, "-m", "flywheel.cli", *argv], env={**os.environ, **settings.to_env()},
+                            preexec_fn=_die_with_parent)
     log.info(f"{name} started", extra={"pid": proc.pid, "command": " ".join(argv)})
     stopping = threading.Event()
 

@@ -19,7 +19,9 @@ The rules, per candidate (`ReviewPolicy` holds every number):
   p_k = 1 if f_k == 0 else min(1, remaining / f_k), remaining -= p_k * f_k. The item's inclusion
   probability is p = b + (1 - b) * p_first_class: about `share` of each task type is sampled, and
   priority items take the budget first when they are plentiful.
-- A rare task type below rare_min_per_window sampled items in the window gets p = 1.
+- A rare task type below rare_min_per_window sampled items in the window gets p = 1, as long as
+  this worker's sample of the window stays within 10 % of its passed candidates, so the review
+  share never passes the seed's 10 % ceiling however long the tail is.
 - A gate-rejected candidate is never sampled when one of its reasons comes from a stage in
   audit_exclude (people never see what PII or toxicity stopped; skipped="excluded"); otherwise
   p = audit_share, which measures the gate's recall.
@@ -46,7 +48,8 @@ OTHER = "other"  # where task types and versions beyond the tracking cap are cou
 PASSED_CLASSES = ("correction", "uncertainty", "changed", "rare_task", "random")  # allocation order
 ACCEPTED_ACTIONS = ("accepted", "copied")
 RARE_MIN_TRAFFIC = 100.0  # decayed candidates before any task type is called rare
-KEPT_WINDOWS = 4  # window counts kept locally (late events may still land in the previous ones)
+KEPT_WINDOWS = 4
+SHARE_CEILING = 0.10  # the seed's upper bound on the review share: rare minimums never push a window past it  # window counts kept locally (late events may still land in the previous ones)
 _STAGE_OF = {code: stage for stage, codes in REASONS.items() for code in codes}
 
 
@@ -112,6 +115,7 @@ class ReviewSampler:
         self._total = 0.0  # decayed traffic, all task types (kept current)
         self._tasks: dict[str, _Task] = {}
         self._windows: dict[int, dict[str, int]] = {}  # window -> task type -> items sampled
+        self._share: dict[int, list[int]] = {}  # window -> [passed candidates seen, passed ones sampled] (this worker)
 
     # -- windows and the budget --------------------------------------------------------------------
 
@@ -158,7 +162,13 @@ class ReviewSampler:
             classes = matched or ["random"]
             self._count_class(task, classes[0])
             p = self._passed_probability(task, classes[0])
-            if rare and counts.get(c.task_type, 0) < r.rare_min_per_window:
+            seen_sampled = self._share.setdefault(window, [0, 0])
+            for old in sorted(self._share)[:-KEPT_WINDOWS]:
+                del self._share[old]
+            seen_sampled[0] += 1
+            # the rare minimum adds to the share, but never past the seed's 10 % ceiling for the window
+            if (rare and counts.get(c.task_type, 0) < r.rare_min_per_window
+                    and seen_sampled[1] + 1 <= SHARE_CEILING * seen_sampled[0]):
                 p = 1.0
         else:
             classes = ["gate_audit", *matched]
@@ -172,6 +182,8 @@ class ReviewSampler:
         if r.budget_per_window and sum(counts.values()) >= r.budget_per_window:
             return SampleDecision(False, classes, p, None, "budget")
         counts[c.task_type] = counts.get(c.task_type, 0) + 1
+        if gate_passed and window in self._share:
+            self._share[window][1] += 1
         overlap = unit_draw(self.seed, f"overlap:{c.request_id}") < r.overlap_share
         item = ReviewItem(item_id=c.request_id, candidate=c.to_dict(), gate_passed=gate_passed, sampled_for=list(classes),
                           probability=p, window=window, reviews_needed=2 if overlap else 1, source=source)
@@ -267,12 +279,14 @@ class ReviewSampler:
                              "versions": {v: [s.n, s.accepted, s.tick, s.raw] for v, s in t.versions.items()}}
                       for name, t in self._tasks.items()},
             "windows": {str(w): counts for w, counts in self._windows.items()},
+            "share": {str(w): f for w, f in self._share.items()},
         })
 
     def restore(self, raw: str | bytes) -> None:
         """Replace the statistics with a snapshot's, so a restarted worker decides as before."""
         saved = json.loads(raw)
         self._tick = int(saved.get("tick", 0))
+        self._share = {int(w): [int(f[0]), int(f[1])] for w, f in saved.get("share", {}).items()}
         self._total = float(saved.get("total", 0.0))
         self._tasks = {}
         for name, t in saved.get("tasks", {}).items():
