@@ -44,7 +44,7 @@ def _mix(text: str) -> dict[str, float]:
 
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="flywheel", description="A streaming data flywheel for LLM applications.")
-    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser, metavar="COMMAND")
 
     up = sub.add_parser("up", help="start the embedded broker (and Redis if none answers), create topics, run the worker")
     up.add_argument("--port", type=int, default=None, help="embedded broker port (default: a free one)")
@@ -56,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("worker", help="run a stream worker against FLYWHEEL_KAFKA_BOOTSTRAP")
 
     topics = sub.add_parser("topics", help="topic administration")
-    tsub = topics.add_subparsers(dest="topics_command", required=True, parser_class=_Parser)
+    tsub = topics.add_subparsers(dest="topics_command", required=True, parser_class=_Parser, metavar="COMMAND")
     tsub.add_parser("create", help="create every flywheel topic (idempotent)")
 
     sim = sub.add_parser("simulate", help="produce realistic traffic through the SDK")
@@ -70,14 +70,14 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--no-tail-ticks", action="store_true", help="do not advance event time past the last settle window at the end")
 
     policy = sub.add_parser("policy", help="the quality gate's policy")
-    psub = policy.add_subparsers(dest="policy_command", required=True, parser_class=_Parser)
+    psub = policy.add_subparsers(dest="policy_command", required=True, parser_class=_Parser, metavar="COMMAND")
     show = psub.add_parser("show", help="print the effective policy as JSON (FLYWHEEL_GATE_POLICY, or the defaults)")
     show.add_argument("--file", default=None, help="a policy file instead of FLYWHEEL_GATE_POLICY")
     check = psub.add_parser("check", help="validate a policy file: exit 0 and its stamp, or one line saying what is wrong")
     check.add_argument("file", help="the policy TOML file")
 
     gate = sub.add_parser("gate", help="the quality gate")
-    gsub = gate.add_subparsers(dest="gate_command", required=True, parser_class=_Parser)
+    gsub = gate.add_subparsers(dest="gate_command", required=True, parser_class=_Parser, metavar="COMMAND")
     ex = gsub.add_parser("explain", help="run candidates through the policy and print each decision with its scores and reasons")
     src = ex.add_mutually_exclusive_group()
     src.add_argument("--file", default=None, help="a JSONL file of candidates ('-' for stdin); default: the candidates topic")
@@ -94,7 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     review.add_argument("--status", action="store_true", help="print the queue's figures as JSON and exit")
 
     reviewers = sub.add_parser("reviewers", help="reviewer accounts of the review page")
-    rsub = reviewers.add_subparsers(dest="reviewers_command", required=True, parser_class=_Parser)
+    rsub = reviewers.add_subparsers(dest="reviewers_command", required=True, parser_class=_Parser, metavar="COMMAND")
     add = rsub.add_parser("add", help="create a reviewer and print its sign-in token (shown once, stored hashed)")
     add.add_argument("name", help="reviewer name: 1-64 letters, digits or _.@-")
     rm = rsub.add_parser("remove", help="delete a reviewer; its token and sessions stop working")
@@ -108,7 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
     cal.add_argument("--idle-timeout", type=_positive_float, default=5.0, help="stop reading the verdicts topic after this many idle seconds")
 
     ds = sub.add_parser("datasets", help="sealed, 2-week-lagged training datasets")
-    dsub = ds.add_subparsers(dest="datasets_command", required=True, parser_class=_Parser)
+    dsub = ds.add_subparsers(dest="datasets_command", required=True, parser_class=_Parser, metavar="COMMAND")
     dsub.add_parser("run", help="the dataset builder: seal windows as the watermark passes them (blocks)")
     dsub.add_parser("list", help="every sealed dataset, one JSON line each (id, window, records, URI)")
     show = dsub.add_parser("show", help="a dataset's manifest")
@@ -204,18 +204,10 @@ def _run(args, settings: Settings) -> int:
                           settle_window_ms=settings.settle_window_ms)
         print(json.dumps(counts, sort_keys=True, default=str))
         return 0
-    if args.command == "policy":
-        return _policy(args, settings)
-    if args.command == "gate":
-        return _gate_explain(args, settings)
-    if args.command == "review":
-        return _review(args, settings)
-    if args.command == "reviewers":
-        return _reviewers(args, settings)
-    if args.command == "calibrate":
-        return _calibrate(args, settings)
-    if args.command == "datasets":
-        return _datasets(args, settings)
+    handler = {"policy": _policy, "gate": _gate_explain, "review": _review, "reviewers": _reviewers,
+               "calibrate": _calibrate, "datasets": _datasets}.get(args.command)
+    if handler is not None:
+        return handler(args, settings)
     if args.command == "tail":
         from flywheel.tail import tail
 

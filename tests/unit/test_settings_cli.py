@@ -35,6 +35,9 @@ def test_readme_documents_every_setting():
     (["simulate", "--mix", "accepted"], "--mix"),
     (["tail"], "topic"),
     (["nonsense"], "invalid choice"),
+    (["datasets", "export", "ds-1", "--format", "parquet"], "--format"),
+    (["reviewers"], "COMMAND"),
+    (["calibrate", "--min-observations", "0"], "--min-observations"),
 ])
 def test_wrong_arguments_give_one_line_and_exit_2(argv, needle):
     r = subprocess.run([sys.executable, "-m", "flywheel.cli", *argv], capture_output=True, text=True, timeout=60)
@@ -45,7 +48,9 @@ def test_wrong_arguments_give_one_line_and_exit_2(argv, needle):
 
 def test_every_command_has_help():
     for argv in (["--help"], ["up", "--help"], ["worker", "--help"], ["topics", "create", "--help"],
-                 ["simulate", "--help"], ["tail", "--help"]):
+                 ["simulate", "--help"], ["tail", "--help"], ["review", "--help"], ["reviewers", "add", "--help"],
+                 ["calibrate", "--help"], ["datasets", "run", "--help"], ["datasets", "export", "--help"],
+                 ["datasets", "affected", "--help"]):
         r = subprocess.run([sys.executable, "-m", "flywheel.cli", *argv], capture_output=True, text=True, timeout=60)
         assert r.returncode == 0 and "usage:" in r.stdout
 
