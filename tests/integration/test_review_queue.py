@@ -194,7 +194,16 @@ def test_reviewer_accounts_store_only_hashes(client, prefix):
         accounts.remove("alice")
 
 
-def test_relay_moves_verdicts_to_the_topic_once(settings, client):
+@pytest.fixture
+def relay_settings(settings):
+    from tests.integration.helpers import forget_redis
+
+    yield settings
+    forget_redis(settings)
+
+
+def test_relay_moves_verdicts_to_the_topic_once(relay_settings, client):
+    settings = relay_settings
     from flywheel.topics import create_topics
     from streams.review.relay import VerdictRelay
     from tests.integration.helpers import read_all
@@ -215,7 +224,8 @@ def test_relay_moves_verdicts_to_the_topic_once(settings, client):
     relay.close()
 
 
-def test_relay_waits_out_a_broker_outage_and_sends_each_verdict_once(settings, client, tmp_path):
+def test_relay_waits_out_a_broker_outage_and_sends_each_verdict_once(relay_settings, client, tmp_path):
+    settings = relay_settings
     from flywheel.embedded import EmbeddedBroker, free_port
     from flywheel.topics import create_topics
     from streams.review.relay import RelayError, VerdictRelay
