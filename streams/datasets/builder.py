@@ -28,6 +28,7 @@ from streams.datasets import content
 from streams.datasets.store import DatasetStore, ShardWriter, dataset_id as make_dataset_id, manifest_json, user_hash
 from streams.datasets.windows import WindowSpan
 from streams.gate.policy import GatePolicy
+from streams.join.labels import pair_regenerations
 
 log = logging.getLogger("flywheel.datasets")
 
@@ -130,7 +131,7 @@ class WindowBuilder:
                     yield source, m.offset(), c
 
     def _admitted(self, c: TrainingCandidate, inputs: SealInputs, seen: set[int], dropped: dict[str, int]) -> bool:
-        key = content.dedupe_key(c.request_id, "")
+        key = content.tie_hash(c.request_id)  # a 64-bit hash of the id: a replayed copy of a candidate
         if key in seen:
             dropped["replays"] = dropped.get("replays", 0) + 1
             return False
@@ -145,7 +146,6 @@ class WindowBuilder:
 
     # -- sealing -----------------------------------------------------------------------------------
     def seal(self, span: WindowSpan, inputs: SealInputs) -> SealResult:
-        p = self.policy.datasets
         passed_topic, rejected_topic = self.settings.topic_passed, self.settings.topic_rejected
         offsets = {s: list(span.spans[s]) for s in sorted(span.spans)}
         ds_id = make_dataset_id(span.start_ms, span.end_ms, self.policy.stamp,
@@ -173,25 +173,26 @@ class WindowBuilder:
         stats = content.WindowStats()
         selection = content.Selection(p)
         seen: set[int] = set()
-        pair_keys: dict[str, list[tuple[int, str, str, int]]] = {}  # pair_key -> (timestamp, request_id, action, offset)
-        regen: list[tuple[str, int, str, str]] = []
+        pair_facts: dict[str, list[TrainingCandidate]] = {}  # pair_key -> text-free stand-ins, for the pairing rule
         if p.pair_regenerations:
-            for source, offset, c in self._candidates(reader, span, rejected_topic):
+            for _, _, c in self._candidates(reader, span, rejected_topic):
                 if c.user_action == REGENERATED and c.pair_key and c.user_id not in inputs.erased:
-                    pair_keys.setdefault(c.pair_key, []).append((c.timestamp, c.request_id, REGENERATED, offset))
-                    regen.append((c.pair_key, c.timestamp, c.request_id, source))
+                    pair_facts.setdefault(c.pair_key, []).append(_pairing_facts(c))
         for _, _, c in self._candidates(reader, span, passed_topic):
             if not self._admitted(c, inputs, seen, dropped):
                 continue
             stats.add(c)
-            if c.pair_key and c.pair_key in pair_keys:
-                pair_keys[c.pair_key].append((c.timestamp, c.request_id, c.user_action, -1))
+            if c.pair_key in pair_facts:
+                pair_facts[c.pair_key].append(_pairing_facts(c))
             selection.offer_candidate(c)  # a few numbers per record; the window's part of the priority comes at finish
         selection.finish(stats)
-        pairs = _regeneration_pairs(pair_keys, p.regeneration_gap_minutes * 60_000)  # successor rid -> regenerated (rid, offset)
+        pairs = {successor.request_id: regenerated.request_id  # successor -> the regenerated request it answers
+                 for regenerated, successor in pair_regenerations([f for group in pair_facts.values() for f in group],
+                                                                  max_gap_ms=p.regeneration_gap_minutes * 60_000)}
+        del pair_facts
         regen_texts: dict[str, str] = {}
         if pairs:
-            wanted = {rid for rid, _ in pairs.values()}
+            wanted = set(pairs.values())
             for _, _, c in self._candidates(reader, span, rejected_topic):
                 if c.request_id in wanted:
                     regen_texts[c.request_id] = c.response
@@ -234,7 +235,7 @@ class WindowBuilder:
                 count("split", f"preference.{pref['split']}")
                 wrote = True
             if c.request_id in pairs:
-                regen_rid, _ = pairs[c.request_id]
+                regen_rid = pairs[c.request_id]
                 if regen_rid in regen_texts:
                     rp = content.regeneration_pair_record(regen_texts[regen_rid], c, stats, vs)
                     if rp is not None:
@@ -280,22 +281,10 @@ class WindowBuilder:
         return manifest
 
 
-def _regeneration_pairs(pair_keys: Mapping[str, list[tuple[int, str, str, int]]], max_gap_ms: int) -> dict[str, tuple[str, int]]:
-    """successor request id -> (regenerated request id, its offset): the first later accepted, copied
-    or corrected request of the same session and prompt within the gap (as `labels.pair_regenerations`)."""
-    out: dict[str, tuple[str, int]] = {}
-    for group in pair_keys.values():
-        group = sorted(group)
-        for i, (ts, rid, action, offset) in enumerate(group):
-            if action != REGENERATED:
-                continue
-            for later_ts, later_rid, later_action, _ in group[i + 1:]:
-                if later_ts - ts > max_gap_ms:
-                    break
-                if later_action in ("accepted", "copied", "corrected"):
-                    out.setdefault(later_rid, (rid, offset))
-                    break
-    return out
+def _pairing_facts(c: TrainingCandidate) -> TrainingCandidate:
+    """What the join's pairing rule reads, without the texts (a window holds many regenerations)."""
+    return TrainingCandidate(request_id=c.request_id, timestamp=c.timestamp, user_id="", session_id="", prompt="",
+                             response="", user_action=c.user_action, pair_key=c.pair_key)
 
 
 def message_headers(message) -> dict[str, bytes]:

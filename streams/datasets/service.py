@@ -59,7 +59,7 @@ class DatasetService:
 
     # -- state ---------------------------------------------------------------------------------------
     def _sources(self) -> list[str]:
-        md = self._admin_consumer().list_topics(timeout=10)
+        md = self._consumer().list_topics(timeout=10)
         out = []
         for topic in (self.settings.topic_passed, self.settings.topic_rejected):
             t = md.topics.get(topic)
@@ -68,7 +68,7 @@ class DatasetService:
             out += [source_name(topic, p) for p in sorted(t.partitions)]
         return out
 
-    def _admin_consumer(self) -> Consumer:
+    def _consumer(self) -> Consumer:
         if self.consumer is None:
             self.consumer = Consumer({"bootstrap.servers": self.settings.broker_url, "group.id": f"{self.settings.app_id}-datasets",
                                       "enable.auto.commit": False, "auto.offset.reset": "earliest",
@@ -92,7 +92,7 @@ class DatasetService:
         for s in sources:
             topic, _, p = s.rpartition("/")
             assignment.append(TopicPartition(topic, int(p), self.clock.position(s)))
-        md = self._admin_consumer().list_topics(self.settings.topic_erasure, timeout=10).topics.get(self.settings.topic_erasure)
+        md = self._consumer().list_topics(self.settings.topic_erasure, timeout=10).topics.get(self.settings.topic_erasure)
         if md is not None and md.error is None:
             for p in md.partitions:
                 assignment.append(TopicPartition(self.settings.topic_erasure, p, self.erasure_positions.get(p, 0)))

@@ -9,6 +9,7 @@ workers. Faust acknowledges a batch only after its items are in Redis.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any, Callable, Sequence
 
@@ -43,7 +44,7 @@ class ReviewRunner(BatchRunner):
             self._restored = True
         candidates, dead = self._decode(events)
         if dead:
-            await self._retrying("write dead letters", self._dead_letters(dead))
+            await self._retrying("write dead letters", lambda: self._write_dead(dead))
         if candidates:
             await self._retrying("sample", lambda: self._off_loop(self._sample, candidates))
         if time.monotonic() - self._last_snapshot >= SNAPSHOT_S:
@@ -53,12 +54,8 @@ class ReviewRunner(BatchRunner):
             except Exception as exc:  # an optimisation: the next snapshot will do
                 self.log.warning("sampler snapshot failed", extra={"error": type(exc).__name__})
 
-    def _dead_letters(self, dead):
-        async def attempt():
-            import asyncio
-
-            await asyncio.gather(*await self._send_dead(dead))
-        return attempt
+    async def _write_dead(self, dead) -> None:
+        await asyncio.gather(*await self._send_dead(dead))
 
     def _sample(self, candidates) -> None:
         """Off the loop: sync the shared window counts, decide, enqueue; all or nothing per attempt."""
@@ -73,7 +70,7 @@ class ReviewRunner(BatchRunner):
         for c, gate_passed, _ in batch:
             self.metrics.considered.labels("passed" if gate_passed else "rejected").inc()
         for d in decisions:
-            if d.skipped in ("budget",):
+            if d.skipped == "budget":
                 self.metrics.skipped.labels(d.skipped).inc()
         for item, status in zip(items, statuses):
             if status == "queued":
