@@ -85,6 +85,7 @@ class Settings:
     # datasets
     dataset_store: str = field(default="", metadata={"doc": "Where sealed datasets are written: a directory or any fsspec URL (s3://, gs://, ...); empty: <data_dir>/datasets"})
     datasets_metrics_port: int = field(default=9465, metadata={"doc": "The dataset builder's /metrics port; 0 disables"})
+    seal_workers: int = field(default=0, metadata={"doc": "Processes that decode and write a window's partitions in parallel when it is sealed; 0: one per CPU core (at most one per partition)"})
     idle_partition_ms: int = field(default=30_000, metadata={"doc": "Wall time a candidate partition must be caught up and silent before it stops holding dataset windows back"})
     # limits
     max_event_bytes: int = field(default=256 * 1024, metadata={"doc": "Largest accepted event; larger goes to the dead-letter topic"})

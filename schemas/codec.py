@@ -99,6 +99,7 @@ class Codec:
         self._versions = dict(versions or load_schema_versions(_shipped_schema_files()))
         self._current = {name: vs[-1] for name, vs in self._versions.items()}
         self._by_fingerprint = {v.fingerprint: v for vs in self._versions.values() for v in vs}
+        self._long_plans: dict[tuple[bytes, str], tuple[bool, ...] | bool] = {}
 
     # -- introspection -------------------------------------------------------------------------
     def names(self) -> list[str]:
@@ -164,6 +165,35 @@ class Codec:
             raise DecodeError("undecodable", f"{len(data) - buf.tell()} trailing bytes after the Avro body")
         return record
 
+    def read_long(self, name: str, data: bytes, field_name: str) -> int | None:
+        """One long field straight from single-object Avro bytes, without decoding the record, when
+        the writer's schema puts only strings and longs before it; None otherwise (decode instead).
+
+        Why: the dataset builder's window clock needs nothing but each candidate's event time, and
+        a full decode of a candidate costs twenty times as much."""
+        if len(data) < HEADER_LEN or data[:2] != MAGIC:
+            return None
+        writer = self._by_fingerprint.get(data[2:HEADER_LEN])
+        if writer is None or writer.name != name:
+            return None
+        plan = self._long_plans.get((writer.fingerprint, field_name))
+        if plan is None:
+            plan = self._long_plans[(writer.fingerprint, field_name)] = _long_plan(writer.raw, field_name)
+        if plan is False:
+            return None
+        pos, end = HEADER_LEN, len(data)
+        try:
+            for is_string in plan:
+                value, pos = _varint(data, pos)
+                if is_string:
+                    if value < 0:
+                        return None
+                    pos += value
+            value, pos = _varint(data, pos)
+        except IndexError:
+            return None
+        return value if pos <= end else None
+
     def decode_json(self, name: str, data: bytes) -> dict:
         schema = self.current(name)
         try:
@@ -188,6 +218,36 @@ class Codec:
         if data[2:HEADER_LEN] == self._current[name].fingerprint and data[:2] == MAGIC:
             return record, data
         return record, self.encode(name, record)
+
+
+def _long_plan(raw: dict, field_name: str) -> tuple[bool, ...] | bool:
+    """For `Codec.read_long`: per field before `field_name`, whether it is a string (else a long or
+    int); False when some earlier field is of another type or `field_name` is not a long."""
+    plan = []
+    for f in raw["fields"]:
+        if f["name"] == field_name:
+            return tuple(plan) if f["type"] in ("long", "int") else False
+        if f["type"] in ("string", "bytes"):
+            plan.append(True)
+        elif f["type"] in ("long", "int"):
+            plan.append(False)
+        else:
+            return False
+    return False
+
+
+def _varint(data: bytes, pos: int) -> tuple[int, int]:
+    """A zigzag varint at `pos`: (value, next position). IndexError when the bytes end first."""
+    shift = result = 0
+    while True:
+        b = data[pos]
+        pos += 1
+        result |= (b & 0x7F) << shift
+        if not b & 0x80:
+            return (result >> 1) ^ -(result & 1), pos
+        shift += 7
+        if shift > 63:
+            raise IndexError("varint longer than 10 bytes")
 
 
 def _validation_message(exc: Exception) -> str:

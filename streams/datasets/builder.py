@@ -1,23 +1,32 @@
 """Sealing one window: the log between recorded offsets in, a reproducible dataset directory out.
 
 Memory stays bounded because nothing is held per record but a few small numbers: pass 1 reads the
-window's candidates and offers each SFT candidate's dedupe key, task type and base priority to the
-selection; when the window's statistics are complete, the selection (duplicates, per-task caps,
-top K, with the window's part of the priority: changed behaviour, rare task types) is decided; pass 2 reads the same offsets again and writes what was kept.
-Everything that decides is in the log and the policy, and records are written in log order
-(partition by partition, offset by offset), so the same window from the same log gives the same
-bytes and the same dataset id. The directory is written under staging and renamed into place, so
-a crash leaves nothing visible and the next run writes it again from scratch.
+window's candidates and records each SFT candidate's dedupe key, task type and base priority
+(`content.OfferLog`, 20 bytes a record); when the window's statistics are complete, the selection
+(duplicates, per-task caps, top K, with the window's part of the priority: changed behaviour, rare
+task types) is decided; pass 2 reads the same offsets again and writes what was kept.
+
+Both passes run one partition per task, over a pool of processes (`seal_workers`, one per core by
+default): decoding is the cost, and one Python thread decodes at most one core's worth. The
+selection itself is one: partitions' offers are handed to it in partition order. Each partition
+writes its own shards (`sft/train-p002-00000.avro`), so the bytes depend on the log and the policy,
+never on how many processes wrote them: the same window from the same log gives the same bytes and
+the same dataset id. The directory is written under staging and renamed into place, so a crash
+leaves nothing visible and the next run writes it again from scratch.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
+import os
 import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Iterator, Mapping
+from multiprocessing import get_context
+from typing import Any, Callable, Iterable, Iterator, Mapping
 
 from confluent_kafka import Consumer, TopicPartition
 
@@ -27,12 +36,12 @@ from schemas.records import TrainingCandidate
 from streams.datasets import content
 from streams.datasets.store import DatasetStore, ShardWriter, dataset_id as make_dataset_id, manifest_json, user_hash
 from streams.datasets.windows import WindowSpan
-from streams.gate.policy import GatePolicy
+from streams.gate.policy import DatasetPolicy, GatePolicy
 from streams.join.labels import pair_regenerations
 
 log = logging.getLogger("flywheel.datasets")
 
-BUILDER_VERSION = "1"
+BUILDER_VERSION = "2"  # 2: one shard series per partition
 REGENERATED = "regenerated"
 
 
@@ -53,7 +62,9 @@ class LogReader:
                                   "enable.auto.commit": False, "enable.partition.eof": True,
                                   "fetch.max.bytes": 16 * 1024 * 1024,
                                       # the embedded broker answers a fetch with all it has, past fetch.max.bytes
-                                      "receive.message.max.bytes": 1024 * 1024 * 1024, "queued.max.messages.kbytes": 65536})
+                                      "receive.message.max.bytes": 1024 * 1024 * 1024, "queued.max.messages.kbytes": 65536,
+                                  # fetch again only once the queue runs low: past its end, a fetch is wasted
+                                  "queued.min.messages": 4000})
 
     def read(self, topic: str, partition: int, first: int, stop: int) -> Iterator[Any]:
         if stop <= first:
@@ -107,6 +118,173 @@ class SealResult:
     written: bool  # False when the dataset existed already (a re-run after a crash)
 
 
+# -- one partition's share of a seal (runs in a pool process; everything it gets is picklable) --------
+
+@dataclass(frozen=True)
+class PartitionRead:
+    """One partition's span of a window, and how to read and admit its candidates."""
+
+    settings: Settings
+    topic: str
+    partition: int
+    first: int
+    stop: int
+    start_ms: int
+    end_ms: int
+    inputs: SealInputs
+
+
+@dataclass
+class PartitionFacts:
+    """Pass 1 of one partition: its statistics, its offers, what it dropped, its regeneration facts."""
+
+    partition: int
+    stats: content.WindowStats
+    offers: content.OfferLog
+    dropped: dict[str, int]
+    pair_facts: list[TrainingCandidate]
+
+
+@dataclass(frozen=True)
+class PartitionPlan:
+    """What pass 2 of one partition needs from the window as a whole."""
+
+    read: PartitionRead
+    policy: DatasetPolicy
+    stats: content.WindowStats
+    kept: frozenset[int]  # tie hashes of the partition's SFT records the selection kept
+    pairs: Mapping[str, str]  # successor request id -> the regenerated one's response
+    store_url: str
+    staging: str
+    dataset_id: str
+
+
+@dataclass
+class PartitionOutput:
+    partition: int
+    shards: list[dict]
+    counts: dict[str, dict[str, int]]
+    users: set[str]
+    first_event_time: int | None
+
+
+@functools.cache
+def _process_codec() -> Codec:
+    return Codec()
+
+
+def read_candidates(reader: LogReader, codec: Codec, job: PartitionRead) -> Iterator[TrainingCandidate]:
+    """The window's candidates of one partition, in offset order; ones that do not decode are skipped
+    (the gate wrote them; one that does not decode was dead-lettered upstream)."""
+    for m in reader.read(job.topic, job.partition, job.first, job.stop):
+        try:
+            c = TrainingCandidate.from_dict(codec.decode("candidate", m.value() or b"", message_headers(m)))
+        except (DecodeError, TypeError):
+            continue
+        if job.start_ms <= c.timestamp < job.end_ms:
+            yield c
+
+
+def admitted(c: TrainingCandidate, inputs: SealInputs, seen: set[int], dropped: dict[str, int]) -> bool:
+    """Not a replay (a request id seen before in this partition: ids are the key, so a replay lands
+    on the same partition), not an erased user, in the gold set when review is required."""
+    key = content.tie_hash(c.request_id)
+    if key in seen:
+        dropped["replays"] = dropped.get("replays", 0) + 1
+        return False
+    seen.add(key)
+    if c.user_id in inputs.erased:
+        dropped["erased"] = dropped.get("erased", 0) + 1
+        return False
+    if inputs.gold is not None and c.request_id not in inputs.gold:
+        dropped["not_gold"] = dropped.get("not_gold", 0) + 1
+        return False
+    return True
+
+
+def observe_partition(job: PartitionRead, pair_keys: frozenset[str] = frozenset(), codec: Codec | None = None) -> PartitionFacts:
+    """Pass 1 of one partition of the passed topic."""
+    codec = codec or _process_codec()
+    stats, offers, dropped, facts, seen = content.WindowStats(), content.OfferLog(), {}, [], set()
+    reader = LogReader(job.settings)
+    try:
+        for c in read_candidates(reader, codec, job):
+            if not admitted(c, job.inputs, seen, dropped):
+                continue
+            stats.add(c)
+            offers.add(c)  # a few numbers per record; the window's part of the priority comes at finish
+            if c.pair_key in pair_keys:
+                facts.append(_pairing_facts(c))
+    finally:
+        reader.close()
+    return PartitionFacts(job.partition, stats, offers, dropped, facts)
+
+
+def write_partition(plan: PartitionPlan, codec: Codec | None = None) -> PartitionOutput:
+    """Pass 2 of one partition: its records, into its own shards, in offset order."""
+    import fsspec
+
+    codec = codec or _process_codec()
+    job, p = plan.read, plan.policy
+    vs = p.validation_share
+    fs = fsspec.core.url_to_fs(plan.store_url)[0]
+    writers: dict[tuple[str, str], ShardWriter] = {}
+    counts: dict[str, dict[str, int]] = {"split": {}, "task_type": {}, "user_action": {}, "label": {}}
+    users: set[str] = set()
+    first_event_time = None
+    seen: set[int] = set()
+
+    def writer(kind: str, split: str, bucket: int | None) -> ShardWriter:
+        name = split if bucket is None else f"{split}-b{bucket:02d}"
+        if (kind, name) not in writers:
+            schema = "sft_record" if kind == "sft" else "preference_record"
+            writers[(kind, name)] = ShardWriter(fs, f"{plan.staging}/{kind}", f"{name}-p{job.partition:03d}", schema,
+                                                p.shard_records, seed=f"{plan.dataset_id}/{kind}/{name}")
+        return writers[(kind, name)]
+
+    def count(group: str, value: str) -> None:
+        counts[group][value] = counts[group].get(value, 0) + 1
+
+    reader = LogReader(job.settings)
+    try:
+        for c in read_candidates(reader, codec, job):
+            if not admitted(c, job.inputs, seen, {}):
+                continue
+            wrote = False
+            sft = content.sft_record(c, plan.stats, vs)
+            if sft is not None and content.tie_hash(c.request_id) in plan.kept:
+                bucket = content.curriculum_bucket(sft["difficulty"], p.curriculum_buckets) if p.curriculum else None
+                writer("sft", sft["split"], bucket).add(sft, content.chat_sft(sft))
+                count("split", f"sft.{sft['split']}")
+                wrote = True
+            pref = content.preference_record(c, plan.stats, vs)
+            if pref is not None:
+                writer("preference", pref["split"], None).add(pref, content.chat_preference(pref))
+                count("split", f"preference.{pref['split']}")
+                wrote = True
+            if c.request_id in plan.pairs:
+                rp = content.regeneration_pair_record(plan.pairs[c.request_id], c, plan.stats, vs)
+                if rp is not None:
+                    writer("preference", rp["split"], None).add(rp, content.chat_preference(rp))
+                    count("split", f"preference.{rp['split']}")
+                    wrote = True
+            if wrote:
+                count("task_type", c.task_type or "-")
+                count("user_action", c.user_action)
+                count("label", c.label or "-")
+                users.add(user_hash(c.user_id))
+                first_event_time = c.timestamp if first_event_time is None else min(first_event_time, c.timestamp)
+        shards = []
+        for (kind, name) in sorted(writers):
+            for entry in writers.pop((kind, name)).close():
+                shards.append({**entry, "kind": kind, "split": name, "partition": job.partition})
+    finally:
+        reader.close()
+        for w in writers.values():
+            w.abort()
+    return PartitionOutput(job.partition, shards, counts, users, first_event_time)
+
+
 class WindowBuilder:
     def __init__(self, settings: Settings, policy: GatePolicy, store: DatasetStore, codec: Codec | None = None):
         self.settings = settings
@@ -114,145 +292,110 @@ class WindowBuilder:
         self.store = store
         self.codec = codec or Codec()
 
-    # -- reading -----------------------------------------------------------------------------------
-    def _candidates(self, reader: LogReader, span: WindowSpan, topic: str) -> Iterator[tuple[str, int, TrainingCandidate]]:
-        """The window's candidates of one topic, in log order: partition by partition, offset by offset."""
+    def workers(self, partitions: int) -> int:
+        wanted = self.settings.seal_workers or os.cpu_count() or 1
+        return max(1, min(wanted, partitions))
+
+    def _jobs(self, span: WindowSpan, topic: str, inputs: SealInputs) -> list[PartitionRead]:
+        jobs = []
         for source in sorted(span.spans, key=lambda s: parse_source(s)[1]):
             t, partition = parse_source(source)
-            if t != topic:
-                continue
-            first, stop = span.spans[source]
-            for m in reader.read(t, partition, first, stop):
-                try:
-                    c = TrainingCandidate.from_dict(self.codec.decode("candidate", m.value() or b"", message_headers(m)))
-                except (DecodeError, TypeError):
-                    continue  # the gate wrote it; one that does not decode was dead-lettered upstream
-                if span.start_ms <= c.timestamp < span.end_ms:
-                    yield source, m.offset(), c
-
-    def _admitted(self, c: TrainingCandidate, inputs: SealInputs, seen: set[int], dropped: dict[str, int]) -> bool:
-        key = content.tie_hash(c.request_id)  # a 64-bit hash of the id: a replayed copy of a candidate
-        if key in seen:
-            dropped["replays"] = dropped.get("replays", 0) + 1
-            return False
-        seen.add(key)
-        if c.user_id in inputs.erased:
-            dropped["erased"] = dropped.get("erased", 0) + 1
-            return False
-        if inputs.gold is not None and c.request_id not in inputs.gold:
-            dropped["not_gold"] = dropped.get("not_gold", 0) + 1
-            return False
-        return True
+            if t == topic:
+                first, stop = span.spans[source]
+                jobs.append(PartitionRead(self.settings, t, partition, first, stop, span.start_ms, span.end_ms, inputs))
+        return jobs
 
     # -- sealing -----------------------------------------------------------------------------------
     def seal(self, span: WindowSpan, inputs: SealInputs) -> SealResult:
-        passed_topic, rejected_topic = self.settings.topic_passed, self.settings.topic_rejected
         offsets = {s: list(span.spans[s]) for s in sorted(span.spans)}
         ds_id = make_dataset_id(span.start_ms, span.end_ms, self.policy.stamp,
                                 {**offsets, "verdicts": dict(sorted(inputs.verdict_offsets.items()))}, inputs.digest())
         if self.store.exists(ds_id):
             return SealResult(ds_id, self.store.uri(ds_id), self.store.manifest(ds_id), False)
         started = time.perf_counter()
-        reader = LogReader(self.settings)
-        try:
-            manifest = self._write(reader, span, inputs, ds_id, offsets, passed_topic, rejected_topic)
-        finally:
-            reader.close()
+        jobs = self._jobs(span, self.settings.topic_passed, inputs)
+        workers = self.workers(len(jobs))
+        if workers > 1:
+            # spawn, not fork: the service holds librdkafka clients whose threads a fork would not copy
+            with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+                manifest = self._write(span, inputs, ds_id, offsets, jobs, pool.map)
+        else:
+            manifest = self._write(span, inputs, ds_id, offsets, jobs,
+                                   lambda fn, js: map(functools.partial(fn, codec=self.codec), js))
         self.store.publish(ds_id)
         log.info("dataset sealed", extra={"dataset_id": ds_id, "window_start": span.start_ms, "records": manifest["counts"]["records"],
-                                          "seconds": round(time.perf_counter() - started, 2)})
+                                          "seconds": round(time.perf_counter() - started, 2), "workers": workers})
         return SealResult(ds_id, self.store.uri(ds_id), manifest, True)
 
-    def _write(self, reader: LogReader, span: WindowSpan, inputs: SealInputs, ds_id: str, offsets: dict,
-               passed_topic: str, rejected_topic: str) -> dict:
+    def _regenerations(self, span: WindowSpan, inputs: SealInputs) -> dict[str, list[TrainingCandidate]]:
+        """pair_key -> text-free stand-ins of the window's regenerated (rejected) candidates."""
+        facts: dict[str, list[TrainingCandidate]] = {}
+        reader = LogReader(self.settings)
+        try:
+            for job in self._jobs(span, self.settings.topic_rejected, inputs):
+                for c in read_candidates(reader, self.codec, job):
+                    if c.user_action == REGENERATED and c.pair_key and c.user_id not in inputs.erased:
+                        facts.setdefault(c.pair_key, []).append(_pairing_facts(c))
+        finally:
+            reader.close()
+        return facts
+
+    def _regenerated_texts(self, span: WindowSpan, inputs: SealInputs, wanted: set[str]) -> dict[str, str]:
+        texts: dict[str, str] = {}
+        reader = LogReader(self.settings)
+        try:
+            for job in self._jobs(span, self.settings.topic_rejected, inputs):
+                for c in read_candidates(reader, self.codec, job):
+                    if c.request_id in wanted:
+                        texts[c.request_id] = c.response
+        finally:
+            reader.close()
+        return texts
+
+    def _write(self, span: WindowSpan, inputs: SealInputs, ds_id: str, offsets: dict, jobs: list[PartitionRead],
+               run: Callable[[Callable, Iterable], Iterator]) -> dict:
         p = self.policy.datasets
-        vs = p.validation_share
-        dropped: dict[str, int] = {}
 
         # pass 1: statistics, the selection's facts, regeneration candidates (no texts kept)
+        pair_facts = self._regenerations(span, inputs) if p.pair_regenerations else {}
         stats = content.WindowStats()
         selection = content.Selection(p)
-        seen: set[int] = set()
-        pair_facts: dict[str, list[TrainingCandidate]] = {}  # pair_key -> text-free stand-ins, for the pairing rule
-        if p.pair_regenerations:
-            for _, _, c in self._candidates(reader, span, rejected_topic):
-                if c.user_action == REGENERATED and c.pair_key and c.user_id not in inputs.erased:
-                    pair_facts.setdefault(c.pair_key, []).append(_pairing_facts(c))
-        for _, _, c in self._candidates(reader, span, passed_topic):
-            if not self._admitted(c, inputs, seen, dropped):
-                continue
-            stats.add(c)
-            if c.pair_key in pair_facts:
-                pair_facts[c.pair_key].append(_pairing_facts(c))
-            selection.offer_candidate(c)  # a few numbers per record; the window's part of the priority comes at finish
+        dropped: dict[str, int] = {}
+        ties_of: dict[int, Any] = {}
+        for part in run(functools.partial(observe_partition, pair_keys=frozenset(pair_facts)), jobs):
+            stats.merge(part.stats)
+            selection.offer_log(part.offers)
+            ties_of[part.partition] = part.offers.ties
+            for reason, n in part.dropped.items():
+                dropped[reason] = dropped.get(reason, 0) + n
+            for f in part.pair_facts:
+                pair_facts[f.pair_key].append(f)
         selection.finish(stats)
-        pairs = {successor.request_id: regenerated.request_id  # successor -> the regenerated request it answers
-                 for regenerated, successor in pair_regenerations([f for group in pair_facts.values() for f in group],
-                                                                  max_gap_ms=p.regeneration_gap_minutes * 60_000)}
+        successors = {successor.request_id: regenerated.request_id  # successor -> the regenerated request it answers
+                      for regenerated, successor in pair_regenerations([f for group in pair_facts.values() for f in group],
+                                                                       max_gap_ms=p.regeneration_gap_minutes * 60_000)}
         del pair_facts
-        regen_texts: dict[str, str] = {}
-        if pairs:
-            wanted = set(pairs.values())
-            for _, _, c in self._candidates(reader, span, rejected_topic):
-                if c.request_id in wanted:
-                    regen_texts[c.request_id] = c.response
+        texts = self._regenerated_texts(span, inputs, set(successors.values())) if successors else {}
+        pairs = {succ: texts[regen] for succ, regen in successors.items() if regen in texts}
 
-        # pass 2: write what was kept, in log order
+        # pass 2: write what was kept, partition by partition, offset by offset
         staging = self.store.staging(ds_id)
-        fs = self.store.fs
-        writers: dict[tuple[str, str], ShardWriter] = {}
+        plans = [PartitionPlan(job, p, stats, frozenset(selection.kept_among(ties_of.pop(job.partition, ()))), pairs,
+                               self.store.url, staging, ds_id) for job in jobs]
         counts: dict[str, dict[str, int]] = {"split": {}, "task_type": {}, "user_action": {}, "label": {}}
         users: set[str] = set()
+        shards: list[dict] = []
         first_event_time = None
-        seen.clear()
-        pass2_dropped: dict[str, int] = {}
-
-        def writer(kind: str, split: str, bucket: int | None) -> ShardWriter:
-            name = split if bucket is None else f"{split}-b{bucket:02d}"
-            if (kind, name) not in writers:
-                schema = "sft_record" if kind == "sft" else "preference_record"
-                writers[(kind, name)] = ShardWriter(fs, f"{staging}/{kind}", name, schema, p.shard_records, seed=f"{ds_id}/{kind}/{name}")
-            return writers[(kind, name)]
-
-        def count(group: str, value: str) -> None:
-            counts[group][value] = counts[group].get(value, 0) + 1
-
-        for _, _, c in self._candidates(reader, span, passed_topic):
-            if not self._admitted(c, inputs, seen, pass2_dropped):
-                continue
-            wrote = False
-            bucket = None
-            sft = content.sft_record(c, stats, vs)
-            if sft is not None and selection.keep(c.request_id):
-                if p.curriculum:
-                    bucket = content.curriculum_bucket(sft["difficulty"], p.curriculum_buckets)
-                writer("sft", sft["split"], bucket).add(sft, content.chat_sft(sft))
-                count("split", f"sft.{sft['split']}")
-                wrote = True
-            pref = content.preference_record(c, stats, vs)
-            if pref is not None:
-                writer("preference", pref["split"], None).add(pref, content.chat_preference(pref))
-                count("split", f"preference.{pref['split']}")
-                wrote = True
-            if c.request_id in pairs:
-                regen_rid = pairs[c.request_id]
-                if regen_rid in regen_texts:
-                    rp = content.regeneration_pair_record(regen_texts[regen_rid], c, stats, vs)
-                    if rp is not None:
-                        writer("preference", rp["split"], None).add(rp, content.chat_preference(rp))
-                        count("split", f"preference.{rp['split']}")
-                        wrote = True
-            if wrote:
-                count("task_type", c.task_type or "-")
-                count("user_action", c.user_action)
-                count("label", c.label or "-")
-                users.add(user_hash(c.user_id))
-                first_event_time = c.timestamp if first_event_time is None else min(first_event_time, c.timestamp)
-
-        shards = []
-        for (kind, name) in sorted(writers):
-            for entry in writers[(kind, name)].close():
-                shards.append({**entry, "kind": kind, "split": name})
+        for out in run(write_partition, plans):
+            shards += out.shards
+            users |= out.users
+            for group, values in out.counts.items():
+                for value, n in values.items():
+                    counts[group][value] = counts[group].get(value, 0) + n
+            if out.first_event_time is not None:
+                first_event_time = out.first_event_time if first_event_time is None else min(first_event_time, out.first_event_time)
+        shards.sort(key=lambda sh: (sh["kind"], sh["split"], sh["partition"], sh["path"]))
+        fs = self.store.fs
         with fs.open(f"{staging}/users.txt", "wb") as f:
             f.write("".join(u + "\n" for u in sorted(users)).encode())
         dropped.update({f"selection.{k}": v for k, v in selection.counts().items()})

@@ -169,15 +169,23 @@ class WindowStats:
         return OTHER
 
     def add(self, c: TrainingCandidate) -> None:
-        task = self.task_key(c.task_type)
-        self.total += 1
-        self.tasks[task] = self.tasks.get(task, 0) + 1
+        self.add_counts(c.task_type, c.model_version, 1, 1 if c.user_action in ACCEPTED_ACTIONS else 0)
+
+    def add_counts(self, task_type: str, model_version: str, outcomes: int, accepted: int) -> None:
+        task = self.task_key(task_type)
+        self.total += outcomes
+        self.tasks[task] = self.tasks.get(task, 0) + outcomes
         versions = self.versions.setdefault(task, {})
-        v = versions.setdefault(self._version_key(task, c.model_version), [0, 0])
-        v[0] += 1
-        if c.user_action in ACCEPTED_ACTIONS:
-            v[1] += 1
+        v = versions.setdefault(self._version_key(task, model_version), [0, 0])
+        v[0] += outcomes
+        v[1] += accepted
         self._baselines.pop(task, None)
+
+    def merge(self, other: "WindowStats") -> None:
+        """Add another part of the window (the statistics of one partition), in its first-seen order."""
+        for task, versions in other.versions.items():
+            for version, (outcomes, accepted) in versions.items():
+                self.add_counts(task, version, outcomes, accepted)
 
     def share(self, task_type: str) -> float:
         return self.tasks.get(self.task_key(task_type), 0) / self.total if self.total else 0.0
@@ -380,6 +388,11 @@ class Selection:
 
     def offer(self, request_id: str, task_type: str, dedupe_key: int, priority: float,
               model_version: str | None = None) -> None:
+        self.offer_hashed(tie_hash(request_id), task_type, dedupe_key, priority, model_version)
+
+    def offer_hashed(self, tie: int, task_type: str, dedupe_key: int, priority: float,
+                     model_version: str | None = None) -> None:
+        """`offer` with the request id's `tie_hash` already taken (by whoever read the record)."""
         if self._kept is not None:
             raise RuntimeError("Selection.offer after finish()")
         self.offered += 1
@@ -389,16 +402,22 @@ class Selection:
                 return
             self._seen.add(dedupe_key)
         group = self._groups.setdefault((task_type, model_version), len(self._groups))
-        self._tie.append(tie_hash(request_id))
+        self._tie.append(tie)
         self._prio.append(float(priority))
         self._group.append(group)
 
     def offer_candidate(self, c: TrainingCandidate) -> None:
         """Offer an SFT candidate with its base priority (finish with `stats`); others are ignored."""
-        target = sft_target(c)
-        if target is None:
-            return
-        self.offer(c.request_id, c.task_type, dedupe_key(c.prompt, target), base_priority(c)[0], c.model_version)
+        facts = offer_facts(c)
+        if facts is not None:
+            self.offer_hashed(*facts)
+
+    def offer_log(self, offers: "OfferLog") -> None:
+        """Offer what one part of the window (a partition, read elsewhere) recorded, in its order."""
+        groups = offers.groups
+        for tie, key, prio, g in zip(offers.ties, offers.dedupe_keys, offers.priorities, offers.group_index):
+            task_type, model_version = groups[g]
+            self.offer_hashed(tie, task_type, key, prio, model_version)
 
     def finish(self, stats: WindowStats | None = None) -> None:
         if self._kept is not None:
@@ -439,6 +458,12 @@ class Selection:
             raise RuntimeError("Selection.keep before finish()")
         return tie_hash(request_id) in self._kept
 
+    def kept_among(self, ties) -> set[int]:
+        """The kept ones among some tie hashes (one partition's): what a partition's writer asks `in`."""
+        if self._kept is None:
+            raise RuntimeError("Selection.kept_among before finish()")
+        return {t for t in ties if t in self._kept}
+
     @property
     def kept(self) -> int:
         if self._kept is None:
@@ -448,6 +473,52 @@ class Selection:
     def counts(self) -> dict[str, int]:
         """Dropped records by reason: duplicate, task_cap, top_k."""
         return dict(self._dropped)
+
+
+def offer_facts(c: TrainingCandidate) -> tuple[int, str, int, float, str] | None:
+    """What `Selection` needs of an SFT candidate: tie hash, task type, dedupe key, base priority,
+    model version; None for a candidate that makes no SFT record."""
+    target = sft_target(c)
+    if target is None:
+        return None
+    return tie_hash(c.request_id), c.task_type, dedupe_key(c.prompt, target), base_priority(c)[0], c.model_version
+
+
+class OfferLog:
+    """The offers of one part of a window in compact arrays (20 bytes a record), to be handed to
+    `Selection.offer_log` in the window's order: partitions are read in parallel, selection is one."""
+
+    def __init__(self) -> None:
+        self.ties = array("Q")
+        self.dedupe_keys = array("Q")
+        self.priorities = array("d")
+        self.group_index = array("I")
+        self.groups: list[tuple[str, str]] = []
+        self._group_of: dict[tuple[str, str], int] = {}
+
+    def add(self, c: TrainingCandidate) -> None:
+        facts = offer_facts(c)
+        if facts is None:
+            return
+        tie, task_type, key, prio, version = facts
+        g = self._group_of.get((task_type, version))
+        if g is None:
+            g = self._group_of[(task_type, version)] = len(self.groups)
+            self.groups.append((task_type, version))
+        self.ties.append(tie)
+        self.dedupe_keys.append(key)
+        self.priorities.append(prio)
+        self.group_index.append(g)
+
+    def __len__(self) -> int:
+        return len(self.ties)
+
+    def __getstate__(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if k != "_group_of"}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._group_of = {key: i for i, key in enumerate(self.groups)}
 
 
 def _push_bounded(heap: list, limit: int, prio: float, tie: int, index: int, alive: bytearray) -> None:

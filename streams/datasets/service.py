@@ -108,7 +108,10 @@ class DatasetService:
         """One batch: observe, persist, seal what is ready. Returns the datasets sealed."""
         if self.clock is None:
             self.load()
-        batch = self.consumer.consume(2000, timeout)
+        backoff = self.settings.empty_fetch_backoff_ms / 1000
+        batch = self.consumer.consume(2000, min(timeout, 0.05) if backoff else timeout)
+        if not batch and backoff:
+            self._rest(max(backoff, timeout))
         now = time.monotonic()
         for m in batch:
             if m.error():
@@ -118,12 +121,11 @@ class DatasetService:
                 continue
             source = source_name(m.topic(), m.partition())
             self._last_seen[source] = now
-            try:
-                c = TrainingCandidate.from_dict(self.codec.decode("candidate", m.value() or b"", _headers(m)))
-            except (DecodeError, TypeError):
+            event_time = self._event_time(m)
+            if event_time is None:
                 self.clock.skip(source, m.offset())  # the gate dead-letters what it cannot read; move on
                 continue
-            outcome = self.clock.observe(source, m.offset(), c.timestamp)
+            outcome = self.clock.observe(source, m.offset(), event_time)
             if self.metrics is not None:
                 self.metrics.observed(outcome.kind, m.topic() == self.settings.topic_passed)
         if now - self._last_check >= WATERMARK_CHECK_S:
@@ -162,6 +164,18 @@ class DatasetService:
             self._producer.flush(10)
 
     # -- pieces ------------------------------------------------------------------------------------------
+    def _event_time(self, m) -> int | None:
+        """A candidate's event time: read from the bytes where the schema allows, else decoded."""
+        headers = _headers(m)
+        if not headers:
+            t = self.codec.read_long("candidate", m.value() or b"", "timestamp")
+            if t is not None:
+                return t
+        try:
+            return TrainingCandidate.from_dict(self.codec.decode("candidate", m.value() or b"", headers)).timestamp
+        except (DecodeError, TypeError):
+            return None
+
     def _mark_idle(self, now: float) -> None:
         idle_s = self.settings.idle_partition_ms / 1000
         for source, seen in self._last_seen.items():
@@ -191,9 +205,24 @@ class DatasetService:
             return SealInputs(erased, gold, offsets)
         return SealInputs(erased)
 
+    def _rest(self, seconds: float) -> None:
+        """Wait with fetching paused. A broker that answers an empty fetch at once instead of holding
+        it (the embedded one) would otherwise keep this idle consumer and itself spinning a core each."""
+        assignment = self.consumer.assignment()
+        self.consumer.pause(assignment)
+        try:
+            time.sleep(seconds)
+        finally:
+            self.consumer.resume(assignment)
+
     def _seal(self, span) -> SealResult:
         started = time.perf_counter()
-        result = self.builder.seal(span, self.inputs())
+        assignment = self.consumer.assignment()
+        self.consumer.pause(assignment)  # nothing to fetch for while the seal has the cores
+        try:
+            result = self.builder.seal(span, self.inputs())
+        finally:
+            self.consumer.resume(assignment)
         self.announce(result)
         self.clock.seal(span.index)
         self.save()

@@ -105,7 +105,7 @@ def traffic() -> list[TrainingCandidate]:
 
 
 def test_windows_seal_two_weeks_late_into_reproducible_datasets_with_one_ready_event_each(ds_settings, tmp_path):
-    s = ds_settings
+    s = ds_settings.replace(seal_workers=1)  # in this process; the rebuild below uses a pool of two
     produce(s, traffic())
     svc = service(s)
     sealed = run_until(svc, lambda r: len(r) >= 3)  # 5 weeks of event time: windows 0, 1, 2 pass end + 14 days
@@ -138,12 +138,14 @@ def test_windows_seal_two_weeks_late_into_reproducible_datasets_with_one_ready_e
     assert sorted(d["dataset_id"] for _, _, d in ready) == sorted(ids)
     assert all(d["uri"].endswith(d["dataset_id"]) for _, _, d in ready)
 
-    # reproducible: a fresh builder (no state, another store) over the same log gives the same bytes
+    # reproducible: a fresh builder (no state, another store, two processes) over the same log gives
+    # the same bytes
     again = s.replace(app_id=s.app_id + "-again", dataset_store=str(tmp_path / "store-again"),
-                      topic_datasets_ready=s.topic_datasets_ready + ".again")
+                      topic_datasets_ready=s.topic_datasets_ready + ".again", seal_workers=2)
     create_topics(again)
     sealed_again = run_until(service(again), lambda r: len(r) >= len(sealed))
     assert [r.dataset_id for r in sealed_again][: len(ids)] == ids
+    assert {sh["partition"] for sh in first["shards"]} == set(range(s.partitions))  # a shard series per partition
     other = DatasetStore(again.datasets_url)
     for m in listed:
         assert other.manifest(m["dataset_id"]) == m
@@ -165,7 +167,7 @@ def test_late_events_are_counted_and_never_mixed_into_a_sealed_window(ds_setting
 
 
 def test_a_crash_in_the_middle_of_a_write_leaves_nothing_and_the_next_run_completes_it(ds_settings, monkeypatch, tmp_path):
-    s = ds_settings
+    s = ds_settings.replace(seal_workers=1)  # the crash is patched into this process
     produce(s, [candidate(i, T0 + i * 3_600_000) for i in range(80)] + [candidate(100, T0 + 22 * DAY_MS)])
     svc = service(s)
     real_add = ShardWriter.add

@@ -95,3 +95,21 @@ def test_encode_errors_name_the_field():
         codec.check("action", {"request_id": "r", "event_time": T0, "action": "accepted"})
     with pytest.raises(EncodeError):
         codec.encode("action", {"request_id": "r", "user_id": "u", "event_time": "yesterday", "action": "accepted"})
+
+
+def test_read_long_takes_the_event_time_from_the_bytes_without_decoding():
+    from schemas.records import TrainingCandidate
+
+    codec = Codec()
+    c = TrainingCandidate(request_id="r-" + "x" * 300, timestamp=1_767_225_600_123, user_id="u", session_id="s",
+                          prompt="p", response="r", user_action="accepted")
+    data = codec.encode("candidate", c.to_dict())
+    assert codec.read_long("candidate", data, "timestamp") == 1_767_225_600_123
+    negative = codec.encode("candidate", {**c.to_dict(), "timestamp": -5})
+    assert codec.read_long("candidate", negative, "timestamp") == -5
+    # not readable that way: truncated bytes, another event type, no Avro marker, a field after a union
+    assert codec.read_long("candidate", data[:12], "timestamp") is None
+    assert codec.read_long("interaction", data, "timestamp") is None
+    assert codec.read_long("candidate", b"{}", "timestamp") is None
+    assert codec.read_long("candidate", data, "settled_at") is None
+    assert codec.read_long("candidate", data, "prompt") is None

@@ -292,6 +292,38 @@ def test_selection_with_deferred_statistics_equals_final_priorities():
     assert base_priority(cands[0]) == (0.0, [])
 
 
+def test_partitions_read_apart_and_handed_over_in_order_select_as_one_reader_would():
+    """What the parallel seal relies on: per-partition statistics merged and offer logs handed to the
+    selection in partition order give the same kept set, drops and statistics as one sequential pass."""
+    import pickle
+
+    cands = ([cand(i, task="chat", uncertainty=(i % 10) / 10, version="v1" if i % 3 else "v2") for i in range(300)]
+             + [cand(500 + i, task="sql", action="corrected") for i in range(8)]
+             + [cand(900 + i, task="chat", prompt="prompt 1", response="response 1") for i in range(4)])  # duplicates of r-1
+    parts = [cands[0::3], cands[1::3], cands[2::3]]
+    pol = policy(top_k=40, task_caps={"chat": 60})
+    one = Selection(pol)
+    for part in parts:
+        for c in part:
+            one.offer_candidate(c)
+    one.finish(stats_of([c for part in parts for c in part]))
+
+    merged, apart = WindowStats(), Selection(pol)
+    for part in parts:
+        log = content.OfferLog()
+        for c in part:
+            log.add(c)
+        log = pickle.loads(pickle.dumps(log))  # as it crosses from a pool process
+        merged.merge(pickle.loads(pickle.dumps(stats_of(part))))
+        apart.offer_log(log)
+    apart.finish(merged)
+    assert merged.to_dict() == stats_of(cands).to_dict()
+    assert apart.counts() == one.counts() and apart.counts()["duplicate"] == 4
+    assert {c.request_id for c in cands if apart.keep(c.request_id)} == {c.request_id for c in cands if one.keep(c.request_id)}
+    assert apart.kept_among([tie_hash(c.request_id) for c in parts[1]]) == {tie_hash(c.request_id) for c in parts[1]
+                                                                             if one.keep(c.request_id)}
+
+
 def test_selection_order_of_calls_is_enforced():
     sel = Selection(policy())
     with pytest.raises(RuntimeError):
