@@ -124,8 +124,25 @@ def build_parser() -> argparse.ArgumentParser:
     erase.add_argument("user_id")
     erase.add_argument("--reason", default="", help="why (kept with the request)")
 
+    sub.add_parser("trainer", help="the trainer: fine-tune on every sealed dataset, evaluate, gate, register (blocks)")
+    models = sub.add_parser("models", help="the model registry")
+    msub = models.add_subparsers(dest="models_command", required=True, parser_class=_Parser, metavar="COMMAND")
+    msub.add_parser("list", help="every registered model, one JSON line each (version, status, dataset, golden score)")
+    mshow = msub.add_parser("show", help="a model's metadata: lineage, metrics, the gate's verdict, file hashes")
+    mshow.add_argument("version")
+    golden = sub.add_parser("golden", help="the versioned golden test set")
+    gsub2 = golden.add_subparsers(dest="golden_command", required=True, parser_class=_Parser, metavar="COMMAND")
+    gadd = gsub2.add_parser("add", help="add the items of a JSONL or CSV file (prompt, expected[, task_type, id, scorer]) as a new version")
+    gadd.add_argument("file")
+    gsub2.add_parser("list", help="the golden set's versions (items, task types, sha256)")
+    boot = sub.add_parser("bootstrap", help="cold start: train model v1 on synthetic examples (and labels), register it as production")
+    boot.add_argument("--synthetic", type=_positive_int, required=True, metavar="N", help="synthetic examples to generate")
+    boot.add_argument("--labels", default=None, metavar="FILE", help="manually labelled examples, JSONL or CSV (prompt, target[, task_type])")
+    boot.add_argument("--tasks", default=None, help="synthetic task families, comma-separated (default: all)")
+    boot.add_argument("--base", default="", metavar="DIR", help="fine-tune this Hugging Face causal LM directory instead of building the default small model")
+
     tail = sub.add_parser("tail", help="print decoded events of a topic as JSON lines")
-    tail.add_argument("topic", help="interactions | actions | candidates | passed | rejected | verdicts | datasets | erasure | deadletter, or a full topic name")
+    tail.add_argument("topic", help="interactions | actions | candidates | passed | rejected | verdicts | datasets | erasure | models | deadletter, or a full topic name")
     tail.add_argument("--new", action="store_true", help="only events that arrive from now on")
     tail.add_argument("--max", type=_positive_int, default=None, help="stop after this many events")
     tail.add_argument("--idle-timeout", type=_positive_float, default=5.0, help="stop after this many idle seconds")
@@ -205,7 +222,8 @@ def _run(args, settings: Settings) -> int:
         print(json.dumps(counts, sort_keys=True, default=str))
         return 0
     handler = {"policy": _policy, "gate": _gate_explain, "review": _review, "reviewers": _reviewers,
-               "calibrate": _calibrate, "datasets": _datasets}.get(args.command)
+               "calibrate": _calibrate, "datasets": _datasets, "trainer": _trainer, "models": _models, "golden": _golden,
+               "bootstrap": _bootstrap}.get(args.command)
     if handler is not None:
         return handler(args, settings)
     if args.command == "tail":
@@ -369,6 +387,89 @@ def _calibrate(args, settings: Settings) -> int:
         Path(args.write).write_text(new.to_toml(), encoding="utf-8")
         report["written"] = {"file": args.write, "stamp": new.stamp}
     print(json.dumps(report, indent=2))
+    return 0
+
+
+def _trainer(args, settings: Settings) -> int:
+    from flywheel import logs
+    from trainer.service import run_trainer
+
+    logs.configure(settings.log_level)
+    settings.broker_url  # a clear error when unset
+    run_trainer(settings)
+    return 0
+
+
+def _registry(settings: Settings):
+    import redis
+
+    from trainer.registry import Registry
+
+    return Registry(settings.models_dir, redis.Redis.from_url(settings.redis_url, socket_timeout=10), settings.app_id)
+
+
+def _models(args, settings: Settings) -> int:
+    registry = _registry(settings)
+    if args.models_command == "list":
+        production = registry.production()
+        for m in registry.list():
+            print(json.dumps({"version": m["version"], "status": m.get("status"), "production": m["version"] == production,
+                              "dataset_id": m.get("dataset_id"), "base_model": m.get("base_model"),
+                              "overall": m.get("metrics", {}).get("overall"), "delta": m.get("deltas", {}).get("overall"),
+                              "gate_passed": m.get("gate_passed"), "created_at": m.get("created_at")}, sort_keys=True))
+        return 0
+    try:
+        print(json.dumps(registry.show(args.version), indent=2, sort_keys=True))
+    except KeyError as exc:
+        print(f"flywheel: error: {exc.args[0]}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _golden(args, settings: Settings) -> int:
+    from trainer.files import RecordFileError
+    from trainer.golden import GoldenStore, load_items
+
+    store = GoldenStore(settings.golden_path)
+    if args.golden_command == "list":
+        for v in store.versions():
+            print(json.dumps(v, sort_keys=True))
+        return 0
+    try:
+        items = load_items(args.file)
+        version = store.add(items)
+    except (RecordFileError, ValueError) as exc:
+        print(f"flywheel: error: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps({"version": version, "items": len(store.load(version)), "added": len(items)}, sort_keys=True))
+    return 0
+
+
+def _bootstrap(args, settings: Settings) -> int:
+    from flywheel import logs
+    from streams.gate.policy import GatePolicy, PolicyError
+    from trainer import synthetic
+    from trainer.bootstrap import bootstrap
+    from trainer.cycle import Refused
+    from trainer.files import RecordFileError
+    from trainer.golden import GoldenStore
+    from trainer.labels import load_labels
+
+    logs.configure(settings.log_level)
+    try:
+        tasks = tuple(t.strip() for t in args.tasks.split(",") if t.strip()) if args.tasks else tuple(synthetic.TASKS)
+        for t in tasks:
+            synthetic.task(t)
+        labels = load_labels(args.labels) if args.labels else []
+        policy = GatePolicy.load(settings.gate_policy)
+        result = bootstrap(_registry(settings), GoldenStore(settings.golden_path), policy.trainer, args.synthetic, labels,
+                           tasks, args.base)
+    except (RecordFileError, PolicyError, Refused, ValueError, FileNotFoundError) as exc:
+        print(f"flywheel: error: {exc}", file=sys.stderr)
+        return 2
+    e = result.event
+    print(json.dumps({"version": result.version, "production": True, "examples": e.examples, "metrics": e.metrics,
+                      "golden_version": e.golden_version, "examples_per_s": round(result.examples_per_s, 1)}, sort_keys=True))
     return 0
 
 

@@ -35,6 +35,7 @@ class Topics:
     verdicts: str = "flywheel.review.verdicts"
     datasets_ready: str = "flywheel.datasets.ready"
     erasure: str = "flywheel.erasure"
+    models: str = "flywheel.models"
 
     def all(self) -> list[str]:
         return [getattr(self, f.name) for f in fields(self)]
@@ -61,6 +62,7 @@ class Settings:
     topic_verdicts: str = field(default="flywheel.review.verdicts", metadata={"doc": "Reviewers' verdicts on sampled candidates (the gold set)"})
     topic_datasets_ready: str = field(default="flywheel.datasets.ready", metadata={"doc": "One event per sealed dataset: id, URI, manifest summary"})
     topic_erasure: str = field(default="flywheel.erasure", metadata={"doc": "Erasure requests: a user id whose records leave every unsealed window and future dataset"})
+    topic_models: str = field(default="flywheel.models", metadata={"doc": "What the trainer did with each dataset: candidate models with lineage, metrics and the gate's verdict, or why none"})
     partitions: int = field(default=4, metadata={"doc": "Partitions of every flywheel topic (sources must be co-partitioned)"})
     replication_factor: int = field(default=1, metadata={"doc": "Replication factor for created topics"})
     retention_ms: int = field(default=6 * WEEK_MS, metadata={"doc": "Source topic retention; at least window + lag (5 weeks)"})
@@ -87,6 +89,10 @@ class Settings:
     datasets_metrics_port: int = field(default=9465, metadata={"doc": "The dataset builder's /metrics port; 0 disables"})
     seal_workers: int = field(default=0, metadata={"doc": "Processes that decode and write a window's partitions in parallel when it is sealed; 0: one per CPU core (at most one per partition)"})
     idle_partition_ms: int = field(default=30_000, metadata={"doc": "Wall time a candidate partition must be caught up and silent before it stops holding dataset windows back"})
+    # the trainer
+    model_store: str = field(default="", metadata={"doc": "Directory of versioned model directories; empty: <data_dir>/models"})
+    trainer_metrics_port: int = field(default=9466, metadata={"doc": "The trainer's /metrics port; 0 disables"})
+    golden_dir: str = field(default="", metadata={"doc": "Directory of the golden test set's versions; empty: <data_dir>/golden"})
     # limits
     max_event_bytes: int = field(default=256 * 1024, metadata={"doc": "Largest accepted event; larger goes to the dead-letter topic"})
 
@@ -102,6 +108,7 @@ class Settings:
             verdicts=self.topic_verdicts,
             datasets_ready=self.topic_datasets_ready,
             erasure=self.topic_erasure,
+            models=self.topic_models,
         )
 
     def changelog_topic(self, store: str) -> str:
@@ -117,6 +124,14 @@ class Settings:
     @property
     def datasets_url(self) -> str:
         return self.dataset_store or f"{self.data_dir}/datasets"
+
+    @property
+    def models_dir(self) -> str:
+        return self.model_store or f"{self.data_dir}/models"
+
+    @property
+    def golden_path(self) -> str:
+        return self.golden_dir or f"{self.data_dir}/golden"
 
     @property
     def role_set(self) -> frozenset[str]:

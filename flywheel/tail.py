@@ -25,15 +25,17 @@ def event_type_of(settings: Settings, topic: str) -> str | None:
         settings.topic_verdicts: "verdict",
         settings.topic_datasets_ready: "dataset_ready",
         settings.topic_erasure: "erasure",
+        settings.topic_models: "model_event",
     }.get(topic)
 
 
 def resolve_topic(settings: Settings, name: str) -> str:
-    """Accept a logical name (interactions, actions, candidates, passed, rejected, verdicts, datasets, erasure, deadletter) or a full topic name."""
+    """Accept a logical name (interactions, actions, candidates, passed, rejected, verdicts, datasets, erasure, models, deadletter) or a full topic name."""
     logical = {"interactions": settings.topic_interactions, "actions": settings.topic_actions,
                "candidates": settings.topic_candidates, "deadletter": settings.topic_deadletter,
                "passed": settings.topic_passed, "rejected": settings.topic_rejected, "verdicts": settings.topic_verdicts,
-               "datasets": settings.topic_datasets_ready, "erasure": settings.topic_erasure}
+               "datasets": settings.topic_datasets_ready, "erasure": settings.topic_erasure,
+               "models": settings.topic_models}
     return logical.get(name, name)
 
 

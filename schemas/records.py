@@ -225,6 +225,31 @@ class DatasetReady(_Record):
 
 
 @dataclass(slots=True)
+class ModelEvent(_Record):
+    """What the trainer did with a dataset or a cold start (schemas/avro/model_event.v1.avsc)."""
+
+    schema_name: ClassVar[str] = "model_event"
+    event_id: str
+    event_type: str
+    created_at: int
+    version: str = ""
+    dataset_id: str = ""
+    base_model: str = ""
+    gate_passed: bool = False
+    reasons: list[str] = field(default_factory=list)
+    metrics: dict[str, float] = field(default_factory=dict)
+    incumbent_metrics: dict[str, float] = field(default_factory=dict)
+    deltas: dict[str, float] = field(default_factory=dict)
+    hyperparameters: dict[str, str] = field(default_factory=dict)
+    file_hashes: dict[str, str] = field(default_factory=dict)
+    golden_version: str = ""
+    examples: int = 0
+    train_seconds: float = 0.0
+    first_event_time: int = 0
+    time_to_improvement_ms: int | None = None
+
+
+@dataclass(slots=True)
 class ErasureRequest(_Record):
     schema_name: ClassVar[str] = "erasure"
     user_id: str

@@ -57,6 +57,8 @@ def settings(broker, redis_url, tmp_path):
         topic_verdicts=f"t{run}.review.verdicts",
         topic_datasets_ready=f"t{run}.datasets.ready",
         topic_erasure=f"t{run}.erasure",
+        topic_models=f"t{run}.models",
         dataset_store=str(tmp_path / "datasets"),
         datasets_metrics_port=0,
+        trainer_metrics_port=0,
     ).validate()

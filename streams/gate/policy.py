@@ -144,6 +144,21 @@ class DatasetPolicy:
 
 
 @dataclass(frozen=True)
+class TrainerPolicy:
+    """How a dataset becomes a candidate model, and when a candidate goes forward (the seed's Section 05)."""
+
+    epochs: int = 3  # the seed: 1-3 epochs
+    learning_rate: float = 0.003  # for the default small model; a pretrained base wants far less (e.g. 0.00002)
+    batch_size: int = 32
+    max_length: int = 256  # tokens of prompt + target
+    seed: int = 0
+    min_improvement: float = 0.0  # the candidate's overall golden score must beat the incumbent's by more than this
+    max_task_regression: float = 0.02  # and no task type may fall by more than this
+    contamination_jaccard: float = 0.8  # a training prompt this similar to a golden prompt (word 3-shingles) refuses the dataset
+    max_new_tokens: int = 32  # longest answer generated for a golden item
+
+
+@dataclass(frozen=True)
 class GatePolicy:
     version: str = "default-1"
     evaluate_all: bool = True  # run every content filter even after one rejected, so decisions list every reason
@@ -157,6 +172,7 @@ class GatePolicy:
     keep_rate: KeepRateFilter = KeepRateFilter()
     review: ReviewPolicy = ReviewPolicy()
     datasets: DatasetPolicy = DatasetPolicy()
+    trainer: TrainerPolicy = TrainerPolicy()
 
     def to_dict(self) -> dict[str, Any]:
         return _plain(dataclasses.asdict(self))
@@ -262,6 +278,19 @@ class GatePolicy:
         unknown = set(r.audit_exclude) - set(REVIEW_STAGES)
         if unknown:
             bad("[review] audit_exclude", f"unknown stages {sorted(unknown)}; known: {', '.join(REVIEW_STAGES)}")
+        t = self.trainer
+        if not 1 <= t.epochs <= 3:
+            bad("[trainer] epochs", f"must be within 1..3 (the seed's 1-3 epochs), got {t.epochs}")
+        for where, value in [("[trainer] min_improvement", t.min_improvement), ("[trainer] max_task_regression", t.max_task_regression),
+                             ("[trainer] contamination_jaccard", t.contamination_jaccard)]:
+            if not 0.0 <= value <= 1.0:
+                bad(where, f"must be within 0..1, got {value}")
+        if t.learning_rate <= 0:
+            bad("[trainer] learning_rate", f"must be > 0, got {t.learning_rate}")
+        for where, value in [("[trainer] batch_size", t.batch_size), ("[trainer] max_length", t.max_length),
+                             ("[trainer] max_new_tokens", t.max_new_tokens)]:
+            if value < 1:
+                bad(where, f"must be >= 1, got {value}")
         return self
 
     def with_version(self, version: str, **sections: Mapping[str, Any]) -> "GatePolicy":

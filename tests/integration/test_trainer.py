@@ -1,0 +1,179 @@
+"""The trainer against the real broker and Redis: a dataset-ready event in, a registered model and
+a `flywheel.models` event out, after a real (small) training run; contamination refusal; a crash in
+the middle of training; cold start."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import redis
+from confluent_kafka import Producer
+
+from flywheel.sdk import DEFAULT_CONFIG
+from flywheel.topics import create_topics
+from schemas.codec import Codec
+from schemas.records import DatasetReady
+from streams.datasets.store import DatasetStore, ShardWriter, manifest_json
+from streams.gate.policy import TrainerPolicy
+from tests.integration.helpers import forget_redis, read_all, settings_env, wait_for
+from trainer import synthetic
+from trainer.bootstrap import bootstrap
+from trainer.golden import GoldenStore
+from trainer.metrics import TrainerMetrics
+from trainer.registry import Registry
+from trainer.service import TrainerService, build
+
+pytestmark = pytest.mark.integration
+
+POLICY = TrainerPolicy(epochs=3)
+FIRST_EVENT = 1_767_225_600_000
+
+
+@pytest.fixture
+def tr_settings(settings, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    create_topics(settings)
+    yield settings
+    forget_redis(settings)
+
+
+def write_dataset(s, dataset_id: str, examples) -> None:
+    """A sealed dataset as the builder publishes it: SFT shards and a manifest."""
+    store = DatasetStore(s.datasets_url)
+    staging = store.staging(dataset_id)
+    writers = {split: ShardWriter(store.fs, f"{staging}/sft", f"{split}-p000", "sft_record", 10_000, seed=f"{dataset_id}/{split}")
+               for split in ("train", "validation")}
+    for i, ex in enumerate(examples):
+        split = "validation" if i % 10 == 0 else "train"
+        writers[split].add({"request_id": f"{dataset_id}-{i}", "prompt": ex.prompt, "target": ex.target, "task_type": ex.task_type,
+                            "user_action": "accepted", "label": "sft_positive", "model_version": "v0001", "quality_score": 0.9,
+                            "difficulty": 0.1, "priority": 0.0, "priority_reasons": [], "split": split,
+                            "event_time": FIRST_EVENT + i, "policy_version": "p@1"})
+    shards = [{**e, "kind": "sft", "split": split, "partition": 0} for split, w in writers.items() for e in w.close()]
+    with store.fs.open(f"{staging}/manifest.json", "wb") as f:
+        f.write(manifest_json({"dataset_id": dataset_id, "shards": shards, "counts": {"records": len(examples)}}))
+    store.publish(dataset_id)
+
+
+def announce(s, dataset_id: str) -> None:
+    ready = DatasetReady(dataset_id=dataset_id, uri=f"{s.datasets_url}/{dataset_id}", window_start=FIRST_EVENT,
+                         window_end=FIRST_EVENT + 7 * 86_400_000, lag_ms=14 * 86_400_000, policy_version="p@1",
+                         counts={"records": 1}, first_event_time=FIRST_EVENT, sealed_at=int(time.time() * 1000))
+    p = Producer({**{k: v for k, v in DEFAULT_CONFIG.items() if k != "client.id"}, "bootstrap.servers": s.broker_url})
+    p.produce(s.topic_datasets_ready, key=dataset_id.encode(), value=Codec().encode("dataset_ready", ready.to_dict()))
+    assert p.flush(30) == 0
+
+
+def cold_start(s) -> Registry:
+    """Golden items for all three tasks; v1 knows sql and support but has never seen qa."""
+    registry = Registry(s.models_dir, redis.Redis.from_url(s.redis_url), s.app_id)
+    golden = GoldenStore(s.golden_path)
+    golden.add(synthetic.golden(["qa", "sql", "support"]))
+    result = bootstrap(registry, golden, POLICY, 1200, tasks=("sql", "support"))
+    assert registry.production() == result.version == "v0001"
+    assert result.event.metrics["task.qa"] == 0.0
+    return registry
+
+
+def service(s, metrics=None) -> TrainerService:
+    registry, _golden, cycle, store, _ = build(s, metrics)
+    cycle.policy = POLICY
+    return TrainerService(s, cycle, registry, store, metrics)
+
+
+def models_events(s) -> list[dict]:
+    return [e for _, _, e in read_all(s, s.topic_models, "model_event")]
+
+
+def test_a_ready_dataset_becomes_a_registered_candidate_that_improves_where_it_should(tr_settings):
+    s = tr_settings
+    registry = cold_start(s)
+    # traffic of every task, with qa new to the model
+    write_dataset(s, "ds-qa-1", synthetic.generate(900, ["qa"], seed=5) + synthetic.generate(600, ["sql", "support"], seed=8))
+    announce(s, "ds-qa-1")
+    metrics = TrainerMetrics()
+    svc = service(s, metrics)
+    try:
+        outcome = None
+        deadline = time.monotonic() + 300
+        while outcome is None and time.monotonic() < deadline:
+            outcome = svc.step(1.0)
+        assert outcome == "candidate", models_events(s)[-1]["reasons"]
+        # the same dataset again (a redelivery): recorded already, not trained twice
+        announce(s, "ds-qa-1")
+        again = None
+        while again is None and time.monotonic() < deadline:
+            again = svc.step(1.0)
+        assert again == "skipped"
+    finally:
+        svc.close()
+    events = models_events(s)
+    assert len(events) == 1
+    e = events[0]
+    assert e["event_type"] == "candidate" and e["gate_passed"] and e["version"] == "v0002" and e["base_model"] == "v0001"
+    assert e["dataset_id"] == "ds-qa-1" and e["incumbent_metrics"]["task.qa"] == 0.0
+    assert e["metrics"]["task.qa"] >= 0.5 and e["deltas"]["overall"] > 0  # learned the task it was given
+    assert e["deltas"]["task.sql"] >= -POLICY.max_task_regression
+    assert e["hyperparameters"]["epochs"] == "3" and "model.safetensors" in e["file_hashes"]
+    assert e["time_to_improvement_ms"] == e["created_at"] - FIRST_EVENT
+    meta = registry.show("v0002")
+    assert meta["status"] == "candidate" and (registry.path("v0002") / "config.json").exists()
+    assert registry.production() == "v0001"  # rollout, not the trainer, moves production
+    assert metrics.registry.get_sample_value("flywheel_trainer_cycles_total", {"outcome": "candidate"}) == 1
+    assert metrics.registry.get_sample_value("flywheel_model_quality_delta", {"task_type": "qa"}) >= 0.5
+
+
+def test_a_dataset_holding_a_golden_prompt_is_refused_with_its_reason(tr_settings):
+    s = tr_settings
+    cold_start(s)
+    leaked = synthetic.golden(["qa"])[3]
+    examples = synthetic.generate(200, ["qa"], seed=6)
+    examples.append(type(examples[0])(leaked.prompt.upper(), leaked.expected, "qa"))  # case changed: still the same prompt
+    write_dataset(s, "ds-leak", examples)
+    announce(s, "ds-leak")
+    svc = service(s)
+    try:
+        outcome = None
+        deadline = time.monotonic() + 60
+        while outcome is None and time.monotonic() < deadline:
+            outcome = svc.step(1.0)
+    finally:
+        svc.close()
+    assert outcome == "refused"
+    (e,) = models_events(s)
+    assert e["event_type"] == "refused" and not e["gate_passed"] and e["version"] == ""
+    assert e["reasons"][0].startswith("contaminated:") and leaked.id in e["reasons"][0]
+    assert leaked.prompt.upper() not in e["reasons"][0]  # ids, never texts
+
+
+def test_a_crash_in_the_middle_of_training_restarts_the_cycle(tr_settings, tmp_path):
+    s = tr_settings
+    cold_start(s)
+    write_dataset(s, "ds-crash", synthetic.generate(3000, ["qa"], seed=7))
+    announce(s, "ds-crash")
+    env = {**os.environ, **settings_env(s), "FLYWHEEL_LOG_LEVEL": "INFO", "HF_HUB_OFFLINE": "1"}
+    log1 = tmp_path / "first.log"
+    first = subprocess.Popen([sys.executable, "-m", "flywheel.cli", "trainer"], env=env, stdout=open(log1, "wb"),
+                             stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        wait_for(lambda: '"training"' in log1.read_text(errors="replace"), 120, what="training to start")
+        time.sleep(1.0)
+    finally:
+        os.killpg(first.pid, signal.SIGKILL)  # mid-training: nothing recorded, nothing committed
+        first.wait(10)
+    assert models_events(s) == []
+    log2 = tmp_path / "second.log"
+    second = subprocess.Popen([sys.executable, "-m", "flywheel.cli", "trainer"], env=env, stdout=open(log2, "wb"),
+                              stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        wait_for(lambda: len(models_events(s)) >= 1, 300, what="the restarted cycle's event")
+    finally:
+        os.killpg(second.pid, signal.SIGTERM)
+        second.wait(30)
+    (e,) = models_events(s)
+    assert e["dataset_id"] == "ds-crash" and e["event_type"] in ("candidate", "rejected")

@@ -1,0 +1,127 @@
+"""One trainer cycle: a sealed dataset in, a registered candidate model and a models event out.
+
+Refuse (contaminated, no golden set, no base model, nothing to train on), else fine-tune the
+production model on the dataset's SFT train split, evaluate candidate and incumbent on the golden
+set (and perplexity on the validation split), gate, register. Every outcome becomes a
+`ModelEvent`; the caller records it and only then commits the dataset's offset.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+from schemas.records import ModelEvent
+from streams.gate.policy import TrainerPolicy
+from trainer import contamination, promotion
+from trainer.evaluate import evaluate
+from trainer.examples import Example, GoldenItem
+from trainer.golden import GoldenStore
+from trainer.model import LoadedModel, file_hashes, load, save
+from trainer.registry import Registry
+from trainer.train import TrainConfig, fine_tune
+
+log = logging.getLogger("flywheel.trainer")
+
+
+class Refused(Exception):
+    """A dataset the trainer will not train on; the message is the one-line reason."""
+
+
+@dataclass
+class CycleResult:
+    outcome: str  # candidate | rejected | refused
+    event: ModelEvent
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def train_config(p: TrainerPolicy) -> TrainConfig:
+    return TrainConfig(epochs=p.epochs, learning_rate=p.learning_rate, batch_size=p.batch_size, max_length=p.max_length,
+                       seed=p.seed)
+
+
+def sft_examples(store: Any, dataset_id: str) -> tuple[list[Example], list[Example]]:
+    """The dataset's SFT records from its Avro shards: (train, validation)."""
+    import fastavro
+
+    train, validation = [], []
+    for shard in store.manifest(dataset_id)["shards"]:
+        if shard["kind"] != "sft" or not shard["path"].endswith(".avro"):
+            continue
+        with store.open(f"{dataset_id}/{shard['path']}") as f:
+            for rec in fastavro.reader(f):
+                ex = Example(rec["prompt"], rec["target"], rec.get("task_type") or "")
+                (validation if rec.get("split") == "validation" else train).append(ex)
+    return train, validation
+
+
+def check_contamination(golden: Iterable[GoldenItem], prompts: Iterable[str], threshold: float) -> None:
+    report = contamination.scan(contamination.ContaminationIndex(golden, threshold=threshold), prompts)
+    if report.hits:
+        raise Refused(f"contaminated: {report.reason()}")
+
+
+class Cycle:
+    def __init__(self, registry: Registry, golden: GoldenStore, policy: TrainerPolicy, metrics: Any = None):
+        self.registry = registry
+        self.golden = golden
+        self.policy = policy
+        self.metrics = metrics
+
+    def refused(self, dataset_id: str, reason: str, first_event_time: int = 0) -> CycleResult:
+        log.warning("dataset refused", extra={"dataset_id": dataset_id, "reason": reason})
+        return CycleResult("refused", ModelEvent(event_id=uuid.uuid4().hex, event_type="refused", created_at=now_ms(),
+                                                 dataset_id=dataset_id, reasons=[reason], first_event_time=first_event_time))
+
+    def run(self, store: Any, dataset_id: str, first_event_time: int = 0) -> CycleResult:
+        try:
+            golden_version, golden = self.golden.current()
+            if not golden:
+                raise Refused("no golden set: add one with `flywheel golden add FILE`")
+            train, validation = sft_examples(store, dataset_id)
+            if not train:
+                raise Refused("the dataset has no SFT training records")
+            check_contamination(golden, (e.prompt for e in train + validation), self.policy.contamination_jaccard)
+            base_version = self.registry.production()
+            if base_version is None:
+                raise Refused("no production model to fine-tune: run `flywheel bootstrap` first")
+        except Refused as exc:
+            return self.refused(dataset_id, str(exc), first_event_time)
+
+        incumbent = load(self.registry.path(base_version))
+        before = evaluate(incumbent, golden, validation, self.policy.max_new_tokens)
+        config = train_config(self.policy)
+        log.info("training", extra={"dataset_id": dataset_id, "base_model": base_version, "examples": len(train),
+                                    "epochs": config.epochs})
+        report = fine_tune(incumbent, train, config, self.metrics.step if self.metrics is not None else None)
+        candidate: LoadedModel = incumbent  # trained in place: the incumbent's metrics were taken before
+        after = evaluate(candidate, golden, validation, self.policy.max_new_tokens)
+        decision = promotion.decide(after.metrics(), before.metrics(), self.policy)
+        version = self.registry.next_version()
+        staged = self.registry.staging(version)
+        save(candidate, staged)
+        hashes = file_hashes(staged)
+        created = now_ms()
+        outcome = "candidate" if decision.passed else "rejected"
+        event = ModelEvent(
+            event_id=uuid.uuid4().hex, event_type=outcome, created_at=created, version=version, dataset_id=dataset_id,
+            base_model=base_version, gate_passed=decision.passed, reasons=decision.reasons, metrics=after.metrics(),
+            incumbent_metrics=before.metrics(), deltas=decision.deltas,
+            hyperparameters={k: str(v) for k, v in config.to_dict().items()}, file_hashes=hashes,
+            golden_version=golden_version or "", examples=report.examples, train_seconds=report.seconds,
+            first_event_time=first_event_time,
+            time_to_improvement_ms=(created - first_event_time) if decision.passed and first_event_time else None)
+        self.registry.register(version, staged, {**event.to_dict(), "status": outcome, "losses": report.losses,
+                                                 "examples_per_s": report.examples_per_s})
+        if self.metrics is not None:
+            self.metrics.cycle(outcome, after.metrics(), decision.deltas, report.examples_per_s,
+                               report.examples * report.epochs, event.time_to_improvement_ms)
+        log.info("candidate evaluated", extra={"dataset_id": dataset_id, "version": version, "outcome": outcome,
+                                               "overall": round(after.overall, 4), "delta": round(decision.deltas.get("overall", 0.0), 4)})
+        return CycleResult(outcome, event)

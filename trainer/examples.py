@@ -1,0 +1,28 @@
+"""The trainer's own records: a training example and a golden item, as plain typed values."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+SCORERS = ("exact", "contains", "sql")  # how a golden item's answer is judged (trainer/evaluate.py)
+
+
+@dataclass(frozen=True, slots=True)
+class Example:
+    """One supervised example: the model should answer `prompt` with `target`."""
+
+    prompt: str
+    target: str
+    task_type: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class GoldenItem:
+    """One held-out test question. `expected` is the reference answer; `scorer` says how an answer
+    is compared with it (exact match after normalising case and whitespace, by default)."""
+
+    id: str
+    prompt: str
+    expected: str
+    task_type: str = ""
+    scorer: str = "exact"

@@ -1,0 +1,120 @@
+"""Models the trainer fine-tunes: any Hugging Face causal LM directory, or the project's own small one.
+
+Nothing is downloaded: directories are loaded with `local_files_only=True`. On a machine without a
+GPU the default base is a small GPT-2 the project builds itself (`build_default`): a byte-level
+BPE tokenizer trained on the cold-start corpus and a randomly initialised model, a few hundred
+thousand parameters, which trains on a few thousand examples in seconds. Every model is used
+through its tokenizer's chat template, so prompts look the same to the default model and to an
+instruction-tuned one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+USER, ASSISTANT, END, PAD = "<|user|>", "<|assistant|>", "<|end|>", "<|pad|>"
+DEFAULT_CHAT_TEMPLATE = (
+    "{% for m in messages %}{% if m['role'] == 'user' %}<|user|>{{ m['content'] }}"
+    "{% else %}<|assistant|>{{ m['content'] }}<|end|>{% endif %}{% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|>{% endif %}")
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """The default model's shape (GPT-2)."""
+
+    vocab_size: int = 1024
+    n_embd: int = 128
+    n_layer: int = 2
+    n_head: int = 4
+    n_positions: int = 256
+
+
+@dataclass
+class LoadedModel:
+    model: Any  # a transformers PreTrainedModel (causal LM)
+    tokenizer: Any  # its PreTrainedTokenizerFast
+    device: str
+
+    @property
+    def parameters(self) -> int:
+        return sum(p.numel() for p in self.model.parameters())
+
+    def prompt_text(self, prompt: str) -> str:
+        """The prompt as the model is asked it: the chat template with the assistant turn opened."""
+        return self.tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
+                                                  add_generation_prompt=True)
+
+    def target_text(self, target: str) -> str:
+        return target + (self.tokenizer.eos_token or "")
+
+
+def device_and_dtype(prefer_gpu: bool = True):
+    """cuda with bf16 where a GPU is present, else cpu with fp32."""
+    import torch
+
+    if prefer_gpu and torch.cuda.is_available():
+        return "cuda", torch.bfloat16
+    return "cpu", torch.float32
+
+
+def build_default(corpus: Iterable[str], arch: Architecture = Architecture(), seed: int = 0) -> LoadedModel:
+    """A fresh small GPT-2 and a tokenizer trained on `corpus` (the texts it will see first)."""
+    import torch
+    from tokenizers import ByteLevelBPETokenizer
+    from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
+
+    bpe = ByteLevelBPETokenizer()
+    bpe.train_from_iterator(list(corpus), vocab_size=arch.vocab_size, min_frequency=2, show_progress=False,
+                            special_tokens=[PAD, USER, ASSISTANT, END])
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe._tokenizer, pad_token=PAD, eos_token=END, bos_token=END,
+                                        additional_special_tokens=[USER, ASSISTANT])
+    tokenizer.chat_template = DEFAULT_CHAT_TEMPLATE
+    torch.manual_seed(seed)
+    config = GPT2Config(vocab_size=len(tokenizer), n_embd=arch.n_embd, n_layer=arch.n_layer, n_head=arch.n_head,
+                        n_positions=arch.n_positions, bos_token_id=tokenizer.eos_token_id,
+                        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    model = GPT2LMHeadModel(config)
+    device, _ = device_and_dtype()
+    return LoadedModel(model.to(device), tokenizer, device)
+
+
+def load(path: str | Path, prefer_gpu: bool = True) -> LoadedModel:
+    """A causal LM directory (config, weights, tokenizer), offline."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = Path(path)
+    if not (path / "config.json").exists():
+        raise FileNotFoundError(f"{path} is not a model directory (no config.json)")
+    device, dtype = device_and_dtype(prefer_gpu)
+    tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    if not getattr(tokenizer, "chat_template", None):
+        tokenizer.chat_template = DEFAULT_CHAT_TEMPLATE
+    model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True, dtype=dtype)
+    return LoadedModel(model.to(device), tokenizer, device)
+
+
+def save(loaded: LoadedModel, path: str | Path) -> dict[str, str]:
+    """Write the model and tokenizer; returns sha256 of every file written, by relative path."""
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    loaded.model.save_pretrained(path)
+    loaded.tokenizer.save_pretrained(path)
+    return file_hashes(path)
+
+
+def file_hashes(path: str | Path) -> dict[str, str]:
+    path = Path(path)
+    out = {}
+    for f in sorted(p for p in path.rglob("*") if p.is_file()):
+        h = hashlib.sha256()
+        with open(f, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+        out[str(f.relative_to(path))] = h.hexdigest()
+    return out

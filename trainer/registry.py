@@ -1,0 +1,100 @@
+"""The model registry: versioned model directories with their metadata, and pointers in Redis.
+
+Layout: `<models_dir>/<version>/` holds the model and tokenizer files and `flywheel-model.json`
+(its metadata: lineage, metrics, the gate's verdict, file hashes). Versions are `v0001`,
+`v0002`, ... taken from a Redis counter, so two trainers never take the same one. Redis holds
+what must be shared and changed atomically:
+
+    {app}:models:meta          hash  version -> metadata JSON (what `flywheel models list` reads)
+    {app}:models:production    string  the version in production (cold start sets it; rollout moves it)
+    {app}:trainer:datasets     hash  dataset id -> {"outcome", "version", "announced"} (which datasets were trained)
+
+A model directory is written under `.staging-<version>` and renamed into place, so a crash while
+saving leaves no half model where the registry looks.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+META_FILE = "flywheel-model.json"
+
+
+class Registry:
+    def __init__(self, models_dir: str, redis_client: Any, app_id: str):
+        self.root = Path(models_dir)
+        self.redis = redis_client
+        self.prefix = f"{app_id}"
+        self.meta_key = f"{app_id}:models:meta"
+        self.production_key = f"{app_id}:models:production"
+        self.datasets_key = f"{app_id}:trainer:datasets"
+        self.seq_key = f"{app_id}:models:seq"
+
+    # -- versions ------------------------------------------------------------------------------------
+    def next_version(self) -> str:
+        return f"v{int(self.redis.incr(self.seq_key)):04d}"
+
+    def staging(self, version: str) -> Path:
+        path = self.root / f".staging-{version}"
+        if path.exists():
+            shutil.rmtree(path)
+        path.mkdir(parents=True)
+        return path
+
+    def register(self, version: str, staged: Path, metadata: dict) -> Path:
+        """Publish a staged model directory with its metadata."""
+        metadata = {**metadata, "version": version, "path": str(self.root / version)}
+        (staged / META_FILE).write_text(json.dumps(metadata, indent=2, sort_keys=True) + "\n")
+        final = self.root / version
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(staged, final)
+        self.redis.hset(self.meta_key, version, json.dumps(metadata, sort_keys=True))
+        return final
+
+    def path(self, version: str) -> Path:
+        return self.root / version
+
+    def show(self, version: str) -> dict:
+        raw = self.redis.hget(self.meta_key, version)
+        if raw is None:
+            meta = self.root / version / META_FILE
+            if not meta.exists():
+                raise KeyError(f"no model {version!r} (known: {', '.join(self.versions()) or 'none'})")
+            return json.loads(meta.read_text())
+        return json.loads(raw)
+
+    def versions(self) -> list[str]:
+        return sorted(v.decode() if isinstance(v, bytes) else v for v in self.redis.hkeys(self.meta_key))
+
+    def list(self) -> list[dict]:
+        return [self.show(v) for v in self.versions()]
+
+    # -- production pointer --------------------------------------------------------------------------
+    def production(self) -> str | None:
+        v = self.redis.get(self.production_key)
+        return v.decode() if isinstance(v, bytes) else v
+
+    def set_production(self, version: str) -> None:
+        if not (self.root / version).exists():
+            raise KeyError(f"no model directory for {version!r} under {self.root}")
+        self.redis.set(self.production_key, version)
+
+    # -- datasets seen ---------------------------------------------------------------------------------
+    def dataset_outcome(self, dataset_id: str) -> dict | None:
+        raw = self.redis.hget(self.datasets_key, dataset_id)
+        return json.loads(raw) if raw else None
+
+    def record_outcome(self, dataset_id: str, outcome: str, version: str, event: dict, announced: bool = False) -> None:
+        self.redis.hset(self.datasets_key, dataset_id,
+                        json.dumps({"outcome": outcome, "version": version, "announced": announced, "event": event}, sort_keys=True))
+
+    def mark_announced(self, dataset_id: str) -> None:
+        rec = self.dataset_outcome(dataset_id)
+        if rec is not None:
+            rec["announced"] = True
+            self.redis.hset(self.datasets_key, dataset_id, json.dumps(rec, sort_keys=True))

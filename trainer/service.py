@@ -1,0 +1,138 @@
+"""`flywheel trainer`: a consumer group on `flywheel.datasets.ready`, one cycle per dataset.
+
+The offset of a ready event is committed only after the cycle's outcome is recorded in the
+registry and its models event acknowledged by the broker. So a crash in the middle of training
+restarts that cycle, and a crash after the outcome was recorded does not train again: the registry
+knows every dataset id it finished (and re-sends the event if the crash came before it).
+An event that does not decode goes to the dead-letter topic with its bytes, and the trainer goes on.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any
+
+from confluent_kafka import Consumer, Producer
+
+from flywheel.sdk import DEFAULT_CONFIG
+from flywheel.settings import Settings
+from schemas.codec import Codec, DecodeError
+from schemas.records import DatasetReady, DeadLetter, ModelEvent
+from trainer.cycle import Cycle
+from trainer.registry import Registry
+
+log = logging.getLogger("flywheel.trainer")
+
+
+class TrainerService:
+    def __init__(self, settings: Settings, cycle: Cycle, registry: Registry, store: Any, metrics: Any = None,
+                 codec: Codec | None = None):
+        self.settings = settings
+        self.cycle = cycle
+        self.registry = registry
+        self.store = store
+        self.metrics = metrics
+        self.codec = codec or Codec()
+        self.consumer = Consumer({"bootstrap.servers": settings.broker_url, "group.id": f"{settings.app_id}-trainer",
+                                  "enable.auto.commit": False, "auto.offset.reset": "earliest",
+                                  # a cycle may train for a long time between polls
+                                  "max.poll.interval.ms": 6 * 3600 * 1000,
+                                  # static membership: a restarted trainer takes its partition back at once
+                                  # instead of waiting out the rebalance (as long as the poll interval)
+                                  "group.instance.id": f"{settings.app_id}-trainer-{settings.worker_id or 'main'}"})
+        self.consumer.subscribe([settings.topic_datasets_ready])
+        conf = {k: v for k, v in DEFAULT_CONFIG.items() if k != "client.id"}
+        self.producer = Producer({**conf, "bootstrap.servers": settings.broker_url, "client.id": "flywheel-trainer"})
+
+    def send(self, topic: str, key: bytes, value: bytes) -> None:
+        errors = []
+        self.producer.produce(topic, key=key, value=value, on_delivery=lambda err, _m: errors.append(err) if err else None)
+        if self.producer.flush(30) or errors:
+            raise RuntimeError(f"{topic}: not acknowledged: {errors[:1]}")
+
+    def announce(self, event: ModelEvent) -> None:
+        self.send(self.settings.topic_models, (event.version or event.dataset_id).encode(),
+                  self.codec.encode("model_event", event.to_dict()))
+
+    def handle(self, message) -> str:
+        """One ready event, to its recorded outcome. Returns the outcome (or 'skipped', 'dead_letter')."""
+        try:
+            ready = DatasetReady.from_dict(self.codec.decode("dataset_ready", message.value() or b""))
+        except (DecodeError, TypeError) as exc:
+            dl = DeadLetter(reason=getattr(exc, "reason", "invalid_event"), detail=str(exc)[:500], source_topic=message.topic(),
+                            source_partition=message.partition(), source_offset=message.offset(), key=message.key(),
+                            value=message.value() or b"", failed_at=int(time.time() * 1000))
+            self.send(self.settings.topic_deadletter, message.key() or b"", self.codec.encode("deadletter", dl.to_dict()))
+            log.warning("ready event dead-lettered", extra={"offset": message.offset(), "reason": dl.reason})
+            return "dead_letter"
+        seen = self.registry.dataset_outcome(ready.dataset_id)
+        if seen is not None:
+            if not seen.get("announced"):  # crashed between recording and the event
+                self.announce(ModelEvent.from_dict(seen["event"]))
+                self.registry.mark_announced(ready.dataset_id)
+            if self.metrics is not None:
+                self.metrics.cycle("skipped")
+            log.info("dataset seen before", extra={"dataset_id": ready.dataset_id, "outcome": seen["outcome"]})
+            return "skipped"
+        result = self.cycle.run(self.store, ready.dataset_id, ready.first_event_time)
+        if result.outcome == "refused" and self.metrics is not None:
+            self.metrics.cycle("refused")
+        self.registry.record_outcome(ready.dataset_id, result.outcome, result.event.version, result.event.to_dict())
+        self.announce(result.event)
+        self.registry.mark_announced(ready.dataset_id)
+        return result.outcome
+
+    def step(self, timeout: float = 1.0) -> str | None:
+        m = self.consumer.poll(timeout)
+        if m is None or m.error():
+            return None
+        outcome = self.handle(m)
+        self.consumer.commit(message=m, asynchronous=False)
+        return outcome
+
+    def run(self, stop: threading.Event) -> None:
+        log.info("trainer started", extra={"topic": self.settings.topic_datasets_ready, "models": str(self.registry.root)})
+        while not stop.is_set():
+            try:
+                self.step()
+            except Exception as exc:  # broker or Redis away: the offset is not committed, so the cycle runs again
+                log.error("trainer retrying", extra={"error": type(exc).__name__, "detail": str(exc)[:300]})
+                stop.wait(2.0)
+        self.close()
+
+    def close(self) -> None:
+        self.consumer.close()
+        self.producer.flush(10)
+
+
+def build(settings: Settings, metrics: Any = None):
+    """The trainer's parts from settings: (registry, golden store, cycle, dataset store)."""
+    import redis
+
+    from streams.datasets.store import DatasetStore
+    from streams.gate.policy import GatePolicy
+    from trainer.golden import GoldenStore
+
+    policy = GatePolicy.load(settings.gate_policy)
+    registry = Registry(settings.models_dir, redis.Redis.from_url(settings.redis_url, socket_timeout=30), settings.app_id)
+    golden = GoldenStore(settings.golden_path)
+    return registry, golden, Cycle(registry, golden, policy.trainer, metrics), DatasetStore(settings.datasets_url), policy
+
+
+def run_trainer(settings: Settings) -> None:
+    """`flywheel trainer`: blocks until SIGINT/SIGTERM."""
+    import signal
+
+    from streams.metrics import serve_metrics
+    from trainer.metrics import TrainerMetrics
+
+    metrics = TrainerMetrics()
+    serve_metrics(metrics.registry, settings.trainer_metrics_port)
+    registry, _golden, cycle, store, _policy = build(settings, metrics)
+    service = TrainerService(settings, cycle, registry, store, metrics)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    service.run(stop)
