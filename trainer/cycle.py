@@ -20,7 +20,7 @@ from trainer import contamination, promotion
 from trainer.evaluate import evaluate
 from trainer.examples import Example, GoldenItem
 from trainer.golden import GoldenStore
-from trainer.model import LoadedModel, file_hashes, load, save
+from trainer.model import file_hashes, load, save
 from trainer.registry import Registry
 from trainer.train import TrainConfig, fine_tune
 
@@ -76,6 +76,8 @@ class Cycle:
 
     def refused(self, dataset_id: str, reason: str, first_event_time: int = 0) -> CycleResult:
         log.warning("dataset refused", extra={"dataset_id": dataset_id, "reason": reason})
+        if self.metrics is not None:
+            self.metrics.cycle("refused")
         return CycleResult("refused", ModelEvent(event_id=uuid.uuid4().hex, event_type="refused", created_at=now_ms(),
                                                  dataset_id=dataset_id, reasons=[reason], first_event_time=first_event_time))
 
@@ -99,8 +101,8 @@ class Cycle:
         config = train_config(self.policy)
         log.info("training", extra={"dataset_id": dataset_id, "base_model": base_version, "examples": len(train),
                                     "epochs": config.epochs})
-        report = fine_tune(incumbent, train, config, self.metrics.step if self.metrics is not None else None)
-        candidate: LoadedModel = incumbent  # trained in place: the incumbent's metrics were taken before
+        candidate = incumbent  # trained in place: the incumbent's metrics were taken before
+        report = fine_tune(candidate, train, config, self.metrics.step if self.metrics is not None else None)
         after = evaluate(candidate, golden, validation, self.policy.max_new_tokens)
         decision = promotion.decide(after.metrics(), before.metrics(), self.policy)
         version = self.registry.next_version()

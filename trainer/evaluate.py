@@ -10,14 +10,11 @@ import re
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
+from trainer.contamination import normalise
 from trainer.examples import Example, GoldenItem
 from trainer.model import LoadedModel
 
 SQL_KEYWORDS = ("select", "from", "where", "group", "by", "order", "count", "limit", "and", "or", "as", "join", "on")
-
-
-def normalise(text: str) -> str:
-    return " ".join((text or "").casefold().split())
 
 
 def score_exact(answer: str, expected: str) -> float:

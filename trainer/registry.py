@@ -28,7 +28,6 @@ class Registry:
     def __init__(self, models_dir: str, redis_client: Any, app_id: str):
         self.root = Path(models_dir)
         self.redis = redis_client
-        self.prefix = f"{app_id}"
         self.meta_key = f"{app_id}:models:meta"
         self.production_key = f"{app_id}:models:production"
         self.datasets_key = f"{app_id}:trainer:datasets"

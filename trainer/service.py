@@ -77,8 +77,6 @@ class TrainerService:
             log.info("dataset seen before", extra={"dataset_id": ready.dataset_id, "outcome": seen["outcome"]})
             return "skipped"
         result = self.cycle.run(self.store, ready.dataset_id, ready.first_event_time)
-        if result.outcome == "refused" and self.metrics is not None:
-            self.metrics.cycle("refused")
         self.registry.record_outcome(ready.dataset_id, result.outcome, result.event.version, result.event.to_dict())
         self.announce(result.event)
         self.registry.mark_announced(ready.dataset_id)

@@ -327,30 +327,25 @@ class WindowBuilder:
                                           "seconds": round(time.perf_counter() - started, 2), "workers": workers})
         return SealResult(ds_id, self.store.uri(ds_id), manifest, True)
 
+    def _rejected(self, span: WindowSpan, inputs: SealInputs) -> Iterator[TrainingCandidate]:
+        """The window's rejected candidates (regenerations are rejected: no SFT label), read in this process."""
+        reader = LogReader(self.settings)
+        try:
+            for job in self._jobs(span, self.settings.topic_rejected, inputs):
+                yield from read_candidates(reader, self.codec, job)
+        finally:
+            reader.close()
+
     def _regenerations(self, span: WindowSpan, inputs: SealInputs) -> dict[str, list[TrainingCandidate]]:
         """pair_key -> text-free stand-ins of the window's regenerated (rejected) candidates."""
         facts: dict[str, list[TrainingCandidate]] = {}
-        reader = LogReader(self.settings)
-        try:
-            for job in self._jobs(span, self.settings.topic_rejected, inputs):
-                for c in read_candidates(reader, self.codec, job):
-                    if c.user_action == REGENERATED and c.pair_key and c.user_id not in inputs.erased:
-                        facts.setdefault(c.pair_key, []).append(_pairing_facts(c))
-        finally:
-            reader.close()
+        for c in self._rejected(span, inputs):
+            if c.user_action == REGENERATED and c.pair_key and c.user_id not in inputs.erased:
+                facts.setdefault(c.pair_key, []).append(_pairing_facts(c))
         return facts
 
     def _regenerated_texts(self, span: WindowSpan, inputs: SealInputs, wanted: set[str]) -> dict[str, str]:
-        texts: dict[str, str] = {}
-        reader = LogReader(self.settings)
-        try:
-            for job in self._jobs(span, self.settings.topic_rejected, inputs):
-                for c in read_candidates(reader, self.codec, job):
-                    if c.request_id in wanted:
-                        texts[c.request_id] = c.response
-        finally:
-            reader.close()
-        return texts
+        return {c.request_id: c.response for c in self._rejected(span, inputs) if c.request_id in wanted}
 
     def _write(self, span: WindowSpan, inputs: SealInputs, ds_id: str, offsets: dict, jobs: list[PartitionRead],
                run: Callable[[Callable, Iterable], Iterator]) -> dict:
