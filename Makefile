@@ -17,3 +17,4 @@ bench: setup
 	HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/gate_throughput.py
 	.venv/bin/python benchmarks/review_throughput.py
 	.venv/bin/python benchmarks/dataset_seal.py
+	HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/train_throughput.py
