@@ -25,7 +25,8 @@ The rules, per candidate (`ReviewPolicy` holds every number):
 - A gate-rejected candidate is never sampled when one of its reasons comes from a stage in
   audit_exclude (people never see what PII or toxicity stopped; skipped="excluded"); otherwise
   p = audit_share, which measures the gate's recall.
-- The draw is a hash of seed and request id, so every worker, and every replay, decides the same;
+- The draw is a hash of seed and request id, so every worker, and every replay, draws the same number
+  (the probability follows the statistics, so a replay may sample what the first pass did not);
   a second hash decides whether two people review it (overlap_share).
 - When the local view of the window's sampled count reaches budget_per_window (0: no cap), nothing
   more is sampled (skipped="budget"); the queue enforces the budget atomically, this only saves work.

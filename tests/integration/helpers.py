@@ -100,6 +100,21 @@ def wait_for(predicate, timeout: float, interval: float = 0.25, what: str = "con
     raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
+def settled(metrics, name: str, quiet: float = 3.0, timeout: float = 60.0) -> str:
+    """The metrics text once `name` has not moved for `quiet` seconds: the worker has nothing left in hand."""
+    deadline = time.monotonic() + timeout
+    text = metrics()
+    since = time.monotonic()
+    while time.monotonic() < deadline:
+        time.sleep(0.5)
+        now = metrics()
+        if metric_value(now, name) != metric_value(text, name):
+            text, since = now, time.monotonic()
+        elif time.monotonic() - since >= quiet:
+            return now
+    raise AssertionError(f"{name} still moving after {timeout:.0f}s")
+
+
 def read_all(settings: Settings, topic: str, name: str, codec: Codec | None = None, idle: float = 2.0):
     """Every record of `topic`, decoded: list of (key, value bytes, decoded dict)."""
     codec = codec or Codec()
