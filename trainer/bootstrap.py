@@ -12,14 +12,13 @@ from typing import Sequence
 
 from schemas.records import ModelEvent
 from streams.gate.policy import TrainerPolicy
-from trainer import synthetic
-from trainer.cycle import check_contamination, now_ms, train_config
+from trainer import recipe, synthetic
+from trainer.cycle import check_contamination, now_ms
 from trainer.evaluate import evaluate
 from trainer.examples import Example
 from trainer.golden import GoldenStore
 from trainer.model import build_default, file_hashes, load, save
 from trainer.registry import Registry
-from trainer.train import fine_tune
 
 log = logging.getLogger("flywheel.trainer")
 
@@ -46,20 +45,19 @@ def bootstrap(registry: Registry, golden: GoldenStore, policy: TrainerPolicy, sy
     # a later dataset with another task then finds its words whole, not in byte pieces
     corpus = examples + synthetic.generate(2_000, tuple(synthetic.TASKS), seed=policy.seed + 1)
     loaded = load(base) if base else build_default(e.prompt + " " + e.target for e in corpus)
-    config = train_config(policy)
-    report = fine_tune(loaded, examples, config, progress)
+    trained = recipe.train(loaded, examples, (), policy, progress)
+    report = trained.sft
     result = evaluate(loaded, items, examples[: max(1, len(examples) // 10)], policy.max_new_tokens)
     version = registry.next_version()
     staged = registry.staging(version)
     save(loaded, staged)
     event = ModelEvent(event_id=uuid.uuid4().hex, event_type="bootstrap", created_at=now_ms(), version=version,
                        base_model=base or "default-gpt2", gate_passed=True, reasons=["cold_start"], metrics=result.metrics(),
-                       hyperparameters={**{k: str(v) for k, v in config.to_dict().items()}, "synthetic": str(synthetic_n),
+                       hyperparameters={**recipe.hyperparameters(policy), "synthetic": str(synthetic_n),
                                         "labels": str(len(labels)), "tasks": ",".join(tasks)},
                        file_hashes=file_hashes(staged), golden_version=golden_version or "", examples=report.examples,
                        train_seconds=report.seconds)
-    registry.register(version, staged, {**event.to_dict(), "status": "production", "losses": report.losses,
-                                        "examples_per_s": report.examples_per_s})
+    registry.register(version, staged, {**event.to_dict(), "status": "production", **trained.summary()})
     registry.set_production(version)
     log.info("bootstrap model registered", extra={"version": version, "overall": round(result.overall, 4),
                                                   "examples": report.examples})

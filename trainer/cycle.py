@@ -16,13 +16,12 @@ from typing import Any, Iterable
 
 from schemas.records import ModelEvent
 from streams.gate.policy import TrainerPolicy
-from trainer import contamination, promotion
+from trainer import contamination, promotion, recipe
 from trainer.evaluate import evaluate
-from trainer.examples import Example, GoldenItem
+from trainer.examples import Example, GoldenItem, Pair
 from trainer.golden import GoldenStore
 from trainer.model import file_hashes, load, save
 from trainer.registry import Registry
-from trainer.train import TrainConfig, fine_tune
 
 log = logging.getLogger("flywheel.trainer")
 
@@ -41,23 +40,30 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
-def train_config(p: TrainerPolicy) -> TrainConfig:
-    return TrainConfig(epochs=p.epochs, learning_rate=p.learning_rate, batch_size=p.batch_size, max_length=p.max_length,
-                       seed=p.seed)
+def _records(store: Any, dataset_id: str, kind: str) -> Iterable[dict]:
+    import fastavro
+
+    for shard in store.manifest(dataset_id)["shards"]:
+        if shard["kind"] == kind and shard["path"].endswith(".avro"):
+            with store.open(f"{dataset_id}/{shard['path']}") as f:
+                yield from fastavro.reader(f)
 
 
 def sft_examples(store: Any, dataset_id: str) -> tuple[list[Example], list[Example]]:
     """The dataset's SFT records from its Avro shards: (train, validation)."""
-    import fastavro
-
     train, validation = [], []
-    for shard in store.manifest(dataset_id)["shards"]:
-        if shard["kind"] != "sft" or not shard["path"].endswith(".avro"):
-            continue
-        with store.open(f"{dataset_id}/{shard['path']}") as f:
-            for rec in fastavro.reader(f):
-                ex = Example(rec["prompt"], rec["target"], rec.get("task_type") or "")
-                (validation if rec.get("split") == "validation" else train).append(ex)
+    for rec in _records(store, dataset_id, "sft"):
+        ex = Example(rec["prompt"], rec["target"], rec.get("task_type") or "")
+        (validation if rec.get("split") == "validation" else train).append(ex)
+    return train, validation
+
+
+def preference_pairs(store: Any, dataset_id: str) -> tuple[list[Pair], list[Pair]]:
+    """The dataset's preference pairs (corrections, regenerations): (train, validation)."""
+    train, validation = [], []
+    for rec in _records(store, dataset_id, "preference"):
+        pair = Pair(rec["prompt"], rec["chosen"], rec["rejected"], rec.get("task_type") or "")
+        (validation if rec.get("split") == "validation" else train).append(pair)
     return train, validation
 
 
@@ -89,7 +95,9 @@ class Cycle:
             train, validation = sft_examples(store, dataset_id)
             if not train:
                 raise Refused("the dataset has no SFT training records")
-            check_contamination(golden, (e.prompt for e in train + validation), self.policy.contamination_jaccard)
+            pairs, pairs_validation = preference_pairs(store, dataset_id)
+            check_contamination(golden, [e.prompt for e in train + validation] + [p.prompt for p in pairs + pairs_validation],
+                                self.policy.contamination_jaccard)
             base_version = self.registry.production()
             if base_version is None:
                 raise Refused("no production model to fine-tune: run `flywheel bootstrap` first")
@@ -98,11 +106,11 @@ class Cycle:
 
         incumbent = load(self.registry.path(base_version))
         before = evaluate(incumbent, golden, validation, self.policy.max_new_tokens)
-        config = train_config(self.policy)
         log.info("training", extra={"dataset_id": dataset_id, "base_model": base_version, "examples": len(train),
-                                    "epochs": config.epochs})
+                                    "pairs": len(pairs), "epochs": self.policy.epochs, "lora": self.policy.lora})
         candidate = incumbent  # trained in place: the incumbent's metrics were taken before
-        report = fine_tune(candidate, train, config, self.metrics.step if self.metrics is not None else None)
+        trained = recipe.train(candidate, train, pairs, self.policy, self.metrics.step if self.metrics is not None else None)
+        report = trained.sft
         after = evaluate(candidate, golden, validation, self.policy.max_new_tokens)
         decision = promotion.decide(after.metrics(), before.metrics(), self.policy)
         version = self.registry.next_version()
@@ -115,12 +123,11 @@ class Cycle:
             event_id=uuid.uuid4().hex, event_type=outcome, created_at=created, version=version, dataset_id=dataset_id,
             base_model=base_version, gate_passed=decision.passed, reasons=decision.reasons, metrics=after.metrics(),
             incumbent_metrics=before.metrics(), deltas=decision.deltas,
-            hyperparameters={k: str(v) for k, v in config.to_dict().items()}, file_hashes=hashes,
+            hyperparameters=recipe.hyperparameters(self.policy), file_hashes=hashes,
             golden_version=golden_version or "", examples=report.examples, train_seconds=report.seconds,
             first_event_time=first_event_time,
             time_to_improvement_ms=(created - first_event_time) if decision.passed and first_event_time else None)
-        self.registry.register(version, staged, {**event.to_dict(), "status": outcome, "losses": report.losses,
-                                                 "examples_per_s": report.examples_per_s})
+        self.registry.register(version, staged, {**event.to_dict(), "status": outcome, **trained.summary()})
         if self.metrics is not None:
             self.metrics.cycle(outcome, after.metrics(), decision.deltas, report.examples_per_s,
                                report.examples * report.epochs, event.time_to_improvement_ms)

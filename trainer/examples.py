@@ -26,3 +26,13 @@ class GoldenItem:
     expected: str
     task_type: str = ""
     scorer: str = "exact"
+
+
+@dataclass(frozen=True, slots=True)
+class Pair:
+    """One preference: for `prompt`, `chosen` is the better answer and `rejected` the one users did not keep."""
+
+    prompt: str
+    chosen: str
+    rejected: str
+    task_type: str = ""

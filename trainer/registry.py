@@ -21,6 +21,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from flywheel.routing import production_key
+
 META_FILE = "flywheel-model.json"
 
 
@@ -29,7 +31,7 @@ class Registry:
         self.root = Path(models_dir)
         self.redis = redis_client
         self.meta_key = f"{app_id}:models:meta"
-        self.production_key = f"{app_id}:models:production"
+        self.production_key = production_key(app_id)  # apps read it too (flywheel/routing.py)
         self.datasets_key = f"{app_id}:trainer:datasets"
         self.seq_key = f"{app_id}:models:seq"
 

@@ -26,6 +26,29 @@ from trainer.registry import Registry
 log = logging.getLogger("flywheel.trainer")
 
 
+class ModelsAnnouncer:
+    """Sends `flywheel.models` events (and dead letters), each acknowledged by the broker before it returns."""
+
+    def __init__(self, settings: Settings, codec: Codec | None = None):
+        self.settings = settings
+        self.codec = codec or Codec()
+        conf = {k: v for k, v in DEFAULT_CONFIG.items() if k != "client.id"}
+        self.producer = Producer({**conf, "bootstrap.servers": settings.broker_url, "client.id": "flywheel-trainer"})
+
+    def send(self, topic: str, key: bytes, value: bytes) -> None:
+        errors = []
+        self.producer.produce(topic, key=key, value=value, on_delivery=lambda err, _m: errors.append(err) if err else None)
+        if self.producer.flush(30) or errors:
+            raise RuntimeError(f"{topic}: not acknowledged: {errors[:1]}")
+
+    def announce(self, event: ModelEvent) -> None:
+        self.send(self.settings.topic_models, (event.version or event.dataset_id).encode(),
+                  self.codec.encode("model_event", event.to_dict()))
+
+    def close(self) -> None:
+        self.producer.flush(10)
+
+
 class TrainerService:
     def __init__(self, settings: Settings, cycle: Cycle, registry: Registry, store: Any, metrics: Any = None,
                  codec: Codec | None = None):
@@ -43,18 +66,7 @@ class TrainerService:
                                   # instead of waiting out the rebalance (as long as the poll interval)
                                   "group.instance.id": f"{settings.app_id}-trainer-{settings.worker_id or 'main'}"})
         self.consumer.subscribe([settings.topic_datasets_ready])
-        conf = {k: v for k, v in DEFAULT_CONFIG.items() if k != "client.id"}
-        self.producer = Producer({**conf, "bootstrap.servers": settings.broker_url, "client.id": "flywheel-trainer"})
-
-    def send(self, topic: str, key: bytes, value: bytes) -> None:
-        errors = []
-        self.producer.produce(topic, key=key, value=value, on_delivery=lambda err, _m: errors.append(err) if err else None)
-        if self.producer.flush(30) or errors:
-            raise RuntimeError(f"{topic}: not acknowledged: {errors[:1]}")
-
-    def announce(self, event: ModelEvent) -> None:
-        self.send(self.settings.topic_models, (event.version or event.dataset_id).encode(),
-                  self.codec.encode("model_event", event.to_dict()))
+        self.out = ModelsAnnouncer(settings, self.codec)
 
     def handle(self, message) -> str:
         """One ready event, to its recorded outcome. Returns the outcome (or 'skipped', 'dead_letter')."""
@@ -64,13 +76,13 @@ class TrainerService:
             dl = DeadLetter(reason=getattr(exc, "reason", "invalid_event"), detail=str(exc)[:500], source_topic=message.topic(),
                             source_partition=message.partition(), source_offset=message.offset(), key=message.key(),
                             value=message.value() or b"", failed_at=int(time.time() * 1000))
-            self.send(self.settings.topic_deadletter, message.key() or b"", self.codec.encode("deadletter", dl.to_dict()))
+            self.out.send(self.settings.topic_deadletter, message.key() or b"", self.codec.encode("deadletter", dl.to_dict()))
             log.warning("ready event dead-lettered", extra={"offset": message.offset(), "reason": dl.reason})
             return "dead_letter"
         seen = self.registry.dataset_outcome(ready.dataset_id)
         if seen is not None:
             if not seen.get("announced"):  # crashed between recording and the event
-                self.announce(ModelEvent.from_dict(seen["event"]))
+                self.out.announce(ModelEvent.from_dict(seen["event"]))
                 self.registry.mark_announced(ready.dataset_id)
             if self.metrics is not None:
                 self.metrics.cycle("skipped")
@@ -78,7 +90,7 @@ class TrainerService:
             return "skipped"
         result = self.cycle.run(self.store, ready.dataset_id, ready.first_event_time)
         self.registry.record_outcome(ready.dataset_id, result.outcome, result.event.version, result.event.to_dict())
-        self.announce(result.event)
+        self.out.announce(result.event)
         self.registry.mark_announced(ready.dataset_id)
         return result.outcome
 
@@ -102,7 +114,7 @@ class TrainerService:
 
     def close(self) -> None:
         self.consumer.close()
-        self.producer.flush(10)
+        self.out.close()
 
 
 def build(settings: Settings, metrics: Any = None):

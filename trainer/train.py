@@ -47,6 +47,11 @@ class TrainReport:
         return self.examples * self.epochs / self.seconds if self.seconds > 0 else 0.0
 
 
+def trainable(model) -> list:
+    """The parameters an optimiser updates: all of them, or only the adapters under LoRA."""
+    return [p for p in model.parameters() if p.requires_grad]
+
+
 def encode(loaded: LoadedModel, ex: Example, max_length: int) -> tuple[list[int], list[int]]:
     """Token ids of prompt + target, and labels that ignore the prompt: (input_ids, labels)."""
     tok = loaded.tokenizer
@@ -88,7 +93,8 @@ def fine_tune(loaded: LoadedModel, examples: Sequence[Example], config: TrainCon
     model = loaded.model
     pad = loaded.tokenizer.pad_token_id
     encoded = [encode(loaded, ex, config.max_length) for ex in examples]
-    optimiser = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+    params = trainable(model)
+    optimiser = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay)
     steps_per_epoch = math.ceil(len(encoded) / config.batch_size)
     total = steps_per_epoch * config.epochs
     schedule = torch.optim.lr_scheduler.LambdaLR(optimiser, lambda s: max(0.05, 1.0 - s / max(1, total)))
@@ -102,7 +108,7 @@ def fine_tune(loaded: LoadedModel, examples: Sequence[Example], config: TrainCon
             out = model(input_ids=ids, attention_mask=mask, labels=labels)
             optimiser.zero_grad(set_to_none=True)
             out.loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
             optimiser.step()
             schedule.step()
             step += 1
