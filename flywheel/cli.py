@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 from flywheel.settings import Settings, SettingsError
@@ -52,6 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--no-worker", action="store_true", help="start the stack and wait, without a worker")
     up.add_argument("--no-review", action="store_true", help="do not serve the review page beside the worker")
     up.add_argument("--no-datasets", action="store_true", help="do not run the dataset builder beside the worker")
+    up.add_argument("--no-trainer", action="store_true", help="do not run the trainer beside the worker")
 
     sub.add_parser("worker", help="run a stream worker against FLYWHEEL_KAFKA_BOOTSTRAP")
 
@@ -130,6 +132,13 @@ def build_parser() -> argparse.ArgumentParser:
     msub.add_parser("list", help="every registered model, one JSON line each (version, status, dataset, golden score)")
     mshow = msub.add_parser("show", help="a model's metadata: lineage, metrics, the gate's verdict, file hashes")
     mshow.add_argument("version")
+    rollout = sub.add_parser("rollout", help="the A/B rollout of a candidate model: see it, or override it")
+    rsub = rollout.add_subparsers(dest="rollout_command", required=True, parser_class=_Parser, metavar="COMMAND")
+    rsub.add_parser("status", help="the rollout as JSON: arms, counts, acceptance, the test, the routing table, history")
+    for name, text in (("promote", "roll the candidate out to everyone now"), ("rollback", "back to the incumbent now"),
+                       ("pause", "stop the ramp and send the candidate no traffic"), ("resume", "continue a paused rollout")):
+        rsub.add_parser(name, help=text)
+
     golden = sub.add_parser("golden", help="the versioned golden test set")
     gsub2 = golden.add_subparsers(dest="golden_command", required=True, parser_class=_Parser, metavar="COMMAND")
     gadd = gsub2.add_parser("add", help="add the items of a JSONL or CSV file (prompt, expected[, task_type, id, scorer]) as a new version")
@@ -177,10 +186,14 @@ def _run(args, settings: Settings) -> int:
                 stack.enter_context(service(live, "review page", "review"))
             if not args.no_datasets:
                 stack.enter_context(service(live, "dataset builder", "datasets", "run"))
+            if not args.no_trainer:
+                stack.enter_context(service(live, "trainer", "trainer"))
             print(json.dumps({"kafka_bootstrap": live.kafka_bootstrap, "redis_url": live.redis_url,
                               "metrics": f"http://127.0.0.1:{live.metrics_port}/metrics" if live.metrics_port else None,
                               "review": None if args.no_review else f"http://{live.review_host}:{live.review_port}/",
                               "datasets": None if args.no_datasets else live.datasets_url,
+                              "trainer_metrics": None if args.no_trainer or not live.trainer_metrics_port
+                              else f"http://127.0.0.1:{live.trainer_metrics_port}/metrics",
                               "add_a_reviewer": "flywheel reviewers add NAME"}),
                   flush=True)
             if args.no_worker:
@@ -222,7 +235,7 @@ def _run(args, settings: Settings) -> int:
         print(json.dumps(counts, sort_keys=True, default=str))
         return 0
     handler = {"policy": _policy, "gate": _gate_explain, "review": _review, "reviewers": _reviewers,
-               "calibrate": _calibrate, "datasets": _datasets, "trainer": _trainer, "models": _models, "golden": _golden,
+               "calibrate": _calibrate, "datasets": _datasets, "trainer": _trainer, "models": _models, "rollout": _rollout, "golden": _golden,
                "bootstrap": _bootstrap}.get(args.command)
     if handler is not None:
         return handler(args, settings)
@@ -426,6 +439,61 @@ def _models(args, settings: Settings) -> int:
     return 0
 
 
+def _announce_model_event(settings: Settings, event) -> bool:
+    """Send `event` on the models topic when a broker is configured; whether it was sent."""
+    if not settings.kafka_bootstrap:
+        return False
+    from trainer.service import ModelsAnnouncer
+
+    out = ModelsAnnouncer(settings)
+    try:
+        out.announce(event)
+    finally:
+        out.close()
+    return True
+
+
+def _rollout(args, settings: Settings) -> int:
+    import redis
+
+    from flywheel.routing import Routing, routing_key
+    from streams.gate.policy import GatePolicy, PolicyError
+    from streams.rollout.analysis import compare
+    from streams.rollout.controller import RolloutController
+
+    try:
+        policy = GatePolicy.load(settings.gate_policy).rollout
+    except PolicyError as exc:
+        print(f"flywheel: error: {exc}", file=sys.stderr)
+        return 2
+    client = redis.Redis.from_url(settings.redis_url, socket_timeout=10)
+    controller = RolloutController(client, settings.app_id, policy)
+    if args.rollout_command == "status":
+        state = controller.state()
+        out = {"state": json.loads(state.to_json()), "production": controller.production()}
+        raw = client.get(routing_key(settings.app_id))
+        out["routing"] = json.loads(Routing.from_json(raw).to_json()) if raw else None
+        if state.rollout_id:
+            inc, cand = controller.stats(state, "ab", state.incumbent), controller.stats(state, "ab", state.candidate)
+            after = controller.stats(state, "watch", state.candidate)
+            c = compare(inc, cand, policy)
+            out["arms"] = {"incumbent": {**inc.to_dict(), "acceptance": inc.acceptance},
+                           "candidate": {**cand.to_dict(), "acceptance": cand.acceptance},
+                           "after": {**after.to_dict(), "acceptance": after.acceptance}}
+            out["test"] = {**c.metrics(), "decides_at": 1 / policy.alpha, "significant": c.significant}
+        print(json.dumps(out, indent=2, sort_keys=True))
+        return 0
+    try:
+        event = controller.override(args.rollout_command, who=os.environ.get("USER", "cli"))
+    except ValueError as exc:
+        print(f"flywheel: error: {exc}", file=sys.stderr)
+        return 2
+    _announce_model_event(settings, event)
+    print(json.dumps({"action": args.rollout_command, "event": event.event_type, "candidate": event.version,
+                      "incumbent": event.base_model}, sort_keys=True))
+    return 0
+
+
 def _golden(args, settings: Settings) -> int:
     from trainer.files import RecordFileError
     from trainer.golden import GoldenStore, load_items
@@ -468,8 +536,15 @@ def _bootstrap(args, settings: Settings) -> int:
         print(f"flywheel: error: {exc}", file=sys.stderr)
         return 2
     e = result.event
+    try:  # the cold start is a models event like any other, so rollout and reports see v1
+        announced = _announce_model_event(settings, e)
+    except Exception as exc:
+        print(f"flywheel: error: {result.version} is registered as production but its models event was not sent: {exc}",
+              file=sys.stderr)
+        return 1
     print(json.dumps({"version": result.version, "production": True, "examples": e.examples, "metrics": e.metrics,
-                      "golden_version": e.golden_version, "examples_per_s": round(result.examples_per_s, 1)}, sort_keys=True))
+                      "golden_version": e.golden_version, "examples_per_s": round(result.examples_per_s, 1),
+                      "announced": announced}, sort_keys=True))
     return 0
 
 

@@ -408,3 +408,5 @@ class FlywheelProducer:
             self.close()
         except DeliveryError as err:
             log.error("close after an exception: %s", err, extra={"event": "close_failed"})
+
+from flywheel.routing import Assigner, Assignment  # noqa: E402,F401  (model assignment for A/B tests: flywheel/routing.py)

@@ -16,6 +16,7 @@ from streams.metrics import GateMetrics, JoinMetrics, SamplerMetrics, serve_metr
 if TYPE_CHECKING:
     from streams.gate.agent import GateRunner
     from streams.review.agent import ReviewRunner
+    from streams.rollout.agent import RolloutRunner
 
 
 def broker_urls(bootstrap: str) -> str:
@@ -58,6 +59,7 @@ class Worker:
     gate: "GateRunner | None" = None
     gate_metrics: GateMetrics | None = None
     review: "ReviewRunner | None" = None
+    rollout: "RolloutRunner | None" = None
 
 
 def create_worker(settings: Settings, codec: Codec | None = None, metrics: JoinMetrics | None = None) -> Worker:
@@ -103,6 +105,8 @@ def create_worker(settings: Settings, codec: Codec | None = None, metrics: JoinM
         worker.gate = create_gate_runner(app, settings, codec, worker.gate_metrics)
     if "review" in settings.role_set:
         worker.review = create_review_runner(app, settings, codec, SamplerMetrics(metrics.registry))
+    if "rollout" in settings.role_set:
+        worker.rollout = create_rollout_runner(app, settings, codec, metrics.registry)
     return worker
 
 
@@ -126,6 +130,17 @@ def create_review_runner(app: faust.App, settings: Settings, codec: Codec, metri
     runner = ReviewRunner(settings, policy.review, codec, metrics, _redis(settings), _sender(app),
                           window_days=policy.datasets.window_days)
     add_review_agent(app, settings, runner)
+    return runner
+
+
+def create_rollout_runner(app: faust.App, settings: Settings, codec: Codec, registry):
+    from streams.gate.policy import GatePolicy
+    from streams.rollout.agent import RolloutRunner, add_rollout_agents
+    from streams.rollout.metrics import RolloutMetrics
+
+    policy = GatePolicy.load(settings.gate_policy)  # the [rollout] section
+    runner = RolloutRunner(settings, policy.rollout, codec, RolloutMetrics(registry), _redis(settings), _sender(app))
+    add_rollout_agents(app, settings, runner)
     return runner
 
 

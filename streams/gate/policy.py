@@ -143,6 +143,9 @@ class DatasetPolicy:
     shard_records: int = 50_000  # records per Avro / JSONL shard
 
 
+PREFERENCE_METHODS = ("dpo", "off")
+
+
 @dataclass(frozen=True)
 class TrainerPolicy:
     """How a dataset becomes a candidate model, and when a candidate goes forward (the seed's Section 05)."""
@@ -156,6 +159,35 @@ class TrainerPolicy:
     max_task_regression: float = 0.02  # and no task type may fall by more than this
     contamination_jaccard: float = 0.8  # a training prompt this similar to a golden prompt (word 3-shingles) refuses the dataset
     max_new_tokens: int = 32  # longest answer generated for a golden item
+    lora: bool = False  # train low-rank adapters (peft) instead of every weight; merged into the saved model
+    lora_r: int = 8  # adapter rank
+    lora_alpha: int = 16  # adapter scale (alpha / r)
+    lora_dropout: float = 0.0
+    lora_targets: tuple[str, ...] = ()  # module names to adapt; empty: peft's default for the architecture
+    preference: str = "off"  # "dpo": after SFT, train on the dataset's preference pairs (corrections, regenerations)
+    dpo_beta: float = 0.1  # how far the policy may move from the reference (the SFT model) per unit of preference
+    dpo_epochs: int = 1
+    dpo_learning_rate: float = 0.0001
+    dpo_nll_weight: float = 1.0  # the chosen answers' NLL added to the DPO loss, so they stay likely (RPO)
+
+
+@dataclass(frozen=True)
+class RolloutPolicy:
+    """How a candidate model meets production traffic: A/B ramp, sequential test, guardrails (the seed's 05, 08)."""
+
+    enabled: bool = True  # start an A/B test for every candidate the trainer's gate passed
+    ramp: tuple[float, ...] = (0.05, 0.25, 0.5)  # the candidate's share of users, stage by stage; a win takes it to 100 %
+    stage_min_requests: int = 200  # candidate requests seen at a stage before it ramps to the next
+    alpha: float = 0.05  # the sequential test's error rate: a false rollout (or rollback) at most this often
+    tau: float = 0.05  # the mixture's spread: the size of acceptance differences the test is tuned to find
+    min_requests: int = 100  # per arm before the test may decide
+    max_requests: int = 20000  # per arm: reached without a decision, the candidate is retired (inconclusive)
+    acceptance_drop: float = 0.05  # guardrail: roll back as soon as acceptance is shown lower by more than this
+    max_error_rate: float = 0.05  # guardrail: share of the candidate's responses that are empty or degenerate
+    max_latency_ratio: float = 1.5  # guardrail: candidate mean latency over the incumbent's
+    guard_min_requests: int = 100  # candidate requests before the error and latency guardrails apply
+    watch_requests: int = 2000  # after a promotion, requests of the new model watched for an acceptance drop
+    decide_interval_s: float = 5.0  # how often the controller looks at the counts
 
 
 @dataclass(frozen=True)
@@ -173,6 +205,7 @@ class GatePolicy:
     review: ReviewPolicy = ReviewPolicy()
     datasets: DatasetPolicy = DatasetPolicy()
     trainer: TrainerPolicy = TrainerPolicy()
+    rollout: RolloutPolicy = RolloutPolicy()
 
     def to_dict(self) -> dict[str, Any]:
         return _plain(dataclasses.asdict(self))
@@ -287,8 +320,37 @@ class GatePolicy:
                 bad(where, f"must be within 0..1, got {value}")
         if t.learning_rate <= 0:
             bad("[trainer] learning_rate", f"must be > 0, got {t.learning_rate}")
+        if not 0.0 <= t.lora_dropout < 1.0:
+            bad("[trainer] lora_dropout", f"must be within 0..1 (exclusive of 1), got {t.lora_dropout}")
+        if t.preference not in PREFERENCE_METHODS:
+            bad("[trainer] preference", f"must be one of {', '.join(map(repr, PREFERENCE_METHODS))}, got {t.preference!r}")
+        if not 1 <= t.dpo_epochs <= 3:
+            bad("[trainer] dpo_epochs", f"must be within 1..3, got {t.dpo_epochs}")
+        for where, value in [("[trainer] dpo_beta", t.dpo_beta), ("[trainer] dpo_learning_rate", t.dpo_learning_rate)]:
+            if value <= 0:
+                bad(where, f"must be > 0, got {value}")
+        if t.dpo_nll_weight < 0:
+            bad("[trainer] dpo_nll_weight", f"must be >= 0, got {t.dpo_nll_weight}")
+        ro = self.rollout
+        if not ro.ramp or any(not 0.0 < w < 1.0 for w in ro.ramp) or list(ro.ramp) != sorted(set(ro.ramp)):
+            bad("[rollout] ramp", f"must be rising shares within 0..1 (exclusive), got {list(ro.ramp)}")
+        for where, value in [("[rollout] alpha", ro.alpha), ("[rollout] acceptance_drop", ro.acceptance_drop),
+                             ("[rollout] max_error_rate", ro.max_error_rate), ("[rollout] tau", ro.tau)]:
+            if not 0.0 < value < 1.0:
+                bad(where, f"must be within 0..1 (exclusive), got {value}")
+        if ro.max_latency_ratio <= 1.0:
+            bad("[rollout] max_latency_ratio", f"must be > 1, got {ro.max_latency_ratio}")
+        if ro.decide_interval_s <= 0:
+            bad("[rollout] decide_interval_s", f"must be > 0, got {ro.decide_interval_s}")
+        for where, value in [("[rollout] stage_min_requests", ro.stage_min_requests), ("[rollout] min_requests", ro.min_requests),
+                             ("[rollout] guard_min_requests", ro.guard_min_requests), ("[rollout] watch_requests", ro.watch_requests)]:
+            if value < 1:
+                bad(where, f"must be >= 1, got {value}")
+        if ro.max_requests < ro.min_requests:
+            bad("[rollout] max_requests", f"must be >= min_requests ({ro.min_requests}), got {ro.max_requests}")
         for where, value in [("[trainer] batch_size", t.batch_size), ("[trainer] max_length", t.max_length),
-                             ("[trainer] max_new_tokens", t.max_new_tokens)]:
+                             ("[trainer] max_new_tokens", t.max_new_tokens), ("[trainer] lora_r", t.lora_r),
+                             ("[trainer] lora_alpha", t.lora_alpha)]:
             if value < 1:
                 bad(where, f"must be >= 1, got {value}")
         return self

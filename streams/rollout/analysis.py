@@ -1,0 +1,173 @@
+"""The A/B analysis: per-version counts, an always-valid sequential test, and what to do next.
+
+Plain functions of counts and the policy, so every rule is tested without a broker.
+
+The test is a mixture sequential probability ratio test (mSPRT; Johari, Pekelis and Walsh, "Always
+valid inference", 2017) on the difference in acceptance (accepted or copied, per request) between
+candidate and incumbent, with the normal approximation:
+
+    theta = p_cand - p_inc,  V = p_inc (1 - p_inc) / n_inc + p_cand (1 - p_cand) / n_cand
+    Lambda = sqrt(V / (V + tau^2)) * exp(tau^2 (theta - theta0)^2 / (2 V (V + tau^2)))
+
+and the null `theta = theta0` is rejected once Lambda >= 1 / alpha. Lambda may be looked at after
+every batch, for as long as the test runs, and the chance of a false rejection stays at most alpha:
+there is no peeking problem, which is why a continuously monitored rollout uses it rather than a
+fixed-horizon test. `tau` is the spread of the effect sizes the mixture expects (0.05: differences of
+a few points of acceptance are found fastest).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+from typing import Mapping
+
+from streams.gate.policy import RolloutPolicy
+
+ACCEPTING = ("accepted", "copied")  # what counts as the user taking the answer
+
+
+@dataclass(frozen=True)
+class ArmStats:
+    """What users did with one model version's responses."""
+
+    requests: int = 0
+    accepted: int = 0  # requests whose answer was accepted or copied
+    corrected: int = 0
+    regenerated: int = 0
+    abandoned: int = 0
+    thumbs_up: int = 0
+    thumbs_down: int = 0
+    empty: int = 0  # empty or degenerate responses (the error guardrail)
+    latency_ms_sum: int = 0
+    latency_n: int = 0
+
+    @classmethod
+    def from_hash(cls, raw: Mapping) -> "ArmStats":
+        """From a Redis hash (bytes or str keys and values)."""
+        plain = {(k.decode() if isinstance(k, bytes) else k): int(v) for k, v in raw.items()}
+        return cls(**{f.name: plain.get(f.name, 0) for f in fields(cls)})
+
+    def to_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+    @property
+    def acceptance(self) -> float:
+        return self.accepted / self.requests if self.requests else 0.0
+
+    @property
+    def error_rate(self) -> float:
+        return self.empty / self.requests if self.requests else 0.0
+
+    @property
+    def mean_latency_ms(self) -> float:
+        return self.latency_ms_sum / self.latency_n if self.latency_n else 0.0
+
+    @property
+    def feedback_rate(self) -> float:
+        """Explicit feedback (thumbs) per request: the user-satisfaction monitor's sparsity signal."""
+        return (self.thumbs_up + self.thumbs_down) / self.requests if self.requests else 0.0
+
+
+def counts_of(actions, response: str, latency_ms: int | None) -> dict[str, int]:
+    """One request's increments: the fields of `ArmStats` it adds to."""
+    acts = set(actions)
+    out = {"requests": 1}
+    if acts & set(ACCEPTING):
+        out["accepted"] = 1
+    for name in ("corrected", "regenerated", "abandoned", "thumbs_up", "thumbs_down"):
+        if name in acts:
+            out[name] = 1
+    if degenerate(response):
+        out["empty"] = 1
+    if latency_ms is not None and latency_ms >= 0:
+        out["latency_ms_sum"] = int(latency_ms)
+        out["latency_n"] = 1
+    return out
+
+
+def degenerate(response: str) -> bool:
+    """Empty, whitespace, or one token repeated: a response no user could use."""
+    words = (response or "").split()
+    return not words or (len(words) >= 4 and len(set(words)) == 1)
+
+
+def _variance(p: float, n: int) -> float:
+    p = min(max(p, 0.5 / (n + 1)), 1 - 0.5 / (n + 1))  # never zero: a run of all-accept is not certainty
+    return p * (1 - p) / n
+
+
+def msprt(theta: float, variance: float, tau: float, theta0: float = 0.0) -> float:
+    """The mixture likelihood ratio Lambda for H0: theta = theta0 (see the module's docstring)."""
+    if variance <= 0:
+        return 0.0
+    t2 = tau * tau
+    exponent = t2 * (theta - theta0) ** 2 / (2 * variance * (variance + t2))
+    return math.sqrt(variance / (variance + t2)) * math.exp(min(exponent, 700.0))
+
+
+@dataclass(frozen=True)
+class Comparison:
+    diff: float  # candidate acceptance minus incumbent acceptance
+    likelihood_ratio: float  # Lambda for no difference
+    significant: bool  # Lambda >= 1 / alpha
+
+    def metrics(self) -> dict[str, float]:
+        return {"acceptance_diff": self.diff, "likelihood_ratio": min(self.likelihood_ratio, 1e12)}
+
+
+def compare(incumbent: ArmStats, candidate: ArmStats, policy: RolloutPolicy) -> Comparison:
+    if not incumbent.requests or not candidate.requests:
+        return Comparison(0.0, 0.0, False)
+    diff = candidate.acceptance - incumbent.acceptance
+    v = _variance(incumbent.acceptance, incumbent.requests) + _variance(candidate.acceptance, candidate.requests)
+    lam = msprt(diff, v, policy.tau)
+    return Comparison(diff, lam, lam >= 1.0 / policy.alpha)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    action: str  # hold | ramp | promote | rollback | retire | watched
+    reason: str
+    comparison: Comparison | None = None
+
+
+def decide(stage: int, stage_requests: int, incumbent: ArmStats, candidate: ArmStats, policy: RolloutPolicy) -> Verdict:
+    """During the A/B test. `stage` indexes `policy.ramp`; `stage_requests` are the candidate's
+    requests since that stage began."""
+    if candidate.requests >= policy.guard_min_requests:
+        if candidate.error_rate > policy.max_error_rate:
+            return Verdict("rollback", f"guardrail:error_rate:{candidate.error_rate:.3f}>{policy.max_error_rate}")
+        if incumbent.mean_latency_ms and candidate.mean_latency_ms > policy.max_latency_ratio * incumbent.mean_latency_ms:
+            ratio = candidate.mean_latency_ms / incumbent.mean_latency_ms
+            return Verdict("rollback", f"guardrail:latency:{ratio:.2f}x>{policy.max_latency_ratio}x")
+    c = compare(incumbent, candidate, policy)
+    enough = min(incumbent.requests, candidate.requests) >= policy.min_requests
+    if enough and c.significant:
+        if c.diff > 0:
+            return Verdict("promote", f"won:acceptance{c.diff:+.4f}", c)
+        return Verdict("rollback", f"lost:acceptance{c.diff:+.4f}", c)
+    if min(incumbent.requests, candidate.requests) >= policy.max_requests:
+        return Verdict("retire", f"inconclusive:acceptance{c.diff:+.4f}", c)
+    if stage + 1 < len(policy.ramp) and stage_requests >= policy.stage_min_requests:
+        return Verdict("ramp", f"stage_complete:{policy.ramp[stage]}->{policy.ramp[stage + 1]}", c)
+    return Verdict("hold", "collecting", c)
+
+
+def watch(baseline: float, after: ArmStats, policy: RolloutPolicy) -> Verdict:
+    """After a promotion, with no control arm left: roll back as soon as acceptance is shown to have
+    fallen below the incumbent's (measured in the test) by more than `acceptance_drop` (the seed's
+    negative flywheel), the same mSPRT against a fixed baseline. Watching ends after `watch_requests`
+    requests of the new production model."""
+    if not after.requests:
+        return Verdict("hold", "watching")
+    theta = after.acceptance - baseline
+    lam = msprt(theta, _variance(after.acceptance, after.requests), policy.tau, -policy.acceptance_drop)
+    c = Comparison(theta, lam, lam >= 1.0 / policy.alpha)
+    if theta < -policy.acceptance_drop and c.significant and after.requests >= policy.guard_min_requests:
+        return Verdict("rollback", f"guardrail:acceptance_drop:{theta:+.4f}<-{policy.acceptance_drop}", c)
+    if after.error_rate > policy.max_error_rate and after.requests >= policy.guard_min_requests:
+        return Verdict("rollback", f"guardrail:error_rate:{after.error_rate:.3f}>{policy.max_error_rate}", c)
+    if after.requests >= policy.watch_requests:
+        return Verdict("watched", f"held:acceptance{theta:+.4f}", c)
+    return Verdict("hold", "watching", c)
