@@ -18,3 +18,4 @@ bench: setup
 	.venv/bin/python benchmarks/review_throughput.py
 	.venv/bin/python benchmarks/dataset_seal.py
 	HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/train_throughput.py
+	.venv/bin/python benchmarks/guard_throughput.py

@@ -138,6 +138,11 @@ def build_parser() -> argparse.ArgumentParser:
     for name, text in (("promote", "roll the candidate out to everyone now"), ("rollback", "back to the incumbent now"),
                        ("pause", "stop the ramp and send the candidate no traffic"), ("resume", "continue a paused rollout")):
         rsub.add_parser(name, help=text)
+    guards = sub.add_parser("guards", help="the negative-flywheel monitors: see them, or release what they hold")
+    gsub3 = guards.add_subparsers(dest="guards_command", required=True, parser_class=_Parser, metavar="COMMAND")
+    gsub3.add_parser("status", help="every monitor's value, bound and state, satisfaction per model version, the holds (JSON)")
+    grel = gsub3.add_parser("release", help="lift a guard's hold (datasets: due windows are sealed again)")
+    grel.add_argument("target", help="what is held: datasets")
 
     golden = sub.add_parser("golden", help="the versioned golden test set")
     gsub2 = golden.add_subparsers(dest="golden_command", required=True, parser_class=_Parser, metavar="COMMAND")
@@ -235,7 +240,7 @@ def _run(args, settings: Settings) -> int:
         print(json.dumps(counts, sort_keys=True, default=str))
         return 0
     handler = {"policy": _policy, "gate": _gate_explain, "review": _review, "reviewers": _reviewers,
-               "calibrate": _calibrate, "datasets": _datasets, "trainer": _trainer, "models": _models, "rollout": _rollout, "golden": _golden,
+               "calibrate": _calibrate, "datasets": _datasets, "trainer": _trainer, "models": _models, "rollout": _rollout, "guards": _guards, "golden": _golden,
                "bootstrap": _bootstrap}.get(args.command)
     if handler is not None:
         return handler(args, settings)
@@ -491,6 +496,30 @@ def _rollout(args, settings: Settings) -> int:
     _announce_model_event(settings, event)
     print(json.dumps({"action": args.rollout_command, "event": event.event_type, "candidate": event.version,
                       "incumbent": event.base_model}, sort_keys=True))
+    return 0
+
+
+def _guards(args, settings: Settings) -> int:
+    import redis
+
+    from streams.gate.policy import GatePolicy, PolicyError
+    from streams.guards.keeper import keeper_for
+
+    try:
+        keeper = keeper_for(redis.Redis.from_url(settings.redis_url, socket_timeout=10), settings.app_id,
+                            GatePolicy.load(settings.gate_policy))
+    except PolicyError as exc:
+        print(f"flywheel: error: {exc}", file=sys.stderr)
+        return 2
+    if args.guards_command == "status":
+        print(json.dumps(keeper.judge().to_dict(), indent=2, sort_keys=True))
+        return 0
+    try:
+        released = keeper.store.release(args.target)
+    except ValueError as exc:
+        print(f"flywheel: error: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps({"target": args.target, "released": released}, sort_keys=True))
     return 0
 
 

@@ -17,7 +17,7 @@ MINUTE_MS = 60_000
 HOUR_MS = 60 * MINUTE_MS
 DAY_MS = 24 * HOUR_MS
 WEEK_MS = 7 * DAY_MS
-ROLES = ("join", "gate", "review", "rollout")
+ROLES = ("join", "gate", "review", "rollout", "guards")
 
 
 class SettingsError(ValueError):
@@ -74,7 +74,7 @@ class Settings:
     join_batch_size: int = field(default=2000, metadata={"doc": "Most records the join takes from one fetch"})
     empty_fetch_backoff_ms: int = field(default=0, metadata={"doc": "Pause after an empty fetch, for brokers that answer at once instead of waiting fetch.max.wait.ms (the embedded one); 0 for Kafka"})
     # the quality gate
-    roles: str = field(default="join,gate,review,rollout", metadata={"doc": "Stream operators this worker runs: some of join, gate, review, rollout (comma-separated); the dataset builder and the trainer are services of their own"})
+    roles: str = field(default="join,gate,review,rollout,guards", metadata={"doc": "Stream operators this worker runs: some of join, gate, review, rollout, guards (comma-separated); the dataset builder and the trainer are services of their own"})
     gate_policy: str = field(default="", metadata={"doc": "Gate policy TOML file; empty: the built-in defaults (`flywheel policy show`)"})
     gate_batch_size: int = field(default=128, metadata={"doc": "Most candidates the gate scores in one batch"})
     gate_batch_ms: int = field(default=250, metadata={"doc": "Longest the gate waits to fill a batch"})

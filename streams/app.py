@@ -16,6 +16,7 @@ from streams.metrics import GateMetrics, JoinMetrics, SamplerMetrics, serve_metr
 if TYPE_CHECKING:
     from streams.gate.agent import GateRunner
     from streams.review.agent import ReviewRunner
+    from streams.guards.agent import GuardRunner
     from streams.rollout.agent import RolloutRunner
 
 
@@ -60,6 +61,7 @@ class Worker:
     gate_metrics: GateMetrics | None = None
     review: "ReviewRunner | None" = None
     rollout: "RolloutRunner | None" = None
+    guards: "GuardRunner | None" = None
 
 
 def create_worker(settings: Settings, codec: Codec | None = None, metrics: JoinMetrics | None = None) -> Worker:
@@ -107,6 +109,8 @@ def create_worker(settings: Settings, codec: Codec | None = None, metrics: JoinM
         worker.review = create_review_runner(app, settings, codec, SamplerMetrics(metrics.registry))
     if "rollout" in settings.role_set:
         worker.rollout = create_rollout_runner(app, settings, codec, metrics.registry)
+    if "guards" in settings.role_set:
+        worker.guards = create_guard_runner(app, settings, codec, metrics.registry)
     return worker
 
 
@@ -141,6 +145,22 @@ def create_rollout_runner(app: faust.App, settings: Settings, codec: Codec, regi
     policy = GatePolicy.load(settings.gate_policy)  # the [rollout] section
     runner = RolloutRunner(settings, policy.rollout, codec, RolloutMetrics(registry), _redis(settings), _sender(app))
     add_rollout_agents(app, settings, runner)
+    return runner
+
+
+def create_guard_runner(app: faust.App, settings: Settings, codec: Codec, registry):
+    from streams.gate.policy import GatePolicy
+    from streams.guards.agent import GuardRunner, add_guard_agents
+    from streams.guards.keeper import keeper_for
+    from streams.guards.metrics import GuardMetrics
+
+    policy = GatePolicy.load(settings.gate_policy)  # the [guards] section, and [rollout] for the pause
+    if not policy.guards.enabled:
+        return None
+    client = _redis(settings)
+    runner = GuardRunner(settings, keeper_for(client, settings.app_id, policy), codec, GuardMetrics(registry), client,
+                         _sender(app))
+    add_guard_agents(app, settings, runner)
     return runner
 
 

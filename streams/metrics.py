@@ -274,6 +274,8 @@ class DatasetMetrics:
         self.seal_seconds = Histogram("flywheel_datasets_seal_seconds", "Time to seal one window (read, write, publish, announce).",
                                       buckets=(0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600), registry=r)
         self.erasures = Counter("flywheel_datasets_erasures_total", "Erasure requests recorded.", registry=r)
+        self.held = Gauge("flywheel_datasets_held", "1 while a guard holds datasets: due windows wait to be sealed.",
+                          registry=r)
 
     def observed(self, outcome: str, passed: bool) -> None:
         self.candidates.labels("passed" if passed else "rejected", outcome).inc()

@@ -16,7 +16,7 @@ from typing import Any, Callable, Sequence
 
 from flywheel.settings import Settings
 from schemas.codec import Codec, DecodeError
-from schemas.records import DeadLetter, InvalidEvent, TrainingCandidate
+from schemas.records import DeadLetter, InvalidEvent, ModelEvent, TrainingCandidate
 
 RETRY_MAX_S = 30.0
 
@@ -70,6 +70,13 @@ class BatchRunner:
             self.log.warning("dead letter", extra={"reason": dl.reason, "detail": dl.detail, "topic": dl.source_topic,
                                                    "partition": dl.source_partition, "offset": dl.source_offset})
         return acks
+
+    async def _announce(self, events: Sequence[ModelEvent]) -> None:
+        """Decisions on `flywheel.models`, acknowledged by the broker before the caller goes on."""
+        acks = [await self.send(self.settings.topic_models, (e.version or "").encode(), self.codec.encode("model_event", e.to_dict()),
+                                None) for e in events]
+        if acks:
+            await asyncio.gather(*acks)
 
     def close(self) -> None:
         self.executor.shutdown(wait=False, cancel_futures=True)

@@ -30,10 +30,12 @@ from streams.datasets.builder import message_headers as _headers
 from streams.datasets.store import DatasetStore
 from streams.datasets.windows import WindowClock
 from streams.gate.policy import GatePolicy
+from streams.guards.store import read_hold
 
 log = logging.getLogger("flywheel.datasets")
 
 WATERMARK_CHECK_S = 2.0
+HOLD_CHECK_S = 1.0
 
 
 class DatasetService:
@@ -56,6 +58,8 @@ class DatasetService:
         self._last_seen: dict[str, float] = {}
         self._last_check = 0.0
         self._producer: Producer | None = None
+        self._hold: dict | None = None
+        self._hold_checked = -HOLD_CHECK_S
 
     # -- state ---------------------------------------------------------------------------------------
     def _sources(self) -> list[str]:
@@ -134,11 +138,25 @@ class DatasetService:
         if batch:
             self.save()
         sealed = []
-        for span in self.clock.ready():
-            sealed.append(self._seal(span))
+        ready = self.clock.ready()
+        if ready and not self._held(now):
+            for span in ready:
+                sealed.append(self._seal(span))
         if self.metrics is not None:
             self.metrics.clock(self.clock)
         return sealed
+
+    def _held(self, now: float) -> bool:
+        """A guard's hold on datasets (`flywheel guards release datasets` lifts it): due windows wait."""
+        if now - self._hold_checked >= HOLD_CHECK_S:
+            self._hold_checked = now
+            hold = read_hold(self.redis, self.settings.app_id, "datasets")
+            if hold != self._hold:
+                log.warning("datasets held" if hold else "datasets hold released", extra=hold or {})
+            self._hold = hold
+            if self.metrics is not None:
+                self.metrics.held.set(1.0 if hold else 0.0)
+        return self._hold is not None
 
     def run(self, stop: threading.Event) -> None:
         self.load()

@@ -3,7 +3,6 @@ started as A/B tests, and a timer that decides. The work is in `RolloutControlle
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any, Callable, Sequence
 
 from flywheel.settings import Settings
@@ -58,12 +57,6 @@ class RolloutRunner(BatchRunner):
             if "likelihood_ratio" in e.metrics:
                 self.metrics.likelihood.set(e.metrics["likelihood_ratio"])
         return events
-
-    async def _announce(self, events: Sequence[ModelEvent]) -> None:
-        acks = [await self.send(self.settings.topic_models, (e.version or "").encode(), self.codec.encode("model_event", e.to_dict()),
-                                None) for e in events]
-        if acks:
-            await asyncio.gather(*acks)
 
 
 def add_rollout_agents(app, settings: Settings, runner: RolloutRunner):

@@ -226,14 +226,15 @@ class RolloutController:
         finally:
             self.redis.delete(lock)
 
-    def override(self, action: str, who: str = "cli") -> ModelEvent:
-        """`flywheel rollout promote | rollback | pause | resume`: a person's decision, recorded like any other."""
+    def override(self, action: str, who: str = "cli", reason: str = "") -> ModelEvent:
+        """`flywheel rollout promote | rollback | pause | resume`: a person's decision (or a guard's, with its
+        reason), recorded like any other."""
         state = self.state()
         allowed = {"promote": ("ramping", "paused"), "rollback": ("ramping", "paused", "watching"),
                    "pause": ("ramping",), "resume": ("paused",)}[action]
         if state.status not in allowed:
             raise ValueError(f"cannot {action}: the rollout is {state.status}"
                              + (f" ({state.incumbent} -> {state.candidate})" if state.candidate else ""))
-        event = self.apply(Verdict(action, f"manual:{who}"), state)
+        event = self.apply(Verdict(action, reason or f"manual:{who}"), state)
         assert event is not None
         return event

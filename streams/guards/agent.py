@@ -1,0 +1,76 @@
+"""The guards' stream agent: joined requests, gate decisions and dead letters counted per time
+bucket, and a timer that judges the monitors. The work is in `GuardKeeper` and the pure modules."""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence
+
+from flywheel.settings import Settings
+from schemas.codec import Codec
+from schemas.records import ModelEvent
+from streams.guards.counts import Cap, candidate_fields
+from streams.guards.keeper import GuardKeeper
+from streams.guards.metrics import GuardMetrics
+from streams.guards.monitors import merge
+from streams.guards.store import HOLD_TARGETS
+from streams.runner import BatchRunner
+
+MAX_TRACKED = 50  # task types, and model versions, counted by name; the rest as `other`
+
+
+class GuardRunner(BatchRunner):
+    def __init__(self, settings: Settings, keeper: GuardKeeper, codec: Codec, metrics: GuardMetrics, redis_client: Any,
+                 send: Callable[..., Any]):
+        super().__init__(settings, codec, redis_client, send, "guards")
+        self.keeper = keeper
+        self.metrics = metrics
+        self.tasks, self.versions = Cap(MAX_TRACKED), Cap(MAX_TRACKED)
+        s = settings
+        self._kind = {s.topic_passed: "passed", s.topic_rejected: "rejected", s.topic_deadletter: "deadletters"}
+
+    async def process(self, events: Sequence[Any]) -> None:
+        """Count a batch: gate outputs and dead letters by topic, joined requests by what they hold.
+        An undecodable candidate is the gate's to dead-letter; here it is only not counted."""
+        kinds = [(self._kind.get(e.message.topic), e) for e in events]
+        candidates, _ = self._decode([e for kind, e in kinds if kind is None])
+        fields = merge([{kind: 1} for kind, _ in kinds if kind] +
+                       [candidate_fields(c, self.tasks, self.versions) for c, _ in candidates])
+        if fields:
+            await self._retrying("count", lambda: self._off_loop(self.keeper.store.add, fields))
+        for kind in ("passed", "rejected", "deadletters"):
+            if fields.get(kind):
+                self.metrics.counted.labels(kind).inc(fields[kind])
+        if candidates:
+            self.metrics.counted.labels("requests").inc(len(candidates))
+
+    async def tick(self) -> None:
+        await self._announce(await self._retrying("judge", lambda: self._off_loop(self._judge)))
+
+    def _judge(self) -> list[ModelEvent]:
+        judgement = self.keeper.judge()
+        actions, events = self.keeper.act(judgement)
+        for a in actions:
+            if a.taken:
+                self.metrics.actions.labels(a.monitor, a.action).inc()
+            self.log.warning("guard action", extra={"monitor": a.monitor, "action": a.action, "taken": a.taken,
+                                                    "reason": a.reason})
+        self.metrics.observe(judgement.signals, judgement.satisfaction, judgement.holds, HOLD_TARGETS)
+        return events
+
+
+def add_guard_agents(app, settings: Settings, runner: GuardRunner):
+    """Register on the Faust app: one short loop over the four topics, and the judging timer."""
+    s = settings
+    source = app.topic(s.topic_candidates, s.topic_passed, s.topic_rejected, s.topic_deadletter, key_serializer="raw",
+                       value_serializer="raw")
+
+    @app.agent(source, name="guards-count")
+    async def count(stream):
+        async for events in stream.take_events(s.gate_batch_size, within=s.gate_batch_ms / 1000):
+            await runner.process(events)
+
+    @app.timer(runner.keeper.policy.evaluate_interval_s)
+    async def judge():
+        await runner.tick()
+
+    return count, judge
