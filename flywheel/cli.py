@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 import sys
+from pathlib import Path
 
 from flywheel.settings import Settings, SettingsError
 
@@ -138,6 +139,14 @@ def build_parser() -> argparse.ArgumentParser:
     for name, text in (("promote", "roll the candidate out to everyone now"), ("rollback", "back to the incumbent now"),
                        ("pause", "stop the ramp and send the candidate no traffic"), ("resume", "continue a paused rollout")):
         rsub.add_parser(name, help=text)
+    report = sub.add_parser("report", help="the flywheel's velocity cycle by cycle: text, --json, or an HTML page with plots")
+    report.add_argument("--html", default=None, metavar="FILE", help="also write the report with plots to FILE")
+    report.add_argument("--json", action="store_true", help="print the figures as JSON instead of the table")
+    report.add_argument("--prometheus", default=None, metavar="URL",
+                        help="read the metrics' history from this Prometheus server instead of the topics")
+    report.add_argument("--since-days", type=_positive_int, default=56, metavar="D", help="with --prometheus: how far back")
+    report.add_argument("--max-requests", type=_positive_int, default=1_000_000, metavar="N",
+                        help="joined requests read for acceptance per version (the topics source)")
     guards = sub.add_parser("guards", help="the negative-flywheel monitors: see them, or release what they hold")
     gsub3 = guards.add_subparsers(dest="guards_command", required=True, parser_class=_Parser, metavar="COMMAND")
     gsub3.add_parser("status", help="every monitor's value, bound and state, satisfaction per model version, the holds (JSON)")
@@ -240,7 +249,7 @@ def _run(args, settings: Settings) -> int:
         print(json.dumps(counts, sort_keys=True, default=str))
         return 0
     handler = {"policy": _policy, "gate": _gate_explain, "review": _review, "reviewers": _reviewers,
-               "calibrate": _calibrate, "datasets": _datasets, "trainer": _trainer, "models": _models, "rollout": _rollout, "guards": _guards, "golden": _golden,
+               "calibrate": _calibrate, "datasets": _datasets, "trainer": _trainer, "models": _models, "rollout": _rollout, "guards": _guards, "report": _report, "golden": _golden,
                "bootstrap": _bootstrap}.get(args.command)
     if handler is not None:
         return handler(args, settings)
@@ -496,6 +505,27 @@ def _rollout(args, settings: Settings) -> int:
     _announce_model_event(settings, event)
     print(json.dumps({"action": args.rollout_command, "event": event.event_type, "candidate": event.version,
                       "incumbent": event.base_model}, sort_keys=True))
+    return 0
+
+
+def _report(args, settings: Settings) -> int:
+    from flywheel.report import render
+    from flywheel.report.sources import PrometheusError, from_prometheus, from_topics
+    from streams.gate.policy import GatePolicy, PolicyError
+
+    try:
+        if args.prometheus:
+            velocity = from_prometheus(args.prometheus, since_s=args.since_days * 86400)
+        else:
+            velocity = from_topics(settings, GatePolicy.load(settings.gate_policy).datasets.window_days, args.max_requests)
+    except (PrometheusError, PolicyError) as exc:
+        print(f"flywheel: error: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(velocity.to_dict(), indent=2, sort_keys=True) if args.json else render.text(velocity), end="\n" if args.json else "")
+    if args.html:
+        Path(args.html).write_text(render.page(velocity), encoding="utf-8")
+        if not args.json:
+            print(f"report written to {args.html}")
     return 0
 
 

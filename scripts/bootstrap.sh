@@ -21,16 +21,21 @@ if [ -f "$stamp" ]; then exit 0; fi
 .venv/bin/python -m pip install -q --disable-pip-version-check --no-deps -e . 2>&1 | grep -v "^WARNING: Location" || true
 .venv/bin/python -c "import faust, confluent_kafka, fastavro, redis, prometheus_client, noida_db, torch, transformers, detoxify, presidio_analyzer, presidio_anonymizer, profanity_check, datasketch, playwright.sync_api" \
   || { echo "bootstrap: error: dependencies did not install" >&2; exit 1; }
-# the review page's browser tests drive Debian's Chromium (a test tool's own browser download fails offline)
-if ! command -v chromium >/dev/null; then
+# Debian packages some tests drive: Chromium for the review page's browser tests (a test tool's own
+# browser download fails offline), Prometheus for promtool and a real server scraping a worker
+debian_package() {  # COMMAND PACKAGE WHAT [APT OPTIONS]
+  command -v "$1" >/dev/null && return 0
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-    echo "bootstrap: installing Debian's chromium for the browser tests"
-    (apt-get install -y -q chromium >/dev/null 2>&1 || { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium >/dev/null 2>&1; }) \
-      || echo "bootstrap: warning: chromium did not install; the browser tests will be skipped" >&2
+    echo "bootstrap: installing Debian's $2 for $3"
+    (apt-get install -y -q ${4:-} "$2" >/dev/null 2>&1 \
+      || { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q ${4:-} "$2" >/dev/null 2>&1; }) \
+      || echo "bootstrap: warning: $2 did not install; $3 will be skipped" >&2
   else
-    echo "bootstrap: warning: no chromium and no root to install it; the browser tests will be skipped" >&2
+    echo "bootstrap: warning: no $2 and no root to install it; $3 will be skipped" >&2
   fi
-fi
+}
+debian_package chromium chromium "the browser tests"
+debian_package promtool prometheus "the alert-rule and scrape tests" --no-install-recommends
 rm -f .venv/.bootstrap-*
 touch "$stamp"
 echo "bootstrap: .venv ready"

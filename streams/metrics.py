@@ -274,6 +274,9 @@ class DatasetMetrics:
         self.seal_seconds = Histogram("flywheel_datasets_seal_seconds", "Time to seal one window (read, write, publish, announce).",
                                       buckets=(0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600), registry=r)
         self.erasures = Counter("flywheel_datasets_erasures_total", "Erasure requests recorded.", registry=r)
+        self.lag = Gauge("flywheel_consumer_lag_messages", "Gate decisions on the topics not yet read by the dataset builder "
+                         "(the pipeline's last stage: a growing lag is a stalled pipeline), by topic (passed, rejected).",
+                         ["topic"], registry=r)
         self.held = Gauge("flywheel_datasets_held", "1 while a guard holds datasets: due windows wait to be sealed.",
                           registry=r)
 
@@ -286,7 +289,7 @@ class DatasetMetrics:
         if clock.watermark is not None:
             self.watermark.set(clock.watermark / 1000)
 
-    def sealed(self, result, seconds: float, span=None, passed_topic: str = "") -> None:
+    def sealed(self, result, seconds: float) -> None:
         m = result.manifest
         self.sealed_total.inc()
         self.seal_seconds.observe(seconds)
@@ -295,6 +298,5 @@ class DatasetMetrics:
         days = max(1, m["window"]["days"])
         self.examples_per_day.set(m["counts"]["records"] / days)
         self.window_late.set(m.get("late_events", 0))
-        if span is not None and span.members:
-            passed = sum(n for source, n in span.source_members.items() if source.rpartition("/")[0] == passed_topic)
-            self.window_pass_ratio.set(passed / span.members)
+        if m["window"].get("decisions"):
+            self.window_pass_ratio.set(m["window"]["passed"] / m["window"]["decisions"])

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
+from trainer.phase import PHASES, phase_of
+
 
 class TrainerMetrics:
     def __init__(self, registry: CollectorRegistry | None = None):
@@ -24,6 +26,24 @@ class TrainerMetrics:
         self.perplexity = Gauge("flywheel_model_validation_perplexity", "Perplexity of the last candidate on the dataset's validation split",
                                 registry=r)
 
+        self.production_quality = Gauge("flywheel_production_quality",
+                                        "Golden-set score (overall) of the production model, as the registry recorded it",
+                                        registry=r)
+        self.phase = Gauge("flywheel_phase", "1 for the flywheel's current phase by the seed's table (from the production "
+                           "model's quality: cold_start < 0.7, bootstrap < 0.8, acceleration < 0.9, maturity), 0 for the others",
+                           ["phase"], registry=r)
+        self.stagnant = Gauge("flywheel_trainer_stagnant_cycles", "Training cycles in a row, up to the last, whose overall "
+                              "quality delta was not positive (2 or more: stagnation)", registry=r)
+        self.stagnant_count = 0
+        self.production(None)
+
+    def production(self, quality: float | None) -> None:
+        if quality is not None:
+            self.production_quality.set(quality)
+        current = phase_of(quality)
+        for name, _ in PHASES:
+            self.phase.labels(name).set(1.0 if name == current else 0.0)
+
     def step(self, _epoch: int, _step: int, loss: float) -> None:
         self.steps.inc()
         self.loss.set(loss)
@@ -38,6 +58,9 @@ class TrainerMetrics:
                 self.perplexity.set(v)
         for k, v in (deltas or {}).items():
             self.delta.labels(k[5:] if k.startswith("task.") else "all").set(v)
+        if outcome in ("candidate", "rejected"):
+            self.stagnant_count = 0 if (deltas or {}).get("overall", 0.0) > 0 else self.stagnant_count + 1
+            self.stagnant.set(self.stagnant_count)
         if examples_per_s is not None:
             self.examples_per_s.set(examples_per_s)
         if examples:

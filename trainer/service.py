@@ -21,6 +21,7 @@ from flywheel.settings import Settings
 from schemas.codec import Codec, DecodeError
 from schemas.records import DatasetReady, DeadLetter, ModelEvent
 from trainer.cycle import Cycle
+from trainer.phase import stagnant_cycles
 from trainer.registry import Registry
 
 log = logging.getLogger("flywheel.trainer")
@@ -47,6 +48,9 @@ class ModelsAnnouncer:
 
     def close(self) -> None:
         self.producer.flush(10)
+
+
+PRODUCTION_CHECK_S = 15.0
 
 
 class TrainerService:
@@ -102,10 +106,37 @@ class TrainerService:
         self.consumer.commit(message=m, asynchronous=False)
         return outcome
 
+    def observe_production(self) -> float | None:
+        """The production model's recorded golden score into the quality and phase gauges (rollouts move it)."""
+        version = self.registry.production()
+        quality = None
+        if version is not None:
+            try:
+                quality = self.registry.show(version).get("metrics", {}).get("overall")
+            except KeyError:
+                quality = None
+        if self.metrics is not None:
+            self.metrics.production(quality)
+        return quality
+
+    def observe_stagnation(self) -> None:
+        """At start: the stagnant-cycle count from the registry, so a restart does not reset the alert."""
+        if self.metrics is not None:
+            self.metrics.stagnant_count = stagnant_cycles(self.registry.list())
+            self.metrics.stagnant.set(self.metrics.stagnant_count)
+
     def run(self, stop: threading.Event) -> None:
         log.info("trainer started", extra={"topic": self.settings.topic_datasets_ready, "models": str(self.registry.root)})
+        observed = 0.0
+        try:
+            self.observe_stagnation()
+        except Exception as exc:  # Redis away: the next cycles count from zero
+            log.warning("stagnation not read", extra={"error": type(exc).__name__})
         while not stop.is_set():
             try:
+                if time.monotonic() - observed >= PRODUCTION_CHECK_S:
+                    self.observe_production()
+                    observed = time.monotonic()
                 self.step()
             except Exception as exc:  # broker or Redis away: the offset is not committed, so the cycle runs again
                 log.error("trainer retrying", extra={"error": type(exc).__name__, "detail": str(exc)[:300]})

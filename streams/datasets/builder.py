@@ -398,7 +398,11 @@ class WindowBuilder:
             "dataset_id": ds_id,
             "builder_version": BUILDER_VERSION,
             "window": {"index": span.index, "start_ms": span.start_ms, "end_ms": span.end_ms,
-                       "days": (span.end_ms - span.start_ms) // 86_400_000},
+                       "days": (span.end_ms - span.start_ms) // 86_400_000,
+                       # the gate's decisions in the window (collected) and those it passed: velocity per cycle
+                       "decisions": span.members,
+                       "passed": sum(n for source, n in span.source_members.items()
+                                     if parse_source(source)[0] == self.settings.topic_passed)},
             "lag_ms": self.policy.datasets.lag_days * 86_400_000,
             "policy_version": self.policy.stamp,
             "source_offsets": {s: {"first": o[0], "stop": o[1]} for s, o in offsets.items()},

@@ -36,6 +36,7 @@ log = logging.getLogger("flywheel.datasets")
 
 WATERMARK_CHECK_S = 2.0
 HOLD_CHECK_S = 1.0
+LAG_CHECK_S = 10.0
 
 
 class DatasetService:
@@ -60,6 +61,7 @@ class DatasetService:
         self._producer: Producer | None = None
         self._hold: dict | None = None
         self._hold_checked = -HOLD_CHECK_S
+        self._lag_checked = 0.0
 
     # -- state ---------------------------------------------------------------------------------------
     def _sources(self) -> list[str]:
@@ -135,6 +137,9 @@ class DatasetService:
         if now - self._last_check >= WATERMARK_CHECK_S:
             self._last_check = now
             self._mark_idle(now)
+        if self.metrics is not None and now - self._lag_checked >= LAG_CHECK_S:
+            self._lag_checked = now
+            self._observe_lag()
         if batch:
             self.save()
         sealed = []
@@ -194,6 +199,21 @@ class DatasetService:
         except (DecodeError, TypeError):
             return None
 
+    def _observe_lag(self) -> None:
+        """Messages on the gate's outputs not yet read: the last stage's backlog, so a stalled pipeline shows."""
+        lag: dict[str, int] = {}
+        try:
+            for source in self._last_seen:
+                topic, _, p = source.rpartition("/")
+                _, high = self.consumer.get_watermark_offsets(TopicPartition(topic, int(p)), timeout=2, cached=False)
+                kind = "passed" if topic == self.settings.topic_passed else "rejected"
+                lag[kind] = lag.get(kind, 0) + max(0, high - self.clock.position(source))
+        except Exception as exc:  # a figure for the dashboards: the next check will do
+            log.warning("consumer lag not read", extra={"error": type(exc).__name__})
+            return
+        for kind, n in lag.items():
+            self.metrics.lag.labels(kind).set(n)
+
     def _mark_idle(self, now: float) -> None:
         idle_s = self.settings.idle_partition_ms / 1000
         for source, seen in self._last_seen.items():
@@ -245,7 +265,7 @@ class DatasetService:
         self.clock.seal(span.index)
         self.save()
         if self.metrics is not None:
-            self.metrics.sealed(result, time.perf_counter() - started, span, self.settings.topic_passed)
+            self.metrics.sealed(result, time.perf_counter() - started)
         return result
 
     def announce(self, result: SealResult) -> bool:
@@ -258,7 +278,8 @@ class DatasetService:
         m = result.manifest
         event = DatasetReady(dataset_id=result.dataset_id, uri=result.uri, window_start=m["window"]["start_ms"],
                              window_end=m["window"]["end_ms"], lag_ms=m["lag_ms"], policy_version=m["policy_version"],
-                             counts={k: int(v) for k, v in m["counts"]["split"].items()} | {"records": m["counts"]["records"]},
+                             counts={k: int(v) for k, v in m["counts"]["split"].items()} | {"records": m["counts"]["records"]}
+                             | {f"window.{k}": int(m["window"][k]) for k in ("decisions", "passed") if k in m["window"]},
                              first_event_time=int(m["first_event_time"] or 0), sealed_at=int(time.time() * 1000))
         if self._producer is None:
             conf = {k: v for k, v in DEFAULT_CONFIG.items() if k != "client.id"}

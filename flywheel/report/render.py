@@ -1,0 +1,134 @@
+"""The velocity report as a text table and as a self-contained HTML page with SVG plots (no plotting
+library, nothing fetched: it opens offline)."""
+
+from __future__ import annotations
+
+import html
+import time
+from typing import Sequence
+
+from flywheel.report.velocity import Velocity
+
+COLUMNS = ("cycle", "window", "collected", "passed", "pass", "reviewed", "records", "quality", "delta", "improved in",
+           "outcome", "rollout", "phase")
+PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f")
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.1f}%"
+
+
+def _signed(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:+.1f}"
+
+
+def _days(s: float | None) -> str:
+    return "-" if s is None else f"{s / 86400:.1f}d"
+
+
+def _date(ms: int) -> str:
+    return time.strftime("%Y-%m-%d", time.gmtime(ms / 1000))
+
+
+def rows(v: Velocity) -> list[list[str]]:
+    return [[str(c.cycle), _date(c.window_start), f"{c.collected:,}", f"{c.passed:,}", _pct(c.pass_rate), f"{c.reviewed:,}",
+             f"{c.records:,}", _pct(c.quality), _signed(c.delta), _days(c.time_to_improvement_s), c.outcome, c.rollout or "-",
+             c.phase] for c in v.cycles]
+
+
+def table(header: Sequence[str], body: Sequence[Sequence[str]]) -> str:
+    widths = [max(len(h), *(len(r[i]) for r in body)) if body else len(h) for i, h in enumerate(header)]
+    line = lambda cells: "  ".join(c.rjust(w) for c, w in zip(cells, widths))  # noqa: E731
+    return "\n".join([line(header), line(["-" * w for w in widths]), *(line(r) for r in body)])
+
+
+def text(v: Velocity) -> str:
+    out = [f"flywheel velocity: phase {v.phase}, production {v.production or '-'} (golden {_pct(v.production_quality)})"]
+    if v.cold_start:
+        out.append(f"cold start: {v.cold_start['version']} at {_pct(v.cold_start['quality'])}")
+    if v.series:
+        for title, lines in v.series.items():
+            out.append(f"{title}: " + (", ".join(f"{name} {pts[-1][1]:.3g}" for name, pts in lines.items() if pts) or "no data"))
+    else:
+        out += ["", table(COLUMNS, rows(v)) if v.cycles else "no sealed datasets yet"]
+    if v.acceptance:
+        out += ["", "acceptance per model version (accepted or copied per request, by window):"]
+        for version, points in v.acceptance.items():
+            out.append(f"  {version}: " + ", ".join(f"{_date(t)} {_pct(a)} (n={n:,})" for t, a, n in points))
+    out += ["", "diagnosis: " + ("; ".join(v.diagnosis) if v.diagnosis else "no stagnation signs")]
+    return "\n".join(out) + "\n"
+
+
+def svg_chart(title: str, series: dict[str, list[tuple[float, float]]], y_label: str = "", percent: bool = False,
+              width: int = 560, height: int = 260) -> str:
+    """A line chart: one polyline (with points) per series, x and y scaled to the data."""
+    points = [p for s in series.values() for p in s]
+    per_row = 4
+    pad_l, pad_r, pad_t, pad_b = 56, 12, 40 + 14 * ((len(series) + per_row - 1) // per_row), 40
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img" aria-label="{html.escape(title)}">',
+           f'<text x="{width / 2}" y="18" text-anchor="middle" font-size="14">{html.escape(title)}</text>']
+    if not points:
+        out.append(f'<text x="{width / 2}" y="{height / 2}" text-anchor="middle" fill="#888">no data yet</text></svg>')
+        return "".join(out)
+    xs, ys = [p[0] for p in points], [p[1] for p in points]
+    x0, x1 = min(xs), max(xs) if max(xs) > min(xs) else min(xs) + 1
+    y0, y1 = min(0.0, min(ys)), max(ys) if max(ys) > min(0.0, min(ys)) else min(0.0, min(ys)) + 1
+    sx = lambda x: pad_l + (x - x0) / (x1 - x0) * (width - pad_l - pad_r)  # noqa: E731
+    sy = lambda y: height - pad_b - (y - y0) / (y1 - y0) * (height - pad_t - pad_b)  # noqa: E731
+    fmt = (lambda y: f"{100 * y:.0f}%") if percent else (lambda y: f"{y:,.0f}" if abs(y) >= 10 else f"{y:.2f}")
+    for i in range(5):
+        y = y0 + (y1 - y0) * i / 4
+        out.append(f'<line x1="{pad_l}" x2="{width - pad_r}" y1="{sy(y):.1f}" y2="{sy(y):.1f}" stroke="#eee"/>'
+                   f'<text x="{pad_l - 6}" y="{sy(y) + 4:.1f}" text-anchor="end" font-size="11">{fmt(y)}</text>')
+    for i in range(5):
+        x = x0 + (x1 - x0) * i / 4
+        out.append(f'<text x="{sx(x):.1f}" y="{height - pad_b + 14}" text-anchor="middle" font-size="11">{x:,.3g}</text>')
+    out.append(f'<text x="{width / 2}" y="{height - 4}" text-anchor="middle" font-size="11">{html.escape(y_label)}</text>')
+    for i, (name, s) in enumerate(series.items()):
+        color = PALETTE[i % len(PALETTE)]
+        coords = " ".join(f"{sx(x):.1f},{sy(y):.1f}" for x, y in s)
+        out.append(f'<polyline fill="none" stroke="{color}" stroke-width="2" points="{coords}"><title>{html.escape(name)}</title></polyline>')
+        out += [f'<circle cx="{sx(x):.1f}" cy="{sy(y):.1f}" r="3" fill="{color}"/>' for x, y in s]
+        out.append(f'<text x="{pad_l + 8 + 125 * (i % per_row)}" y="{36 + 14 * (i // per_row)}" font-size="11" '
+                   f'fill="{color}">&#9632; {html.escape(name)}</text>')
+    out.append("</svg>")
+    return "".join(out)
+
+
+def plots(v: Velocity) -> list[str]:
+    if v.series:  # from Prometheus: each title's lines over days before now
+        return [svg_chart(title, lines, "days before now", percent="records" not in title) for title, lines in v.series.items()]
+    cycles = v.cycles
+    quality = {"candidate": [(c.cycle, c.quality) for c in cycles if c.quality is not None],
+               "production": [(c.cycle, c.production_quality) for c in cycles if c.production_quality is not None]}
+    if v.cold_start and v.cold_start.get("quality") is not None:
+        quality["cold start"] = [(0, v.cold_start["quality"]), (max(1, len(cycles)), v.cold_start["quality"])]
+    volume = {"collected": [(c.cycle, c.collected) for c in cycles], "passed": [(c.cycle, c.passed) for c in cycles],
+              "dataset records": [(c.cycle, c.records) for c in cycles]}
+    passing = {"pass rate": [(c.cycle, c.pass_rate) for c in cycles if c.pass_rate is not None]}
+    t0 = min((t for pts in v.acceptance.values() for t, _, _ in pts), default=0)
+    acceptance = {version: [((t - t0) / 86_400_000 / 7, a) for t, a, _ in pts] for version, pts in v.acceptance.items()}
+    return [svg_chart("Golden-set quality per cycle", quality, "cycle", percent=True),
+            svg_chart("Data volume per cycle", volume, "cycle"),
+            svg_chart("Gate pass rate per cycle", passing, "cycle", percent=True),
+            svg_chart("Acceptance per model version", acceptance, "weeks of event time", percent=True)]
+
+
+def page(v: Velocity) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in COLUMNS)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows(v))
+    diagnosis = "".join(f"<li>{html.escape(d)}</li>" for d in v.diagnosis) or "<li>no stagnation signs</li>"
+    cold = (f"; cold start {html.escape(v.cold_start['version'])} at {_pct(v.cold_start['quality'])}" if v.cold_start else "")
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>flywheel velocity</title>
+<style>body{{font-family:system-ui,sans-serif;margin:2em;color:#222}}table{{border-collapse:collapse}}
+td,th{{padding:4px 10px;border-bottom:1px solid #ddd;text-align:right;white-space:nowrap}}.plots{{display:flex;flex-wrap:wrap;gap:16px}}</style>
+</head><body>
+<h1>Flywheel velocity</h1>
+<p>Phase <b>{html.escape(v.phase)}</b>; production {html.escape(v.production or '-')} at {_pct(v.production_quality)} on the golden set{cold}.</p>
+<div class="plots">{''.join(plots(v))}</div>
+<h2>Cycles</h2>
+<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>
+<h2>Diagnosis</h2><ul>{diagnosis}</ul>
+</body></html>
+"""

@@ -1,0 +1,79 @@
+"""The velocity report from constructed topic contents: cycles in window order with their quality,
+delta, rollout outcome and phase; acceptance per version; stagnation diagnosed; text, JSON and
+an HTML page whose plots hold the figures."""
+
+from __future__ import annotations
+
+import json
+import re
+
+from flywheel.report import render
+from flywheel.report.velocity import build
+
+W = 7 * 86_400_000
+
+
+def ready(i: int, records: int, decisions: int, passed: int) -> dict:
+    return {"dataset_id": f"ds-{i}", "window_start": i * W, "counts": {"records": records, "window.decisions": decisions,
+                                                                       "window.passed": passed, "sft.train": records}}
+
+
+def cycle_event(kind: str, version: str, i: int, quality: float, delta: float, t: int) -> dict:
+    return {"event_type": kind, "version": version, "dataset_id": f"ds-{i}", "metrics": {"overall": quality},
+            "incumbent_metrics": {"overall": quality - delta}, "deltas": {"overall": delta}, "created_at": t,
+            "time_to_improvement_ms": 20 * 86_400_000 if kind == "candidate" else None}
+
+
+def velocity():
+    models = [{"event_type": "bootstrap", "version": "v0001", "metrics": {"overall": 0.62}, "created_at": 1},
+              cycle_event("candidate", "v0002", 0, 0.72, 0.10, 10),
+              {"event_type": "rollout_started", "version": "v0002", "base_model": "v0001", "created_at": 11},
+              {"event_type": "rollout_promote", "version": "v0002", "base_model": "v0001", "created_at": 12},
+              cycle_event("candidate", "v0003", 1, 0.70, -0.02, 20),  # worse, yet the trainer's gate let it through
+              {"event_type": "rollout_rollback", "version": "v0003", "base_model": "v0002", "created_at": 22},
+              cycle_event("rejected", "v0004", 2, 0.71, -0.01, 30)]
+    # given out of order: the report sorts by window and by creation time
+    return build([ready(2, 1300, 3000, 1900), ready(0, 900, 2000, 1200), ready(1, 1100, 2500, 1500), ready(3, 1200, 2600, 1700)],
+                 models, [5, 6, W + 1], {("v0001", 0): (200, 120), ("v0002", W): (300, 210), ("v0001", W): (100, 60)}, W)
+
+
+def test_cycles_carry_quality_delta_rollout_and_phase():
+    v = velocity()
+    assert [c.dataset_id for c in v.cycles] == ["ds-0", "ds-1", "ds-2", "ds-3"]
+    c1, c2, c3, c4 = v.cycles
+    assert (c1.cycle, c1.collected, c1.passed, c1.records, c1.reviewed) == (1, 2000, 1200, 900, 2)
+    assert c1.pass_rate == 0.6 and c1.quality == 0.72 and c1.delta == 0.10 and c1.time_to_improvement_s == 20 * 86400
+    assert c1.rollout == "promoted" and c1.production_quality == 0.72 and c1.phase == "bootstrap"
+    assert c2.rollout == "rolled_back" and c2.production_quality == 0.72  # production stayed v0002
+    assert c3.outcome == "rejected" and c3.rollout == "" and c3.production_quality == 0.72
+    assert c4.outcome == "pending" and c4.quality is None and c4.phase == "bootstrap"
+    assert v.production == "v0002" and v.production_quality == 0.72 and v.phase == "bootstrap"
+    assert v.cold_start == {"version": "v0001", "quality": 0.62}
+    assert v.acceptance["v0001"] == [(0, 0.6, 200), (W, 0.6, 100)] and v.acceptance["v0002"] == [(W, 0.7, 300)]
+    assert v.diagnosis == ["quality flat: no positive delta in the last two cycles"]
+
+
+def test_text_json_and_page():
+    v = velocity()
+    text = render.text(v)
+    assert "phase bootstrap, production v0002 (golden 72.0%)" in text and "cold start: v0001 at 62.0%" in text
+    row = next(line for line in text.splitlines() if line.strip().startswith("1 "))
+    assert "2,000" in row and "60.0%" in row and "+10.0" in row and "20.0d" in row and "promoted" in row
+    assert "quality flat" in text
+    data = json.loads(json.dumps(v.to_dict()))
+    assert data["cycles"][0]["pass_rate"] == 0.6 and data["acceptance"]["v0002"][0]["acceptance"] == 0.7
+    page = render.page(v)
+    assert page.count("<svg") == 4 and page.count("<polyline") >= 7
+    assert all(t in page for t in ("Golden-set quality per cycle", "Data volume per cycle", "Gate pass rate per cycle",
+                                   "Acceptance per model version"))
+    # the quality plot's candidate line has one point per trained cycle, highest quality highest on the page
+    quality_svg = page[page.index("Golden-set quality"):page.index("</svg>", page.index("Golden-set quality"))]
+    first = re.search(r'<polyline[^>]*points="([^"]+)"', quality_svg).group(1).split()
+    ys = [float(p.split(",")[1]) for p in first]
+    assert len(ys) == 3 and ys[0] == min(ys)  # 0.72 at cycle 1 is the top point (SVG y grows downward)
+
+
+def test_an_empty_flywheel_reports_the_cold_start():
+    v = build([], [], [], {}, W)
+    assert v.phase == "cold_start" and "no sealed datasets yet" in render.text(v)
+    assert "no data yet" in render.page(v)
