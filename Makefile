@@ -1,9 +1,12 @@
-# Two commands on a fresh machine: `make run` (the flywheel on the embedded default) and `make test`.
-.PHONY: run test unit bench setup
+# Two commands on a fresh machine: `make run` (the whole flywheel, demonstrated on the embedded default) and `make test`.
+.PHONY: run up test unit bench setup
 setup:
 	@scripts/bootstrap.sh
 
 run: setup
+	HF_HUB_OFFLINE=1 .venv/bin/flywheel demo
+
+up: setup
 	.venv/bin/flywheel up
 
 test: setup

@@ -56,6 +56,15 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--no-datasets", action="store_true", help="do not run the dataset builder beside the worker")
     up.add_argument("--no-trainer", action="store_true", help="do not run the trainer beside the worker")
 
+    demo = sub.add_parser("demo", help="the whole loop on one machine: weeks of simulated traffic, model improving cycle by cycle")
+    demo.add_argument("--weeks", type=_positive_int, default=8, help="weeks of event time to simulate (default 8)")
+    demo.add_argument("--small", action="store_true", help="a short, light run (fewer requests a day): the CI mode")
+    demo.add_argument("--requests-per-day", type=_positive_int, default=None, metavar="N", help="default 500 (200 with --small)")
+    demo.add_argument("--seed", type=int, default=0, help="makes the run repeatable")
+    demo.add_argument("--json", action="store_true", help="print the result as JSON instead of the table")
+    demo.add_argument("--report", default=None, metavar="FILE", help="where to write the HTML report (default: in the data dir)")
+    demo.add_argument("--data-dir", default=None, help="a fresh directory for the run (default: a new temporary one)")
+
     sub.add_parser("worker", help="run a stream worker against FLYWHEEL_KAFKA_BOOTSTRAP")
 
     topics = sub.add_parser("topics", help="topic administration")
@@ -217,6 +226,8 @@ def _run(args, settings: Settings) -> int:
             else:
                 _worker(live)
         return 0
+    if args.command == "demo":
+        return _demo(args, settings)
     if args.command == "worker":
         settings.broker_url  # a clear error when unset
         _worker(settings)
@@ -505,6 +516,35 @@ def _rollout(args, settings: Settings) -> int:
     _announce_model_event(settings, event)
     print(json.dumps({"action": args.rollout_command, "event": event.event_type, "candidate": event.version,
                       "incumbent": event.base_model}, sort_keys=True))
+    return 0
+
+
+def _demo(args, settings: Settings) -> int:
+    import logging
+    import tempfile
+
+    from flywheel.demo.run import run
+    from flywheel.demo.traffic import DemoSpec
+    from flywheel.embedded import free_port
+
+    logging.basicConfig(level=logging.WARNING)  # the services log to files; the demo prints its table
+    per_day = args.requests_per_day or (200 if args.small else 500)
+    try:
+        spec = DemoSpec(weeks=args.weeks, requests_per_day=per_day, seed=args.seed).check()
+    except ValueError as exc:
+        print(f"flywheel: error: {exc}", file=sys.stderr)
+        return 2
+    data_dir = args.data_dir or tempfile.mkdtemp(prefix="flywheel-demo-")
+    # its own ports, so a `flywheel up` on this machine does not get in the way
+    demo_settings = settings.replace(data_dir=data_dir, app_id=f"demo-{args.seed}", metrics_port=free_port(),
+                                     review_port=free_port(), datasets_metrics_port=free_port(),
+                                     trainer_metrics_port=free_port(), kafka_bootstrap="",
+                                     dataset_store=str(Path(data_dir) / "datasets"))
+    try:
+        run(demo_settings, spec, as_json=args.json, report_path=args.report)
+    except (ValueError, TimeoutError) as exc:
+        print(f"flywheel: error: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 

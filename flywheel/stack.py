@@ -62,11 +62,12 @@ def _die_with_parent() -> None:
 
 
 @contextmanager
-def service(settings: Settings, name: str, *argv: str) -> Iterator[subprocess.Popen]:
+def service(settings: Settings, name: str, *argv: str, log_path: Path | None = None) -> Iterator[subprocess.Popen]:
     """A `flywheel` service (the review page, the dataset builder) in a child process beside the
-    worker, stopped with it."""
+    worker, stopped with it; its output goes to `log_path` when given."""
+    out = open(log_path, "ab") if log_path is not None else None
     proc = subprocess.Popen([sys.executable, "-m", "flywheel.cli", *argv], env={**os.environ, **settings.to_env()},
-                            preexec_fn=_die_with_parent)
+                            preexec_fn=_die_with_parent, stdout=out, stderr=subprocess.STDOUT if out else None)
     log.info(f"{name} started", extra={"pid": proc.pid, "command": " ".join(argv)})
     stopping = threading.Event()
 
@@ -87,3 +88,5 @@ def service(settings: Settings, name: str, *argv: str) -> Iterator[subprocess.Po
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+        if out is not None:
+            out.close()

@@ -20,6 +20,9 @@ CAPITALS = {"France": "Paris", "Spain": "Madrid", "Italy": "Rome", "Germany": "B
             "Canada": "Ottawa", "Egypt": "Cairo", "Peru": "Lima", "Kenya": "Nairobi", "Norway": "Oslo",
             "Greece": "Athens", "Chile": "Santiago", "Austria": "Vienna", "Poland": "Warsaw", "Cuba": "Havana",
             "Ireland": "Dublin"}
+CURRENCIES = {"France": "euro", "Spain": "euro", "Italy": "euro", "Germany": "euro", "Japan": "yen", "Canada": "dollar",
+              "Egypt": "pound", "Peru": "sol", "Kenya": "shilling", "Norway": "krone", "Greece": "euro", "Chile": "peso",
+              "Austria": "euro", "Poland": "zloty", "Cuba": "peso", "Ireland": "euro"}
 PRODUCTS = ("router", "printer", "laptop", "headset", "camera", "monitor", "keyboard", "tablet", "speaker", "watch")
 
 
@@ -47,6 +50,13 @@ TASKS: dict[str, Task] = {
                     ("My {x} does not start.",),
                     lambda: PRODUCTS, lambda x: f"Hold the {x} power button for ten seconds, then plug it in again.",
                     scorer="contains"),
+    # the long tail: rare in traffic and absent from a cold start on the three above, so only production
+    # traffic (corrections) can teach it
+    "currency": Task("currency",
+                     ("What currency is used in {x}?", "Which currency do people pay with in {x}?",
+                      "Name the currency of {x}."),
+                     ("What is the currency of {x}?",),
+                     lambda: tuple(CURRENCIES), lambda x: CURRENCIES[x]),
 }
 
 
