@@ -13,12 +13,10 @@ evaluation of models trained on datasets the real pipeline built.
 from __future__ import annotations
 
 import json
-import logging
 import random
 import sys
 import time
 from contextlib import ExitStack
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -26,8 +24,6 @@ from confluent_kafka import Consumer, TopicPartition
 
 from flywheel.demo.traffic import DemoSpec, Request, is_right, reaction, requests_for_day
 from flywheel.settings import DAY_MS, Settings
-
-log = logging.getLogger("flywheel.demo")
 
 WEEK_MS = 7 * DAY_MS
 EPOCH_MS = (1_767_225_600_000 // WEEK_MS) * WEEK_MS  # event time starts on a window boundary (early 2026)
@@ -51,16 +47,6 @@ def demo_policy(spec: DemoSpec):
         guards={"actions": {"action_mix_shift": (), "pass_rate_shift": ()}},
         trainer={"max_task_regression": 0.07},  # one golden item of 16 per task type is noise, not a regression
     )
-
-
-@dataclass
-class Progress:
-    day: int = 0
-    requests: int = 0
-    cycles: list = field(default_factory=list)
-    production: str = ""
-    candidate: str = ""
-    weight: float = 0.0
 
 
 class Topics:
@@ -188,7 +174,6 @@ def run(settings: Settings, spec: DemoSpec, out: TextIO = sys.stdout, as_json: b
         app = App(registry, policy.trainer.max_new_tokens)
         rng = random.Random(spec.seed)
         truth: dict[str, Request] = {}
-        progress = Progress(production=boot.version)
         reported: set[str] = set()
         sent = 0
         peek = Consumer({"bootstrap.servers": s.broker_url, "group.id": f"{s.app_id}-demo-peek"})
@@ -271,7 +256,6 @@ def run(settings: Settings, spec: DemoSpec, out: TextIO = sys.stdout, as_json: b
                     wait(lambda: _rollout_saw(r, s, out_event["version"]), 60, "the rollout to take the candidate")
             show_cycles()
             routing = assigner.routing()
-            progress.day, progress.requests = day + 1, sent
             if tty:
                 out.write(f"\r\033[Kweek {day // 7 + 1}/{spec.weeks} day {day % 7 + 1} | {sent:,} requests | "
                           f"production {routing.production or '-'}"
