@@ -46,8 +46,8 @@ def test_sampler_queues_prioritised_items_once_and_survives_kill(review_settings
     s = review_settings
     create_topics(s)
     codec = Codec()
-    passed = [candidate(i, "corrected" if i % 10 == 0 else "accepted") for i in range(1000)]
-    rare = [candidate(1000 + i, task="rare") for i in range(20)]  # 2 % of traffic: the long tail
+    passed = [candidate(i, "corrected" if i % 10 == 0 else "accepted") for i in range(1500)]  # room under the 10 % ceiling
+    rare = [candidate(5000 + i, task="rare") for i in range(20)]  # 1.3 % of traffic: the long tail
     audit = [candidate(2000 + i, reasons=["low_quality"]) for i in range(300)]
     toxic = [candidate(3000 + i, reasons=["toxic"]) for i in range(100)]
 

@@ -197,7 +197,7 @@ def test_a_dataset_holding_a_golden_prompt_is_refused_with_its_reason(tr_setting
 def test_a_crash_in_the_middle_of_training_restarts_the_cycle(tr_settings, tmp_path):
     s = tr_settings
     cold_start(s)
-    write_dataset(s, "ds-crash", synthetic.generate(3000, ["qa"], seed=7))
+    write_dataset(s, "ds-crash", synthetic.generate(1500, ["qa"], seed=7))
     announce(s, "ds-crash")
     env = {**os.environ, **settings_env(s), "FLYWHEEL_LOG_LEVEL": "INFO", "HF_HUB_OFFLINE": "1"}
     log1 = tmp_path / "first.log"
@@ -214,7 +214,7 @@ def test_a_crash_in_the_middle_of_training_restarts_the_cycle(tr_settings, tmp_p
     second = subprocess.Popen([sys.executable, "-m", "flywheel.cli", "trainer"], env=env, stdout=open(log2, "wb"),
                               stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        wait_for(lambda: len(models_events(s)) >= 1, 300, what="the restarted cycle's event")
+        wait_for(lambda: len(models_events(s)) >= 1, 600, what="the restarted cycle's event")
     finally:
         os.killpg(second.pid, signal.SIGTERM)
         second.wait(30)
