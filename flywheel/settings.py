@@ -88,6 +88,7 @@ class Settings:
     dataset_store: str = field(default="", metadata={"doc": "Where sealed datasets are written: a directory or any fsspec URL (s3://, gs://, ...); empty: <data_dir>/datasets"})
     datasets_metrics_port: int = field(default=9465, metadata={"doc": "The dataset builder's /metrics port; 0 disables"})
     seal_workers: int = field(default=0, metadata={"doc": "Processes that decode and write a window's partitions in parallel when it is sealed; 0: one per CPU core (at most one per partition)"})
+    seal_spool: str = field(default="", metadata={"doc": "Local directory where the dataset builder keeps each open window's candidates as it reads them, so a seal reads files, not the log (about the window's size on disk); empty: <data_dir>/seal-spool/<app_id>"})
     idle_partition_ms: int = field(default=30_000, metadata={"doc": "Wall time a candidate partition must be caught up and silent before it stops holding dataset windows back"})
     # the trainer
     model_store: str = field(default="", metadata={"doc": "Directory of versioned model directories; empty: <data_dir>/models"})
@@ -124,6 +125,10 @@ class Settings:
     @property
     def datasets_url(self) -> str:
         return self.dataset_store or f"{self.data_dir}/datasets"
+
+    @property
+    def seal_spool_dir(self) -> str:
+        return self.seal_spool or f"{self.data_dir}/seal-spool/{self.app_id}"
 
     @property
     def models_dir(self) -> str:

@@ -273,6 +273,9 @@ class DatasetMetrics:
                                  "Events that came after the last sealed window's boundary (counted, never mixed in).", registry=r)
         self.seal_seconds = Histogram("flywheel_datasets_seal_seconds", "Time to seal one window (read, write, publish, announce).",
                                       buckets=(0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600), registry=r)
+        self.seal_reads = Counter("flywheel_datasets_seal_partitions_total", "Partitions a seal read, by where from (spool: the "
+                                  "builder's local copy of the window; log: the broker, when the copy was not complete).",
+                                  ["source"], registry=r)
         self.erasures = Counter("flywheel_datasets_erasures_total", "Erasure requests recorded.", registry=r)
         self.lag = Gauge("flywheel_consumer_lag_messages", "Gate decisions on the topics not yet read by the dataset builder "
                          "(the pipeline's last stage: a growing lag is a stalled pipeline), by topic (passed, rejected).",
@@ -293,6 +296,8 @@ class DatasetMetrics:
         m = result.manifest
         self.sealed_total.inc()
         self.seal_seconds.observe(seconds)
+        self.seal_reads.labels("spool").inc(result.from_spool)
+        self.seal_reads.labels("log").inc(result.from_log)
         for split, n in m["counts"]["split"].items():
             self.records.labels(split).set(n)
         days = max(1, m["window"]["days"])

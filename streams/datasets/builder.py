@@ -1,10 +1,13 @@
 """Sealing one window: the log between recorded offsets in, a reproducible dataset directory out.
 
 Memory stays bounded because nothing is held per record but a few small numbers: pass 1 reads the
-window's candidates and records each SFT candidate's dedupe key, task type and base priority
-(`content.OfferLog`, 20 bytes a record); when the window's statistics are complete, the selection
+window's candidates once (from the builder's local spool of the window when it is complete, else
+from the log: `spool.py`), records each SFT candidate's dedupe key, task type and base priority
+(`content.OfferLog`, 20 bytes a record), and writes each record, built but for the window's part of
+its priority, to a local scratch file; when the window's statistics are complete, the selection
 (duplicates, per-task caps, top K, with the window's part of the priority: changed behaviour, rare
-task types) is decided; pass 2 reads the same offsets again and writes what was kept.
+task types) is decided; pass 2 reads the scratch file and writes what was kept. Each candidate is
+decoded once.
 
 Both passes run one partition per task, over a pool of processes (`seal_workers`, one per core by
 default): decoding is the cost, and one Python thread decodes at most one core's worth. The
@@ -21,7 +24,10 @@ import functools
 import hashlib
 import json
 import logging
+import marshal
 import os
+import shutil
+import struct
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -33,7 +39,7 @@ from confluent_kafka import Consumer, TopicPartition
 from flywheel.settings import Settings
 from schemas.codec import Codec, DecodeError
 from schemas.records import TrainingCandidate
-from streams.datasets import content
+from streams.datasets import content, spool
 from streams.datasets.store import DatasetStore, ShardWriter, dataset_id as make_dataset_id, manifest_json, user_hash
 from streams.datasets.windows import WindowSpan
 from streams.gate.policy import DatasetPolicy, GatePolicy
@@ -41,7 +47,7 @@ from streams.join.labels import pair_regenerations
 
 log = logging.getLogger("flywheel.datasets")
 
-BUILDER_VERSION = "2"  # 2: one shard series per partition
+BUILDER_VERSION = "3"  # 2: one shard series per partition; 3: deflate level 1
 REGENERATED = "regenerated"
 
 
@@ -116,6 +122,8 @@ class SealResult:
     uri: str
     manifest: dict
     written: bool  # False when the dataset existed already (a re-run after a crash)
+    from_spool: int = 0  # partitions pass 1 read from the builder's spool
+    from_log: int = 0  # partitions it read from the log (no complete spool)
 
 
 # -- one partition's share of a seal (runs in a pool process; everything it gets is picklable) --------
@@ -132,6 +140,9 @@ class PartitionRead:
     start_ms: int
     end_ms: int
     inputs: SealInputs
+    spool: str = ""  # the builder's local copy of the span's members, used when complete
+    members: int = -1  # how many members the window clock counted in the span
+    scratch: str = ""  # where pass 1 leaves the partition's records for pass 2
 
 
 @dataclass
@@ -143,6 +154,7 @@ class PartitionFacts:
     offers: content.OfferLog
     dropped: dict[str, int]
     pair_facts: list[TrainingCandidate]
+    spooled: bool = False  # read from the spool, not the log
 
 
 @dataclass(frozen=True)
@@ -173,12 +185,30 @@ def _process_codec() -> Codec:
     return Codec()
 
 
-def read_candidates(reader: LogReader, codec: Codec, job: PartitionRead) -> Iterator[TrainingCandidate]:
+def spooled(job: PartitionRead) -> bool:
+    """Whether the builder's spool holds exactly the span's members (else the log is read)."""
+    return spool.complete(job.spool, job.first, job.stop, job.members)
+
+
+def read_candidates(codec: Codec, job: PartitionRead, from_spool: bool) -> Iterator[TrainingCandidate]:
     """The window's candidates of one partition, in offset order; ones that do not decode are skipped
     (the gate wrote them; one that does not decode was dead-lettered upstream)."""
-    for m in reader.read(job.topic, job.partition, job.first, job.stop):
+    if from_spool:
+        frames: Iterable[tuple[bytes, Mapping[str, bytes]]] = ((value, headers or {}) for _, value, headers in spool.read(job.spool))
+        yield from _decoded(codec, job, frames)
+        return
+    reader = LogReader(job.settings)
+    try:
+        yield from _decoded(codec, job, ((m.value() or b"", message_headers(m))
+                                         for m in reader.read(job.topic, job.partition, job.first, job.stop)))
+    finally:
+        reader.close()
+
+
+def _decoded(codec: Codec, job: PartitionRead, frames: Iterable[tuple[bytes, Mapping[str, bytes]]]) -> Iterator[TrainingCandidate]:
+    for value, headers in frames:
         try:
-            c = TrainingCandidate.from_dict(codec.decode("candidate", m.value() or b"", message_headers(m)))
+            c = TrainingCandidate.from_dict(codec.decode("candidate", value, headers))
         except (DecodeError, TypeError):
             continue
         if job.start_ms <= c.timestamp < job.end_ms:
@@ -202,29 +232,51 @@ def admitted(c: TrainingCandidate, inputs: SealInputs, seen: set[int], dropped: 
     return True
 
 
-def observe_partition(job: PartitionRead, pair_keys: frozenset[str] = frozenset(), codec: Codec | None = None) -> PartitionFacts:
-    """Pass 1 of one partition of the passed topic."""
+def observe_partition(job: PartitionRead, pair_keys: frozenset[str] = frozenset(), validation_share: float = 0.0,
+                      codec: Codec | None = None) -> PartitionFacts:
+    """Pass 1 of one partition of the passed topic: statistics and offers, and the partition's
+    records (built but for the window's part of their priority) into its scratch file."""
     codec = codec or _process_codec()
     stats, offers, dropped, facts, seen = content.WindowStats(), content.OfferLog(), {}, [], set()
-    reader = LogReader(job.settings)
-    try:
-        for c in read_candidates(reader, codec, job):
+    from_spool = spooled(job)
+    if job.spool and not from_spool:
+        log.warning("spool incomplete, reading the log", extra={"topic": job.topic, "partition": job.partition})
+    entry = struct.Struct("<I")
+    with open(job.scratch, "wb", buffering=spool.BUFFER) as scratch:
+        for c in read_candidates(codec, job, from_spool):
             if not admitted(c, job.inputs, seen, dropped):
                 continue
             stats.add(c)
             offers.add(c)  # a few numbers per record; the window's part of the priority comes at finish
+            successor = None
             if c.pair_key in pair_keys:
                 facts.append(_pairing_facts(c))
-    finally:
-        reader.close()
-    return PartitionFacts(job.partition, stats, offers, dropped, facts)
+                successor = c.to_dict()  # may answer a regeneration: pass 2 may make a pair of it
+            sft = content.sft_base_record(c, validation_share)
+            pref = content.preference_base_record(c, validation_share)
+            if sft is None and pref is None and successor is None:
+                continue
+            payload = marshal.dumps((c.request_id, sft, pref, successor, c.task_type or "-", c.user_action, c.label or "-",
+                                     user_hash(c.user_id), c.timestamp))
+            scratch.write(entry.pack(len(payload)))
+            scratch.write(payload)
+    return PartitionFacts(job.partition, stats, offers, dropped, facts, from_spool)
 
 
-def write_partition(plan: PartitionPlan, codec: Codec | None = None) -> PartitionOutput:
+def _scratch_entries(path: str) -> Iterator[tuple]:
+    entry = struct.Struct("<I")
+    with open(path, "rb", buffering=spool.BUFFER) as f:
+        while True:
+            head = f.read(entry.size)
+            if not head:
+                return
+            yield marshal.loads(f.read(entry.unpack(head)[0]))
+
+
+def write_partition(plan: PartitionPlan) -> PartitionOutput:
     """Pass 2 of one partition: its records, into its own shards, in offset order."""
     import fsspec
 
-    codec = codec or _process_codec()
     job, p = plan.read, plan.policy
     vs = p.validation_share
     fs = fsspec.core.url_to_fs(plan.store_url)[0]
@@ -232,7 +284,7 @@ def write_partition(plan: PartitionPlan, codec: Codec | None = None) -> Partitio
     counts: dict[str, dict[str, int]] = {"split": {}, "task_type": {}, "user_action": {}, "label": {}}
     users: set[str] = set()
     first_event_time = None
-    seen: set[int] = set()
+    context: dict = {}  # the window's part of the priority, per (task type, model version)
 
     def writer(kind: str, split: str, bucket: int | None) -> ShardWriter:
         name = split if bucket is None else f"{split}-b{bucket:02d}"
@@ -245,41 +297,38 @@ def write_partition(plan: PartitionPlan, codec: Codec | None = None) -> Partitio
     def count(group: str, value: str) -> None:
         counts[group][value] = counts[group].get(value, 0) + 1
 
-    reader = LogReader(job.settings)
     try:
-        for c in read_candidates(reader, codec, job):
-            if not admitted(c, job.inputs, seen, {}):
-                continue
+        for request_id, sft, pref, successor, task_type, user_action, label, user, timestamp in _scratch_entries(job.scratch):
             wrote = False
-            sft = content.sft_record(c, plan.stats, vs)
-            if sft is not None and content.tie_hash(c.request_id) in plan.kept:
+            if sft is not None and content.tie_hash(request_id) in plan.kept:
+                sft = content.with_context(sft, plan.stats, context)
                 bucket = content.curriculum_bucket(sft["difficulty"], p.curriculum_buckets) if p.curriculum else None
                 writer("sft", sft["split"], bucket).add(sft, content.chat_sft(sft))
                 count("split", f"sft.{sft['split']}")
                 wrote = True
-            pref = content.preference_record(c, plan.stats, vs)
             if pref is not None:
+                pref = content.with_context(pref, plan.stats, context)
                 writer("preference", pref["split"], None).add(pref, content.chat_preference(pref))
                 count("split", f"preference.{pref['split']}")
                 wrote = True
-            if c.request_id in plan.pairs:
-                rp = content.regeneration_pair_record(plan.pairs[c.request_id], c, plan.stats, vs)
+            if successor is not None and request_id in plan.pairs:
+                rp = content.regeneration_pair_record(plan.pairs[request_id], TrainingCandidate.from_dict(successor),
+                                                      plan.stats, vs)
                 if rp is not None:
                     writer("preference", rp["split"], None).add(rp, content.chat_preference(rp))
                     count("split", f"preference.{rp['split']}")
                     wrote = True
             if wrote:
-                count("task_type", c.task_type or "-")
-                count("user_action", c.user_action)
-                count("label", c.label or "-")
-                users.add(user_hash(c.user_id))
-                first_event_time = c.timestamp if first_event_time is None else min(first_event_time, c.timestamp)
+                count("task_type", task_type)
+                count("user_action", user_action)
+                count("label", label)
+                users.add(user)
+                first_event_time = timestamp if first_event_time is None else min(first_event_time, timestamp)
         shards = []
         for (kind, name) in sorted(writers):
             for entry in writers.pop((kind, name)).close():
                 shards.append({**entry, "kind": kind, "split": name, "partition": job.partition})
     finally:
-        reader.close()
         for w in writers.values():
             w.abort()
     return PartitionOutput(job.partition, shards, counts, users, first_event_time)
@@ -296,13 +345,16 @@ class WindowBuilder:
         wanted = self.settings.seal_workers or os.cpu_count() or 1
         return max(1, min(wanted, partitions))
 
-    def _jobs(self, span: WindowSpan, topic: str, inputs: SealInputs) -> list[PartitionRead]:
+    def _jobs(self, span: WindowSpan, topic: str, inputs: SealInputs, scratch: str = "") -> list[PartitionRead]:
         jobs = []
+        copies = spool.WindowSpool(self.settings.seal_spool_dir)
         for source in sorted(span.spans, key=lambda s: parse_source(s)[1]):
             t, partition = parse_source(source)
             if t == topic:
                 first, stop = span.spans[source]
-                jobs.append(PartitionRead(self.settings, t, partition, first, stop, span.start_ms, span.end_ms, inputs))
+                jobs.append(PartitionRead(self.settings, t, partition, first, stop, span.start_ms, span.end_ms, inputs,
+                                          copies.path(span.index, source), span.source_members.get(source, -1),
+                                          os.path.join(scratch, f"p{partition:05d}.records") if scratch else ""))
         return jobs
 
     # -- sealing -----------------------------------------------------------------------------------
@@ -313,28 +365,30 @@ class WindowBuilder:
         if self.store.exists(ds_id):
             return SealResult(ds_id, self.store.uri(ds_id), self.store.manifest(ds_id), False)
         started = time.perf_counter()
-        jobs = self._jobs(span, self.settings.topic_passed, inputs)
+        scratch = os.path.join(self.settings.seal_spool_dir, f".seal-{ds_id}")  # local, whatever the store is
+        shutil.rmtree(scratch, ignore_errors=True)
+        os.makedirs(scratch)
+        jobs = self._jobs(span, self.settings.topic_passed, inputs, scratch)
         workers = self.workers(len(jobs))
-        if workers > 1:
-            # spawn, not fork: the service holds librdkafka clients whose threads a fork would not copy
-            with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
-                manifest = self._write(span, inputs, ds_id, offsets, jobs, pool.map)
-        else:
-            manifest = self._write(span, inputs, ds_id, offsets, jobs,
-                                   lambda fn, js: map(functools.partial(fn, codec=self.codec), js))
+        try:
+            if workers > 1:
+                # spawn, not fork: the service holds librdkafka clients whose threads a fork would not copy
+                with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+                    manifest, spooled = self._write(span, inputs, ds_id, offsets, jobs, pool.map)
+            else:
+                manifest, spooled = self._write(span, inputs, ds_id, offsets, jobs, map)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
         self.store.publish(ds_id)
         log.info("dataset sealed", extra={"dataset_id": ds_id, "window_start": span.start_ms, "records": manifest["counts"]["records"],
-                                          "seconds": round(time.perf_counter() - started, 2), "workers": workers})
-        return SealResult(ds_id, self.store.uri(ds_id), manifest, True)
+                                          "seconds": round(time.perf_counter() - started, 2), "workers": workers,
+                                          "from_spool": spooled, "partitions": len(jobs)})
+        return SealResult(ds_id, self.store.uri(ds_id), manifest, True, spooled, len(jobs) - spooled)
 
     def _rejected(self, span: WindowSpan, inputs: SealInputs) -> Iterator[TrainingCandidate]:
         """The window's rejected candidates (regenerations are rejected: no SFT label), read in this process."""
-        reader = LogReader(self.settings)
-        try:
-            for job in self._jobs(span, self.settings.topic_rejected, inputs):
-                yield from read_candidates(reader, self.codec, job)
-        finally:
-            reader.close()
+        for job in self._jobs(span, self.settings.topic_rejected, inputs):
+            yield from read_candidates(self.codec, job, spooled(job))
 
     def _regenerations(self, span: WindowSpan, inputs: SealInputs) -> dict[str, list[TrainingCandidate]]:
         """pair_key -> text-free stand-ins of the window's regenerated (rejected) candidates."""
@@ -348,7 +402,7 @@ class WindowBuilder:
         return {c.request_id: c.response for c in self._rejected(span, inputs) if c.request_id in wanted}
 
     def _write(self, span: WindowSpan, inputs: SealInputs, ds_id: str, offsets: dict, jobs: list[PartitionRead],
-               run: Callable[[Callable, Iterable], Iterator]) -> dict:
+               run: Callable[[Callable, Iterable], Iterator]) -> tuple[dict, int]:
         p = self.policy.datasets
 
         # pass 1: statistics, the selection's facts, regeneration candidates (no texts kept)
@@ -357,7 +411,10 @@ class WindowBuilder:
         selection = content.Selection(p)
         dropped: dict[str, int] = {}
         ties_of: dict[int, Any] = {}
-        for part in run(functools.partial(observe_partition, pair_keys=frozenset(pair_facts)), jobs):
+        spooled = 0
+        for part in run(functools.partial(observe_partition, pair_keys=frozenset(pair_facts), validation_share=p.validation_share),
+                        jobs):
+            spooled += part.spooled
             stats.merge(part.stats)
             selection.offer_log(part.offers)
             ties_of[part.partition] = part.offers.ties
@@ -420,7 +477,7 @@ class WindowBuilder:
         }
         with fs.open(f"{staging}/manifest.json", "wb") as f:
             f.write(manifest_json(manifest))
-        return manifest
+        return manifest, spooled
 
 
 def _pairing_facts(c: TrainingCandidate) -> TrainingCandidate:

@@ -1,10 +1,10 @@
 """What a sealed window's records are: splits, dedupe, difficulty, priority, selection, formats (pure).
 
-No I/O in here. The builder reads a window's candidates twice from the log: pass 1 feeds
-`WindowStats.add` and `Selection.offer` (a few small numbers per record), pass 2 builds the records
-with `sft_record` / `preference_record` / `regeneration_pair_record`, asks `Selection.keep`, and
-writes them. Every function is deterministic: the same candidates in the same log order give the
-same records.
+No I/O in here. The builder reads a window's candidates once: pass 1 feeds `WindowStats.add` and
+`Selection.offer` (a few small numbers per record) and builds each record without the window's
+part of its priority (`sft_base_record`, `preference_base_record`); pass 2, once the statistics
+are complete, adds that part (`with_context`), asks `Selection.keep`, and writes the records. Every function
+is deterministic: the same candidates in the same log order give the same records.
 
 Records carry no user ids and no session ids: the builder keeps a separate index of hashed user
 ids per dataset, which is what erasure looks up.
@@ -273,10 +273,17 @@ def sft_record(c: TrainingCandidate, stats: WindowStats, validation_share: float
     """The SftRecord (schemas/avro/sft_record.v1.avsc) of an SFT-labelled candidate, or None.
 
     `policy_version` defaults to the stamp the gate left on the candidate."""
+    record = sft_base_record(c, validation_share, policy_version)
+    return None if record is None else with_context(record, stats)
+
+
+def sft_base_record(c: TrainingCandidate, validation_share: float, policy_version: str | None = None) -> dict | None:
+    """`sft_record` with only the record's own part of the priority: what can be built before the
+    window's statistics are complete (`with_context` adds the rest)."""
     target = sft_target(c)
     if target is None:
         return None
-    p, reasons = priority(c, stats)
+    p, reasons = base_priority(c)
     return {
         "request_id": c.request_id,
         "prompt": c.prompt,
@@ -295,6 +302,22 @@ def sft_record(c: TrainingCandidate, stats: WindowStats, validation_share: float
     }
 
 
+def with_context(record: dict, stats: WindowStats, cache: dict | None = None) -> dict:
+    """A base record (`sft_base_record`, `preference_base_record`) with the window's part of its
+    priority added: the same as building it with `priority`. `cache` keeps that part per (task
+    type, model version) across calls with the same complete statistics."""
+    key = (record["task_type"], record["model_version"])
+    context = None if cache is None else cache.get(key)
+    if context is None:
+        context = context_priority(key[0], key[1], stats)
+        if cache is not None:
+            cache[key] = context
+    x, reasons = context
+    record["priority"] = float(record["priority"] + x)
+    record["priority_reasons"] = record["priority_reasons"] + reasons
+    return record
+
+
 def _pair_ok(prompt: Any, chosen: Any, rejected: Any) -> bool:
     return (all(isinstance(t, str) and t.strip() for t in (prompt, chosen, rejected))
             and normalise_text(chosen) != normalise_text(rejected))
@@ -304,9 +327,15 @@ def preference_record(c: TrainingCandidate, stats: WindowStats, validation_share
                       policy_version: str | None = None) -> dict | None:
     """The PreferenceRecord of a candidate that carries a pair (a correction: chosen = the correction,
     rejected = the response), or None: no pair, an empty side, or both sides the same text."""
+    record = preference_base_record(c, validation_share, policy_version)
+    return None if record is None else with_context(record, stats)
+
+
+def preference_base_record(c: TrainingCandidate, validation_share: float, policy_version: str | None = None) -> dict | None:
+    """`preference_record` with only the record's own part of the priority (see `sft_base_record`)."""
     if not _pair_ok(c.prompt, c.pair_chosen, c.pair_rejected):
         return None
-    p, reasons = priority(c, stats)
+    p, reasons = base_priority(c)
     return {
         "request_id": c.request_id,
         "prompt": c.prompt,

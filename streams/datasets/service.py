@@ -27,8 +27,9 @@ from schemas.codec import Codec, DecodeError
 from schemas.records import DatasetReady, ErasureRequest, TrainingCandidate
 from streams.datasets.builder import SealInputs, SealResult, WindowBuilder, erased_forms, read_gold, source_name
 from streams.datasets.builder import message_headers as _headers
+from streams.datasets.spool import WindowSpool
 from streams.datasets.store import DatasetStore
-from streams.datasets.windows import WindowClock
+from streams.datasets.windows import MEMBER, WindowClock
 from streams.gate.policy import GatePolicy
 from streams.guards.store import read_hold
 
@@ -49,6 +50,7 @@ class DatasetService:
         self.metrics = metrics
         self.codec = codec or Codec()
         self.builder = WindowBuilder(settings, policy, store, self.codec)
+        self.spool = WindowSpool(settings.seal_spool_dir)
         self.state_key = f"{settings.app_id}:datasets:state"
         self.erased_key = f"{settings.app_id}:datasets:erased"
         self.window_ms = policy.datasets.window_days * DAY_MS
@@ -103,10 +105,12 @@ class DatasetService:
             for p in md.partitions:
                 assignment.append(TopicPartition(self.settings.topic_erasure, p, self.erasure_positions.get(p, 0)))
         self.consumer.assign(assignment)
+        self.spool.resume(self.clock.pending(), self.clock.positions())
         now = time.monotonic()
         self._last_seen = {s: now for s in sources}
 
     def save(self) -> None:
+        self.spool.flush()  # the spool holds at least what the saved positions say was read
         self.redis.set(self.state_key, json.dumps({"clock": self.clock.to_json(), "erasure": self.erasure_positions}))
 
     # -- the loop --------------------------------------------------------------------------------------
@@ -127,11 +131,14 @@ class DatasetService:
                 continue
             source = source_name(m.topic(), m.partition())
             self._last_seen[source] = now
-            event_time = self._event_time(m)
+            headers = _headers(m)
+            event_time = self._event_time(m, headers)
             if event_time is None:
                 self.clock.skip(source, m.offset())  # the gate dead-letters what it cannot read; move on
                 continue
             outcome = self.clock.observe(source, m.offset(), event_time)
+            if outcome.kind == MEMBER:
+                self.spool.append(outcome.window, source, m.offset(), m.value() or b"", headers)
             if self.metrics is not None:
                 self.metrics.observed(outcome.kind, m.topic() == self.settings.topic_passed)
         if now - self._last_check >= WATERMARK_CHECK_S:
@@ -180,6 +187,7 @@ class DatasetService:
         self.close()
 
     def close(self) -> None:
+        self.spool.close()
         if self.consumer is not None:
             self.consumer.close()
             self.consumer = None
@@ -187,9 +195,8 @@ class DatasetService:
             self._producer.flush(10)
 
     # -- pieces ------------------------------------------------------------------------------------------
-    def _event_time(self, m) -> int | None:
+    def _event_time(self, m, headers: dict[str, bytes]) -> int | None:
         """A candidate's event time: read from the bytes where the schema allows, else decoded."""
-        headers = _headers(m)
         if not headers:
             t = self.codec.read_long("candidate", m.value() or b"", "timestamp")
             if t is not None:
@@ -264,6 +271,7 @@ class DatasetService:
         self.announce(result)
         self.clock.seal(span.index)
         self.save()
+        self.spool.drop(span.index)
         if self.metrics is not None:
             self.metrics.sealed(result, time.perf_counter() - started)
         return result

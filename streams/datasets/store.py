@@ -38,6 +38,7 @@ from schemas.codec import Codec
 MANIFEST = "manifest.json"
 USERS = "users.txt"
 STAGING = ".staging"
+DEFLATE_LEVEL = 1
 SYNC_SIZE = 16
 _USER_LINE = 65  # 64 hex characters and a newline
 
@@ -160,8 +161,9 @@ class ShardWriter:
             f = self.fs.open(path, "wb")
             self._files.append((path, f, _HashingSink(f)))
         # no per-record validation (a third of the write time): content.py builds the records, its tests validate them
+        # deflate level 1: half the time of the default level 6 (7 vs 14 us a record), about a quarter larger
         self._avro = fastavro.write.Writer(self._files[0][2], self.schema, codec="deflate", validator=False,
-                                           sync_marker=sync_marker(self.seed, shard))
+                                           compression_level=DEFLATE_LEVEL, sync_marker=sync_marker(self.seed, shard))
 
     def add(self, record: Mapping[str, Any], jsonl_obj: Any = None) -> None:
         """One record: `record` into the Avro shard, `jsonl_obj` (default: the record) as a JSONL line."""

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import shutil
 import time
 
 import pytest
@@ -20,6 +22,7 @@ from schemas.records import ErasureRequest, TrainingCandidate
 from streams.datasets.service import DatasetService
 from streams.datasets.store import DatasetStore, ShardWriter, user_hash
 from streams.gate.policy import GatePolicy
+from streams.guards.store import hold_key
 from tests.integration.helpers import forget_redis, read_all
 
 pytestmark = pytest.mark.integration
@@ -138,13 +141,26 @@ def test_windows_seal_two_weeks_late_into_reproducible_datasets_with_one_ready_e
     assert sorted(d["dataset_id"] for _, _, d in ready) == sorted(ids)
     assert all(d["uri"].endswith(d["dataset_id"]) for _, _, d in ready)
 
+    # the seal read the builder's local spool of each window, not the log; a sealed window's spool is gone
+    assert all(r.from_spool == s.partitions and r.from_log == 0 for r in sealed)
+    assert sorted(os.listdir(s.seal_spool_dir)) == [str(i) for i in svc.clock.pending()]
+
     # reproducible: a fresh builder (no state, another store, two processes) over the same log gives
-    # the same bytes
+    # the same bytes, here read from the log: its spool is removed while a hold keeps the windows waiting
     again = s.replace(app_id=s.app_id + "-again", dataset_store=str(tmp_path / "store-again"),
                       topic_datasets_ready=s.topic_datasets_ready + ".again", seal_workers=2)
     create_topics(again)
-    sealed_again = run_until(service(again), lambda r: len(r) >= len(sealed))
+    r = redis.Redis.from_url(again.redis_url)
+    r.set(hold_key(again.app_id, "datasets"), json.dumps({"monitor": "test", "reason": "test", "since": 0}))
+    svc_again = service(again)
+    deadline = time.monotonic() + 60
+    while len((svc_again.clock.ready() if svc_again.clock else [])) < len(sealed) and time.monotonic() < deadline:
+        assert svc_again.step(0.2) == []
+    shutil.rmtree(again.seal_spool_dir)
+    r.delete(hold_key(again.app_id, "datasets"))
+    sealed_again = run_until(svc_again, lambda r: len(r) >= len(sealed))
     assert [r.dataset_id for r in sealed_again][: len(ids)] == ids
+    assert all(r.from_log == s.partitions and r.from_spool == 0 for r in sealed_again[: len(ids)])
     assert {sh["partition"] for sh in first["shards"]} == set(range(s.partitions))  # a shard series per partition
     other = DatasetStore(again.datasets_url)
     for m in listed:
