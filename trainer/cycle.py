@@ -1,7 +1,8 @@
 """One trainer cycle: a sealed dataset in, a registered candidate model and a models event out.
 
 Refuse (contaminated, no golden set, no base model, nothing to train on), else fine-tune the
-production model on the dataset's SFT train split, evaluate candidate and incumbent on the golden
+production model on the dataset's SFT train split (with `replay_datasets`, joined by the train
+splits of the datasets of the windows before it), evaluate candidate and incumbent on the golden
 set (and perplexity on the validation split), gate, register. Every outcome becomes a
 `ModelEvent`; the caller records it and only then commits the dataset's offset.
 """
@@ -67,6 +68,20 @@ def preference_pairs(store: Any, dataset_id: str) -> tuple[list[Pair], list[Pair
     return train, validation
 
 
+def replay_ids(manifests: Iterable[dict], current: dict, n: int) -> list[str]:
+    """The datasets of the `n` windows before `current`'s, newest first: one per window (the last
+    listed, a rebuild's), none of the current window or later."""
+    start = (current.get("window") or {}).get("start_ms")
+    if n <= 0 or start is None:
+        return []
+    by_window: dict[int, str] = {}
+    for m in manifests:
+        w = (m.get("window") or {}).get("start_ms")
+        if w is not None and w < start:
+            by_window[w] = m["dataset_id"]
+    return [by_window[w] for w in sorted(by_window, reverse=True)[:n]]
+
+
 def check_contamination(golden: Iterable[GoldenItem], prompts: Iterable[str], threshold: float) -> None:
     report = contamination.scan(contamination.ContaminationIndex(golden, threshold=threshold), prompts)
     if report.hits:
@@ -98,6 +113,7 @@ class Cycle:
             pairs, pairs_validation = preference_pairs(store, dataset_id)
             check_contamination(golden, [e.prompt for e in train + validation] + [p.prompt for p in pairs + pairs_validation],
                                 self.policy.contamination_jaccard)
+            replayed = self._replay(store, dataset_id, golden, train)
             base_version = self.registry.production()
             if base_version is None:
                 raise Refused("no production model to fine-tune: run `flywheel bootstrap` first")
@@ -107,7 +123,8 @@ class Cycle:
         incumbent = load(self.registry.path(base_version))
         before = evaluate(incumbent, golden, validation, self.policy.max_new_tokens)
         log.info("training", extra={"dataset_id": dataset_id, "base_model": base_version, "examples": len(train),
-                                    "pairs": len(pairs), "epochs": self.policy.epochs, "lora": self.policy.lora})
+                                    "pairs": len(pairs), "epochs": self.policy.epochs, "lora": self.policy.lora,
+                                    "replayed": len(replayed)})
         candidate = incumbent  # trained in place: the incumbent's metrics were taken before
         trained = recipe.train(candidate, train, pairs, self.policy, self.metrics.step if self.metrics is not None else None)
         report = trained.sft
@@ -127,10 +144,28 @@ class Cycle:
             golden_version=golden_version or "", examples=report.examples, train_seconds=report.seconds,
             first_event_time=first_event_time,
             time_to_improvement_ms=(created - first_event_time) if decision.passed and first_event_time else None)
-        self.registry.register(version, staged, {**event.to_dict(), "status": outcome, **trained.summary()})
+        self.registry.register(version, staged, {**event.to_dict(), "status": outcome, **trained.summary(),
+                                                 "replayed_datasets": replayed})
         if self.metrics is not None:
             self.metrics.cycle(outcome, after.metrics(), decision.deltas, report.examples_per_s,
                                report.examples * report.epochs, event.time_to_improvement_ms)
         log.info("candidate evaluated", extra={"dataset_id": dataset_id, "version": version, "outcome": outcome,
                                                "overall": round(after.overall, 4), "delta": round(decision.deltas.get("overall", 0.0), 4)})
         return CycleResult(outcome, event)
+
+    def _replay(self, store: Any, dataset_id: str, golden: list[GoldenItem], train: list[Example]) -> list[str]:
+        """Adds the earlier windows' SFT train records to `train`; a dataset the golden set now finds
+        contaminated (the set grew since) is left out. Returns the ids replayed."""
+        if self.policy.replay_datasets <= 0:
+            return []
+        replayed = []
+        for old in replay_ids(store.list(), store.manifest(dataset_id), self.policy.replay_datasets):
+            old_train, _ = sft_examples(store, old)
+            try:
+                check_contamination(golden, [e.prompt for e in old_train], self.policy.contamination_jaccard)
+            except Refused as exc:
+                log.warning("replay left out", extra={"dataset_id": old, "reason": str(exc)})
+                continue
+            train += old_train
+            replayed.append(old)
+        return replayed

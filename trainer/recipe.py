@@ -38,6 +38,7 @@ def hyperparameters(p: TrainerPolicy) -> dict[str, str]:
     lora = lora_settings(p)
     out["lora"] = "off" if lora is None else f"r={lora.r},alpha={lora.alpha},dropout={lora.dropout},targets={','.join(lora.targets) or 'default'}"
     out["preference"] = p.preference
+    out["replay_datasets"] = str(p.replay_datasets)
     if p.preference != "off":
         out.update({f"dpo_{k}": str(v) for k, v in asdict(preference_config(p)).items() if k in ("epochs", "learning_rate", "beta", "nll_weight")})
     return out

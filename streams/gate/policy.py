@@ -169,6 +169,7 @@ class TrainerPolicy:
     dpo_epochs: int = 1
     dpo_learning_rate: float = 0.0001
     dpo_nll_weight: float = 1.0  # the chosen answers' NLL added to the DPO loss, so they stay likely (RPO)
+    replay_datasets: int = 0  # earlier windows' datasets (newest first) whose SFT train split joins this cycle's: against forgetting; 0: none
 
 
 @dataclass(frozen=True)
@@ -362,6 +363,8 @@ class GatePolicy:
                 bad(where, f"must be > 0, got {value}")
         if t.dpo_nll_weight < 0:
             bad("[trainer] dpo_nll_weight", f"must be >= 0, got {t.dpo_nll_weight}")
+        if not 0 <= t.replay_datasets <= 52:
+            bad("[trainer] replay_datasets", f"must be within 0..52, got {t.replay_datasets}")
         ro = self.rollout
         if not ro.ramp or any(not 0.0 < w < 1.0 for w in ro.ramp) or list(ro.ramp) != sorted(set(ro.ramp)):
             bad("[rollout] ramp", f"must be rising shares within 0..1 (exclusive), got {list(ro.ramp)}")

@@ -36,6 +36,7 @@ pytestmark = pytest.mark.integration
 
 POLICY = TrainerPolicy(epochs=3)
 FIRST_EVENT = 1_767_225_600_000
+WEEK_MS = 7 * 86_400_000
 
 
 @pytest.fixture
@@ -46,7 +47,7 @@ def tr_settings(settings, monkeypatch):
     forget_redis(settings)
 
 
-def write_dataset(s, dataset_id: str, examples, pairs=()) -> None:
+def write_dataset(s, dataset_id: str, examples, pairs=(), window_start: int | None = None) -> None:
     """A sealed dataset as the builder publishes it: SFT shards, preference shards and a manifest."""
     store = DatasetStore(s.datasets_url)
     staging = store.staging(dataset_id)
@@ -68,7 +69,8 @@ def write_dataset(s, dataset_id: str, examples, pairs=()) -> None:
     shards = [{**e, "kind": "sft", "split": split, "partition": 0} for split, w in writers.items() for e in w.close()]
     shards += [{**e, "kind": "preference", "split": "train", "partition": 0} for e in preference.close()]
     with store.fs.open(f"{staging}/manifest.json", "wb") as f:
-        f.write(manifest_json({"dataset_id": dataset_id, "shards": shards, "counts": {"records": len(examples)}}))
+        window = {} if window_start is None else {"window": {"start_ms": window_start, "end_ms": window_start + WEEK_MS}}
+        f.write(manifest_json({"dataset_id": dataset_id, "shards": shards, "counts": {"records": len(examples)}, **window}))
     store.publish(dataset_id)
 
 
@@ -141,6 +143,27 @@ def test_a_ready_dataset_becomes_a_registered_candidate_that_improves_where_it_s
     assert registry.production() == "v0001"  # rollout, not the trainer, moves production
     assert metrics.registry.get_sample_value("flywheel_trainer_cycles_total", {"outcome": "candidate"}) == 1
     assert metrics.registry.get_sample_value("flywheel_model_quality_delta", {"task_type": "qa"}) >= 0.5
+
+
+def test_replay_joins_the_earlier_windows_datasets_so_a_task_absent_this_week_is_still_learned(tr_settings):
+    s = tr_settings
+    registry = cold_start(s)
+    mixed = synthetic.generate(600, ["sql", "support"], seed=8)
+    write_dataset(s, "ds-w0", synthetic.generate(900, ["qa"], seed=5) + mixed, window_start=FIRST_EVENT)
+    write_dataset(s, "ds-w1", synthetic.generate(600, ["sql", "support"], seed=11), window_start=FIRST_EVENT + WEEK_MS)
+    write_dataset(s, "ds-w2", synthetic.generate(300, ["sql"], seed=12), window_start=FIRST_EVENT + 2 * WEEK_MS)  # later: never replayed
+    announce(s, "ds-w1")
+    svc = service(s, policy=TrainerPolicy(epochs=3, replay_datasets=2))
+    try:
+        outcome = next_outcome(svc, 300)
+    finally:
+        svc.close()
+    (e,) = models_events(s)
+    assert outcome == "candidate" and e["dataset_id"] == "ds-w1", e["reasons"]
+    assert e["metrics"]["task.qa"] >= 0.5  # qa is only in last week's dataset
+    assert e["hyperparameters"]["replay_datasets"] == "2"
+    assert registry.show(e["version"])["replayed_datasets"] == ["ds-w0"]
+    assert e["examples"] == 1350 + 540  # 90 % of each is the train split
 
 
 def test_preference_pairs_train_after_sft_through_lora_adapters_merged_into_the_candidate(tr_settings):
