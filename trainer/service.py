@@ -16,6 +16,7 @@ from typing import Any
 
 from confluent_kafka import Consumer, Producer
 
+from flywheel.consumers import paused, rest
 from flywheel.sdk import DEFAULT_CONFIG
 from flywheel.settings import Settings
 from schemas.codec import Codec, DecodeError
@@ -99,10 +100,14 @@ class TrainerService:
         return result.outcome
 
     def step(self, timeout: float = 1.0) -> str | None:
-        m = self.consumer.poll(timeout)
+        backoff = self.settings.empty_fetch_backoff_ms
+        m = self.consumer.poll(min(timeout, 0.05) if backoff else timeout)
         if m is None or m.error():
+            if backoff:
+                rest(self.consumer, timeout)
             return None
-        outcome = self.handle(m)
+        with paused(self.consumer):  # the cycle has the cores: an idle fetcher would take them (flywheel/consumers.py)
+            outcome = self.handle(m)
         self.consumer.commit(message=m, asynchronous=False)
         return outcome
 

@@ -65,18 +65,24 @@ class Topics:
             md = self.consumer.list_topics(topic, timeout=10).topics[topic]
             parts += [TopicPartition(topic, p, -2) for p in md.partitions]
         self.consumer.assign(parts)
+        self.consumer.pause(parts)  # fetching only inside poll(): an idle fetcher spins the broker (flywheel/consumers.py)
+        self.parts = parts
         self.ready: list[dict] = []
         self.models: list[dict] = []
 
     def poll(self) -> None:
-        while (batch := self.consumer.consume(500, 0.2)):
-            for m in batch:
-                if m.error() or not m.value():
-                    continue
-                if m.topic() == self.settings.topic_datasets_ready:
-                    self.ready.append(self.codec.decode("dataset_ready", m.value()))
-                else:
-                    self.models.append(self.codec.decode("model_event", m.value()))
+        self.consumer.resume(self.parts)
+        try:
+            while (batch := self.consumer.consume(500, 0.2)):
+                for m in batch:
+                    if m.error() or not m.value():
+                        continue
+                    if m.topic() == self.settings.topic_datasets_ready:
+                        self.ready.append(self.codec.decode("dataset_ready", m.value()))
+                    else:
+                        self.models.append(self.codec.decode("model_event", m.value()))
+        finally:
+            self.consumer.pause(self.parts)
 
     def outcome(self, dataset_id: str) -> dict | None:
         return next((e for e in self.models if e.get("dataset_id") == dataset_id

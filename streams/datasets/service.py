@@ -21,6 +21,7 @@ from typing import Any
 
 from confluent_kafka import Consumer, Producer, TopicPartition
 
+from flywheel.consumers import paused, rest
 from flywheel.sdk import DEFAULT_CONFIG
 from flywheel.settings import DAY_MS, Settings
 from schemas.codec import Codec, DecodeError
@@ -121,7 +122,7 @@ class DatasetService:
         backoff = self.settings.empty_fetch_backoff_ms / 1000
         batch = self.consumer.consume(2000, min(timeout, 0.05) if backoff else timeout)
         if not batch and backoff:
-            self._rest(max(backoff, timeout))
+            rest(self.consumer, max(backoff, timeout))
         now = time.monotonic()
         for m in batch:
             if m.error():
@@ -250,24 +251,10 @@ class DatasetService:
             return SealInputs(erased, gold, offsets)
         return SealInputs(erased)
 
-    def _rest(self, seconds: float) -> None:
-        """Wait with fetching paused. A broker that answers an empty fetch at once instead of holding
-        it (the embedded one) would otherwise keep this idle consumer and itself spinning a core each."""
-        assignment = self.consumer.assignment()
-        self.consumer.pause(assignment)
-        try:
-            time.sleep(seconds)
-        finally:
-            self.consumer.resume(assignment)
-
     def _seal(self, span) -> SealResult:
         started = time.perf_counter()
-        assignment = self.consumer.assignment()
-        self.consumer.pause(assignment)  # nothing to fetch for while the seal has the cores
-        try:
+        with paused(self.consumer):  # nothing to fetch for while the seal has the cores
             result = self.builder.seal(span, self.inputs())
-        finally:
-            self.consumer.resume(assignment)
         self.announce(result)
         self.clock.seal(span.index)
         self.save()
