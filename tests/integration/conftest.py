@@ -1,4 +1,4 @@
-"""Fixtures of the Redis-backed review tests: a real client, and a key prefix of the test's own."""
+"""Integration fixtures: a real Redis client, a key prefix of the test's own, and closing what a test opened."""
 
 from __future__ import annotations
 
@@ -6,6 +6,8 @@ import uuid
 
 import pytest
 import redis
+
+from tests.integration.helpers import OPEN
 
 
 @pytest.fixture
@@ -22,3 +24,10 @@ def prefix(client):
     yield p
     for key in client.scan_iter(f"{p}:*", count=1000):
         client.delete(key)
+
+
+@pytest.fixture(autouse=True)
+def _close_what_the_test_opened():
+    yield
+    while OPEN:
+        OPEN.pop().close()

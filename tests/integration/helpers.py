@@ -17,6 +17,17 @@ from flywheel.settings import Settings
 from schemas.codec import Codec
 
 
+OPEN: list = []
+
+
+def close_after_test(thing):
+    """Closed by the integration conftest when the test ends, whichever module made it: a consumer left
+    open keeps fetching from the embedded broker for the rest of the run and takes the cores from every
+    later test."""
+    OPEN.append(thing)
+    return thing
+
+
 def settings_env(settings: Settings) -> dict[str, str]:
     return {**os.environ, **settings.to_env()}
 

@@ -23,7 +23,7 @@ from streams.datasets.service import DatasetService
 from streams.datasets.store import DatasetStore, ShardWriter, user_hash
 from streams.gate.policy import GatePolicy
 from streams.guards.store import hold_key
-from tests.integration.helpers import forget_redis, read_all
+from tests.integration.helpers import close_after_test, forget_redis, read_all
 
 pytestmark = pytest.mark.integration
 
@@ -69,20 +69,9 @@ def erase(s, user: str) -> None:
     assert p.flush(30) == 0
 
 
-_OPEN: list[DatasetService] = []
-
-
-@pytest.fixture(autouse=True)
-def _close_services():
-    yield
-    while _OPEN:
-        _OPEN.pop().close()
-
-
 def service(s, policy: GatePolicy | None = None) -> DatasetService:
-    svc = DatasetService(s, policy or GatePolicy(), DatasetStore(s.datasets_url), redis.Redis.from_url(s.redis_url))
-    _OPEN.append(svc)
-    return svc
+    return close_after_test(DatasetService(s, policy or GatePolicy(), DatasetStore(s.datasets_url),
+                                           redis.Redis.from_url(s.redis_url)))
 
 
 def run_until(svc: DatasetService, predicate, timeout: float = 60.0) -> list:

@@ -151,7 +151,15 @@ def test_concurrent_reviewers_never_share_an_item(client, prefix, redis_url):
         try:
             c = redis_lib.Redis.from_url(redis_url)
             q = ReviewQueue(c, prefix)
-            while (lease := q.lease(name)) is not None:
+            deadline = time.monotonic() + 60
+            # nothing for me now is not the end: an overlap item's second place opens only at its first verdict
+            while time.monotonic() < deadline:
+                lease = q.lease(name)
+                if lease is None:
+                    if q.stats().depth == 0:
+                        break
+                    time.sleep(0.01)
+                    continue
                 q.submit(lease, name, verdict(lease, name))
                 with lock:
                     judged.append((lease.item.item_id, name))
@@ -167,7 +175,8 @@ def test_concurrent_reviewers_never_share_an_item(client, prefix, redis_url):
     assert not errors
     per_item = Counter(i for i, _ in judged)
     assert len(per_item) == n_items
-    assert all(per_item[f"r{i}"] == (2 if i % 4 == 0 else 1) for i in range(n_items))
+    wrong = {f"r{i}": per_item[f"r{i}"] for i in range(n_items) if per_item[f"r{i}"] != (2 if i % 4 == 0 else 1)}
+    assert not wrong, f"verdicts per item, where not as needed: {wrong}"
     assert len(set(judged)) == len(judged)  # nobody judged one item twice
     q = ReviewQueue(client, prefix)
     assert q.stats().depth == 0 and len(q.outbox(1000)) == len(judged)
