@@ -25,11 +25,24 @@ def score_contains(answer: str, expected: str) -> float:
     return 1.0 if normalise(expected) and normalise(expected) in normalise(answer) else 0.0
 
 
+_SQL_LITERAL = re.compile(r"('(?:[^']|'')*')")
+_SQL_WORD = re.compile(r"[A-Za-z_][A-Za-z_0-9]*")
+
+
+def _keyword_case(m: re.Match) -> str:
+    return m.group().lower() if m.group().lower() in SQL_KEYWORDS else m.group()
+
+
 def normalise_sql(text: str) -> str:
-    """Whitespace collapsed, keywords lower case, spaces around punctuation removed, no trailing ';'."""
-    t = " ".join((text or "").split()).rstrip("; ")
-    t = re.sub(r"\s*([(),*=<>])\s*", r"\1", t)
-    return " ".join(w.lower() if w.lower() in SQL_KEYWORDS else w for w in t.split(" "))
+    """Whitespace collapsed, keywords lower case (also when glued to punctuation, as in COUNT(*)),
+    spaces around punctuation removed, no trailing ';'. String literals are compared as written:
+    'Bob' and 'bob' are different answers; identifiers keep their case, as some databases do."""
+    parts = _SQL_LITERAL.split(text or "")
+    for i in range(0, len(parts), 2):  # the even parts are outside literals
+        t = " ".join(parts[i].split())
+        t = re.sub(r"\s*([(),*=<>;])\s*", r"\1", t)
+        parts[i] = _SQL_WORD.sub(_keyword_case, t)
+    return "".join(parts).strip().rstrip(";").strip()
 
 
 def score_sql(answer: str, expected: str) -> float:

@@ -19,8 +19,9 @@ Fields:
   scorer     (optional, default "exact") how an answer is compared with `expected`:
                exact     equal after normalising case and whitespace;
                contains  `expected` appears in the answer (both normalised the same way);
-               sql       equal after normalising SQL whitespace, the case of keywords and a
-                         trailing semicolon.
+               sql       equal after normalising SQL whitespace, the case of keywords (also
+                         glued to punctuation, as in COUNT(*)) and a trailing semicolon;
+                         string literals and identifiers are compared as written.
   id         (optional) a stable name for the item: 1-64 letters, digits, ".", "_", ":" or "-".
              By default "g-" and 12 hex digits of a hash of the normalised prompt, so the same
              question keeps the same id across files.
