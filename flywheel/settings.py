@@ -48,6 +48,7 @@ class Settings:
     redis_url: str = field(default="redis://127.0.0.1:6379/0", metadata={"doc": "Redis for queues, indexes and pointers"})
     app_id: str = field(default="flywheel", metadata={"doc": "Kafka consumer group and Faust app id"})
     worker_id: str = field(default="", metadata={"doc": "Static group membership id of this worker (e.g. the pod name): a restart takes its partitions back at once"})
+    shutdown_grace_s: float = field(default=20.0, metadata={"doc": "Longest a worker waits for a clean stop after SIGINT/SIGTERM before it leaves without one (nothing is lost: it restarts as after kill -9); a second signal leaves at once"})
     data_dir: str = field(default=".flywheel", metadata={"doc": "Embedded broker data and worker state"})
     broker_port: int = field(default=0, metadata={"doc": "Embedded broker port; 0 picks a free one"})
     metrics_port: int = field(default=9464, metadata={"doc": "Worker /metrics port; 0 disables"})
@@ -163,6 +164,8 @@ class Settings:
             raise SettingsError(f"max_event_bytes must be >= 1024, got {self.max_event_bytes}")
         if self.marker_horizon_ms < self.settle_window_ms:
             raise SettingsError("marker_horizon_ms must be >= settle_window_ms")
+        if self.shutdown_grace_s <= 0:
+            raise SettingsError(f"shutdown_grace_s must be > 0, got {self.shutdown_grace_s}")
         return self
 
     @classmethod

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import logging
+import os
+import signal
+import sys
+import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 from pathlib import Path
@@ -18,6 +23,8 @@ if TYPE_CHECKING:
     from streams.review.agent import ReviewRunner
     from streams.guards.agent import GuardRunner
     from streams.rollout.agent import RolloutRunner
+
+log = logging.getLogger(__name__)
 
 
 def broker_urls(bootstrap: str) -> str:
@@ -50,6 +57,36 @@ def pause_after_empty_fetches(backoff_ms: int) -> None:
 
     _proc_fetch_request.__wrapped__ = original
     Fetcher._proc_fetch_request = _proc_fetch_request
+
+
+class StoppingWorker(faust.Worker):
+    """A Faust worker whose stop cannot hang.
+
+    Why: a signal that arrives while Faust is still starting begins a stop that waits for ever on a
+    fetcher that never finished starting (measured: SIGINT 2 s after start, still running 40 s
+    later; robinhood/faust#484), and mode ignores any signal after the first. The join and the
+    gate already survive kill -9 without loss or duplicates (tests/integration), so once
+    `grace_s` has passed after the first signal, or at a second one, the process leaves at once.
+    """
+
+    grace_s: float = 20.0
+
+    def _schedule_shutdown(self, signum: signal.Signals) -> None:
+        if self._signal_stop_time:
+            self._leave(signum, "a second signal")
+        super()._schedule_shutdown(signum)
+        timer = threading.Timer(self.grace_s, self._leave, args=(signum, f"no clean stop in {self.grace_s:g} s"))
+        timer.daemon = True
+        timer.start()
+
+    @staticmethod
+    def _leave(signum: signal.Signals, why: str) -> None:
+        log.warning("worker leaving without a clean stop", extra={"why": why, "signal": signal.Signals(signum).name})
+        for handler in logging.getLogger().handlers:
+            handler.flush()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(128 + int(signum))
 
 
 @dataclass
@@ -199,9 +236,11 @@ def run_worker(settings: Settings) -> None:
     worker = create_worker(settings)
     serve_metrics(worker.metrics.registry, settings.metrics_port)
     tune_gc()
-    faust.Worker(
+    runner = StoppingWorker(
         worker.app,
         loglevel=settings.log_level.lower(),
         logging_config=logging_config(settings.log_level),
         quiet=True,
-    ).execute_from_commandline()
+    )
+    runner.grace_s = settings.shutdown_grace_s
+    runner.execute_from_commandline()

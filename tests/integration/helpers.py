@@ -42,13 +42,14 @@ def _die_with_parent() -> None:
 class WorkerProcess:
     """`flywheel worker` in a child process, with its own /metrics port and log file."""
 
-    def __init__(self, settings: Settings, log_dir: Path, name: str = "worker"):
+    def __init__(self, settings: Settings, log_dir: Path, name: str = "worker",
+                 argv: tuple[str, ...] = ("-m", "flywheel.cli", "worker")):
         self.port = free_port()
         self.log_path = Path(log_dir) / f"{name}-{time.time_ns()}.log"
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         env = settings_env(settings.replace(metrics_port=self.port))
         self._log = open(self.log_path, "wb")
-        self.proc = subprocess.Popen([sys.executable, "-m", "flywheel.cli", "worker"], env=env,
+        self.proc = subprocess.Popen([sys.executable, *argv], env=env,
                                      stdout=self._log, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
 
     def metrics(self) -> str:

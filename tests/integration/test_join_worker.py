@@ -4,6 +4,7 @@ request, across out-of-order, duplicated and missing actions, a kill -9, and bad
 from __future__ import annotations
 
 import json
+import signal
 import time
 from collections import Counter
 
@@ -161,3 +162,32 @@ def _assigned(worker: WorkerProcess) -> int:
     lines = [json.loads(line) for line in worker.log_path.read_text(errors="replace").splitlines()
              if '"join partitions assigned"' in line]
     return len(lines[-1]["partitions"]) if lines else -1
+
+
+@pytest.mark.parametrize("grace, second_signal, why", [
+    (3, False, "no clean stop in 3 s"),
+    (120, True, "a second signal"),
+])
+def test_a_stop_that_hangs_ends_after_the_grace_period_or_at_a_second_signal(settings, tmp_path, grace, second_signal, why):
+    create_topics(settings)
+    worker = WorkerProcess(settings.replace(shutdown_grace_s=grace, worker_id="w"), tmp_path,
+                           argv=("-m", "tests.integration.hanging_worker"))
+    try:
+        wait_for(lambda: _assigned(worker) == settings.partitions, 90, what="the worker to take its partitions")
+        began = time.monotonic()
+        worker.proc.send_signal(signal.SIGTERM)
+        if second_signal:
+            time.sleep(1.0)
+            assert worker.proc.poll() is None  # the first stop hangs: without a second signal it would wait 120 s
+            worker.proc.send_signal(signal.SIGINT)
+        worker.proc.wait(grace + 30 if not second_signal else 15)
+        took = time.monotonic() - began
+    finally:
+        if worker.proc.poll() is None:
+            worker.proc.kill()
+    log = worker.log_tail(20_000)
+    assert worker.proc.returncode == 128 + (signal.SIGINT if second_signal else signal.SIGTERM), log[-2000:]
+    assert '"worker leaving without a clean stop"' in log and why in log
+    assert took < (5 if second_signal else grace + 10)
+    if not second_signal:
+        assert took >= grace - 0.5
