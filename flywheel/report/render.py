@@ -55,8 +55,20 @@ def text(v: Velocity) -> str:
         out += ["", "acceptance per model version (accepted or copied per request, by window):"]
         for version, points in v.acceptance.items():
             out.append(f"  {version}: " + ", ".join(f"{_date(t)} {_pct(a)} (n={n:,})" for t, a, n in points))
+    if v.growth:
+        out += ["", "growth (a healthy flywheel compounds; quality per cycle, requests and users per complete window):"]
+        out += [f"  {line}" for line in growth_lines(v)]
     out += ["", "diagnosis: " + ("; ".join(v.diagnosis) if v.diagnosis else "no stagnation signs")]
     return "\n".join(out) + "\n"
+
+
+def growth_lines(v: Velocity) -> list[str]:
+    lines = []
+    for g in v.growth:
+        value = _pct if g.curve == "quality" else (lambda x: "-" if x is None else f"{x:,.0f}")
+        rate = "" if g.rate is None else f", {100 * g.rate:+.1f} % a {g.period}"
+        lines.append(f"{g.curve:<8} {value(g.first)} -> {value(g.last)} over {g.points} {g.period}s{rate}: {g.shape.replace('_', ' ')}")
+    return lines
 
 
 def svg_chart(title: str, series: dict[str, list[tuple[float, float]]], y_label: str = "", percent: bool = False,
@@ -106,18 +118,22 @@ def plots(v: Velocity) -> list[str]:
     volume = {"collected": [(c.cycle, c.collected) for c in cycles], "passed": [(c.cycle, c.passed) for c in cycles],
               "dataset records": [(c.cycle, c.records) for c in cycles]}
     passing = {"pass rate": [(c.cycle, c.pass_rate) for c in cycles if c.pass_rate is not None]}
-    t0 = min((t for pts in v.acceptance.values() for t, _, _ in pts), default=0)
-    acceptance = {version: [((t - t0) / 86_400_000 / 7, a) for t, a, _ in pts] for version, pts in v.acceptance.items()}
+    t0 = min([t for pts in v.acceptance.values() for t, _, _ in pts] + [t for t, _, _ in v.windows], default=0)
+    weeks = lambda t: (t - t0) / 86_400_000 / 7  # noqa: E731
+    acceptance = {version: [(weeks(t), a) for t, a, _ in pts] for version, pts in v.acceptance.items()}
+    growth = {"requests": [(weeks(t), n) for t, n, _ in v.windows], "distinct users": [(weeks(t), u) for t, _, u in v.windows]}
     return [svg_chart("Golden-set quality per cycle", quality, "cycle", percent=True),
             svg_chart("Data volume per cycle", volume, "cycle"),
             svg_chart("Gate pass rate per cycle", passing, "cycle", percent=True),
-            svg_chart("Acceptance per model version", acceptance, "weeks of event time", percent=True)]
+            svg_chart("Acceptance per model version", acceptance, "weeks of event time", percent=True),
+            svg_chart("Requests and users per window", growth, "weeks of event time")]
 
 
 def page(v: Velocity) -> str:
     head = "".join(f"<th>{html.escape(h)}</th>" for h in COLUMNS)
     body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows(v))
     diagnosis = "".join(f"<li>{html.escape(d)}</li>" for d in v.diagnosis) or "<li>no stagnation signs</li>"
+    growth = "".join(f"<li>{html.escape(line)}</li>" for line in growth_lines(v)) or "<li>no figures yet</li>"
     cold = (f"; cold start {html.escape(v.cold_start['version'])} at {_pct(v.cold_start['quality'])}" if v.cold_start else "")
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>flywheel velocity</title>
@@ -129,6 +145,7 @@ td,th{{padding:4px 10px;border-bottom:1px solid #ddd;text-align:right;white-spac
 <div class="plots">{''.join(plots(v))}</div>
 <h2>Cycles</h2>
 <table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>
+<h2>Growth</h2><ul>{growth}</ul>
 <h2>Diagnosis</h2><ul>{diagnosis}</ul>
 </body></html>
 """

@@ -27,11 +27,19 @@ def from_topics(settings: Settings, window_days: int = 7, max_requests: int = 1_
     models = sorted(_events(settings, settings.topic_models), key=lambda e: e.get("created_at", 0))
     verdicts = [v.get("event_time", 0) for v in _events(settings, settings.topic_verdicts)]
     acceptance: dict[tuple[str, int], tuple[int, int]] = {}
+    requests: dict[int, int] = {}
+    users: dict[int, set] = {}  # only their counts leave this function
+    newest = 0
     for c in _events(settings, settings.topic_candidates, max_requests):
-        key = (c.get("model_version") or "-", window_of(c.get("timestamp", 0), window_ms))
+        t = c.get("timestamp", 0)
+        key = (c.get("model_version") or "-", window_of(t, window_ms))
         n, accepted = acceptance.get(key, (0, 0))
         acceptance[key] = (n + 1, accepted + (c.get("user_action") in ACCEPTING))
-    return build(ready, models, verdicts, acceptance, window_ms)
+        requests[key[1]] = requests.get(key[1], 0) + 1
+        users.setdefault(key[1], set()).add(c.get("user_id"))
+        newest = max(newest, t)
+    windows = {t: (n, len(users[t])) for t, n in requests.items() if t + window_ms <= newest}  # complete ones only
+    return build(ready, models, verdicts, acceptance, window_ms, windows)
 
 
 class PrometheusError(RuntimeError):

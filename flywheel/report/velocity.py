@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Iterable, Mapping
 
+from flywheel.report.growth import SATURATED, Growth, growth
+from flywheel.report.growth import diagnosis as growth_diagnosis
 from trainer.phase import phase_of
 
 ROLLOUT_ENDS = {"rollout_promote": "promoted", "rollout_rollback": "rolled_back", "rollout_retire": "retired"}
@@ -53,11 +55,15 @@ class Velocity:
     acceptance: dict[str, list[tuple[int, float, int]]] = field(default_factory=dict)  # version -> (window start, ratio, n)
     diagnosis: list[str] = field(default_factory=list)
     series: dict[str, dict[str, list[tuple[float, float]]]] = field(default_factory=dict)  # from Prometheus: title -> lines
+    windows: list[tuple[int, int, int]] = field(default_factory=list)  # complete windows: (start, requests, distinct users)
+    growth: list[Growth] = field(default_factory=list)  # quality, requests, users
 
     def to_dict(self) -> dict:
         return {"phase": self.phase, "series": self.series, "production": self.production, "production_quality": self.production_quality,
                 "cold_start": self.cold_start, "diagnosis": self.diagnosis,
                 "cycles": [c.to_dict() for c in self.cycles],
+                "windows": [{"window_start": t, "requests": n, "users": u} for t, n, u in self.windows],
+                "growth": [g.to_dict() for g in self.growth],
                 "acceptance": {v: [{"window_start": t, "acceptance": a, "requests": n} for t, a, n in rows]
                                for v, rows in self.acceptance.items()}}
 
@@ -67,9 +73,11 @@ def window_of(t: int, window_ms: int) -> int:
 
 
 def build(ready: Iterable[Mapping], models: Iterable[Mapping], verdict_times: Iterable[int],
-          acceptance: Mapping[tuple[str, int], tuple[int, int]], window_ms: int) -> Velocity:
+          acceptance: Mapping[tuple[str, int], tuple[int, int]], window_ms: int,
+          windows: Mapping[int, tuple[int, int]] | None = None) -> Velocity:
     """`ready`: dataset-ready events; `models`: models events in log order; `verdict_times`: the event time of
-    every verdict's candidate; `acceptance`: (version, window start) -> (requests, accepted)."""
+    every verdict's candidate; `acceptance`: (version, window start) -> (requests, accepted); `windows`:
+    complete event-time windows' start -> (requests, distinct users)."""
     reviewed: dict[int, int] = {}
     for t in verdict_times:
         reviewed[window_of(t, window_ms)] = reviewed.get(window_of(t, window_ms), 0) + 1
@@ -122,6 +130,10 @@ def build(ready: Iterable[Mapping], models: Iterable[Mapping], verdict_times: It
             acc.setdefault(version, []).append((start, accepted / n, n))
     production_quality = quality.get(production or "")
     v = Velocity(cycles, cold_start, production, production_quality, phase_of(production_quality), acc)
+    v.windows = [(t, n, u) for t, (n, u) in sorted((windows or {}).items())]
+    quality = [cold_start["quality"] if cold_start else None] + [c.production_quality for c in cycles if c.outcome != "pending"]
+    v.growth = [growth("quality", quality, ceiling=SATURATED), growth("requests", [n for _, n, _ in v.windows]),
+                growth("users", [u for _, _, u in v.windows])]
     v.diagnosis = diagnose(v)
     return v
 
@@ -137,4 +149,4 @@ def diagnose(v: Velocity) -> list[str]:
         out.append("filter too strict: under 10 % of decisions pass")
     if recent and all(c.records < 100 for c in recent):
         out.append("datasets too small: under 100 records per cycle")
-    return out
+    return out + growth_diagnosis(v.growth)

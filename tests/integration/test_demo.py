@@ -33,7 +33,8 @@ def test_the_short_demo_improves_on_the_cold_start(tmp_path):
     assert last["records"] > 100 and 0 < last["pass_rate"] < 1 and last["collected"] >= 1000
     assert sum(c["reviewed"] for c in result["cycles"]) > 0  # simulated reviewers' verdicts reached the topic
     assert result["acceptance"]["v0001"]  # what users did with the cold-start model's answers, per window
-    assert report.read_text().count("<svg") == 4
+    assert report.read_text().count("<svg") == 5
+    assert {g["curve"] for g in result["growth"]} == {"quality", "requests", "users"} and len(result["windows"]) == 3
     bad = subprocess.run([sys.executable, "-m", "flywheel.cli", "demo", "--weeks", "0"], env=env, capture_output=True,
                          text=True, timeout=60)
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1

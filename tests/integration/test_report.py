@@ -61,8 +61,12 @@ def test_the_report_reads_cycles_from_the_topics_and_writes_plots(settings, tmp_
     second = next(line for line in out.splitlines() if line.strip().startswith("2 "))
     assert "pending" in second and "62.5%" in second
     assert "v0001: " in out and "75.0% (n=20)" in out
-    assert page.read_text().count("<svg") == 4
+    assert page.read_text().count("<svg") == 5
     as_json = subprocess.run([sys.executable, "-m", "flywheel.cli", "report", "--json"], env=settings_env(s),
                              capture_output=True, text=True, timeout=120)
     data = json.loads(as_json.stdout)
     assert [c["reviewed"] for c in data["cycles"]] == [1, 0] and data["phase"] == "bootstrap"
+    # the candidates' second window is still open (its last event is before its end): only the first counts
+    assert data["windows"] == [{"window_start": T0 // W * W, "requests": 20, "users": 20}]
+    assert {g["curve"]: g["shape"] for g in data["growth"]} == {"quality": "too_short", "requests": "too_short",
+                                                                "users": "too_short"}

@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 import re
 
+import pytest
+
 from flywheel.report import render
 from flywheel.report.velocity import build
 
@@ -63,9 +65,9 @@ def test_text_json_and_page():
     data = json.loads(json.dumps(v.to_dict()))
     assert data["cycles"][0]["pass_rate"] == 0.6 and data["acceptance"]["v0002"][0]["acceptance"] == 0.7
     page = render.page(v)
-    assert page.count("<svg") == 4 and page.count("<polyline") >= 7
+    assert page.count("<svg") == 5 and page.count("<polyline") >= 7
     assert all(t in page for t in ("Golden-set quality per cycle", "Data volume per cycle", "Gate pass rate per cycle",
-                                   "Acceptance per model version"))
+                                   "Acceptance per model version", "Requests and users per window"))
     # the quality plot's candidate line has one point per trained cycle, highest quality highest on the page
     quality_svg = page[page.index("Golden-set quality"):page.index("</svg>", page.index("Golden-set quality"))]
     first = re.search(r'<polyline[^>]*points="([^"]+)"', quality_svg).group(1).split()
@@ -77,3 +79,29 @@ def test_an_empty_flywheel_reports_the_cold_start():
     v = build([], [], [], {}, W)
     assert v.phase == "cold_start" and "no sealed datasets yet" in render.text(v)
     assert "no data yet" in render.page(v)
+
+
+def test_growth_of_requests_users_and_quality_is_reported_and_diagnosed():
+    models = [{"event_type": "bootstrap", "version": "v0001", "metrics": {"overall": 0.30}, "created_at": 1},
+              cycle_event("candidate", "v0002", 0, 0.60, 0.30, 10),
+              {"event_type": "rollout_promote", "version": "v0002", "base_model": "v0001", "created_at": 12},
+              cycle_event("candidate", "v0003", 1, 0.95, 0.35, 20),
+              {"event_type": "rollout_promote", "version": "v0003", "base_model": "v0002", "created_at": 22},
+              cycle_event("rejected", "v0004", 2, 0.95, 0.0, 30)]
+    windows = {0: (1000, 100), W: (2000, 100), 2 * W: (4000, 100), 3 * W: (8000, 99)}  # requests double, users do not
+    v = build([ready(i, 900, 2000, 1200) for i in range(3)], models, [], {}, W, windows)
+    shapes = {g.curve: g.shape for g in v.growth}
+    assert shapes == {"quality": "saturated", "requests": "compounding", "users": "flat"}
+    assert v.windows == [(0, 1000, 100), (W, 2000, 100), (2 * W, 4000, 100), (3 * W, 8000, 99)]
+    assert "users growth flat: -0.3 % a window over 4 windows" in v.diagnosis
+    assert "quality saturated at 95 %: expand into adjacent tasks or domains" in v.diagnosis
+    assert not any(d.startswith("requests") for d in v.diagnosis)
+    text = render.text(v)
+    assert "requests 1,000 -> 8,000 over 4 windows, +100.0 % a window: compounding" in text
+    data = json.loads(json.dumps(v.to_dict()))
+    assert data["windows"][3] == {"window_start": 3 * W, "requests": 8000, "users": 99}
+    assert {g["curve"]: g["rate"] for g in data["growth"]}["requests"] == pytest.approx(1.0)
+    page = render.page(v)
+    growth_svg = page[page.index("Requests and users per window"):]
+    assert growth_svg[:growth_svg.index("</svg>")].count("<circle") == 8  # four windows, two curves
+    assert "users growth flat" in page and "requests 1,000 -&gt; 8,000" in page
