@@ -48,7 +48,12 @@ class ModelsAnnouncer:
                   self.codec.encode("model_event", event.to_dict()))
 
     def close(self) -> None:
-        self.producer.flush(10)
+        """Flushed and shut: a producer left to the garbage collector keeps its broker connections and
+        logs every reconnect once the broker is gone."""
+        if self.producer is not None:
+            self.producer.flush(10)
+            self.producer.close()
+            self.producer = None
 
 
 PRODUCTION_CHECK_S = 15.0
