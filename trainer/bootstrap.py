@@ -13,6 +13,7 @@ from typing import Sequence
 from schemas.records import ModelEvent
 from streams.gate.policy import TrainerPolicy
 from trainer import recipe, synthetic
+from trainer.contamination import ContaminationIndex
 from trainer.cycle import check_contamination, now_ms
 from trainer.evaluate import evaluate
 from trainer.examples import Example
@@ -40,7 +41,7 @@ def bootstrap(registry: Registry, golden: GoldenStore, policy: TrainerPolicy, sy
     if not items:
         golden_version = golden.add(synthetic.golden(tasks))
         golden_version, items = golden.current()
-    check_contamination(items, (e.prompt for e in examples), policy.contamination_jaccard)
+    check_contamination(ContaminationIndex(items, threshold=policy.contamination_jaccard), (e.prompt for e in examples))
     # the tokenizer's vocabulary comes from every built-in task family, not only the ones v1 learns:
     # a later dataset with another task then finds its words whole, not in byte pieces
     corpus = examples + synthetic.generate(2_000, tuple(synthetic.TASKS), seed=policy.seed + 1)

@@ -19,7 +19,7 @@ from schemas.records import ModelEvent
 from streams.gate.policy import TrainerPolicy
 from trainer import contamination, promotion, recipe
 from trainer.evaluate import evaluate
-from trainer.examples import Example, GoldenItem, Pair
+from trainer.examples import Example, Pair
 from trainer.golden import GoldenStore
 from trainer.model import file_hashes, load, save
 from trainer.registry import Registry
@@ -82,8 +82,8 @@ def replay_ids(manifests: Iterable[dict], current: dict, n: int) -> list[str]:
     return [by_window[w] for w in sorted(by_window, reverse=True)[:n]]
 
 
-def check_contamination(golden: Iterable[GoldenItem], prompts: Iterable[str], threshold: float) -> None:
-    report = contamination.scan(contamination.ContaminationIndex(golden, threshold=threshold), prompts)
+def check_contamination(index: contamination.ContaminationIndex, prompts: Iterable[str]) -> None:
+    report = contamination.scan(index, prompts)
     if report.hits:
         raise Refused(f"contaminated: {report.reason()}")
 
@@ -111,9 +111,9 @@ class Cycle:
             if not train:
                 raise Refused("the dataset has no SFT training records")
             pairs, pairs_validation = preference_pairs(store, dataset_id)
-            check_contamination(golden, [e.prompt for e in train + validation] + [p.prompt for p in pairs + pairs_validation],
-                                self.policy.contamination_jaccard)
-            replayed = self._replay(store, dataset_id, golden, train)
+            index = contamination.ContaminationIndex(golden, threshold=self.policy.contamination_jaccard)
+            check_contamination(index, [e.prompt for e in train + validation] + [p.prompt for p in pairs + pairs_validation])
+            replayed = self._replay(store, dataset_id, index, train)
             base_version = self.registry.production()
             if base_version is None:
                 raise Refused("no production model to fine-tune: run `flywheel bootstrap` first")
@@ -153,7 +153,7 @@ class Cycle:
                                                "overall": round(after.overall, 4), "delta": round(decision.deltas.get("overall", 0.0), 4)})
         return CycleResult(outcome, event)
 
-    def _replay(self, store: Any, dataset_id: str, golden: list[GoldenItem], train: list[Example]) -> list[str]:
+    def _replay(self, store: Any, dataset_id: str, index: contamination.ContaminationIndex, train: list[Example]) -> list[str]:
         """Adds the earlier windows' SFT train records to `train`; a dataset the golden set now finds
         contaminated (the set grew since) is left out. Returns the ids replayed."""
         if self.policy.replay_datasets <= 0:
@@ -162,7 +162,7 @@ class Cycle:
         for old in replay_ids(store.list(), store.manifest(dataset_id), self.policy.replay_datasets):
             old_train, _ = sft_examples(store, old)
             try:
-                check_contamination(golden, [e.prompt for e in old_train], self.policy.contamination_jaccard)
+                check_contamination(index, [e.prompt for e in old_train])
             except Refused as exc:
                 log.warning("replay left out", extra={"dataset_id": old, "reason": str(exc)})
                 continue

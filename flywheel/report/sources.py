@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections import Counter
 import urllib.parse
 import urllib.request
 
@@ -27,7 +28,6 @@ def from_topics(settings: Settings, window_days: int = 7, max_requests: int = 1_
     models = sorted(_events(settings, settings.topic_models), key=lambda e: e.get("created_at", 0))
     verdicts = [v.get("event_time", 0) for v in _events(settings, settings.topic_verdicts)]
     acceptance: dict[tuple[str, int], tuple[int, int]] = {}
-    requests: dict[int, int] = {}
     users: dict[int, set] = {}  # only their counts leave this function
     newest = 0
     for c in _events(settings, settings.topic_candidates, max_requests):
@@ -35,9 +35,11 @@ def from_topics(settings: Settings, window_days: int = 7, max_requests: int = 1_
         key = (c.get("model_version") or "-", window_of(t, window_ms))
         n, accepted = acceptance.get(key, (0, 0))
         acceptance[key] = (n + 1, accepted + (c.get("user_action") in ACCEPTING))
-        requests[key[1]] = requests.get(key[1], 0) + 1
         users.setdefault(key[1], set()).add(c.get("user_id"))
         newest = max(newest, t)
+    requests = Counter()  # per window, summed over the versions that served it
+    for (_, start), (n, _) in acceptance.items():
+        requests[start] += n
     windows = {t: (n, len(users[t])) for t, n in requests.items() if t + window_ms <= newest}  # complete ones only
     return build(ready, models, verdicts, acceptance, window_ms, windows)
 
