@@ -48,10 +48,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="flywheel", description="A streaming data flywheel for LLM applications.")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser, metavar="COMMAND")
 
-    up = sub.add_parser("up", help="start the embedded broker (and Redis if none answers), create topics, run the worker")
+    up = sub.add_parser("up", help="start the embedded broker (and Redis if none answers), create topics, run the worker, "
+                                   "review page, dataset builder and trainer as child processes, each restarted if it exits")
     up.add_argument("--port", type=int, default=None, help="embedded broker port (default: a free one)")
     up.add_argument("--data-dir", default=None, help="where the embedded broker keeps its data")
-    up.add_argument("--no-worker", action="store_true", help="start the stack and wait, without a worker")
+    up.add_argument("--no-worker", action="store_true", help="do not run the stream worker (the other roles still run)")
     up.add_argument("--no-review", action="store_true", help="do not serve the review page beside the worker")
     up.add_argument("--no-datasets", action="store_true", help="do not run the dataset builder beside the worker")
     up.add_argument("--no-trainer", action="store_true", help="do not run the trainer beside the worker")
@@ -198,33 +199,40 @@ def _run(args, settings: Settings) -> int:
 
     if args.command == "up":
         import contextlib
+        import logging
+        import signal
+        import threading
+        import time
 
-        from flywheel.stack import embedded_stack, service
+        from flywheel.stack import embedded_stack, services
 
         logs.configure(settings.log_level)
+        # SIGINT and SIGTERM only ask for a stop, even during start-up: everything started is then stopped
+        # in order (roles, then Redis, then the broker, which saves on SIGTERM) and `up` exits 0
+        stop = threading.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda signum, frame: stop.set())
         overrides = {k: v for k, v in (("broker_port", args.port), ("data_dir", args.data_dir)) if v is not None}
         with contextlib.ExitStack() as stack:
             live = stack.enter_context(embedded_stack(settings.replace(**overrides)))
-            if not args.no_review:
-                stack.enter_context(service(live, "review page", "review"))
-            if not args.no_datasets:
-                stack.enter_context(service(live, "dataset builder", "datasets", "run"))
-            if not args.no_trainer:
-                stack.enter_context(service(live, "trainer", "trainer"))
+            roles = [(name, argv) for name, argv, off in (("review", ("review",), args.no_review),
+                                                          ("datasets", ("datasets", "run"), args.no_datasets),
+                                                          ("trainer", ("trainer",), args.no_trainer),
+                                                          ("worker", ("worker",), args.no_worker)) if not off]
+            if not stop.is_set():
+                stack.enter_context(services(live, *roles))
             print(json.dumps({"kafka_bootstrap": live.kafka_bootstrap, "redis_url": live.redis_url,
-                              "metrics": f"http://127.0.0.1:{live.metrics_port}/metrics" if live.metrics_port else None,
+                              "metrics": None if args.no_worker or not live.metrics_port
+                              else f"http://127.0.0.1:{live.metrics_port}/metrics",
                               "review": None if args.no_review else f"http://{live.review_host}:{live.review_port}/",
                               "datasets": None if args.no_datasets else live.datasets_url,
                               "trainer_metrics": None if args.no_trainer or not live.trainer_metrics_port
                               else f"http://127.0.0.1:{live.trainer_metrics_port}/metrics",
                               "add_a_reviewer": "flywheel reviewers add NAME"}),
                   flush=True)
-            if args.no_worker:
-                import signal
-
-                signal.sigwait({signal.SIGINT, signal.SIGTERM})
-            else:
-                _worker(live)
+            while not stop.is_set():
+                time.sleep(0.1)  # a signal's handler runs between two sleeps
+            logging.getLogger("flywheel.up").info("stopping", extra={"roles": [name for name, _ in roles]})
         return 0
     if args.command == "demo":
         return _demo(args, settings)

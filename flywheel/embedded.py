@@ -17,6 +17,8 @@ import time
 from pathlib import Path
 from urllib.parse import urlparse
 
+from flywheel.supervise import die_with_parent
+
 log = logging.getLogger("flywheel.embedded")
 
 
@@ -52,14 +54,17 @@ def noida_binary() -> Path:
 
 
 class _Child:
-    """A child process we started and must stop (SIGTERM first, so data is saved)."""
+    """A child process we started and must stop (SIGTERM first, so data is saved); it dies with us."""
 
     def __init__(self, name: str, argv: list[str], log_path: Path):
         self.name = name
         self.log_path = log_path
         log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log = open(log_path, "ab")
-        self.proc = subprocess.Popen(argv, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
+        # a session of its own keeps a terminal's Ctrl-C away (its owner stops it after everything that
+        # uses it); the parent-death signal (SIGTERM: it still saves) ends it with a killed owner
+        self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT,
+                                     start_new_session=True, preexec_fn=die_with_parent())
 
     @property
     def pid(self) -> int:

@@ -49,6 +49,8 @@ class Settings:
     app_id: str = field(default="flywheel", metadata={"doc": "Kafka consumer group and Faust app id"})
     worker_id: str = field(default="", metadata={"doc": "Static group membership id of this worker (e.g. the pod name): a restart takes its partitions back at once"})
     shutdown_grace_s: float = field(default=20.0, metadata={"doc": "Longest a worker waits for a clean stop after SIGINT/SIGTERM before it leaves without one (nothing is lost: it restarts as after kill -9); a second signal leaves at once"})
+    restart_backoff_s: float = field(default=1.0, metadata={"doc": "`flywheel up` restarts a role (worker, review page, dataset builder, trainer) that exited on its own after this delay, doubled at each exit in a row"})
+    restart_backoff_max_s: float = field(default=30.0, metadata={"doc": "Longest delay before `flywheel up` restarts a role; back to the first delay once the role has stayed up 60 s"})
     data_dir: str = field(default=".flywheel", metadata={"doc": "Embedded broker data and worker state"})
     broker_port: int = field(default=0, metadata={"doc": "Embedded broker port; 0 picks a free one"})
     metrics_port: int = field(default=9464, metadata={"doc": "Worker /metrics port; 0 disables"})

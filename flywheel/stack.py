@@ -1,6 +1,7 @@
-"""The embedded default: broker and Redis started when none is configured, topics created.
+"""The embedded default: broker and Redis started when none is configured, topics created; and the
+roles (worker, review page, dataset builder, trainer) as supervised child processes beside it.
 
-`flywheel up` runs the worker on top of it; benchmarks and the demo use it the same way.
+`flywheel up` runs the roles on top of it; benchmarks and the demo use it the same way.
 """
 
 from __future__ import annotations
@@ -8,15 +9,14 @@ from __future__ import annotations
 import logging
 import os
 import socket
-import subprocess
 import sys
-import threading
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Sequence
 
 from flywheel.embedded import EmbeddedBroker, EmbeddedRedis, redis_answers
 from flywheel.settings import Settings
+from flywheel.supervise import Backoff, Role, Supervisor
 from flywheel.topics import create_topics
 
 log = logging.getLogger("flywheel.stack")
@@ -52,41 +52,33 @@ def embedded_stack(settings: Settings) -> Iterator[Settings]:
             log.info("stopped", extra={"service": child.name})
 
 
-def _die_with_parent() -> None:
-    """A child service must not outlive a `flywheel up` that was killed (SIGKILL runs no cleanup)."""
-    if sys.platform.startswith("linux"):
-        import ctypes
-        import signal
+def supervisor(settings: Settings) -> Supervisor:
+    """A supervisor with the restart backoff of `settings`; a worker gets its shutdown grace to stop."""
+    return Supervisor(Backoff(settings.restart_backoff_s, settings.restart_backoff_max_s),
+                      stop_timeout_s=settings.shutdown_grace_s + 10)
 
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+def flywheel_command(*argv: str) -> list[str]:
+    return [sys.executable, "-m", "flywheel.cli", *argv]
 
 
 @contextmanager
-def service(settings: Settings, name: str, *argv: str, log_path: Path | None = None) -> Iterator[subprocess.Popen]:
-    """A `flywheel` service (the review page, the dataset builder) in a child process beside the
-    worker, stopped with it; its output goes to `log_path` when given."""
-    out = open(log_path, "ab") if log_path is not None else None
-    proc = subprocess.Popen([sys.executable, "-m", "flywheel.cli", *argv], env={**os.environ, **settings.to_env()},
-                            preexec_fn=_die_with_parent, stdout=out, stderr=subprocess.STDOUT if out else None)
-    log.info(f"{name} started", extra={"pid": proc.pid, "command": " ".join(argv)})
-    stopping = threading.Event()
+def services(settings: Settings, *roles: tuple[str, Sequence[str]]) -> Iterator[Supervisor]:
+    """`flywheel` commands (`("worker", ["worker"])`, `("review", ["review"])`, ...) as supervised child
+    processes with `settings` in their environment, restarted when they exit, stopped when this ends;
+    their output goes to this process's stderr."""
+    sup = supervisor(settings)
+    for name, argv in roles:
+        sup.add(name, flywheel_command(*argv), {**os.environ, **settings.to_env()})
+    with sup:
+        yield sup
 
-    def watch():
-        code = proc.wait()
-        if not stopping.is_set():
-            log.error(f"{name} exited; the worker goes on without it", extra={"exit_code": code})
 
-    threading.Thread(target=watch, name="review-page-watch", daemon=True).start()
-    try:
-        yield proc
-    finally:
-        stopping.set()
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        if out is not None:
-            out.close()
+@contextmanager
+def service(settings: Settings, name: str, *argv: str, log_path: Path | None = None) -> Iterator[Role]:
+    """One `flywheel` service (the review page, the dataset builder, ...) under a supervisor of its own,
+    restarted when it exits, stopped when this ends; its output goes to `log_path` when given."""
+    sup = supervisor(settings)
+    role = sup.add(name, flywheel_command(*argv), {**os.environ, **settings.to_env()}, log_path=log_path)
+    with sup:
+        yield role
