@@ -30,7 +30,7 @@ from typing import Any, Callable, Mapping, Sequence
 from confluent_kafka import KafkaError, Producer
 
 from flywheel.settings import Settings
-from schemas.codec import TICK_HEADER, Codec, EncodeError
+from schemas.codec import TICK_HEADER, TICK_MAC_HEADER, Codec, EncodeError, tick_mac
 from schemas.records import Interaction, InvalidEvent, UserAction
 
 log = logging.getLogger("flywheel.sdk")
@@ -264,7 +264,10 @@ class FlywheelProducer:
         self._require_open()
         if isinstance(event_time_ms, bool) or not isinstance(event_time_ms, int) or event_time_ms <= 0:
             raise InvalidEvent(f"heartbeat event_time_ms must be a positive integer of milliseconds, got {type(event_time_ms).__name__}")
-        headers = [(TICK_HEADER, str(event_time_ms).encode("ascii"))]
+        tick = str(event_time_ms).encode("ascii")
+        headers = [(TICK_HEADER, tick)]
+        if self.settings.tick_key:  # the join dead-letters unsigned ticks when it has a key
+            headers.append((TICK_MAC_HEADER, tick_mac(self.settings.tick_key, tick)))
         sent = 0
         for topic in (self.settings.topics.interactions, self.settings.topics.actions):
             for partition in range(self.partition_count(topic)):

@@ -99,6 +99,8 @@ class Settings:
     golden_dir: str = field(default="", metadata={"doc": "Directory of the golden test set's versions; empty: <data_dir>/golden"})
     # limits
     max_event_bytes: int = field(default=256 * 1024, metadata={"doc": "Largest accepted event; larger goes to the dead-letter topic"})
+    max_event_ahead_ms: int = field(default=15 * MINUTE_MS, metadata={"doc": "Longest an event's time (or a tick's) may lie ahead of the wall clock (its Kafka timestamp, if earlier); further ahead is dead-lettered as `future_event` and moves no watermark or window clock; -1 turns the check off (replays of synthetic future traffic)"})
+    tick_key: str = field(default="", metadata={"doc": "Secret that event-time ticks must be signed with (HMAC-SHA256 in the `flywheel-tick-mac` header); empty: ticks are not authenticated"})
 
     @property
     def topics(self) -> Topics:
@@ -162,6 +164,8 @@ class Settings:
             raise SettingsError("review_lease_s must be >= 10 and review_session_h >= 1")
         if self.gate_batch_size < 1 or self.gate_batch_ms < 1 or self.gate_threads < 1:
             raise SettingsError("gate_batch_size, gate_batch_ms and gate_threads must be >= 1")
+        if self.max_event_ahead_ms < -1:
+            raise SettingsError(f"max_event_ahead_ms must be >= 0, or -1 to turn the check off, got {self.max_event_ahead_ms}")
         if self.max_event_bytes < 1024:
             raise SettingsError(f"max_event_bytes must be >= 1024, got {self.max_event_bytes}")
         if self.marker_horizon_ms < self.settle_window_ms:

@@ -58,7 +58,7 @@ class TrafficSpec:
 
     requests: int
     seed: int = 0
-    start_ms: int | None = None  # None: wall clock now (then request ids differ between runs too)
+    start_ms: int | None = None  # None: so that the traffic ends just behind the wall clock (ids then differ between runs)
     event_rate: float = 5.0  # requests per second of event time
     action_mix: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_MIX))  # of on-time requests
     feedback_rate: float = 0.15  # share of on-time requests that also get thumbs up/down or a rating
@@ -341,6 +341,15 @@ def _delay_ms(rng: random.Random, kind: str, cap_ms: int) -> int:
     return max(1, min(d, cap_ms))
 
 
+def past_start(spec: TrafficSpec, settle_window_ms: int, now_ms: int | None = None) -> int:
+    """A start early enough that the whole traffic, its late actions and the closing tick lie
+    behind the wall clock: the join dead-letters event time ahead of it (`future_event`)."""
+    now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+    n = max(spec.requests, 1)
+    span_ms = (n + 6 * math.sqrt(n)) / spec.event_rate * 1000  # the sum of n gaps stays below this
+    return (now_ms - int(span_ms) - 3 * settle_window_ms - 60_000) // 1000 * 1000
+
+
 def generate(spec: TrafficSpec, settle_window_ms: int) -> Traffic:
     """Events in send order and the user_action the join must produce for each request id.
 
@@ -353,7 +362,7 @@ def generate(spec: TrafficSpec, settle_window_ms: int) -> Traffic:
     aux = random.Random(spec.seed * 7919 + 1)  # personal data and abuse: their own stream, so the join's traffic stays put
     personal: dict[str, list[str]] = {}
     toxic: set[str] = set()
-    start = spec.start_ms if spec.start_ms is not None else int(time.time()) * 1000
+    start = spec.start_ms if spec.start_ms is not None else past_start(spec, settle_window_ms)
     cap = int(settle_window_ms * 0.8)  # on-time actions stay well inside the window
     n_users = spec.users or max(1, spec.requests // 8)
     user_cum = list(itertools.accumulate(1.0 / (u + 1) ** 0.8 for u in range(n_users)))  # a few heavy users

@@ -15,8 +15,11 @@ current schema (missing fields take their defaults).
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import io
 import json
+import math
 import re
 from dataclasses import dataclass
 from importlib import resources
@@ -32,6 +35,8 @@ CONTENT_TYPE_HEADER = "content-type"
 # an empty record with this header (value: event time in ms, ASCII) advances event time on its
 # partition: producers send it to every partition so that quiet ones still settle
 TICK_HEADER = "flywheel-tick"
+# with a configured tick key, a tick must carry HMAC-SHA256(key, tick value) in hex here
+TICK_MAC_HEADER = "flywheel-tick-mac"
 JSON_CONTENT_TYPE = b"application/json"
 
 _FILE_RE = re.compile(r"^(?P<name>[a-z_]+)\.v(?P<version>\d+)\.avsc$")
@@ -48,6 +53,25 @@ class DecodeError(ValueError):
 
 class EncodeError(ValueError):
     """A record that does not fit its schema."""
+
+
+@dataclass(frozen=True)
+class InputLimits:
+    """Structural limits every decoded event must meet, checked while or right after parsing.
+
+    Why: a value can be valid Avro or JSON and still stop or slow a worker (a 100 KB `[[[[...]]]]`
+    made `json.loads` raise RecursionError in the join; a million-item list costs every stage).
+    Each broken limit is a dead-letter reason of its own."""
+
+    max_depth: int = 8  # JSON nesting; the deepest schema is record -> map or array -> value
+    max_keys: int = 256  # entries of one JSON object or Avro map
+    max_items: int = 1024  # items of one array
+    max_string_chars: int = 200_000  # one string
+    max_int: int = 2**63 - 1  # Avro long; JSON numbers beyond it cannot be encoded
+
+
+DEFAULT_LIMITS = InputLimits()
+_LIMIT_REASONS = ("too_deep", "too_many_keys", "too_many_items", "too_long", "int_out_of_range", "not_finite")
 
 
 @dataclass(frozen=True)
@@ -95,7 +119,8 @@ def _shipped_schema_files() -> list[tuple[str, str]]:
 class Codec:
     """Encodes the current version of each event; decodes any known version into the current one."""
 
-    def __init__(self, versions: Mapping[str, list[SchemaVersion]] | None = None):
+    def __init__(self, versions: Mapping[str, list[SchemaVersion]] | None = None, limits: InputLimits = DEFAULT_LIMITS):
+        self.limits = limits
         self._versions = dict(versions or load_schema_versions(_shipped_schema_files()))
         self._current = {name: vs[-1] for name, vs in self._versions.items()}
         self._by_fingerprint = {v.fingerprint: v for vs in self._versions.values() for v in vs}
@@ -163,6 +188,7 @@ class Codec:
             raise DecodeError("undecodable", f"Avro body does not match its schema ({type(exc).__name__})") from None
         if buf.tell() != len(data):
             raise DecodeError("undecodable", f"{len(data) - buf.tell()} trailing bytes after the Avro body")
+        check_values(record, self.limits)
         return record
 
     def read_long(self, name: str, data: bytes, field_name: str) -> int | None:
@@ -196,10 +222,7 @@ class Codec:
 
     def decode_json(self, name: str, data: bytes) -> dict:
         schema = self.current(name)
-        try:
-            obj = json.loads(data)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise DecodeError("invalid_json", f"not JSON ({type(exc).__name__} at byte {getattr(exc, 'pos', '?')})") from None
+        obj = parse_json(data, self.limits)
         if not isinstance(obj, dict):
             raise DecodeError("invalid_json", f"expected a JSON object, got {type(obj).__name__}")
         unknown = set(obj) - {f["name"] for f in schema.raw["fields"]}
@@ -218,6 +241,85 @@ class Codec:
         if data[2:HEADER_LEN] == self._current[name].fingerprint and data[:2] == MAGIC:
             return record, data
         return record, self.encode(name, record)
+
+
+def _reject_constant(name: str):
+    raise DecodeError("not_finite", f"JSON constant {name} is not a number an event may hold")
+
+
+def parse_json(data: bytes, limits: InputLimits = DEFAULT_LIMITS) -> Any:
+    """`json.loads` that fails as a DecodeError with a reason, never with anything else: nesting
+    beyond the interpreter's recursion limit, integers of thousands of digits, NaN and Infinity,
+    and every structural limit of `limits` (checked by walking the parsed value, no recursion)."""
+    try:
+        obj = json.loads(data, parse_constant=_reject_constant)
+    except DecodeError:
+        raise
+    except RecursionError:
+        raise DecodeError("too_deep", f"JSON nested deeper than the parser can follow (limit {limits.max_depth})") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DecodeError("invalid_json", f"not JSON ({type(exc).__name__} at byte {getattr(exc, 'pos', '?')})") from None
+    except (ValueError, TypeError) as exc:  # int digits beyond sys.get_int_max_str_digits, a non-bytes value
+        raise DecodeError("int_out_of_range" if "digit" in str(exc) else "invalid_json", type(exc).__name__) from None
+    _check_tree(obj, limits)
+    return obj
+
+
+def _check_tree(obj: Any, limits: InputLimits) -> None:
+    stack = [(obj, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, (dict, list)):
+            if depth > limits.max_depth:
+                raise DecodeError("too_deep", f"nested deeper than {limits.max_depth} levels")
+            if isinstance(value, dict):
+                if len(value) > limits.max_keys:
+                    raise DecodeError("too_many_keys", f"an object of {len(value)} keys (limit {limits.max_keys})")
+                for k in value:
+                    if len(k) > limits.max_string_chars:
+                        raise DecodeError("too_long", f"a key of {len(k)} characters")
+                stack.extend((v, depth + 1) for v in value.values())
+            else:
+                if len(value) > limits.max_items:
+                    raise DecodeError("too_many_items", f"an array of {len(value)} items (limit {limits.max_items})")
+                stack.extend((v, depth + 1) for v in value)
+        else:
+            _check_scalar(value, limits)
+
+
+def _check_scalar(value: Any, limits: InputLimits) -> None:
+    if isinstance(value, str):
+        if len(value) > limits.max_string_chars:
+            raise DecodeError("too_long", f"a string of {len(value)} characters (limit {limits.max_string_chars})")
+    elif isinstance(value, bool) or value is None:
+        return
+    elif isinstance(value, int):
+        if not -limits.max_int - 1 <= value <= limits.max_int:
+            raise DecodeError("int_out_of_range", f"an integer of {len(str(abs(value)))} digits")
+    elif isinstance(value, float) and not math.isfinite(value):
+        raise DecodeError("not_finite", f"a number that is {value}")
+
+
+def check_values(record: Mapping[str, Any], limits: InputLimits = DEFAULT_LIMITS) -> None:
+    """The limits on a decoded Avro record, whose schema already bounds its depth (a record of
+    scalars, maps and arrays of scalars): sizes, lengths and finiteness, field by field."""
+    for value in record.values():
+        if isinstance(value, dict):
+            if len(value) > limits.max_keys:
+                raise DecodeError("too_many_keys", f"a map of {len(value)} entries (limit {limits.max_keys})")
+            for k, v in value.items():
+                _check_scalar(k, limits)
+                _check_scalar(v, limits)
+        elif isinstance(value, list):
+            if len(value) > limits.max_items:
+                raise DecodeError("too_many_items", f"an array of {len(value)} items (limit {limits.max_items})")
+            for v in value:
+                _check_scalar(v, limits)
+        elif isinstance(value, float):
+            if not math.isfinite(value):
+                raise DecodeError("not_finite", f"a number that is {value}")
+        elif isinstance(value, str) and len(value) > limits.max_string_chars:
+            raise DecodeError("too_long", f"a string of {len(value)} characters (limit {limits.max_string_chars})")
 
 
 def _long_plan(raw: dict, field_name: str) -> tuple[bool, ...] | bool:
@@ -281,3 +383,15 @@ def headers_dict(headers: Any) -> dict[str, bytes]:
         key = k.decode() if isinstance(k, bytes) else str(k)
         out[key.lower()] = v if isinstance(v, bytes) else (b"" if v is None else str(v).encode())
     return out
+
+
+def tick_mac(key: str, value: bytes) -> bytes:
+    """The `flywheel-tick-mac` header value for a tick of `value` (ASCII milliseconds)."""
+    return hmac.new(key.encode(), b"flywheel-tick:" + value, hashlib.sha256).hexdigest().encode("ascii")
+
+
+def tick_authentic(key: str, value: bytes, mac: bytes | None) -> bool:
+    """Whether a tick is signed with `key` (always true when no key is configured)."""
+    if not key:
+        return True
+    return mac is not None and hmac.compare_digest(tick_mac(key, value), mac.strip())

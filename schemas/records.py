@@ -52,11 +52,40 @@ def _shown(value: Any) -> str:
     return text if len(text) <= 32 else f"a {type(value).__name__} of {len(text)} characters"
 
 
+MAX_EVENT_TIME_MS = 32503680000000  # 3000-01-01: past it a value is no time at all, whatever the bound
+
+
+class FutureEvent(InvalidEvent):
+    """Event time further ahead of the wall clock than the flywheel allows: one producer's clock
+    (or a hostile one) must not move a watermark or a window clock for everyone."""
+
+    reason = "future_event"
+
+
 def _require_time(kind: str, value: Any) -> None:
     if isinstance(value, bool) or not isinstance(value, int):
         raise InvalidEvent(f"{kind}.event_time must be an integer of milliseconds since the epoch, got {type(value).__name__}")
     if value < MIN_EVENT_TIME_MS:
         raise InvalidEvent(f"{kind}.event_time must be milliseconds since the epoch, got {value} (seconds?)")
+    if value >= MAX_EVENT_TIME_MS:
+        raise FutureEvent(f"{kind}.event_time {value} is after the year 3000")
+
+
+def reference_time(record_timestamp_ms: int | None, now_ms: int) -> int:
+    """The wall-clock time an event's time is judged against: the Kafka record's timestamp when it
+    is not ahead of now, else now. A replay judges a record as it was judged live (the timestamp
+    is in the log), and a producer that forges a future timestamp gains nothing."""
+    if record_timestamp_ms is None or record_timestamp_ms <= 0:
+        return now_ms
+    return min(record_timestamp_ms, now_ms)
+
+
+def check_event_time_ahead(kind: str, event_time: int, reference_ms: int, max_ahead_ms: int) -> None:
+    """Raise FutureEvent when `event_time` lies more than `max_ahead_ms` after `reference_ms`
+    (see `reference_time`); a bound below 0 turns the check off."""
+    if max_ahead_ms >= 0 and event_time > reference_ms + max_ahead_ms:
+        ahead_s = (event_time - reference_ms) // 1000
+        raise FutureEvent(f"{kind} event time is {ahead_s} s ahead of the wall clock (bound {max_ahead_ms // 1000} s)")
 
 
 @dataclass(slots=True)

@@ -23,16 +23,29 @@ import heapq
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Collection, Iterator, Protocol
+from typing import Callable, Collection, Iterator, Protocol
 
-from schemas.codec import TICK_HEADER, Codec, DecodeError, EncodeError
-from schemas.records import DeadLetter, Interaction, InvalidEvent, UserAction
+from schemas.codec import TICK_HEADER, TICK_MAC_HEADER, Codec, DecodeError, EncodeError, tick_authentic
+from schemas.records import (
+    MAX_EVENT_TIME_MS,
+    MIN_EVENT_TIME_MS,
+    DeadLetter,
+    FutureEvent,
+    Interaction,
+    InvalidEvent,
+    UserAction,
+    check_event_time_ahead,
+    reference_time,
+)
 from streams.join.labels import build_candidate
 from streams.join.state import JoinState, PendingAction, decode_state, encode_state
 
 INTERACTION = "interaction"
 ACTION = "action"
 INPUTS = (INTERACTION, ACTION)
+# a person acts on one answer a handful of times; a producer looping on one request id must not
+# grow its state without bound (the state's digest count is a u16)
+MAX_ACTIONS_PER_REQUEST = 256
 
 
 def digest(data: bytes) -> bytes:
@@ -100,14 +113,22 @@ class JoinCore:
         marker_horizon_ms: int,
         max_event_bytes: int,
         action_topic: str = "flywheel.actions",
+        interaction_topic: str = "flywheel.interactions",
+        max_event_ahead_ms: int = -1,
+        tick_key: str = "",
+        wall_clock_ms: Callable[[], int] = lambda: int(time.time() * 1000),
     ):
         self.codec = codec
+        self.max_event_ahead_ms = max_event_ahead_ms
+        self.tick_key = tick_key
+        self.wall_clock_ms = wall_clock_ms
         self.store = store
         self.settle_window_ms = settle_window_ms
         self.watermark_delay_ms = watermark_delay_ms
         self.marker_horizon_ms = marker_horizon_ms
         self.max_event_bytes = max_event_bytes
         self.action_topic = action_topic
+        self.topic_interactions = interaction_topic
         self._heaps: dict[int, list[tuple[int, bytes]]] = {}
         self._clock: dict[int, dict[str, int]] = {}
         self._last_wm: dict[int, int] = {}
@@ -174,10 +195,18 @@ class JoinCore:
 
     # -- input -----------------------------------------------------------------------------------
     def apply(self, rec: Record) -> None:
+        """One record in. A record can fail (it becomes a dead letter with its reason and bytes);
+        the join cannot: nothing a record holds raises out of here."""
         self._last_ts[rec.partition] = rec.timestamp_ms
-        tick = rec.headers.get(TICK_HEADER)
-        if tick is not None:
-            return self._apply_tick(rec, tick)
+        try:
+            tick = rec.headers.get(TICK_HEADER)
+            if tick is not None:
+                return self._apply_tick(rec, tick)
+            self._apply_event(rec)
+        except Exception as exc:  # a bug that one record's content reaches: that record fails alone
+            self._dead(rec, "unprocessable", f"{type(exc).__name__} while joining this record")
+
+    def _apply_event(self, rec: Record) -> None:
         value = rec.value or b""
         if len(value) > self.max_event_bytes:
             return self._dead(rec, "oversized", f"{len(value)} bytes is over the limit of {self.max_event_bytes}")
@@ -185,8 +214,11 @@ class JoinCore:
             name = INTERACTION if rec.kind == INTERACTION else ACTION
             record, current = self.codec.upgrade(name, value, rec.headers)
             event = (Interaction if rec.kind == INTERACTION else UserAction).from_dict(record).check()
+            check_event_time_ahead(name, event.event_time, self._reference(rec), self.max_event_ahead_ms)
         except DecodeError as exc:
             return self._dead(rec, exc.reason, exc.detail)
+        except FutureEvent as exc:
+            return self._dead(rec, FutureEvent.reason, str(exc))
         except (InvalidEvent, EncodeError, TypeError) as exc:
             return self._dead(rec, "invalid_event", str(exc))
         key = event.request_id.encode()
@@ -198,11 +230,23 @@ class JoinCore:
         else:
             self._apply_action(rec, key, event, current)
 
+    def _reference(self, rec: Record) -> int:
+        return reference_time(rec.timestamp_ms, self.wall_clock_ms())
+
     def _apply_tick(self, rec: Record, tick: bytes) -> None:
-        try:
-            t = int(tick)
-        except ValueError:
+        """A tick moves event time on its partition: only a well-formed, plausible, (with a tick key)
+        signed one, never further ahead of the wall clock than the bound."""
+        if not (0 < len(tick) <= 16 and tick.isdigit()):
             return self._dead(rec, "invalid_event", f"{TICK_HEADER} header must be integer milliseconds, got {tick[:40]!r}")
+        t = int(tick)
+        if not MIN_EVENT_TIME_MS <= t < MAX_EVENT_TIME_MS:
+            return self._dead(rec, "invalid_event", f"{TICK_HEADER} {t} is not milliseconds since the epoch")
+        if not tick_authentic(self.tick_key, tick, rec.headers.get(TICK_MAC_HEADER)):
+            return self._dead(rec, "unauthenticated_tick", f"a tick without a valid {TICK_MAC_HEADER} (a tick key is configured)")
+        try:
+            check_event_time_ahead("tick", t, self._reference(rec), self.max_event_ahead_ms)
+        except FutureEvent as exc:
+            return self._dead(rec, FutureEvent.reason, str(exc))
         self._observe(rec.partition, rec.kind, t)
 
     def _observe(self, partition: int, kind: str, t: int) -> None:
@@ -233,6 +277,8 @@ class JoinCore:
             return
         if state is not None and state.settled:
             return self._dead(rec, "late_action", "the request settled before this action arrived")
+        if state is not None and len(state.actions) >= MAX_ACTIONS_PER_REQUEST:
+            return self._dead(rec, "too_many_actions", f"a request holds at most {MAX_ACTIONS_PER_REQUEST} actions")
         if state is None:
             state = JoinState(rec.partition, event.event_time + self.settle_window_ms)
             reschedule = state.due
@@ -247,7 +293,7 @@ class JoinCore:
     def _dead(self, rec: Record, reason: str, detail: str) -> None:
         self.out.deadletters.append(DeadLetter(
             reason=reason, detail=detail, source_topic=rec.topic, source_partition=rec.partition,
-            source_offset=rec.offset, key=rec.key, value=rec.value or b"", headers=dict(rec.headers),
+            source_offset=rec.offset, key=rec.key, value=rec.value or b"", headers=dict(rec.headers or {}),
             failed_at=int(time.time() * 1000),
         ))
 
@@ -284,7 +330,10 @@ class JoinCore:
                 state.deleted = True
                 self._save(key, state)
             elif state.interaction is not None:
-                self._settle(key, state, trigger_ts)
+                try:
+                    self._settle(key, state, trigger_ts)
+                except Exception as exc:  # one request's content broke the candidate: it fails alone
+                    self._unsettleable(key, state, exc)
             else:
                 self._orphan(key, state)
         return wm
@@ -303,6 +352,17 @@ class JoinCore:
             key=key, partition=state.partition, value=self.codec.encode("candidate", candidate.to_dict()),
             user_action=candidate.user_action, label=candidate.label, trigger_timestamp_ms=trigger_ts,
         ))
+        state.settle(state.due + self.marker_horizon_ms)
+        self._save(key, state, reschedule=state.due)
+
+    def _unsettleable(self, key: bytes, state: JoinState, exc: Exception) -> None:
+        self.out.deadletters.append(DeadLetter(
+            reason="unprocessable", detail=f"{type(exc).__name__} while building this request's candidate",
+            source_topic=self.topic_interactions, source_partition=state.partition, source_offset=-1, key=key,
+            value=state.interaction_data or b"", headers={}, failed_at=int(time.time() * 1000),
+        ))
+        for a in state.actions:
+            self._dead_pending(key, state, a, "unprocessable", "its request's candidate could not be built")
         state.settle(state.due + self.marker_horizon_ms)
         self._save(key, state, reschedule=state.due)
 

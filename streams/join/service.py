@@ -79,6 +79,9 @@ class JoinService(Service):
             marker_horizon_ms=settings.marker_horizon_ms,
             max_event_bytes=settings.max_event_bytes,
             action_topic=settings.topic_actions,
+            interaction_topic=settings.topic_interactions,
+            max_event_ahead_ms=settings.max_event_ahead_ms,
+            tick_key=settings.tick_key,
         )
         self.owned: set[int] = set()
         self._next_offset: dict[TopicPartition, int] = {}
