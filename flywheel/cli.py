@@ -174,6 +174,9 @@ def build_parser() -> argparse.ArgumentParser:
     boot.add_argument("--tasks", default=None, help="synthetic task families, comma-separated (default: all)")
     boot.add_argument("--base", default="", metavar="DIR", help="fine-tune this Hugging Face causal LM directory instead of building the default small model")
 
+    from flywheel.clocks import add_parser as add_clocks_parser
+
+    add_clocks_parser(sub, _Parser)
     tail = sub.add_parser("tail", help="print decoded events of a topic as JSON lines")
     tail.add_argument("topic", help="interactions | actions | candidates | passed | rejected | verdicts | datasets | erasure | models | deadletter, or a full topic name")
     tail.add_argument("--new", action="store_true", help="only events that arrive from now on")
@@ -267,6 +270,10 @@ def _run(args, settings: Settings) -> int:
                           settle_window_ms=settings.settle_window_ms)
         print(json.dumps(counts, sort_keys=True, default=str))
         return 0
+    if args.command == "clocks":
+        from flywheel.clocks import run as run_clocks
+
+        return run_clocks(args, settings)
     handler = {"policy": _policy, "gate": _gate_explain, "review": _review, "reviewers": _reviewers,
                "calibrate": _calibrate, "datasets": _datasets, "trainer": _trainer, "models": _models, "rollout": _rollout, "guards": _guards, "report": _report, "golden": _golden,
                "bootstrap": _bootstrap}.get(args.command)

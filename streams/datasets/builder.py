@@ -37,9 +37,9 @@ from typing import Any, Callable, Iterable, Iterator, Mapping
 from confluent_kafka import Consumer, TopicPartition
 
 from flywheel.settings import Settings
-from schemas.codec import Codec, DecodeError
+from schemas.codec import Codec
 from schemas.records import TrainingCandidate
-from streams.datasets import content, spool
+from streams.datasets import content, intake, spool
 from streams.datasets.store import DatasetStore, ShardWriter, dataset_id as make_dataset_id, manifest_json, user_hash
 from streams.datasets.windows import WindowSpan
 from streams.gate.policy import DatasetPolicy, GatePolicy
@@ -49,6 +49,7 @@ log = logging.getLogger("flywheel.datasets")
 
 BUILDER_VERSION = "3"  # 2: one shard series per partition; 3: deflate level 1
 REGENERATED = "regenerated"
+MAX_REJECTED_KEPT = 1000  # candidates a seal hands back for dead letters, per partition: past it, counted only
 
 
 def source_name(topic: str, partition: int) -> str:
@@ -124,6 +125,7 @@ class SealResult:
     written: bool  # False when the dataset existed already (a re-run after a crash)
     from_spool: int = 0  # partitions pass 1 read from the builder's spool
     from_log: int = 0  # partitions it read from the log (no complete spool)
+    rejected: list[intake.Rejected] = field(default_factory=list)  # members that failed at the seal: dead letters
 
 
 # -- one partition's share of a seal (runs in a pool process; everything it gets is picklable) --------
@@ -155,6 +157,7 @@ class PartitionFacts:
     dropped: dict[str, int]
     pair_facts: list[TrainingCandidate]
     spooled: bool = False  # read from the spool, not the log
+    rejected: list[intake.Rejected] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -190,29 +193,68 @@ def spooled(job: PartitionRead) -> bool:
     return spool.complete(job.spool, job.first, job.stop, job.members)
 
 
-def read_candidates(codec: Codec, job: PartitionRead, from_spool: bool) -> Iterator[TrainingCandidate]:
-    """The window's candidates of one partition, in offset order; ones that do not decode are skipped
-    (the gate wrote them; one that does not decode was dead-lettered upstream)."""
+def read_candidates(codec: Codec, job: PartitionRead, from_spool: bool, rejected: list | None = None) -> Iterator[TrainingCandidate]:
+    """The window's candidates of one partition, in offset order. One that does not decode is
+    skipped, and handed to `rejected` when given (for its dead letter): the gate writes only what
+    it encoded itself, so such a record came from elsewhere, and the builder's read path (which
+    takes only the event time from the bytes) could not see that its body was broken."""
+    for _, _, _, c in read_frames(codec, job, from_spool, rejected):
+        yield c
+
+
+def read_frames(codec: Codec, job: PartitionRead, from_spool: bool, rejected: list | None = None
+                ) -> Iterator[tuple[int, bytes, Mapping[str, bytes], TrainingCandidate]]:
+    """`read_candidates`, each with its offset, bytes and headers."""
     if from_spool:
-        frames: Iterable[tuple[bytes, Mapping[str, bytes]]] = ((value, headers or {}) for _, value, headers in spool.read(job.spool))
-        yield from _decoded(codec, job, frames)
+        frames: Iterable[tuple[int, bytes, Mapping[str, bytes]]] = (
+            (offset, value, headers or {}) for offset, value, headers in spool.read(job.spool))
+        yield from _decoded(codec, job, frames, rejected)
         return
     reader = LogReader(job.settings)
     try:
-        yield from _decoded(codec, job, ((m.value() or b"", message_headers(m))
-                                         for m in reader.read(job.topic, job.partition, job.first, job.stop)))
+        yield from _decoded(codec, job, ((m.offset(), m.value() or b"", message_headers(m))
+                                         for m in reader.read(job.topic, job.partition, job.first, job.stop)), rejected)
     finally:
         reader.close()
 
 
-def _decoded(codec: Codec, job: PartitionRead, frames: Iterable[tuple[bytes, Mapping[str, bytes]]]) -> Iterator[TrainingCandidate]:
-    for value, headers in frames:
+def _decoded(codec: Codec, job: PartitionRead, frames: Iterable[tuple[int, bytes, Mapping[str, bytes]]],
+             rejected: list | None = None) -> Iterator[tuple[int, bytes, Mapping[str, bytes], TrainingCandidate]]:
+    for offset, value, headers in frames:
         try:
-            c = TrainingCandidate.from_dict(codec.decode("candidate", value, headers))
-        except (DecodeError, TypeError):
+            c = intake.decode_candidate(codec, value, headers)
+        except intake.RecordError as exc:
+            if rejected is not None:
+                _reject(rejected, intake.rejected(exc, job.topic, job.partition, offset, value, None, headers))
             continue
         if job.start_ms <= c.timestamp < job.end_ms:
-            yield c
+            yield offset, value, headers, c
+
+
+def _reject(rejected: list, r: intake.Rejected) -> None:
+    """Keep a failed record for its dead letter (the first MAX_REJECTED_KEPT; all are counted in the manifest)."""
+    if len(rejected) < MAX_REJECTED_KEPT:
+        rejected.append(r)
+    else:
+        rejected.append(None)  # counted only
+
+
+def prepare_entry(c: TrainingCandidate, validation_share: float, pair_keys: frozenset[str] = frozenset()
+                  ) -> tuple[bytes | None, TrainingCandidate | None]:
+    """Pass 1's work on one admitted candidate that can meet its content: its scratch entry (None
+    when it makes no record) and its pairing facts (None unless it may answer a regeneration).
+    Pure; what it accepts, pass 2 can write (the records fit their Avro schemas)."""
+    facts = successor = None
+    if c.pair_key in pair_keys:
+        facts = _pairing_facts(c)
+        successor = c.to_dict()  # may answer a regeneration: pass 2 may make a pair of it
+    sft = content.sft_base_record(c, validation_share)
+    pref = content.preference_base_record(c, validation_share)
+    if sft is None and pref is None and successor is None:
+        return None, facts
+    payload = marshal.dumps((c.request_id, sft, pref, successor, c.task_type or "-", c.user_action, c.label or "-",
+                             user_hash(c.user_id), c.timestamp))
+    return payload, facts
 
 
 def admitted(c: TrainingCandidate, inputs: SealInputs, seen: set[int], dropped: dict[str, int]) -> bool:
@@ -238,29 +280,36 @@ def observe_partition(job: PartitionRead, pair_keys: frozenset[str] = frozenset(
     records (built but for the window's part of their priority) into its scratch file."""
     codec = codec or _process_codec()
     stats, offers, dropped, facts, seen = content.WindowStats(), content.OfferLog(), {}, [], set()
+    rejected: list = []
     from_spool = spooled(job)
     if job.spool and not from_spool:
         log.warning("spool incomplete, reading the log", extra={"topic": job.topic, "partition": job.partition})
     entry = struct.Struct("<I")
     with open(job.scratch, "wb", buffering=spool.BUFFER) as scratch:
-        for c in read_candidates(codec, job, from_spool):
-            if not admitted(c, job.inputs, seen, dropped):
+        for offset, value, headers, c in read_frames(codec, job, from_spool, rejected):
+            try:
+                if not admitted(c, job.inputs, seen, dropped):
+                    continue
+                payload, pairing = prepare_entry(c, validation_share, pair_keys)
+                stats.add(c)
+                offers.add(c)  # a few numbers per record; the window's part of the priority comes at finish
+            except Exception as exc:  # one candidate's content broke the build: it fails alone
+                _reject(rejected, intake.Rejected(intake.UNPROCESSABLE, f"{type(exc).__name__} while building its records",
+                                                  job.topic, job.partition, offset, value, None, dict(headers)))
                 continue
-            stats.add(c)
-            offers.add(c)  # a few numbers per record; the window's part of the priority comes at finish
-            successor = None
-            if c.pair_key in pair_keys:
-                facts.append(_pairing_facts(c))
-                successor = c.to_dict()  # may answer a regeneration: pass 2 may make a pair of it
-            sft = content.sft_base_record(c, validation_share)
-            pref = content.preference_base_record(c, validation_share)
-            if sft is None and pref is None and successor is None:
-                continue
-            payload = marshal.dumps((c.request_id, sft, pref, successor, c.task_type or "-", c.user_action, c.label or "-",
-                                     user_hash(c.user_id), c.timestamp))
-            scratch.write(entry.pack(len(payload)))
-            scratch.write(payload)
-    return PartitionFacts(job.partition, stats, offers, dropped, facts, from_spool)
+            if pairing is not None:
+                facts.append(pairing)
+            if payload is not None:
+                scratch.write(entry.pack(len(payload)))
+                scratch.write(payload)
+    _count_rejected(dropped, rejected)
+    return PartitionFacts(job.partition, stats, offers, dropped, facts, from_spool, [r for r in rejected if r is not None])
+
+
+def _count_rejected(dropped: dict[str, int], rejected: list) -> None:
+    for r in rejected:
+        key = f"invalid.{r.reason if r is not None else 'more'}"
+        dropped[key] = dropped.get(key, 0) + 1
 
 
 def _scratch_entries(path: str) -> Iterator[tuple]:
@@ -352,8 +401,10 @@ class WindowBuilder:
             t, partition = parse_source(source)
             if t == topic:
                 first, stop = span.spans[source]
+                # a span a clock reset reopened is read from the log: its spool lacks what was late before the reset
+                members = -1 if source in span.log_only else span.source_members.get(source, -1)
                 jobs.append(PartitionRead(self.settings, t, partition, first, stop, span.start_ms, span.end_ms, inputs,
-                                          copies.path(span.index, source), span.source_members.get(source, -1),
+                                          copies.path(span.index, source), members,
                                           os.path.join(scratch, f"p{partition:05d}.records") if scratch else ""))
         return jobs
 
@@ -364,6 +415,7 @@ class WindowBuilder:
                                 {**offsets, "verdicts": dict(sorted(inputs.verdict_offsets.items()))}, inputs.digest())
         if self.store.exists(ds_id):
             return SealResult(ds_id, self.store.uri(ds_id), self.store.manifest(ds_id), False)
+        rejected: list = []
         started = time.perf_counter()
         scratch = os.path.join(self.settings.seal_spool_dir, f".seal-{ds_id}")  # local, whatever the store is
         shutil.rmtree(scratch, ignore_errors=True)
@@ -374,26 +426,27 @@ class WindowBuilder:
             if workers > 1:
                 # spawn, not fork: the service holds librdkafka clients whose threads a fork would not copy
                 with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
-                    manifest, spooled = self._write(span, inputs, ds_id, offsets, jobs, pool.map)
+                    manifest, spooled = self._write(span, inputs, ds_id, offsets, jobs, pool.map, rejected)
             else:
-                manifest, spooled = self._write(span, inputs, ds_id, offsets, jobs, map)
+                manifest, spooled = self._write(span, inputs, ds_id, offsets, jobs, map, rejected)
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
         self.store.publish(ds_id)
         log.info("dataset sealed", extra={"dataset_id": ds_id, "window_start": span.start_ms, "records": manifest["counts"]["records"],
                                           "seconds": round(time.perf_counter() - started, 2), "workers": workers,
                                           "from_spool": spooled, "partitions": len(jobs)})
-        return SealResult(ds_id, self.store.uri(ds_id), manifest, True, spooled, len(jobs) - spooled)
+        return SealResult(ds_id, self.store.uri(ds_id), manifest, True, spooled, len(jobs) - spooled,
+                          [r for r in rejected if r is not None])
 
-    def _rejected(self, span: WindowSpan, inputs: SealInputs) -> Iterator[TrainingCandidate]:
+    def _rejected(self, span: WindowSpan, inputs: SealInputs, rejected: list | None = None) -> Iterator[TrainingCandidate]:
         """The window's rejected candidates (regenerations are rejected: no SFT label), read in this process."""
         for job in self._jobs(span, self.settings.topic_rejected, inputs):
-            yield from read_candidates(self.codec, job, spooled(job))
+            yield from read_candidates(self.codec, job, spooled(job), rejected)
 
-    def _regenerations(self, span: WindowSpan, inputs: SealInputs) -> dict[str, list[TrainingCandidate]]:
+    def _regenerations(self, span: WindowSpan, inputs: SealInputs, rejected: list | None = None) -> dict[str, list[TrainingCandidate]]:
         """pair_key -> text-free stand-ins of the window's regenerated (rejected) candidates."""
         facts: dict[str, list[TrainingCandidate]] = {}
-        for c in self._rejected(span, inputs):
+        for c in self._rejected(span, inputs, rejected):
             if c.user_action == REGENERATED and c.pair_key and c.user_id not in inputs.erased:
                 facts.setdefault(c.pair_key, []).append(_pairing_facts(c))
         return facts
@@ -402,19 +455,22 @@ class WindowBuilder:
         return {c.request_id: c.response for c in self._rejected(span, inputs) if c.request_id in wanted}
 
     def _write(self, span: WindowSpan, inputs: SealInputs, ds_id: str, offsets: dict, jobs: list[PartitionRead],
-               run: Callable[[Callable, Iterable], Iterator]) -> tuple[dict, int]:
+               run: Callable[[Callable, Iterable], Iterator], rejected: list | None = None) -> tuple[dict, int]:
         p = self.policy.datasets
 
         # pass 1: statistics, the selection's facts, regeneration candidates (no texts kept)
-        pair_facts = self._regenerations(span, inputs) if p.pair_regenerations else {}
+        rejected = [] if rejected is None else rejected  # what fails to decode or build: the caller's dead letters
+        pair_facts = self._regenerations(span, inputs, rejected) if p.pair_regenerations else {}
         stats = content.WindowStats()
         selection = content.Selection(p)
         dropped: dict[str, int] = {}
+        _count_rejected(dropped, rejected)  # the rejected topic's (the passed topic's partitions count their own)
         ties_of: dict[int, Any] = {}
         spooled = 0
         for part in run(functools.partial(observe_partition, pair_keys=frozenset(pair_facts), validation_share=p.validation_share),
                         jobs):
             spooled += part.spooled
+            rejected += part.rejected
             stats.merge(part.stats)
             selection.offer_log(part.offers)
             ties_of[part.partition] = part.offers.ties
@@ -498,20 +554,59 @@ def erased_forms(user_id: str) -> set[str]:
     return {user_id, pseudonymous_id(user_id)}
 
 
-def read_gold(reader_settings: Settings, codec: Codec) -> tuple[frozenset[str], dict[str, int]]:
-    """Request ids every reviewer passed, from the whole verdicts topic, and how far it was read."""
-    from flywheel.tail import read
+def read_to_end(settings: Settings, topic: str, idle_timeout: float = 10.0) -> Iterator[Any]:
+    """Every record of `topic` up to each partition's end as of the start, without a consumer group's
+    commit. Raises (the broker is away) when the ends are not reached: never a partial read."""
+    import uuid
 
+    consumer = Consumer({"bootstrap.servers": settings.broker_url, "group.id": f"{settings.app_id}-datasets-scan-{uuid.uuid4().hex[:8]}",
+                         "enable.auto.commit": False, "auto.offset.reset": "earliest"})
+    try:
+        md = consumer.list_topics(topic, timeout=10).topics.get(topic)
+        if md is None or md.error is not None:
+            raise RuntimeError(f"topic {topic} does not exist: run `flywheel topics create`")
+        ends = {}
+        for p in md.partitions:
+            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+            if high > low:
+                ends[p] = high
+        if not ends:
+            return
+        consumer.assign([TopicPartition(topic, p, -2) for p in sorted(ends)])
+        last = time.monotonic()
+        while ends:
+            m = consumer.poll(0.2)
+            if m is None:
+                if time.monotonic() - last > idle_timeout:
+                    raise RuntimeError(f"the broker stopped answering while {topic} was read (partitions {sorted(ends)} left)")
+                continue
+            if m.error():
+                continue
+            last = time.monotonic()
+            if m.offset() + 1 >= ends.get(m.partition(), 0):
+                ends.pop(m.partition(), None)
+            yield m
+    finally:
+        consumer.close()
+
+
+def read_gold(reader_settings: Settings, codec: Codec) -> tuple[frozenset[str], dict[str, int], list[intake.Rejected]]:
+    """Request ids every reviewer passed, from the whole verdicts topic, how far it was read, and
+    the records that are no valid verdict (for their dead letters; they count for nothing)."""
     verdicts: dict[str, dict[str, bool]] = {}
     ends: dict[str, int] = {}
-    for rec in read(reader_settings, reader_settings.topic_verdicts, idle_timeout=2.0, to_end=True, codec=codec):
-        if "event" not in rec:
+    rejected: list[intake.Rejected] = []
+    for m in read_to_end(reader_settings, reader_settings.topic_verdicts):
+        ends[str(m.partition())] = m.offset() + 1
+        headers = message_headers(m)
+        try:
+            v = intake.review_verdict(codec, m.value(), headers)
+        except intake.RecordError as exc:
+            rejected.append(intake.rejected(exc, m.topic(), m.partition(), m.offset(), m.value(), m.key(), headers))
             continue
-        v = rec["event"]
-        verdicts.setdefault(v["request_id"], {})[v["reviewer"]] = bool(v["passed"]) and bool(v.get("gate_passed", True))
-        ends[str(rec["partition"])] = rec["offset"] + 1
+        verdicts.setdefault(v.request_id, {})[v.reviewer] = bool(v.passed) and bool(v.gate_passed)
     gold = frozenset(rid for rid, by in verdicts.items() if by and all(by.values()))
-    return gold, ends
+    return gold, ends, rejected
 
 
 def iter_records(store: DatasetStore, dataset_id: str, kind: str, fmt: str) -> Iterable[bytes]:

@@ -9,24 +9,40 @@ after each batch, so a restart resumes exactly where the state says), and seals 
 Exactly one ready event per dataset: before announcing, the builder looks for the dataset id on
 the ready topic; a crash between the directory's publication and the event re-sends it on the
 next run, a crash after the event finds it and sends nothing.
+
+A record can fail, the builder cannot: a record it cannot take (undecodable, invalid, dated too far
+ahead of the wall clock, a tick; `intake.py` decides, purely) goes to the dead-letter topic with its
+reason and original bytes, counted by `flywheel_datasets_deadletters_total{input, reason}`, and the
+position moves past it; it never moves the window clock. The gate writes to its outputs only what it
+decoded and encoded again (it dead-letters its own input), so whatever the builder cannot read on
+them came from elsewhere and is dead-lettered here, once. Dead letters are acknowledged before the
+state that moves past them is saved: a crash in between sends them again, never loses one. Only the
+builder's own I/O (broker, Redis, disk) stops it, with a log line naming which, until it answers.
+
+While it runs, the builder holds a lease in Redis (`<app_id>:datasets:lease`, refreshed by a
+thread): `flywheel clocks reset --role datasets` refuses while it is held, and a builder does not
+start while a reset holds it.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
+import socket
 import threading
 import time
-from typing import Any
+from typing import Any, Iterable
 
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from flywheel.consumers import paused, rest
 from flywheel.sdk import DEFAULT_CONFIG
 from flywheel.settings import DAY_MS, Settings
-from schemas.codec import Codec, DecodeError
-from schemas.records import DatasetReady, ErasureRequest, TrainingCandidate
-from streams.datasets.builder import SealInputs, SealResult, WindowBuilder, erased_forms, read_gold, source_name
+from schemas.codec import Codec
+from schemas.records import DatasetReady
+from streams.datasets import intake
+from streams.datasets.builder import SealInputs, SealResult, WindowBuilder, erased_forms, read_gold, read_to_end, source_name
 from streams.datasets.builder import message_headers as _headers
 from streams.datasets.spool import WindowSpool
 from streams.datasets.store import DatasetStore
@@ -39,6 +55,43 @@ log = logging.getLogger("flywheel.datasets")
 WATERMARK_CHECK_S = 2.0
 HOLD_CHECK_S = 1.0
 LAG_CHECK_S = 10.0
+LEASE_MS = 30_000  # a builder that stopped without letting go holds its lease this long
+LEASE_REFRESH_S = 5.0
+RESET_MARK = b"reset:"  # the lease's value while `flywheel clocks reset` holds it
+
+# compare-and-set on the lease: refresh (or let go of) it only while it holds our own value
+_LEASE_REFRESH = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) else return 0 end"
+_LEASE_RELEASE = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) else return 0 end"
+
+
+def lease_key(settings: Settings) -> str:
+    return f"{settings.app_id}:datasets:lease"
+
+
+def state_key(settings: Settings) -> str:
+    return f"{settings.app_id}:datasets:state"
+
+
+class LeaseHeld(RuntimeError):
+    """The builder's lease is held by someone else (a clock reset): wait."""
+
+
+def _cause(exc: BaseException) -> str:
+    """What an exception that stopped the builder points at, for the log line that says so: broker,
+    redis, disk, lease (a clock reset holds it), or bug (no record's content gets that far)."""
+    from confluent_kafka import KafkaException
+    from redis.exceptions import RedisError
+
+    if isinstance(exc, LeaseHeld):
+        return "lease"
+    if isinstance(exc, RedisError):
+        return "redis"
+    if isinstance(exc, KafkaException) or (isinstance(exc, RuntimeError) and any(
+            word in str(exc) for word in ("broker", "acknowledged", "topic"))):
+        return "broker"
+    if isinstance(exc, OSError):
+        return "disk"
+    return "bug"
 
 
 class DatasetService:
@@ -52,19 +105,34 @@ class DatasetService:
         self.codec = codec or Codec()
         self.builder = WindowBuilder(settings, policy, store, self.codec)
         self.spool = WindowSpool(settings.seal_spool_dir)
-        self.state_key = f"{settings.app_id}:datasets:state"
+        self.state_key = state_key(settings)
+        self.lease_key = lease_key(settings)
+        self.lease_value = json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "since": int(time.time() * 1000),
+                                       "id": os.urandom(6).hex()}, sort_keys=True).encode()
         self.erased_key = f"{settings.app_id}:datasets:erased"
         self.window_ms = policy.datasets.window_days * DAY_MS
         self.lag_ms = policy.datasets.lag_days * DAY_MS
         self.consumer: Consumer | None = None
         self.clock: WindowClock | None = None
         self.erasure_positions: dict[int, int] = {}
+        self.verdicts_checked: dict[str, int] = {}  # verdict partition -> offset below which bad verdicts were dead-lettered
         self._last_seen: dict[str, float] = {}
         self._last_check = 0.0
         self._producer: Producer | None = None
         self._hold: dict | None = None
         self._hold_checked = -HOLD_CHECK_S
         self._lag_checked = 0.0
+        self._lease_stop: threading.Event | None = None
+        self._lease_lost = False
+        self.deadletters = getattr(metrics, "builder_deadletters", None)
+        if metrics is not None and self.deadletters is None:
+            from prometheus_client import Counter
+
+            self.deadletters = metrics.builder_deadletters = Counter(
+                "flywheel_datasets_deadletters_total",
+                "Records the dataset builder sent to the dead-letter topic, by input (passed, rejected, erasure, verdicts) "
+                "and reason code (future_event, undecodable, invalid_event, unexpected_tick, ...)",
+                ["input", "reason"], registry=metrics.registry)
 
     # -- state ---------------------------------------------------------------------------------------
     def _sources(self) -> list[str]:
@@ -87,12 +155,14 @@ class DatasetService:
         return self.consumer
 
     def load(self) -> None:
+        self._claim_lease()
         raw = self.redis.get(self.state_key)
         sources = self._sources()
         if raw:
             saved = json.loads(raw)
             self.clock = WindowClock.from_json(saved["clock"])
             self.erasure_positions = {int(k): v for k, v in saved.get("erasure", {}).items()}
+            self.verdicts_checked = {str(k): int(v) for k, v in saved.get("verdicts_checked", {}).items()}
         else:
             self.clock = WindowClock(self.window_ms, self.lag_ms, sources)
         for s in sources:
@@ -111,8 +181,48 @@ class DatasetService:
         self._last_seen = {s: now for s in sources}
 
     def save(self) -> None:
+        if self._lease_lost:
+            raise LeaseHeld("the builder's lease was taken (a clock reset?): starting again from the saved state")
         self.spool.flush()  # the spool holds at least what the saved positions say was read
-        self.redis.set(self.state_key, json.dumps({"clock": self.clock.to_json(), "erasure": self.erasure_positions}))
+        state = {"clock": self.clock.to_json(), "erasure": self.erasure_positions}
+        if self.verdicts_checked:
+            state["verdicts_checked"] = self.verdicts_checked
+        self.redis.set(self.state_key, json.dumps(state))
+
+    # -- the lease -------------------------------------------------------------------------------------
+    def _claim_lease(self) -> None:
+        """Hold `<app_id>:datasets:lease` while running; refuse to start while a clock reset holds it.
+        A lease left by a builder that stopped without letting go is taken over."""
+        r = self.redis
+        if not r.set(self.lease_key, self.lease_value, nx=True, px=LEASE_MS):
+            held = r.get(self.lease_key)
+            if held is not None and held.startswith(RESET_MARK):
+                raise LeaseHeld("`flywheel clocks reset` is resetting the builder's clock: waiting for it")
+            if held != self.lease_value:
+                if held is not None:
+                    log.warning("taking over the dataset builder's lease", extra={"holder": held.decode(errors="replace")[:200]})
+                r.set(self.lease_key, self.lease_value, px=LEASE_MS)
+        self._lease_lost = False
+        if self._lease_stop is None:
+            self._lease_stop = threading.Event()
+            threading.Thread(target=self._keep_lease, args=(self._lease_stop,), name="datasets-lease", daemon=True).start()
+
+    def _keep_lease(self, stop: threading.Event) -> None:
+        while not stop.wait(LEASE_REFRESH_S):
+            try:
+                if not self.redis.eval(_LEASE_REFRESH, 1, self.lease_key, self.lease_value, LEASE_MS):
+                    self._lease_lost = True
+            except Exception as exc:  # Redis away: the main loop finds out too
+                log.warning("lease not refreshed", extra={"error": type(exc).__name__})
+
+    def _release_lease(self) -> None:
+        if self._lease_stop is not None:
+            self._lease_stop.set()
+            self._lease_stop = None
+            try:
+                self.redis.eval(_LEASE_RELEASE, 1, self.lease_key, self.lease_value)
+            except Exception as exc:  # it expires on its own
+                log.warning("lease not released", extra={"error": type(exc).__name__})
 
     # -- the loop --------------------------------------------------------------------------------------
     def step(self, timeout: float = 0.5) -> list[SealResult]:
@@ -124,24 +234,31 @@ class DatasetService:
         if not batch and backoff:
             rest(self.consumer, max(backoff, timeout))
         now = time.monotonic()
+        now_ms = int(time.time() * 1000)
+        dead: list[intake.Rejected] = []
         for m in batch:
             if m.error():
                 continue
             if m.topic() == self.settings.topic_erasure:
-                self._erase(m)
+                self._erase(m, dead)
                 continue
             source = source_name(m.topic(), m.partition())
             self._last_seen[source] = now
             headers = _headers(m)
-            event_time = self._event_time(m, headers)
-            if event_time is None:
-                self.clock.skip(source, m.offset())  # the gate dead-letters what it cannot read; move on
+            try:
+                event_time = intake.candidate_time(self.codec, m.value(), headers, record_timestamp_ms=_record_ts(m),
+                                                   now_ms=now_ms, max_ahead_ms=self.settings.max_event_ahead_ms)
+            except intake.RecordError as exc:  # it moves the position, never the clock
+                self.clock.skip(source, m.offset())
+                dead.append(intake.rejected(exc, m.topic(), m.partition(), m.offset(), m.value(), m.key(), headers))
                 continue
             outcome = self.clock.observe(source, m.offset(), event_time)
             if outcome.kind == MEMBER:
                 self.spool.append(outcome.window, source, m.offset(), m.value() or b"", headers)
             if self.metrics is not None:
                 self.metrics.observed(outcome.kind, m.topic() == self.settings.topic_passed)
+        if dead:
+            self.send_dead(dead)
         if now - self._last_check >= WATERMARK_CHECK_S:
             self._last_check = now
             self._mark_idle(now)
@@ -172,14 +289,16 @@ class DatasetService:
         return self._hold is not None
 
     def run(self, stop: threading.Event) -> None:
-        self.load()
         log.info("dataset builder started", extra={"store": self.store.uri(""), "window_days": self.policy.datasets.window_days,
                                                    "lag_days": self.policy.datasets.lag_days})
         while not stop.is_set():
             try:
                 self.step()
-            except Exception as exc:  # broker or Redis away: wait and go on from the saved state
-                log.error("dataset builder retrying", extra={"error": type(exc).__name__, "detail": str(exc)[:300]})
+            except Exception as exc:  # broker, Redis or disk away (no record's content gets here): wait, go on from the saved state
+                cause = _cause(exc)
+                log.error(f"dataset builder stopped ({cause}): retrying from the saved state",
+                          exc_info=cause == "bug",
+                          extra={"cause": cause, "error": type(exc).__name__, "detail": str(exc)[:300]})
                 stop.wait(2.0)
                 self.clock = None
                 if self.consumer is not None:
@@ -194,18 +313,38 @@ class DatasetService:
             self.consumer = None
         if self._producer is not None:
             self._producer.flush(10)
+        self._release_lease()
 
     # -- pieces ------------------------------------------------------------------------------------------
-    def _event_time(self, m, headers: dict[str, bytes]) -> int | None:
-        """A candidate's event time: read from the bytes where the schema allows, else decoded."""
-        if not headers:
-            t = self.codec.read_long("candidate", m.value() or b"", "timestamp")
-            if t is not None:
-                return t
-        try:
-            return TrainingCandidate.from_dict(self.codec.decode("candidate", m.value() or b"", headers)).timestamp
-        except (DecodeError, TypeError):
-            return None
+    def producer(self) -> Producer:
+        if self._producer is None:
+            conf = {k: v for k, v in DEFAULT_CONFIG.items() if k != "client.id"}
+            self._producer = Producer({**conf, "bootstrap.servers": self.settings.broker_url, "client.id": "flywheel-datasets",
+                                       "logger": logging.getLogger("flywheel.datasets.librdkafka")})
+        return self._producer
+
+    def _input(self, topic: str) -> str:
+        s = self.settings
+        return {s.topic_passed: "passed", s.topic_rejected: "rejected", s.topic_erasure: "erasure",
+                s.topic_verdicts: "verdicts"}.get(topic, "other")
+
+    def send_dead(self, rejected: Iterable[intake.Rejected]) -> int:
+        """Dead letters on their topic, acknowledged before this returns (else the broker is away: raise)."""
+        rejected = list(rejected)
+        if not rejected:
+            return 0
+        producer, errors, now_ms = self.producer(), [], int(time.time() * 1000)
+        for r in rejected:
+            producer.produce(self.settings.topic_deadletter, key=r.key, value=self.codec.encode("deadletter", r.dead_letter(now_ms).to_dict()),
+                             on_delivery=lambda err, _m: errors.append(err) if err else None)
+            log.warning("dead letter", extra={"reason": r.reason, "detail": r.detail, "topic": r.topic, "partition": r.partition,
+                                              "offset": r.offset})
+        if producer.flush(30) or errors:
+            raise RuntimeError(f"dead letters were not acknowledged by the broker: {errors[:1]}")
+        if self.deadletters is not None:
+            for r in rejected:
+                self.deadletters.labels(self._input(r.topic), r.reason).inc()
+        return len(rejected)
 
     def _observe_lag(self) -> None:
         """Messages on the gate's outputs not yet read: the last stage's backlog, so a stalled pipeline shows."""
@@ -232,12 +371,13 @@ class DatasetService:
             if self.clock.position(source) >= high:
                 self.clock.mark_idle(source)
 
-    def _erase(self, m) -> None:
+    def _erase(self, m, dead: list[intake.Rejected]) -> None:
         self.erasure_positions[m.partition()] = m.offset() + 1
+        headers = _headers(m)
         try:
-            req = ErasureRequest.from_dict(self.codec.decode("erasure", m.value() or b"", _headers(m))).check()
-        except Exception as exc:
-            log.warning("erasure request unreadable", extra={"offset": m.offset(), "error": type(exc).__name__})
+            req = intake.erasure_request(self.codec, m.value(), headers)
+        except intake.RecordError as exc:
+            dead.append(intake.rejected(exc, m.topic(), m.partition(), m.offset(), m.value(), m.key(), headers))
             return
         self.redis.sadd(self.erased_key, *erased_forms(req.user_id))
         if self.metrics is not None:
@@ -247,7 +387,10 @@ class DatasetService:
     def inputs(self) -> SealInputs:
         erased = frozenset(v.decode() for v in self.redis.smembers(self.erased_key))
         if self.policy.review.required:
-            gold, offsets = read_gold(self.settings, self.codec)
+            gold, offsets, bad = read_gold(self.settings, self.codec)
+            # the whole topic is read at every seal: a bad verdict is dead-lettered the first time only
+            self.send_dead(r for r in bad if r.offset >= self.verdicts_checked.get(str(r.partition), 0))
+            self.verdicts_checked.update(offsets)
             return SealInputs(erased, gold, offsets)
         return SealInputs(erased)
 
@@ -255,6 +398,7 @@ class DatasetService:
         started = time.perf_counter()
         with paused(self.consumer):  # nothing to fetch for while the seal has the cores
             result = self.builder.seal(span, self.inputs())
+        self.send_dead(result.rejected)  # candidates that failed at the seal (a re-seal after a crash may send them again)
         self.announce(result)
         self.clock.seal(span.index)
         self.save()
@@ -265,10 +409,8 @@ class DatasetService:
 
     def announce(self, result: SealResult) -> bool:
         """Send the dataset's ready event unless the topic holds it already; True when sent."""
-        from flywheel.tail import read
-
-        for rec in read(self.settings, self.settings.topic_datasets_ready, idle_timeout=2.0, to_end=True, codec=self.codec):
-            if rec.get("event", {}).get("dataset_id") == result.dataset_id:
+        for m in read_to_end(self.settings, self.settings.topic_datasets_ready):
+            if intake.dataset_ready_id(self.codec, m.value(), _headers(m)) == result.dataset_id:
                 return False
         m = result.manifest
         event = DatasetReady(dataset_id=result.dataset_id, uri=result.uri, window_start=m["window"]["start_ms"],
@@ -276,18 +418,21 @@ class DatasetService:
                              counts={k: int(v) for k, v in m["counts"]["split"].items()} | {"records": m["counts"]["records"]}
                              | {f"window.{k}": int(m["window"][k]) for k in ("decisions", "passed") if k in m["window"]},
                              first_event_time=int(m["first_event_time"] or 0), sealed_at=int(time.time() * 1000))
-        if self._producer is None:
-            conf = {k: v for k, v in DEFAULT_CONFIG.items() if k != "client.id"}
-            self._producer = Producer({**conf, "bootstrap.servers": self.settings.broker_url, "client.id": "flywheel-datasets",
-                                       "logger": logging.getLogger("flywheel.datasets.librdkafka")})
         errors = []
-        self._producer.produce(self.settings.topic_datasets_ready, key=result.dataset_id.encode(),
-                               value=self.codec.encode("dataset_ready", event.to_dict()),
-                               on_delivery=lambda err, _m: errors.append(err) if err else None)
-        if self._producer.flush(30) or errors:
+        producer = self.producer()
+        producer.produce(self.settings.topic_datasets_ready, key=result.dataset_id.encode(),
+                         value=self.codec.encode("dataset_ready", event.to_dict()),
+                         on_delivery=lambda err, _m: errors.append(err) if err else None)
+        if producer.flush(30) or errors:
             raise RuntimeError(f"the ready event of {result.dataset_id} was not acknowledged: {errors[:1]}")
         log.info("dataset ready", extra={"dataset_id": result.dataset_id, "uri": result.uri, "records": m["counts"]["records"]})
         return True
+
+
+def _record_ts(m) -> int | None:
+    """The Kafka record's timestamp in ms, when it has one."""
+    kind, ts = m.timestamp()
+    return ts if kind and ts > 0 else None
 
 
 def run_datasets(settings: Settings) -> None:

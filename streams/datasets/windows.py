@@ -29,6 +29,12 @@ the span `seal()` returns): the resolved stop offsets are those of that moment.
 Offsets below a source's position are replays (after a restart from older committed offsets) and
 change nothing, so the state can be checkpointed (`to_json`) independently of consumer commits
 as long as the consumer restarts at or before the checkpointed positions.
+
+One record dated far ahead would move a source's `high` into the future for good: every window
+counts as crossed on it, and once the other sources are idle it seals open windows early. The
+builder keeps such records out (`intake.py`); `reset` repairs a clock that took one before that
+(`flywheel clocks reset`): the source's `high` goes back, what lay beyond is forgotten, and the
+spans the record had crossed are open again and read from the log at their seal (`log_only`).
 """
 
 from __future__ import annotations
@@ -63,6 +69,7 @@ class WindowSpan:
     first_event_time: int
     late: int
     source_members: dict[str, int] = field(default_factory=dict)  # source -> member count (to check a re-read)
+    log_only: frozenset[str] = frozenset()  # sources whose span must be re-read from the log (its spool is short)
 
 
 @dataclass
@@ -77,6 +84,26 @@ class _Span:
     first: int  # smallest member offset
     stop: int | None = None  # first offset with event time >= boundary; None until seen
     count: int = 0
+    log_only: bool = False  # reopened by a clock reset: records read as late before it are members again,
+    # and only the log holds them (the spool has what was a member when it was read)
+
+
+@dataclass(frozen=True)
+class ClockReset:
+    """What `WindowClock.reset` changed (or, run on a copy, would change): for the operator to read first."""
+
+    to_ms: int
+    sources: dict[str, tuple[int | None, int | None]]  # source -> (high before, high after), the sources moved back
+    spans_dropped: list[tuple[int, str, int]]  # (window, source, members): members lying after to_ms, forgotten
+    windows_dropped: list[int]  # open windows left with no members at all
+    spans_reopened: list[tuple[int, str, int]]  # (window, source, old stop offset): no longer crossed on the source
+    unsealed: list[int]  # sealed windows that start after to_ms: no longer sealed
+    newest_sealed: tuple[int | None, int | None]  # before, after
+    late_forgotten: int  # late counts of windows that start after to_ms, dropped
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.sources or self.unsealed or self.newest_sealed[0] != self.newest_sealed[1])
 
 
 @dataclass
@@ -158,6 +185,10 @@ class WindowClock:
     def positions(self) -> dict[str, int]:
         return {name: s.position for name, s in sorted(self._sources.items())}
 
+    @property
+    def newest_sealed(self) -> int | None:
+        return self._newest_sealed
+
     # -- the clock -------------------------------------------------------------------------------
 
     def is_sealed(self, index: int) -> bool:
@@ -238,11 +269,14 @@ class WindowClock:
         start, end, boundary = self.bounds(index)
         spans = {}
         counts = {}
+        log_only = set()
         for name in sorted(win.sources):
             sp = win.sources[name]
             stop = sp.stop if sp.stop is not None else self._sources[name].position
             spans[name] = (sp.first, stop)
             counts[name] = sp.count
+            if sp.log_only:
+                log_only.add(name)
         assert win.first_event_time is not None
         return WindowSpan(
             index=index,
@@ -254,6 +288,7 @@ class WindowClock:
             first_event_time=win.first_event_time,
             late=self.late_counts.get(index, 0),
             source_members=counts,
+            log_only=frozenset(log_only),
         )
 
     def ready(self) -> list[WindowSpan]:
@@ -292,6 +327,71 @@ class WindowClock:
         counts as sealed)."""
         return sorted(self._sealed)
 
+    # -- repair ----------------------------------------------------------------------------------
+
+    def reset(self, sources: Iterable[str], to_ms: int, stored_windows: Iterable[int] | None = None) -> ClockReset:
+        """Set the clock of `sources` back to `to_ms`: the repair for a clock that a record dated far
+        ahead moved (what older builders let through). Nothing is re-read; per source whose `high`
+        lies after `to_ms`:
+
+        - `high` becomes `to_ms`;
+        - its span in every open window that starts after `to_ms` is forgotten (all its members
+          there lie after `to_ms`); a window left with no span is dropped;
+        - its span in every open window whose boundary lies after `to_ms` but which it had crossed
+          is reopened (no stop offset), and marked to be re-read from the log at the seal: what was
+          counted late on it since the crossing is a member again.
+
+        Then, whichever sources moved: windows that start after `to_ms` are no longer sealed, and the
+        newest sealed window is the newest left, so that a far-future seal no longer makes every
+        window count as sealed. `stored_windows` (the indexes of the datasets in the store) are kept
+        sealed as far as they start at or before `to_ms`: the explicit list may have lost them when
+        the far-future window was sealed.
+        """
+        _check_int("to_ms", to_ms)
+        moved: dict[str, tuple[int | None, int | None]] = {}
+        spans_dropped: list[tuple[int, str, int]] = []
+        windows_dropped: list[int] = []
+        reopened: list[tuple[int, str, int]] = []
+        for name in sorted(set(sources)):
+            src = self._source(name)
+            if src.high is None or src.high <= to_ms:
+                continue
+            moved[name] = (src.high, to_ms)
+            src.high = to_ms
+            for index in sorted(self._open):
+                win = self._open[index]
+                span = win.sources.get(name)
+                if span is None:
+                    continue
+                start, _, boundary = self.bounds(index)
+                if start > to_ms:
+                    del win.sources[name]
+                    win.members -= span.count
+                    spans_dropped.append((index, name, span.count))
+                    if not win.sources:
+                        del self._open[index]
+                        windows_dropped.append(index)
+                elif span.stop is not None and boundary > to_ms:
+                    reopened.append((index, name, span.stop))
+                    span.stop = None
+                    span.log_only = True
+        before = self._newest_sealed
+        unsealed = sorted(i for i in self._sealed if self.bounds(i)[0] > to_ms)
+        if before is not None and self.bounds(before)[0] > to_ms:
+            keep = {i for i in self._sealed if self.bounds(i)[0] <= to_ms}
+            keep |= {i for i in (stored_windows or ()) if self.bounds(i)[0] <= to_ms and i not in self._open}
+            self._sealed = keep
+            self._newest_sealed = max(keep) if keep else None
+            if self._newest_sealed is not None:
+                floor = self._newest_sealed - SEALED_KEEP
+                self._sealed = {i for i in self._sealed if i >= floor}
+        else:
+            self._sealed -= set(unsealed)
+        late = [i for i in self.late_counts if self.bounds(i)[0] > to_ms]
+        forgotten = sum(self.late_counts.pop(i) for i in late)
+        return ClockReset(to_ms, moved, spans_dropped, windows_dropped, reopened, unsealed,
+                          (before, self._newest_sealed), forgotten)
+
     # -- state -----------------------------------------------------------------------------------
 
     def to_json(self) -> str:
@@ -308,7 +408,8 @@ class WindowClock:
                     "members": win.members,
                     "first_event_time": win.first_event_time,
                     "sources": {
-                        name: [sp.first, sp.stop, sp.count] for name, sp in sorted(win.sources.items())
+                        name: [sp.first, sp.stop, sp.count] + ([1] if sp.log_only else [])
+                        for name, sp in sorted(win.sources.items())
                     },
                 }
                 for index, win in sorted(self._open.items())
@@ -334,10 +435,10 @@ class WindowClock:
                 src.idle = bool(s["idle"])
             for index, w in state["open"].items():
                 win = _Window(members=_check_int("members", w["members"]), first_event_time=w["first_event_time"])
-                for name, (first, stop, count) in w["sources"].items():
+                for name, (first, stop, count, *rest) in w["sources"].items():
                     if name not in clock._sources:
                         raise ValueError(f"open window {index} names unknown source {name!r}")
-                    win.sources[name] = _Span(first=first, stop=stop, count=count)
+                    win.sources[name] = _Span(first=first, stop=stop, count=count, log_only=bool(rest and rest[0]))
                 clock._open[int(index)] = win
             clock._sealed = {_check_int("sealed", i) for i in state["sealed"]}
             clock._newest_sealed = state["newest_sealed"]
