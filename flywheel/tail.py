@@ -11,7 +11,7 @@ from typing import Iterator, TextIO
 from confluent_kafka import Consumer, TopicPartition
 
 from flywheel.settings import Settings
-from schemas.codec import Codec, DecodeError, headers_dict
+from schemas.codec import TICK_HEADER, Codec, DecodeError, headers_dict
 
 
 def event_type_of(settings: Settings, topic: str) -> str | None:
@@ -87,8 +87,12 @@ def read(settings: Settings, topic: str, *, from_beginning: bool = True, max_eve
             meta = {"topic": msg.topic(), "partition": msg.partition(), "offset": msg.offset(),
                     "key": msg.key().decode(errors="replace") if msg.key() else None}
             headers = headers_dict(msg.headers())
-            if "flywheel-tick" in headers:
-                yield {**meta, "tick": int(headers["flywheel-tick"])}
+            if TICK_HEADER in headers:
+                tick = headers[TICK_HEADER]
+                yield {**meta, "tick": int(tick)} if tick.isdigit() and len(tick) <= 16 else {**meta, "error": "invalid_tick"}
+                continue
+            if msg.value() is None:  # a tombstone: nothing to decode
+                yield {**meta, "tombstone": True}
                 continue
             try:
                 event = codec.decode(name, msg.value(), headers) if name else None

@@ -164,7 +164,7 @@ class Codec:
 
     # -- decoding ------------------------------------------------------------------------------
     def decode(self, name: str, data: bytes, headers: Mapping[str, bytes] | None = None) -> dict:
-        if headers and headers.get(CONTENT_TYPE_HEADER, b"").startswith(JSON_CONTENT_TYPE):
+        if headers and (headers.get(CONTENT_TYPE_HEADER) or b"").startswith(JSON_CONTENT_TYPE):
             return self.decode_json(name, data)
         return self.decode_avro(name, data)
 

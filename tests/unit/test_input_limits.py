@@ -187,3 +187,11 @@ def test_a_record_that_breaks_the_join_fails_alone(monkeypatch):
     assert [c.request_id for c in cands(out)] == ["r4"]
     late = j.apply_all([log.action("r3", t + 3 * MIN, "copied")])
     assert reasons(late) == ["late_action"]  # the failed request is settled: nothing joins it again
+
+
+def test_a_null_content_type_header_is_read_as_avro():
+    data = codec.encode("interaction", dict(request_id="r1", session_id="s", user_id="u", event_time=NOW, model_version="m",
+                                            prompt="p", response="r"))
+    assert codec.decode("interaction", data, {"content-type": None})["request_id"] == "r1"
+    with pytest.raises(DecodeError):
+        codec.decode("interaction", b"{}", {"content-type": None})
