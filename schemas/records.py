@@ -179,6 +179,7 @@ class TrainingCandidate(_Record):
     settled_at: int = 0
     notes: list[str] = field(default_factory=list)
     redactions: dict[str, int] = field(default_factory=dict)
+    dedup_keys: bytes = b""
 
 
 @dataclass(slots=True)

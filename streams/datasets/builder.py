@@ -40,14 +40,16 @@ from flywheel.settings import Settings
 from schemas.codec import Codec
 from schemas.records import TrainingCandidate
 from streams.datasets import content, intake, spool
-from streams.datasets.store import DatasetStore, ShardWriter, dataset_id as make_dataset_id, manifest_json, user_hash
+from streams.datasets.store import DatasetStore, ShardWriter, content_id, dataset_id as make_dataset_id, manifest_json, user_hash
 from streams.datasets.windows import WindowSpan
 from streams.gate.policy import DatasetPolicy, GatePolicy
 from streams.join.labels import pair_regenerations
 
 log = logging.getLogger("flywheel.datasets")
 
-BUILDER_VERSION = "3"  # 2: one shard series per partition; 3: deflate level 1
+BUILDER_VERSION = "4"  # 2: one shard series per partition; 3: deflate level 1; 4: window-wide selection, records in (event time, request) order, content ids
+SCRATCH_HEAD = struct.Struct("<IqQ")  # a scratch entry's size, event time and tie hash
+KEYS_FILE = "dedup-keys.bin"  # the kept records' duplicate keys (sorted little-endian uint64): later windows' prior
 REGENERATED = "regenerated"
 MAX_REJECTED_KEPT = 1000  # candidates a seal hands back for dead letters, per partition: past it, counted only
 
@@ -171,7 +173,7 @@ class PartitionPlan:
     pairs: Mapping[str, str]  # successor request id -> the regenerated one's response
     store_url: str
     staging: str
-    dataset_id: str
+    seed: str  # the window and policy: shard sync markers must not depend on the (content) id
 
 
 @dataclass
@@ -284,7 +286,7 @@ def observe_partition(job: PartitionRead, pair_keys: frozenset[str] = frozenset(
     from_spool = spooled(job)
     if job.spool and not from_spool:
         log.warning("spool incomplete, reading the log", extra={"topic": job.topic, "partition": job.partition})
-    entry = struct.Struct("<I")
+    entry = SCRATCH_HEAD
     with open(job.scratch, "wb", buffering=spool.BUFFER) as scratch:
         for offset, value, headers, c in read_frames(codec, job, from_spool, rejected):
             try:
@@ -300,7 +302,7 @@ def observe_partition(job: PartitionRead, pair_keys: frozenset[str] = frozenset(
             if pairing is not None:
                 facts.append(pairing)
             if payload is not None:
-                scratch.write(entry.pack(len(payload)))
+                scratch.write(entry.pack(len(payload), c.timestamp, content.tie_hash(c.request_id)))
                 scratch.write(payload)
     _count_rejected(dropped, rejected)
     return PartitionFacts(job.partition, stats, offers, dropped, facts, from_spool, [r for r in rejected if r is not None])
@@ -313,13 +315,24 @@ def _count_rejected(dropped: dict[str, int], rejected: list) -> None:
 
 
 def _scratch_entries(path: str) -> Iterator[tuple]:
-    entry = struct.Struct("<I")
+    """The scratch file's entries in (event time, tie hash) order: a shard's bytes do not depend on
+    the order in which the log happened to hold its records (live or backlog, one worker or two)."""
+    head = SCRATCH_HEAD
+    index = []
     with open(path, "rb", buffering=spool.BUFFER) as f:
+        pos = 0
         while True:
-            head = f.read(entry.size)
-            if not head:
-                return
-            yield marshal.loads(f.read(entry.unpack(head)[0]))
+            raw = f.read(head.size)
+            if not raw:
+                break
+            size, timestamp, tie = head.unpack(raw)
+            index.append((timestamp, tie, pos + head.size, size))
+            pos += head.size + size
+            f.seek(pos)
+        index.sort()
+        for _, _, at, size in index:
+            f.seek(at)
+            yield marshal.loads(f.read(size))
 
 
 def write_partition(plan: PartitionPlan) -> PartitionOutput:
@@ -340,7 +353,7 @@ def write_partition(plan: PartitionPlan) -> PartitionOutput:
         if (kind, name) not in writers:
             schema = "sft_record" if kind == "sft" else "preference_record"
             writers[(kind, name)] = ShardWriter(fs, f"{plan.staging}/{kind}", f"{name}-p{job.partition:03d}", schema,
-                                                p.shard_records, seed=f"{plan.dataset_id}/{kind}/{name}")
+                                                p.shard_records, seed=f"{plan.seed}/{kind}/{name}")
         return writers[(kind, name)]
 
     def count(group: str, value: str) -> None:
@@ -411,13 +424,15 @@ class WindowBuilder:
     # -- sealing -----------------------------------------------------------------------------------
     def seal(self, span: WindowSpan, inputs: SealInputs) -> SealResult:
         offsets = {s: list(span.spans[s]) for s in sorted(span.spans)}
-        ds_id = make_dataset_id(span.start_ms, span.end_ms, self.policy.stamp,
-                                {**offsets, "verdicts": dict(sorted(inputs.verdict_offsets.items()))}, inputs.digest())
-        if self.store.exists(ds_id):
-            return SealResult(ds_id, self.store.uri(ds_id), self.store.manifest(ds_id), False)
+        # what was read names the staging; what was written names the dataset (its content id)
+        inputs_id = make_dataset_id(span.start_ms, span.end_ms, self.policy.stamp,
+                                    {**offsets, "verdicts": dict(sorted(inputs.verdict_offsets.items()))}, inputs.digest())
+        done = self._sealed_from(inputs_id)
+        if done is not None:
+            return SealResult(done["dataset_id"], self.store.uri(done["dataset_id"]), done, False)
         rejected: list = []
         started = time.perf_counter()
-        scratch = os.path.join(self.settings.seal_spool_dir, f".seal-{ds_id}")  # local, whatever the store is
+        scratch = os.path.join(self.settings.seal_spool_dir, f".seal-{inputs_id}")  # local, whatever the store is
         shutil.rmtree(scratch, ignore_errors=True)
         os.makedirs(scratch)
         jobs = self._jobs(span, self.settings.topic_passed, inputs, scratch)
@@ -426,28 +441,68 @@ class WindowBuilder:
             if workers > 1:
                 # spawn, not fork: the service holds librdkafka clients whose threads a fork would not copy
                 with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
-                    manifest, spooled = self._write(span, inputs, ds_id, offsets, jobs, pool.map, rejected)
+                    manifest, spooled = self._write(span, inputs, inputs_id, offsets, jobs, pool.map, rejected)
             else:
-                manifest, spooled = self._write(span, inputs, ds_id, offsets, jobs, map, rejected)
+                manifest, spooled = self._write(span, inputs, inputs_id, offsets, jobs, map, rejected)
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
-        self.store.publish(ds_id)
+        ds_id = manifest["dataset_id"]
+        self.store.publish(ds_id, staged_as=inputs_id)
         log.info("dataset sealed", extra={"dataset_id": ds_id, "window_start": span.start_ms, "records": manifest["counts"]["records"],
                                           "seconds": round(time.perf_counter() - started, 2), "workers": workers,
                                           "from_spool": spooled, "partitions": len(jobs)})
         return SealResult(ds_id, self.store.uri(ds_id), manifest, True, spooled, len(jobs) - spooled,
                           [r for r in rejected if r is not None])
 
+    def _sealed_from(self, inputs_id: str) -> dict | None:
+        """The manifest of a dataset this builder sealed already from exactly these inputs (a re-run
+        after a crash between the publish and the saved state), or None."""
+        for manifest in self.store.list():
+            if manifest.get("inputs_id") == inputs_id:
+                return manifest
+        return None
+
+    def _prior_keys(self, span: WindowSpan):
+        """The duplicate keys that the newest dataset of each earlier window within the duplicates'
+        horizon kept, as one sorted uint64 array (None when dedupe is off or there are none)."""
+        import numpy as np
+
+        p = self.policy
+        if not (p.datasets.dedupe or p.duplicates.enabled):
+            return None
+        horizon = span.start_ms - p.duplicates.ttl_days * 86_400_000
+        newest: dict[int, dict] = {}
+        for m in self.store.list():
+            w = m.get("window", {})
+            if horizon <= w.get("start_ms", -1) < span.start_ms and KEYS_FILE in m.get("files", {}):
+                newest[w["start_ms"]] = m  # list() is by window start, then id: the last one wins
+        parts = []
+        for m in newest.values():
+            with self.store.open(f"{m['dataset_id']}/{KEYS_FILE}") as f:
+                parts.append(np.frombuffer(f.read(), dtype="<u8"))
+        return np.unique(np.concatenate(parts)) if parts else None
+
     def _rejected(self, span: WindowSpan, inputs: SealInputs, rejected: list | None = None) -> Iterator[TrainingCandidate]:
         """The window's rejected candidates (regenerations are rejected: no SFT label), read in this process."""
         for job in self._jobs(span, self.settings.topic_rejected, inputs):
             yield from read_candidates(self.codec, job, spooled(job), rejected)
 
-    def _regenerations(self, span: WindowSpan, inputs: SealInputs, rejected: list | None = None) -> dict[str, list[TrainingCandidate]]:
-        """pair_key -> text-free stand-ins of the window's regenerated (rejected) candidates."""
+    def _read_rejected(self, span: WindowSpan, inputs: SealInputs, selection: content.Selection | None,
+                       pairs: bool, rejected: list | None = None) -> dict[str, list[TrainingCandidate]]:
+        """One read of the window's rejected candidates: their quality scores for the keep band
+        (`selection`), and pair_key -> text-free stand-ins of the regenerated ones (`pairs`)."""
         facts: dict[str, list[TrainingCandidate]] = {}
+        if selection is None and not pairs:
+            return facts
+        seen: set[int] = set()
         for c in self._rejected(span, inputs, rejected):
-            if c.user_action == REGENERATED and c.pair_key and c.user_id not in inputs.erased:
+            if c.user_id in inputs.erased:
+                continue
+            tie = content.tie_hash(c.request_id)
+            if selection is not None and tie not in seen:  # a replayed copy counts once
+                seen.add(tie)
+                selection.log_scores(c.task_type, (c.quality_score,), (tie,))
+            if pairs and c.user_action == REGENERATED and c.pair_key:
                 facts.setdefault(c.pair_key, []).append(_pairing_facts(c))
         return facts
 
@@ -460,9 +515,11 @@ class WindowBuilder:
 
         # pass 1: statistics, the selection's facts, regeneration candidates (no texts kept)
         rejected = [] if rejected is None else rejected  # what fails to decode or build: the caller's dead letters
-        pair_facts = self._regenerations(span, inputs, rejected) if p.pair_regenerations else {}
+        band = self.policy.keep_rate
+        selection = content.Selection(p, keep_band=content.KeepBand(band.band[1], band.min_samples) if band.enabled else None,
+                                      near_duplicates=self.policy.duplicates.enabled, prior_keys=self._prior_keys(span))
+        pair_facts = self._read_rejected(span, inputs, selection if band.enabled else None, p.pair_regenerations, rejected)
         stats = content.WindowStats()
-        selection = content.Selection(p)
         dropped: dict[str, int] = {}
         _count_rejected(dropped, rejected)  # the rejected topic's (the passed topic's partitions count their own)
         ties_of: dict[int, Any] = {}
@@ -488,8 +545,9 @@ class WindowBuilder:
 
         # pass 2: write what was kept, partition by partition, offset by offset
         staging = self.store.staging(ds_id)
+        seed = f"{span.start_ms}/{span.end_ms}/{self.policy.stamp}"
         plans = [PartitionPlan(job, p, stats, frozenset(selection.kept_among(ties_of.pop(job.partition, ()))), pairs,
-                               self.store.url, staging, ds_id) for job in jobs]
+                               self.store.url, staging, seed) for job in jobs]
         counts: dict[str, dict[str, int]] = {"split": {}, "task_type": {}, "user_action": {}, "label": {}}
         users: set[str] = set()
         shards: list[dict] = []
@@ -504,12 +562,17 @@ class WindowBuilder:
                 first_event_time = out.first_event_time if first_event_time is None else min(first_event_time, out.first_event_time)
         shards.sort(key=lambda sh: (sh["kind"], sh["split"], sh["partition"], sh["path"]))
         fs = self.store.fs
-        with fs.open(f"{staging}/users.txt", "wb") as f:
-            f.write("".join(u + "\n" for u in sorted(users)).encode())
+        files = {sh["path"]: sh["sha256"] for sh in shards}
+        for name, body in (("users.txt", "".join(u + "\n" for u in sorted(users)).encode()), (KEYS_FILE, selection.kept_keys())):
+            with fs.open(f"{staging}/{name}", "wb") as f:
+                f.write(body)
+            files[name] = hashlib.sha256(body).hexdigest()
         dropped.update({f"selection.{k}": v for k, v in selection.counts().items()})
         manifest = {
-            "dataset_id": ds_id,
+            "dataset_id": content_id(span.start_ms, span.end_ms, self.policy.stamp, BUILDER_VERSION, files),
+            "inputs_id": ds_id,  # what was read: a re-run from the same offsets finds this dataset
             "builder_version": BUILDER_VERSION,
+            "files": files,
             "window": {"index": span.index, "start_ms": span.start_ms, "end_ms": span.end_ms,
                        "days": (span.end_ms - span.start_ms) // 86_400_000,
                        # the gate's decisions in the window (collected) and those it passed: velocity per cycle

@@ -42,6 +42,7 @@ from __future__ import annotations
 import heapq
 import math
 from array import array
+from dataclasses import dataclass
 from hashlib import blake2b
 from typing import Any, Mapping
 
@@ -66,7 +67,7 @@ CHANGED_DELTA = 0.15
 CHANGED_MIN_SAMPLES = 30
 RARE_SHARE = 0.05
 
-DROP_REASONS = ("duplicate", "task_cap", "top_k")
+DROP_REASONS = ("duplicate", "task_cap", "top_k")  # and, when on, keep_band and duplicate_near
 
 
 # -- small pure functions --------------------------------------------------------------------------
@@ -389,14 +390,34 @@ def regeneration_pair_record(regenerated: TrainingCandidate | str, successor: Tr
 
 # -- selection -------------------------------------------------------------------------------------
 
-class Selection:
-    """Which SFT records a window keeps: dedupe (first in offer order), per-task caps, top K.
+@dataclass(frozen=True)
+class KeepBand:
+    """The seed's "keep the top 20-30 % of logged examples", decided over a whole window: per task
+    type, the `high` share of the window's candidates (passed and rejected) with the best quality
+    score, ties by the lowest `tie_hash`; a task type with fewer than `min_samples` candidates in
+    the window is not cut. Only what the gate passed and makes an SFT record can be kept."""
 
-    Pass 1: `offer` every SFT record in log order; then `finish`; pass 2: `keep(request_id)`.
-    Caps and top K keep the highest priority, ties by the lowest `tie_hash` of the request id; caps
-    apply first, top K to what the caps left. Memory: per offered record an 8-byte tie hash, an
-    8-byte priority and a 4-byte group index (plus the set of dedupe keys when dedupe is on); after
-    `finish`, the set of kept tie hashes. The heaps are bounded by the cap and by K.
+    high: float
+    min_samples: int = 0
+
+
+class Selection:
+    """Which SFT records a window keeps: the keep band, dedupe, per-task caps, top K.
+
+    Pass 1: `offer_log` (or `offer`) every SFT record and `log_scores` every other candidate of the
+    window, in any order; then `finish`; pass 2: `keep(request_id)`. Every decision is a function
+    of the window's records alone, whatever their order or how they were split into parts:
+
+    - the keep band (`KeepBand`) first;
+    - then duplicates: a record is a duplicate when a record of the window that comes earlier by
+      (event time, tie hash) and survived the band has the same dedupe key (exact) or shares one of
+      its near-duplicate keys (the gate's LSH bands), or when an earlier window's dataset kept one
+      (`prior_keys`);
+    - caps and top K keep the highest priority, ties by the lowest `tie_hash`; caps apply first,
+      top K to what the caps left.
+
+    Memory: about 40 bytes per offered record plus 8 per near-duplicate key (numpy arrays at
+    `finish`); after it, the set of kept tie hashes.
 
     One pass can do both statistics and selection: offer `base_priority(c)` with the record's
     `model_version`, and call `finish(stats)` with the complete statistics, which adds
@@ -404,83 +425,146 @@ class Selection:
     Without `stats` (or for offers made without a model_version), the offered priorities are final.
     """
 
-    def __init__(self, policy: DatasetPolicy):
+    def __init__(self, policy: DatasetPolicy, *, keep_band: KeepBand | None = None, near_duplicates: bool = False,
+                 prior_keys: Any = None):
         self.policy = policy
-        self._seen: set[int] = set()
-        self._tie = array("Q")
-        self._prio = array("d")
-        self._group = array("I")
-        self._groups: dict[tuple[str, str | None], int] = {}
+        self.keep_band = keep_band
+        self.near_duplicates = near_duplicates
+        self.prior_keys = prior_keys  # sorted uint64 numpy array of earlier windows' kept keys, or None
+        self.log = OfferLog()
         self._kept: set[int] | None = None
+        self._kept_keys: bytes = b""
         self._dropped = dict.fromkeys(DROP_REASONS, 0)
-        self.offered = 0
+
+    @property
+    def offered(self) -> int:
+        return len(self.log)
 
     def offer(self, request_id: str, task_type: str, dedupe_key: int, priority: float,
-              model_version: str | None = None) -> None:
-        self.offer_hashed(tie_hash(request_id), task_type, dedupe_key, priority, model_version)
-
-    def offer_hashed(self, tie: int, task_type: str, dedupe_key: int, priority: float,
-                     model_version: str | None = None) -> None:
-        """`offer` with the request id's `tie_hash` already taken (by whoever read the record)."""
-        if self._kept is not None:
-            raise RuntimeError("Selection.offer after finish()")
-        self.offered += 1
-        if self.policy.dedupe:
-            if dedupe_key in self._seen:
-                self._dropped["duplicate"] += 1
-                return
-            self._seen.add(dedupe_key)
-        group = self._groups.setdefault((task_type, model_version), len(self._groups))
-        self._tie.append(tie)
-        self._prio.append(float(priority))
-        self._group.append(group)
+              model_version: str | None = None, *, event_time: int = 0, score: float = 0.0, near: bytes = b"") -> None:
+        self._accepting()
+        self.log.append(tie_hash(request_id), task_type, dedupe_key, priority, model_version, event_time, score, near)
 
     def offer_candidate(self, c: TrainingCandidate) -> None:
-        """Offer an SFT candidate with its base priority (finish with `stats`); others are ignored."""
-        facts = offer_facts(c)
-        if facts is not None:
-            self.offer_hashed(*facts)
+        """Offer an SFT candidate with its base priority (finish with `stats`); log the others' scores."""
+        self._accepting()
+        self.log.add(c)
 
     def offer_log(self, offers: "OfferLog") -> None:
-        """Offer what one part of the window (a partition, read elsewhere) recorded, in its order."""
-        groups = offers.groups
-        for tie, key, prio, g in zip(offers.ties, offers.dedupe_keys, offers.priorities, offers.group_index):
-            task_type, model_version = groups[g]
-            self.offer_hashed(tie, task_type, key, prio, model_version)
+        """Offer what one part of the window (a partition, read elsewhere) recorded."""
+        self._accepting()
+        self.log.extend(offers)
+
+    def log_scores(self, task_type: str, scores: Any, ties: Any) -> None:
+        """Candidates of the window that make no SFT record (rejected ones too): they count toward
+        the keep band's share."""
+        self._accepting()
+        self.log.log_scores(task_type, scores, ties)
+
+    def _accepting(self) -> None:
+        if self._kept is not None:
+            raise RuntimeError("Selection.offer after finish()")
 
     def finish(self, stats: WindowStats | None = None) -> None:
+        import numpy as np
+
         if self._kept is not None:
             return
-        groups = [None] * len(self._groups)
-        for key, i in self._groups.items():
-            groups[i] = key
-        prio = self._prio
-        if stats is not None:
-            bonus = [context_priority(t, v or "", stats)[0] if v is not None else 0.0 for t, v in groups]
-            for i in range(len(prio)):
-                prio[i] = prio[i] + bonus[self._group[i]]
+        log = self.log
+        groups = log.groups
+        n = len(log)
+        tie = np.frombuffer(log.ties, dtype=np.uint64) if n else np.zeros(0, np.uint64)
+        prio = np.array(log.priorities, dtype=np.float64)
+        group = np.frombuffer(log.group_index, dtype=np.uint32) if n else np.zeros(0, np.uint32)
+        if stats is not None and n:
+            bonus = np.array([context_priority(t, v or "", stats)[0] if v is not None else 0.0 for t, v in groups])
+            prio = prio + bonus[group]
+        alive = np.ones(n, dtype=bool)
+        if self.keep_band is not None and n:
+            alive &= self._in_band(np, tie, group)
+            self._dropped["keep_band"] = int(n - alive.sum())
+        if n:
+            self._dedupe(np, tie, alive)
         p = self.policy
         caps = {t: p.task_caps.get(t, p.default_task_cap) for t in {t for t, _ in groups}}
-        heaps: dict[str, list] = {}
         capped = [caps[t] > 0 for t, _ in groups]
-        alive = bytearray(b"\x01") * len(prio)
-        for i in range(len(prio)):
-            g = self._group[i]
-            if not capped[g]:
+        alive_b = bytearray(alive.astype(np.uint8).tobytes())
+        before = alive_b.count(0)
+        heaps: dict[str, list] = {}
+        prio_l, tie_l, group_l = prio.tolist(), tie.tolist(), group.tolist()
+        for i in range(n):
+            if not alive_b[i]:
                 continue
-            t = groups[g][0]
-            _push_bounded(heaps.setdefault(t, []), caps[t], prio[i], self._tie[i], i, alive)
-        self._dropped["task_cap"] = alive.count(0)
+            g = group_l[i]
+            if capped[g]:
+                t = groups[g][0]
+                _push_bounded(heaps.setdefault(t, []), caps[t], prio_l[i], tie_l[i], i, alive_b)
+        self._dropped["task_cap"] = alive_b.count(0) - before
         if p.top_k > 0:
             top: list = []
-            before = alive.count(0)
-            for i in range(len(prio)):
-                if alive[i]:
-                    _push_bounded(top, p.top_k, prio[i], self._tie[i], i, alive)
-            self._dropped["top_k"] = alive.count(0) - before
-        self._kept = {self._tie[i] for i in range(len(prio)) if alive[i]}
-        self._seen = set()
-        self._tie, self._prio, self._group = array("Q"), array("d"), array("I")
+            before = alive_b.count(0)
+            for i in range(n):
+                if alive_b[i]:
+                    _push_bounded(top, p.top_k, prio_l[i], tie_l[i], i, alive_b)
+            self._dropped["top_k"] = alive_b.count(0) - before
+        kept = np.frombuffer(bytes(alive_b), dtype=np.uint8).astype(bool) if n else alive
+        self._kept = set(tie[kept].tolist())
+        keys = [log.dedupe_array(np)[kept]]
+        if self.near_duplicates:
+            near = log.near_matrix(np)[kept]
+            keys.append(near[near != 0])
+        self._kept_keys = np.unique(np.concatenate(keys)).astype("<u8").tobytes()
+        self.log = OfferLog()
+
+    def _in_band(self, np, tie, group) -> Any:
+        """Whether each offer is among its task type's best `high` share of the window's candidates."""
+        band, log = self.keep_band, self.log
+        task_of_group = np.array([log.task_index(t) for t, _ in log.groups], dtype=np.int64)
+        offer_task = task_of_group[group]
+        scores = np.concatenate([np.array(log.scores, dtype=np.float64), np.array(log.other_scores, dtype=np.float64)])
+        ties = np.concatenate([tie, np.frombuffer(log.other_ties, dtype=np.uint64) if len(log.other_ties)
+                               else np.zeros(0, np.uint64)])
+        tasks = np.concatenate([offer_task, np.array(log.other_tasks, dtype=np.int64)])
+        inside = np.zeros(len(ties), dtype=bool)
+        for t in np.unique(tasks):
+            members = np.flatnonzero(tasks == t)
+            if len(members) < max(1, band.min_samples):
+                inside[members] = True
+                continue
+            k = max(1, math.ceil(band.high * len(members) - 1e-9))
+            order = np.lexsort((ties[members], -scores[members]))  # best score first, then lowest tie
+            inside[members[order[:k]]] = True
+        return inside[: len(tie)]
+
+    def _dedupe(self, np, tie, alive) -> None:
+        """Mark duplicates not alive: earliest (event time, tie) wins, whatever the arrival order."""
+        p, log = self.policy, self.log
+        idx = np.flatnonzero(alive)
+        if not len(idx):
+            return
+        times = np.frombuffer(log.event_times, dtype=np.int64)[idx]
+        order = idx[np.lexsort((tie[idx], times))]
+        prior = self.prior_keys if self.prior_keys is not None and len(self.prior_keys) else None
+        columns = []
+        if p.dedupe:
+            columns.append(("duplicate", log.dedupe_array(np)[order][:, None]))
+        if self.near_duplicates:
+            columns.append(("duplicate_near", log.near_matrix(np)[order]))
+        dup = np.zeros(len(order), dtype=bool)
+        for reason, matrix in columns:
+            hit = np.zeros(len(order), dtype=bool)
+            for j in range(matrix.shape[1]):
+                col = matrix[:, j]
+                _, first = np.unique(col, return_index=True)
+                earlier = np.ones(len(col), dtype=bool)
+                earlier[first] = False  # the first of each key is no duplicate of this window's
+                if prior is not None:
+                    earlier |= np.isin(col, prior, assume_unique=False)
+                hit |= earlier & (col != 0)
+            new = hit & ~dup
+            self._dropped[reason] = self._dropped.get(reason, 0) + int(new.sum())
+            dup |= hit
+        alive[order[dup]] = False
 
     def keep(self, request_id: str) -> bool:
         if self._kept is None:
@@ -493,6 +577,13 @@ class Selection:
             raise RuntimeError("Selection.kept_among before finish()")
         return {t for t in ties if t in self._kept}
 
+    def kept_keys(self) -> bytes:
+        """The kept records' dedupe and near-duplicate keys, sorted little-endian uint64: what later
+        windows treat as seen (`prior_keys`)."""
+        if self._kept is None:
+            raise RuntimeError("Selection.kept_keys before finish()")
+        return self._kept_keys
+
     @property
     def kept(self) -> int:
         if self._kept is None:
@@ -500,7 +591,7 @@ class Selection:
         return len(self._kept)
 
     def counts(self) -> dict[str, int]:
-        """Dropped records by reason: duplicate, task_cap, top_k."""
+        """Dropped records by reason: keep_band, duplicate, duplicate_near, task_cap, top_k."""
         return dict(self._dropped)
 
 
@@ -513,41 +604,123 @@ def offer_facts(c: TrainingCandidate) -> tuple[int, str, int, float, str] | None
     return tie_hash(c.request_id), c.task_type, dedupe_key(c.prompt, target), base_priority(c)[0], c.model_version
 
 
+NEAR_KEY_BYTES = 8
+
+
 class OfferLog:
-    """The offers of one part of a window in compact arrays (20 bytes a record), to be handed to
-    `Selection.offer_log` in the window's order: partitions are read in parallel, selection is one."""
+    """The offers of one part of a window in compact arrays (about 40 bytes a record plus its
+    near-duplicate keys), and the quality scores of its other candidates, to be merged into one
+    `Selection`: partitions are read in parallel, selection is one."""
 
     def __init__(self) -> None:
         self.ties = array("Q")
         self.dedupe_keys = array("Q")
         self.priorities = array("d")
         self.group_index = array("I")
-        self.groups: list[tuple[str, str]] = []
-        self._group_of: dict[tuple[str, str], int] = {}
+        self.event_times = array("q")
+        self.scores = array("d")
+        self.near = bytearray()  # per offer `bands` keys of 8 bytes (zeros when the candidate has none)
+        self.bands = 0
+        self.groups: list[tuple[str, str | None]] = []
+        self.tasks: list[str] = []
+        self.other_tasks = array("q")  # candidates that make no SFT record: task index, score, tie
+        self.other_scores = array("d")
+        self.other_ties = array("Q")
+        self._group_of: dict[tuple[str, str | None], int] = {}
+        self._task_of: dict[str, int] = {}
+
+    def task_index(self, task_type: str) -> int:
+        i = self._task_of.get(task_type)
+        if i is None:
+            i = self._task_of[task_type] = len(self.tasks)
+            self.tasks.append(task_type)
+        return i
 
     def add(self, c: TrainingCandidate) -> None:
         facts = offer_facts(c)
         if facts is None:
+            self.other_tasks.append(self.task_index(c.task_type))
+            self.other_scores.append(float(c.quality_score))
+            self.other_ties.append(tie_hash(c.request_id))
             return
         tie, task_type, key, prio, version = facts
+        self.append(tie, task_type, key, prio, version, c.timestamp, c.quality_score, c.dedup_keys)
+
+    def append(self, tie: int, task_type: str, key: int, prio: float, version: str | None, event_time: int,
+               score: float, near: bytes) -> None:
         g = self._group_of.get((task_type, version))
         if g is None:
             g = self._group_of[(task_type, version)] = len(self.groups)
             self.groups.append((task_type, version))
+            self.task_index(task_type)
+        if not self.bands and near:
+            self.bands = len(near) // NEAR_KEY_BYTES
+            self.near.extend(bytes(len(self.ties) * self.bands * NEAR_KEY_BYTES))  # earlier offers had none
+        width = self.bands * NEAR_KEY_BYTES
+        self.near.extend(near[:width].ljust(width, b"\0"))
         self.ties.append(tie)
         self.dedupe_keys.append(key)
-        self.priorities.append(prio)
+        self.priorities.append(float(prio))
         self.group_index.append(g)
+        self.event_times.append(int(event_time))
+        self.scores.append(float(score))
+
+    def log_scores(self, task_type: str, scores, ties) -> None:
+        t = self.task_index(task_type)
+        for score, tie in zip(scores, ties):
+            self.other_tasks.append(t)
+            self.other_scores.append(float(score))
+            self.other_ties.append(int(tie))
+
+    def extend(self, other: "OfferLog") -> None:
+        """Append another part's offers (group and task indices renumbered into this log's)."""
+        if other.bands and not self.bands:
+            self.bands = other.bands
+            self.near.extend(bytes(len(self.ties) * self.bands * NEAR_KEY_BYTES))
+        width = self.bands * NEAR_KEY_BYTES
+        regroup = []
+        for task_type, version in other.groups:
+            g = self._group_of.get((task_type, version))
+            if g is None:
+                g = self._group_of[(task_type, version)] = len(self.groups)
+                self.groups.append((task_type, version))
+                self.task_index(task_type)
+            regroup.append(g)
+        self.group_index.extend(regroup[g] for g in other.group_index)
+        self.ties.extend(other.ties)
+        self.dedupe_keys.extend(other.dedupe_keys)
+        self.priorities.extend(other.priorities)
+        self.event_times.extend(other.event_times)
+        self.scores.extend(other.scores)
+        if other.bands == self.bands:
+            self.near.extend(other.near)
+        else:  # a part written with another band count: its keys are padded or cut to this one's
+            ow = other.bands * NEAR_KEY_BYTES
+            for i in range(len(other)):
+                self.near.extend(bytes(other.near[i * ow:(i + 1) * ow])[:width].ljust(width, b"\0"))
+        retask = [self.task_index(t) for t in other.tasks]
+        self.other_tasks.extend(retask[t] for t in other.other_tasks)
+        self.other_scores.extend(other.other_scores)
+        self.other_ties.extend(other.other_ties)
+
+    def dedupe_array(self, np):
+        return np.frombuffer(self.dedupe_keys, dtype=np.uint64) if len(self.dedupe_keys) else np.zeros(0, np.uint64)
+
+    def near_matrix(self, np):
+        if not self.bands or not len(self):
+            return np.zeros((len(self), 0), dtype=np.uint64)
+        return np.frombuffer(bytes(self.near), dtype="<u8").reshape(len(self), self.bands)
 
     def __len__(self) -> int:
         return len(self.ties)
 
     def __getstate__(self) -> dict:
-        return {k: v for k, v in self.__dict__.items() if k != "_group_of"}
+        return {k: v for k, v in self.__dict__.items() if k not in ("_group_of", "_task_of")}
 
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
         self._group_of = {key: i for i, key in enumerate(self.groups)}
+        self._task_of = {t: i for i, t in enumerate(self.tasks)}
 
 
 def _push_bounded(heap: list, limit: int, prio: float, tie: int, index: int, alive: bytearray) -> None:

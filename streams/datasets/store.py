@@ -87,6 +87,18 @@ def dataset_id(window_start: int, window_end: int, policy_stamp: str, source_off
     return f"ds-{day}-{hashlib.sha256(payload.encode()).hexdigest()[:12]}"
 
 
+def content_id(window_start: int, window_end: int, policy_stamp: str, builder_version: str,
+               files: Mapping[str, str]) -> str:
+    """"ds-<YYYYMMDD of the window start, UTC>-<12 hex of sha256 over the window, the policy, the
+    builder and every file's sha256>": a dataset is named by what it holds, so the same events seal
+    the same id whichever offsets, workers or crashes carried them."""
+    day = (dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc) + dt.timedelta(milliseconds=int(window_start))).strftime("%Y%m%d")
+    payload = json.dumps({"window_start": int(window_start), "window_end": int(window_end), "policy": policy_stamp,
+                          "builder": builder_version, "files": dict(sorted(files.items()))},
+                         sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return f"ds-{day}-{hashlib.sha256(payload.encode()).hexdigest()[:12]}"
+
+
 def sync_marker(seed: str, shard_name: str) -> bytes:
     return hashlib.blake2b(f"{seed}\x00{shard_name}".encode("utf-8"), digest_size=SYNC_SIZE).digest()
 
@@ -262,10 +274,10 @@ class DatasetStore:
         self.fs.makedirs(path, exist_ok=True)
         return path
 
-    def publish(self, dataset_id: str) -> None:
-        """Make the staged dataset visible. Idempotent: when it is published already, the published one
-        stays and the staging directory is removed."""
-        final, stage = self.path(dataset_id), self.staging_path(dataset_id)
+    def publish(self, dataset_id: str, staged_as: str | None = None) -> None:
+        """Make the staged dataset visible (staged under `staged_as`, default its own id). Idempotent:
+        when it is published already, the published one stays and the staging directory is removed."""
+        final, stage = self.path(dataset_id), self.staging_path(staged_as or dataset_id)
         if self.exists(dataset_id):
             self._discard(stage)
             return

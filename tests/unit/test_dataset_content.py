@@ -236,13 +236,22 @@ def run_selection(pol: DatasetPolicy, offers, stats=None) -> Selection:
     return sel
 
 
-def test_selection_drops_duplicates_keeping_the_first():
-    offers = [("a", "chat", 1, 0.0), ("b", "chat", 2, 0.0), ("c", "chat", 1, 5.0), ("d", "chat", 1, 0.0)]
-    sel = run_selection(policy(), offers)
+def run_timed(pol: DatasetPolicy, offers, **kw) -> Selection:
+    """Offers of (request id, task, dedupe key, priority, event time, score, near keys)."""
+    sel = Selection(pol, **kw)
+    for rid, task, key, prio, t, score, near in offers:
+        sel.offer(rid, task, key, prio, event_time=t, score=score, near=near)
+    sel.finish()
+    return sel
+
+
+def test_selection_drops_duplicates_keeping_the_earliest():
+    offers = [("d", "chat", 1, 0.0, 4), ("b", "chat", 2, 0.0, 2), ("c", "chat", 1, 5.0, 3), ("a", "chat", 1, 0.0, 1)]
+    sel = run_timed(policy(), [(*o, 0.5, b"") for o in offers])
     assert [sel.keep(r) for r in "abcd"] == [True, True, False, False]
     assert sel.counts() == {"duplicate": 2, "task_cap": 0, "top_k": 0}
-    assert sel.kept == 2 and sel.offered == 4
-    off = run_selection(policy(dedupe=False), offers)
+    assert sel.kept == 2
+    off = run_selection(policy(dedupe=False), [o[:4] for o in offers])
     assert all(off.keep(r) for r in "abcd") and off.counts()["duplicate"] == 0
 
 
@@ -355,3 +364,79 @@ def test_chat_formats():
 def test_module_has_no_io():
     src = open(content.__file__, encoding="utf-8").read()
     assert "open(" not in src and "import os" not in src and "fsspec" not in src
+
+
+def _near(*keys: int) -> bytes:
+    import struct
+
+    return b"".join(struct.pack("<Q", k) for k in keys)
+
+
+WINDOW = [  # (request id, task, dedupe key, priority, event time, quality score, near-duplicate keys)
+    ("r01", "chat", 101, 0.0, 1_000, 0.90, _near(1, 2, 3)),
+    ("r02", "chat", 102, 0.5, 1_000, 0.80, _near(4, 2, 5)),  # shares band 2 with r01, same time: the tie decides
+    ("r03", "chat", 101, 0.0, 500, 0.70, _near(6, 7, 8)),  # same text as r01, earlier: r01 is the duplicate
+    ("r04", "chat", 104, 1.0, 3_000, 0.30, _near(9, 10, 11)),
+    ("r05", "code", 105, 0.0, 2_000, 0.95, _near(12, 13, 14)),
+    ("r06", "code", 106, 0.0, 2_500, 0.20, _near(0, 0, 0)),  # no keys: never a near duplicate
+    ("r07", "chat", 107, 0.0, 4_000, 0.60, _near(15, 16, 17)),
+    ("r08", "code", 108, 0.0, 1_500, 0.50, _near(18, 13, 19)),  # shares band 13 with r05, earlier: r05 goes
+]
+
+
+def test_duplicates_resolve_by_event_time_and_request_id_not_by_arrival():
+    sel = run_timed(policy(), WINDOW, near_duplicates=True)
+    kept = {o[0] for o in WINDOW if sel.keep(o[0])}
+    first_of_r01_r02 = min(("r01", "r02"), key=content.tie_hash)
+    assert "r03" in kept and "r01" not in kept  # exact: the earlier copy stays
+    assert "r08" in kept and "r05" not in kept  # near: the earlier one stays
+    # r01 comes before r02 when its tie hash is lower: then r02 shares a band with an earlier record and goes
+    assert ("r02" in kept) == (first_of_r01_r02 == "r02")
+    assert {"r04", "r06", "r07"} <= kept
+
+
+def test_the_selection_is_the_same_whatever_the_order_and_the_split_into_parts():
+    import random
+
+    pol = policy(task_caps={"chat": 3})
+    band = content.KeepBand(high=0.6, min_samples=1)
+    reference = run_timed(pol, WINDOW, near_duplicates=True, keep_band=band)
+    want = {o[0] for o in WINDOW if reference.keep(o[0])}
+    assert want and len(want) < len(WINDOW)
+    rng = random.Random(7)
+    for _ in range(50):
+        shuffled = WINDOW[:]
+        rng.shuffle(shuffled)
+        cut = rng.randrange(len(shuffled) + 1)
+        sel = Selection(pol, near_duplicates=True, keep_band=band)
+        for part in (shuffled[:cut], shuffled[cut:]):
+            log = content.OfferLog()
+            for rid, task, key, prio, t, score, near in part:
+                log.append(content.tie_hash(rid), task, key, prio, None, t, score, near)
+            sel.offer_log(log)
+        sel.finish()
+        assert {o[0] for o in WINDOW if sel.keep(o[0])} == want
+        assert sel.kept_keys() == reference.kept_keys()
+
+
+def test_the_keep_band_keeps_the_best_share_of_each_task_counting_rejected_candidates():
+    offers = [(f"c{i}", "chat", 1000 + i, 0.0, i, i / 10, b"") for i in range(10)]
+    sel = Selection(policy(), keep_band=content.KeepBand(high=0.3, min_samples=5))
+    for rid, task, key, prio, t, score, near in offers:
+        sel.offer(rid, task, key, prio, event_time=t, score=score)
+    sel.log_scores("chat", [0.95, 0.85], [content.tie_hash("rej1"), content.tie_hash("rej2")])  # rejected, but logged
+    sel.finish()
+    kept = {o[0] for o in offers if sel.keep(o[0])}
+    assert kept == {"c9", "c8"}  # 12 logged: the top ceil(3.6) = 4 score 0.95 (rejected), 0.9, 0.85 (rejected), 0.8
+    assert sel.counts()["keep_band"] == 8
+
+
+def test_a_small_task_is_not_cut_and_earlier_windows_keys_count():
+    import numpy as np
+
+    offers = [(f"s{i}", "rare", 500 + i, 0.0, i, 0.1, _near(900 + i)) for i in range(3)]
+    prior = np.array([501, 902], dtype=np.uint64)  # s1's text and s2's band were kept by an earlier window
+    sel = run_timed(policy(), offers, near_duplicates=True, keep_band=content.KeepBand(high=0.2, min_samples=5),
+                    prior_keys=prior)
+    assert [sel.keep(f"s{i}") for i in range(3)] == [True, False, False]
+    assert np.frombuffer(sel.kept_keys(), dtype="<u8").tolist() == [500, 900]

@@ -47,6 +47,7 @@ VALID = TrainingCandidate(
     pair_chosen="Settings > Security > Reset", pair_rejected="Open settings, then security.", pair_key="pk-1",
     actions=["corrected"], rating=4.0, time_to_action_ms=1200, retrieved_context=["doc"], uncertainty=0.7, latency_ms=80.0,
     metadata={"app": "web"}, scores={"quality": 0.8}, reasons=[], policy_version="p@1", settled_at=NOW - 1_800_000).to_dict()
+JSON_VALID = {k: v for k, v in VALID.items() if k != "dedup_keys"}  # bytes: not a JSON value (its default stands in)
 VALID_BYTES = codec.encode("candidate", VALID)
 VALID_ERASURE = ErasureRequest("u-1", NOW).to_dict()
 VALID_VERDICT = ReviewVerdict("v-1", "req-1", "alice", 4, 4, 5, True, NOW, NOW - 3_600_000, True).to_dict()
@@ -192,7 +193,7 @@ def test_avro_garbage_on_the_gate_outputs_is_a_dead_letter_or_a_bounded_time(dat
 
 
 @FUZZ
-@given(data=json_garbage(VALID), extra=headers_any)
+@given(data=json_garbage(JSON_VALID), extra=headers_any)
 def test_json_garbage_on_the_gate_outputs_is_a_dead_letter_or_a_bounded_time(data, extra):
     headers = {**extra, CONTENT_TYPE_HEADER: JSON_CONTENT_TYPE}
     _read_path(data, headers)
