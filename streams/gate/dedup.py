@@ -389,6 +389,15 @@ class DuplicateIndex:
         m.update_batch(_shingles_of_normalised(norm, self.shingle_size))
         return m
 
+    def near_keys(self, text: str) -> bytes:
+        """The text's LSH band keys as raw bytes, 8 per band (the digests the bucket keys name):
+        what the gate writes on a candidate so that the dataset builder can resolve near
+        duplicates over a whole window, in event-time order, without this index."""
+        m = self._minhash(normalise(text))
+        sig = m.hashvalues.astype(_SIG_DTYPE, copy=False).tobytes()
+        r = self.rows * 4
+        return b"".join(hashlib.blake2b(sig[i * r:(i + 1) * r], digest_size=8).digest() for i in range(self.bands))
+
     def _prepare(self, item_id: str, text: str) -> _Prepared:
         cached = self._cache.get((item_id, text))
         if cached is not None:

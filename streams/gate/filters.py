@@ -14,7 +14,6 @@ from typing import Any, Callable, Sequence
 
 from schemas.records import TrainingCandidate
 from streams.gate import grounding as grounding_check
-from streams.gate.keeprate import KeepRate
 from streams.gate.policy import GatePolicy
 from streams.gate.quality import quality_score, quality_terms
 
@@ -26,10 +25,8 @@ REASONS = {
     "quality": ("low_quality",),
     "toxicity": ("toxic",),
     "grounding": ("ungrounded",),
-    "duplicates": ("duplicate_exact", "duplicate_near"),
-    "keep_rate": ("below_keep_quantile",),
 }
-NOTES = ("pii_redacted", "id_pseudonymised", "grounding_skipped", "grounding_no_claims", "keep_rate_warming_up")
+NOTES = ("pii_redacted", "id_pseudonymised", "grounding_skipped", "grounding_no_claims")
 FILTER_ERROR = "filter_error"
 REDACTION_FAILED = "<REDACTION_FAILED>"
 
@@ -244,7 +241,11 @@ def dedup_text(item: Item) -> str:
 
 
 class DuplicateStage(Stage):
-    """Exact and near duplicates of candidates that passed before (or earlier in this batch)."""
+    """Near-duplicate keys for the dataset builder: the LSH band keys of the text's MinHash.
+
+    The gate no longer decides duplicates: which copy "came first" would be whichever one this
+    process saw first. The builder decides over a sealed window, earliest event time first
+    (`streams.datasets.content.Selection`); exact copies it finds by their own key."""
 
     name = "duplicates"
     content = False
@@ -253,55 +254,11 @@ class DuplicateStage(Stage):
         self.index = index
 
     def run(self, items):
-        checks = self.index.check([(i.candidate.request_id, dedup_text(i)) for i in items])
-        for item, check in zip(items, checks, strict=True):
-            item.candidate.scores["similarity"] = round(check.similarity, 4)
-            if check.exact_of is not None:
-                item.reject(self.name, "duplicate_exact")
-            elif check.near_of is not None:
-                item.reject(self.name, "duplicate_near")
-
-    def remember(self, passed: Sequence[Item]) -> None:
-        if passed:
-            self.index.add([(i.candidate.request_id, dedup_text(i)) for i in passed])
-
-
-class KeepRateStage(Stage):
-    name = "keep_rate"
-    content = False
-
-    def __init__(self, keep: KeepRate):
-        self.keep = keep
-
-    def observe(self, items: Sequence[Item]) -> None:
-        """Every logged candidate counts toward the quantile, whatever the other filters said."""
-        by_task: dict[str, list[float]] = {}
         for item in items:
-            by_task.setdefault(item.candidate.task_type, []).append(item.candidate.quality_score)
-        for task, scores in by_task.items():
-            self.keep.observe(task, scores)
-
-    def run(self, items):
-        for item in items:
-            c = item.candidate
-            t = self.keep.threshold(c.task_type)
-            if t is None:
-                item.notes.append("keep_rate_warming_up")
-                continue
-            c.scores["keep_threshold"] = round(t, 4)
-            if c.quality_score < t:
-                item.reject(self.name, "below_keep_quantile")
-
-    def record(self, items: Sequence[Item]) -> None:
-        by_task: dict[str, list[bool]] = {}
-        for item in items:
-            by_task.setdefault(item.candidate.task_type, []).append(not item.rejected)
-        for task, passed in by_task.items():
-            self.keep.record(task, passed)
+            item.candidate.dedup_keys = self.index.near_keys(dedup_text(item))
 
 
-def build_stages(policy: GatePolicy, *, redactor=None, scorer=None, index=None, keep: KeepRate | None = None,
-                 tokenizer=None) -> list[Stage]:
+def build_stages(policy: GatePolicy, *, redactor=None, scorer=None, index=None, tokenizer=None) -> list[Stage]:
     """The enabled stages in pipeline order. Components are passed in (built by streams.gate.pipeline)."""
     p = policy
     stages: list[Stage] = []
@@ -318,6 +275,4 @@ def build_stages(policy: GatePolicy, *, redactor=None, scorer=None, index=None, 
         stages.append(GroundingStage(p.grounding.threshold, p.grounding.min_overlap))
     if p.duplicates.enabled:
         stages.append(DuplicateStage(index))
-    if p.keep_rate.enabled:
-        stages.append(KeepRateStage(keep or KeepRate(p.keep_rate.band, p.keep_rate.window, p.keep_rate.min_samples)))
     return stages

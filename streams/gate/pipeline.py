@@ -15,8 +15,7 @@ from dataclasses import dataclass
 from typing import Callable, Sequence
 
 from schemas.records import TrainingCandidate
-from streams.gate.filters import (FILTER_ERROR, DuplicateStage, Item, KeepRateStage, PiiStage, Stage,
-                                  build_stages)
+from streams.gate.filters import FILTER_ERROR, Item, PiiStage, Stage, build_stages
 from streams.gate.keeprate import KeepRate
 from streams.gate.policy import GatePolicy
 
@@ -52,10 +51,10 @@ class Gate:
         # and the caller retries the whole batch later instead of rejecting it
         self.transient = transient
         self.observe_stage = observe_stage or (lambda stage, seconds, n: None)
-
-    @property
-    def keep_rate(self) -> KeepRate | None:
-        return next((s.keep for s in self.stages if isinstance(s, KeepRateStage)), None)
+        # the keep band is the dataset builder's, over a whole window; the gate only estimates the
+        # band's cut and its own pass rate per task type, for the metrics and the stagnation alert
+        k = policy.keep_rate
+        self.keep_rate: KeepRate | None = KeepRate(k.band, k.window, k.min_samples) if k.enabled else None
 
     def decide(self, candidates: Sequence[TrainingCandidate]) -> list[Decision]:
         items = [Item(c) for c in candidates]
@@ -64,21 +63,26 @@ class Gate:
                 continue
             todo = items if self.policy.evaluate_all or isinstance(stage, PiiStage) else [i for i in items if not i.rejected]
             self._run(stage, todo)
-        keep = next((s for s in self.stages if isinstance(s, KeepRateStage)), None)
-        if keep is not None:
-            keep.observe(items)
         eligible = [i for i in items if not i.rejected]
         for stage in self.stages:
             if stage.content or not eligible:
                 continue
             self._run(stage, eligible)
             eligible = [i for i in eligible if not i.rejected]
-        for stage in self.stages:
-            if isinstance(stage, DuplicateStage) and eligible:
-                self._remember(stage, eligible)
-        if keep is not None:
-            keep.record(items)
+        if self.keep_rate is not None:
+            self._observe_keep_rate(items)
         return [self._decision(item) for item in items]
+
+    def _observe_keep_rate(self, items: list[Item]) -> None:
+        scores: dict[str, list[float]] = {}
+        passed: dict[str, list[bool]] = {}
+        for item in items:
+            task = item.candidate.task_type
+            scores.setdefault(task, []).append(item.candidate.quality_score)
+            passed.setdefault(task, []).append(not item.rejected)
+        for task in scores:
+            self.keep_rate.observe(task, scores[task])
+            self.keep_rate.record(task, passed[task])
 
     def _run(self, stage: Stage, todo: list[Item]) -> None:
         if not todo:
@@ -101,14 +105,6 @@ class Gate:
             if isinstance(stage, PiiStage):
                 PiiStage.scrub(todo)
         self.observe_stage(stage.name, time.perf_counter() - started, len(todo))
-
-    def _remember(self, stage: DuplicateStage, passed: list[Item]) -> None:
-        """Recording what passed may fail (Redis away): the decisions stand, the index misses
-        them; a later copy then passes as new. Logged and counted, not retried forever."""
-        try:
-            stage.remember(passed)
-        except Exception as exc:
-            log.warning("duplicate index not updated", extra={"error": type(exc).__name__, "candidates": len(passed)})
 
     def _decision(self, item: Item) -> Decision:
         c = item.candidate
@@ -135,12 +131,10 @@ def build_gate(policy: GatePolicy, *, redis_client=None, key_prefix: str = "flyw
         from streams.gate.toxicity import load_scorer
 
         scorer = load_scorer(p.toxicity.checkpoint, p.toxicity.config_dir, device=p.toxicity.device, threads=threads)
-    if p.duplicates.enabled:
-        from streams.gate.dedup import DuplicateIndex, MemoryBandStore, RedisBandStore
+    if p.duplicates.enabled:  # keys only: the dataset builder decides duplicates over a window
+        from streams.gate.dedup import DuplicateIndex, MemoryBandStore
 
-        store = (RedisBandStore(redis_client, f"{key_prefix}:dedup", ttl_s=p.duplicates.ttl_days * 86_400)
-                 if redis_client is not None else MemoryBandStore())
-        index = DuplicateIndex(store, threshold=p.duplicates.jaccard, num_perm=p.duplicates.num_perm,
+        index = DuplicateIndex(MemoryBandStore(), threshold=p.duplicates.jaccard, num_perm=p.duplicates.num_perm,
                                shingle_size=p.duplicates.shingle_size)
     if p.length.enabled and p.length.tokenizer:
         tokenizer = load_tokenizer(p.length.tokenizer)

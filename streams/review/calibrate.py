@@ -20,7 +20,7 @@ from schemas.records import REVIEW_SCORES, ReviewVerdict
 from streams.gate.filters import REASONS
 from streams.gate.policy import GatePolicy
 
-QUALITY_CODES = frozenset(REASONS["quality"]) | frozenset(REASONS["keep_rate"])
+QUALITY_CODES = frozenset(REASONS["quality"]) | {"below_keep_quantile"}  # the gate cut by keep rate until builder 4: old verdicts say so
 _TIE = 1e-9  # weighted agreements closer than this (relative to the total weight) are ties
 
 

@@ -24,6 +24,10 @@ class ReviewItem:
     enqueued_at: int = 0  # wall ms, set by the queue
     extra: dict[str, Any] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        # bytes (the gate's duplicate keys) mean nothing to a reviewer and are no JSON
+        self.candidate = {k: v for k, v in self.candidate.items() if not isinstance(v, (bytes, bytearray))}
+
     @property
     def priority(self) -> int:
         return PRIORITY[self.sampled_for[0]] if self.sampled_for else PRIORITY["random"]

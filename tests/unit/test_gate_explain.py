@@ -51,7 +51,7 @@ def test_explain_prints_every_decision_and_the_funnel(policy_file, tmp_path, cap
     summary = rows.pop()["summary"]
     by_id = {r["request_id"]: r for r in rows}
     assert by_id["ok-1"]["verdict"] == "passed" and by_id["ok-1"]["reasons"] == []
-    assert by_id["dup-1"]["reasons"] == ["duplicate_near"] and by_id["dup-1"]["scores"]["similarity"] >= 0.85
+    assert by_id["dup-1"]["verdict"] == "passed"  # duplicates are decided at the seal, over the whole window
     assert by_id["toxic-1"]["reasons"] == ["toxic"] and by_id["toxic-1"]["scores"]["toxicity"] > 0.5
     assert by_id["ok-1"]["scores"]["toxicity"] < 0.1  # the detoxify checkpoint, not the default model
     assert by_id["regen-1"]["reasons"] == ["action_excluded", "too_short", "low_quality"]
@@ -60,9 +60,9 @@ def test_explain_prints_every_decision_and_the_funnel(policy_file, tmp_path, cap
     assert "<EMAIL_ADDRESS>" in pii["text"]["prompt"] and "<PHONE_NUMBER>" in pii["text"]["response"]
     assert "jane.doe" not in out.out and "555-0123" not in out.out
     assert all(r["policy"].startswith("explain-test@") for r in rows)
-    assert summary["candidates"] == 5 and summary["passed"] == 2
+    assert summary["candidates"] == 5 and summary["passed"] == 3
     funnel = {s["filter"]: s["removed"] for s in summary["funnel"]}
-    assert funnel["action"] == 1 and funnel["toxicity"] == 1 and funnel["duplicates"] == 1
+    assert funnel["action"] == 1 and funnel["toxicity"] == 1 and not funnel.get("duplicates")
     assert summary["reasons"]["toxic"] == 1
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from schemas.records import TrainingCandidate
-from streams.gate.filters import ActionStage, GroundingStage, Item, KeepRateStage, LengthStage, QualityStage
+from streams.gate.filters import ActionStage, DuplicateStage, GroundingStage, Item, LengthStage, QualityStage, build_stages
 from streams.gate.grounding import grounding
 from streams.gate.keeprate import KeepRate
 from streams.gate.pipeline import Gate
@@ -176,22 +176,37 @@ def test_keep_rate_position_in_the_band():
     assert restored.rate("qa") == keep.rate("qa") and restored.threshold("qa") == keep.threshold("qa")
 
 
-def test_keep_rate_stage_holds_the_pass_rate_under_the_band():
-    """All candidates pass the other filters: the stage alone keeps about the top 30 %."""
+def test_the_gate_estimates_the_keep_band_but_leaves_the_cut_to_the_seal():
+    """Which candidates are the top 30 % depends on the whole window, not on what one process saw
+    first: the gate passes them all and only tracks its pass rate and the band's estimated cut."""
     import random
 
+    from streams.gate.pipeline import Gate
+
     rng = random.Random(4)
-    stage = KeepRateStage(KeepRate(band=(0.2, 0.3), window=2000, min_samples=100))
-    passed = total = 0
-    for _ in range(40):
-        items = [Item(cand(quality_score=rng.random())) for _ in range(100)]
-        stage.observe(items)
-        stage.run(items)
-        stage.record(items)
-        if total >= 500:
-            passed += sum(not i.rejected for i in items)
-        total += len(items)
-    assert 0.25 <= passed / (total - 500) <= 0.32
+    policy = GatePolicy.from_dict({"pii": {"enabled": False}, "duplicates": {"enabled": False},
+                                   "length": {"enabled": False}, "quality": {"enabled": False},
+                                   "toxicity": {"enabled": False}, "grounding": {"enabled": False}})
+    gate = Gate(policy, build_stages(policy))
+    decisions = [d for _ in range(5) for d in gate.decide([cand(quality_score=rng.random()) for _ in range(100)])]
+    assert all(d.passed for d in decisions) and not any("below_keep_quantile" in d.reasons for d in decisions)
+    assert gate.keep_rate.rate("qa") == 1.0 and 0.6 < gate.keep_rate.threshold("qa") < 0.8
+
+
+def test_the_duplicate_stage_writes_near_keys_that_near_copies_share():
+    from streams.gate.dedup import DuplicateIndex, MemoryBandStore
+
+    stage = DuplicateStage(DuplicateIndex(MemoryBandStore()))
+    text = ("The capital of Australia is Canberra. It was chosen as a compromise between Sydney and Melbourne, "
+            "and it has been the seat of government since 1927 when parliament first met there.")
+    items = [Item(cand(response=text)), Item(cand(response=text.replace("since 1927", "since the year 1927"))),
+             Item(cand(response="Paris is the capital of France and its largest city by far, on the Seine river.")),
+             Item(cand(response=text))]
+    stage.run(items)
+    keys = [[i.candidate.dedup_keys[k:k + 8] for k in range(0, len(i.candidate.dedup_keys), 8)] for i in items]
+    assert len(keys[0]) == 11 and keys[0] == keys[3]  # deterministic
+    assert set(keys[0]) & set(keys[1]) and not set(keys[0]) & set(keys[2])
+    assert not any(i.rejected for i in items)
 
 
 # -- the pipeline ----------------------------------------------------------------------------------
