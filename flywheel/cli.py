@@ -133,6 +133,13 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--out", default="-", help="a file ('-': stdout, JSONL only)")
     affected = dsub.add_parser("affected", help="sealed datasets that hold a user's records (after an erasure request)")
     affected.add_argument("user_id")
+    verify = dsub.add_parser("verify", help="seal a dataset's window again from the log into a scratch directory and compare "
+                                            "byte for byte (exit 0 identical, 1 different, 2 error)")
+    verify.add_argument("dataset_id")
+    verify.add_argument("--json", action="store_true", help="print the comparison as JSON instead of a summary")
+    verify.add_argument("--policy", default=None, metavar="FILE", help="the gate policy it was sealed under (default: FLYWHEEL_GATE_POLICY)")
+    verify.add_argument("--scratch", default=None, metavar="DIR", help="where the rebuild is written and removed (default: the system's temporary directory)")
+    verify.add_argument("--workers", type=_positive_int, default=1, help="processes the rebuild uses (the bytes do not depend on it)")
     erase = dsub.add_parser("erase", help="send an erasure request for a user id to the erasure topic")
     erase.add_argument("user_id")
     erase.add_argument("--reason", default="", help="why (kept with the request)")
@@ -666,6 +673,10 @@ def _datasets(args, settings: Settings) -> int:
     from streams.datasets.store import DatasetStore, user_hash
 
     cmd = args.datasets_command
+    if cmd == "verify":
+        from streams.datasets.verify import main as verify
+
+        return verify(args, settings)
     if cmd == "run":
         from flywheel import logs
         from streams.datasets.service import run_datasets

@@ -282,6 +282,11 @@ class DatasetMetrics:
                          ["topic"], registry=r)
         self.held = Gauge("flywheel_datasets_held", "1 while a guard holds datasets: due windows wait to be sealed.",
                           registry=r)
+        self.active = Gauge("flywheel_datasets_active", "1 while this builder holds the builders' lease and builds; 0 while "
+                            "it stands by (another builder, or a clock reset, holds the lease).", registry=r)
+        self.takeovers = Counter("flywheel_datasets_lease_takeovers_total", "Times this builder took the lease after standing "
+                                 "by while another builder held it (that one stopped and let go, or died and its lease "
+                                 "lapsed).", registry=r)
 
     def observed(self, outcome: str, passed: bool) -> None:
         self.candidates.labels("passed" if passed else "rejected", outcome).inc()

@@ -19,9 +19,17 @@ them came from elsewhere and is dead-lettered here, once. Dead letters are ackno
 state that moves past them is saved: a crash in between sends them again, never loses one. Only the
 builder's own I/O (broker, Redis, disk) stops it, with a log line naming which, until it answers.
 
-While it runs, the builder holds a lease in Redis (`<app_id>:datasets:lease`, refreshed by a
-thread): `flywheel clocks reset --role datasets` refuses while it is held, and a builder does not
-start while a reset holds it.
+One active builder per flywheel: the active one holds a lease in Redis (`<app_id>:datasets:lease`,
+LEASE_MS, refreshed by a thread). A builder that finds it held by another builder stands by: no
+consumer, no spool, no Redis state, only a look at the lease every STANDBY_POLL_S; when the lease is
+free (the active one stopped and let go of it, or died and it lapsed) the standby takes it, loads the
+saved state and goes on (one log line, `flywheel_datasets_lease_takeovers_total`;
+`flywheel_datasets_active` says which one is active). The lease fences the active one too: before it
+touches the spool for a batch and before each seal it checks (compare-and-set) that the lease is
+still its own, its state is saved by a script that writes only while the lease holds its value, and
+a builder that finds the lease gone steps down to standby. A step that fails lets go of the lease
+and starts over (claim, or stand by) from the saved state. `flywheel clocks reset --role datasets`
+refuses while a builder holds the lease, and builders stand by while a reset holds it.
 """
 
 from __future__ import annotations
@@ -57,11 +65,15 @@ HOLD_CHECK_S = 1.0
 LAG_CHECK_S = 10.0
 LEASE_MS = 30_000  # a builder that stopped without letting go holds its lease this long
 LEASE_REFRESH_S = 5.0
+STANDBY_POLL_S = 1.0  # how often a standby builder looks whether the lease is free
 RESET_MARK = b"reset:"  # the lease's value while `flywheel clocks reset` holds it
 
 # compare-and-set on the lease: refresh (or let go of) it only while it holds our own value
 _LEASE_REFRESH = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) else return 0 end"
 _LEASE_RELEASE = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) else return 0 end"
+# the builder's state is written only while the lease holds the writer's value (and the lease is refreshed)
+_LEASE_SAVE = ("if redis.call('get', KEYS[1]) ~= ARGV[1] then return 0 end "
+               "redis.call('pexpire', KEYS[1], ARGV[2]) redis.call('set', KEYS[2], ARGV[3]) return 1")
 
 
 def lease_key(settings: Settings) -> str:
@@ -73,7 +85,20 @@ def state_key(settings: Settings) -> str:
 
 
 class LeaseHeld(RuntimeError):
-    """The builder's lease is held by someone else (a clock reset): wait."""
+    """The builder's lease is held by someone else (another builder, or a clock reset): stand by."""
+
+    def __init__(self, message: str, holder: str = "", reset: bool = False):
+        super().__init__(message)
+        self.holder = holder
+        self.reset = reset
+
+
+class LeaseLost(LeaseHeld):
+    """The active builder found its lease gone (it lapsed, and another builder or a reset took it): step down."""
+
+
+def _holder(value: bytes | None) -> str:
+    return "nobody" if value is None else value.decode(errors="replace")[:200]
 
 
 def _cause(exc: BaseException) -> str:
@@ -124,6 +149,12 @@ class DatasetService:
         self._lag_checked = 0.0
         self._lease_stop: threading.Event | None = None
         self._lease_lost = False
+        self.lease_ms = LEASE_MS
+        self.active = False  # holds the lease and builds; False: stands by (or has not started)
+        self._stood_by: LeaseHeld | None = None  # why it stood by, until it takes the lease
+        self._next_claim = 0.0
+        self._stop: threading.Event | None = None  # run()'s: a standby's wait ends with it
+        self._sealed: list[SealResult] = []
         self.deadletters = getattr(metrics, "builder_deadletters", None)
         if metrics is not None and self.deadletters is None:
             from prometheus_client import Counter
@@ -155,7 +186,9 @@ class DatasetService:
         return self.consumer
 
     def load(self) -> None:
-        self._claim_lease()
+        """Take the lease (LeaseHeld when another builder or a reset holds it), then start from the saved state."""
+        if self._lease_stop is None:
+            self._claim_lease()
         raw = self.redis.get(self.state_key)
         sources = self._sources()
         if raw:
@@ -181,27 +214,40 @@ class DatasetService:
         self._last_seen = {s: now for s in sources}
 
     def save(self) -> None:
+        """The clock, positions and erasure positions as one Redis record, written only while this
+        builder holds the lease (LeaseLost otherwise: nothing is written)."""
         if self._lease_lost:
-            raise LeaseHeld("the builder's lease was taken (a clock reset?): starting again from the saved state")
+            raise self._lost()
         self.spool.flush()  # the spool holds at least what the saved positions say was read
         state = {"clock": self.clock.to_json(), "erasure": self.erasure_positions}
         if self.verdicts_checked:
             state["verdicts_checked"] = self.verdicts_checked
-        self.redis.set(self.state_key, json.dumps(state))
+        if not self.redis.eval(_LEASE_SAVE, 2, self.lease_key, self.state_key, self.lease_value, self.lease_ms,
+                               json.dumps(state)):
+            self._lease_lost = True
+            raise self._lost()
 
     # -- the lease -------------------------------------------------------------------------------------
     def _claim_lease(self) -> None:
-        """Hold `<app_id>:datasets:lease` while running; refuse to start while a clock reset holds it.
-        A lease left by a builder that stopped without letting go is taken over."""
+        """Take `<app_id>:datasets:lease` when it is free (or still ours) and keep it refreshed; raise
+        LeaseHeld, naming the holder, while another builder or a clock reset holds it."""
         r = self.redis
-        if not r.set(self.lease_key, self.lease_value, nx=True, px=LEASE_MS):
+        for _ in range(2):  # a lease that lapses between the two calls is free: once more
+            if r.set(self.lease_key, self.lease_value, nx=True, px=self.lease_ms):
+                break
             held = r.get(self.lease_key)
-            if held is not None and held.startswith(RESET_MARK):
-                raise LeaseHeld("`flywheel clocks reset` is resetting the builder's clock: waiting for it")
-            if held != self.lease_value:
-                if held is not None:
-                    log.warning("taking over the dataset builder's lease", extra={"holder": held.decode(errors="replace")[:200]})
-                r.set(self.lease_key, self.lease_value, px=LEASE_MS)
+            if held is None:
+                continue
+            if held == self.lease_value:  # ours still (a step failed before letting go): keep it
+                if r.eval(_LEASE_REFRESH, 1, self.lease_key, self.lease_value, self.lease_ms):
+                    break
+                continue
+            if held.startswith(RESET_MARK):
+                raise LeaseHeld("`flywheel clocks reset` holds the builder's lease: waiting for it", _holder(held), reset=True)
+            raise LeaseHeld(f"another dataset builder holds the lease: {_holder(held)}", _holder(held))
+        else:
+            raise LeaseHeld(f"the lease changed hands while it was claimed: {_holder(r.get(self.lease_key))}",
+                            _holder(r.get(self.lease_key)))
         self._lease_lost = False
         if self._lease_stop is None:
             self._lease_stop = threading.Event()
@@ -210,10 +256,27 @@ class DatasetService:
     def _keep_lease(self, stop: threading.Event) -> None:
         while not stop.wait(LEASE_REFRESH_S):
             try:
-                if not self.redis.eval(_LEASE_REFRESH, 1, self.lease_key, self.lease_value, LEASE_MS):
-                    self._lease_lost = True
+                if not self.redis.eval(_LEASE_REFRESH, 1, self.lease_key, self.lease_value, self.lease_ms):
+                    self._lease_lost = True  # the main loop steps down at its next check
+                    return
             except Exception as exc:  # Redis away: the main loop finds out too
                 log.warning("lease not refreshed", extra={"error": type(exc).__name__})
+
+    def _fence(self) -> None:
+        """Before the builder writes (spool, Redis, the store): the lease still holds our value
+        (compare-and-set, refreshing it), else LeaseLost."""
+        if self._lease_lost or not self.redis.eval(_LEASE_REFRESH, 1, self.lease_key, self.lease_value, self.lease_ms):
+            self._lease_lost = True
+            raise self._lost()
+
+    def _lost(self) -> LeaseLost:
+        try:
+            value = self.redis.get(self.lease_key)
+        except Exception:  # noqa: BLE001 - only for the message
+            value = b"unknown"
+        held = _holder(value)
+        return LeaseLost(f"the builder's lease is no longer its own (now held by {held})", held,
+                         reset=value is not None and value.startswith(RESET_MARK))
 
     def _release_lease(self) -> None:
         if self._lease_stop is not None:
@@ -224,15 +287,93 @@ class DatasetService:
             except Exception as exc:  # it expires on its own
                 log.warning("lease not released", extra={"error": type(exc).__name__})
 
+    def _set_active(self, active: bool) -> None:
+        self.active = active
+        gauge = getattr(self.metrics, "active", None)
+        if gauge is not None:
+            gauge.set(1.0 if active else 0.0)
+
+    def _activate(self, timeout: float) -> bool:
+        """Take the lease and load the saved state (True), or stand by: wait up to `timeout` (False)."""
+        now = time.monotonic()
+        if now < self._next_claim:
+            self._wait(min(timeout, self._next_claim - now))
+            return False
+        try:
+            self._claim_lease()
+        except LeaseHeld as held:
+            self._next_claim = time.monotonic() + STANDBY_POLL_S
+            self._standby(held)
+            self._wait(min(timeout, STANDBY_POLL_S))
+            return False
+        self.load()
+        before, self._stood_by = self._stood_by, None
+        if before is not None and before.holder == "nobody":  # its own lease lapsed (a long pause): it stepped down and back
+            log.warning("dataset builder active: its lease had lapsed; it goes on from the saved state")
+        elif before is not None and not before.reset:
+            log.warning(f"dataset builder active: took the lease from {before.holder}", extra={"previous": before.holder})
+            takeovers = getattr(self.metrics, "takeovers", None)
+            if takeovers is not None:
+                takeovers.inc()
+        else:
+            log.info("dataset builder active: it holds the lease", extra={"lease": _holder(self.lease_value)})
+        self._set_active(True)
+        return True
+
+    def _standby(self, held: LeaseHeld) -> None:
+        """No consumer, no spool, no state: only the lease is looked at, every STANDBY_POLL_S."""
+        if self._stood_by is None or self._stood_by.holder != held.holder:
+            log.warning(f"dataset builder standby: {held}", extra={"holder": held.holder})
+        self._stood_by = held
+        self._set_active(False)
+
+    def _wait(self, seconds: float) -> None:
+        if seconds <= 0:
+            return
+        if self._stop is not None:
+            self._stop.wait(seconds)
+        else:
+            time.sleep(seconds)
+
+    def _restart(self) -> None:
+        """Back to the start: consumer and spool closed, lease let go; the next step claims it again
+        (or stands by) and loads the saved state."""
+        self.clock = None
+        self.spool.close()
+        if self.consumer is not None:
+            try:
+                self.consumer.close()
+            except Exception as exc:  # noqa: BLE001 - already failing; the cause is logged by the caller
+                log.warning("consumer not closed", extra={"error": type(exc).__name__})
+            self.consumer = None
+        self._release_lease()
+        self._set_active(False)
+
     # -- the loop --------------------------------------------------------------------------------------
     def step(self, timeout: float = 0.5) -> list[SealResult]:
-        """One batch: observe, persist, seal what is ready. Returns the datasets sealed."""
-        if self.clock is None:
-            self.load()
+        """One batch: observe, persist, seal what is ready. Returns the datasets sealed. A standby
+        builder only looks at the lease (and waits up to `timeout`). A builder that finds its lease
+        gone steps down to standby; one whose step fails lets go of it and raises."""
+        self._sealed = []
+        try:
+            if self.clock is None and not self._activate(timeout):
+                return []
+            self._step(timeout)
+        except LeaseHeld as exc:  # fenced: the lease is someone else's now
+            self._restart()
+            self._standby(exc)
+        except BaseException:
+            self._restart()
+            raise
+        return self._sealed
+
+    def _step(self, timeout: float) -> None:
         backoff = self.settings.empty_fetch_backoff_ms / 1000
         batch = self.consumer.consume(2000, min(timeout, 0.05) if backoff else timeout)
         if not batch and backoff:
             rest(self.consumer, max(backoff, timeout))
+        if batch:
+            self._fence()  # before the batch goes to the spool and Redis
         now = time.monotonic()
         now_ms = int(time.time() * 1000)
         dead: list[intake.Rejected] = []
@@ -267,14 +408,12 @@ class DatasetService:
             self._observe_lag()
         if batch:
             self.save()
-        sealed = []
         ready = self.clock.ready()
         if ready and not self._held(now):
             for span in ready:
-                sealed.append(self._seal(span))
+                self._sealed.append(self._seal(span))
         if self.metrics is not None:
             self.metrics.clock(self.clock)
-        return sealed
 
     def _held(self, now: float) -> bool:
         """A guard's hold on datasets (`flywheel guards release datasets` lifts it): due windows wait."""
@@ -291,6 +430,7 @@ class DatasetService:
     def run(self, stop: threading.Event) -> None:
         log.info("dataset builder started", extra={"store": self.store.uri(""), "window_days": self.policy.datasets.window_days,
                                                    "lag_days": self.policy.datasets.lag_days})
+        self._stop = stop
         while not stop.is_set():
             try:
                 self.step()
@@ -300,13 +440,10 @@ class DatasetService:
                           exc_info=cause == "bug",
                           extra={"cause": cause, "error": type(exc).__name__, "detail": str(exc)[:300]})
                 stop.wait(2.0)
-                self.clock = None
-                if self.consumer is not None:
-                    self.consumer.close()
-                    self.consumer = None
         self.close()
 
     def close(self) -> None:
+        """A clean stop: the lease is let go of, so a standby builder takes over at once."""
         self.spool.close()
         if self.consumer is not None:
             self.consumer.close()
@@ -314,6 +451,8 @@ class DatasetService:
         if self._producer is not None:
             self._producer.flush(10)
         self._release_lease()
+        self.clock = None
+        self._set_active(False)
 
     # -- pieces ------------------------------------------------------------------------------------------
     def producer(self) -> Producer:
@@ -396,8 +535,10 @@ class DatasetService:
 
     def _seal(self, span) -> SealResult:
         started = time.perf_counter()
+        self._fence()  # only the lease's holder seals
         with paused(self.consumer):  # nothing to fetch for while the seal has the cores
             result = self.builder.seal(span, self.inputs())
+        self._fence()  # lost during the seal: the next holder seals the window (the same inputs, the same dataset) and announces it
         self.send_dead(result.rejected)  # candidates that failed at the seal (a re-seal after a crash may send them again)
         self.announce(result)
         self.clock.seal(span.index)
