@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import signal
 import sys
 import threading
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 from pathlib import Path
@@ -17,6 +19,7 @@ from flywheel.settings import Settings
 from schemas.codec import Codec
 from streams.join.service import JoinService
 from streams.metrics import GateMetrics, JoinMetrics, SamplerMetrics, serve_metrics
+from streams.runner import FINISH_BATCH_S, BatchRunner
 
 if TYPE_CHECKING:
     from streams.gate.agent import GateRunner
@@ -59,6 +62,38 @@ def pause_after_empty_fetches(backoff_ms: int) -> None:
     Fetcher._proc_fetch_request = _proc_fetch_request
 
 
+class FlywheelApp(faust.App):
+    """A Faust app whose stop waits for the batches in hand, not for everything fetched.
+
+    Why: Faust's stop (`stream_wait_empty`) waits until every record its consumer handed to a stream
+    is acknowledged, and the candidates topic feeds three agents at very different speeds (the gate
+    scores ~1,000 candidates/s, rollout and guards count ~40,000/s). Under load the fast agents run
+    ahead; the stop empties the agents' buffers, so a record they took that the gate had not reached
+    keeps the gate's reference, which nothing will release, and Faust waits for it until it is
+    garbage, which the fast agents' last batch, still in their hands, keeps from happening: the stop
+    waited until the grace ran out (measured after 200,000 events: no gate decision in the last 18 s
+    of the 20 s grace, then the worker was killed). Instead every batch
+    runner finishes the batch in hand (at most `finish_batch_s`) and holds whatever else it was
+    handed, and Faust commits only what was acknowledged: the rest is read again by the next run,
+    which loses nothing, as offsets are committed only after a batch's outputs are written.
+    """
+
+    batch_runners: list[BatchRunner]
+    finish_batch_s: float = FINISH_BATCH_S
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.batch_runners = []
+
+    async def on_stop(self) -> None:
+        self.conf.stream_wait_empty = False  # at a stop only: rebalances keep Faust's wait
+        for runner in self.batch_runners:
+            runner.stopping = True  # batches handed over from now on are held, not worked on
+        await super().on_stop()  # stops fetching and empties the agents' buffers
+        if self.batch_runners:  # before the agents are stopped (cancelled) and the last commit
+            await asyncio.gather(*(r.finish(self.finish_batch_s) for r in self.batch_runners))
+
+
 class StoppingWorker(faust.Worker):
     """A Faust worker whose stop cannot hang.
 
@@ -67,26 +102,45 @@ class StoppingWorker(faust.Worker):
     later; robinhood/faust#484), and mode ignores any signal after the first. The join and the
     gate already survive kill -9 without loss or duplicates (tests/integration), so once
     `grace_s` has passed after the first signal, or at a second one, the process leaves at once.
+
+    After a clean stop at a signal (committed, out of the group, producers flushed) it leaves without
+    the interpreter's teardown, which is no part of the stop: it joins the runners' worker threads,
+    one of which may be in the middle of a model call or still loading the models, and frees a heap
+    of models object by object (measured: 5.3 s after the stop itself had taken 1.0 s).
     """
 
     grace_s: float = 20.0
+    _signalled_at: float | None = None
 
     def _schedule_shutdown(self, signum: signal.Signals) -> None:
         if self._signal_stop_time:
             self._leave(signum, "a second signal")
+        self._signalled_at = time.monotonic()
         super()._schedule_shutdown(signum)
         timer = threading.Timer(self.grace_s, self._leave, args=(signum, f"no clean stop in {self.grace_s:g} s"))
         timer.daemon = True
         timer.start()
 
-    @staticmethod
-    def _leave(signum: signal.Signals, why: str) -> None:
+    def stop_and_shutdown(self) -> None:
+        crashing = sys.exc_info()[0] is not None  # called from a `finally`: a crash keeps its exit
+        super().stop_and_shutdown()
+        took = round(time.monotonic() - self._signalled_at, 2) if self._signalled_at else None
+        log.info("worker stopped", extra={"seconds": took})
+        if self._signalled_at is not None and not crashing:
+            self._exit(0)
+
+    @classmethod
+    def _leave(cls, signum: signal.Signals, why: str) -> None:
         log.warning("worker leaving without a clean stop", extra={"why": why, "signal": signal.Signals(signum).name})
+        cls._exit(128 + int(signum))
+
+    @staticmethod
+    def _exit(code: int) -> None:
         for handler in logging.getLogger().handlers:
             handler.flush()
         sys.stdout.flush()
         sys.stderr.flush()
-        os._exit(128 + int(signum))
+        os._exit(code)
 
 
 @dataclass
@@ -108,7 +162,7 @@ def create_worker(settings: Settings, codec: Codec | None = None, metrics: JoinM
     pause_after_empty_fetches(settings.empty_fetch_backoff_ms)
     datadir = Path(settings.data_dir) / "worker" / settings.app_id
     datadir.parent.mkdir(parents=True, exist_ok=True)
-    app = faust.App(
+    app = FlywheelApp(
         settings.app_id,
         broker=broker_urls(settings.broker_url),
         store="memory://",
@@ -148,6 +202,8 @@ def create_worker(settings: Settings, codec: Codec | None = None, metrics: JoinM
         worker.rollout = create_rollout_runner(app, settings, codec, metrics.registry)
     if "guards" in settings.role_set:
         worker.guards = create_guard_runner(app, settings, codec, metrics.registry)
+    app.batch_runners = [r for r in (worker.gate, worker.review, worker.rollout, worker.guards) if r is not None]
+    app.finish_batch_s = min(FINISH_BATCH_S, settings.shutdown_grace_s / 4)
     return worker
 
 
