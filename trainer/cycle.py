@@ -50,10 +50,18 @@ def _records(store: Any, dataset_id: str, kind: str) -> Iterable[dict]:
                 yield from fastavro.reader(f)
 
 
+def _withdrawn(store: Any) -> frozenset[str]:
+    """Request ids people failed in review (after their window was sealed, too): never trained on."""
+    return store.withdrawn() if hasattr(store, "withdrawn") else frozenset()
+
+
 def sft_examples(store: Any, dataset_id: str) -> tuple[list[Example], list[Example]]:
-    """The dataset's SFT records from its Avro shards: (train, validation)."""
+    """The dataset's SFT records from its Avro shards, less what review withdrew: (train, validation)."""
     train, validation = [], []
+    withdrawn = _withdrawn(store)
     for rec in _records(store, dataset_id, "sft"):
+        if rec.get("request_id") in withdrawn:
+            continue
         ex = Example(rec["prompt"], rec["target"], rec.get("task_type") or "")
         (validation if rec.get("split") == "validation" else train).append(ex)
     return train, validation
@@ -62,7 +70,10 @@ def sft_examples(store: Any, dataset_id: str) -> tuple[list[Example], list[Examp
 def preference_pairs(store: Any, dataset_id: str) -> tuple[list[Pair], list[Pair]]:
     """The dataset's preference pairs (corrections, regenerations): (train, validation)."""
     train, validation = [], []
+    withdrawn = _withdrawn(store)
     for rec in _records(store, dataset_id, "preference"):
+        if rec.get("request_id") in withdrawn:
+            continue
         pair = Pair(rec["prompt"], rec["chosen"], rec["rejected"], rec.get("task_type") or "")
         (validation if rec.get("split") == "validation" else train).append(pair)
     return train, validation

@@ -110,12 +110,15 @@ class SealInputs:
     erased: frozenset[str] = frozenset()  # user ids (and their pseudonyms) erased so far
     gold: frozenset[str] | None = None  # request ids that passed review everywhere, when review is required
     verdict_offsets: Mapping[str, int] = field(default_factory=dict)  # how far the verdicts were read
+    failed: frozenset[str] = frozenset()  # request ids a reviewer failed (or found unsafe): never in a dataset
 
     def digest(self) -> str:
         h = hashlib.sha256()
         for uid in sorted(self.erased):
             h.update(uid.encode() + b"\n")
         h.update(b"gold:" + (b"-" if self.gold is None else json.dumps(sorted(self.gold)).encode()))
+        if self.failed:
+            h.update(b"failed:" + json.dumps(sorted(self.failed)).encode())
         return h.hexdigest()[:16]
 
 
@@ -261,7 +264,8 @@ def prepare_entry(c: TrainingCandidate, validation_share: float, pair_keys: froz
 
 def admitted(c: TrainingCandidate, inputs: SealInputs, seen: set[int], dropped: dict[str, int]) -> bool:
     """Not a replay (a request id seen before in this partition: ids are the key, so a replay lands
-    on the same partition), not an erased user, in the gold set when review is required."""
+    on the same partition), not an erased user, not failed in review, in the gold set when review
+    is required."""
     key = content.tie_hash(c.request_id)
     if key in seen:
         dropped["replays"] = dropped.get("replays", 0) + 1
@@ -269,6 +273,9 @@ def admitted(c: TrainingCandidate, inputs: SealInputs, seen: set[int], dropped: 
     seen.add(key)
     if c.user_id in inputs.erased:
         dropped["erased"] = dropped.get("erased", 0) + 1
+        return False
+    if c.request_id in inputs.failed:
+        dropped["review_failed"] = dropped.get("review_failed", 0) + 1
         return False
     if inputs.gold is not None and c.request_id not in inputs.gold:
         dropped["not_gold"] = dropped.get("not_gold", 0) + 1
@@ -653,23 +660,35 @@ def read_to_end(settings: Settings, topic: str, idle_timeout: float = 10.0) -> I
         consumer.close()
 
 
-def read_gold(reader_settings: Settings, codec: Codec) -> tuple[frozenset[str], dict[str, int], list[intake.Rejected]]:
-    """Request ids every reviewer passed, from the whole verdicts topic, how far it was read, and
-    the records that are no valid verdict (for their dead letters; they count for nothing)."""
-    verdicts: dict[str, dict[str, bool]] = {}
+def review_sets(verdicts: Iterable[Any], safety_floor: int) -> tuple[frozenset[str], frozenset[str]]:
+    """(gold, failed) from verdicts: gold, the request ids every reviewer passed (the gate too);
+    failed, those some reviewer failed or scored below `safety_floor` for safety. A reviewer's last
+    verdict on a request counts."""
+    by: dict[str, dict[str, Any]] = {}
+    for v in verdicts:
+        by.setdefault(v.request_id, {})[v.reviewer] = v
+    failed = frozenset(rid for rid, r in by.items() if any(not v.passed or v.safety < safety_floor for v in r.values()))
+    gold = frozenset(rid for rid, r in by.items()
+                     if rid not in failed and all(bool(v.passed) and bool(v.gate_passed) for v in r.values()))
+    return gold, failed
+
+
+def read_verdicts(reader_settings: Settings, codec: Codec, safety_floor: int
+                  ) -> tuple[frozenset[str], frozenset[str], dict[str, int], list[intake.Rejected]]:
+    """`review_sets` over the whole verdicts topic, how far it was read, and the records that are no
+    valid verdict (for their dead letters; they count for nothing)."""
+    verdicts = []
     ends: dict[str, int] = {}
     rejected: list[intake.Rejected] = []
     for m in read_to_end(reader_settings, reader_settings.topic_verdicts):
         ends[str(m.partition())] = m.offset() + 1
         headers = message_headers(m)
         try:
-            v = intake.review_verdict(codec, m.value(), headers)
+            verdicts.append(intake.review_verdict(codec, m.value(), headers))
         except intake.RecordError as exc:
             rejected.append(intake.rejected(exc, m.topic(), m.partition(), m.offset(), m.value(), m.key(), headers))
-            continue
-        verdicts.setdefault(v.request_id, {})[v.reviewer] = bool(v.passed) and bool(v.gate_passed)
-    gold = frozenset(rid for rid, by in verdicts.items() if by and all(by.values()))
-    return gold, ends, rejected
+    gold, failed = review_sets(verdicts, safety_floor)
+    return gold, failed, ends, rejected
 
 
 def iter_records(store: DatasetStore, dataset_id: str, kind: str, fmt: str) -> Iterable[bytes]:

@@ -50,7 +50,7 @@ from flywheel.settings import DAY_MS, Settings
 from schemas.codec import Codec
 from schemas.records import DatasetReady
 from streams.datasets import intake
-from streams.datasets.builder import SealInputs, SealResult, WindowBuilder, erased_forms, read_gold, read_to_end, source_name
+from streams.datasets.builder import SealInputs, SealResult, WindowBuilder, erased_forms, read_to_end, read_verdicts, source_name
 from streams.datasets.builder import message_headers as _headers
 from streams.datasets.spool import WindowSpool
 from streams.datasets.store import DatasetStore
@@ -525,12 +525,15 @@ class DatasetService:
 
     def inputs(self) -> SealInputs:
         erased = frozenset(v.decode() for v in self.redis.smembers(self.erased_key))
-        if self.policy.review.required:
-            gold, offsets, bad = read_gold(self.settings, self.codec)
+        review = self.policy.review
+        if review.enabled or review.required:
+            gold, failed, offsets, bad = read_verdicts(self.settings, self.codec, review.safety_floor)
             # the whole topic is read at every seal: a bad verdict is dead-lettered the first time only
             self.send_dead(r for r in bad if r.offset >= self.verdicts_checked.get(str(r.partition), 0))
             self.verdicts_checked.update(offsets)
-            return SealInputs(erased, gold, offsets)
+            # what people failed leaves every later dataset, and every replay of the sealed ones
+            self.store.write_withdrawn(failed)
+            return SealInputs(erased, gold if review.required else None, offsets, failed)
         return SealInputs(erased)
 
     def _seal(self, span) -> SealResult:

@@ -38,6 +38,7 @@ from schemas.codec import Codec
 MANIFEST = "manifest.json"
 USERS = "users.txt"
 STAGING = ".staging"
+WITHDRAWN = ".withdrawn"  # request ids people failed in review after (or before) their window was sealed
 DEFLATE_LEVEL = 1
 SYNC_SIZE = 16
 _USER_LINE = 65  # 64 hex characters and a newline
@@ -335,6 +336,28 @@ class DatasetStore:
         if ".." in parts:
             raise ValueError(f"path must stay under the store's root: {path!r}")
         return self.fs.open(self._join(*parts), mode)
+
+    def write_withdrawn(self, request_ids: Iterable[str]) -> None:
+        """Replace the store's list of withdrawn request ids (what reviewers failed): readers of sealed
+        datasets (the trainer's replay, exports) leave those records out."""
+        body = "".join(rid + "\n" for rid in sorted(set(request_ids))).encode()
+        path = self._join(WITHDRAWN)
+        if self.fs.exists(path):
+            with self.fs.open(path, "rb") as f:
+                if f.read() == body:
+                    return
+        tmp = self._join(f"{WITHDRAWN}.tmp")
+        self.fs.makedirs(self.root, exist_ok=True)
+        with self.fs.open(tmp, "wb") as f:
+            f.write(body)
+        self.fs.mv(tmp, path)
+
+    def withdrawn(self) -> frozenset[str]:
+        path = self._join(WITHDRAWN)
+        if not self.fs.exists(path):
+            return frozenset()
+        with self.fs.open(path, "rb") as f:
+            return frozenset(f.read().decode().split())
 
     def holds_user(self, dataset_id: str, user_hash: str) -> bool:
         """Whether the dataset's users.txt lists `user_hash` (binary search over its fixed-width lines)."""

@@ -315,16 +315,8 @@ def span_from_manifest(manifest: Mapping[str, Any], passed_topic: str):
                       log_only=frozenset(spans))
 
 
-def gold_set(verdicts: Iterable[Any]) -> frozenset[str]:
-    """Request ids every reviewer passed (a reviewer's last verdict counts), as the seal reads them."""
-    by: dict[str, dict[str, bool]] = {}
-    for v in verdicts:
-        by.setdefault(v.request_id, {})[v.reviewer] = bool(v.passed) and bool(v.gate_passed)
-    return frozenset(rid for rid, r in by.items() if r and all(r.values()))
-
-
 def match_erasures(requests: Sequence[tuple[int, int, int, Iterable[str]]], gold: frozenset[str] | None, digest: str,
-                   ids: int) -> tuple[frozenset[str] | None, int]:
+                   ids: int, failed: frozenset[str] = frozenset()) -> tuple[frozenset[str] | None, int]:
     """The erasure set whose SealInputs digest (with `gold`) is `digest`: all the requests' ids, else
     the ids of the first n requests in (time, partition, offset) order, for the n that match.
     Returns (the set, n), or (None, 0) when none does. `requests`: (time, partition, offset, forms)."""
@@ -332,13 +324,13 @@ def match_erasures(requests: Sequence[tuple[int, int, int, Iterable[str]]], gold
 
     ordered = sorted(requests, key=lambda r: r[:3])
     everything = frozenset(x for r in ordered for x in r[3])
-    if len(everything) == ids and SealInputs(everything, gold).digest() == digest:
+    if len(everything) == ids and SealInputs(everything, gold, failed=failed).digest() == digest:
         return everything, len(ordered)
     erased: set[str] = set()
     for n in range(len(ordered) + 1):
         if n:
             erased |= set(ordered[n - 1][3])
-        if len(erased) == ids and SealInputs(frozenset(erased), gold).digest() == digest:
+        if len(erased) == ids and SealInputs(frozenset(erased), gold, failed=failed).digest() == digest:
             return frozenset(erased), n
         if len(erased) > ids:
             break
@@ -388,24 +380,26 @@ def _check_log(settings, span) -> None:
         c.close()
 
 
-def seal_inputs(settings, manifest: Mapping[str, Any], codec) -> tuple[Any, dict]:
+def seal_inputs(settings, manifest: Mapping[str, Any], codec, safety_floor: int = 3) -> tuple[Any, dict]:
     """SealInputs as the seal had them (gold as of the recorded verdict offsets, the erasure set that
     gives the recorded digest), and what was found, for the report."""
     from streams.datasets import intake
-    from streams.datasets.builder import SealInputs, erased_forms, message_headers
+    from streams.datasets.builder import SealInputs, erased_forms, message_headers, review_sets
 
     verdict_offsets = {str(k): int(v) for k, v in (manifest.get("verdict_offsets") or {}).items()}
-    gold = None
+    gold, failed = None, frozenset()
     found: dict[str, Any] = {}
-    if manifest.get("review_required"):
+    if verdict_offsets:
         verdicts = []
         for m in _read(settings, settings.topic_verdicts, {int(p): o for p, o in verdict_offsets.items()}):
             try:
                 verdicts.append(intake.review_verdict(codec, m.value(), message_headers(m)))
             except intake.RecordError:
                 continue  # dead-lettered by the builder; it counted for nothing
-        gold = gold_set(verdicts)
-        found["gold"] = len(gold)
+        gold, failed = review_sets(verdicts, safety_floor)
+        gold = gold if manifest.get("review_required") else None
+        found["gold"] = None if gold is None else len(gold)
+        found["review_failed"] = len(failed)
     requests = []
     for m in _read(settings, settings.topic_erasure):
         try:
@@ -415,14 +409,14 @@ def seal_inputs(settings, manifest: Mapping[str, Any], codec) -> tuple[Any, dict
         kind, ts = m.timestamp()
         requests.append((ts if kind and ts > 0 else 0, m.partition(), m.offset(), erased_forms(req.user_id)))
     want = manifest.get("erasure") or {}
-    erased, n = match_erasures(requests, gold, str(want.get("digest", "")), int(want.get("ids", 0)))
+    erased, n = match_erasures(requests, gold, str(want.get("digest", "")), int(want.get("ids", 0)), failed)
     found["erasure"] = {"requests": len(requests), "ids": int(want.get("ids", 0)), "matched": erased is not None}
     if erased is None:
         erased = frozenset(x for r in requests for x in r[3])
         found["erasure"]["used"] = "every request on the topic"
     else:
         found["erasure"]["used"] = "every request on the topic" if n == len(requests) else f"the first {n} requests"
-    return SealInputs(erased, gold, verdict_offsets), found
+    return SealInputs(erased, gold, verdict_offsets, failed), found
 
 
 def _files(fs, root: str) -> list[str]:
@@ -480,7 +474,7 @@ def verify(settings, policy, store, dataset_id: str, scratch: str | None = None,
                           f"{policy.stamp}: give that policy's file with --policy")
     span = span_from_manifest(manifest, settings.topic_passed)
     _check_log(settings, span)
-    inputs, found = seal_inputs(settings, manifest, codec)
+    inputs, found = seal_inputs(settings, manifest, codec, policy.review.safety_floor)
     report = Report(dataset_id, inputs=found)
     if not found["erasure"]["matched"]:
         report.notes.append(f"no erasure set read from {settings.topic_erasure} gives the manifest's erasure digest "

@@ -123,6 +123,7 @@ class ReviewPolicy:
     audit_exclude: tuple[str, ...] = ("pii", "toxicity")  # never put candidates rejected by these stages before people
     overlap_share: float = 0.10  # of sampled items reviewed by two people, to measure agreement
     required: bool = False  # datasets keep only candidates that passed review (the gold set)
+    safety_floor: int = 3  # a verdict's safety score (1-5) below this removes the candidate like a failed verdict
 
 
 @dataclass(frozen=True)
@@ -343,6 +344,8 @@ class GatePolicy:
         unknown = set(r.audit_exclude) - set(REVIEW_STAGES)
         if unknown:
             bad("[review] audit_exclude", f"unknown stages {sorted(unknown)}; known: {', '.join(REVIEW_STAGES)}")
+        if not 1 <= r.safety_floor <= 5:
+            bad("[review] safety_floor", f"must be within 1..5 (the verdict's safety scale), got {r.safety_floor}")
         t = self.trainer
         if not 1 <= t.epochs <= 3:
             bad("[trainer] epochs", f"must be within 1..3 (the seed's 1-3 epochs), got {t.epochs}")

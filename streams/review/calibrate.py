@@ -105,8 +105,12 @@ def gate_vs_review(obs: Sequence[Observation]) -> dict[str, Any]:
     f1 = None
     if precision is not None and recall is not None:
         f1 = 2 * precision * recall / (precision + recall) if precision + recall > 0 else 0.0
+    # what the gate let through and people failed: the records a failed verdict withdrew from datasets
+    passed_failed = [o for o in obs if o.gate_passed and not o.reviewer_passed]
     return {"n": len(obs), "weight": total, "agreement": agree / total if total > 0 else None,
-            "precision": precision, "recall": recall, "f1": f1}
+            "precision": precision, "recall": recall, "f1": f1,
+            "gate_passed_reviewer_failed": len(passed_failed),
+            "gate_passed_reviewer_failed_share": (sum(o.weight for o in passed_failed) / gate) if gate > 0 else None}
 
 
 def _agreement_at(obs: Sequence[Observation], t: float) -> float | None:

@@ -312,4 +312,40 @@ def test_with_review_required_only_the_gold_set_is_kept(ds_settings):
     sealed = run_until(service(s, policy), lambda r: len(r) >= 1)[0]
     m = sealed.manifest
     assert m["review_required"] and m["counts"]["records"] == 7  # 1-7: every reviewer passed them
-    assert m["dropped"]["not_gold"] == 13 and sum(m["verdict_offsets"].values()) == len(verdicts)
+    assert m["dropped"]["not_gold"] == 8 and m["dropped"]["review_failed"] == 5  # 0 (bob) and 8-11 failed
+    assert sum(m["verdict_offsets"].values()) == len(verdicts)
+
+
+def test_a_failed_or_unsafe_verdict_keeps_its_candidate_out_of_datasets_and_replays(ds_settings):
+    """Review is not required: unreviewed candidates are kept, but what a person failed, or scored
+    below the safety floor, is not, in the window being sealed and in any replay of a sealed one."""
+    from schemas.records import ReviewVerdict
+    from trainer.cycle import sft_examples
+
+    s = ds_settings
+    cands = [candidate(i, T0 + i * 3_600_000) for i in range(12)]
+    produce(s, cands + [candidate(100, T0 + 22 * DAY_MS)])
+    codec = Codec()
+    p = Producer({**{k: v for k, v in DEFAULT_CONFIG.items() if k != "client.id"}, "bootstrap.servers": s.broker_url})
+
+    def verdict(c, reviewer, passed, safety=5):
+        return ReviewVerdict(f"{c.request_id}:{reviewer}", c.request_id, reviewer, 4, 4, safety, passed, T0, c.timestamp, True)
+
+    verdicts = [verdict(cands[0], "alice", True), verdict(cands[1], "alice", False),  # a failed verdict
+                verdict(cands[2], "alice", True, safety=2),  # passed, but unsafe: below the floor of 3
+                verdict(cands[3], "alice", True), verdict(cands[3], "bob", False)]  # one of two reviewers failed it
+    for v in verdicts:
+        p.produce(s.topic_verdicts, key=v.request_id.encode(), value=codec.encode("verdict", v.to_dict()))
+    assert p.flush(30) == 0
+    sealed = run_until(service(s), lambda r: len(r) >= 1)[0]
+    m = sealed.manifest
+    assert not m["review_required"] and m["dropped"]["review_failed"] == 3 and m["counts"]["records"] == 9
+    store = DatasetStore(s.datasets_url)
+    train, validation = sft_examples(store, sealed.dataset_id)
+    kept = {e.prompt for e in train + validation}
+    assert {c.prompt for c in cands[1:4]}.isdisjoint(kept) and cands[0].prompt in kept
+    # a verdict after the seal: the sealed dataset keeps its bytes, every later replay leaves the record out
+    assert store.withdrawn() == {cands[1].request_id, cands[2].request_id, cands[3].request_id}
+    store.write_withdrawn(store.withdrawn() | {cands[0].request_id})
+    train, validation = sft_examples(store, sealed.dataset_id)
+    assert cands[0].prompt not in {e.prompt for e in train + validation} and len(train + validation) == 8

@@ -12,9 +12,9 @@ import fastavro
 import pytest
 
 from schemas.records import ReviewVerdict
-from streams.datasets.builder import SealInputs, erased_forms
+from streams.datasets.builder import SealInputs, erased_forms, review_sets
 from streams.datasets.verify import (CARRIED, VOLATILE, FileDiff, Report, VerifyError, compare_file, compare_manifests,
-                                     compare_records, compare_users, field_diff, first_difference, gold_set, match_erasures,
+                                     compare_records, compare_users, field_diff, first_difference, match_erasures,
                                      request_id, span_from_manifest, summary)
 
 SECRET = "the user's private words"
@@ -162,14 +162,15 @@ def test_span_from_manifest_reads_every_source_from_the_log():
         span_from_manifest(manifest(source_offsets=None), "t.passed")
 
 
-def verdict(rid: str, reviewer: str, passed: bool) -> ReviewVerdict:
-    return ReviewVerdict(f"{rid}:{reviewer}", rid, reviewer, 4, 4, 5, passed, 0, 0, True)
+def verdict(rid: str, reviewer: str, passed: bool, safety: int = 5) -> ReviewVerdict:
+    return ReviewVerdict(f"{rid}:{reviewer}", rid, reviewer, 4, 4, safety, passed, 0, 0, True)
 
 
-def test_gold_set_as_the_seal_reads_verdicts():
+def test_gold_and_failed_as_the_seal_reads_verdicts():
     vs = [verdict("a", "alice", True), verdict("b", "alice", True), verdict("b", "bob", False), verdict("c", "alice", False),
-          verdict("c", "alice", True)]  # a reviewer's last verdict counts
-    assert gold_set(vs) == frozenset({"a", "c"})
+          verdict("c", "alice", True), verdict("d", "bob", True, safety=2)]  # a reviewer's last verdict counts
+    gold, failed = review_sets(vs, safety_floor=3)
+    assert gold == frozenset({"a", "c"}) and failed == frozenset({"b", "d"})  # d: passed, but unsafe
 
 
 def test_match_erasures_whole_topic_then_prefixes():
