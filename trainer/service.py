@@ -4,7 +4,13 @@ The offset of a ready event is committed only after the cycle's outcome is recor
 registry and its models event acknowledged by the broker. So a crash in the middle of training
 restarts that cycle, and a crash after the outcome was recorded does not train again: the registry
 knows every dataset id it finished (and re-sends the event if the crash came before it).
-An event that does not decode goes to the dead-letter topic with its bytes, and the trainer goes on.
+
+A record can fail; the trainer cannot. An event that does not decode or validate (`read_ready`,
+the per-record path), or that names a dataset the store has not published, goes to the
+dead-letter topic with its bytes, and the trainer goes on. A cycle that raises is retried; if it
+raises something other than an infrastructure error (broker, Redis, disk, memory)
+`CYCLE_ATTEMPTS` times on the same event, the event becomes a dead letter (`cycle_failed`) rather
+than stopping the trainer for good. Infrastructure errors are retried with a backoff, logged.
 """
 
 from __future__ import annotations
@@ -19,8 +25,10 @@ from confluent_kafka import Consumer, Producer
 from flywheel.consumers import paused, rest
 from flywheel.sdk import DEFAULT_CONFIG
 from flywheel.settings import Settings
-from schemas.codec import Codec, DecodeError
-from schemas.records import DatasetReady, DeadLetter, ModelEvent
+from schemas.codec import Codec
+from schemas.records import MAX_ID_CHARS, DatasetReady, InvalidEvent, ModelEvent
+from streams.deadletter import DeadLetters, Source, detail_of, is_infrastructure, is_json, source_of
+from streams.metrics import consumer_metrics
 from trainer.cycle import Cycle
 from trainer.phase import stagnant_cycles
 from trainer.registry import Registry
@@ -57,6 +65,30 @@ class ModelsAnnouncer:
 
 
 PRODUCTION_CHECK_S = 15.0
+CYCLE_ATTEMPTS = 3  # a cycle that fails this often on one event, not for infrastructure, dead-letters it
+RETRY_FIRST_S, RETRY_MAX_S = 1.0, 30.0
+YEAR_3000_MS = 32_503_680_000_000  # an event time past it is no time at all
+
+
+def check_ready(ready: DatasetReady) -> DatasetReady:
+    """The rules a ready event must meet beyond its schema (messages name fields, never values)."""
+    i = ready.dataset_id
+    if (not isinstance(i, str) or not i.strip() or len(i) > MAX_ID_CHARS or "/" in i or "\\" in i or i.startswith(".")
+            or any(ord(ch) < 32 for ch in i)):
+        raise InvalidEvent(f"dataset_ready.dataset_id must be a dataset id: 1 to {MAX_ID_CHARS} characters, no path "
+                           "separator or control character, not starting with '.'")
+    t = ready.first_event_time
+    if isinstance(t, bool) or not isinstance(t, int) or not 0 <= t < YEAR_3000_MS:
+        raise InvalidEvent("dataset_ready.first_event_time must be 0 or milliseconds since the epoch before the year 3000")
+    return ready
+
+
+def read_ready(codec: Codec, source: Source) -> DatasetReady:
+    """One ready event, decoded and validated; raises when it is not one the trainer can act on."""
+    ready = check_ready(DatasetReady.from_dict(codec.decode("dataset_ready", source.value or b"", source.headers)))
+    if is_json(source.headers):
+        codec.encode("dataset_ready", ready.to_dict())  # what JSON holds and Avro cannot fails here
+    return ready
 
 
 class TrainerService:
@@ -77,18 +109,23 @@ class TrainerService:
                                   "group.instance.id": f"{settings.app_id}-trainer-{settings.worker_id or 'main'}"})
         self.consumer.subscribe([settings.topic_datasets_ready])
         self.out = ModelsAnnouncer(settings, self.codec)
+        self.dead = DeadLetters("trainer", consumer_metrics(metrics.registry if metrics is not None else None), log)
+        self._failures: dict[tuple[str, int, int], int] = {}  # cycle failures per event, this process
+
+    def _dead_letter(self, src: Source, exc: BaseException | None = None, **kwargs) -> str:
+        """Sent and acknowledged before the caller commits the offset (a broker error propagates)."""
+        dl = self.dead.letter(src, exc, count=False, **kwargs)
+        self.out.send(self.settings.topic_deadletter, src.key or b"", self.codec.encode("deadletter", dl.to_dict()))
+        self.dead.sent(dl)
+        return "dead_letter"
 
     def handle(self, message) -> str:
         """One ready event, to its recorded outcome. Returns the outcome (or 'skipped', 'dead_letter')."""
+        src = source_of(message)
         try:
-            ready = DatasetReady.from_dict(self.codec.decode("dataset_ready", message.value() or b""))
-        except (DecodeError, TypeError) as exc:
-            dl = DeadLetter(reason=getattr(exc, "reason", "invalid_event"), detail=str(exc)[:500], source_topic=message.topic(),
-                            source_partition=message.partition(), source_offset=message.offset(), key=message.key(),
-                            value=message.value() or b"", failed_at=int(time.time() * 1000))
-            self.out.send(self.settings.topic_deadletter, message.key() or b"", self.codec.encode("deadletter", dl.to_dict()))
-            log.warning("ready event dead-lettered", extra={"offset": message.offset(), "reason": dl.reason})
-            return "dead_letter"
+            ready = read_ready(self.codec, src)
+        except Exception as exc:  # whatever a malformed value makes the decoder raise
+            return self._dead_letter(src, exc)
         seen = self.registry.dataset_outcome(ready.dataset_id)
         if seen is not None:
             if not seen.get("announced"):  # crashed between recording and the event
@@ -98,7 +135,22 @@ class TrainerService:
                 self.metrics.cycle("skipped")
             log.info("dataset seen before", extra={"dataset_id": ready.dataset_id, "outcome": seen["outcome"]})
             return "skipped"
-        result = self.cycle.run(self.store, ready.dataset_id, ready.first_event_time)
+        if not self.store.exists(ready.dataset_id):  # the builder publishes before it announces
+            return self._dead_letter(src, reason="unknown_dataset", detail="trainer: no published dataset has this id")
+        where = (src.topic, src.partition, src.offset)
+        try:
+            result = self.cycle.run(self.store, ready.dataset_id, ready.first_event_time)
+        except Exception as exc:
+            if is_infrastructure(exc):
+                raise  # retried with a backoff; the offset is not committed
+            failures = self._failures[where] = self._failures.get(where, 0) + 1
+            if failures < CYCLE_ATTEMPTS:
+                raise
+            log.error("cycle failed on every attempt", extra={"dataset_id": ready.dataset_id, "attempts": failures,
+                                                              "error": type(exc).__name__})
+            del self._failures[where]
+            return self._dead_letter(src, exc, reason="cycle_failed", where="trainer cycle")
+        self._failures.pop(where, None)
         self.registry.record_outcome(ready.dataset_id, result.outcome, result.event.version, result.event.to_dict())
         self.out.announce(result.event)
         self.registry.mark_announced(ready.dataset_id)
@@ -137,7 +189,7 @@ class TrainerService:
 
     def run(self, stop: threading.Event) -> None:
         log.info("trainer started", extra={"topic": self.settings.topic_datasets_ready, "models": str(self.registry.root)})
-        observed = 0.0
+        observed, delay = 0.0, RETRY_FIRST_S
         try:
             self.observe_stagnation()
         except Exception as exc:  # Redis away: the next cycles count from zero
@@ -148,9 +200,12 @@ class TrainerService:
                     self.observe_production()
                     observed = time.monotonic()
                 self.step()
+                delay = RETRY_FIRST_S
             except Exception as exc:  # broker or Redis away: the offset is not committed, so the cycle runs again
-                log.error("trainer retrying", extra={"error": type(exc).__name__, "detail": str(exc)[:300]})
-                stop.wait(2.0)
+                log.error("trainer retrying", extra={"error": type(exc).__name__, "retry_in_s": delay,
+                                                     "detail": str(exc)[:300] if is_infrastructure(exc) else detail_of(exc)})
+                stop.wait(delay)
+                delay = min(RETRY_MAX_S, delay * 2)
         self.close()
 
     def close(self) -> None:

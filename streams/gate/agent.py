@@ -6,6 +6,13 @@ consumer keep going while a model works. Faust acknowledges a batch only after `
 and `process` returns only when every decision is on the broker: a crash replays the batch, never
 loses it. A replayed candidate whose decision was written already (a marker in Redis, written
 after the broker acknowledged) is skipped, so a restart does not decide twice.
+
+A record can fail; the gate cannot. A record that does not decode or validate, whose content makes
+the pipeline raise (the batch is then decided again one candidate at a time, so only that one
+fails), or whose decision cannot be encoded, becomes a dead letter (`streams/deadletter.py`) and
+the batch goes on. Only Redis and the broker stop it, and then it retries with a backoff. The
+per-record path is plain functions (`read`, `decide`, `encode_decision`, `gate_record`), testable
+without a broker.
 """
 
 from __future__ import annotations
@@ -18,9 +25,10 @@ from typing import Any, Callable, Sequence
 from flywheel.settings import DAY_MS, Settings
 from schemas.codec import Codec
 from schemas.records import DeadLetter, TrainingCandidate
+from streams.deadletter import UNPROCESSABLE, DeadLetters, Source, isolating, read_candidate, source_of
 from streams.gate.pipeline import Decision, Gate
-from streams.metrics import GateMetrics
-from streams.runner import BatchRunner, message_headers
+from streams.metrics import GateMetrics, consumer_metrics
+from streams.runner import BatchRunner
 
 log = logging.getLogger("flywheel.gate")
 
@@ -32,6 +40,54 @@ def gate_group(settings: Settings) -> str:
     return settings.app_id  # the Faust app's consumer group
 
 
+# -- the per-record path, without a broker ----------------------------------------------------------
+
+def read(codec: Codec, sources: Sequence[Source], dead: DeadLetters) -> tuple[list[tuple[TrainingCandidate, Source]], list[DeadLetter]]:
+    """Each record decoded and validated, or a dead letter of its own."""
+    candidates, letters = [], []
+    for src in sources:
+        try:
+            candidates.append((read_candidate(codec, src), src))
+        except Exception as exc:  # whatever a malformed value makes the decoder raise
+            letters.append(dead.letter(src, exc, default_reason="invalid_candidate"))
+    return candidates, letters
+
+
+def decide(gate: Gate, codec: Codec, sources: Sequence[Source]) -> tuple[list[tuple[Decision, Source]], list[tuple[Source, Exception]]]:
+    """The decisions on a batch. A stage that raises rejects what it checked with filter_error (the
+    pipeline's rule); anything else a candidate's content makes the pipeline raise would hold the
+    whole batch, so the batch is decided again one candidate at a time and the one that still
+    raises comes back as a failure. Redis errors (`gate.transient`) and other infrastructure
+    errors propagate, for the caller to retry. Candidates are decoded afresh for every attempt: a
+    failed attempt may have redacted its copies already."""
+    def run(batch: Sequence[Source]) -> list[tuple[Decision, Source]]:
+        return list(zip(gate.decide([read_candidate(codec, s) for s in batch]), batch))
+
+    done, failed = isolating(sources, run, transient=gate.transient)
+    return [pair for part in done for pair in part], failed
+
+
+def encode_decision(codec: Codec, decision: Decision) -> bytes:
+    return codec.encode("candidate", decision.candidate.to_dict())
+
+
+def gate_record(gate: Gate, codec: Codec, source: Source, dead: DeadLetters | None = None) -> tuple[bool, bytes] | DeadLetter:
+    """One record through the gate's whole per-record path: (passed, the decision's bytes), or its
+    dead letter. Never raises for the record's sake (the fuzz tests hold it to that)."""
+    dead = dead or DeadLetters("gate")
+    candidates, letters = read(codec, [source], dead)
+    if letters:
+        return letters[0]
+    decided, failed = decide(gate, codec, [source])
+    if failed:
+        return dead.letter(source, failed[0][1], default_reason=UNPROCESSABLE)
+    (d, _), = decided
+    try:
+        return d.passed, encode_decision(codec, d)
+    except Exception as exc:
+        return dead.letter(source, exc, default_reason=UNPROCESSABLE, where="gate output")
+
+
 class GateRunner(BatchRunner):
     def __init__(self, settings: Settings, build: Callable[[], Gate], codec: Codec, metrics: GateMetrics,
                  redis_client: Any, send: Callable[..., Any]):
@@ -41,6 +97,7 @@ class GateRunner(BatchRunner):
         self.gate: Gate | None = None
         self.prefix = f"{settings.app_id}:gate"
         self._last_snapshot = time.monotonic()
+        self.dead = DeadLetters("gate", consumer_metrics(metrics.registry), self.log)
 
     async def start(self) -> None:
         """Load the models (seconds) off the loop, and the keep-rate window a predecessor saved."""
@@ -56,21 +113,24 @@ class GateRunner(BatchRunner):
     async def process(self, events: Sequence[Any]) -> None:
         await self.start()
         started = time.perf_counter()
-        candidates, dead = self._decode(events)
+        candidates, dead = read(self.codec, [source_of(e.message) for e in events], self.dead)
         fresh = await self._unseen(candidates)
-        sources = [m for _, m in fresh]
-        decisions = await self._retrying("decide", lambda: self._off_loop(self._decide, sources)) if fresh else []
-        await self._retrying("write decisions", lambda: self._write(decisions, sources, dead))
+        decided, failed = (await self._retrying("decide", lambda: self._off_loop(decide, self.gate, self.codec, [s for _, s in fresh]))
+                           if fresh else ([], []))
+        dead += [self.dead.letter(src, exc, default_reason=UNPROCESSABLE) for src, exc in failed]
+        outputs = []
+        for d, src in decided:
+            try:
+                outputs.append((d, src, encode_decision(self.codec, d)))
+            except Exception as exc:  # never expected: a decision of a candidate that decoded
+                dead.append(self.dead.letter(src, exc, default_reason=UNPROCESSABLE, where="gate output"))
+        decisions = [d for d, _, _ in outputs]
+        await self._retrying("write decisions", lambda: self._write(outputs, dead))
         if decisions:
             await self._retrying("mark decided", lambda: self._off_loop(self._mark, decisions))
-        self._observe(decisions, sources, len(events), started)
+        self._observe(decisions, [src for _, src, _ in outputs], len(events), started)
         if time.monotonic() - self._last_snapshot >= KEEP_RATE_SNAPSHOT_S:
             await self._snapshot()
-
-    def _decide(self, sources) -> list[Decision]:
-        """Decode afresh on every attempt: a failed attempt may have redacted its copies already."""
-        return self.gate.decide([TrainingCandidate.from_dict(self.codec.decode("candidate", m.value, message_headers(m)))
-                                 for m in sources])
 
     async def _unseen(self, candidates):
         """Drop candidates decided before (a replay), and repeats of one request inside the batch."""
@@ -87,13 +147,12 @@ class GateRunner(BatchRunner):
             fresh.append((c, m))
         return fresh
 
-    async def _write(self, decisions: list[Decision], sources, dead: list[DeadLetter]) -> None:
+    async def _write(self, outputs: list[tuple[Decision, Source, bytes]], dead: list[DeadLetter]) -> None:
         s = self.settings
         acks = []
-        for d, m in zip(decisions, sources):
+        for d, src, value in outputs:
             topic = s.topic_passed if d.passed else s.topic_rejected
-            acks.append(await self.send(topic, m.key or d.candidate.request_id.encode(),
-                                        self.codec.encode("candidate", d.candidate.to_dict()), m.partition))
+            acks.append(await self.send(topic, src.key or d.candidate.request_id.encode(), value, src.partition))
         acks += await self._send_dead(dead)
         await asyncio.gather(*acks)
 
@@ -118,8 +177,8 @@ class GateRunner(BatchRunner):
         m.observe_keep_rate(self.gate.keep_rate if self.gate else None)
         now = time.time()
         for src in sources:
-            if src.timestamp:  # Faust gives seconds
-                m.latency.observe(max(0.0, now - src.timestamp))
+            if src.timestamp_ms:
+                m.latency.observe(max(0.0, now - src.timestamp_ms / 1000))
         m.batch_size.observe(n_events)
         m.batch_seconds.observe(time.perf_counter() - started)
 

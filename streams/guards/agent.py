@@ -3,16 +3,19 @@ bucket, and a timer that judges the monitors. The work is in `GuardKeeper` and t
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any, Callable, Sequence
 
 from flywheel.settings import Settings
 from schemas.codec import Codec
 from schemas.records import ModelEvent
+from streams.deadletter import UNPROCESSABLE, DeadLetters, read_candidate, source_of
 from streams.guards.counts import Cap, candidate_fields
 from streams.guards.keeper import GuardKeeper
 from streams.guards.metrics import GuardMetrics
 from streams.guards.monitors import merge
 from streams.guards.store import HOLD_TARGETS
+from streams.metrics import consumer_metrics
 from streams.runner import BatchRunner
 
 MAX_TRACKED = 50  # task types, and model versions, counted by name; the rest as `other`
@@ -27,12 +30,13 @@ class GuardRunner(BatchRunner):
         self.tasks, self.versions = Cap(MAX_TRACKED), Cap(MAX_TRACKED)
         s = settings
         self._kind = {s.topic_passed: "passed", s.topic_rejected: "rejected", s.topic_deadletter: "deadletters"}
+        self.dead = DeadLetters("guards", consumer_metrics(metrics.registry), self.log)
 
     async def process(self, events: Sequence[Any]) -> None:
         """Count a batch: gate outputs and dead letters by topic, joined requests by what they hold.
         An undecodable candidate is the gate's to dead-letter; here it is only not counted."""
         kinds = [(self._kind.get(e.message.topic), e) for e in events]
-        candidates, _ = self._decode([e for kind, e in kinds if kind is None])
+        candidates = await self._read([e for kind, e in kinds if kind is None])
         fields = merge([{kind: 1} for kind, _ in kinds if kind] +
                        [candidate_fields(c, self.tasks, self.versions) for c, _ in candidates])
         if fields:
@@ -42,6 +46,26 @@ class GuardRunner(BatchRunner):
                 self.metrics.counted.labels(kind).inc(fields[kind])
         if candidates:
             self.metrics.counted.labels("requests").inc(len(candidates))
+
+    async def _read(self, events: Sequence[Any]) -> list:
+        """The joined candidates to count. An undecodable one is skipped (the gate's dead letter); one
+        that decodes but cannot be counted is a dead letter of the guards' own."""
+        candidates, dead = [], []
+        for src in (source_of(e.message) for e in events):
+            got = guard_record(self.codec, src, self.tasks, self.versions, self.dead)
+            if got is None:
+                continue
+            if isinstance(got, tuple):
+                candidates.append(got)
+            else:
+                dead.append(got)
+        if dead:
+            await self._retrying("write dead letters", lambda: self._gather(self._send_dead(dead)))
+        return candidates
+
+    @staticmethod
+    async def _gather(sends) -> None:
+        await asyncio.gather(*await sends)
 
     async def tick(self) -> None:
         await self._announce(await self._retrying("judge", lambda: self._off_loop(self._judge)))
@@ -56,6 +80,22 @@ class GuardRunner(BatchRunner):
                                                     "reason": a.reason})
         self.metrics.observe(judgement.signals, judgement.satisfaction, judgement.holds, HOLD_TARGETS)
         return events
+
+
+def guard_record(codec: Codec, src, tasks: Cap, versions: Cap, dead: DeadLetters):
+    """One joined candidate's path through the guards: (candidate, source) to count, None when it
+    does not decode (skipped: the gate's dead letter), or the guards' own dead letter when its
+    counts cannot be taken. Never raises for the record's sake."""
+    try:
+        c = read_candidate(codec, src)
+    except Exception as exc:
+        dead.skipped(src, exc, "invalid_candidate")
+        return None
+    try:
+        candidate_fields(c, tasks, versions)
+    except Exception as exc:
+        return dead.letter(src, exc, default_reason=UNPROCESSABLE)
+    return c, src
 
 
 def add_guard_agents(app, settings: Settings, runner: GuardRunner):
