@@ -87,6 +87,10 @@ class SchemaVersion:
         return {f["name"]: f["default"] for f in self.raw["fields"] if "default" in f}
 
     @property
+    def bytes_fields(self) -> tuple[str, ...]:
+        return tuple(f["name"] for f in self.raw["fields"] if f["type"] == "bytes" or f["type"] == ["null", "bytes"])
+
+    @property
     def required_fields(self) -> list[str]:
         return [f["name"] for f in self.raw["fields"] if "default" not in f]
 
@@ -229,6 +233,12 @@ class Codec:
         if unknown:
             raise DecodeError("invalid_event", f"unknown fields: {', '.join(sorted(unknown))}")
         record = {**schema.field_defaults, **obj}
+        for f in schema.bytes_fields:  # Avro's JSON form of bytes: one character per byte (ISO-8859-1)
+            if isinstance(record.get(f), str):
+                try:
+                    record[f] = record[f].encode("latin-1")
+                except UnicodeEncodeError:
+                    raise DecodeError("invalid_event", f"{name}: {f} holds characters beyond one byte each") from None
         try:
             self.check(name, record)
         except EncodeError as exc:

@@ -16,13 +16,12 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Sequence
 
 from flywheel.settings import Settings
-from schemas.codec import Codec, DecodeError
-from schemas.records import DeadLetter, InvalidEvent, ModelEvent, TrainingCandidate
+from schemas.codec import Codec
+from schemas.records import DeadLetter, ModelEvent
 
 RETRY_MAX_S = 30.0
 FINISH_BATCH_S = 5.0  # longest a stop waits for the batch in hand before leaving it to the next run
@@ -87,23 +86,6 @@ class BatchRunner:
                                                                "detail": str(exc)[:200], "retry_in_s": delay})
                 await asyncio.sleep(delay)
                 delay = min(RETRY_MAX_S, delay * 2)
-
-    def _decode(self, events: Sequence[Any]) -> tuple[list[tuple[TrainingCandidate, Any]], list[DeadLetter]]:
-        candidates, dead = [], []
-        for event in events:
-            m = event.message
-            headers = message_headers(m)
-            try:
-                c = TrainingCandidate.from_dict(self.codec.decode("candidate", m.value or b"", headers))
-                if not c.request_id:
-                    raise InvalidEvent("candidate.request_id must be a non-empty string")
-                candidates.append((c, m))
-            except (DecodeError, InvalidEvent, TypeError) as exc:
-                reason = exc.reason if isinstance(exc, DecodeError) else "invalid_candidate"
-                dead.append(DeadLetter(reason=reason, detail=str(exc)[:500], source_topic=m.topic,
-                                       source_partition=m.partition, source_offset=m.offset, key=m.key,
-                                       value=m.value or b"", headers=headers, failed_at=int(time.time() * 1000)))
-        return candidates, dead
 
     async def _send_dead(self, dead: Sequence[DeadLetter]) -> list:
         acks = []

@@ -37,6 +37,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
 
 from schemas.records import REVIEW_SCORES, InvalidEvent, ReviewVerdict
+from streams.metrics import consumer_metrics
 from streams.review.accounts import Reviewers, Session
 from streams.review.queue import Lease, LeaseLost, QueueStats, ReviewQueue, review_prefix
 
@@ -712,8 +713,8 @@ def run_review(settings) -> None:
     prefix = review_prefix(settings)
     queue = ReviewQueue(client, prefix, lease_ms=settings.review_lease_s * 1000)
     reviewers = Reviewers(client, prefix, session_s=settings.review_session_h * 3600)
-    relay = VerdictRelay(settings, queue)
     registry = CollectorRegistry()
+    relay = VerdictRelay(settings, queue, metrics=consumer_metrics(registry))  # its dead letters on this page's /metrics
     QueueCollector(queue, registry)
     app = create_review_app(settings, queue, reviewers, relay=relay, registry=registry)
 

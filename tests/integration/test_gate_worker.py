@@ -107,7 +107,7 @@ def test_gate_decides_every_candidate_once_redacts_and_counts(gate_settings, tmp
     toxic_total = sum(1 for r in rejected.values() if "toxic" in r["reasons"])
     assert metric_value(metrics, "flywheel_gate_filter_rejections_total", filter="toxicity", reason="toxic") == toxic_total
     assert metric_value(metrics, "flywheel_gate_filter_checked_total", filter="pii") == REQUESTS
-    assert 0 < metric_value(metrics, "flywheel_gate_pass_ratio") < 0.4
+    assert 0.2 < metric_value(metrics, "flywheel_gate_pass_ratio") < 0.6  # no keep band here: it cuts at the seal
     assert metric_value(metrics, "flywheel_gate_keep_band", edge="high") == 0.3
     assert metric_value(metrics, "flywheel_gate_keep_rate", task_type="qa") > 0
     assert metric_value(metrics, "flywheel_gate_stage_seconds_count", filter="toxicity") > 0

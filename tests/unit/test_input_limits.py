@@ -195,3 +195,15 @@ def test_a_null_content_type_header_is_read_as_avro():
     assert codec.decode("interaction", data, {"content-type": None})["request_id"] == "r1"
     with pytest.raises(DecodeError):
         codec.decode("interaction", b"{}", {"content-type": None})
+
+
+def test_a_json_candidate_takes_the_default_of_its_bytes_field_and_avro_json_bytes():
+    import json as _json
+
+    body = {"request_id": "r1", "timestamp": NOW, "user_id": "u", "session_id": "s", "prompt": "p", "response": "r",
+            "user_action": "accepted"}
+    assert codec.decode("candidate", _json.dumps(body).encode(), JSON)["dedup_keys"] == b""
+    got = codec.decode("candidate", _json.dumps({**body, "dedup_keys": "\u00ff\u0001"}).encode(), JSON)
+    assert got["dedup_keys"] == b"\xff\x01"
+    with pytest.raises(DecodeError):
+        codec.decode("candidate", _json.dumps({**body, "dedup_keys": "\u2603"}).encode(), JSON)
