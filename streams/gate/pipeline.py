@@ -100,11 +100,26 @@ class Gate:
                 log.warning("gate stage failed", extra={"stage": stage.name, "attempt": attempt + 1,
                                                         "error": type(exc).__name__, "candidates": len(todo)})
         else:
-            for item in todo:
-                item.reject(stage.name, FILTER_ERROR)
-            if isinstance(stage, PiiStage):
-                PiiStage.scrub(todo)
+            self._run_one_by_one(stage, todo)
         self.observe_stage(stage.name, time.perf_counter() - started, len(todo))
+
+    def _run_one_by_one(self, stage: Stage, todo: list[Item]) -> None:
+        """The batch failed twice: one candidate's content may be the cause. Each is tried alone, so
+        only those the stage cannot check are rejected with `filter_error` (and, for the redactor,
+        lose their text); if the model itself is broken, that is every one of them."""
+        failed = []
+        for item in todo:
+            try:
+                stage.run([item])
+            except self.transient:
+                raise
+            except Exception:
+                item.reasons = [r for r in item.reasons if r[0] != stage.name]
+                failed.append(item)
+        for item in failed:
+            item.reject(stage.name, FILTER_ERROR)
+        if failed and isinstance(stage, PiiStage):
+            PiiStage.scrub(failed)
 
     def _decision(self, item: Item) -> Decision:
         c = item.candidate

@@ -235,11 +235,23 @@ def _gate(scorer):
 
 
 def test_a_failing_filter_rejects_with_filter_error_and_never_passes_unchecked():
-    gate = _gate(Broken(failures=2))
+    gate = _gate(Broken(failures=3))  # the batch, its retry, and the candidate alone
     [d] = gate.decide([cand()])
     assert not d.passed and d.reasons == ["filter_error:toxicity"] and d.removed_by == "toxicity"
     [d] = gate.decide([cand(request_id="r2")])  # the model is back: the next batch is scored
     assert d.passed and "toxicity" in d.candidate.scores
+
+
+def test_a_candidate_that_breaks_a_filter_fails_alone():
+    class Fragile(Broken):
+        def score(self, texts):
+            if any("\u2603" in t for t in texts):
+                raise ValueError("this model cannot read a snowman")
+            return [0.0] * len(texts)
+
+    decisions = _gate(Fragile(failures=0)).decide([cand(request_id=f"r{i}") for i in range(3)] +
+                                                  [cand(request_id="snow", response=ANSWER + " \u2603")])
+    assert [d.reasons for d in decisions] == [[], [], [], ["filter_error:toxicity"]]
 
 
 def test_a_filter_that_fails_once_is_retried():
