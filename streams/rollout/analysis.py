@@ -9,7 +9,19 @@ candidate and incumbent, with the normal approximation:
     theta = p_cand - p_inc,  V = p_inc (1 - p_inc) / n_inc + p_cand (1 - p_cand) / n_cand
     Lambda = sqrt(V / (V + tau^2)) * exp(tau^2 (theta - theta0)^2 / (2 V (V + tau^2)))
 
-and the null `theta = theta0` is rejected once Lambda >= 1 / alpha. Lambda may be looked at after
+and the null `theta = theta0` is rejected once Lambda >= 1 / alpha. V takes the **user** as the unit:
+users are randomised, and one user's requests are correlated (some users accept almost everything,
+some almost nothing), so the variance of an arm's acceptance p = A / N is the cluster-robust one of
+a ratio over its G users with n_u requests and a_u acceptances each,
+
+    Var(p) = G / (G - 1) * sum_u (a_u - p n_u)^2 / N^2
+
+(never below the binomial p (1 - p) / N), from four running sums per arm (users, sum n_u^2,
+sum a_u^2, sum a_u n_u). Treating requests as independent understates V by the design effect
+1 + (m - 1) ICC, which for users with tens of requests each is tens: the test then "finds"
+differences that are not there (tests/unit/test_rollout_analysis.py measures both). Ramp stages are
+not pooled: each stage compares the arms over the same time and share, and the stages are combined
+by inverse variance, so a trend over time cannot pass for a difference between the arms. Lambda may be looked at after
 every batch, for as long as the test runs, and the chance of a false rejection stays at most alpha:
 there is no peeking problem, which is why a continuously monitored rollout uses it rather than a
 fixed-horizon test. `tau` is the spread of the effect sizes the mixture expects (0.05: differences of
@@ -20,7 +32,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, fields
-from typing import Mapping
+from typing import Mapping, Sequence
 
 from streams.gate.policy import RolloutPolicy
 
@@ -41,6 +53,10 @@ class ArmStats:
     empty: int = 0  # empty or degenerate responses (the error guardrail)
     latency_ms_sum: int = 0
     latency_n: int = 0
+    users: int = 0  # distinct users with a request in this arm
+    sum_n2: int = 0  # sum over users of (requests)^2
+    sum_a2: int = 0  # sum over users of (acceptances)^2
+    sum_an: int = 0  # sum over users of requests x acceptances
 
     @classmethod
     def from_hash(cls, raw: Mapping) -> "ArmStats":
@@ -55,6 +71,22 @@ class ArmStats:
     def acceptance(self) -> float:
         return self.accepted / self.requests if self.requests else 0.0
 
+    def variance(self) -> float:
+        """Var of `acceptance`, the user as the unit (see the module's docstring); requests are
+        taken as independent only for counts kept without users (older rollouts)."""
+        n, p = self.requests, self.acceptance
+        if not n:
+            return 0.0
+        binomial = _variance(p, n)
+        if self.users < 2:
+            return binomial
+        squares = self.sum_a2 - 2 * p * self.sum_an + p * p * self.sum_n2
+        clustered = self.users / (self.users - 1) * max(squares, 0.0) / (n * n)
+        return max(clustered, binomial)
+
+    def __add__(self, other: "ArmStats") -> "ArmStats":
+        return ArmStats(**{f.name: getattr(self, f.name) + getattr(other, f.name) for f in fields(self)})
+
     @property
     def error_rate(self) -> float:
         return self.empty / self.requests if self.requests else 0.0
@@ -67,6 +99,25 @@ class ArmStats:
     def feedback_rate(self) -> float:
         """Explicit feedback (thumbs) per request: the user-satisfaction monitor's sparsity signal."""
         return (self.thumbs_up + self.thumbs_down) / self.requests if self.requests else 0.0
+
+
+# One arm's per-user running sums, kept exact under concurrent workers: per (arm, user) the requests
+# and acceptances, and the arm's users, sum n^2, sum a^2, sum a n, all in one atomic step.
+# KEYS[1]: the arm's hash, KEYS[2]: its users' hash; ARGV: user, requests, acceptances, user, ...
+USER_SUMS_LUA = """
+for i = 1, #ARGV, 3 do
+  local user, dn, da = ARGV[i], tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2])
+  local n0 = tonumber(redis.call('HGET', KEYS[2], 'n:' .. user) or '0')
+  local a0 = tonumber(redis.call('HGET', KEYS[2], 'a:' .. user) or '0')
+  local n1, a1 = n0 + dn, a0 + da
+  redis.call('HSET', KEYS[2], 'n:' .. user, n1, 'a:' .. user, a1)
+  if n0 == 0 then redis.call('HINCRBY', KEYS[1], 'users', 1) end
+  redis.call('HINCRBY', KEYS[1], 'sum_n2', n1 * n1 - n0 * n0)
+  redis.call('HINCRBY', KEYS[1], 'sum_a2', a1 * a1 - a0 * a0)
+  redis.call('HINCRBY', KEYS[1], 'sum_an', a1 * n1 - a0 * n0)
+end
+return 1
+"""
 
 
 def counts_of(actions, response: str, latency_ms: int | None) -> dict[str, int]:
@@ -116,11 +167,28 @@ class Comparison:
         return {"acceptance_diff": self.diff, "likelihood_ratio": min(self.likelihood_ratio, 1e12)}
 
 
-def compare(incumbent: ArmStats, candidate: ArmStats, policy: RolloutPolicy) -> Comparison:
-    if not incumbent.requests or not candidate.requests:
+def combined(pairs: Sequence[tuple[ArmStats, ArmStats]]) -> tuple[float, float]:
+    """(difference, variance) of candidate minus incumbent acceptance over ramp stages: each
+    stage's difference, weighted by the inverse of its variance. Stages without both arms say nothing."""
+    weight = total = 0.0
+    for inc, cand in pairs:
+        if inc.requests and cand.requests:
+            v = inc.variance() + cand.variance()
+            weight += 1.0 / v
+            total += (cand.acceptance - inc.acceptance) / v
+    if weight <= 0:
+        return 0.0, 0.0
+    return total / weight, 1.0 / weight
+
+
+def compare(incumbent: ArmStats | Sequence[tuple[ArmStats, ArmStats]], candidate: ArmStats | None = None,
+            policy: RolloutPolicy | None = None) -> Comparison:
+    """The test of no difference: over one (incumbent, candidate) pair, or over a list of ramp
+    stages' pairs (`compare(stages, policy=policy)`)."""
+    pairs = [(incumbent, candidate)] if candidate is not None else list(incumbent)
+    diff, v = combined(pairs)
+    if v <= 0:
         return Comparison(0.0, 0.0, False)
-    diff = candidate.acceptance - incumbent.acceptance
-    v = _variance(incumbent.acceptance, incumbent.requests) + _variance(candidate.acceptance, candidate.requests)
     lam = msprt(diff, v, policy.tau)
     return Comparison(diff, lam, lam >= 1.0 / policy.alpha)
 
@@ -132,16 +200,18 @@ class Verdict:
     comparison: Comparison | None = None
 
 
-def decide(stage: int, stage_requests: int, incumbent: ArmStats, candidate: ArmStats, policy: RolloutPolicy) -> Verdict:
+def decide(stage: int, stage_requests: int, incumbent: ArmStats, candidate: ArmStats, policy: RolloutPolicy,
+           stages: Sequence[tuple[ArmStats, ArmStats]] | None = None) -> Verdict:
     """During the A/B test. `stage` indexes `policy.ramp`; `stage_requests` are the candidate's
-    requests since that stage began."""
+    requests since that stage began; `incumbent` and `candidate` are the arms over the whole test
+    (guardrails, enough traffic), `stages` the arms per ramp stage (the test; default: one stage)."""
     if candidate.requests >= policy.guard_min_requests:
         if candidate.error_rate > policy.max_error_rate:
             return Verdict("rollback", f"guardrail:error_rate:{candidate.error_rate:.3f}>{policy.max_error_rate}")
         if incumbent.mean_latency_ms and candidate.mean_latency_ms > policy.max_latency_ratio * incumbent.mean_latency_ms:
             ratio = candidate.mean_latency_ms / incumbent.mean_latency_ms
             return Verdict("rollback", f"guardrail:latency:{ratio:.2f}x>{policy.max_latency_ratio}x")
-    c = compare(incumbent, candidate, policy)
+    c = compare(stages if stages else [(incumbent, candidate)], policy=policy)
     enough = min(incumbent.requests, candidate.requests) >= policy.min_requests
     if enough and c.significant:
         if c.diff > 0:
@@ -154,15 +224,16 @@ def decide(stage: int, stage_requests: int, incumbent: ArmStats, candidate: ArmS
     return Verdict("hold", "collecting", c)
 
 
-def watch(baseline: float, after: ArmStats, policy: RolloutPolicy) -> Verdict:
+def watch(baseline: float, after: ArmStats, policy: RolloutPolicy, baseline_variance: float = 0.0) -> Verdict:
     """After a promotion, with no control arm left: roll back as soon as acceptance is shown to have
     fallen below the incumbent's (measured in the test) by more than `acceptance_drop` (the seed's
-    negative flywheel), the same mSPRT against a fixed baseline. Watching ends after `watch_requests`
-    requests of the new production model."""
+    negative flywheel), the same mSPRT against the baseline, with the uncertainty of both sides: the
+    baseline is itself an estimate (`baseline_variance`, the incumbent arm's). Watching ends after
+    `watch_requests` requests of the new production model."""
     if not after.requests:
         return Verdict("hold", "watching")
     theta = after.acceptance - baseline
-    lam = msprt(theta, _variance(after.acceptance, after.requests), policy.tau, -policy.acceptance_drop)
+    lam = msprt(theta, after.variance() + baseline_variance, policy.tau, -policy.acceptance_drop)
     c = Comparison(theta, lam, lam >= 1.0 / policy.alpha)
     if theta < -policy.acceptance_drop and c.significant and after.requests >= policy.guard_min_requests:
         return Verdict("rollback", f"guardrail:acceptance_drop:{theta:+.4f}<-{policy.acceptance_drop}", c)

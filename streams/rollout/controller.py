@@ -14,13 +14,13 @@ import json
 import logging
 import time
 import uuid
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, Iterable
 
 from flywheel.routing import Routing, production_key, routing_key
 from schemas.records import ModelEvent, TrainingCandidate
 from streams.gate.policy import RolloutPolicy
-from streams.rollout.analysis import ArmStats, Verdict, counts_of, decide, watch
+from streams.rollout.analysis import USER_SUMS_LUA, ArmStats, Verdict, counts_of, decide, watch
 
 log = logging.getLogger("flywheel.rollout")
 
@@ -41,6 +41,7 @@ class RolloutState:
     stage_start: int = 0  # candidate requests when the stage began
     weight: float = 0.0
     baseline: float = 0.0  # the incumbent's acceptance in the test: what the watch compares with
+    baseline_var: float = 0.0  # and its variance (users as the unit): the watch weighs both sides' uncertainty
     reason: str = ""
     started_at: int = 0
     updated_at: int = 0
@@ -56,7 +57,10 @@ class RolloutState:
 
     @classmethod
     def from_json(cls, raw: str | bytes | None) -> "RolloutState":
-        return cls(**json.loads(raw)) if raw else cls()
+        if not raw:
+            return cls()
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in json.loads(raw).items() if k in known})
 
 
 class RolloutController:
@@ -67,15 +71,28 @@ class RolloutController:
         self.prefix = f"{app_id}:rollout"
         self.state_key = f"{self.prefix}:state"
         self.offsets_key = f"{self.prefix}:offsets"
+        self._user_sums = redis_client.register_script(USER_SUMS_LUA)
 
     # -- reading ---------------------------------------------------------------------------------------
     def state(self) -> RolloutState:
         return RolloutState.from_json(self.redis.get(self.state_key))
 
-    def stats_key(self, state: RolloutState, phase: str, version: str) -> str:
-        return f"{self.prefix}:{state.rollout_id}:{phase}:{version}"
+    def stats_key(self, state: RolloutState, phase: str, version: str, stage: int | None = None) -> str:
+        """An arm's counts: per ramp stage in the A/B test (`ab` phase), one for the watch."""
+        part = phase if stage is None else f"{phase}{stage}"
+        return f"{self.prefix}:{state.rollout_id}:{part}:{version}"
+
+    def stage_stats(self, state: RolloutState, version: str) -> list[ArmStats]:
+        """One A/B arm's counts per ramp stage so far."""
+        pipe = self.redis.pipeline(transaction=False)
+        for stage in range(state.stage + 1):
+            pipe.hgetall(self.stats_key(state, "ab", version, stage))
+        return [ArmStats.from_hash(raw) for raw in pipe.execute()]
 
     def stats(self, state: RolloutState, phase: str, version: str) -> ArmStats:
+        """An arm's counts over its phase (the A/B test: every stage so far)."""
+        if phase == "ab":
+            return sum(self.stage_stats(state, version), ArmStats())
         return ArmStats.from_hash(self.redis.hgetall(self.stats_key(state, phase, version)))
 
     def production(self) -> str | None:
@@ -98,6 +115,7 @@ class RolloutController:
         elif state.status == "watching":
             arms = {state.candidate: "watch"}
         incr: dict[str, dict[str, int]] = {}
+        per_user: dict[str, dict[str, list[int]]] = {}  # arm key -> user -> [requests, acceptances]
         last: dict[str, int] = {}
         counted = 0
         for c, part, offset in batch:
@@ -107,16 +125,23 @@ class RolloutController:
             phase = arms.get(c.model_version or "")
             if phase is None:
                 continue
-            key = self.stats_key(state, phase, c.model_version)
+            key = self.stats_key(state, phase, c.model_version, state.stage if phase == "ab" else None)
             into = incr.setdefault(key, {})
-            for name, n in counts_of(c.actions or ([c.user_action] if c.user_action else []), c.response, c.latency_ms).items():
+            counts = counts_of(c.actions or ([c.user_action] if c.user_action else []), c.response, c.latency_ms)
+            for name, n in counts.items():
                 into[name] = into.get(name, 0) + n
+            sums = per_user.setdefault(key, {}).setdefault(c.user_id or "-", [0, 0])
+            sums[0] += 1
+            sums[1] += counts.get("accepted", 0)
             counted += 1
         if last:
             pipe = self.redis.pipeline(transaction=True)
             for key, fields_ in incr.items():
                 for name, n in fields_.items():
                     pipe.hincrby(key, name, n)
+            for key, users in per_user.items():
+                args = [x for user, (n, a) in sorted(users.items()) for x in (user, n, a)]
+                self._user_sums(keys=[key, f"{key}:users"], args=args, client=pipe)
             pipe.hset(self.offsets_key, mapping=last)
             pipe.execute()
         return counted
@@ -183,7 +208,7 @@ class RolloutController:
             state = replace(state, stage=state.stage + 1, stage_start=cand.requests, weight=self.policy.ramp[state.stage + 1])
         elif a == "promote":
             inc = self.stats(state, "ab", state.incumbent)
-            state = replace(state, status="watching", weight=1.0, baseline=inc.acceptance)
+            state = replace(state, status="watching", weight=1.0, baseline=inc.acceptance, baseline_var=inc.variance())
         elif a == "rollback":
             state = replace(state, status="rolled_back", weight=0.0)
         elif a == "retire":
@@ -206,11 +231,13 @@ class RolloutController:
             state = self.state()
             events = []
             if state.status == "ramping":
-                inc, cand = self.stats(state, "ab", state.incumbent), self.stats(state, "ab", state.candidate)
-                verdict = decide(state.stage, cand.requests - state.stage_start, inc, cand, self.policy)
+                stages = list(zip(self.stage_stats(state, state.incumbent), self.stage_stats(state, state.candidate)))
+                inc, cand = sum((i for i, _ in stages), ArmStats()), sum((c for _, c in stages), ArmStats())
+                verdict = decide(state.stage, cand.requests - state.stage_start, inc, cand, self.policy, stages)
                 event = self.apply(verdict, state)
             elif state.status == "watching":
-                event = self.apply(watch(state.baseline, self.stats(state, "watch", state.candidate), self.policy), state)
+                event = self.apply(watch(state.baseline, self.stats(state, "watch", state.candidate), self.policy,
+                                         state.baseline_var), state)
             else:
                 event = None
             if event is not None:
