@@ -22,7 +22,7 @@ from typing import Any, TextIO
 
 from confluent_kafka import Consumer, TopicPartition
 
-from flywheel.demo.traffic import DemoSpec, Request, is_right, reaction, requests_for_day
+from flywheel.demo.traffic import DemoSpec, Request, UserTraits, correction, is_right, reaction, requests_for_day
 from flywheel.settings import DAY_MS, Settings
 
 WEEK_MS = 7 * DAY_MS
@@ -219,6 +219,7 @@ def run(settings: Settings, spec: DemoSpec, out: TextIO = sys.stdout, as_json: b
                         header_done = True
                     say(render.table(render.COLUMNS, [row]).splitlines()[-1])
 
+        traits: dict[str, UserTraits] = {}
         for day in range(spec.weeks * 7):
             day_start = EPOCH_MS + day * DAY_MS
             reqs = requests_for_day(spec, day, day_start, rng)
@@ -232,10 +233,11 @@ def run(settings: Settings, spec: DemoSpec, out: TextIO = sys.stdout, as_json: b
                     request_id=q.request_id, session_id=q.session_id, user_id=q.user_id, model_version=a.model_version,
                     variant=a.variant, task_type=q.task_type, prompt=q.prompt, response=response, event_time=q.event_time,
                     latency_ms=round(rng.uniform(80, 400), 1), metadata={"source": "demo"})))
-                for delay, kind in reaction(rng, is_right(q.task_type, response, q.expected)):
+                user = traits.get(q.user_id) or traits.setdefault(q.user_id, UserTraits.draw(spec, q.user_id))
+                for delay, kind in reaction(rng, is_right(q.task_type, response, q.expected), user):
                     events.append((q.event_time + delay, 1, "a", dict(
                         request_id=q.request_id, user_id=q.user_id, session_id=q.session_id, action=kind,
-                        event_time=q.event_time + delay, correction=q.expected if kind == "corrected" else None)))
+                        event_time=q.event_time + delay, correction=correction(rng, q, user) if kind == "corrected" else None)))
             for _, _, kind, record in sorted(events, key=lambda e: (e[0], e[1])):
                 (producer.log_interaction if kind == "i" else producer.log_action)(**record)
             producer.heartbeat(day_start + spec.traffic_hours * 3_600_000 + s.settle_window_ms + s.watermark_delay_ms + 1)

@@ -2,8 +2,13 @@
 
 The app answers each request with the model the A/B assignment gives the user; the users know the
 right answer to their own question, and act on whether the answer they got is right: they accept or
-copy right answers, correct some wrong ones with the right answer, and regenerate or abandon
-others. Nothing here knows which model is better: users react to answers, nothing else.
+copy right answers, correct some wrong ones, and regenerate or abandon others. Nothing here knows
+which model is better: users react to answers, nothing else.
+
+Users are not oracles. Each has traits of their own (`UserTraits`, drawn once per user around the
+spec's means): how often they act at all, how often they take a wrong answer for a right one, how
+often their correction is itself wrong (another answer) or partial (cut short), and how often they
+leave a thumb. So the labels the flywheel learns from carry the noise real products have.
 """
 
 from __future__ import annotations
@@ -35,12 +40,20 @@ class DemoSpec:
     users: int = 400
     reviews_per_day: int = 20  # simulated reviewer verdicts a day, from the review queue
     traffic_hours: int = 22  # of each day; the rest lets every request settle before the next day
+    # users who behave like users: the means of per-user traits (each user's own value varies around them)
+    idle_rate: float = 0.25  # answers a user does nothing with, right or wrong
+    wrong_accept_rate: float = 0.15  # wrong answers a user takes for right ones (accepts or copies them)
+    bad_correction_rate: float = 0.20  # corrections that are themselves wrong (half) or cut short (half)
+    feedback_rate: float = 0.10  # answers a user gives a thumb up or down
 
     def check(self) -> "DemoSpec":
         if not 1 <= self.weeks <= 52:
             raise ValueError(f"weeks must be within 1..52, got {self.weeks}")
         if self.requests_per_day < 10:
             raise ValueError(f"requests per day must be >= 10, got {self.requests_per_day}")
+        for name in ("idle_rate", "wrong_accept_rate", "bad_correction_rate", "feedback_rate"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ValueError(f"{name} must be within 0..1, got {getattr(self, name)}")
         unknown = set(self.task_mix) - set(synthetic.TASKS)
         if unknown:
             raise ValueError(f"unknown task types {sorted(unknown)}; known: {', '.join(sorted(synthetic.TASKS))}")
@@ -89,19 +102,61 @@ def is_right(task_type: str, answer: str, expected: str) -> bool:
     return SCORERS[synthetic.task(task_type).scorer](answer, expected) == 1.0
 
 
-def reaction(rng: random.Random, right: bool) -> list[tuple[int, str]]:
+@dataclass(frozen=True)
+class UserTraits:
+    """One simulated user's habits (probabilities); a perfect oracle is (0, 0, 0, x)."""
+
+    idle: float = 0.0  # does nothing with an answer
+    gullible: float = 0.0  # takes a wrong answer for a right one
+    sloppy: float = 0.0  # a correction of theirs is wrong or cut short
+    feedback: float = 0.1  # leaves a thumb
+
+    @classmethod
+    def draw(cls, spec: DemoSpec, user_id: str) -> "UserTraits":
+        """The same user has the same traits in every run of the same seed: Beta around each mean."""
+        rng = random.Random(f"{spec.seed}:traits:{user_id}")
+
+        def around(mean: float, concentration: float = 6.0) -> float:
+            if mean <= 0:
+                return 0.0
+            return rng.betavariate(mean * concentration, (1 - mean) * concentration)
+
+        return cls(around(spec.idle_rate), around(spec.wrong_accept_rate), around(spec.bad_correction_rate),
+                   around(spec.feedback_rate))
+
+
+ORACLE = UserTraits()
+
+
+def reaction(rng: random.Random, right: bool, user: UserTraits = ORACLE) -> list[tuple[int, str]]:
     """(delay in ms after the response, action) for one request; empty: the user did nothing."""
     def after(lo: int, hi: int) -> int:
         return rng.randint(lo, hi) * 1000
 
-    if right:
+    if rng.random() < user.idle:
+        return []
+    thumb = rng.random() < user.feedback
+    if right or rng.random() < user.gullible:  # a wrong answer taken for right is accepted like one
         kind = rng.choices(("accepted", "copied", "none"), (0.62, 0.28, 0.10))[0]
         acts = [] if kind == "none" else [(after(5, 300), kind)]
-        if rng.random() < 0.08:
+        if thumb:
             acts.append((after(310, 600), "thumbs_up"))
         return acts
     kind = rng.choices(("corrected", "regenerated", "abandoned", "none"), (0.40, 0.25, 0.20, 0.15))[0]
     acts = [] if kind == "none" else [(after(20, 600), kind)]
-    if rng.random() < 0.15:
+    if thumb:
         acts.append((after(610, 900), "thumbs_down"))
     return acts
+
+
+def correction(rng: random.Random, q: Request, user: UserTraits = ORACLE) -> str:
+    """What the user types as the right answer: usually it, sometimes another answer of the same
+    task (a wrong correction) or the right one cut short (a partial one)."""
+    if rng.random() >= user.sloppy:
+        return q.expected
+    if rng.random() < 0.5:
+        task = synthetic.task(q.task_type)
+        others = [a for a in (task.answer(s) for s in task.subjects()) if a != q.expected]
+        return rng.choice(others) if others else q.expected
+    words = q.expected.split()
+    return " ".join(words[: max(1, len(words) // 2)]) if len(words) > 1 else q.expected[: max(1, len(q.expected) // 2)]

@@ -114,7 +114,8 @@ def plots(v: Velocity) -> list[str]:
     quality = {"candidate": [(c.cycle, c.quality) for c in cycles if c.quality is not None],
                "production": [(c.cycle, c.production_quality) for c in cycles if c.production_quality is not None]}
     if v.cold_start and v.cold_start.get("quality") is not None:
-        quality["cold start"] = [(0, v.cold_start["quality"]), (max(1, len(cycles)), v.cold_start["quality"])]
+        # the control: production never retrained scores the cold start's quality at every cycle
+        quality["never retrained (control)"] = [(0, v.cold_start["quality"]), (max(1, len(cycles)), v.cold_start["quality"])]
     volume = {"collected": [(c.cycle, c.collected) for c in cycles], "passed": [(c.cycle, c.passed) for c in cycles],
               "dataset records": [(c.cycle, c.records) for c in cycles]}
     passing = {"pass rate": [(c.cycle, c.pass_rate) for c in cycles if c.pass_rate is not None]}

@@ -66,3 +66,24 @@ def test_bad_specs_are_refused():
                     ({"task_mix": {"poetry": 1.0}}, "unknown task types")]:
         with pytest.raises(ValueError, match=msg):
             DemoSpec(**kw).check()
+
+
+def test_users_are_not_oracles_and_each_has_habits_of_their_own():
+    from flywheel.demo.traffic import UserTraits, correction
+
+    spec = DemoSpec()
+    users = [UserTraits.draw(spec, f"user-{i:04d}") for i in range(400)]
+    assert UserTraits.draw(spec, "user-0001") == users[1]  # the same user, the same habits
+    for name, mean in (("idle", spec.idle_rate), ("gullible", spec.wrong_accept_rate), ("sloppy", spec.bad_correction_rate),
+                       ("feedback", spec.feedback_rate)):
+        values = [getattr(u, name) for u in users]
+        assert abs(sum(values) / len(values) - mean) < 0.03 and max(values) - min(values) > 0.2, name
+    rng = random.Random(4)
+    gullible, careful = UserTraits(gullible=0.9), UserTraits(gullible=0.0)
+    took = lambda u: sum(any(k in ("accepted", "copied") for _, k in reaction(rng, False, u)) for _ in range(2000))  # noqa: E731
+    assert took(gullible) > 1400 and took(careful) == 0  # wrong answers accepted: noise in the labels
+    assert sum(reaction(rng, True, UserTraits(idle=0.5)) == [] for _ in range(2000)) > 900
+    q = day(spec)[0]
+    typed = Counter("right" if c == q.expected else "partial" if q.expected.startswith(c) else "wrong"
+                    for c in (correction(rng, q, UserTraits(sloppy=0.5)) for _ in range(2000)))
+    assert typed["right"] > 900 and typed["wrong"] > 350 and typed["partial"] > 350
