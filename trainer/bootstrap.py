@@ -45,16 +45,21 @@ def bootstrap(registry: Registry, golden: GoldenStore, policy: TrainerPolicy, sy
     # the tokenizer's vocabulary comes from every built-in task family, not only the ones v1 learns:
     # a later dataset with another task then finds its words whole, not in byte pieces
     corpus = examples + synthetic.generate(2_000, tuple(synthetic.TASKS), seed=policy.seed + 1)
-    loaded = load(base) if base else build_default(e.prompt + " " + e.target for e in corpus)
+    if base:  # an imported base by name, or a model directory: fine-tuned with the recipe of its kind
+        path, kind = registry.resolve_base(base)
+        loaded = load(path)
+        loaded.base_kind = kind
+    else:
+        loaded = build_default(e.prompt + " " + e.target for e in corpus)
     trained = recipe.train(loaded, examples, (), policy, progress)
     report = trained.sft
-    result = evaluate(loaded, items, examples[: max(1, len(examples) // 10)], policy.max_new_tokens)
+    result = evaluate(loaded, items, examples[: max(1, len(examples) // 10)], policy.max_new_tokens, policy=policy)
     version = registry.next_version()
     staged = registry.staging(version)
     save(loaded, staged)
     event = ModelEvent(event_id=uuid.uuid4().hex, event_type="bootstrap", created_at=now_ms(), version=version,
                        base_model=base or "default-gpt2", gate_passed=True, reasons=["cold_start"], metrics=result.metrics(),
-                       hyperparameters={**recipe.hyperparameters(policy), "synthetic": str(synthetic_n),
+                       hyperparameters={**recipe.hyperparameters(policy, loaded.base_kind), "synthetic": str(synthetic_n),
                                         "labels": str(len(labels)), "tasks": ",".join(tasks)},
                        file_hashes=file_hashes(staged), golden_version=golden_version or "", examples=report.examples,
                        train_seconds=report.seconds)

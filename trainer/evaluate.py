@@ -110,7 +110,7 @@ def answer(loaded: LoadedModel, prompts: Sequence[str], max_new_tokens: int = 32
 
 
 def evaluate(loaded: LoadedModel, golden: Sequence[GoldenItem], validation: Sequence[Example] = (),
-             max_new_tokens: int = 32) -> EvalResult:
+             max_new_tokens: int = 32, policy=None) -> EvalResult:
     from trainer.train import perplexity
 
     result = score(golden, answer(loaded, [g.prompt for g in golden], max_new_tokens))

@@ -33,15 +33,37 @@ class Architecture:
     n_positions: int = 256
 
 
+BASE_KINDS = ("scratch", "pretrained")  # the project's own small model built from nothing, or a pretrained one
+META_FILE = "flywheel-model.json"  # the registry's metadata beside the weights (trainer/registry.py)
+MAX_LENGTH_CAP = 4096  # a model that claims more positions than this is still trained on at most this many tokens
+
+
 @dataclass
 class LoadedModel:
     model: Any  # a transformers PreTrainedModel (causal LM)
     tokenizer: Any  # its PreTrainedTokenizerFast
     device: str
+    base_kind: str = "scratch"  # "pretrained": learning rates, warm-up and LoRA default differently (trainer/recipe.py)
 
     @property
     def parameters(self) -> int:
         return sum(p.numel() for p in self.model.parameters())
+
+    @property
+    def max_length(self) -> int:
+        """The longest sequence the model and its tokenizer take: positions of the config, the
+        tokenizer's model_max_length (when it is a real number), at most MAX_LENGTH_CAP."""
+        cfg = self.model.config
+        limits = [MAX_LENGTH_CAP]
+        for key in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
+            value = getattr(cfg, key, None)
+            if isinstance(value, int) and value > 0:
+                limits.append(value)
+                break
+        tok_limit = getattr(self.tokenizer, "model_max_length", None)
+        if isinstance(tok_limit, int) and 0 < tok_limit < 10 ** 9:
+            limits.append(tok_limit)
+        return min(limits)
 
     def prompt_text(self, prompt: str) -> str:
         """The prompt as the model is asked it: the chat template with the assistant turn opened."""
@@ -53,12 +75,30 @@ class LoadedModel:
 
 
 def device_and_dtype(prefer_gpu: bool = True):
-    """cuda with bf16 where a GPU is present, else cpu with fp32."""
+    """cuda where a GPU is present, else cpu; the weights are float32 on both. On a GPU the training
+    loop runs forward and backward under bf16 autocast (trainer/train.py): AdamW then updates fp32
+    master weights, where a step of lr 2e-5 is not lost below bf16's rounding step."""
     import torch
 
     if prefer_gpu and torch.cuda.is_available():
-        return "cuda", torch.bfloat16
+        return "cuda", torch.float32
     return "cpu", torch.float32
+
+
+def base_kind_of(path: str | Path) -> str:
+    """What a model directory is: a registered model says in its metadata (models from before base
+    kinds were recorded are the project's scratch model); a directory the registry never wrote is a
+    pretrained model someone brought."""
+    import json
+
+    meta = Path(path) / META_FILE
+    if not meta.exists():
+        return "pretrained"
+    try:
+        kind = json.loads(meta.read_text()).get("base_kind") or "scratch"
+    except ValueError:
+        return "scratch"
+    return kind if kind in BASE_KINDS else "scratch"
 
 
 def build_default(corpus: Iterable[str], arch: Architecture = Architecture(), seed: int = 0) -> LoadedModel:
@@ -96,7 +136,7 @@ def load(path: str | Path, prefer_gpu: bool = True) -> LoadedModel:
     if not getattr(tokenizer, "chat_template", None):
         tokenizer.chat_template = DEFAULT_CHAT_TEMPLATE
     model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True, dtype=dtype)
-    return LoadedModel(model.to(device), tokenizer, device)
+    return LoadedModel(model.to(device), tokenizer, device, base_kind_of(path))
 
 
 def save(loaded: LoadedModel, path: str | Path) -> dict[str, str]:

@@ -34,6 +34,7 @@ class Registry:
         self.production_key = production_key(app_id)  # apps read it too (flywheel/routing.py)
         self.datasets_key = f"{app_id}:trainer:datasets"
         self.seq_key = f"{app_id}:models:seq"
+        self.bases_key = f"{app_id}:models:bases"
 
     # -- versions ------------------------------------------------------------------------------------
     def next_version(self) -> str:
@@ -74,6 +75,42 @@ class Registry:
 
     def list(self) -> list[dict]:
         return [self.show(v) for v in self.versions()]
+
+    # -- imported bases (trainer/importer.py): <models_dir>/bases/<name>/ ---------------------------
+    def register_base(self, name: str, staged: Path, metadata: dict) -> Path:
+        """Publish an imported pretrained model as base `name` (replacing one of that name)."""
+        final = self.root / "bases" / name
+        metadata = {**metadata, "name": name, "path": str(final)}
+        (staged / META_FILE).write_text(json.dumps(metadata, indent=2, sort_keys=True) + "\n")
+        final.parent.mkdir(parents=True, exist_ok=True)
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(staged, final)
+        self.redis.hset(self.bases_key, name, json.dumps(metadata, sort_keys=True))
+        return final
+
+    def base(self, name: str) -> dict:
+        raw = self.redis.hget(self.bases_key, name)
+        if raw is not None:
+            return json.loads(raw)
+        meta = self.root / "bases" / name / META_FILE
+        if not meta.exists():
+            raise KeyError(f"no imported base {name!r} (known: {', '.join(self.bases()) or 'none'})")
+        return json.loads(meta.read_text())
+
+    def bases(self) -> list[str]:
+        return sorted(v.decode() if isinstance(v, bytes) else v for v in self.redis.hkeys(self.bases_key))
+
+    def resolve_base(self, name_or_path: str) -> tuple[Path, str]:
+        """An imported base's directory by name, or a model directory by path: (path, base_kind)."""
+        from trainer.model import base_kind_of
+
+        if "/" not in name_or_path and not Path(name_or_path).is_dir():
+            return Path(self.base(name_or_path)["path"]), "pretrained"
+        path = Path(name_or_path)
+        if not (path / "config.json").exists():
+            raise FileNotFoundError(f"{path} is not a model directory (no config.json)")
+        return path, base_kind_of(path)
 
     # -- production pointer --------------------------------------------------------------------------
     def production(self) -> str | None:

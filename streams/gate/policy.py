@@ -160,6 +160,19 @@ class TrainerPolicy:
     max_task_regression: float = 0.02  # and no task type may fall by more than this
     contamination_jaccard: float = 0.8  # a training prompt this similar to a golden prompt (word 3-shingles) refuses the dataset
     max_new_tokens: int = 32  # longest answer generated for a golden item
+    pretrained_finetune: str = "lora"  # a pretrained base trains "lora" (adapters, merged) or "full" (every weight); lora = true forces LoRA on any base
+    pretrained_learning_rate: float = 0.00002  # full fine-tuning of a pretrained base (learning_rate is the scratch model's)
+    lora_learning_rate: float = 0.0002  # LoRA on a pretrained base
+    warmup_ratio: float = 0.03  # pretrained bases: share of the optimiser steps the rate ramps up linearly (the scratch model: none)
+    lr_schedule: str = "cosine"  # pretrained bases, after warm-up: "cosine" or "linear" decay to 0 (the scratch model: linear to 5 %)
+    grad_accumulation: int = 1  # batches whose gradients add up before one optimiser step
+    checkpoint_steps: int = 200  # optimiser steps between checkpoints under the registry (a crashed cycle resumes there); 0: none
+    mixed_precision: str = "bf16"  # on a GPU: forward and backward under bf16 autocast over fp32 weights; "off": fp32 throughout
+    eval_batch_size: int = 16  # golden prompts answered together
+    promotion_confidence: float = 0.95  # the paired interval (candidate - incumbent) whose lower bound must clear min_improvement
+    contamination_max_share: float = 0.2  # records near a golden item are dropped; a larger share dropped refuses the dataset
+    judge_url: str = ""  # an OpenAI-compatible endpoint (.../v1) for golden items scored "judge"; empty: off
+    judge_model: str = ""  # the model name sent to it
     lora: bool = False  # train low-rank adapters (peft) instead of every weight; merged into the saved model
     lora_r: int = 8  # adapter rank
     lora_alpha: int = 16  # adapter scale (alpha / r)
