@@ -12,7 +12,7 @@ true Jaccard for each of them, so the answer is the same as comparing against ev
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from trainer.examples import GoldenItem
@@ -143,3 +143,33 @@ def scan(index: ContaminationIndex, prompts: Iterable[str]) -> ContaminationRepo
             if len(report.examples) < MAX_EXAMPLES:
                 report.examples.append(hit)
     return report
+
+
+class TooContaminated(ValueError):
+    """More of a dataset's records copy golden items than the policy lets the trainer drop."""
+
+
+def drop(index: ContaminationIndex, groups: Sequence[Sequence], max_share: float) -> tuple[list[list], ContaminationReport]:
+    """Each group of records (anything with a `.prompt`: examples, pairs) less the ones whose
+    prompt copies a golden item, and the report of what was dropped. Raises TooContaminated when
+    the share dropped (of all records in all groups) passes `max_share`: a dataset that is mostly
+    golden questions says something is wrong upstream, not that a user asked one."""
+    report = ContaminationReport()
+    kept: list[list] = []
+    for group in groups:
+        out = []
+        for record in group:
+            report.checked += 1
+            hit = index.check(record.prompt)
+            if hit is None:
+                out.append(record)
+                continue
+            report.hits += 1
+            if len(report.examples) < MAX_EXAMPLES:
+                report.examples.append(hit)
+        kept.append(out)
+    share = report.hits / report.checked if report.checked else 0.0
+    if share > max_share:
+        raise TooContaminated(f"{share:.1%} of the records dropped, above contamination_max_share {max_share:.0%}: "
+                              f"{report.reason()}")
+    return kept, report

@@ -123,7 +123,11 @@ class Cycle:
                 raise Refused("the dataset has no SFT training records")
             pairs, pairs_validation = preference_pairs(store, dataset_id)
             index = contamination.ContaminationIndex(golden, threshold=self.policy.contamination_jaccard)
-            check_contamination(index, [e.prompt for e in train + validation] + [p.prompt for p in pairs + pairs_validation])
+            try:  # records too close to a golden item are dropped; too many of them refuse the dataset
+                (train, validation, pairs, pairs_validation), dropped = contamination.drop(
+                    index, (train, validation, pairs, pairs_validation), self.policy.contamination_max_share)
+            except contamination.TooContaminated as exc:
+                raise Refused(f"contaminated: {exc}") from None
             replayed = self._replay(store, dataset_id, index, train)
             base_version = self.registry.production()
             if base_version is None:
@@ -132,15 +136,16 @@ class Cycle:
             return self.refused(dataset_id, str(exc), first_event_time)
 
         incumbent = load(self.registry.path(base_version))
-        before = evaluate(incumbent, golden, validation, self.policy.max_new_tokens)
+        before = evaluate(incumbent, golden, validation, self.policy.max_new_tokens, policy=self.policy)
         log.info("training", extra={"dataset_id": dataset_id, "base_model": base_version, "examples": len(train),
                                     "pairs": len(pairs), "epochs": self.policy.epochs, "lora": self.policy.lora,
                                     "replayed": len(replayed)})
         candidate = incumbent  # trained in place: the incumbent's metrics were taken before
-        trained = recipe.train(candidate, train, pairs, self.policy, self.metrics.step if self.metrics is not None else None)
+        trained = recipe.train(candidate, train, pairs, self.policy, self.metrics.step if self.metrics is not None else None,
+                               self.registry.root / ".checkpoints" / f"{dataset_id}-{base_version}")
         report = trained.sft
-        after = evaluate(candidate, golden, validation, self.policy.max_new_tokens)
-        decision = promotion.decide(after.metrics(), before.metrics(), self.policy)
+        after = evaluate(candidate, golden, validation, self.policy.max_new_tokens, policy=self.policy)
+        decision = promotion.decide(after, before, self.policy)  # paired, with its interval
         version = self.registry.next_version()
         staged = self.registry.staging(version)
         save(candidate, staged)
@@ -149,9 +154,12 @@ class Cycle:
         outcome = "candidate" if decision.passed else "rejected"
         event = ModelEvent(
             event_id=uuid.uuid4().hex, event_type=outcome, created_at=created, version=version, dataset_id=dataset_id,
-            base_model=base_version, gate_passed=decision.passed, reasons=decision.reasons, metrics=after.metrics(),
+            base_model=base_version, gate_passed=decision.passed, reasons=decision.reasons,
+            metrics={**after.metrics(), **decision.interval, "contamination_dropped": float(dropped.hits),
+                     "eval_seconds": after.seconds},
             incumbent_metrics=before.metrics(), deltas=decision.deltas,
-            hyperparameters=recipe.hyperparameters(self.policy), file_hashes=hashes,
+            hyperparameters=recipe.hyperparameters(self.policy, candidate.base_kind, candidate.model.config.model_type),
+            file_hashes=hashes,
             golden_version=golden_version or "", examples=report.examples, train_seconds=report.seconds,
             first_event_time=first_event_time,
             time_to_improvement_ms=(created - first_event_time) if decision.passed and first_event_time else None)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-SCORERS = ("exact", "contains", "sql")  # how a golden item's answer is judged (trainer/evaluate.py)
+SCORERS = ("exact", "contains", "sql", "f1", "numeric", "json", "regex", "judge")  # how a golden item's answer is judged (trainer/evaluate.py)
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,6 +26,7 @@ class GoldenItem:
     expected: str
     task_type: str = ""
     scorer: str = "exact"
+    options: str = ""  # a JSON object: generation (max_new_tokens) and scorer settings (tolerance, rel_tolerance, flags)
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,6 +22,17 @@ Fields:
                sql       equal after normalising SQL whitespace, the case of keywords (also
                          glued to punctuation, as in COUNT(*)) and a trailing semicolon;
                          string literals and identifiers are compared as written.
+               f1        token F1 of answer and expected (words, case and punctuation ignored);
+               numeric   the answer's first number equals expected within options' "tolerance"
+                         (absolute, default 1e-6) or "rel_tolerance" (relative, default 0);
+               json      the answer (or the first {...} / [...] in it) is JSON that matches the
+                         JSON Schema given as `expected`;
+               regex     the regular expression `expected` is found in the answer (options'
+                         "flags": "i" ignores case);
+               judge     a judge model at [trainer] judge_url grades the answer against expected
+                         (0 when no judge is configured).
+  options    (optional) a JSON object: "max_new_tokens" for this item's answer, and the scorer's
+             settings above.
   id         (optional) a stable name for the item: 1-64 letters, digits, ".", "_", ":" or "-".
              By default "g-" and 12 hex digits of a hash of the normalised prompt, so the same
              question keeps the same id across files.
@@ -50,7 +61,7 @@ from trainer.examples import SCORERS, GoldenItem
 from trainer.files import RecordFileError, read_rows
 
 REQUIRED = ("prompt", "expected")
-OPTIONAL = ("task_type", "id", "scorer")
+OPTIONAL = ("task_type", "id", "scorer", "options")
 ID_PATTERN = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 VERSION_PATTERN = re.compile(r"v(\d{4,})\.jsonl")
 
@@ -82,7 +93,16 @@ def load_items(path: str | Path) -> list[GoldenItem]:
         first = ids.setdefault(item_id, number)
         if first != number:
             raise RecordFileError(f"{path}:{number}: same id as line {first}")
-        items.append(GoldenItem(item_id, row["prompt"], row["expected"], row.get("task_type", "").strip(), scorer))
+        options = row.get("options", "").strip()
+        if options:
+            try:
+                parsed = json.loads(options)
+            except ValueError:
+                parsed = None
+            if not isinstance(parsed, dict):
+                raise RecordFileError(f"{path}:{number}: field 'options' must be a JSON object")
+            options = json.dumps(parsed, sort_keys=True)
+        items.append(GoldenItem(item_id, row["prompt"], row["expected"], row.get("task_type", "").strip(), scorer, options))
     return items
 
 
@@ -169,7 +189,9 @@ class GoldenStore:
 
 
 def _serialise(items: list[GoldenItem]) -> bytes:
-    lines = (json.dumps(asdict(i), sort_keys=True, ensure_ascii=False) + "\n" for i in sorted(items, key=lambda i: i.id))
+    # an item without options is written as before options existed, so an unchanged set keeps its bytes
+    lines = (json.dumps({k: v for k, v in asdict(i).items() if k != "options" or v}, sort_keys=True, ensure_ascii=False) + "\n"
+             for i in sorted(items, key=lambda i: i.id))
     return "".join(lines).encode("utf-8")
 
 

@@ -34,4 +34,4 @@ def test_exact_and_contains_normalise_case_and_whitespace():
     assert score_exact(" Paris\n", "paris") == 1.0 and score_exact("Paris, France", "paris") == 0.0
     assert score_contains("It is  PARIS.", "paris") == 1.0 and score_contains("Lyon", "paris") == 0.0
     assert score_contains("anything", "") == 0.0  # an empty reference matches nothing
-    assert set(SCORERS) == {"exact", "contains", "sql"}
+    assert set(SCORERS) == {"exact", "contains", "sql", "f1", "numeric", "json", "regex"}  # and "judge", by endpoint
