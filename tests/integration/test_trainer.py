@@ -197,24 +197,30 @@ def test_preference_pairs_train_after_sft_through_lora_adapters_merged_into_the_
     # cannot teach it words whose output embeddings v1 never trained (README: LoRA is for pretrained bases)
 
 
-def test_a_dataset_holding_a_golden_prompt_is_refused_with_its_reason(tr_settings):
+def test_golden_prompts_in_a_dataset_are_dropped_and_too_many_refuse_it(tr_settings):
     s = tr_settings
     cold_start(s)
-    leaked = synthetic.golden(["qa"])[3]
-    examples = synthetic.generate(200, ["qa"], seed=6)
+    golden = synthetic.golden(["qa"])
+    leaked = golden[3]
+    examples = synthetic.generate(60, ["qa"], seed=6)
     examples.append(type(examples[0])(leaked.prompt.upper(), leaked.expected, "qa"))  # case changed: still the same prompt
     write_dataset(s, "ds-leak", examples)
+    # a dataset that is mostly the golden set: refused, not trained on
+    write_dataset(s, "ds-leaky", synthetic.generate(4, ["qa"], seed=8) + [type(examples[0])(g.prompt, g.expected, "qa")
+                                                                           for g in golden[:6]])
     announce(s, "ds-leak")
+    announce(s, "ds-leaky")
     svc = service(s)
     try:
-        outcome = next_outcome(svc, 60)
+        outcomes = [next_outcome(svc, 120), next_outcome(svc, 60)]
     finally:
         svc.close()
-    assert outcome == "refused"
-    (e,) = models_events(s)
-    assert e["event_type"] == "refused" and not e["gate_passed"] and e["version"] == ""
-    assert e["reasons"][0].startswith("contaminated:") and leaked.id in e["reasons"][0]
-    assert leaked.prompt.upper() not in e["reasons"][0]  # ids, never texts
+    assert outcomes[1] == "refused" and outcomes[0] in ("candidate", "rejected")
+    trained, refused = models_events(s)
+    assert trained["dataset_id"] == "ds-leak" and trained["metrics"]["contamination_dropped"] == 1.0  # one record, not the dataset
+    assert refused["event_type"] == "refused" and not refused["gate_passed"] and refused["version"] == ""
+    assert refused["reasons"][0].startswith("contaminated:") and "contamination_max_share" in refused["reasons"][0]
+    assert not any(g.prompt in refused["reasons"][0] for g in golden)  # ids, never texts
 
 
 def test_a_crash_in_the_middle_of_training_restarts_the_cycle(tr_settings, tmp_path):
