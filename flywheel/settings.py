@@ -101,6 +101,7 @@ class Settings:
     max_event_bytes: int = field(default=256 * 1024, metadata={"doc": "Largest accepted event; larger goes to the dead-letter topic"})
     max_event_ahead_ms: int = field(default=15 * MINUTE_MS, metadata={"doc": "Longest an event's time (or a tick's) may lie ahead of the wall clock (its Kafka timestamp, if earlier); further ahead is dead-lettered as `future_event` and moves no watermark or window clock; -1 turns the check off (replays of synthetic future traffic)"})
     tick_key: str = field(default="", metadata={"doc": "Secret that event-time ticks must be signed with (HMAC-SHA256 in the `flywheel-tick-mac` header); empty: ticks are not authenticated"})
+    pseudonym_key: str = field(default="", metadata={"doc": "Secret every user id the flywheel keeps is HMAC-SHA256'd with (datasets' users.txt and record-users.bin, the erased list, the gate's stand-in for an id holding personal data); empty: one is generated on first use and kept in Redis at `<app_id>:pseudonym-key`, with a warning (set it in production; README: Erasure says how to rotate it)"})
 
     @property
     def topics(self) -> Topics:

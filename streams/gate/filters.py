@@ -113,9 +113,12 @@ class PiiStage(Stage):
                     put(REDACTION_FAILED)
 
 
-def pseudonymous_id(value: str) -> str:
-    """The stable stand-in for an id that held personal data (erasure by the raw id finds it)."""
-    return "pii-" + hashlib.sha256(value.encode()).hexdigest()[:24]
+def pseudonymous_id(value: str, key: bytes | None = None) -> str:
+    """The stable stand-in for an id that held personal data (erasure by the raw id finds it): keyed,
+    HMAC-SHA256 with the flywheel's pseudonym key (FLYWHEEL_PSEUDONYM_KEY; None: this process's)."""
+    from flywheel.pseudonyms import current_key, keyed
+
+    return "pii-" + keyed(current_key() if key is None else key, value)[:24]
 
 
 def _text_slots(c: TrainingCandidate):
