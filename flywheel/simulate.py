@@ -26,8 +26,10 @@ import logging
 import math
 import random
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
+
+from flywheel.settings import SettingsError
 
 log = logging.getLogger("flywheel.simulate")
 
@@ -135,10 +137,36 @@ class Traffic:
     settle_window_ms: int = 0
     personal: dict[str, list[str]] = field(default_factory=dict)  # request id -> personal data put in its texts
     toxic: set[str] = field(default_factory=set)  # request ids whose response is abusive
+    movable: bool = False  # the simulator chose the start (no start_ms): `send` may move it after what the log holds
+
+    @property
+    def first_event_time(self) -> int:
+        return min((e.event_time for e in self.events), default=0)
 
     @property
     def last_event_time(self) -> int:
         return max((e.event_time for e in self.events), default=0)
+
+    def truth(self) -> dict[str, tuple[str, list[str]]]:
+        """The ground truth the join must reproduce, request by request: (user_action, the actions
+        inside the settle window in event-time order). A late request's only action is outside
+        its window: ("abandoned", [])."""
+        return {r.request_id: (r.expected, [] if r.late else list(r.actions)) for r in self.requests}
+
+    def intended_deadletters(self) -> dict[str, set[str]]:
+        """The dead letters the traffic makes on purpose: reason -> request ids. Every late request's
+        action is a `late_action` (its resend may be one more letter, or a duplicate the join drops,
+        depending on whether it settled in between). Nothing else: no orphan, since every action's
+        interaction is sent (an out-of-order one just after it)."""
+        return {"late_action": {r.request_id for r in self.requests if r.late}}
+
+    def shifted(self, delta_ms: int) -> "Traffic":
+        """The same traffic `delta_ms` later in event time (ids, texts and intent unchanged)."""
+        def move(e: SimEvent) -> SimEvent:
+            return SimEvent(e.kind, {**e.record, "event_time": e.record["event_time"] + delta_ms}, e.duplicate)
+
+        return replace(self, events=[move(e) for e in self.events],
+                       requests=[replace(r, event_time=r.event_time + delta_ms) for r in self.requests])
 
     def counts(self) -> dict[str, int]:
         return {
@@ -492,6 +520,7 @@ def generate(spec: TrafficSpec, settle_window_ms: int) -> Traffic:
         settle_window_ms=settle_window_ms,
         personal=personal,
         toxic=toxic,
+        movable=spec.start_ms is None,
     )
 
 
@@ -603,6 +632,95 @@ def _rating(rng: random.Random, behaviour: str) -> int:
 
 # -- sending ---------------------------------------------------------------------------------------
 
+class EventTimeConflict(SettingsError, ValueError):
+    """The traffic cannot be placed in event time: after what the topics hold, it would run further
+    ahead of the wall clock than the join accepts (`max_event_ahead_ms`)."""
+
+
+def claimed_event_time(settings, *, last: int = 32, timeout: float = 10.0) -> int | None:
+    """The latest event time the source topics already hold: the largest event time or tick among
+    the last `last` records of every partition of both sources (None for empty topics). The join's
+    clocks stand there: traffic dated before it is late for the join, however fast it comes. Event
+    times the join refuses as too far ahead of the wall clock are left out, as the join leaves them."""
+    from confluent_kafka import Consumer, KafkaException, TopicPartition
+
+    from schemas.codec import TICK_HEADER, Codec
+
+    codec = Codec()
+    bound = getattr(settings, "max_event_ahead_ms", -1)
+    now_ms = int(time.time() * 1000)
+    c = Consumer({"bootstrap.servers": settings.broker_url, "group.id": f"flywheel-simulate-{time.time_ns()}",
+                  "enable.auto.commit": False, "auto.offset.reset": "earliest"})
+    best: int | None = None
+    try:
+        kind_of, assign, ends = {}, [], {}
+        for topic, kind in ((settings.topics.interactions, INTERACTION), (settings.topics.actions, ACTION)):
+            md = c.list_topics(topic, timeout=timeout).topics.get(topic)
+            if md is None or md.error is not None:
+                continue
+            kind_of[topic] = kind
+            for p in md.partitions:
+                lo, hi = c.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout)
+                if hi > lo:
+                    assign.append(TopicPartition(topic, p, max(lo, hi - last)))
+                    ends[(topic, p)] = hi
+        if not assign:
+            return None
+        c.assign(assign)
+        deadline = time.monotonic() + timeout
+        while ends and time.monotonic() < deadline:
+            m = c.poll(0.5)
+            if m is None or m.error():
+                continue
+            if m.offset() + 1 >= ends.get((m.topic(), m.partition()), 0):
+                ends.pop((m.topic(), m.partition()), None)
+            headers = {k.lower(): v for k, v in (m.headers() or [])}
+            try:
+                tick = headers.get(TICK_HEADER)
+                if tick is not None:
+                    t = int(tick)
+                else:
+                    t = int(codec.upgrade(kind_of[m.topic()], m.value() or b"", headers)[0]["event_time"])
+            except Exception:  # not an event the join would use
+                continue
+            ts_type, ts = m.timestamp()
+            reference = min(ts, now_ms) if ts_type and ts and ts > 0 else now_ms
+            if bound is not None and bound >= 0 and t > reference + bound:
+                continue
+            best = t if best is None else max(best, t)
+    except KafkaException:
+        return None
+    finally:
+        c.close()
+    return best
+
+
+def place(traffic: Traffic, settings, *, tail_ticks: bool = True, claimed: int | None = None) -> Traffic:
+    """`traffic` where the simulator may put it: traffic whose start the simulator chose moves to
+    just after the event time the topics already hold (an earlier run's, ticks included), so a
+    second run is never late for the join; fixed traffic stays. Raises EventTimeConflict when that
+    place is further ahead of the wall clock than the join accepts."""
+    if not traffic.movable or not traffic.events:
+        return traffic
+    claimed = claimed_event_time(settings) if claimed is None else claimed
+    if claimed is None or traffic.first_event_time > claimed:
+        return traffic
+    delta = (claimed // 1000 + 1) * 1000 - traffic.first_event_time
+    moved = traffic.shifted(delta)
+    bound = getattr(settings, "max_event_ahead_ms", -1)
+    end = moved.last_event_time + (settings.settle_window_ms + settings.watermark_delay_ms + 1 if tail_ticks else 0)
+    ahead = end - int(time.time() * 1000)
+    if bound is not None and bound >= 0 and ahead > bound:
+        raise EventTimeConflict(
+            f"the topics already hold event time up to {claimed} (an earlier run's); this traffic must come after "
+            f"it and would then reach {ahead // 60_000} min ahead of the wall clock, past FLYWHEEL_MAX_EVENT_AHEAD_MS "
+            f"({bound // 60_000} min): the join would refuse it. Send it to fresh topics (`flywheel up --data-dir` "
+            f"a new directory), or start the stack with FLYWHEEL_MAX_EVENT_AHEAD_MS=-1 for synthetic future-dated traffic")
+    log.info("traffic moved %d ms later in event time, after what the topics hold", delta,
+             extra={"event": "simulate_moved", "moved_ms": delta, "claimed_ms": claimed})
+    return moved
+
+
 def send(
     traffic: Traffic,
     producer,
@@ -615,13 +733,19 @@ def send(
 ) -> dict[str, int]:
     """Produce the events in order through a FlywheelProducer; returns counts.
 
+    Traffic whose start the simulator chose goes after the event time the topics already hold
+    (`place`; `moved_ms` says by how much): event time never goes back between two runs, or the
+    second would be late for the join's watermark and its actions dead letters.
     `rate` throttles to that many events per second of wall clock. With `tail_ticks`, a heartbeat
     at last event time + settle window + watermark delay lets every request settle even when no
     more traffic comes. Raises DeliveryError (from flush) when anything was not delivered.
     """
     if watermark_delay_ms is None:
         watermark_delay_ms = producer.settings.watermark_delay_ms
-    counts = {"interactions": 0, "actions": 0, "duplicates": 0, "ticks": 0}
+    first = traffic.first_event_time
+    traffic = place(traffic, producer.settings, tail_ticks=tail_ticks)
+    counts = {"interactions": 0, "actions": 0, "duplicates": 0, "ticks": 0,
+              "moved_ms": traffic.first_event_time - first}
     began = time.monotonic()
     for n, event in enumerate(traffic.events):
         if rate:

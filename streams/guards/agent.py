@@ -10,7 +10,7 @@ from flywheel.settings import Settings
 from schemas.codec import Codec
 from schemas.records import ModelEvent
 from streams.deadletter import UNPROCESSABLE, DeadLetters, read_candidate, source_of
-from streams.guards.counts import Cap, candidate_fields
+from streams.guards.counts import MALFORMED, USER_TIMING, Cap, candidate_fields, deadletter_fields
 from streams.guards.keeper import GuardKeeper
 from streams.guards.metrics import GuardMetrics
 from streams.guards.monitors import merge
@@ -29,7 +29,8 @@ class GuardRunner(BatchRunner):
         self.metrics = metrics
         self.tasks, self.versions = Cap(MAX_TRACKED), Cap(MAX_TRACKED)
         s = settings
-        self._kind = {s.topic_passed: "passed", s.topic_rejected: "rejected", s.topic_deadletter: "deadletters"}
+        # dead letters are split by reason: users' timing apart from malformed input (deadletter_fields)
+        self._kind = {s.topic_passed: "passed", s.topic_rejected: "rejected", s.topic_deadletter: MALFORMED}
         self.dead = DeadLetters("guards", consumer_metrics(metrics.registry), self.log)
 
     async def process(self, events: Sequence[Any]) -> None:
@@ -37,11 +38,12 @@ class GuardRunner(BatchRunner):
         An undecodable candidate is the gate's to dead-letter; here it is only not counted."""
         kinds = [(self._kind.get(e.message.topic), e) for e in events]
         candidates = await self._read([e for kind, e in kinds if kind is None])
-        fields = merge([{kind: 1} for kind, _ in kinds if kind] +
+        fields = merge([deadletter_fields(self.codec, e.message.value) if kind == MALFORMED else {kind: 1}
+                        for kind, e in kinds if kind] +
                        [candidate_fields(c, self.tasks, self.versions) for c, _ in candidates])
         if fields:
             await self._retrying("count", lambda: self._off_loop(self.keeper.store.add, fields))
-        for kind in ("passed", "rejected", "deadletters"):
+        for kind in ("passed", "rejected", MALFORMED, USER_TIMING):
             if fields.get(kind):
                 self.metrics.counted.labels(kind).inc(fields[kind])
         if candidates:

@@ -7,6 +7,12 @@ from streams.rollout.analysis import counts_of
 
 OTHER = "other"
 VERSION_FIELDS = ("requests", "accepted", "corrected", "regenerated", "abandoned", "thumbs_up", "thumbs_down", "empty")
+# dead letters of users' timing: an action after its request settled, or whose request never came. Part of
+# normal traffic (a user acting an hour later), counted apart; the dead-letter monitor judges only the rest,
+# the input a producer or the pipeline broke (undecodable, invalid, oversized, future, unknown schema, ...)
+USER_TIMING_REASONS = frozenset({"late_action", "orphan_action"})
+MALFORMED = "deadletters"  # the field `deadletter_rate` counts
+USER_TIMING = "late_actions"  # counted, never judged
 
 
 class Cap:
@@ -38,3 +44,19 @@ def candidate_fields(c: TrainingCandidate, tasks: Cap, versions: Cap) -> dict[st
         out["empty"] = 1
     return out
 
+
+def deadletter_kind(reason: object) -> str:
+    """`late_actions` for users' timing (USER_TIMING_REASONS), `deadletters` for anything else, an
+    unknown, missing or odd reason included: a dead letter is malformed input unless known otherwise."""
+    return USER_TIMING if isinstance(reason, str) and reason in USER_TIMING_REASONS else MALFORMED
+
+
+def deadletter_fields(codec, value: bytes | None, headers=None) -> dict[str, int]:
+    """What one record of the dead-letter topic adds to the counts, by its reason. One that does not
+    decode as a dead letter is itself broken input: `deadletters`."""
+    try:
+        record = codec.decode("deadletter", value or b"", headers)
+        reason = record.get("reason") if isinstance(record, dict) else None
+    except Exception:
+        reason = None
+    return {deadletter_kind(reason): 1}

@@ -4,14 +4,16 @@ Counts are flat `{field: n}` maps, one per bucket of wall-clock time, summed ove
 window (the last `recent_buckets` complete buckets) and a *baseline* (the `baseline_buckets`
 before it). Fields:
 
-- `requests` joined requests, `empty` their empty or degenerate responses, `deadletters` records
-  sent to the dead-letter topic, `passed` / `rejected` gate decisions;
+- `requests` joined requests, `empty` their empty or degenerate responses, `deadletters` malformed
+  records sent to the dead-letter topic, `late_actions` the dead letters of users' timing (late and
+  orphan actions, `counts.deadletter_kind`: normal traffic, counted apart and never judged),
+  `passed` / `rejected` gate decisions;
 - `action:<a>` the request's settled action (`none` when the user did nothing), `task:<t>` its
   task type, and `v:<version>:<f>` per model version (`requests`, `accepted`, `thumbs_up`, ...).
 
 The monitors, each with the bound `max_<monitor>` of `[guards]`:
 
-- `deadletter_rate`: dead letters per joined request (data corruption, a producer bug);
+- `deadletter_rate`: malformed dead letters per joined request (data corruption, a producer bug);
 - `empty_rate`: empty or degenerate responses per joined request (a broken model or server);
 - `pass_rate_shift`: the gate's pass rate, recent against baseline (absolute change);
 - `action_mix_shift`, `task_mix_shift`: total variation distance between the recent and the

@@ -11,9 +11,9 @@ State per request id (`JoinState`, see `state.py` for its changelog format):
               duplicate changes nothing, until `due` = settle deadline + marker horizon.
 
 The watermark of a partition is the smallest "largest event time seen" over its inputs, minus the
-allowed out-of-orderness; inputs the caller declares idle do not hold it back. Nothing here reads
-the wall clock, and a request's candidate depends only on the events inside its window, so
-replaying a log gives the same candidates byte for byte.
+allowed out-of-orderness; an input the caller finds read to its end and silent counts as that much
+further on (see `watermark`). Nothing here reads the wall clock, and a request's candidate depends
+only on the events inside its window, so replaying a log gives the same candidates byte for byte.
 """
 
 from __future__ import annotations
@@ -298,8 +298,15 @@ class JoinCore:
         ))
 
     # -- event time ------------------------------------------------------------------------------
-    def watermark(self, partition: int, caught_up: Collection[str] = ()) -> int | None:
+    def watermark(self, partition: int, caught_up: Collection[str] | dict[str, int] = ()) -> int | None:
+        """`caught_up`: inputs read to their end. As a dict (what the worker passes), each one's clock
+        counts that many ms past its latest event time (the wall time it has been silent: liveness
+        that a backlog's fast event time cannot outrun, and an input not heard from still holds);
+        as a plain collection, those inputs do not hold the watermark back at all."""
         clock = self._clock.get(partition, {})
+        if isinstance(caught_up, dict):
+            clock = {k: t + max(0, caught_up.get(k, 0)) for k, t in clock.items()}
+            caught_up = ()
         waiting = [clock.get(k) for k in INPUTS if k not in caught_up]
         if waiting:
             if None in waiting:

@@ -38,6 +38,10 @@ COMMIT_INTERVAL_S = 0.25
 EXPECTED_REASONS = frozenset({"late_action", "orphan_action"})
 
 
+def _wall_ms() -> int:
+    return int(time.time() * 1000)
+
+
 def join_group(settings: Settings) -> str:
     return f"{settings.app_id}.join"
 
@@ -85,7 +89,8 @@ class JoinService(Service):
         )
         self.owned: set[int] = set()
         self._next_offset: dict[TopicPartition, int] = {}
-        self._last_record: dict[TopicPartition, float] = {}  # monotonic time of the last record seen
+        # wall ms at which each input last handed records to the join (or was assigned): the start of its silence
+        self._last_record_ms: dict[TopicPartition, int] = {}
         self._uncommitted: dict[TopicPartition, int] = {}
         self._last_commit = 0.0
         # a rebalance callback runs in aiokafka's coordinator task and may interleave with a
@@ -171,27 +176,34 @@ class JoinService(Service):
             for topic in self.topic_of.values():
                 tp = TopicPartition(topic, p)
                 self._next_offset[tp] = await self.consumer.position(tp)
-                self._last_record[tp] = time.monotonic()
+                self._last_record_ms[tp] = _wall_ms()
         log.info("join partitions assigned", extra={"partitions": sorted(partitions), "restored": sorted(new),
                                                     "states": self.core.pending,
                                                     "seconds": round(time.perf_counter() - started, 3)})
 
-    def caught_up(self, partition: int) -> set[str]:
-        """Inputs of this partition that are idle: read to their end, and silent for
-        `idle_input_ms` of wall time. Only liveness uses the wall clock: an idle input stops
-        holding the watermark back, so a partition whose actions stopped still settles. A
-        momentary catch-up while a producer is busy (the log end known from the last fetch is
-        already stale) must not count, or requests would settle before their actions are read."""
-        done = set()
-        now = time.monotonic()
-        idle_s = self.settings.idle_input_ms / 1000
+    def caught_up(self, partition: int) -> dict[str, int]:
+        """Inputs of this partition that are idle, each with how far (ms) its event-time clock may be
+        taken past its latest event: the wall time it is known to have been silent (from the join's
+        last record of it to the broker's latest word on where its log ends, `last_poll_timestamp`),
+        less `idle_input_ms`. Only liveness uses the wall clock, and only at the wall clock's pace: live,
+        where event time is wall time, a partition whose actions stopped still settles; in a backlog,
+        a replay or a catch-up, where event time runs days per second, a silence of a few seconds
+        moves the clock by a few seconds, never past actions still on their way (before, an idle input
+        stopped holding time back at all: the other input's clock then settled requests whose actions
+        were produced but not yet read). An input not heard from since the partition was taken has
+        no clock to advance and holds the watermark until its first event or tick."""
+        idle = {}
         for kind, topic in self.topic_of.items():
             tp = TopicPartition(topic, partition)
             hw = self.consumer.highwater(tp)
             pos = self._next_offset.get(tp)
-            if hw is not None and pos is not None and pos >= hw and now - self._last_record.get(tp, now) >= idle_s:
-                done.add(kind)
-        return done
+            if hw is None or pos is None or pos < hw:
+                continue
+            known_until = self.consumer.last_poll_timestamp(tp)  # wall ms of the fetch that said where its log ends
+            silent_ms = (known_until or 0) - self._last_record_ms.get(tp, _wall_ms())
+            if silent_ms > self.settings.idle_input_ms:
+                idle[kind] = silent_ms - self.settings.idle_input_ms
+        return idle
 
     # -- the batch step --------------------------------------------------------------------------
     def join(self, fetched: dict) -> JoinOutput:
@@ -205,7 +217,7 @@ class JoinService(Service):
                              {k.lower(): v for k, v in m.headers} if m.headers else {}, m.timestamp))
             consumed[kind] += len(messages)
             self._next_offset[tp] = messages[-1].offset + 1
-            self._last_record[tp] = time.monotonic()
+            self._last_record_ms[tp] = _wall_ms()
             partitions.add(tp.partition)
         for kind, n in consumed.items():
             if n:
