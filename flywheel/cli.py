@@ -144,6 +144,12 @@ def build_parser() -> argparse.ArgumentParser:
     erase.add_argument("user_id")
     erase.add_argument("--reason", default="", help="why (kept with the request)")
 
+    era = sub.add_parser("erasure", help="where an erased user's data may still be")
+    esub = era.add_subparsers(dest="erasure_command", required=True, parser_class=_Parser, metavar="COMMAND")
+    est = esub.add_parser("status", help="everywhere a user's data may still exist (topics until retention, dead letters, the review "
+                                         "queue, each dataset version, each model), what was removed, and when the rest expires")
+    est.add_argument("user_id", metavar="USER")
+    est.add_argument("--json", action="store_true", help="print it as one JSON object")
     sub.add_parser("trainer", help="the trainer: fine-tune on every sealed dataset, evaluate, gate, register (blocks)")
     models = sub.add_parser("models", help="the model registry")
     msub = models.add_subparsers(dest="models_command", required=True, parser_class=_Parser, metavar="COMMAND")
@@ -286,7 +292,7 @@ def _run(args, settings: Settings) -> int:
 
         return run_clocks(args, settings)
     handler = {"policy": _policy, "gate": _gate_explain, "review": _review, "reviewers": _reviewers,
-               "calibrate": _calibrate, "datasets": _datasets, "trainer": _trainer, "models": _models, "rollout": _rollout, "guards": _guards, "report": _report, "golden": _golden,
+               "calibrate": _calibrate, "datasets": _datasets, "erasure": _erasure, "trainer": _trainer, "models": _models, "rollout": _rollout, "guards": _guards, "report": _report, "golden": _golden,
                "bootstrap": _bootstrap}.get(args.command)
     if handler is not None:
         return handler(args, settings)
@@ -452,6 +458,12 @@ def _calibrate(args, settings: Settings) -> int:
         report["written"] = {"file": args.write, "stamp": new.stamp}
     print(json.dumps(report, indent=2))
     return 0
+
+
+def _erasure(args, settings: Settings) -> int:
+    from streams.datasets.erasure import main as erasure_status
+
+    return erasure_status(args, settings)
 
 
 def _trainer(args, settings: Settings) -> int:
@@ -690,7 +702,7 @@ def _bootstrap(args, settings: Settings) -> int:
 
 
 def _datasets(args, settings: Settings) -> int:
-    from streams.datasets.store import DatasetStore, user_hash
+    from streams.datasets.store import DatasetStore
 
     cmd = args.datasets_command
     if cmd == "verify":
@@ -730,17 +742,19 @@ def _datasets(args, settings: Settings) -> int:
     store = DatasetStore(settings.datasets_url)
     try:
         if cmd == "list":
-            for m in store.list():
+            for m in store.latest():  # the newest version of each window: never one an erasure replaced
                 print(json.dumps({"dataset_id": m["dataset_id"], "window_start": m["window"]["start_ms"],
                                   "window_end": m["window"]["end_ms"], "records": m["counts"]["records"],
                                   "splits": m["counts"]["split"], "policy_version": m["policy_version"],
-                                  "uri": store.uri(m["dataset_id"])}))
+                                  "uri": store.uri(m["dataset_id"]), **({"supersedes": m["supersedes"]} if m.get("supersedes") else {})}))
         elif cmd == "show":
             print(json.dumps(store.manifest(args.dataset_id), indent=2))
         elif cmd == "affected":
+            from flywheel.pseudonyms import resolve_keys
             from streams.datasets.builder import erased_forms
 
-            hashes = {user_hash(u) for u in erased_forms(args.user_id)}
+            keys = resolve_keys(settings)
+            hashes = erased_forms(args.user_id, keys[0], keys[1:])
             for m in store.list():
                 if any(store.holds_user(m["dataset_id"], h) for h in hashes):
                     print(json.dumps({"dataset_id": m["dataset_id"], "uri": store.uri(m["dataset_id"]),
@@ -756,6 +770,11 @@ def _datasets(args, settings: Settings) -> int:
 def _export(args, store) -> int:
     from streams.datasets.builder import iter_records
 
+    newest = store.newest_version(args.dataset_id)
+    if newest is not None and newest != args.dataset_id:  # an erasure replaced it: never export what was erased
+        print(f"flywheel: error: {args.dataset_id} was replaced by {newest} (an erasure re-sealed its window): export {newest}",
+              file=sys.stderr)
+        return 2
     manifest = store.manifest(args.dataset_id)  # KeyError: no such dataset
     if args.format == "avro" and args.out == "-":
         print("flywheel: error: --format avro needs --out DIR (Avro container files are binary)", file=sys.stderr)

@@ -20,6 +20,7 @@ leaves nothing visible and the next run writes it again from scratch.
 
 from __future__ import annotations
 
+import array
 import functools
 import hashlib
 import json
@@ -36,18 +37,20 @@ from typing import Any, Callable, Iterable, Iterator, Mapping
 
 from confluent_kafka import Consumer, TopicPartition
 
+from flywheel.pseudonyms import fingerprint as pseudonym_fingerprint
 from flywheel.settings import Settings
 from schemas.codec import Codec
 from schemas.records import TrainingCandidate
 from streams.datasets import content, intake, spool
-from streams.datasets.store import DatasetStore, ShardWriter, content_id, dataset_id as make_dataset_id, manifest_json, user_hash
+from streams.datasets.store import (RECORD_USERS, DatasetStore, ShardWriter, content_id, dataset_id as make_dataset_id, manifest_json,
+                                    user_hash, user_key64)
 from streams.datasets.windows import WindowSpan
 from streams.gate.policy import DatasetPolicy, GatePolicy
 from streams.join.labels import pair_regenerations
 
 log = logging.getLogger("flywheel.datasets")
 
-BUILDER_VERSION = "4"  # 2: one shard series per partition; 3: deflate level 1; 4: window-wide selection, records in (event time, request) order, content ids
+BUILDER_VERSION = "5"  # 2: one shard series per partition; 3: deflate level 1; 4: window-wide selection, records in (event time, request) order, content ids; 5: keyed user pseudonyms, record-users.bin
 SCRATCH_HEAD = struct.Struct("<IqQ")  # a scratch entry's size, event time and tie hash
 KEYS_FILE = "dedup-keys.bin"  # the kept records' duplicate keys (sorted little-endian uint64): later windows' prior
 REGENERATED = "regenerated"
@@ -107,10 +110,11 @@ class LogReader:
 class SealInputs:
     """Everything besides the log and the policy that decides a window's content."""
 
-    erased: frozenset[str] = frozenset()  # user ids (and their pseudonyms) erased so far
+    erased: frozenset[str] = frozenset()  # keyed pseudonyms (`erased_forms`) of the users erased so far
     gold: frozenset[str] | None = None  # request ids that passed review everywhere, when review is required
     verdict_offsets: Mapping[str, int] = field(default_factory=dict)  # how far the verdicts were read
     failed: frozenset[str] = frozenset()  # request ids a reviewer failed (or found unsafe): never in a dataset
+    key: bytes = field(default=b"", repr=False)  # the pseudonym key users are hashed with (not in the digest)
 
     def digest(self) -> str:
         h = hashlib.sha256()
@@ -186,6 +190,7 @@ class PartitionOutput:
     counts: dict[str, dict[str, int]]
     users: set[str]
     first_event_time: int | None
+    record_users: bytes = b""  # (user key, request tie hash) uint64 pairs of the records written
 
 
 @functools.cache
@@ -244,8 +249,8 @@ def _reject(rejected: list, r: intake.Rejected) -> None:
         rejected.append(None)  # counted only
 
 
-def prepare_entry(c: TrainingCandidate, validation_share: float, pair_keys: frozenset[str] = frozenset()
-                  ) -> tuple[bytes | None, TrainingCandidate | None]:
+def prepare_entry(c: TrainingCandidate, validation_share: float, pair_keys: frozenset[str] = frozenset(),
+                  user: str | None = None, key: bytes = b"") -> tuple[bytes | None, TrainingCandidate | None]:
     """Pass 1's work on one admitted candidate that can meet its content: its scratch entry (None
     when it makes no record) and its pairing facts (None unless it may answer a regeneration).
     Pure; what it accepts, pass 2 can write (the records fit their Avro schemas)."""
@@ -258,11 +263,11 @@ def prepare_entry(c: TrainingCandidate, validation_share: float, pair_keys: froz
     if sft is None and pref is None and successor is None:
         return None, facts
     payload = marshal.dumps((c.request_id, sft, pref, successor, c.task_type or "-", c.user_action, c.label or "-",
-                             user_hash(c.user_id), c.timestamp))
+                             user_hash(c.user_id, key) if user is None else user, c.timestamp))
     return payload, facts
 
 
-def admitted(c: TrainingCandidate, inputs: SealInputs, seen: set[int], dropped: dict[str, int]) -> bool:
+def admitted(c: TrainingCandidate, inputs: SealInputs, seen: set[int], dropped: dict[str, int], user: str | None = None) -> bool:
     """Not a replay (a request id seen before in this partition: ids are the key, so a replay lands
     on the same partition), not an erased user, not failed in review, in the gold set when review
     is required."""
@@ -271,7 +276,7 @@ def admitted(c: TrainingCandidate, inputs: SealInputs, seen: set[int], dropped: 
         dropped["replays"] = dropped.get("replays", 0) + 1
         return False
     seen.add(key)
-    if c.user_id in inputs.erased:
+    if inputs.erased and (user_hash(c.user_id, inputs.key) if user is None else user) in inputs.erased:
         dropped["erased"] = dropped.get("erased", 0) + 1
         return False
     if c.request_id in inputs.failed:
@@ -295,11 +300,13 @@ def observe_partition(job: PartitionRead, pair_keys: frozenset[str] = frozenset(
         log.warning("spool incomplete, reading the log", extra={"topic": job.topic, "partition": job.partition})
     entry = SCRATCH_HEAD
     with open(job.scratch, "wb", buffering=spool.BUFFER) as scratch:
+        key = job.inputs.key
         for offset, value, headers, c in read_frames(codec, job, from_spool, rejected):
             try:
-                if not admitted(c, job.inputs, seen, dropped):
+                user = user_hash(c.user_id, key)
+                if not admitted(c, job.inputs, seen, dropped, user):
                     continue
-                payload, pairing = prepare_entry(c, validation_share, pair_keys)
+                payload, pairing = prepare_entry(c, validation_share, pair_keys, user)
                 stats.add(c)
                 offers.add(c)  # a few numbers per record; the window's part of the priority comes at finish
             except Exception as exc:  # one candidate's content broke the build: it fails alone
@@ -352,6 +359,7 @@ def write_partition(plan: PartitionPlan) -> PartitionOutput:
     writers: dict[tuple[str, str], ShardWriter] = {}
     counts: dict[str, dict[str, int]] = {"split": {}, "task_type": {}, "user_action": {}, "label": {}}
     users: set[str] = set()
+    record_users = array.array("Q")  # user key, tie hash, ... of every record written
     first_event_time = None
     context: dict = {}  # the window's part of the priority, per (task type, model version)
 
@@ -392,6 +400,8 @@ def write_partition(plan: PartitionPlan) -> PartitionOutput:
                 count("user_action", user_action)
                 count("label", label)
                 users.add(user)
+                record_users.append(user_key64(user))
+                record_users.append(content.tie_hash(request_id))
                 first_event_time = timestamp if first_event_time is None else min(first_event_time, timestamp)
         shards = []
         for (kind, name) in sorted(writers):
@@ -400,7 +410,7 @@ def write_partition(plan: PartitionPlan) -> PartitionOutput:
     finally:
         for w in writers.values():
             w.abort()
-    return PartitionOutput(job.partition, shards, counts, users, first_event_time)
+    return PartitionOutput(job.partition, shards, counts, users, first_event_time, record_users.tobytes())
 
 
 class WindowBuilder:
@@ -429,7 +439,13 @@ class WindowBuilder:
         return jobs
 
     # -- sealing -----------------------------------------------------------------------------------
-    def seal(self, span: WindowSpan, inputs: SealInputs) -> SealResult:
+    def seal(self, span: WindowSpan, inputs: SealInputs, extra: Mapping[str, Any] | None = None) -> SealResult:
+        """Seal `span` from `inputs`; `extra` goes into the manifest as it is (a re-seal's `supersedes`
+        and `resealed`), never into the content id."""
+        if not inputs.key:
+            from flywheel.pseudonyms import resolve_key
+
+            inputs = SealInputs(inputs.erased, inputs.gold, inputs.verdict_offsets, inputs.failed, resolve_key(self.settings))
         offsets = {s: list(span.spans[s]) for s in sorted(span.spans)}
         # what was read names the staging; what was written names the dataset (its content id)
         inputs_id = make_dataset_id(span.start_ms, span.end_ms, self.policy.stamp,
@@ -448,9 +464,9 @@ class WindowBuilder:
             if workers > 1:
                 # spawn, not fork: the service holds librdkafka clients whose threads a fork would not copy
                 with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
-                    manifest, spooled = self._write(span, inputs, inputs_id, offsets, jobs, pool.map, rejected)
+                    manifest, spooled = self._write(span, inputs, inputs_id, offsets, jobs, pool.map, rejected, extra)
             else:
-                manifest, spooled = self._write(span, inputs, inputs_id, offsets, jobs, map, rejected)
+                manifest, spooled = self._write(span, inputs, inputs_id, offsets, jobs, map, rejected, extra)
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
         ds_id = manifest["dataset_id"]
@@ -479,10 +495,10 @@ class WindowBuilder:
             return None
         horizon = span.start_ms - p.duplicates.ttl_days * 86_400_000
         newest: dict[int, dict] = {}
-        for m in self.store.list():
+        for m in self.store.latest():  # an erasure's re-seal replaced some: their keys are gone with them
             w = m.get("window", {})
             if horizon <= w.get("start_ms", -1) < span.start_ms and KEYS_FILE in m.get("files", {}):
-                newest[w["start_ms"]] = m  # list() is by window start, then id: the last one wins
+                newest[w["start_ms"]] = m
         parts = []
         for m in newest.values():
             with self.store.open(f"{m['dataset_id']}/{KEYS_FILE}") as f:
@@ -503,7 +519,7 @@ class WindowBuilder:
             return facts
         seen: set[int] = set()
         for c in self._rejected(span, inputs, rejected):
-            if c.user_id in inputs.erased:
+            if inputs.erased and user_hash(c.user_id, inputs.key) in inputs.erased:
                 continue
             tie = content.tie_hash(c.request_id)
             if selection is not None and tie not in seen:  # a replayed copy counts once
@@ -517,7 +533,8 @@ class WindowBuilder:
         return {c.request_id: c.response for c in self._rejected(span, inputs) if c.request_id in wanted}
 
     def _write(self, span: WindowSpan, inputs: SealInputs, ds_id: str, offsets: dict, jobs: list[PartitionRead],
-               run: Callable[[Callable, Iterable], Iterator], rejected: list | None = None) -> tuple[dict, int]:
+               run: Callable[[Callable, Iterable], Iterator], rejected: list | None = None,
+               extra: Mapping[str, Any] | None = None) -> tuple[dict, int]:
         p = self.policy.datasets
 
         # pass 1: statistics, the selection's facts, regeneration candidates (no texts kept)
@@ -558,10 +575,12 @@ class WindowBuilder:
         counts: dict[str, dict[str, int]] = {"split": {}, "task_type": {}, "user_action": {}, "label": {}}
         users: set[str] = set()
         shards: list[dict] = []
+        record_users: list[bytes] = []
         first_event_time = None
         for out in run(write_partition, plans):
             shards += out.shards
             users |= out.users
+            record_users.append(out.record_users)
             for group, values in out.counts.items():
                 for value, n in values.items():
                     counts[group][value] = counts[group].get(value, 0) + n
@@ -570,7 +589,8 @@ class WindowBuilder:
         shards.sort(key=lambda sh: (sh["kind"], sh["split"], sh["partition"], sh["path"]))
         fs = self.store.fs
         files = {sh["path"]: sh["sha256"] for sh in shards}
-        for name, body in (("users.txt", "".join(u + "\n" for u in sorted(users)).encode()), (KEYS_FILE, selection.kept_keys())):
+        for name, body in (("users.txt", "".join(u + "\n" for u in sorted(users)).encode()), (KEYS_FILE, selection.kept_keys()),
+                           (RECORD_USERS, record_users_bin(record_users))):
             with fs.open(f"{staging}/{name}", "wb") as f:
                 f.write(body)
             files[name] = hashlib.sha256(body).hexdigest()
@@ -600,6 +620,8 @@ class WindowBuilder:
             "shards": shards,
             "schemas": {name: self.codec.current(name).fingerprint.hex() for name in ("sft_record", "preference_record")},
             "curriculum": p.curriculum,
+            "pseudonym_key": pseudonym_fingerprint(inputs.key),  # which key users.txt and record-users.bin are under
+            **dict(extra or {}),
         }
         with fs.open(f"{staging}/manifest.json", "wb") as f:
             f.write(manifest_json(manifest))
@@ -617,11 +639,43 @@ def message_headers(message) -> dict[str, bytes]:
     return {k.lower(): v for k, v in message.headers()} if message.headers() else {}
 
 
-def erased_forms(user_id: str) -> set[str]:
-    """The id as the app sent it, and the gate's pseudonym of it (an id that held personal data)."""
+def erased_forms(user_id: str, key: bytes, older: Iterable[bytes] = ()) -> set[str]:
+    """The keyed pseudonyms (`store.user_hash`) a user's records can carry: of the id as the app sent
+    it, and of the gate's stand-in for it (an id that held personal data), under the current key and,
+    after a rotation, under every `older` key too (datasets sealed before it). What the erased list
+    and `SealInputs.erased` hold: never the id."""
     from streams.gate.filters import pseudonymous_id
 
-    return {user_id, pseudonymous_id(user_id)}
+    legacy = "pii-" + hashlib.sha256(user_id.encode("utf-8")).hexdigest()[:24]  # the gate's unkeyed stand-in, before builder 5
+    out = set()
+    for k in (key, *older):
+        for form in (user_id, pseudonymous_id(user_id, k), legacy):
+            out.add(user_hash(form, k))  # as users.txt sealed under k lists it
+            out.add(user_hash(form, key))  # as a candidate carrying that form is hashed now
+    return out
+
+
+def record_users_bin(parts: Iterable[bytes]) -> bytes:
+    """record-users.bin: every partition's (user key, request tie hash) pairs, sorted, little-endian uint64."""
+    import numpy as np
+
+    pairs = np.frombuffer(b"".join(parts), dtype="<u8").reshape(-1, 2)
+    if len(pairs):
+        pairs = pairs[np.lexsort((pairs[:, 1], pairs[:, 0]))]
+    return np.ascontiguousarray(pairs, dtype="<u8").tobytes()
+
+
+def records_of(record_users: bytes, pseudonyms: Iterable[str]) -> set[int]:
+    """The request tie hashes record-users.bin lists for any of these users' pseudonyms."""
+    import numpy as np
+
+    pairs = np.frombuffer(record_users, dtype="<u8").reshape(-1, 2)
+    out: set[int] = set()
+    for p in pseudonyms:
+        k = np.uint64(user_key64(p))
+        lo, hi = np.searchsorted(pairs[:, 0], k, "left"), np.searchsorted(pairs[:, 0], k, "right")
+        out.update(int(t) for t in pairs[lo:hi, 1])
+    return out
 
 
 def read_to_end(settings: Settings, topic: str, idle_timeout: float = 10.0) -> Iterator[Any]:

@@ -30,6 +30,14 @@ still its own, its state is saved by a script that writes only while the lease h
 a builder that finds the lease gone steps down to standby. A step that fails lets go of the lease
 and starts over (claim, or stand by) from the saved state. `flywheel clocks reset --role datasets`
 refuses while a builder holds the lease, and builders stand by while a reset holds it.
+
+Erasure (`erasure.py`): a request puts the user's keyed pseudonyms on the erased list, takes the
+user's items out of the review queue, and adds every sealed dataset holding the user to the pending
+re-seals, which are saved with the state (and the erasure position) in the same fenced write. Pending
+re-seals run before any window is sealed (a later window's duplicates are judged against the new
+versions), oldest window first; each one publishes the new version, records it in the store's
+`.superseded`, announces it, deletes the old one, and only then leaves the pending list: a crash
+anywhere in between runs it again, and it finds what was done (same inputs, same content id).
 """
 
 from __future__ import annotations
@@ -49,7 +57,7 @@ from flywheel.sdk import DEFAULT_CONFIG
 from flywheel.settings import DAY_MS, Settings
 from schemas.codec import Codec
 from schemas.records import DatasetReady
-from streams.datasets import intake
+from streams.datasets import erasure, intake
 from streams.datasets.builder import SealInputs, SealResult, WindowBuilder, erased_forms, read_to_end, read_verdicts, source_name
 from streams.datasets.builder import message_headers as _headers
 from streams.datasets.spool import WindowSpool
@@ -134,7 +142,11 @@ class DatasetService:
         self.lease_key = lease_key(settings)
         self.lease_value = json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "since": int(time.time() * 1000),
                                        "id": os.urandom(6).hex()}, sort_keys=True).encode()
-        self.erased_key = f"{settings.app_id}:datasets:erased"
+        self.erased_key = erasure.erased_key(settings)  # sorted set: keyed pseudonym -> when the entry may go
+        self.key: bytes | None = None  # the pseudonym key (flywheel/pseudonyms.py), taken at load
+        self.pending: list[str] = []  # datasets to re-seal without erased users, oldest window first (saved with the state)
+        self.reseal_failed: dict[str, str] = {}  # datasets whose re-seal cannot be done here, and why (saved)
+        self.resealed: list = []  # this step's re-seals (erasure.Resealed)
         self.window_ms = policy.datasets.window_days * DAY_MS
         self.lag_ms = policy.datasets.lag_days * DAY_MS
         self.consumer: Consumer | None = None
@@ -164,6 +176,18 @@ class DatasetService:
                 "Records the dataset builder sent to the dead-letter topic, by input (passed, rejected, erasure, verdicts) "
                 "and reason code (future_event, undecodable, invalid_event, unexpected_tick, ...)",
                 ["input", "reason"], registry=metrics.registry)
+        self.reseals = getattr(metrics, "builder_reseals", None)
+        if metrics is not None and self.reseals is None:
+            from prometheus_client import Counter, Gauge
+
+            self.reseals = metrics.builder_reseals = Counter(
+                "flywheel_datasets_reseals_total",
+                "Sealed datasets replaced by a version without erased users, by mode: log (sealed again from the log), "
+                "shards (the log no longer holds the window: its shards rewritten), failed (neither could be done)",
+                ["mode"], registry=metrics.registry)
+            metrics.builder_reseal_pending = Gauge(
+                "flywheel_datasets_reseals_pending", "Sealed datasets waiting to be re-sealed without erased users",
+                registry=metrics.registry)
 
     # -- state ---------------------------------------------------------------------------------------
     def _sources(self) -> list[str]:
@@ -189,13 +213,21 @@ class DatasetService:
         """Take the lease (LeaseHeld when another builder or a reset holds it), then start from the saved state."""
         if self._lease_stop is None:
             self._claim_lease()
+        from flywheel.pseudonyms import resolve_key, resolve_keys
+
+        self.key = resolve_key(self.settings, self.redis)
+        self.older_keys = resolve_keys(self.settings, self.redis)[1:]  # after a rotation: datasets sealed before it
+        erasure.migrate(self.redis, self.settings, self.policy, self.key)
         raw = self.redis.get(self.state_key)
         sources = self._sources()
+        self.pending, self.reseal_failed = [], {}
         if raw:
             saved = json.loads(raw)
             self.clock = WindowClock.from_json(saved["clock"])
             self.erasure_positions = {int(k): v for k, v in saved.get("erasure", {}).items()}
             self.verdicts_checked = {str(k): int(v) for k, v in saved.get("verdicts_checked", {}).items()}
+            self.pending = [str(d) for d in saved.get("reseal", [])]
+            self.reseal_failed = {str(k): str(v) for k, v in saved.get("reseal_failed", {}).items()}
         else:
             self.clock = WindowClock(self.window_ms, self.lag_ms, sources)
         for s in sources:
@@ -222,6 +254,10 @@ class DatasetService:
         state = {"clock": self.clock.to_json(), "erasure": self.erasure_positions}
         if self.verdicts_checked:
             state["verdicts_checked"] = self.verdicts_checked
+        if self.pending:
+            state["reseal"] = self.pending
+        if self.reseal_failed:
+            state["reseal_failed"] = self.reseal_failed
         if not self.redis.eval(_LEASE_SAVE, 2, self.lease_key, self.state_key, self.lease_value, self.lease_ms,
                                json.dumps(state)):
             self._lease_lost = True
@@ -408,6 +444,9 @@ class DatasetService:
             self._observe_lag()
         if batch:
             self.save()
+        self.resealed = []
+        if self.pending:  # a guard's hold on datasets does not hold back an erasure
+            self._reseal_pending()
         ready = self.clock.ready()
         if ready and not self._held(now):
             for span in ready:
@@ -511,6 +550,8 @@ class DatasetService:
                 self.clock.mark_idle(source)
 
     def _erase(self, m, dead: list[intake.Rejected]) -> None:
+        """One erasure request: the erased list, the review queue, the datasets to re-seal (all
+        idempotent: a request read again after a crash does the same and adds nothing)."""
         self.erasure_positions[m.partition()] = m.offset() + 1
         headers = _headers(m)
         try:
@@ -518,13 +559,56 @@ class DatasetService:
         except intake.RecordError as exc:
             dead.append(intake.rejected(exc, m.topic(), m.partition(), m.offset(), m.value(), m.key(), headers))
             return
-        self.redis.sadd(self.erased_key, *erased_forms(req.user_id))
+        forms = erased_forms(req.user_id, self.key, self.older_keys)
+        now_ms = int(time.time() * 1000)
+        erasure.record(self.redis, self.settings, self.policy, forms, max(now_ms, int(req.requested_at or 0)))
+        removed = erasure.remove_from_review(self.redis, self.settings, forms, self.key)
+        held = [d for d in erasure.affected(self.store, forms, erasure.legacy_hashes(req.user_id)) if d not in self.pending]
+        self.pending = self._in_window_order(self.pending + held)
+        erasure.note(self.redis, self.settings, erasure.main_pseudonym(req.user_id, self.key),
+                     requested_at=int(req.requested_at or now_ms), read_at=now_ms, review_removed=removed, datasets=held)
         if self.metrics is not None:
             self.metrics.erasures.inc()
-        log.info("erasure recorded", extra={"partition": m.partition(), "offset": m.offset()})
+        log.info("erasure recorded", extra={"partition": m.partition(), "offset": m.offset(), "review_items_removed": len(removed),
+                                            "datasets_to_reseal": len(held)})
+
+    def _in_window_order(self, ids: list[str]) -> list[str]:
+        order = {m["dataset_id"]: i for i, m in enumerate(self.store.list())}
+        return sorted(dict.fromkeys(ids), key=lambda d: order.get(d, -1))
+
+    def _reseal_pending(self) -> None:
+        """Every pending re-seal, oldest window first; each one leaves the list only when done."""
+        gauge = getattr(self.metrics, "builder_reseal_pending", None)
+        while self.pending:
+            if gauge is not None:
+                gauge.set(len(self.pending))
+            old = self.pending[0]
+            self._fence()  # only the lease's holder re-seals
+            log.info("erasure: re-seal started", extra={"dataset_id": old})
+            erased = erasure.current(self.redis, self.settings)
+            with paused(self.consumer):
+                done = erasure.reseal(self.builder, self.store, old, erased, self.key, self.codec, self.policy.review.safety_floor)
+            self._fence()  # lost meanwhile: the next holder re-seals it again (the same content id) and goes on
+            if done.mode == "failed":
+                self.reseal_failed[old] = done.reason[:500]
+                log.error("erasure: the dataset cannot be re-sealed without the user", extra={"dataset_id": old, "reason": done.reason[:300]})
+            else:
+                if done.result is not None:
+                    self.announce(done.result)
+                deleted = erasure.finish(self.store, done)
+                self.reseal_failed.pop(old, None)
+                log.info("erasure: dataset re-sealed", extra={"dataset_id": old, "new_dataset_id": done.new_id, "mode": done.mode,
+                                                               "seconds": round(done.seconds, 2), "deleted": deleted})
+            if self.reseals is not None and done.mode != "done":
+                self.reseals.labels(done.mode).inc()
+            self.pending.pop(0)
+            self.save()
+            self.resealed.append(done)
+        if gauge is not None:
+            gauge.set(0)
 
     def inputs(self) -> SealInputs:
-        erased = frozenset(v.decode() for v in self.redis.smembers(self.erased_key))
+        erased = erasure.current(self.redis, self.settings)
         review = self.policy.review
         if review.enabled or review.required:
             gold, failed, offsets, bad = read_verdicts(self.settings, self.codec, review.safety_floor)
@@ -533,8 +617,8 @@ class DatasetService:
             self.verdicts_checked.update(offsets)
             # what people failed leaves every later dataset, and every replay of the sealed ones
             self.store.write_withdrawn(failed)
-            return SealInputs(erased, gold if review.required else None, offsets, failed)
-        return SealInputs(erased)
+            return SealInputs(erased, gold if review.required else None, offsets, failed, self.key)
+        return SealInputs(erased, key=self.key)
 
     def _seal(self, span) -> SealResult:
         started = time.perf_counter()

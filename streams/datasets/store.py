@@ -5,13 +5,21 @@ Layout under the store's root (a local path or an fsspec URL such as s3://bucket
     <root>/<dataset_id>/manifest.json        what the dataset is (written last)
     <root>/<dataset_id>/sft/*.avro|*.jsonl    SFT shards
     <root>/<dataset_id>/preference/...        preference shards
-    <root>/<dataset_id>/users.txt             sorted sha256 hex of the user ids in it, one per line
+    <root>/<dataset_id>/users.txt             sorted keyed pseudonyms (HMAC-SHA256 hex) of its users, one per line
+    <root>/<dataset_id>/record-users.bin      (user pseudonym, request) pairs of its records, 64-bit each (erasure)
     <root>/.staging/<dataset_id>/             the same, while it is being written
+    <root>/.superseded                        JSON: dataset id -> the version that replaced it, when and why
 
 A dataset is published, and visible, once `<root>/<dataset_id>/manifest.json` exists. On a local
 filesystem `publish` renames the staging directory into place (`os.replace`, atomic); elsewhere it
 moves the files and the manifest last, so a crash mid-publish leaves a directory without manifest,
 which `exists`/`list` ignore and the next publish replaces.
+
+Versions: an erasure re-seals a window into a new dataset (a new content id) whose manifest names the
+one it `supersedes`; the old one is recorded in `.superseded` and then deleted (`delete`: manifest
+first, so it stops being published before any shard goes). Readers take `latest()`: one dataset per
+window, never a superseded one, so a reader that lists between the publication of the new version
+and the deletion of the old sees both and takes the new.
 
 Shards are reproducible byte for byte: Avro object container files (codec deflate) with a sync
 marker derived from the writer's seed and the shard's name and no wall-clock metadata, and JSONL
@@ -27,6 +35,7 @@ import hashlib
 import json
 import os
 import posixpath
+import time
 from typing import Any, Iterable, Mapping
 
 import fastavro
@@ -37,8 +46,10 @@ from schemas.codec import Codec
 
 MANIFEST = "manifest.json"
 USERS = "users.txt"
+RECORD_USERS = "record-users.bin"  # sorted (user pseudonym, request tie hash) uint64 pairs: whose record is whose
 STAGING = ".staging"
 WITHDRAWN = ".withdrawn"  # request ids people failed in review after (or before) their window was sealed
+SUPERSEDED = ".superseded"  # dataset id -> {"by", "at", "reason", "mode", "users"}: versions an erasure replaced
 DEFLATE_LEVEL = 1
 SYNC_SIZE = 16
 _USER_LINE = 65  # 64 hex characters and a newline
@@ -53,9 +64,21 @@ def _schema(schema_name: str) -> dict:
     return _codec().current(schema_name).raw
 
 
-def user_hash(user_id: str) -> str:
-    """What users.txt holds for a user id: its sha256, hex."""
-    return hashlib.sha256(user_id.encode("utf-8")).hexdigest()
+def user_hash(user_id: str, key: bytes) -> str:
+    """What users.txt holds for a user id: HMAC-SHA256 with the flywheel's pseudonym key, hex
+    (`flywheel/pseudonyms.py`; a plain hash of a known id is no pseudonym)."""
+    from flywheel.pseudonyms import keyed
+
+    return keyed(key, user_id)
+
+
+def user_key64(pseudonym: str) -> int:
+    """The 64 bits of a user's pseudonym that record-users.bin keeps."""
+    return int(pseudonym[:16], 16)
+
+
+def window_start(manifest: Mapping[str, Any]) -> int:
+    return _window_start(manifest)
 
 
 def users_txt(hashes: Iterable[str]) -> bytes:
@@ -319,7 +342,8 @@ class DatasetStore:
             raise KeyError(f"no published dataset {dataset_id!r} in {self.url} ({path} does not exist)") from None
 
     def list(self) -> list[dict]:
-        """Manifests of the published datasets, by window start (then id). Staging is not listed."""
+        """Manifests of every published dataset, every version, by window start (then id). Staging is
+        not listed. Readers of training data want `latest()`."""
         if not self.fs.exists(self.root):
             return []
         out = []
@@ -329,6 +353,71 @@ class DatasetStore:
                 continue
             out.append(self.manifest(name))
         return sorted(out, key=lambda m: (_window_start(m), str(m.get("dataset_id", ""))))
+
+    def latest(self, manifests: list[dict] | None = None) -> list[dict]:
+        """The newest version of each window's dataset, by window start: no superseded dataset (named
+        in `.superseded`, or by a listed manifest's `supersedes`); of two versions of one window that
+        neither supersedes, the last by id (as `list()` orders them)."""
+        manifests = self.list() if manifests is None else manifests
+        gone = set(self.superseded()) | {str(m["supersedes"]) for m in manifests if m.get("supersedes")}
+        newest: dict[int, dict] = {}
+        for m in manifests:
+            if m.get("dataset_id") not in gone:
+                newest[_window_start(m)] = m
+        return [newest[w] for w in sorted(newest)]
+
+    def newest_version(self, dataset_id: str) -> str | None:
+        """The version that replaced `dataset_id` (following re-seals of re-seals), `dataset_id` itself
+        when nothing did, or None when it is neither published nor recorded as superseded."""
+        ledger = self.superseded()
+        by_parent = {str(m["supersedes"]): m["dataset_id"] for m in self.list() if m.get("supersedes")}
+        current, seen = dataset_id, set()
+        while current not in seen:
+            seen.add(current)
+            following = (ledger.get(current) or {}).get("by") or by_parent.get(current)
+            if not following:
+                break
+            current = following
+        if current == dataset_id and not self.exists(dataset_id):
+            return None
+        return current
+
+    def superseded(self) -> dict[str, dict]:
+        """`.superseded`: dataset id -> {"by": its replacement, "at": ms, "reason", "mode", "users": [pseudonyms]}."""
+        path = self._join(SUPERSEDED)
+        if not self.fs.exists(path):
+            return {}
+        with self.fs.open(path, "rb") as f:
+            return json.loads(f.read().decode("utf-8") or "{}")
+
+    def mark_superseded(self, dataset_id: str, by: str, **info: Any) -> None:
+        """Record that `by` replaced `dataset_id` (idempotent: an existing entry keeps its time)."""
+        ledger = self.superseded()
+        entry = ledger.get(dataset_id)
+        if entry is not None and entry.get("by") == by:
+            return
+        ledger[dataset_id] = {"by": by, "at": int(info.pop("at", time.time() * 1000)), **_plain(info)}
+        self._replace_file(SUPERSEDED, (json.dumps(ledger, sort_keys=True, indent=1) + "\n").encode("utf-8"))
+
+    def delete(self, dataset_id: str) -> bool:
+        """Remove a published dataset's files, local directory or fsspec URL alike: the manifest first
+        (it stops being published), then the rest. True when there was something to delete."""
+        path = self.path(dataset_id)
+        if not self.fs.exists(path):
+            return False
+        manifest = posixpath.join(path, MANIFEST)
+        if self.fs.exists(manifest):
+            self.fs.rm(manifest)
+        if self.fs.exists(path):
+            self.fs.rm(path, recursive=True)
+        return True
+
+    def _replace_file(self, name: str, body: bytes) -> None:
+        path, tmp = self._join(name), self._join(f"{name}.tmp")
+        self.fs.makedirs(self.root, exist_ok=True)
+        with self.fs.open(tmp, "wb") as f:
+            f.write(body)
+        self.fs.mv(tmp, path)
 
     def open(self, path: str, mode: str = "rb"):
         """A file under the root, by its path relative to the root ("<dataset_id>/sft/train-00000.avro")."""

@@ -47,7 +47,9 @@ USERS = "users.txt"
 VOLATILE: tuple[str, ...] = ()
 # manifest fields the rebuild takes from the manifest (what the seal read): equal by construction
 CARRIED: tuple[str, ...] = ("window.index", "window.start_ms", "window.end_ms", "window.decisions", "window.passed",
-                            "late_events", "source_offsets", "verdict_offsets", "review_required")
+                            "late_events", "source_offsets", "verdict_offsets", "review_required", "supersedes", "resealed")
+# what a re-seal adds to the manifest (the rebuild carries it over): never part of the content id
+RESEAL_FIELDS = ("supersedes", "resealed")
 MAX_IDS = 1000  # request ids listed per kind of difference and file (the counts are always whole)
 
 
@@ -363,6 +365,11 @@ def _read(settings, topic: str, stops: Mapping[int, int] | None = None) -> Itera
             yield m
 
 
+def check_log(settings, span) -> None:
+    """VerifyError when the log no longer holds every offset the seal of `span` read (retention passed)."""
+    _check_log(settings, span)
+
+
 def _check_log(settings, span) -> None:
     from confluent_kafka import Consumer, TopicPartition
 
@@ -380,11 +387,18 @@ def _check_log(settings, span) -> None:
         c.close()
 
 
-def seal_inputs(settings, manifest: Mapping[str, Any], codec, safety_floor: int = 3) -> tuple[Any, dict]:
+def seal_inputs(settings, manifest: Mapping[str, Any], codec, safety_floor: int = 3, erased: frozenset[str] | None = None,
+                key: bytes | None = None) -> tuple[Any, dict]:
     """SealInputs as the seal had them (gold as of the recorded verdict offsets, the erasure set that
-    gives the recorded digest), and what was found, for the report."""
+    gives the recorded digest), and what was found, for the report. With `erased` (keyed pseudonyms:
+    an erasure's re-seal), that erasure set instead of the one read from the erasure topic."""
+    from flywheel.pseudonyms import resolve_keys
     from streams.datasets import intake
     from streams.datasets.builder import SealInputs, erased_forms, message_headers, review_sets
+
+    keys = resolve_keys(settings)
+    key = keys[0] if key is None else key
+    older = [k for k in keys if k != key]
 
     verdict_offsets = {str(k): int(v) for k, v in (manifest.get("verdict_offsets") or {}).items()}
     gold, failed = None, frozenset()
@@ -400,6 +414,9 @@ def seal_inputs(settings, manifest: Mapping[str, Any], codec, safety_floor: int 
         gold = gold if manifest.get("review_required") else None
         found["gold"] = None if gold is None else len(gold)
         found["review_failed"] = len(failed)
+    if erased is not None:
+        found["erasure"] = {"ids": len(erased), "matched": True, "used": "the erased list"}
+        return SealInputs(frozenset(erased), gold, verdict_offsets, failed, key), found
     requests = []
     for m in _read(settings, settings.topic_erasure):
         try:
@@ -407,7 +424,7 @@ def seal_inputs(settings, manifest: Mapping[str, Any], codec, safety_floor: int 
         except intake.RecordError:
             continue
         kind, ts = m.timestamp()
-        requests.append((ts if kind and ts > 0 else 0, m.partition(), m.offset(), erased_forms(req.user_id)))
+        requests.append((ts if kind and ts > 0 else 0, m.partition(), m.offset(), erased_forms(req.user_id, key, older)))
     want = manifest.get("erasure") or {}
     erased, n = match_erasures(requests, gold, str(want.get("digest", "")), int(want.get("ids", 0)), failed)
     found["erasure"] = {"requests": len(requests), "ids": int(want.get("ids", 0)), "matched": erased is not None}
@@ -416,7 +433,7 @@ def seal_inputs(settings, manifest: Mapping[str, Any], codec, safety_floor: int 
         found["erasure"]["used"] = "every request on the topic"
     else:
         found["erasure"]["used"] = "every request on the topic" if n == len(requests) else f"the first {n} requests"
-    return SealInputs(erased, gold, verdict_offsets, failed), found
+    return SealInputs(erased, gold, verdict_offsets, failed, key), found
 
 
 def _files(fs, root: str) -> list[str]:
@@ -426,11 +443,14 @@ def _files(fs, root: str) -> list[str]:
     return sorted(posixpath.relpath(p, root) for p in fs.find(root))
 
 
-def _copy_earlier(store, scratch_store, start_ms: int) -> int:
+def copy_earlier(store, scratch_store, start_ms: int) -> int:
     """The earlier windows' datasets, as a seal reads them from the store (their manifests and small
-    files: no shards, no users.txt), into the scratch store. Returns how many."""
+    files: no shards, no users.txt, no record-users.bin), newest version of each window, into the
+    scratch store. Returns how many."""
+    from streams.datasets.store import RECORD_USERS
+
     n = 0
-    for m in store.list():
+    for m in store.latest():
         w = m.get("window") or {}
         if not isinstance(w, Mapping) or int(w.get("start_ms", start_ms)) >= start_ms:
             continue
@@ -438,7 +458,7 @@ def _copy_earlier(store, scratch_store, start_ms: int) -> int:
         shards = {sh.get("path") for sh in m.get("shards", [])}
         dest = scratch_store.path(ds)
         for rel in _files(store.fs, store.path(ds)):
-            if rel in shards or rel == USERS or rel == MANIFEST:
+            if rel in shards or rel in (USERS, MANIFEST, RECORD_USERS):
                 continue
             scratch_store.fs.makedirs(posixpath.dirname(posixpath.join(dest, rel)), exist_ok=True)
             with store.open(f"{ds}/{rel}") as src, scratch_store.fs.open(posixpath.join(dest, rel), "wb") as out:
@@ -489,12 +509,13 @@ def verify(settings, policy, store, dataset_id: str, scratch: str | None = None,
         rebuild = settings.replace(seal_spool=os.path.join(tmp, "spool"), dataset_store=os.path.join(tmp, "store"),
                                    seal_workers=max(1, workers))
         scratch_store = DatasetStore(rebuild.datasets_url)
-        found["earlier_datasets"] = _copy_earlier(store, scratch_store, span.start_ms)
+        found["earlier_datasets"] = copy_earlier(store, scratch_store, span.start_ms)
         builder_log = logging.getLogger("flywheel.datasets")
         level = builder_log.level
         builder_log.setLevel(logging.ERROR)  # "spool incomplete, reading the log": as intended here
         try:
-            result = WindowBuilder(rebuild, policy, scratch_store, codec).seal(span, inputs)
+            result = WindowBuilder(rebuild, policy, scratch_store, codec).seal(
+                span, inputs, {k: manifest[k] for k in RESEAL_FIELDS if k in manifest})
         finally:
             builder_log.setLevel(level)
         report.rebuilt_id = result.dataset_id

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import redis
@@ -184,15 +185,19 @@ def test_verify_rebuilds_a_sealed_window_to_the_byte_and_names_a_changed_shard(d
     verdicts(w0, passed=lambda c: c.request_id != "req-00007")
     erase(s, "carol")
     svc = service(s, policy)
-    erased = f"{s.app_id}:datasets:erased"
-    run_until(svc, lambda _: redis.Redis.from_url(s.redis_url).sismember(erased, "carol"), timeout=30)
+    from flywheel.pseudonyms import resolve_key
+    from streams.datasets.builder import erased_forms
+
+    erased, carol = f"{s.app_id}:datasets:erased", sorted(erased_forms("carol", resolve_key(s)))[0]  # keyed pseudonyms only
+    run_until(svc, lambda _: redis.Redis.from_url(s.redis_url).zscore(erased, carol) is not None, timeout=30)
     send(s, [(s.topic_passed, None, c.request_id.encode(), enc(c), None) for c in w0])
     send(s, [(s.topic_passed, p, f"due-0-{p}".encode(), enc(candidate(900 + p, T0 + 22 * DAY_MS)), None) for p in range(s.partitions)])
     first = run_until(svc, lambda r: len(r) >= 1)[0]
-    assert first.manifest["erasure"]["ids"] == 2 and first.manifest["dropped"]["erased"] == 10
+    assert first.manifest["erasure"]["ids"] == 3 and first.manifest["dropped"]["erased"] == 10
     assert first.manifest["dropped"]["review_failed"] == 1 and "not_gold" not in first.manifest["dropped"]
 
-    # after the seal: bob asks to be erased, and a second reviewer fails a record window 0 holds
+    # after the seal: bob asks to be erased (window 0 is re-sealed without him: a new version replaces it), and a
+    # second reviewer fails a record window 0 holds
     erase(s, "bob")
     verdicts([w0[0]], passed=lambda c: False, reviewer="dave")
     verdicts(w1)
@@ -202,6 +207,11 @@ def test_verify_rebuilds_a_sealed_window_to_the_byte_and_names_a_changed_shard(d
     assert second.manifest["window"]["start_ms"] == T0 + WEEK
     assert second.manifest["dropped"].get("selection.duplicate", 0) >= 1  # against window 0's kept keys
     svc.close()
+    store = DatasetStore(s.datasets_url)
+    first_id = first.dataset_id
+    first = SimpleNamespace(dataset_id=store.newest_version(first_id), manifest=None)
+    first.manifest = store.manifest(first.dataset_id)
+    assert first.dataset_id != first_id and first.manifest["supersedes"] == first_id and not store.exists(first_id)
 
     for ds in (first.dataset_id, second.dataset_id):
         out = cli(s, "verify", ds)
@@ -209,7 +219,7 @@ def test_verify_rebuilds_a_sealed_window_to_the_byte_and_names_a_changed_shard(d
         assert out.stdout.startswith(f"{ds}: rebuilt from the log: identical")
     report = json.loads(cli(s, "verify", first.dataset_id, "--json").stdout)
     assert report["identical"] and report["rebuilt_id"] == first.dataset_id
-    assert report["inputs"]["erasure"] == {"requests": 2, "ids": 2, "matched": True, "used": "the first 1 requests"}
+    assert report["inputs"]["erasure"] == {"requests": 2, "ids": 6, "matched": True, "used": "every request on the topic"}
     assert report["inputs"]["gold"] == 29 and report["files_compared"] == len(first.manifest["files"]) + 1
 
     # one byte of one stored shard changed: exit 1, and the shard is named

@@ -42,7 +42,9 @@ def fresh(settings, tag: str, tmp_path: Path):
                                                       "topic_datasets_ready", "topic_erasure", "topic_models")}
     policy = tmp_path / "policy.toml"
     policy.write_text(POLICY)
+    # one pseudonym key for every way (users.txt holds keyed pseudonyms: the bytes are the same under one key)
     s = settings.replace(app_id=f"same-{run}", roles="join,gate", gate_policy=str(policy), idle_partition_ms=500,
+                         pseudonym_key="same-datasets test key",
                          dataset_store=str(tmp_path / f"store-{run}"), data_dir=str(tmp_path / f"data-{run}"),
                          seal_spool=str(tmp_path / f"spool-{run}"),
                          **{field: f"t{run}.{name}" for name, field in names.items()})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import hmac
 import io
 import json
 import uuid
@@ -15,6 +16,7 @@ from streams.datasets.store import (DatasetStore, ShardWriter, dataset_id, manif
                                     users_txt)
 
 T0 = 1_760_000_000_000  # 2025-10-09 UTC
+KEY = b"test pseudonym key"
 
 
 def sft(i: int, **kw) -> dict:
@@ -45,7 +47,7 @@ def stage_dataset(store: DatasetStore, ds_id: str, records, window_start: int = 
     staging = store.staging(ds_id)
     shards = write(store.fs, f"{staging}/sft", records, seed=f"{ds_id}/sft/train")
     with store.fs.open(f"{staging}/users.txt", "wb") as f:
-        f.write(users_txt(user_hash(u) for u in users))
+        f.write(users_txt(user_hash(u, KEY) for u in users))
     with store.fs.open(f"{staging}/manifest.json", "wb") as f:
         f.write(manifest_json({"dataset_id": ds_id, "window_start": window_start, "shards": shards}))
     return shards
@@ -189,13 +191,14 @@ def test_holds_user(tmp_path):
     stage_dataset(store, "ds-u", [sft(0)], users=users)
     store.publish("ds-u")
     text = (tmp_path / "datasets" / "ds-u" / "users.txt").read_text()
-    assert text.splitlines() == sorted(user_hash(u) for u in users) and "user-" not in text
-    assert all(store.holds_user("ds-u", user_hash(u)) for u in users)
-    assert not store.holds_user("ds-u", user_hash("user-200"))
+    assert text.splitlines() == sorted(user_hash(u, KEY) for u in users) and "user-" not in text
+    assert all(store.holds_user("ds-u", user_hash(u, KEY)) for u in users)
+    assert not store.holds_user("ds-u", user_hash("user-200", KEY))
     assert not store.holds_user("ds-u", "0" * 64) and not store.holds_user("ds-u", "f" * 64)
-    assert user_hash("alice") == hashlib.sha256(b"alice").hexdigest()
+    # keyed (HMAC-SHA256), never a plain hash a known id reverses
+    assert user_hash("alice", KEY) == hmac.new(KEY, b"alice", "sha256").hexdigest() != hashlib.sha256(b"alice").hexdigest()
     with pytest.raises(KeyError):
-        store.holds_user("ds-missing", user_hash("alice"))
+        store.holds_user("ds-missing", user_hash("alice", KEY))
 
 
 # -- ids and manifests ------------------------------------------------------------------------------
@@ -234,7 +237,7 @@ def test_memory_store_works_end_to_end():
     for shard in shards:
         with store.open(f"ds-m/{shard['path']}") as f:
             assert hashlib.sha256(f.read()).hexdigest() == shard["sha256"]
-    assert store.holds_user("ds-m", user_hash("alice")) and not store.holds_user("ds-m", user_hash("carol"))
+    assert store.holds_user("ds-m", user_hash("alice", KEY)) and not store.holds_user("ds-m", user_hash("carol", KEY))
     assert store.uri("ds-m").startswith("memory://") and store.uri("ds-m").endswith("/ds-m")
     stage_dataset(store, "ds-m", [sft(0)])
     store.publish("ds-m")  # idempotent here too

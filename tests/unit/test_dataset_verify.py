@@ -174,12 +174,12 @@ def test_gold_and_failed_as_the_seal_reads_verdicts():
 
 
 def test_match_erasures_whole_topic_then_prefixes():
-    reqs = [(100, 0, 0, erased_forms("alice")), (200, 1, 0, erased_forms("bob")), (300, 0, 1, erased_forms("carol"))]
+    reqs = [(100, 0, 0, erased_forms("alice", b"k")), (200, 1, 0, erased_forms("bob", b"k")), (300, 0, 1, erased_forms("carol", b"k"))]
     gold = frozenset({"r1"})
     whole = frozenset().union(*(r[3] for r in reqs))
     assert match_erasures(reqs, gold, SealInputs(whole, gold).digest(), len(whole)) == (whole, 3)
     # the seal saw alice and bob: carol asked later
-    seen = erased_forms("alice") | erased_forms("bob")
+    seen = erased_forms("alice", b"k") | erased_forms("bob", b"k")
     assert match_erasures(list(reversed(reqs)), gold, SealInputs(frozenset(seen), gold).digest(), len(seen)) == (frozenset(seen), 2)
     assert match_erasures(reqs, None, SealInputs(frozenset(), None).digest(), 0) == (frozenset(), 0)
     assert match_erasures(reqs, gold, "not-a-digest", 2) == (None, 0)
