@@ -499,19 +499,23 @@ def _models_import(args, registry) -> int:
 
 
 def _models(args, settings: Settings) -> int:
+    from streams.datasets.store import DatasetStore
+
     registry = _registry(settings)
     if args.models_command == "import":
         return _models_import(args, registry)
+    superseded = DatasetStore(settings.datasets_url).superseded()  # lineage against erasures' re-seals
     if args.models_command == "list":
         production = registry.production()
         for m in registry.list():
             print(json.dumps({"version": m["version"], "status": m.get("status"), "production": m["version"] == production,
                               "dataset_id": m.get("dataset_id"), "base_model": m.get("base_model"),
                               "overall": m.get("metrics", {}).get("overall"), "delta": m.get("deltas", {}).get("overall"),
-                              "gate_passed": m.get("gate_passed"), "created_at": m.get("created_at")}, sort_keys=True))
+                              "gate_passed": m.get("gate_passed"), "created_at": m.get("created_at"),
+                              "tainted_by_erasure": bool(registry.tainted(m["version"], superseded))}, sort_keys=True))
         return 0
     try:
-        print(json.dumps(registry.show(args.version), indent=2, sort_keys=True))
+        print(json.dumps(registry.with_taint(registry.show(args.version), superseded), indent=2, sort_keys=True))
     except KeyError as exc:
         print(f"flywheel: error: {exc.args[0]}", file=sys.stderr)
         return 2

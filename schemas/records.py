@@ -256,7 +256,7 @@ class DatasetReady(_Record):
 
 @dataclass(slots=True)
 class ModelEvent(_Record):
-    """What the trainer did with a dataset or a cold start (schemas/avro/model_event.v1.avsc)."""
+    """What the trainer did with a dataset or a cold start (schemas/avro/model_event.v2.avsc)."""
 
     schema_name: ClassVar[str] = "model_event"
     event_id: str
@@ -277,6 +277,8 @@ class ModelEvent(_Record):
     train_seconds: float = 0.0
     first_event_time: int = 0
     time_to_improvement_ms: int | None = None
+    datasets: list[str] = field(default_factory=list)  # lineage: every dataset version the model learned from
+    tainted_by_erasure: list[str] = field(default_factory=list)  # of those, the ones an erasure has since replaced
 
 
 @dataclass(slots=True)

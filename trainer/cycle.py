@@ -5,6 +5,15 @@ production model on the dataset's SFT train split (with `replay_datasets`, joine
 splits of the datasets of the windows before it), evaluate candidate and incumbent on the golden
 set (and perplexity on the validation split), gate, register. Every outcome becomes a
 `ModelEvent`; the caller records it and only then commits the dataset's offset.
+
+Erasure: replays read the newest version of each window (`DatasetStore.latest`), so a dataset an
+erasure re-sealed is replayed without the user. Each cycle first flags every registered model whose
+lineage holds a dataset version an erasure has since replaced (`erasure_flagged` events); a re-seal's
+own ready event, for a window already trained, trains nothing unless `[trainer] on_erased_lineage =
+"retrain"` and production is flagged: then, as in every cycle while production is flagged, the
+candidate is fine-tuned from the newest clean model of production's base chain instead (the newest
+window's dataset and its replays), and the flagged model is marked to retire (rollout's promotion of
+a clean candidate replaces it).
 """
 
 from __future__ import annotations
@@ -12,7 +21,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Iterable
 
 from schemas.records import ModelEvent
@@ -22,7 +31,7 @@ from trainer.evaluate import evaluate
 from trainer.examples import Example, Pair
 from trainer.golden import GoldenStore
 from trainer.model import file_hashes, load, save
-from trainer.registry import Registry
+from trainer.registry import ERASURE_POLICIES, Registry
 
 log = logging.getLogger("flywheel.trainer")
 
@@ -35,6 +44,17 @@ class Refused(Exception):
 class CycleResult:
     outcome: str  # candidate | rejected | refused
     event: ModelEvent
+    flagged: list[ModelEvent] = field(default_factory=list)  # erasure_flagged: models whose lineage an erasure reached
+
+
+def superseded_of(store: Any) -> dict:
+    """The store's record of dataset versions an erasure (or anything else) replaced."""
+    return store.superseded() if hasattr(store, "superseded") else {}
+
+
+def latest_of(store: Any) -> list[dict]:
+    """The newest version of each window's dataset (every listed one for a store without versions)."""
+    return store.latest() if hasattr(store, "latest") else store.list()
 
 
 def now_ms() -> int:
@@ -113,23 +133,80 @@ class Cycle:
         return CycleResult("refused", ModelEvent(event_id=uuid.uuid4().hex, event_type="refused", created_at=now_ms(),
                                                  dataset_id=dataset_id, reasons=[reason], first_event_time=first_event_time))
 
+    def flag_erased_lineage(self, superseded: dict) -> list[ModelEvent]:
+        """An `erasure_flagged` event for every model whose lineage holds a dataset version an erasure
+        replaced, and that the registry does not record as flagged yet (the caller announces each,
+        then records it: `flagged`)."""
+        retire = self.policy.on_erased_lineage == "retrain"
+        out = []
+        for meta in self.registry.list():
+            version = meta["version"]
+            bad = self.registry.tainted(version, superseded)
+            if not bad or (set(bad) <= set(meta.get("tainted_by_erasure") or []) and bool(meta.get("retire")) >= retire):
+                continue
+            log.warning("model trained on data an erasure removed", extra={"version": version, "datasets": bad, "retire": retire})
+            out.append(ModelEvent(
+                event_id=uuid.uuid4().hex, event_type="erasure_flagged", created_at=now_ms(), version=version,
+                dataset_id=meta.get("dataset_id") or "", base_model=meta.get("base_model") or "", gate_passed=bool(meta.get("gate_passed")),
+                reasons=[f"trained on {d}, since replaced by {superseded[d].get('by')} (an erasure)" for d in bad]
+                + ["to retire: the next cycles retrain from a clean model and rollout's promotion of a clean candidate replaces it"
+                   if retire else "report only ([trainer] on_erased_lineage = report)"],
+                datasets=self.registry.lineage(version), tainted_by_erasure=bad))
+        return out
+
+    def flagged(self, event: ModelEvent) -> None:
+        """Record an announced `erasure_flagged` event in the registry (`tainted_by_erasure`, `retire`)."""
+        self.registry.flag_erasure(event.version, event.tainted_by_erasure, self.policy.on_erased_lineage == "retrain")
+
     def run(self, store: Any, dataset_id: str, first_event_time: int = 0) -> CycleResult:
+        superseded = superseded_of(store)
+        flagged = self.flag_erased_lineage(superseded)
+        result = self._run(store, dataset_id, first_event_time, superseded)
+        result.flagged = flagged
+        return result
+
+    def _base(self, superseded: dict) -> tuple[str | None, str]:
+        """The model to fine-tune: production, or with on_erased_lineage = "retrain" and production
+        flagged, the newest clean model of its base chain. (version, why it is not production)."""
+        production = self.registry.production()
+        if production is None or self.policy.on_erased_lineage != "retrain" or not self.registry.tainted(production, superseded):
+            return production, ""
+        clean = self.registry.clean_base(production, superseded)
+        if clean is None:
+            raise Refused(f"production {production} was trained on data an erasure removed, and no model of its base chain is clean")
+        return clean, f"retrained from {clean}: production {production} was trained on data an erasure removed"
+
+    def _run(self, store: Any, dataset_id: str, first_event_time: int, superseded: dict) -> CycleResult:
+        trained_id = dataset_id
         try:
+            if self.policy.on_erased_lineage not in ERASURE_POLICIES:
+                raise Refused(f"[trainer] on_erased_lineage must be one of {', '.join(map(repr, ERASURE_POLICIES))}, "
+                              f"got {self.policy.on_erased_lineage!r}")
+            base_version, retrain = self._base(superseded)
+            replaced = (store.manifest(dataset_id).get("supersedes") if hasattr(store, "superseded") else None)
+            if replaced and self.registry.dataset_outcome(replaced) is not None:
+                # an erasure's re-seal of a window trained before: the erased records leave through replays
+                if not retrain:
+                    raise Refused(f"an erasure's re-seal of {replaced}, which was trained before: the models trained on it are "
+                                  "flagged, and later cycles replay this version" + (
+                                      "" if self.policy.on_erased_lineage == "retrain" else
+                                      " ([trainer] on_erased_lineage = report: nothing is retrained)"))
+                newest = latest_of(store)
+                trained_id = newest[-1]["dataset_id"] if newest else dataset_id  # the newest window, and its replays
             golden_version, golden = self.golden.current()
             if not golden:
                 raise Refused("no golden set: add one with `flywheel golden add FILE`")
-            train, validation = sft_examples(store, dataset_id)
+            train, validation = sft_examples(store, trained_id)
             if not train:
                 raise Refused("the dataset has no SFT training records")
-            pairs, pairs_validation = preference_pairs(store, dataset_id)
+            pairs, pairs_validation = preference_pairs(store, trained_id)
             index = contamination.ContaminationIndex(golden, threshold=self.policy.contamination_jaccard)
             try:  # records too close to a golden item are dropped; too many of them refuse the dataset
                 (train, validation, pairs, pairs_validation), dropped = contamination.drop(
                     index, (train, validation, pairs, pairs_validation), self.policy.contamination_max_share)
             except contamination.TooContaminated as exc:
                 raise Refused(f"contaminated: {exc}") from None
-            replayed = self._replay(store, dataset_id, index, train)
-            base_version = self.registry.production()
+            replayed = self._replay(store, trained_id, index, train)
             if base_version is None:
                 raise Refused("no production model to fine-tune: run `flywheel bootstrap` first")
         except Refused as exc:
@@ -137,12 +214,14 @@ class Cycle:
 
         incumbent = load(self.registry.path(base_version))
         before = evaluate(incumbent, golden, validation, self.policy.max_new_tokens, policy=self.policy)
-        log.info("training", extra={"dataset_id": dataset_id, "base_model": base_version, "examples": len(train),
+        log.info("training", extra={"dataset_id": trained_id, "base_model": base_version, "examples": len(train),
                                     "pairs": len(pairs), "epochs": self.policy.epochs, "lora": self.policy.lora,
-                                    "replayed": len(replayed)})
+                                    "replayed": len(replayed), **({"retrain": retrain} if retrain else {})})
+        lineage = sorted({trained_id, *replayed} | set(self.registry.lineage(base_version)))
+        tainted = sorted(d for d in lineage if (superseded.get(d) or {}).get("reason") == "erasure")
         candidate = incumbent  # trained in place: the incumbent's metrics were taken before
         trained = recipe.train(candidate, train, pairs, self.policy, self.metrics.step if self.metrics is not None else None,
-                               self.registry.root / ".checkpoints" / f"{dataset_id}-{base_version}")
+                               self.registry.root / ".checkpoints" / f"{trained_id}-{base_version}")
         report = trained.sft
         after = evaluate(candidate, golden, validation, self.policy.max_new_tokens, policy=self.policy)
         decision = promotion.decide(after, before, self.policy)  # paired, with its interval
@@ -153,7 +232,7 @@ class Cycle:
         created = now_ms()
         outcome = "candidate" if decision.passed else "rejected"
         event = ModelEvent(
-            event_id=uuid.uuid4().hex, event_type=outcome, created_at=created, version=version, dataset_id=dataset_id,
+            event_id=uuid.uuid4().hex, event_type=outcome, created_at=created, version=version, dataset_id=trained_id,
             base_model=base_version, gate_passed=decision.passed, reasons=decision.reasons,
             metrics={**after.metrics(), **decision.interval, "contamination_dropped": float(dropped.hits),
                      "eval_seconds": after.seconds},
@@ -162,13 +241,15 @@ class Cycle:
             file_hashes=hashes,
             golden_version=golden_version or "", examples=report.examples, train_seconds=report.seconds,
             first_event_time=first_event_time,
-            time_to_improvement_ms=(created - first_event_time) if decision.passed and first_event_time else None)
+            time_to_improvement_ms=(created - first_event_time) if decision.passed and first_event_time else None,
+            datasets=lineage, tainted_by_erasure=tainted)
         self.registry.register(version, staged, {**event.to_dict(), "status": outcome, **trained.summary(),
-                                                 "replayed_datasets": replayed})
+                                                 "replayed_datasets": replayed, "lineage": lineage,
+                                                 **({"retrained": retrain, "ready_dataset_id": dataset_id} if retrain else {})})
         if self.metrics is not None:
             self.metrics.cycle(outcome, after.metrics(), decision.deltas, report.examples_per_s,
                                report.examples * report.epochs, event.time_to_improvement_ms)
-        log.info("candidate evaluated", extra={"dataset_id": dataset_id, "version": version, "outcome": outcome,
+        log.info("candidate evaluated", extra={"dataset_id": trained_id, "version": version, "outcome": outcome,
                                                "overall": round(after.overall, 4), "delta": round(decision.deltas.get("overall", 0.0), 4)})
         return CycleResult(outcome, event)
 
@@ -178,7 +259,9 @@ class Cycle:
         if self.policy.replay_datasets <= 0:
             return []
         replayed = []
-        for old in replay_ids(store.list(), store.manifest(dataset_id), self.policy.replay_datasets):
+        # the newest version of each window: never one an erasure replaced (a reader that lists between the
+        # new version's publication and the old one's deletion sees both, and takes the new)
+        for old in replay_ids(latest_of(store), store.manifest(dataset_id), self.policy.replay_datasets):
             old_train, _ = sft_examples(store, old)
             try:
                 check_contamination(index, [e.prompt for e in old_train])

@@ -11,6 +11,13 @@ what must be shared and changed atomically:
 
 A model directory is written under `.staging-<version>` and renamed into place, so a crash while
 saving leaves no half model where the registry looks.
+
+Lineage: every model's metadata names the dataset versions it was trained on (`datasets`: the
+cycle's dataset and every replayed one) and, in `lineage`, those of every model it was fine-tuned
+from as well (its weights carry what they learned). A model whose lineage holds a dataset version
+that an erasure has since replaced (the store's `.superseded`) is tainted: `tainted()` says which
+versions, `flag_erasure` records it (`tainted_by_erasure`, and `retire` when the policy asks for a
+clean model to replace it).
 """
 
 from __future__ import annotations
@@ -22,6 +29,8 @@ from pathlib import Path
 from typing import Any
 
 from flywheel.routing import production_key
+
+ERASURE_POLICIES = ("report", "retrain")
 
 META_FILE = "flywheel-model.json"
 
@@ -75,6 +84,61 @@ class Registry:
 
     def list(self) -> list[dict]:
         return [self.show(v) for v in self.versions()]
+
+    # -- lineage -------------------------------------------------------------------------------------
+    def lineage(self, version: str | None) -> list[str]:
+        """Every dataset version the model's weights learned from: its own and its base models'."""
+        out: set[str] = set()
+        seen: set[str] = set()
+        while version and version not in seen:
+            seen.add(version)
+            try:
+                meta = self.show(version)
+            except KeyError:
+                break
+            if "lineage" in meta:
+                return sorted(out | set(meta["lineage"]))
+            out |= set(meta.get("datasets") or ([meta["dataset_id"]] if meta.get("dataset_id") else []))
+            out |= set(meta.get("replayed_datasets") or [])
+            version = meta.get("base_model") or None
+        return sorted(out)
+
+    def tainted(self, version: str, superseded: dict) -> list[str]:
+        """The dataset versions of the model's lineage that an erasure's re-seal has replaced."""
+        return sorted(d for d in self.lineage(version) if (superseded.get(d) or {}).get("reason") == "erasure")
+
+    def with_taint(self, meta: dict, superseded: dict) -> dict:
+        """`meta` with `tainted_by_erasure` as the store says now (and what replaced each version)."""
+        bad = self.tainted(meta["version"], superseded)
+        return {**meta, "tainted_by_erasure": bad, "erasure_replaced_by": {d: superseded[d].get("by") for d in bad}}
+
+    def flag_erasure(self, version: str, datasets: list[str], retire: bool) -> bool:
+        """Record that the model's lineage holds erased dataset versions. True when this is news."""
+        meta = self.show(version)
+        known, retired = sorted(set(meta.get("tainted_by_erasure") or [])), bool(meta.get("retire"))
+        flagged, retire = sorted(set(known) | set(datasets)), retire or retired
+        if flagged == known and retire == retired:
+            return False
+        meta = {**meta, "tainted_by_erasure": flagged, "retire": retire}
+        self.redis.hset(self.meta_key, version, json.dumps(meta, sort_keys=True))
+        path = self.root / version / META_FILE
+        if path.exists():
+            path.write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+        return True
+
+    def clean_base(self, version: str | None, superseded: dict) -> str | None:
+        """The newest model in `version`'s base chain (itself first) whose lineage holds no erased
+        dataset version: what a retrain fine-tunes instead of a tainted production model."""
+        seen: set[str] = set()
+        while version and version not in seen:
+            seen.add(version)
+            if not self.tainted(version, superseded):
+                return version
+            try:
+                version = self.show(version).get("base_model") or None
+            except KeyError:
+                return None
+        return None
 
     # -- imported bases (trainer/importer.py): <models_dir>/bases/<name>/ ---------------------------
     def register_base(self, name: str, staged: Path, metadata: dict) -> Path:

@@ -151,6 +151,9 @@ class TrainerService:
             del self._failures[where]
             return self._dead_letter(src, exc, reason="cycle_failed", where="trainer cycle")
         self._failures.pop(where, None)
+        for flagged in result.flagged:  # models whose lineage an erasure reached: announced, then recorded
+            self.out.announce(flagged)
+            self.cycle.flagged(flagged)
         self.registry.record_outcome(ready.dataset_id, result.outcome, result.event.version, result.event.to_dict())
         self.out.announce(result.event)
         self.registry.mark_announced(ready.dataset_id)

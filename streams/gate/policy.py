@@ -184,6 +184,7 @@ class TrainerPolicy:
     dpo_learning_rate: float = 0.0001
     dpo_nll_weight: float = 1.0  # the chosen answers' NLL added to the DPO loss, so they stay likely (RPO)
     replay_datasets: int = 0  # earlier windows' datasets (newest first) whose SFT train split joins this cycle's: against forgetting; 0: none
+    on_erased_lineage: str = "report"  # a model trained on a dataset version an erasure replaced: "report" (flag it) or "retrain" (the next cycle fine-tunes the newest clean model, and the flagged one is marked to retire)
 
 
 @dataclass(frozen=True)
