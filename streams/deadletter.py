@@ -215,6 +215,19 @@ def read_candidate(codec: Codec, source: Source) -> TrainingCandidate:
     return c
 
 
+def read_candidates(codec: Codec, sources: Sequence[Source], dead: "DeadLetters"
+                    ) -> tuple[list[tuple[TrainingCandidate, Source]], list[DeadLetter]]:
+    """Each candidate record decoded and validated, or a dead letter of its own (the gate's and the
+    review sampler's input alike)."""
+    candidates, letters = [], []
+    for src in sources:
+        try:
+            candidates.append((read_candidate(codec, src), src))
+        except Exception as exc:  # whatever a malformed value makes the decoder raise
+            letters.append(dead.letter(src, exc, default_reason="invalid_candidate"))
+    return candidates, letters
+
+
 class DeadLetters:
     """One consumer's dead letters: built, counted and logged the same way everywhere."""
 

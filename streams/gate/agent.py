@@ -24,8 +24,8 @@ from typing import Any, Callable, Sequence
 
 from flywheel.settings import DAY_MS, Settings
 from schemas.codec import Codec
-from schemas.records import DeadLetter, TrainingCandidate
-from streams.deadletter import UNPROCESSABLE, DeadLetters, Source, isolating, read_candidate, source_of
+from schemas.records import DeadLetter
+from streams.deadletter import UNPROCESSABLE, DeadLetters, Source, isolating, read_candidate, read_candidates, source_of
 from streams.gate.pipeline import Decision, Gate
 from streams.metrics import GateMetrics, consumer_metrics
 from streams.runner import BatchRunner
@@ -42,15 +42,6 @@ def gate_group(settings: Settings) -> str:
 
 # -- the per-record path, without a broker ----------------------------------------------------------
 
-def read(codec: Codec, sources: Sequence[Source], dead: DeadLetters) -> tuple[list[tuple[TrainingCandidate, Source]], list[DeadLetter]]:
-    """Each record decoded and validated, or a dead letter of its own."""
-    candidates, letters = [], []
-    for src in sources:
-        try:
-            candidates.append((read_candidate(codec, src), src))
-        except Exception as exc:  # whatever a malformed value makes the decoder raise
-            letters.append(dead.letter(src, exc, default_reason="invalid_candidate"))
-    return candidates, letters
 
 
 def decide(gate: Gate, codec: Codec, sources: Sequence[Source]) -> tuple[list[tuple[Decision, Source]], list[tuple[Source, Exception]]]:
@@ -75,7 +66,7 @@ def gate_record(gate: Gate, codec: Codec, source: Source, dead: DeadLetters | No
     """One record through the gate's whole per-record path: (passed, the decision's bytes), or its
     dead letter. Never raises for the record's sake (the fuzz tests hold it to that)."""
     dead = dead or DeadLetters("gate")
-    candidates, letters = read(codec, [source], dead)
+    candidates, letters = read_candidates(codec, [source], dead)
     if letters:
         return letters[0]
     decided, failed = decide(gate, codec, [source])
@@ -113,7 +104,7 @@ class GateRunner(BatchRunner):
     async def process(self, events: Sequence[Any]) -> None:
         await self.start()
         started = time.perf_counter()
-        candidates, dead = read(self.codec, [source_of(e.message) for e in events], self.dead)
+        candidates, dead = read_candidates(self.codec, [source_of(e.message) for e in events], self.dead)
         fresh = await self._unseen(candidates)
         decided, failed = (await self._retrying("decide", lambda: self._off_loop(decide, self.gate, self.codec, [s for _, s in fresh]))
                            if fresh else ([], []))

@@ -20,7 +20,7 @@ from typing import Any, Callable, Sequence
 from flywheel.settings import Settings
 from schemas.codec import Codec
 from schemas.records import DeadLetter, TrainingCandidate
-from streams.deadletter import UNPROCESSABLE, DeadLetters, Source, read_candidate, source_of
+from streams.deadletter import UNPROCESSABLE, DeadLetters, Source, read_candidates, source_of
 from streams.gate.policy import ReviewPolicy
 from streams.metrics import SamplerMetrics, consumer_metrics
 from streams.review.queue import ReviewQueue, review_prefix
@@ -30,15 +30,6 @@ from streams.runner import BatchRunner
 SNAPSHOT_S = 30.0
 
 
-def read(codec: Codec, sources: Sequence[Source], dead: DeadLetters) -> tuple[list[tuple[TrainingCandidate, Source]], list[DeadLetter]]:
-    """Each gate decision decoded and validated, or a dead letter of its own."""
-    candidates, letters = [], []
-    for src in sources:
-        try:
-            candidates.append((read_candidate(codec, src), src))
-        except Exception as exc:  # whatever a malformed value makes the decoder raise
-            letters.append(dead.letter(src, exc, default_reason="invalid_candidate"))
-    return candidates, letters
 
 
 def sample_record(sampler: ReviewSampler, candidate: TrainingCandidate, gate_passed: bool, source: str) -> SampleDecision:
@@ -54,7 +45,7 @@ def review_record(sampler: ReviewSampler, codec: Codec, source: Source, gate_pas
                   dead: DeadLetters) -> SampleDecision | DeadLetter:
     """One gate decision's whole per-record path: its sampling decision, or its dead letter. Never
     raises for the record's sake (the fuzz tests hold it to that)."""
-    candidates, letters = read(codec, [source], dead)
+    candidates, letters = read_candidates(codec, [source], dead)
     if letters:
         return letters[0]
     (c, _), = candidates
@@ -83,7 +74,7 @@ class ReviewRunner(BatchRunner):
             if saved:
                 self.sampler.restore(saved)
             self._restored = True
-        candidates, dead = read(self.codec, [source_of(e.message) for e in events], self.dead)
+        candidates, dead = read_candidates(self.codec, [source_of(e.message) for e in events], self.dead)
         if candidates:
             failed = await self._retrying("sample", lambda: self._off_loop(self._sample, candidates))
             dead += [self.dead.letter(src, exc, default_reason=UNPROCESSABLE) for src, exc in failed]
