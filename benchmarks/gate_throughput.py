@@ -9,11 +9,15 @@ Phases, strictly one after the other (never two at once, so they do not share th
 1. candidates  Simulated traffic (`flywheel.simulate`, with personal data and abuse in it) through
                the pure `JoinCore` offline (a dict store, partitions by the SDK's murmur2), with a
                final tick so every request settles: exactly one candidate (Avro bytes) per request.
-2. stages      `build_gate` with the default policy and a real Redis (the default URL if it answers,
-               else an embedded one), deciding every candidate in batches of the worker's
-               gate_batch_size after one untimed warm-up batch: candidates/s of the whole pipeline
-               in one process, seconds per stage (what to optimise first), the pass rate and the
-               funnel (the stage that rejected each candidate first).
+2. stages      `build_gate` with a real Redis (the default URL if it answers, else an embedded
+               one), deciding every candidate in batches of the worker's gate_batch_size after one
+               untimed warm-up batch: candidates/s of the whole pipeline in one process, seconds
+               per stage (what to optimise first), the pass rate and the funnel (the stage that
+               rejected each candidate first). Three times: the default policy (privacy-complete:
+               names by spaCy NER and cues, secrets, ids, patterns), the same with the redactor's
+               cache off (a text seen in an earlier batch is redacted again; within a batch a
+               repeated text, such as a response that is also the target, is still done once),
+               and patterns only (`[pii] ner_model = ""`: no names; secrets and ids stay).
 3. ceiling     Embedded broker, the run's topics; the candidates are produced to their partitions,
                then a bare aiokafka consume + produce loop copies them: records/s, a ceiling for any
                Python consume-decide-produce loop on this broker.
@@ -21,14 +25,15 @@ Phases, strictly one after the other (never two at once, so they do not share th
                source topics, one `flywheel worker` with roles=join: candidates/s from the moment it
                had its partitions ("join partitions assigned" in its log) to the last candidate's
                broker timestamp, so its start-up is not counted: the yardstick of "gate / join".
-5. gate x 1    One `flywheel worker` with roles=gate on the phase-3 candidates: decisions/s from the
-               moment its gate was built ("gate ready" in its log; the models load on the first
-               batch) to the last decision's broker timestamp on passed + rejected. Peak RSS, and its
-               `flywheel_gate_stage_seconds` sums per stage.
-6. gate x 2    The same with two workers in one group (static membership, which the embedded broker
-               needs): decisions/s the same way, from the first of the two to be ready (and, apart,
-               from the moment both were), scaling = rate2 / rate1 (linear is 2.0, out of reach when
-               the broker, Redis and both workers share two cores).
+5. gate x 1    One `flywheel worker` with roles=gate on the phase-3 candidates, default policy
+               (privacy-complete): decisions/s from the moment its gate was built ("gate ready" in
+               its log; the models load on the first batch) to the last decision's broker timestamp
+               on passed + rejected. Peak RSS, and its `flywheel_gate_stage_seconds` sums per stage.
+   patterns    The same, one worker, with the patterns-only policy (names off), for comparison.
+6. gate x 2    Two workers (default policy) in one group (static membership, which the embedded
+               broker needs): decisions/s the same way, from the first of the two to be ready (and,
+               apart, from the moment both were), scaling = rate2 / rate1 (linear is 2.0, out of
+               reach when the broker, Redis and both workers share two cores).
 
 The naive N / (last - first output timestamp) figures are in the JSON too (`*_first_last`); they
 leave out the join's reading before the first request settles, and the gate's first batch.
@@ -58,7 +63,9 @@ from flywheel.simulate import TrafficSpec, generate  # noqa: E402
 from flywheel.topics import create_topics  # noqa: E402
 from schemas.codec import TICK_HEADER, Codec  # noqa: E402
 
-TARGET_PER_WORKER = 200  # decisions/s of one gate worker
+TARGET_PER_WORKER = 200  # decisions/s of one gate worker, privacy-complete (the default policy)
+TARGET_SCALING = 1.6  # two workers over one
+PATTERNS_ONLY = '[pii]\nner_model = ""\n'  # the policy file of the patterns-only runs: names off
 START_MS = 1_767_225_600_000  # 2026-01-01: fixed, so request ids and texts repeat between runs
 DEFAULT_REDIS = "redis://127.0.0.1:6379/0"
 JOIN_BATCH = 500  # records per offline JoinCore batch
@@ -103,7 +110,8 @@ def make_candidates(codec: Codec, settings: Settings, requests: int, seed: int):
 
 
 # -- 2. stages in process ---------------------------------------------------------------------------
-def run_stages(codec: Codec, candidates, redis_client, prefix: str, batch: int) -> dict:
+def run_stages(codec: Codec, candidates, redis_client, prefix: str, batch: int, policy=None, cache: bool = True,
+               label: str = "default") -> dict:
     from schemas.records import TrainingCandidate
     from streams.gate.pipeline import build_gate
     from streams.gate.policy import GatePolicy
@@ -118,14 +126,19 @@ def run_stages(codec: Codec, candidates, redis_client, prefix: str, batch: int) 
             checked[stage] += n
 
     t = time.perf_counter()
-    gate = build_gate(GatePolicy(), redis_client=redis_client, key_prefix=prefix, observe_stage=observe)
-    log(f"stages: gate built in {time.perf_counter() - t:.1f}s: {', '.join(s.name for s in gate.stages)}")
+    gate = build_gate(policy or GatePolicy(), redis_client=redis_client, key_prefix=prefix, observe_stage=observe)
+    log(f"stages ({label}): gate built in {time.perf_counter() - t:.1f}s: {', '.join(s.name for s in gate.stages)}")
+    redactor = next((s.redactor for s in gate.stages if s.name == "pii"), None)
+    if redactor is not None and not cache:
+        redactor.cache_size = 0
 
     def decode(rows):
         return [TrainingCandidate.from_dict(codec.decode("candidate", c.value)) for c in rows]
 
     decisions = gate.decide(decode(candidates[:batch]))  # warm-up: decided once, not timed
     timing["on"] = True
+    hits0 = redactor.cache_hits if redactor is not None else 0
+    texts0 = redactor.texts_seen if redactor is not None else 0
     decode_s = decide_s = 0.0
     for i in range(batch, len(candidates), batch):
         t0 = time.perf_counter()
@@ -145,8 +158,12 @@ def run_stages(codec: Codec, candidates, redis_client, prefix: str, batch: int) 
         s["seconds"] = round(s["seconds"], 3)
     passed = sum(d.passed for d in decisions)
     funnel = Counter(d.removed_by for d in decisions if not d.passed)
+    texts = (redactor.texts_seen - texts0) if redactor is not None else 0
+    hit_share = (redactor.cache_hits - hits0) / texts if texts else 0.0
     return {"rate": timed / total, "seconds": total, "timed": timed, "stages": stages, "passed": passed,
-            "pass_rate": passed / len(decisions), "funnel": dict(funnel.most_common())}
+            "pass_rate": passed / len(decisions), "funnel": dict(funnel.most_common()), "cache_hit_share": hit_share,
+            "texts_per_candidate": texts / timed if timed else 0.0, "reasons": dict(Counter(
+                r for d in decisions for r in d.reasons if r in ("secret_found", "pii_detected")).most_common())}
 
 
 # -- workers and records ----------------------------------------------------------------------------
@@ -190,14 +207,15 @@ def logged_at(worker: jt.Worker, msg: str) -> float | None:
     return None
 
 
-def run_gate(name: str, base: Settings, workdir: Path, workers: int, n: int, offsets: jt.Offsets, timeout: float) -> dict:
+def run_gate(name: str, base: Settings, workdir: Path, workers: int, n: int, offsets: jt.Offsets, timeout: float,
+             policy_file: str = "") -> dict:
     app = f"{base.app_id}-{name}"
     passed, rejected = f"{base.topic_candidates}.{name}.passed", f"{base.topic_candidates}.{name}.rejected"
     procs: list[jt.Worker] = []
     try:
         for i in range(workers):
             procs.append(start_worker(base, workdir, f"{name}-w{i}", roles="gate", app_id=app, worker_id=f"{app}-w{i}",
-                                      topic_passed=passed, topic_rejected=rejected))
+                                      topic_passed=passed, topic_rejected=rejected, gate_policy=policy_file))
         seen = {"n": 0}
 
         def done() -> bool:
@@ -263,9 +281,20 @@ def run(args) -> dict:
             redis_server = EmbeddedRedis(redis_url, workdir / "redis")
         base = base.replace(redis_url=redis_url)
         redis_client = redis.Redis.from_url(redis_url, socket_timeout=10, socket_connect_timeout=5)
+        from streams.gate.policy import GatePolicy
+
+        patterns_file = workdir / "patterns-only.toml"
+        patterns_file.write_text(PATTERNS_ONLY)
+        patterns_policy = GatePolicy.load(patterns_file)
         stages = run_stages(codec, candidates, redis_client, f"{prefix}-inproc", base.gate_batch_size)
         log(f"stages: {stages['timed']:,} candidates in {stages['seconds']:.2f}s = {stages['rate']:,.1f}/s; "
-            f"pass rate {stages['pass_rate']:.1%}")
+            f"pass rate {stages['pass_rate']:.1%}; redactor cache hits {stages['cache_hit_share']:.1%}")
+        uncached = run_stages(codec, candidates, redis_client, f"{prefix}-nocache", base.gate_batch_size, cache=False,
+                              label="no cache")
+        log(f"stages (no cache): {uncached['rate']:,.1f}/s")
+        patterns = run_stages(codec, candidates, redis_client, f"{prefix}-patterns", base.gate_batch_size,
+                              policy=patterns_policy, label="patterns only")
+        log(f"stages (patterns only): {patterns['rate']:,.1f}/s; pass rate {patterns['pass_rate']:.1%}")
 
         # 3. ceiling ------------------------------------------------------------------------------
         phase = "ceiling"
@@ -322,6 +351,8 @@ def run(args) -> dict:
         # 5, 6. gate workers ----------------------------------------------------------------------
         phase = "gate, 1 worker"
         one = run_gate("gate1", base, workdir, 1, n, offsets, args.timeout)
+        phase = "gate, 1 worker, patterns only"
+        one_p = run_gate("gate1p", base, workdir, 1, n, offsets, args.timeout, policy_file=str(patterns_file))
         phase = "gate, 2 workers"
         two = run_gate("gate2", base, workdir, 2, n, offsets, args.timeout)
 
@@ -331,6 +362,13 @@ def run(args) -> dict:
             "pass_rate": round(stages["pass_rate"], 4), "funnel": stages["funnel"],
             "inprocess_candidates_per_s": round(stages["rate"], 1), "inprocess_seconds": round(stages["seconds"], 2),
             "stages": stages["stages"], "ceiling_records_per_s": round(ceiling_rate),
+            "inprocess_cache_hit_share": round(stages["cache_hit_share"], 4),
+            "inprocess_texts_per_candidate": round(stages["texts_per_candidate"], 2), "pii_reasons": stages["reasons"],
+            "inprocess_no_cache_candidates_per_s": round(uncached["rate"], 1), "no_cache_stages": uncached["stages"],
+            "inprocess_patterns_only_candidates_per_s": round(patterns["rate"], 1),
+            "patterns_only_stages": patterns["stages"], "patterns_only_pass_rate": round(patterns["pass_rate"], 4),
+            "gate1_patterns_only_decisions_per_s": round(one_p["rate"], 1),
+            "gate1_patterns_only_seconds": round(one_p["seconds"], 2), "gate1_patterns_only_peak_rss_mib": one_p["rss"][0],
             "join_candidates_per_s": round(join_rate), "join_candidates_per_s_first_last": round(join_first_last),
             "gate1_decisions_per_s": round(rate1, 1), "gate1_decisions_per_s_first_last": round(one["first_last"], 1),
             "gate1_seconds": round(one["seconds"], 2), "gate1_pass_rate": round(one["passed"] / n, 4),
@@ -341,6 +379,7 @@ def run(args) -> dict:
             "gate_ceiling_ratio": round(rate1 / ceiling_rate, 4), "gate1_stage_seconds": one["stage_seconds"],
             "join_peak_rss_mib": join_rss, "gate1_peak_rss_mib": one["rss"][0], "gate2_peak_rss_mib": two["rss"],
             "target_per_worker": TARGET_PER_WORKER, "meets_target": rate1 >= TARGET_PER_WORKER,
+            "target_scaling": TARGET_SCALING, "meets_scaling": rate2 / rate1 >= TARGET_SCALING,
             "avg_candidate_bytes": round(avg_bytes), "nproc": nproc,
             "machine": f"{platform.machine()} {platform.system()}, {nproc} CPUs, Python {platform.python_version()}",
             "redis": "embedded" if redis_server else "default URL",
@@ -371,33 +410,49 @@ def run(args) -> dict:
 
 def table(r: dict) -> str:
     ok = "ok" if r["meets_target"] else "MISSED"
+    ok2 = "ok" if r["meets_scaling"] else "MISSED"
+    pii = lambda stages: stages.get("pii", {}).get("ms_per_candidate", 0.0)  # noqa: E731
     rows = [
         f"gate throughput: {r['candidates']:,} candidates (~{r['avg_candidate_bytes']:,} bytes each), {r['partitions']} "
         f"partitions, {r['machine']}; pass rate {r['pass_rate']:.1%}",
+        "privacy-complete = the default policy: names (spaCy NER + cues), secrets, ids, patterns; "
+        "patterns only = [pii] ner_model = \"\"",
         f"  {'in process (Gate.decide, batches of %d)' % r['batch']:<46}"
         f"{r['inprocess_candidates_per_s']:>10,.1f} candidates/s"
-        f"  ({r['inprocess_seconds']:.2f} s)",
+        f"  ({r['inprocess_seconds']:.2f} s; {r['inprocess_texts_per_candidate']:.1f} texts a candidate, "
+        f"{r['inprocess_cache_hit_share']:.0%} redactor cache hits)",
     ]
     for name, s in sorted(r["stages"].items(), key=lambda kv: -kv[1]["seconds"]):
         rows.append(f"    {name:<44}{s['ms_per_candidate']:>10.3f} ms/candidate  {s['share']:>6.1%}"
                     f"  ({s['seconds']:.2f} s, {s['checked']:,} checked)")
+    rows += [
+        f"  {'in process, redactor cache off':<46}{r['inprocess_no_cache_candidates_per_s']:>10,.1f} candidates/s"
+        f"  (pii {pii(r['no_cache_stages']):.3f} ms/candidate)",
+        f"  {'in process, patterns only':<46}{r['inprocess_patterns_only_candidates_per_s']:>10,.1f} candidates/s"
+        f"  (pii {pii(r['patterns_only_stages']):.3f} ms/candidate; pass rate {r['patterns_only_pass_rate']:.1%})",
+        f"  {'pii rejections (in process)':<46}"
+        + (", ".join(f"{k} {v:,}" for k, v in r["pii_reasons"].items()) or "none"),
+    ]
     rows.append(f"  {'funnel (first stage that rejected)':<46}"
                 + (", ".join(f"{k} {v:,}" for k, v in r["funnel"].items()) or "none"))
     rows += [
         f"  {'ceiling (bare aiokafka consume + produce)':<46}{r['ceiling_records_per_s']:>10,} records/s",
         f"  {'join alone (1 worker, roles=join)':<46}{r['join_candidates_per_s']:>10,} candidates/s",
-        f"  {'gate, 1 worker (roles=gate)':<46}{r['gate1_decisions_per_s']:>10,.1f} decisions/s"
+        f"  {'gate, 1 worker, privacy-complete':<46}{r['gate1_decisions_per_s']:>10,.1f} decisions/s"
         f"   ({r['gate1_seconds']:.2f} s)   target >= {r['target_per_worker']}: {ok}",
-        f"  {'gate, 2 workers':<46}{r['gate2_decisions_per_s']:>10,.1f} decisions/s   ({r['gate2_seconds']:.2f} s)"
-        f"   once both were ready: {r['gate2_decisions_per_s_both_running']:,.1f}/s",
+        f"  {'gate, 1 worker, patterns only':<46}{r['gate1_patterns_only_decisions_per_s']:>10,.1f} decisions/s"
+        f"   ({r['gate1_patterns_only_seconds']:.2f} s)",
+        f"  {'gate, 2 workers, privacy-complete':<46}{r['gate2_decisions_per_s']:>10,.1f} decisions/s"
+        f"   ({r['gate2_seconds']:.2f} s)   once both were ready: {r['gate2_decisions_per_s_both_running']:,.1f}/s",
         f"  {'scaling (2 workers / 1)':<46}{r['scaling']:>10.2f} x"
-        f"{'':<14}linear = 2.0; {r['nproc']} CPUs shared with the broker and Redis",
+        f"{'':<14}target >= {r['target_scaling']}: {ok2}; linear = 2.0; {r['nproc']} CPUs shared with the broker and Redis",
         f"  {'gate / join alone':<46}{r['gate_join_ratio']:>11.2%}",
         f"  {'gate / ceiling':<46}{r['gate_ceiling_ratio']:>11.2%}",
         f"  {'worker pass rate (1 worker, 2 workers)':<46}{r['gate1_pass_rate']:>11.1%}, {r['gate2_pass_rate']:.1%}",
         f"  {'gate stage seconds (1 worker, /metrics)':<46}"
         + ", ".join(f"{k} {v:.2f}" for k, v in sorted(r["gate1_stage_seconds"].items(), key=lambda kv: -kv[1])),
-        f"  {'peak RSS (MiB)':<46}join {r['join_peak_rss_mib']:,.0f}, gate {r['gate1_peak_rss_mib']:,.0f}, "
+        f"  {'peak RSS (MiB)':<46}join {r['join_peak_rss_mib']:,.0f}, gate {r['gate1_peak_rss_mib']:,.0f} "
+        f"(patterns only {r['gate1_patterns_only_peak_rss_mib']:,.0f}), "
         f"2 gates {' + '.join(f'{v:,.0f}' for v in r['gate2_peak_rss_mib'])}",
     ]
     return "\n".join(rows)

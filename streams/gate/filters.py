@@ -19,7 +19,7 @@ from streams.gate.quality import quality_score, quality_terms
 
 # reason codes (a rejection) by stage; notes say something without rejecting
 REASONS = {
-    "pii": ("pii_detected",),
+    "pii": ("pii_detected", "secret_found"),
     "action": ("action_excluded",),
     "length": ("too_short", "too_few_tokens"),
     "quality": ("low_quality",),
@@ -66,13 +66,18 @@ class Stage:
 
 class PiiStage(Stage):
     """Redacts every text field of the candidate, whatever else happens to it: rejected candidates
-    are written out too, so they must be as clean as the ones that pass."""
+    are written out too, so they must be as clean as the ones that pass.
+
+    reject: any finding also rejects (pii_detected). reject_secrets: a credential rejects
+    (secret_found): a prompt with a live key is no training example, and the value is already
+    replaced in every field before the candidate goes anywhere."""
 
     name = "pii"
 
-    def __init__(self, redactor, reject: bool = False):
+    def __init__(self, redactor, reject: bool = False, reject_secrets: bool = True):
         self.redactor = redactor
         self.reject = reject
+        self.reject_secrets = reject_secrets
 
     def run(self, items: Sequence[Item]) -> None:
         slots: list[tuple[Item, Callable[[str], None]]] = []
@@ -86,12 +91,16 @@ class PiiStage(Stage):
             if red.counts:
                 put(red.text)
                 item.redactions.update(red.counts)
+        from streams.gate.pii import has_secret
+
         for item in items:
             self._pseudonymise_ids(item)
             if item.redactions:
                 item.notes.append("pii_redacted")
                 if self.reject:
                     item.reject(self.name, "pii_detected")
+                if self.reject_secrets and has_secret(item.redactions):
+                    item.reject(self.name, "secret_found")
 
     def _pseudonymise_ids(self, item: Item) -> None:
         """Ids are opaque by contract; one that holds personal data (an email as user id) is
@@ -266,7 +275,7 @@ def build_stages(policy: GatePolicy, *, redactor=None, scorer=None, index=None, 
     p = policy
     stages: list[Stage] = []
     if p.pii.enabled:
-        stages.append(PiiStage(redactor, reject=p.pii.mode == "reject"))
+        stages.append(PiiStage(redactor, reject=p.pii.mode == "reject", reject_secrets=p.pii.secrets == "reject"))
     if p.action.enabled:
         stages.append(ActionStage(p.action.allowed))
     if p.length.enabled:

@@ -138,10 +138,12 @@ def build_gate(policy: GatePolicy, *, redis_client=None, key_prefix: str = "flyw
     p = policy
     redactor = scorer = index = tokenizer = None
     if p.pii.enabled:
+        # spacy_cache: no longer used (the redactor needs no blank pipeline on disk); kept for callers
         from streams.gate.pii import DEFAULT_ENTITIES, Redactor
 
         redactor = Redactor(entities=p.pii.entities or DEFAULT_ENTITIES, score_threshold=p.pii.score_threshold,
-                            ner_model=p.pii.ner_model, cache_dir=spacy_cache)
+                            ner_model=p.pii.ner_model, locations=p.pii.locations)
+        redactor.warm_up()  # lazy loads now, not in the first batch
     if p.toxicity.enabled:
         from streams.gate.toxicity import load_scorer
 

