@@ -60,6 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="the whole loop on one machine: weeks of simulated traffic, model improving cycle by cycle")
     demo.add_argument("--weeks", type=_positive_int, default=8, help="weeks of event time to simulate (default 8)")
     demo.add_argument("--small", action="store_true", help="a short, light run (fewer requests a day): the CI mode")
+    demo.add_argument("--perfect-users", action="store_true", help="users who never err (no idle, no wrong accepts or corrections): the comparison the noisy default is measured against")
     demo.add_argument("--requests-per-day", type=_positive_int, default=None, metavar="N", help="default 500 (200 with --small)")
     demo.add_argument("--seed", type=int, default=0, help="makes the run repeatable")
     demo.add_argument("--json", action="store_true", help="print the result as JSON instead of the table")
@@ -588,7 +589,8 @@ def _demo(args, settings: Settings) -> int:
     logging.basicConfig(level=logging.WARNING)  # the services log to files; the demo prints its table
     per_day = args.requests_per_day or (200 if args.small else 500)
     try:
-        spec = DemoSpec(weeks=args.weeks, requests_per_day=per_day, seed=args.seed).check()
+        noise = dict(idle_rate=0.0, wrong_accept_rate=0.0, bad_correction_rate=0.0) if args.perfect_users else {}
+        spec = DemoSpec(weeks=args.weeks, requests_per_day=per_day, seed=args.seed, **noise).check()
     except ValueError as exc:
         print(f"flywheel: error: {exc}", file=sys.stderr)
         return 2
