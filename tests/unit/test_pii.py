@@ -457,6 +457,9 @@ def test_the_cache_gives_what_a_miss_gives_and_keeps_no_text(redactor):
     small = Redactor(entities=["EMAIL_ADDRESS"], cache_size=2)
     small.redact(["a@example.com", "b@example.com", "c@example.com"])
     assert len(small._cache) == 2
+    small.clear_cache()
+    small.redact(["x" * (pii.redactor.CACHE_MAX_CHARS + 1) + " a@example.com"])
+    assert len(small._cache) == 0  # long texts are not kept
 
 
 # -- names (NER) -----------------------------------------------------------------------------------

@@ -16,9 +16,10 @@ name that sorts first. The union of all findings is replaced, no fragment surviv
 inside a URL or an e-mail-shaped string still shows (and rejects the candidate).
 
 Cache. Many texts repeat (retrieved passages, system prompts, the target that is the response):
-results are kept for the last `cache_size` distinct texts, keyed by a BLAKE2b digest of the text
-(the text itself is not kept as a key). Redaction is a pure function of the text, so a hit is
-exactly what a miss would give.
+results are kept for the last `cache_size` distinct texts of at most CACHE_MAX_CHARS characters,
+keyed by a BLAKE2b digest of the text (the text itself is not kept as a key; its redaction is).
+Redaction is a pure function of the text, so a hit is exactly what a miss would give. A text that
+repeats within one batch is redacted once, cache or not.
 
 Errors. No text being scanned goes into a log line or an exception message: failures raise
 RedactionError with the text's position and length only, not chained to the original exception.
@@ -45,6 +46,7 @@ __all__ = ["DEFAULT_ENTITIES", "LOCATION_MODES", "SUPPORTED_ENTITIES", "Redactio
 DEFAULT_ENTITIES: tuple[str, ...] = PATTERN_ENTITIES + ID_ENTITIES + SECRET_ENTITIES
 SUPPORTED_ENTITIES: tuple[str, ...] = DEFAULT_ENTITIES + NER_ENTITIES
 LOCATION_MODES = ("personal", "all")
+CACHE_MAX_CHARS = 4096  # texts longer than this are not kept: the cache stays under ~64 MB at 4,096 entries
 
 
 @dataclass(frozen=True)
@@ -176,6 +178,8 @@ class Redactor:
             for key, redaction in zip(keys, self._redact_many([texts[i] for i in firsts], firsts), strict=True):
                 for i in todo[key]:
                     out[i] = redaction
+                if len(texts[todo[key][0]]) > CACHE_MAX_CHARS:
+                    continue  # long texts rarely repeat, and would make the cache big
                 with self._lock:
                     self._cache[key] = redaction
                     while len(self._cache) > self.cache_size:
