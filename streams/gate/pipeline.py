@@ -143,6 +143,13 @@ def build_gate(policy: GatePolicy, *, redis_client=None, key_prefix: str = "flyw
 
         redactor = Redactor(entities=p.pii.entities or DEFAULT_ENTITIES, score_threshold=p.pii.score_threshold,
                             ner_model=p.pii.ner_model, locations=p.pii.locations)
+        if threads is not None and redactor.ner:
+            # The NER model's matrix products run in numpy's BLAS, which starts a thread per core:
+            # hold it to the gate's threads (FLYWHEEL_GATE_THREADS), as torch is, so that two
+            # gate workers on two cores do not each spread over both.
+            from threadpoolctl import threadpool_limits
+
+            threadpool_limits(limits=threads, user_api="blas")
         redactor.warm_up()  # lazy loads now, not in the first batch
     if p.toxicity.enabled:
         from streams.gate.toxicity import load_scorer
