@@ -56,7 +56,7 @@ def test_gate_decides_every_candidate_once_redacts_and_counts(gate_settings, tmp
     # one decision per candidate, none lost, none in both topics
     assert set(passed) | set(rejected) == set(traffic.expected)
     assert not set(passed) & set(rejected)
-    assert 0 < len(passed) < 0.4 * REQUESTS
+    assert 0 < len(passed) < 0.6 * REQUESTS  # no keep band at the gate: it cuts at the seal
 
     # personal data: not in clear anywhere downstream, placeholders where it was
     blob = b"\n".join(raw for _, raw, _ in passed_records + rejected_records)
