@@ -16,7 +16,7 @@ from streams.datasets.store import DatasetStore
 from streams.gate.policy import TrainerPolicy
 from tests.integration.helpers import forget_redis, read_all
 from tests.integration.test_datasets import erase, produce, run_until, service as dataset_service
-from tests.integration.test_erasure import KEY, cli, due, step_until, users_of
+from tests.integration.test_erasure import KEY, LONG, cli, due, step_until, users_of
 from trainer import recipe, synthetic
 from trainer.bootstrap import bootstrap
 from trainer.golden import GoldenStore
@@ -58,7 +58,7 @@ def test_a_user_erased_between_two_cycles_is_in_none_of_the_second_cycles_record
     w1 = [dataclasses.replace(c, prompt=f"{c.prompt} ({c.user_id} {c.request_id})") for c in w1]
     produce(s, w0 + w1 + [due(22)])
     builder = dataset_service(s)
-    d0 = run_until(builder, lambda r: len(r) >= 1)[0].dataset_id
+    d0 = run_until(builder, lambda r: len(r) >= 1, LONG)[0].dataset_id
 
     trained: list[list[str]] = []
     real_train = recipe.train
@@ -87,7 +87,7 @@ def test_a_user_erased_between_two_cycles_is_in_none_of_the_second_cycles_record
         registry.set_production("v0002")
         cycle.policy = dataclasses.replace(POLICY, on_erased_lineage="retrain")
         produce(s, [due(29, 1)])
-        d1 = run_until(builder, lambda r: len(r) >= 1)[0]
+        d1 = run_until(builder, lambda r: len(r) >= 1, LONG)[0]
         assert d1.manifest["dropped"]["erased"] == 20  # window 1 sealed without her
         assert next_outcome(trainer) in ("candidate", "rejected")  # cycle 2: window 1, window 0 replayed
     finally:
