@@ -61,6 +61,7 @@ TARGET_RATIO = 0.40
 SETTLE_WINDOW_MS = 4_000
 WATERMARK_DELAY_MS = 2_000  # covers the wall-clock skew between the two topics at live rates
 MAX_ACTION_DELAY_MS = 1_500  # an action comes 0.1 .. 1.5 s after its response
+LIVE_MIN_SECONDS = 15.0  # the latency phase lasts at least this long
 BACKLOG_SPACING_MS = 100  # one request per 100 ms of event time in the pre-produced backlog
 ACTION_MIX = (  # one action per request
     ("accepted", 0.40), ("copied", 0.15), ("corrected", 0.10), ("regenerated", 0.10), ("abandoned", 0.05),
@@ -114,7 +115,7 @@ class TrafficMaker:
         start = self.rng.randrange(0, len(self.corpus) - n)
         return self.corpus[start:start + n]
 
-    def make(self, requests: int, start_ms: int, spacing_ms: int) -> Traffic:
+    def make(self, requests: int, start_ms: int, spacing_ms: float) -> Traffic:
         rng, enc = self.rng, self.codec.encode
         interactions, actions = [], []
         users = max(1, requests // 20)
@@ -124,7 +125,7 @@ class TrafficMaker:
             key = rid.encode()
             user = f"user-{rng.randrange(users):06d}"
             session = f"sess-{rng.randrange(users * 3):07d}"
-            t = start_ms + i * spacing_ms
+            t = start_ms + int(i * spacing_ms)
             interactions.append((key, enc("interaction", {
                 "request_id": rid, "session_id": session, "user_id": user, "event_time": t,
                 "model_version": "llama-3.1-8b-ft-2024-11-20", "variant": rng.choice(("control", "treatment")),
@@ -417,6 +418,7 @@ def run(args) -> dict:
             settle_window_ms=SETTLE_WINDOW_MS, watermark_delay_ms=WATERMARK_DELAY_MS,
             topic_interactions=f"bench{run_id}.interactions", topic_actions=f"bench{run_id}.actions",
             topic_candidates=f"bench{run_id}.candidates", topic_deadletter=f"bench{run_id}.deadletter",
+            roles=args.roles,
         )
         create_topics(settings)
         ceiling_topic = f"bench{run_id}.ceiling"
@@ -444,6 +446,7 @@ def run(args) -> dict:
         tick_ms = traffic.last_event_time + settings.settle_window_ms + settings.watermark_delay_ms + 60_000
         sender.ticks(sources, args.partitions, tick_ms)
         sender.flush(args.timeout)
+        ticks_wall = time.time()  # from here on, the traffic's event time keeps pace with the wall clock
         source_records = sum(offsets.total(t, args.partitions) for t in sources)
         backlog_events = traffic.events
         del traffic
@@ -490,22 +493,30 @@ def run(args) -> dict:
         # 4. latency ----------------------------------------------------------------------------
         latency = {"p50_ms": None, "p99_ms": None, "observations": 0, "live_rate": None, "buckets": {}, "beyond": False}
         if args.live_events >= 2:
-            live_requests = args.live_events // 2
             live_rate = args.live_rate or max(100.0, worker_rate / 2)
+            # at wall-clock speed a request settles settle window + watermark delay after it is
+            # made, so the phase lasts long enough for most of its requests to settle inside it
+            live_requests = max(args.live_events, int(live_rate * LIVE_MIN_SECONDS)) // 2
             # event time moves at wall-clock speed (two events per request), so requests settle
             # while traffic flows, as in production; the last ones settle on the final ticks,
             # outside the measurement
-            spacing = max(1, round(2000 / live_rate))
-            live = maker.make(live_requests, tick_ms + 1000, spacing).merged(*sources)
+            spacing = 2000 / live_rate
             # wait until the worker has consumed the backlog's ticks too (and committed nothing pending)
             wait_for(lambda: "the worker to consume the whole backlog", lambda: consumed() >= source_records,
                      args.timeout, 0.1, worker)
             time.sleep(1.0)
+            # The live traffic starts as much event time after the ticks as wall time has passed since
+            # they were produced: production's event time is the wall clock. (Starting it a fixed 1 s
+            # after the ticks, however long the worker took, made a worker whose inputs had been idle
+            # longer than idle_input_ms + watermark delay + settle window have already settled past
+            # the first live requests, whose actions then came late.)
+            live_start_ms = tick_ms + int((time.time() - ticks_wall) * 1000) + 1000
+            live = maker.make(live_requests, live_start_ms, spacing).merged(*sources)
             before = worker.scrape()
             live_sender = Sender(producer_config(broker.bootstrap, args.compression))
             producers.append(live_sender)
             log(f"latency: {len(live):,} live events at {live_rate:,.0f}/s "
-                f"({spacing} ms of event time per request)")
+                f"({spacing:.2f} ms of event time per request)")
             t = time.perf_counter()
             for i, (topic, key, value) in enumerate(live):
                 if i % 20 == 0:
@@ -534,7 +545,7 @@ def run(args) -> dict:
             log(f"latency: {len(live):,} events in {live_s:.2f}s = {len(live) / live_s:,.0f}/s; "
                 f"{latency['observations']:,} candidates during the phase, p50 {latency['p50_ms']} ms, p99 {latency['p99_ms']} ms")
             # settle the rest, and check that every live request gave exactly one candidate
-            live_last = tick_ms + 1000 + (live_requests - 1) * spacing + MAX_ACTION_DELAY_MS
+            live_last = live_start_ms + int((live_requests - 1) * spacing) + MAX_ACTION_DELAY_MS
             live_sender.ticks(sources, args.partitions, live_last + SETTLE_WINDOW_MS + WATERMARK_DELAY_MS + 60_000)
             live_sender.flush(args.timeout)
             expected = requests + live_requests
@@ -646,13 +657,16 @@ def main(argv: list[str] | None = None) -> int:
                    help="events to pre-produce: half interactions, half actions, one action per request (default: 200000)")
     p.add_argument("--partitions", type=positive_int, default=4, help="partitions of every topic (default: 4)")
     p.add_argument("--live-events", type=int, default=20_000,
-                   help="events of paced live traffic for the latency phase; 0 skips it (default: 20000)")
+                   help="events of paced live traffic for the latency phase, at least 15 s of it; 0 skips it (default: 20000)")
     p.add_argument("--live-rate", type=float, default=None,
                    help="events/s of the live traffic (default: half the measured worker throughput)")
     p.add_argument("--timeout", type=float, default=600.0, help="seconds each phase may take before the run fails (default: 600)")
     p.add_argument("--compression", default=None, choices=("none", "gzip", "snappy", "lz4", "zstd"),
                    help="producer compression (default: the SDK's, lz4)")
     p.add_argument("--seed", type=int, default=0, help="random seed of the traffic (default: 0)")
+    p.add_argument("--roles", default="join",
+                   help="the worker's roles (FLYWHEEL_ROLES); the default measures the join alone, "
+                        "'join,gate,review,rollout,guards' runs the whole worker beside it (default: join)")
     p.add_argument("--keep", action="store_true", help="keep the temp dir (broker data, worker log)")
     args = p.parse_args(argv)
     if args.events < 2:
