@@ -44,8 +44,18 @@ def _mix(text: str) -> dict[str, float]:
     return out
 
 
+def _installed_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("llm-flywheel")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown (not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="flywheel", description="A streaming data flywheel for LLM applications.")
+    p.add_argument("--version", action="version", version=f"flywheel {_installed_version()}")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser, metavar="COMMAND")
 
     up = sub.add_parser("up", help="start the embedded broker (and Redis if none answers), create topics, run the worker, "
@@ -66,6 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--json", action="store_true", help="print the result as JSON instead of the table")
     demo.add_argument("--report", default=None, metavar="FILE", help="where to write the HTML report (default: in the data dir)")
     demo.add_argument("--data-dir", default=None, help="a fresh directory for the run (default: a new temporary one)")
+    demo.add_argument("--model", choices=("default", "smollm2"), default="default", help="smollm2: the real-model run (SmolLM2-135M-Instruct, offline) against three control arms (flywheel/demo/real.py)")
+    demo.add_argument("--cycles", type=_positive_int, default=None, metavar="N", help="with --model smollm2: training cycles (default 4)")
+    demo.add_argument("--requests-per-cycle", type=_positive_int, default=None, metavar="N", help="with --model smollm2: requests a cycle (default 320)")
 
     sub.add_parser("worker", help="run a stream worker against FLYWHEEL_KAFKA_BOOTSTRAP")
 
@@ -587,6 +600,8 @@ def _demo(args, settings: Settings) -> int:
     from flywheel.embedded import free_port
 
     logging.basicConfig(level=logging.WARNING)  # the services log to files; the demo prints its table
+    if args.model == "smollm2":
+        return _demo_real(args)
     per_day = args.requests_per_day or (200 if args.small else 500)
     try:
         noise = dict(idle_rate=0.0, wrong_accept_rate=0.0, bad_correction_rate=0.0) if args.perfect_users else {}
@@ -603,6 +618,23 @@ def _demo(args, settings: Settings) -> int:
     try:
         run(demo_settings, spec, as_json=args.json, report_path=args.report)
     except (ValueError, TimeoutError) as exc:
+        print(f"flywheel: error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _demo_real(args) -> int:
+    import tempfile
+
+    from flywheel.demo.real import RealSpec, run as run_real
+
+    try:
+        noise = dict(idle_rate=0.0, wrong_accept_rate=0.0, bad_correction_rate=0.0) if args.perfect_users else {}
+        sizes = {k: v for k, v in (("cycles", args.cycles), ("requests_per_cycle", args.requests_per_cycle)) if v}
+        spec = RealSpec(seed=args.seed, **sizes, **noise).check()
+        run_real(spec, as_json=args.json, report_path=args.report,
+                 data_dir=args.data_dir or tempfile.mkdtemp(prefix="flywheel-demo-smollm2-"))
+    except (ValueError, FileNotFoundError) as exc:
         print(f"flywheel: error: {exc}", file=sys.stderr)
         return 1
     return 0

@@ -150,3 +150,98 @@ td,th{{padding:4px 10px;border-bottom:1px solid #ddd;text-align:right;white-spac
 <h2>Diagnosis</h2><ul>{diagnosis}</ul>
 </body></html>
 """
+
+
+# ---- the real-model demo's arms (flywheel/demo/real.py): golden quality per arm per cycle, with intervals
+
+ARM_COLUMNS = ("cycle", "arm", "golden", "95% interval", "outcome", "candidate", "trained on", "steps")
+
+
+def _arm_label(name: str) -> str:
+    from flywheel.demo.real import ARM_LABELS
+
+    return ARM_LABELS.get(name, name)
+
+
+def arm_rows(report: dict) -> list[list[str]]:
+    out = []
+    cycles = max(len(rows) for rows in report["arms"].values())
+    for i in range(cycles):
+        for name, rows in report["arms"].items():
+            if i >= len(rows):
+                continue
+            r, c = rows[i], rows[i].get("candidate") or {}
+            out.append([str(r["cycle"]), _arm_label(name), _pct(r["quality"]), f"{_pct(r['low'])} - {_pct(r['high'])}",
+                        r["outcome"], _pct(c.get("quality")) if c else "-",
+                        f"{c['examples']}+{c['replayed']}" if c else "-", str(c.get("steps", "-")) if c else "-"])
+    return out
+
+
+def arms_text(report: dict) -> str:
+    out = [f"real-model flywheel: {report['model']}, {report['golden_items']} golden items about unseen inputs "
+           f"({', '.join(report['golden_tasks'])}), {report['requests']:,} requests, {report['seconds']:,.0f} s",
+           "", table(ARM_COLUMNS, arm_rows(report)), "",
+           "the shipped arm at the last cycle against each control (paired bootstrap over golden items, 95 %):"]
+    for c in report["comparisons"]:
+        out.append(f"  vs {_arm_label(c['arm'])}: {_signed(c['delta'])} points [{_signed(c['low'])}, {_signed(c['high'])}]: {c['verdict']}")
+    out += ["", "traffic per cycle (served by the shipped arm's production model):"]
+    for t in report["traffic"]:
+        out.append(f"  cycle {t['cycle']}: {t['requests']} requests, {_pct(t['served_right'])} answered right; users acted on "
+                   f"{t['labelled']} ({t['labelled_wrong']} with a wrong target); gate passed {t['gate_passed']}, reviewers failed "
+                   f"{t['review_failed']} of {t['reviewed']}; shipped dataset {t['shipped_records']} ({t['shipped_wrong']} wrong); {t['seconds']:.0f} s")
+    out += ["", "findings:"] + [f"  - {f}" for f in report["findings"]]
+    return "\n".join(out) + "\n"
+
+
+def arms_chart(report: dict, width: int = 640, height: int = 300) -> str:
+    """Golden quality per cycle, one line per arm, with its 95 % interval as a vertical bar."""
+    series = {_arm_label(name): [(r["cycle"], r["quality"]) for r in rows] for name, rows in report["arms"].items()}
+    svg = svg_chart("Golden quality per cycle, by arm (95 % intervals)", series, "cycle", percent=True, width=width, height=height)
+    # the interval bars, on the same scales as svg_chart's (y from 0, x from the first to the last cycle)
+    points = [p for s in series.values() for p in s]
+    lows = [r["low"] for rows in report["arms"].values() for r in rows]
+    highs = [r["high"] for rows in report["arms"].values() for r in rows]
+    xs, ys = [p[0] for p in points], [p[1] for p in points]
+    x0, x1 = min(xs), max(xs) if max(xs) > min(xs) else min(xs) + 1
+    y0, y1 = min(0.0, min(ys)), max(ys) if max(ys) > min(0.0, min(ys)) else min(0.0, min(ys)) + 1
+    del lows, highs
+    pad_l, pad_r, pad_t, pad_b = 56, 12, 40 + 14 * ((len(series) + 3) // 4), 40
+    sx = lambda x: pad_l + (x - x0) / (x1 - x0) * (width - pad_l - pad_r)  # noqa: E731
+    sy = lambda y: height - pad_b - (min(max(y, y0), y1) - y0) / (y1 - y0) * (height - pad_t - pad_b)  # noqa: E731
+    bars = []
+    for i, rows in enumerate(report["arms"].values()):
+        color = PALETTE[i % len(PALETTE)]
+        offset = (i - (len(report["arms"]) - 1) / 2) * 4  # side by side, so bars of equal arms do not hide each other
+        for r in rows:
+            x = sx(r["cycle"]) + offset
+            bars.append(f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{sy(r["low"]):.1f}" y2="{sy(r["high"]):.1f}" stroke="{color}" '
+                        f'stroke-width="1.5" opacity="0.6"/>')
+    return svg.replace("</svg>", "".join(bars) + "</svg>")
+
+
+def arms_page(report: dict) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in ARM_COLUMNS)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in arm_rows(report))
+    comps = "".join(f"<li>vs {html.escape(_arm_label(c['arm']))}: {_signed(c['delta'])} points "
+                    f"[{_signed(c['low'])}, {_signed(c['high'])}]: {html.escape(c['verdict'])}</li>" for c in report["comparisons"])
+    finds = "".join(f"<li>{html.escape(f)}</li>" for f in report["findings"])
+    traffic = "".join(f"<li>cycle {t['cycle']}: {t['requests']} requests, {_pct(t['served_right'])} answered right; "
+                      f"users acted on {t['labelled']} ({t['labelled_wrong']} wrong targets); gate passed {t['gate_passed']}; "
+                      f"reviewers failed {t['review_failed']} of {t['reviewed']}; shipped dataset {t['shipped_records']} "
+                      f"({t['shipped_wrong']} wrong)</li>" for t in report["traffic"])
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>flywheel: real-model run against controls</title>
+<style>body{{font-family:system-ui,sans-serif;margin:2em;color:#222}}table{{border-collapse:collapse}}
+td,th{{padding:4px 10px;border-bottom:1px solid #ddd;text-align:right;white-space:nowrap}}</style>
+</head><body>
+<h1>Real-model flywheel against controls</h1>
+<p>{html.escape(report['model'])}; {report['golden_items']} golden items about inputs that never occur in traffic
+({html.escape(', '.join(report['golden_tasks']))}); {report['requests']:,} requests; {report['seconds']:,.0f} s.</p>
+{arms_chart(report)}
+<h2>Golden quality per arm per cycle</h2>
+<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>
+<h2>The shipped arm at the last cycle against each control</h2><ul>{comps}</ul>
+<h2>Findings</h2><ul>{finds}</ul>
+<h2>Traffic</h2><ul>{traffic}</ul>
+</body></html>
+"""
