@@ -26,7 +26,7 @@ from streams.review.accounts import Reviewers, Session
 from streams.review.items import ReviewItem
 from streams.review.queue import ReviewQueue
 from streams.review.relay import VerdictRelay
-from streams.review.web import COOKIE, VerdictForm, _State, build_verdict, create_review_app, flush_relay
+from streams.review.web import COOKIE, State, VerdictForm, build_verdict, create_review_app, flush_relay
 from tests.integration.helpers import read_all
 
 pytestmark = pytest.mark.integration
@@ -306,7 +306,7 @@ def test_relay_errors_are_logged_once_a_while_and_never_raised(settings, queue, 
     away.flush = functools.partial(away.flush, timeout=0.3)
     create_topics(settings)
     back = VerdictRelay(settings, queue)
-    state = _State(queue, reviewers, away, CollectorRegistry())
+    state = State(queue, reviewers, away, CollectorRegistry())
 
     async def main():
         sent = [await flush_relay(state) for _ in range(3)]
