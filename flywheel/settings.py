@@ -64,7 +64,7 @@ class Settings:
     topic_rejected: str = field(default="flywheel.candidates.rejected", metadata={"doc": "Candidates the gate rejected, with every reason and score (redacted too)"})
     topic_verdicts: str = field(default="flywheel.review.verdicts", metadata={"doc": "Reviewers' verdicts on sampled candidates (the gold set)"})
     topic_datasets_ready: str = field(default="flywheel.datasets.ready", metadata={"doc": "One event per sealed dataset: id, URI, manifest summary"})
-    topic_erasure: str = field(default="flywheel.erasure", metadata={"doc": "Erasure requests: a user id whose records leave every unsealed window and future dataset"})
+    topic_erasure: str = field(default="flywheel.erasure", metadata={"doc": "Erasure requests: a user id whose records leave every window, the sealed ones re-sealed without them (flywheel erasure status USER says where they still are)"})
     topic_models: str = field(default="flywheel.models", metadata={"doc": "What the trainer did with each dataset: candidate models with lineage, metrics and the gate's verdict, or why none"})
     partitions: int = field(default=4, metadata={"doc": "Partitions of every flywheel topic (sources must be co-partitioned)"})
     replication_factor: int = field(default=1, metadata={"doc": "Replication factor for created topics"})

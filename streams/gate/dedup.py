@@ -34,53 +34,15 @@ every other filter, in order, and only the non-duplicates among them are then gi
 run this filter last. If an earlier item of the batch is rejected afterwards by something else,
 a later near copy of it was rejected for nothing; check the survivors again in that case.
 
-Stores (`BandStore`): `MemoryBandStore` (dicts, no expiry: tests, `flywheel gate explain` over a
-file) and `RedisBandStore`, shared by all worker processes. Redis layout under ``prefix``, every
-key written with the TTL (default 35 days, the dataset horizon), nothing holding the text itself
-(only hashes, ids and signatures):
-
-    {prefix}:x:{blake2b-128 of normalised text, hex}                -> id     SET NX EX
-    {prefix}:s:n1k3p128s1:{id}                                      -> signature, 128 x uint32 LE
-                                                                       (512 bytes)  SET NX EX
-    {prefix}:b:n1k3p128s1b11r11:{band}:{blake2b-64 of band, hex}    -> sorted set of ids, score =
-                                                                       unix time added; ZADD NX,
-                                                                       ZREMRANGEBYSCORE of members
-                                                                       older than the TTL, EXPIRE
-
-The namespaces name the normalisation version, shingle size, permutations and seed (signatures)
-and b/r (buckets), so processes configured differently never read each other's sketches as
-their own; changing the threshold starts empty buckets but keeps the exact keys and signatures.
-A bucket's EXPIRE is refreshed by every write to it, so it trims members older than the TTL on
-each write (a plain set would keep the ids of forgotten items for as long as new ones arrive);
-members whose signature has expired are ignored on read.
-
-Round trips: `check` makes one pipelined round trip for the lookups of the whole batch (one MGET
-of the exact keys, one ZUNION of the b bucket keys per item) and at most one more (one MGET) for
-the signatures of the LSH candidates; `add` makes one: a Lua script (EVALSHA; redis-py loads it
-on the first NOSCRIPT) that runs the batch's SET NX / ZADD NX / ZREMRANGEBYSCORE / EXPIRE on the
-server, atomically. Every write is commutative or first-writer-wins, so workers may interleave
-freely. Two workers that check the same or near-same text before either adds it both pass it
-(check-then-add is not atomic across workers); the exact key then names the first writer. The
-multi-key commands assume one Redis, not Redis Cluster (keys of a batch span hash slots).
-
-What datasketch's own Redis storage (``MinHashLSH(storage_config={"type": "redis"})``) does and why
-it is not used (datasketch 2.0.0, `datasketch/storage.py`): it makes its own `redis.Redis` from a
-config dict (no shared client); `query` is one SMEMBERS round trip per band per item (b per item,
-no batch query: `collect_query_buffer` intersects the results of all buffered queries);
-`insert` is 2 + 2b round trips (HSET + RPUSH for the key, HSET + SADD per band; only
-`insertion_session` buffers inserts into a pipeline) plus an HEXISTS for its duplicate-key check,
-and raises for a key already there (not idempotent); nothing gets a TTL, and every key and
-bucket is also listed in one hash per table (`{basename}_keys`, `{basename}_bucket_NN`) that
-cannot expire per entry, so the index only grows; it stores no signatures, so candidates cannot
-be verified by another process; and the keys are pickled ids.
+Store (`BandStore`): `MemoryBandStore`, dicts in the process, no expiry. The gate keeps one per
+worker process (the near duplicates a whole window holds are the dataset builder's to drop, at the
+seal, from each candidate's `dedup_keys`: docs/concepts/datasets.md), `flywheel gate explain` one
+per run.
 
 Throughput (check of a batch, then add of its non-duplicates; 100-word texts, one in ten a near
-copy of an earlier one, batches of 200, one process; a shared 2-core VM, Redis 7.0 on localhost;
-``.venv/bin/python -m streams.gate.dedup --redis redis://127.0.0.1:6379/0 --batches 50``):
-MemoryBandStore 4,000-5,000 candidates/s (0.20-0.25 ms each), RedisBandStore 2,000-3,200
-candidates/s (0.3-0.5 ms each, 3 round trips per batch); lower when the VM is busy. Per item:
-normalise ~0.02 ms, MinHash ~0.1 ms (SHA-1 of ~100 shingles, 128 permutations), bands and the
-rest ~0.04 ms; Redis lookups ~0.06 ms, the write script ~0.09 ms.
+copy of an earlier one, batches of 200, one process; ``.venv/bin/python -m streams.gate.dedup``):
+4,000-5,000 candidates/s (0.20-0.25 ms each) on a shared 2-core VM. Per item: normalise ~0.02 ms,
+MinHash ~0.1 ms (SHA-1 of ~100 shingles, 128 permutations), bands and the rest ~0.04 ms.
 """
 
 from __future__ import annotations
@@ -90,30 +52,24 @@ import time
 import unicodedata
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import TYPE_CHECKING, Collection, Protocol, Sequence
+from typing import Collection, Protocol, Sequence
 
 import numpy as np
 from datasketch import LeanMinHash, MinHash
 from datasketch.lsh import _optimal_param
 
-if TYPE_CHECKING:
-    import redis
-
 __all__ = [
-    "DEFAULT_TTL_S",
     "BandStore",
     "DuplicateCheck",
     "DuplicateIndex",
     "IndexEntry",
     "MemoryBandStore",
-    "RedisBandStore",
     "lsh_params",
     "normalise",
     "shingles",
 ]
 
 NORMALISE_VERSION = 1  # bump when `normalise` changes: it is part of every key namespace
-DEFAULT_TTL_S = 35 * 24 * 3600  # the dataset horizon
 LSH_WEIGHTS = (0.1, 0.9)  # (false positive, false negative) weights for datasketch's optimiser
 _SCHEME = "affine32"
 _SIG_DTYPE = np.dtype("<u4")
@@ -231,103 +187,6 @@ class MemoryBandStore:
             self.exact.setdefault(e.exact, e.id)
             for t in e.bands:
                 self.buckets.setdefault(t, set()).add(e.id)
-
-
-class RedisBandStore:
-    """`BandStore` in Redis, shared by worker processes; see the module docstring for the layout.
-
-    `client` must return bytes (``decode_responses=False``, redis-py's default): signatures are
-    binary. `ttl_s=None` keeps everything forever.
-    """
-
-    def __init__(self, client: "redis.Redis", prefix: str, ttl_s: int | None = DEFAULT_TTL_S):
-        if client.get_connection_kwargs().get("decode_responses"):
-            raise ValueError("RedisBandStore needs a client with decode_responses=False (signatures are bytes)")
-        if ttl_s is not None and ttl_s <= 0:
-            raise ValueError("ttl_s must be positive or None")
-        if not prefix:
-            raise ValueError("prefix must not be empty")
-        self.client = client
-        self.prefix = prefix
-        self.ttl_s = ttl_s
-        self._write_script = client.register_script(_WRITE_LUA)
-
-    def _x(self, token: str) -> str:
-        return f"{self.prefix}:x:{token}"
-
-    def _s(self, token: str) -> str:
-        return f"{self.prefix}:s:{token}"
-
-    def _b(self, token: str) -> str:
-        return f"{self.prefix}:b:{token}"
-
-    def lookup(
-        self, exact: Sequence[str], bands: Sequence[Sequence[str]]
-    ) -> tuple[list[str | None], list[set[str]]]:
-        if not exact:
-            return [], []
-        pipe = self.client.pipeline(transaction=False)
-        pipe.mget([self._x(e) for e in exact])
-        for tokens in bands:
-            pipe.zunion([self._b(t) for t in tokens])
-        found, *members = pipe.execute()
-        return (
-            [None if v is None else v.decode("utf-8") for v in found],
-            [{m.decode("utf-8") for m in ms} for ms in members],
-        )
-
-    def signatures(self, tokens: Collection[str]) -> dict[str, bytes]:
-        tokens = list(tokens)
-        if not tokens:
-            return {}
-        values = self.client.mget([self._s(t) for t in tokens])
-        return {t: v for t, v in zip(tokens, values) if v is not None}
-
-    def write(self, entries: Sequence[IndexEntry]) -> None:
-        if not entries:
-            return
-        ttl = self.ttl_s or 0
-        now = int(time.time())
-        nbands = len(entries[0].bands)
-        keys: list[str] = []
-        args: list[str | bytes | int] = [ttl, now, f"({now - ttl}", nbands]
-        for e in entries:
-            if len(e.bands) != nbands:
-                raise ValueError("all entries of one write must have the same number of bands")
-            keys.append(self._s(e.sig_token))
-            keys.append(self._x(e.exact))
-            keys.extend(self._b(t) for t in e.bands)
-            args.append(e.id)
-            args.append(e.signature)
-        self._write_script(keys=keys, args=args, client=self.client)
-
-
-# One EVALSHA per batch. The writes are ~35 commands per item (2 SET, then ZADD + ZREMRANGEBYSCORE
-# + EXPIRE per band); as a redis-py pipeline they cost ~0.4 ms per item, nearly all of it packing
-# commands in Python; the script runs the same commands on the server for ~0.09 ms per item in all.
-# Every command in it is idempotent or first-writer-wins; Redis applies the batch atomically.
-_WRITE_LUA = """
-local ttl, now, cutoff, nb = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4])
-local per = 2 + nb
-for e = 0, #KEYS / per - 1 do
-  local k, id, sig = e * per, ARGV[5 + 2 * e], ARGV[6 + 2 * e]
-  if ttl > 0 then
-    redis.call('SET', KEYS[k + 1], sig, 'NX', 'EX', ttl)
-    redis.call('SET', KEYS[k + 2], id, 'NX', 'EX', ttl)
-  else
-    redis.call('SET', KEYS[k + 1], sig, 'NX')
-    redis.call('SET', KEYS[k + 2], id, 'NX')
-  end
-  for j = k + 3, k + per do
-    redis.call('ZADD', KEYS[j], 'NX', now, id)
-    if ttl > 0 then
-      redis.call('ZREMRANGEBYSCORE', KEYS[j], '-inf', cutoff)
-      redis.call('EXPIRE', KEYS[j], ttl)
-    end
-  end
-end
-return #KEYS / per
-"""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -481,7 +340,7 @@ class DuplicateIndex:
 
 
 # ---------------------------------------------------------------------------------------------
-# Benchmark: .venv/bin/python -m streams.gate.dedup [--redis URL] [--batches N]
+# Benchmark: .venv/bin/python -m streams.gate.dedup [--batches N]
 
 
 def _bench_texts(n: int, words: int, seed: int) -> list[tuple[str, str]]:
@@ -511,10 +370,8 @@ def _bench(index: DuplicateIndex, batches: int, batch_size: int, words: int) -> 
 
 def _main() -> None:
     import argparse
-    import uuid
 
     ap = argparse.ArgumentParser(description="check + add throughput of the duplicate index")
-    ap.add_argument("--redis", default=None, help="also measure RedisBandStore on this URL")
     ap.add_argument("--batches", type=int, default=25)
     ap.add_argument("--batch-size", type=int, default=200)
     ap.add_argument("--words", type=int, default=100)
@@ -523,18 +380,6 @@ def _main() -> None:
     print(f"b={idx.bands} r={idx.rows}")
     rate = _bench(idx, a.batches, a.batch_size, a.words)
     print(f"memory: {rate:,.0f} candidates/s ({1000 / rate:.3f} ms each)")
-    if a.redis:
-        import redis
-
-        client = redis.Redis.from_url(a.redis)
-        prefix = f"bench:dedup:{uuid.uuid4().hex[:8]}"
-        try:
-            rate = _bench(DuplicateIndex(RedisBandStore(client, prefix, ttl_s=600)), a.batches, a.batch_size, a.words)
-            print(f"redis:  {rate:,.0f} candidates/s ({1000 / rate:.3f} ms each)")
-        finally:
-            keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))
-            for i in range(0, len(keys), 1000):
-                client.delete(*keys[i : i + 1000])
 
 
 if __name__ == "__main__":
