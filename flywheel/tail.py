@@ -82,21 +82,22 @@ def read(settings: Settings, topic: str, *, from_beginning: bool = True, max_eve
                 continue
             last = time.monotonic()
             seen += 1
-            if to_end and msg.offset() + 1 >= ends.get(msg.partition(), 0):
+            offset, key, value = msg.offset() or 0, msg.key(), msg.value()
+            if to_end and offset + 1 >= ends.get(msg.partition(), 0):
                 ends.pop(msg.partition(), None)
-            meta = {"topic": msg.topic(), "partition": msg.partition(), "offset": msg.offset(),
-                    "key": msg.key().decode(errors="replace") if msg.key() else None}
+            meta = {"topic": msg.topic(), "partition": msg.partition(), "offset": offset,
+                    "key": key.decode(errors="replace") if key else None}
             headers = headers_dict(msg.headers())
             if TICK_HEADER in headers:
                 tick = headers[TICK_HEADER]
                 yield {**meta, "tick": int(tick)} if tick.isdigit() and len(tick) <= 16 else {**meta, "error": "invalid_tick"}
                 continue
-            if msg.value() is None:  # a tombstone: nothing to decode
+            if value is None:  # a tombstone: nothing to decode
                 yield {**meta, "tombstone": True}
                 continue
             try:
-                event = codec.decode(name, msg.value(), headers) if name else None
-                yield {**meta, "event": _jsonable(event) if event is not None else {"raw": _jsonable(msg.value())}}
+                event = codec.decode(name, value, headers) if name else None
+                yield {**meta, "event": _jsonable(event) if event is not None else {"raw": _jsonable(value)}}
             except DecodeError as exc:
                 yield {**meta, "error": exc.reason, "detail": exc.detail}
     finally:
