@@ -29,6 +29,8 @@ import fastavro
 from fastavro.schema import fingerprint, to_parsing_canonical_form
 from fastavro.validation import validate
 
+from schemas.conversation import upgrade_conversation
+
 MAGIC = b"\xc3\x01"
 HEADER_LEN = 10
 CONTENT_TYPE_HEADER = "content-type"
@@ -40,6 +42,11 @@ TICK_MAC_HEADER = "flywheel-tick-mac"
 JSON_CONTENT_TYPE = b"application/json"
 
 _FILE_RE = re.compile(r"^(?P<name>[a-z_]+)\.v(?P<version>\d+)\.avsc$")
+
+# what Avro's schema resolution cannot do alone, run on every decoded record of the event, whatever
+# version wrote it (and on JSON events): a single-turn interaction or candidate becomes a one-turn
+# conversation (schemas/conversation.py). Pure and idempotent: decoding twice gives the same record.
+UPGRADES = {"interaction": upgrade_conversation, "candidate": upgrade_conversation}
 
 
 class DecodeError(ValueError):
@@ -193,7 +200,8 @@ class Codec:
         if buf.tell() != len(data):
             raise DecodeError("undecodable", f"{len(data) - buf.tell()} trailing bytes after the Avro body")
         check_values(record, self.limits)
-        return record
+        upgrade = UPGRADES.get(name)
+        return record if upgrade is None else upgrade(record)
 
     def read_long(self, name: str, data: bytes, field_name: str) -> int | None:
         """One long field straight from single-object Avro bytes, without decoding the record, when
@@ -243,7 +251,8 @@ class Codec:
             self.check(name, record)
         except EncodeError as exc:
             raise DecodeError("invalid_event", str(exc)) from None
-        return record
+        upgrade = UPGRADES.get(name)
+        return record if upgrade is None else upgrade(record)
 
     def upgrade(self, name: str, data: bytes, headers: Mapping[str, bytes] | None = None) -> tuple[dict, bytes]:
         """Decode, and give back bytes in the current version (the input itself when already current)."""
@@ -311,25 +320,28 @@ def _check_scalar(value: Any, limits: InputLimits) -> None:
 
 
 def check_values(record: Mapping[str, Any], limits: InputLimits = DEFAULT_LIMITS) -> None:
-    """The limits on a decoded Avro record, whose schema already bounds its depth (a record of
-    scalars, maps and arrays of scalars): sizes, lengths and finiteness, field by field."""
-    for value in record.values():
-        if isinstance(value, dict):
-            if len(value) > limits.max_keys:
-                raise DecodeError("too_many_keys", f"a map of {len(value)} entries (limit {limits.max_keys})")
-            for k, v in value.items():
-                _check_scalar(k, limits)
-                _check_scalar(v, limits)
-        elif isinstance(value, list):
-            if len(value) > limits.max_items:
-                raise DecodeError("too_many_items", f"an array of {len(value)} items (limit {limits.max_items})")
-            for v in value:
-                _check_scalar(v, limits)
-        elif isinstance(value, float):
-            if not math.isfinite(value):
-                raise DecodeError("not_finite", f"a number that is {value}")
-        elif isinstance(value, str) and len(value) > limits.max_string_chars:
-            raise DecodeError("too_long", f"a string of {len(value)} characters (limit {limits.max_string_chars})")
+    """The limits on a decoded Avro record, whose schema already bounds its depth (records, maps and
+    arrays of them down to scalars; a conversation's turns nest deepest, record -> array -> record
+    -> array -> record): sizes, lengths and finiteness, walked without recursion."""
+    stack = [record]
+    while stack:
+        for value in stack.pop().values():
+            if isinstance(value, dict):  # a map, or a nested record (a turn, a tool call)
+                if len(value) > limits.max_keys:
+                    raise DecodeError("too_many_keys", f"a map of {len(value)} entries (limit {limits.max_keys})")
+                for k in value:
+                    _check_scalar(k, limits)
+                stack.append(value)
+            elif isinstance(value, list):
+                if len(value) > limits.max_items:
+                    raise DecodeError("too_many_items", f"an array of {len(value)} items (limit {limits.max_items})")
+                for v in value:
+                    if isinstance(v, dict):
+                        stack.append(v)
+                    else:
+                        _check_scalar(v, limits)
+            else:
+                _check_scalar(value, limits)
 
 
 def _long_plan(raw: dict, field_name: str) -> tuple[bool, ...] | bool:

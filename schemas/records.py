@@ -6,6 +6,8 @@ import functools
 from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar, Mapping
 
+from schemas.conversation import check_conversation, message
+
 ACTIONS = ("accepted", "copied", "corrected", "regenerated", "abandoned", "thumbs_up", "thumbs_down", "rated")
 MAX_ID_CHARS = 256
 
@@ -104,6 +106,15 @@ class Interaction(_Record):
     latency_ms: float | None = None
     uncertainty: float | None = None
     metadata: dict[str, str] = field(default_factory=dict)
+    # the conversation (schema v3; schemas/conversation.py): a decoded event always has `messages`
+    system: str = ""
+    messages: list[dict] = field(default_factory=list)
+    tools: list[dict] = field(default_factory=list)
+    response_tool_calls: list[dict] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not self.messages and self.prompt and isinstance(self.prompt, str):  # as the codec's upgrade does
+            self.messages = [message("user", self.prompt)]
 
     def check(self) -> "Interaction":
         _require_id("interaction", "request_id", self.request_id)
@@ -114,6 +125,7 @@ class Interaction(_Record):
         for name in ("prompt", "response"):
             if not isinstance(getattr(self, name), str):
                 raise InvalidEvent(f"interaction.{name} must be a string")
+        check_conversation("interaction", self, InvalidEvent)
         return self
 
 
@@ -180,6 +192,14 @@ class TrainingCandidate(_Record):
     notes: list[str] = field(default_factory=list)
     redactions: dict[str, int] = field(default_factory=dict)
     dedup_keys: bytes = b""
+    system: str = ""
+    messages: list[dict] = field(default_factory=list)
+    tools: list[dict] = field(default_factory=list)
+    response_tool_calls: list[dict] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not self.messages and self.prompt and isinstance(self.prompt, str):  # as the codec's upgrade does
+            self.messages = [message("user", self.prompt)]
 
 
 @dataclass(slots=True)

@@ -42,6 +42,7 @@ from flywheel.settings import Settings
 from schemas.codec import Codec
 from schemas.records import TrainingCandidate
 from streams.datasets import content, intake, spool
+from streams.datasets.chat import ChatLayout
 from streams.datasets.store import (RECORD_USERS, DatasetStore, ShardWriter, content_id, dataset_id as make_dataset_id, manifest_json,
                                     user_hash, user_key64)
 from streams.datasets.windows import WindowSpan
@@ -250,7 +251,8 @@ def _reject(rejected: list, r: intake.Rejected) -> None:
 
 
 def prepare_entry(c: TrainingCandidate, validation_share: float, pair_keys: frozenset[str] = frozenset(),
-                  user: str | None = None, key: bytes = b"") -> tuple[bytes | None, TrainingCandidate | None]:
+                  user: str | None = None, key: bytes = b"", layout: ChatLayout | None = None
+                  ) -> tuple[bytes | None, TrainingCandidate | None]:
     """Pass 1's work on one admitted candidate that can meet its content: its scratch entry (None
     when it makes no record) and its pairing facts (None unless it may answer a regeneration).
     Pure; what it accepts, pass 2 can write (the records fit their Avro schemas)."""
@@ -258,8 +260,8 @@ def prepare_entry(c: TrainingCandidate, validation_share: float, pair_keys: froz
     if c.pair_key in pair_keys:
         facts = _pairing_facts(c)
         successor = c.to_dict()  # may answer a regeneration: pass 2 may make a pair of it
-    sft = content.sft_base_record(c, validation_share)
-    pref = content.preference_base_record(c, validation_share)
+    sft = content.sft_base_record(c, validation_share, layout=layout)
+    pref = content.preference_base_record(c, validation_share, layout=layout)
     if sft is None and pref is None and successor is None:
         return None, facts
     payload = marshal.dumps((c.request_id, sft, pref, successor, c.task_type or "-", c.user_action, c.label or "-",
@@ -289,7 +291,7 @@ def admitted(c: TrainingCandidate, inputs: SealInputs, seen: set[int], dropped: 
 
 
 def observe_partition(job: PartitionRead, pair_keys: frozenset[str] = frozenset(), validation_share: float = 0.0,
-                      codec: Codec | None = None) -> PartitionFacts:
+                      codec: Codec | None = None, layout: ChatLayout | None = None) -> PartitionFacts:
     """Pass 1 of one partition of the passed topic: statistics and offers, and the partition's
     records (built but for the window's part of their priority) into its scratch file."""
     codec = codec or _process_codec()
@@ -306,7 +308,7 @@ def observe_partition(job: PartitionRead, pair_keys: frozenset[str] = frozenset(
                 user = user_hash(c.user_id, key)
                 if not admitted(c, job.inputs, seen, dropped, user):
                     continue
-                payload, pairing = prepare_entry(c, validation_share, pair_keys, user)
+                payload, pairing = prepare_entry(c, validation_share, pair_keys, user, layout=layout)
                 stats.add(c)
                 offers.add(c)  # a few numbers per record; the window's part of the priority comes at finish
             except Exception as exc:  # one candidate's content broke the build: it fails alone
@@ -390,7 +392,7 @@ def write_partition(plan: PartitionPlan) -> PartitionOutput:
                 wrote = True
             if successor is not None and request_id in plan.pairs:
                 rp = content.regeneration_pair_record(plan.pairs[request_id], TrainingCandidate.from_dict(successor),
-                                                      plan.stats, vs)
+                                                      plan.stats, vs, layout=ChatLayout.of(p))
                 if rp is not None:
                     writer("preference", rp["split"], None).add(rp, content.chat_preference(rp))
                     count("split", f"preference.{rp['split']}")
@@ -548,8 +550,8 @@ class WindowBuilder:
         _count_rejected(dropped, rejected)  # the rejected topic's (the passed topic's partitions count their own)
         ties_of: dict[int, Any] = {}
         spooled = 0
-        for part in run(functools.partial(observe_partition, pair_keys=frozenset(pair_facts), validation_share=p.validation_share),
-                        jobs):
+        for part in run(functools.partial(observe_partition, pair_keys=frozenset(pair_facts), validation_share=p.validation_share,
+                                          layout=ChatLayout.of(p)), jobs):
             spooled += part.spooled
             rejected += part.rejected
             stats.merge(part.stats)

@@ -46,7 +46,10 @@ from dataclasses import dataclass
 from hashlib import blake2b
 from typing import Any, Mapping
 
+from schemas.conversation import message
 from schemas.records import TrainingCandidate
+from streams.datasets import chat
+from streams.datasets.chat import DEFAULT_LAYOUT, ChatLayout, prompt_messages
 from streams.gate.policy import DatasetPolicy
 
 SFT_LABELS = ("sft_positive", "sft_correction")
@@ -270,15 +273,17 @@ def _policy(c: TrainingCandidate, policy_version: str | None) -> str:
 
 
 def sft_record(c: TrainingCandidate, stats: WindowStats, validation_share: float,
-               policy_version: str | None = None) -> dict | None:
-    """The SftRecord (schemas/avro/sft_record.v1.avsc) of an SFT-labelled candidate, or None.
+               policy_version: str | None = None, layout: ChatLayout | None = None) -> dict | None:
+    """The SftRecord (schemas/avro/sft_record.v2.avsc) of an SFT-labelled candidate, or None.
 
-    `policy_version` defaults to the stamp the gate left on the candidate."""
-    record = sft_base_record(c, validation_share, policy_version)
+    `policy_version` defaults to the stamp the gate left on the candidate; `layout` (streams/datasets/
+    chat.py) places the system prompt, history and retrieved context in the record's `messages`."""
+    record = sft_base_record(c, validation_share, policy_version, layout)
     return None if record is None else with_context(record, stats)
 
 
-def sft_base_record(c: TrainingCandidate, validation_share: float, policy_version: str | None = None) -> dict | None:
+def sft_base_record(c: TrainingCandidate, validation_share: float, policy_version: str | None = None,
+                    layout: ChatLayout | None = None) -> dict | None:
     """`sft_record` with only the record's own part of the priority: what can be built before the
     window's statistics are complete (`with_context` adds the rest)."""
     target = sft_target(c)
@@ -300,7 +305,17 @@ def sft_base_record(c: TrainingCandidate, validation_share: float, policy_versio
         "split": split_of(c.request_id, validation_share),
         "event_time": int(c.timestamp),
         "policy_version": _policy(c, policy_version),
+        **_conversation(c, layout),
+        "target_tool_calls": [dict(t) for t in c.response_tool_calls] if target == c.response and not _corrected(c) else [],
     }
+
+
+def _conversation(c: TrainingCandidate, layout: ChatLayout | None) -> dict:
+    """The chat-form parts of a record: what the model saw, laid out (streams/datasets/chat.py)."""
+    messages = c.messages or ([message("user", c.prompt)] if c.prompt else [])
+    return {"messages": prompt_messages(c.system, messages, c.retrieved_context, layout or DEFAULT_LAYOUT),
+            "context": [p for p in (c.retrieved_context or ()) if isinstance(p, str)],
+            "tools": [dict(t) for t in c.tools]}
 
 
 def with_context(record: dict, stats: WindowStats, cache: dict | None = None) -> dict:
@@ -325,14 +340,15 @@ def _pair_ok(prompt: Any, chosen: Any, rejected: Any) -> bool:
 
 
 def preference_record(c: TrainingCandidate, stats: WindowStats, validation_share: float,
-                      policy_version: str | None = None) -> dict | None:
+                      policy_version: str | None = None, layout: ChatLayout | None = None) -> dict | None:
     """The PreferenceRecord of a candidate that carries a pair (a correction: chosen = the correction,
     rejected = the response), or None: no pair, an empty side, or both sides the same text."""
-    record = preference_base_record(c, validation_share, policy_version)
+    record = preference_base_record(c, validation_share, policy_version, layout)
     return None if record is None else with_context(record, stats)
 
 
-def preference_base_record(c: TrainingCandidate, validation_share: float, policy_version: str | None = None) -> dict | None:
+def preference_base_record(c: TrainingCandidate, validation_share: float, policy_version: str | None = None,
+                           layout: ChatLayout | None = None) -> dict | None:
     """`preference_record` with only the record's own part of the priority (see `sft_base_record`)."""
     if not _pair_ok(c.prompt, c.pair_chosen, c.pair_rejected):
         return None
@@ -350,11 +366,13 @@ def preference_base_record(c: TrainingCandidate, validation_share: float, policy
         "split": split_of(c.request_id, validation_share),
         "event_time": int(c.timestamp),
         "policy_version": _policy(c, policy_version),
+        **_conversation(c, layout),
     }
 
 
 def regeneration_pair_record(regenerated: TrainingCandidate | str, successor: TrainingCandidate, stats: WindowStats,
-                             validation_share: float, policy_version: str | None = None) -> dict | None:
+                             validation_share: float, policy_version: str | None = None,
+                             layout: ChatLayout | None = None) -> dict | None:
     """The pair a regeneration makes: prompt of the successor, chosen = the successor's SFT target,
     rejected = the regenerated response (a candidate, or its response text). None when the successor
     has no target or both sides are the same text.
@@ -385,6 +403,7 @@ def regeneration_pair_record(regenerated: TrainingCandidate | str, successor: Tr
         "split": split_of(successor.request_id, validation_share),
         "event_time": int(successor.timestamp),
         "policy_version": _policy(successor, policy_version),
+        **_conversation(successor, layout),
     }
 
 
@@ -739,19 +758,29 @@ def _push_bounded(heap: list, limit: int, prio: float, tie: int, index: int, ali
 
 # -- chat formats ----------------------------------------------------------------------------------
 
+def _prompt_turns(record: Mapping[str, Any]) -> list[dict]:
+    """A record's prompt side as JSONL chat turns: its laid-out `messages` (v2), else the prompt (v1)."""
+    if record.get("messages"):
+        return chat.plain(record["messages"])
+    return [{"role": "user", "content": record["prompt"]}]
+
+
 def chat_sft(record: Mapping[str, Any]) -> dict:
-    """An SftRecord in the chat "messages" format, with its metadata."""
+    """An SftRecord in the chat "messages" format (system prompt, history and retrieved context as
+    laid out in the record, then the target), with its metadata."""
     return {
-        "messages": [{"role": "user", "content": record["prompt"]}, {"role": "assistant", "content": record["target"]}],
+        "messages": _prompt_turns(record) + [chat.answer_turn(record["target"], record.get("target_tool_calls") or ())],
         "metadata": {k: record[k] for k in ("request_id", "task_type", "split", "difficulty", "priority", "priority_reasons")},
+        **chat.tools_key(record),
     }
 
 
 def chat_preference(record: Mapping[str, Any]) -> dict:
     """A PreferenceRecord in TRL's conversational preference format (prompt / chosen / rejected)."""
     return {
-        "prompt": [{"role": "user", "content": record["prompt"]}],
+        "prompt": _prompt_turns(record),
         "chosen": [{"role": "assistant", "content": record["chosen"]}],
         "rejected": [{"role": "assistant", "content": record["rejected"]}],
         "metadata": {k: record[k] for k in ("request_id", "task_type", "split", "source", "priority", "priority_reasons")},
+        **chat.tools_key(record),
     }

@@ -12,6 +12,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
+from schemas.conversation import conversation_texts
 from schemas.records import TrainingCandidate
 from streams.gate import grounding as grounding_check
 from streams.gate.policy import GatePolicy
@@ -80,16 +81,26 @@ class PiiStage(Stage):
         self.reject_secrets = reject_secrets
 
     def run(self, items: Sequence[Item]) -> None:
-        slots: list[tuple[Item, Callable[[str], None]]] = []
+        slots: list[tuple[Item, list[Callable[[str], None]]]] = []
         texts: list[str] = []
         for item in items:
-            for text, put in _text_slots(item.candidate):
+            # a turn of the conversation that repeats a text met before in this candidate (the prompt is
+            # also its last user turn) is redacted with it, and neither scanned nor counted again
+            seen: dict[str, list] = {}
+            for text, put, echo in _text_slots(item.candidate, with_echoes=True):
                 if text:
-                    texts.append(text)
-                    slots.append((item, put))
-        for (item, put), red in zip(slots, self.redactor.redact(texts), strict=True):
+                    puts = seen.get(text) if echo else None
+                    if puts is None:
+                        puts = [put]
+                        seen.setdefault(text, puts)
+                        texts.append(text)
+                        slots.append((item, puts))
+                    else:
+                        puts.append(put)
+        for (item, puts), red in zip(slots, self.redactor.redact(texts), strict=True):
             if red.counts:
-                put(red.text)
+                for put in puts:
+                    put(red.text)
                 item.redactions.update(red.counts)
         from streams.gate.pii import has_secret
 
@@ -130,17 +141,23 @@ def pseudonymous_id(value: str, key: bytes | None = None) -> str:
     return "pii-" + keyed(current_key() if key is None else key, value)[:24]
 
 
-def _text_slots(c: TrainingCandidate):
-    """(text, setter) for every free-text field of a candidate."""
+def _text_slots(c: TrainingCandidate, with_echoes: bool = False):
+    """(text, setter) for every free-text field of a candidate, the conversation's included;
+    with_echoes: (text, setter, whether it is a conversation text that may repeat an earlier one)."""
     def setter(name):
         return lambda v: setattr(c, name, v)
 
+    def slot(text, put, echo=False):
+        return (text, put, echo) if with_echoes else (text, put)
+
     for name in ("prompt", "response", "correction", "target", "pair_chosen", "pair_rejected"):
-        yield getattr(c, name), setter(name)
+        yield slot(getattr(c, name), setter(name))
     for i, passage in enumerate(c.retrieved_context or ()):
-        yield passage, (lambda v, i=i: c.retrieved_context.__setitem__(i, v))
+        yield slot(passage, (lambda v, i=i: c.retrieved_context.__setitem__(i, v)))
     for key, value in c.metadata.items():
-        yield value, (lambda v, key=key: c.metadata.__setitem__(key, v))
+        yield slot(value, (lambda v, key=key: c.metadata.__setitem__(key, v)))
+    for text, put in conversation_texts(c):  # system, every turn, tool calls and tools (schemas/conversation.py)
+        yield slot(text, put, True)
 
 
 # -- content ---------------------------------------------------------------------------------------

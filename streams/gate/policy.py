@@ -152,6 +152,9 @@ class DatasetPolicy:
     pair_regenerations: bool = True  # pair a regenerated response with the accepted one that followed it
     regeneration_gap_minutes: int = 60
     shard_records: int = 50_000  # records per Avro / JSONL shard
+    chat_context: str = "system"  # where chat records put retrieved passages: system (after the instructions), user (before the answered turn's text), turn (a user turn before it), none; see streams/datasets/chat.py
+    chat_context_template: str = "Answer using only the documents below when they hold the answer.\n\n{passages}"
+    chat_passage_template: str = "[{n}] {text}"  # {n}: the passage's 1-based position, {text}: the passage
 
 
 PREFERENCE_METHODS = ("dpo", "off")
@@ -359,6 +362,12 @@ class GatePolicy:
             if value < 0:
                 bad(where, f"must be >= 0, got {value}")
         d = self.datasets
+        if d.chat_context not in ("system", "user", "turn", "none"):
+            bad("[datasets] chat_context", f"must be one of system, user, turn, none; got {d.chat_context!r}")
+        if "{passages}" not in d.chat_context_template:
+            bad("[datasets] chat_context_template", "must hold {passages}")
+        if "{text}" not in d.chat_passage_template:
+            bad("[datasets] chat_passage_template", "must hold {text}")
         if not 7 <= d.window_days <= 28:
             bad("[datasets] window_days", f"must be within 7..28 (one to four weeks), got {d.window_days}")
         if d.lag_days < 0 or d.lag_days > 56:

@@ -159,6 +159,10 @@ def build_candidate(
         latency_ms=interaction.latency_ms,
         metadata=dict(interaction.metadata),
         settled_at=settled_at,
+        system=interaction.system,
+        messages=interaction.messages,
+        tools=interaction.tools,
+        response_tool_calls=interaction.response_tool_calls,
     )
 
 

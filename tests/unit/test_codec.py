@@ -41,17 +41,20 @@ def test_every_new_field_has_a_default():
 
 
 def test_bytes_written_with_the_previous_version_still_decode():
-    v1, v2 = codec.versions("interaction")[:2]
-    assert v1.version == 1 and v2 is codec.current("interaction")
+    v1, v2, v3 = codec.versions("interaction")[:3]
+    assert v1.version == 1 and v3 is codec.current("interaction")
     old = {"request_id": "r1", "session_id": "s", "user_id": "u", "event_time": T0, "model_version": "m0",
            "variant": "", "task_type": "", "prompt": "p", "response": "r", "retrieved_context": None, "latency_ms": 12.5}
-    data = codec.encode("interaction", old, version=v1)
-    assert data[2:10] == v1.fingerprint != v2.fingerprint
-    record = codec.decode("interaction", data)
-    assert record["latency_ms"] == 12.5 and record["uncertainty"] is None and record["metadata"] == {}
-    # upgrade gives bytes in the current version
-    rec, current = codec.upgrade("interaction", data)
-    assert current[2:10] == v2.fingerprint and codec.decode("interaction", current) == rec
+    for version in (v1, v2):
+        data = codec.encode("interaction", old, version=version)
+        assert data[2:10] == version.fingerprint != v3.fingerprint
+        record = codec.decode("interaction", data)
+        assert record["latency_ms"] == 12.5 and record["uncertainty"] is None and record["metadata"] == {}
+        # a single-turn event is a one-turn conversation
+        assert record["messages"] == [{"role": "user", "content": "p", "name": None, "tool_calls": [], "tool_call_id": None}]
+        # upgrade gives bytes in the current version
+        rec, current = codec.upgrade("interaction", data)
+        assert current[2:10] == v3.fingerprint and codec.decode("interaction", current) == rec
 
 
 def test_json_events_are_validated_against_the_same_schema():

@@ -23,7 +23,9 @@ def sft(i: int, **kw) -> dict:
     r = {"request_id": f"r-{i}", "prompt": f"Prompt {i} — ünïcode", "target": f"target {i} " * (i % 5 + 1), "task_type": "chat",
          "user_action": "accepted", "label": "sft_positive", "model_version": "v1", "quality_score": 0.5 + i / 1000,
          "difficulty": (i % 10) / 10, "priority": float(i % 3), "priority_reasons": ["uncertainty"] if i % 3 else [],
-         "split": "train", "event_time": T0 + i, "policy_version": "p@1"}
+         "split": "train", "event_time": T0 + i, "policy_version": "p@1",
+         "messages": [{"role": "user", "content": f"Prompt {i} — ünïcode", "name": None, "tool_calls": [], "tool_call_id": None}],
+         "context": [f"passage {i}"] if i % 2 else [], "tools": [], "target_tool_calls": []}
     r.update(kw)
     return r
 
