@@ -31,6 +31,7 @@ from confluent_kafka import KafkaError, Producer
 
 from flywheel.settings import Settings
 from schemas.codec import TICK_HEADER, TICK_MAC_HEADER, Codec, EncodeError, tick_mac
+from schemas.conversation import last_user_text, message, tool_call, tool_def
 from schemas.records import Interaction, InvalidEvent, UserAction
 
 log = logging.getLogger("flywheel.sdk")
@@ -88,6 +89,44 @@ def _now_ms() -> int:
 
 def _as_dict(v: Any) -> Any:
     return dict(v) if isinstance(v, Mapping) and not isinstance(v, dict) else v
+
+
+def _turns(messages: Sequence[Mapping[str, Any]] | None) -> list:
+    """Turns given by the app, with every key of the schema's Message (extra keys refused)."""
+    if messages is None:
+        return []
+    if isinstance(messages, (str, bytes)) or not isinstance(messages, Sequence):
+        raise InvalidEvent("interaction.messages must be a list of turns")
+    out = []
+    for i, m in enumerate(messages):
+        if not isinstance(m, Mapping):
+            raise InvalidEvent(f"interaction.messages[{i}] must be a dict with a role")
+        unknown = set(m) - {"role", "content", "name", "tool_calls", "tool_call_id"}
+        if unknown:
+            raise InvalidEvent(f"interaction.messages[{i}] has unknown keys: {', '.join(sorted(map(str, unknown)))}")
+        calls = m.get("tool_calls") or ()
+        if not isinstance(calls, Sequence) or isinstance(calls, (str, bytes)) or not all(isinstance(c, Mapping) for c in calls):
+            raise InvalidEvent(f"interaction.messages[{i}].tool_calls must be a list of dicts")
+        try:
+            out.append(message(m.get("role"), m.get("content", ""), name=m.get("name"), tool_calls=calls,
+                               tool_call_id=m.get("tool_call_id")))
+        except TypeError:
+            raise InvalidEvent(f"interaction.messages[{i}].tool_calls: each needs a name (and only id, name, arguments)") from None
+    return out
+
+
+def _records(items: Sequence[Mapping[str, Any]] | None, make: Callable[..., dict], where: str) -> list:
+    if items is None:
+        return []
+    if isinstance(items, (str, bytes)) or not isinstance(items, Sequence):
+        raise InvalidEvent(f"interaction.{where} must be a list")
+    out = []
+    for i, item in enumerate(items):
+        try:
+            out.append(make(**item))
+        except TypeError:
+            raise InvalidEvent(f"interaction.{where}[{i}] must be a dict with a name (keys of the schema only)") from None
+    return out
 
 
 def _approx_len(v: Any) -> int:
@@ -185,8 +224,8 @@ class FlywheelProducer:
         session_id: str,
         user_id: str,
         model_version: str,
-        prompt: str,
         response: str,
+        prompt: str = "",
         event_time: int | None = None,
         variant: str = "",
         task_type: str = "",
@@ -194,8 +233,18 @@ class FlywheelProducer:
         latency_ms: float | None = None,
         uncertainty: float | None = None,
         metadata: Mapping[str, str] | None = None,
+        system: str = "",
+        messages: Sequence[Mapping[str, Any]] | None = None,
+        tools: Sequence[Mapping[str, Any]] | None = None,
+        response_tool_calls: Sequence[Mapping[str, Any]] | None = None,
     ) -> None:
-        """Queue one served request. Raises InvalidEvent (naming the field) before anything is queued."""
+        """Queue one served request. Raises InvalidEvent (naming the field) before anything is queued.
+
+        A single turn: `prompt` and `response`. A conversation: `messages` (the turns the model
+        answered, oldest first, each {"role", "content", "name"?, "tool_calls"?, "tool_call_id"?}),
+        `system` instructions, `tools` offered ({"name", "description"?, "parameters"?: JSON text}),
+        and the answer: `response` text and `response_tool_calls`; `prompt` defaults to the last
+        user turn. Retrieved passages go in `retrieved_context` either way."""
         if isinstance(retrieved_context, tuple):
             retrieved_context = list(retrieved_context)
         event = Interaction(
@@ -204,8 +253,53 @@ class FlywheelProducer:
             model_version=model_version, prompt=prompt, response=response, variant=variant,
             task_type=task_type, retrieved_context=retrieved_context, latency_ms=latency_ms,
             uncertainty=uncertainty, metadata={} if metadata is None else _as_dict(metadata),
+            system=system, messages=_turns(messages), tools=_records(tools, tool_def, "tools"),
+            response_tool_calls=_records(response_tool_calls, tool_call, "response_tool_calls"),
         )
+        if not event.prompt and event.messages:
+            event.prompt = last_user_text(event.messages)
         self._send_event(self.settings.topics.interactions, event)
+
+    def log_chat_completion(
+        self,
+        request: Any,
+        response: Any,
+        *,
+        user_id: str,
+        session_id: str = "",
+        request_id: str | None = None,
+        retrieved_context: Sequence[str] | None = None,
+        task_type: str = "",
+        variant: str = "",
+        latency_ms: float | None = None,
+        uncertainty: float | None = None,
+        metadata: Mapping[str, str] | None = None,
+        event_time: int | None = None,
+    ) -> str:
+        """Queue one OpenAI-shaped call: a Chat Completions request (the create() keyword arguments or
+        the JSON body) and its response (a ChatCompletion or its JSON), or the same of the Responses
+        API. Returns the request id for later `log_action` calls: `request_id` when given, else the
+        provider's response id (`chatcmpl-...`, `resp_...`). See flywheel/openai_compat.py for the
+        mapping. Raises InvalidEvent before anything is queued."""
+        from flywheel import openai_compat as oc
+
+        try:
+            shape = oc.from_responses(request, response) if oc.is_responses_shape(request, response) else \
+                oc.from_chat_completion(request, response)
+        except oc.ShapeError as exc:
+            raise InvalidEvent(f"log_chat_completion: {exc}") from None
+        rid = request_id or shape["request_id"]
+        if not rid:
+            raise InvalidEvent("log_chat_completion: the response has no id; pass request_id")
+        meta = {**shape["metadata"], **({} if metadata is None else _as_dict(metadata))}
+        self.log_interaction(
+            request_id=rid, session_id=session_id, user_id=user_id, model_version=shape["model_version"] or "unknown",
+            response=shape["response"], event_time=event_time if event_time is not None else shape["event_time"],
+            variant=variant, task_type=task_type,
+            retrieved_context=None if retrieved_context is None else list(retrieved_context),
+            latency_ms=latency_ms, uncertainty=uncertainty, metadata=meta, system=shape["system"],
+            messages=shape["messages"], tools=shape["tools"], response_tool_calls=shape["response_tool_calls"])
+        return rid
 
     def log_action(
         self,
@@ -254,6 +348,15 @@ class FlywheelProducer:
         value = self.encode(event)
         self._produce(topic, key=event.request_id.encode("utf-8"), value=value)
 
+    def send_encoded(self, event: Interaction | UserAction, value: bytes,
+                     on_delivery: Callable[[KafkaError | None], None] | None = None) -> None:
+        """Queue an event already validated and encoded by `encode` (HTTP ingest validates a whole
+        batch before it sends any of it); `on_delivery(error or None)` is called once it is
+        confirmed or failed, from inside poll/flush."""
+        self._require_open()
+        topic = self.settings.topics.interactions if isinstance(event, Interaction) else self.settings.topics.actions
+        self._produce(topic, key=event.request_id.encode("utf-8"), value=value, callback=on_delivery)
+
     # -- event time for quiet partitions ---------------------------------------------------------
     def heartbeat(self, event_time_ms: int) -> int:
         """Tell every partition of both sources that event time has reached `event_time_ms`.
@@ -292,8 +395,17 @@ class FlywheelProducer:
 
     # -- sending ---------------------------------------------------------------------------------
     def _produce(self, topic: str, *, key: bytes | None, value: bytes, partition: int | None = None,
-                 headers: list[tuple[str, bytes]] | None = None) -> None:
-        kwargs: dict[str, Any] = {"key": key, "value": value, "on_delivery": self._on_delivery}
+                 headers: list[tuple[str, bytes]] | None = None,
+                 callback: Callable[[KafkaError | None], None] | None = None) -> None:
+        on_delivery = self._on_delivery
+        if callback is not None:
+            def on_delivery(err, msg, _own=self._on_delivery):
+                _own(err, msg)
+                try:
+                    callback(err)
+                except Exception:
+                    log.exception("delivery callback raised", extra={"event": "callback_failed"})
+        kwargs: dict[str, Any] = {"key": key, "value": value, "on_delivery": on_delivery}
         if partition is not None:
             kwargs["partition"] = partition
         if headers:
