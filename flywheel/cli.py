@@ -205,6 +205,9 @@ def build_parser() -> argparse.ArgumentParser:
     boot.add_argument("--base", default="", metavar="NAME_OR_DIR",
                       help="start from this base (a name `flywheel models import` gave, or a model directory) instead of building the default small model")
 
+    from flywheel.ingest.cli import add_parsers as add_ingest_parsers
+
+    add_ingest_parsers(sub, _Parser)
     from flywheel.clocks import add_parser as add_clocks_parser
 
     add_clocks_parser(sub, _Parser)
@@ -270,6 +273,10 @@ def _run(args, settings: Settings) -> int:
         return 0
     if args.command == "demo":
         return _demo(args, settings)
+    if args.command in ("ingest", "import"):
+        from flywheel.ingest.cli import run as run_ingest
+
+        return run_ingest(args, settings)
     if args.command == "worker":
         settings.broker_url  # a clear error when unset
         _worker(settings)
