@@ -124,6 +124,10 @@ def train(loaded: LoadedModel, examples: Sequence[Example], pairs: Sequence[Pair
     before this returns. `checkpoint_dir`: where a crashed run's checkpoint is found (trainer/train.py)."""
     kind = getattr(loaded, "base_kind", "scratch")
     lora = lora_settings(policy, kind, loaded.model.config.model_type)
+    if lora is not None:  # the adapters' random initial values: from the policy's seed, not from what the process drew before
+        import torch
+
+        torch.manual_seed(policy.seed)
     with (adapted(loaded, lora) if lora is not None else contextlib.nullcontext()) as adapters:
         sft = fine_tune(loaded, examples, train_config(policy, kind), progress, checkpoint_dir)
         preference = None
