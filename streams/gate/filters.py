@@ -7,10 +7,10 @@ the Redis-backed duplicate index pay their fixed costs once per batch.
 
 from __future__ import annotations
 
-import hashlib
+from abc import ABC, abstractmethod
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, ClassVar, Sequence
 
 from schemas.conversation import conversation_texts
 from schemas.records import TrainingCandidate
@@ -55,12 +55,24 @@ class Item:
         return c.target or (c.correction if c.user_action == "corrected" and c.correction else c.response)
 
 
-class Stage:
-    name: str = ""
-    content = True  # False: runs only on candidates every content stage passed (duplicates, keep rate)
+class Stage(ABC):
+    """One named filter of the gate. Required: `name` and `run`. Optional, with defaults: where the
+    stage runs (`content`, `sees_rejected`) and what happens to candidates it could not check
+    (`on_unchecked`). The gate calls these hooks and never asks which stage it holds."""
 
+    name: ClassVar[str]
+    # False: runs only on candidates every content stage passed (duplicates, keep rate)
+    content: ClassVar[bool] = True
+    # True: runs on every candidate even when the policy stops at the first rejection
+    sees_rejected: ClassVar[bool] = False
+
+    @abstractmethod
     def run(self, items: Sequence[Item]) -> None:
-        raise NotImplementedError
+        """Check the items in one batch: reject (`item.reject`), note, or rewrite them in place."""
+
+    def on_unchecked(self, items: Sequence[Item]) -> None:
+        """The stage failed on these items, alone as in a batch: they are rejected `filter_error`;
+        a stage whose failure leaves something unsafe in them cleans it here."""
 
 
 # -- privacy ---------------------------------------------------------------------------------------
@@ -74,6 +86,7 @@ class PiiStage(Stage):
     replaced in every field before the candidate goes anywhere."""
 
     name = "pii"
+    sees_rejected = True  # rejected candidates are written out too: they must be as clean
 
     def __init__(self, redactor, reject: bool = False, reject_secrets: bool = True):
         self.redactor = redactor
@@ -123,6 +136,9 @@ class PiiStage(Stage):
                 if self.redactor.redact([value])[0].counts:
                     setattr(c, name, pseudonymous_id(value))
                     item.notes.append("id_pseudonymised")
+
+    def on_unchecked(self, items: Sequence[Item]) -> None:
+        self.scrub(items)
 
     @staticmethod
     def scrub(items: Sequence[Item]) -> None:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Callable, Sequence
 
 from schemas.records import TrainingCandidate
-from streams.gate.filters import FILTER_ERROR, Item, PiiStage, Stage, build_stages
+from streams.gate.filters import FILTER_ERROR, Item, Stage, build_stages
 from streams.gate.keeprate import KeepRate
 from streams.gate.policy import GatePolicy
 
@@ -61,7 +61,7 @@ class Gate:
         for stage in self.stages:
             if not stage.content:
                 continue
-            todo = items if self.policy.evaluate_all or isinstance(stage, PiiStage) else [i for i in items if not i.rejected]
+            todo = items if self.policy.evaluate_all or stage.sees_rejected else [i for i in items if not i.rejected]
             self._run(stage, todo)
         eligible = [i for i in items if not i.rejected]
         for stage in self.stages:
@@ -118,8 +118,8 @@ class Gate:
                 failed.append(item)
         for item in failed:
             item.reject(stage.name, FILTER_ERROR)
-        if failed and isinstance(stage, PiiStage):
-            PiiStage.scrub(failed)
+        if failed:
+            stage.on_unchecked(failed)
 
     def _decision(self, item: Item) -> Decision:
         c = item.candidate

@@ -254,6 +254,46 @@ def test_a_candidate_that_breaks_a_filter_fails_alone():
     assert [d.reasons for d in decisions] == [[], [], [], ["filter_error:toxicity"]]
 
 
+def test_a_stage_is_its_hooks_not_its_class():
+    """The gate asks a stage where it runs and what to do with what it could not check; a stage of
+    one's own needs only `name` and `run`, and cannot be made without `run`."""
+    from streams.gate.filters import Stage
+
+    class Incomplete(Stage):
+        name = "incomplete"
+
+    with pytest.raises(TypeError):
+        Incomplete()
+
+    class Shouty(Stage):
+        name = "shouty"
+        sees_rejected = True  # runs even after an earlier stage rejected, like the redactor
+        unchecked: list = []
+
+        def run(self, items):
+            for item in items:
+                if "\u2603" in item.candidate.response:
+                    raise ValueError("cannot read a snowman")
+                item.candidate.response = item.candidate.response.upper()
+
+        def on_unchecked(self, items):
+            self.unchecked.extend(i.candidate.request_id for i in items)
+            for item in items:
+                item.candidate.response = "[withheld]"
+
+    policy = GatePolicy.from_dict({"evaluate_all": False, "pii": {"enabled": False}, "duplicates": {"enabled": False},
+                                   "keep_rate": {"enabled": False}})
+    shouty = Shouty()
+    gate = Gate(policy, [ActionStage(policy.action.allowed), shouty])
+    ok, regenerated, snow = gate.decide([cand(request_id="ok"), cand(request_id="re", user_action="regenerated"),
+                                         cand(request_id="snow", response=ANSWER + " \u2603")])
+    assert ok.passed and ok.candidate.response == ANSWER.upper()
+    # rejected by the action stage, and still seen by a stage that sees rejected candidates
+    assert regenerated.reasons == ["action_excluded"] and regenerated.candidate.response == ANSWER.upper()
+    assert snow.reasons == ["filter_error:shouty"] and snow.candidate.response == "[withheld]"
+    assert shouty.unchecked == ["snow"]
+
+
 def test_a_filter_that_fails_once_is_retried():
     [d] = _gate(Broken(failures=1)).decide([cand()])
     assert d.passed and d.reasons == []
