@@ -233,8 +233,14 @@ class Codec:
         return value if pos <= end else None
 
     def decode_json(self, name: str, data: bytes) -> dict:
+        return self.decode_json_value(name, parse_json(data, self.limits), checked=True)
+
+    def decode_json_value(self, name: str, obj: Any, *, checked: bool = False) -> dict:
+        """`decode_json` of a value already parsed (one event of an HTTP batch): the same limits,
+        rules and dead-letter reasons. `checked`: the limits were met while parsing it."""
         schema = self.current(name)
-        obj = parse_json(data, self.limits)
+        if not checked:
+            _check_tree(obj, self.limits)
         if not isinstance(obj, dict):
             raise DecodeError("invalid_json", f"expected a JSON object, got {type(obj).__name__}")
         unknown = set(obj) - {f["name"] for f in schema.raw["fields"]}
