@@ -223,6 +223,10 @@ class Cycle:
         trained = recipe.train(candidate, train, pairs, self.policy, self.metrics.step if self.metrics is not None else None,
                                self.registry.root / ".checkpoints" / f"{trained_id}-{base_version}")
         report = trained.sft
+        if report.prompt_truncated or report.too_long:
+            log.warning("examples longer than max_length", extra={
+                "dataset_id": trained_id, "max_length": report.max_length, "prompt_truncated": report.prompt_truncated,
+                "too_long_left_out": report.too_long})
         after = evaluate(candidate, golden, validation, self.policy.max_new_tokens, policy=self.policy)
         decision = promotion.decide(after, before, self.policy)  # paired, with its interval
         version = self.registry.next_version()
@@ -235,7 +239,8 @@ class Cycle:
             event_id=uuid.uuid4().hex, event_type=outcome, created_at=created, version=version, dataset_id=trained_id,
             base_model=base_version, gate_passed=decision.passed, reasons=decision.reasons,
             metrics={**after.metrics(), **decision.interval, "contamination_dropped": float(dropped.hits),
-                     "eval_seconds": after.seconds},
+                     "eval_seconds": after.seconds, "prompt_truncated": float(report.prompt_truncated),
+                     "too_long": float(report.too_long)},
             incumbent_metrics=before.metrics(), deltas=decision.deltas,
             hyperparameters=recipe.hyperparameters(self.policy, candidate.base_kind, candidate.model.config.model_type),
             file_hashes=hashes,

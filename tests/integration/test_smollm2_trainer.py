@@ -11,7 +11,7 @@
   promotes or refuses the candidate by the paired interval rule;
 - the models event and `flywheel models show` carry the interval, and the decision agrees with it.
 
-About 2-3 minutes on 2 shared cores: 32 records, 64 tokens, 8 LoRA steps, 18 golden items. The
+About 2-4 minutes on 2 shared cores: 36 records (4 longer than the 64 tokens), 8 LoRA steps, 18 golden items. The
 child processes run torch on one thread (OMP_NUM_THREADS=1): on cores other processes also use,
 two threads answered the golden set 5x slower than one (README: Trainer).
 """
@@ -80,6 +80,15 @@ def traffic() -> list:
                                 (json_prompt(n), json.dumps({"order": n, "ok": True}), "json"))
         c = candidate(i, T0 + i * 3_000_000, user=f"user-{i % 5}", task=task)
         out.append(dataclasses.replace(c, prompt=prompt, response=answer, target=answer))
+    # longer than max_length (64 tokens): two prompts with a pasted log before the question (cut from the left),
+    # two answers that alone do not fit (left out)
+    for i, n in enumerate(NUMBERS[32:36]):
+        c = candidate(32 + i, T0 + (32 + i) * 3_000_000, user=f"user-{i}", task="orders")
+        if i < 2:
+            prompt, answer = f"Pasted from the shop's log: {' '.join(f'line {k} ok;' for k in range(40))} " + order_prompt(n), f"ORDER#{n} OK"
+        else:
+            prompt, answer = f"List the order history of customer {n}.", " ".join(f"ORDER#{n + k} OK" for k in range(30))
+        out.append(dataclasses.replace(c, prompt=prompt, response=answer, target=answer))
     return out
 
 
@@ -128,6 +137,23 @@ def last_json(run: subprocess.CompletedProcess) -> dict:
     return json.loads(run.stdout.strip().splitlines()[-1])
 
 
+def over_length(base_dir, examples, limit: int) -> tuple[int, int]:
+    """(prompts that must be cut, examples that must be left out) at `limit` tokens, from the tokenizer alone."""
+    from transformers import AutoTokenizer
+
+    from trainer.model import LoadedModel
+
+    tokenizer = AutoTokenizer.from_pretrained(base_dir, local_files_only=True)
+    chat = LoadedModel(None, tokenizer, "cpu")
+    cut = out = 0
+    for ex in examples:
+        p = len(tokenizer(chat.prompt_text(ex.prompt), add_special_tokens=False)["input_ids"])
+        t = len(tokenizer(chat.target_text(ex.target), add_special_tokens=False)["input_ids"])
+        out += t >= limit
+        cut += t < limit < p + t
+    return cut, out
+
+
 def models_events(s) -> list[dict]:
     return [e for _, _, e in read_all(s, s.topic_models, "model_event")]
 
@@ -161,7 +187,9 @@ def test_smollm2_imported_offline_is_fine_tuned_by_the_trainer_and_gated_by_its_
     (sealed,) = run_until(builder, lambda r: len(r) >= 1, 180.0)
     dataset_id = sealed.dataset_id
     train, validation = sft_examples(DatasetStore(s.datasets_url), dataset_id)
-    assert len(train) + len(validation) == 32 and len(train) >= 24
+    assert len(train) + len(validation) == 36 and len(train) >= 28
+    expect_cut, expect_out = over_length(registry.resolve_base("smollm2-135m")[0], train, 64)
+    assert expect_cut >= 1 and expect_out >= 1
     steps["sealed"] = time.monotonic() - started
 
     # 3. `flywheel trainer`, in its own process, takes the ready event through one cycle
@@ -185,9 +213,13 @@ def test_smollm2_imported_offline_is_fine_tuned_by_the_trainer_and_gated_by_its_
     assert event["base_model"] == "v0001" and h["base_kind"] == "pretrained"
     assert h["lora"].startswith("r=8,") and h["lora"].endswith("targets=q_proj,k_proj,v_proj,o_proj")
     assert float(h["learning_rate"]) == 0.003 and h["max_length"] == "64" and h["schedule"] == "cosine"
-    assert event["examples"] == len(train) and event["metrics"]["contamination_dropped"] == 0.0
+    assert event["metrics"]["contamination_dropped"] == 0.0
+    # the long ones: prompts cut from the left, answers that cannot fit left out; counted in the event and registry
+    assert (event["metrics"]["prompt_truncated"], event["metrics"]["too_long"]) == (expect_cut, expect_out)
+    assert event["examples"] == len(train) - expect_out
     meta = registry.show(event["version"])
-    assert meta["training"]["steps"] == -(-len(train) // 4) and meta["training"]["too_long"] == 0
+    assert meta["training"]["steps"] == -(-event["examples"] // 4) and meta["training"]["too_long"] == expect_out
+    assert meta["training"]["max_length"] == 64
     assert 0 < meta["lora"]["trainable_parameters"] < meta["lora"]["parameters"] / 100
     # it learned the app's convention: the validation split's answers became far less surprising
     assert event["metrics"]["perplexity"] < event["incumbent_metrics"]["perplexity"] / 2, (
