@@ -36,7 +36,7 @@ from typing import Any, Sequence
 from aiohttp import web
 
 from flywheel.sdk import FlywheelProducer
-from schemas.codec import Codec, DecodeError, parse_json
+from schemas.codec import Codec, DecodeError, EncodeError, parse_json
 from schemas.records import FutureEvent, Interaction, InvalidEvent, UserAction, check_event_time_ahead
 
 log = logging.getLogger("flywheel.ingest")
@@ -69,16 +69,20 @@ def validate(codec: Codec, producer: FlywheelProducer, kind: str, obj: Any, *, n
              ) -> tuple[Interaction | UserAction, bytes]:
     """One event's JSON value -> (record, the bytes to produce); raises Refused with the join's reason."""
     try:
-        record = codec.decode_json_value(kind, obj)
+        record = codec.decode_json_value(kind, obj)  # the schema checked here: encoding needs no second check
         event = KINDS[kind].from_dict(record).check()
         check_event_time_ahead(kind, event.event_time, now_ms, max_ahead_ms)
-        return event, producer.encode(event)
+        value = codec.encode(kind, event.to_dict())
     except DecodeError as exc:
         raise Refused(400, exc.reason, exc.detail, kind=kind) from None
     except FutureEvent as exc:
         raise Refused(400, FutureEvent.reason, str(exc), kind=kind) from None
-    except (InvalidEvent, TypeError) as exc:
+    except (InvalidEvent, EncodeError, TypeError) as exc:
         raise Refused(400, "invalid_event", str(exc) if isinstance(exc, InvalidEvent) else type(exc).__name__, kind=kind) from None
+    limit = producer.settings.max_event_bytes
+    if len(value) > limit:  # the join's own bound (FLYWHEEL_MAX_EVENT_BYTES)
+        raise Refused(400, "oversized", f"{len(value)} bytes is over the limit of {limit}", kind=kind)
+    return event, value
 
 
 class IngestServer:
