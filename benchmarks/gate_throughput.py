@@ -114,7 +114,7 @@ def run_stages(codec: Codec, candidates, redis_client, prefix: str, batch: int, 
                label: str = "default") -> dict:
     from schemas.records import TrainingCandidate
     from streams.gate.pipeline import build_gate
-    from streams.gate.policy import GatePolicy
+    from flywheel.policy import GatePolicy
 
     seconds: dict[str, float] = defaultdict(float)
     checked: Counter = Counter()
@@ -281,7 +281,7 @@ def run(args) -> dict:
             redis_server = EmbeddedRedis(redis_url, workdir / "redis")
         base = base.replace(redis_url=redis_url)
         redis_client = redis.Redis.from_url(redis_url, socket_timeout=10, socket_connect_timeout=5)
-        from streams.gate.policy import GatePolicy
+        from flywheel.policy import GatePolicy
 
         patterns_file = workdir / "patterns-only.toml"
         patterns_file.write_text(PATTERNS_ONLY)

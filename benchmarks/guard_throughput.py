@@ -34,7 +34,7 @@ import redis  # noqa: E402
 
 from schemas.codec import Codec  # noqa: E402
 from schemas.records import TrainingCandidate  # noqa: E402
-from streams.gate.policy import GatePolicy  # noqa: E402
+from flywheel.policy import GatePolicy  # noqa: E402
 from streams.guards.counts import Cap, candidate_fields  # noqa: E402
 from streams.guards.keeper import keeper_for  # noqa: E402
 from streams.guards.monitors import merge  # noqa: E402

@@ -160,7 +160,7 @@ def _one_line(text: str, width: int = 110) -> str:
 
 def build_redactor(patterns_only: bool):
     from streams.gate.pipeline import build_gate
-    from streams.gate.policy import GatePolicy, PiiFilter
+    from flywheel.policy import GatePolicy, PiiFilter
 
     policy = GatePolicy(pii=PiiFilter(ner_model="")) if patterns_only else GatePolicy()
     gate = build_gate(policy)

@@ -49,7 +49,7 @@ from flywheel.settings import Settings  # noqa: E402
 from flywheel.topics import create_topics  # noqa: E402
 from schemas.codec import Codec  # noqa: E402
 from schemas.records import ReviewVerdict, TrainingCandidate  # noqa: E402
-from streams.gate.policy import ReviewPolicy  # noqa: E402
+from flywheel.policy import ReviewPolicy  # noqa: E402
 from streams.review.accounts import Reviewers  # noqa: E402
 from streams.review.items import ReviewItem  # noqa: E402
 from streams.review.queue import ReviewQueue  # noqa: E402

@@ -164,7 +164,7 @@ def _type_name(annotation) -> str:
 
 
 def policy_page() -> str:
-    from streams.gate.policy import GatePolicy
+    from flywheel.policy import GatePolicy
 
     policy = GatePolicy()
     out = [f"# Policy\n\n{GENERATED}",

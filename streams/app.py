@@ -220,7 +220,7 @@ def _sender(app: faust.App):
 
 
 def create_review_runner(app: faust.App, settings: Settings, codec: Codec, metrics: SamplerMetrics):
-    from streams.gate.policy import GatePolicy
+    from flywheel.policy import GatePolicy
     from streams.review.agent import ReviewRunner, add_review_agent
 
     policy = GatePolicy.load(settings.gate_policy)  # the [review] section
@@ -231,7 +231,7 @@ def create_review_runner(app: faust.App, settings: Settings, codec: Codec, metri
 
 
 def create_rollout_runner(app: faust.App, settings: Settings, codec: Codec, registry):
-    from streams.gate.policy import GatePolicy
+    from flywheel.policy import GatePolicy
     from streams.rollout.agent import RolloutRunner, add_rollout_agents
     from streams.rollout.metrics import RolloutMetrics
 
@@ -242,7 +242,7 @@ def create_rollout_runner(app: faust.App, settings: Settings, codec: Codec, regi
 
 
 def create_guard_runner(app: faust.App, settings: Settings, codec: Codec, registry):
-    from streams.gate.policy import GatePolicy
+    from flywheel.policy import GatePolicy
     from streams.guards.agent import GuardRunner, add_guard_agents
     from streams.guards.keeper import keeper_for
     from streams.guards.metrics import GuardMetrics
@@ -260,7 +260,7 @@ def create_guard_runner(app: faust.App, settings: Settings, codec: Codec, regist
 def create_gate_runner(app: faust.App, settings: Settings, codec: Codec, metrics: GateMetrics):
     from streams.gate.agent import GateRunner, add_gate_agent
     from streams.gate.pipeline import build_gate
-    from streams.gate.policy import GatePolicy
+    from flywheel.policy import GatePolicy
 
     policy = GatePolicy.load(settings.gate_policy)  # a bad file fails here, before anything starts
     client = _redis(settings)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from schemas.records import ModelEvent
-from streams.gate.policy import TrainerPolicy
+from flywheel.policy import TrainerPolicy
 from trainer import recipe, synthetic
 from trainer import promotion
 from trainer.contamination import ContaminationIndex, TooContaminated, drop

@@ -22,7 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Mapping, Sequence
 
-from streams.gate.policy import TrainerPolicy
+from flywheel.policy import TrainerPolicy
 
 RESAMPLES = 2000
 SEED = 20240607

@@ -19,7 +19,7 @@ import contextlib
 from dataclasses import asdict, dataclass
 from typing import Callable, Sequence
 
-from streams.gate.policy import TrainerPolicy
+from flywheel.policy import TrainerPolicy
 from trainer.adapters import AdapterReport, LoraSettings, adapted
 from trainer.examples import Example, Pair
 from trainer.model import LoadedModel

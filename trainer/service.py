@@ -221,7 +221,7 @@ def build(settings: Settings, metrics: Any = None):
     import redis
 
     from streams.datasets.store import DatasetStore
-    from streams.gate.policy import GatePolicy
+    from flywheel.policy import GatePolicy
     from trainer.golden import GoldenStore
 
     policy = GatePolicy.load(settings.gate_policy)

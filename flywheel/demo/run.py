@@ -32,7 +32,7 @@ MAX_LOADED = 3  # model versions kept in memory by the app
 
 def demo_policy(spec: DemoSpec):
     """The policy the demo runs under; every change from the defaults says why."""
-    from streams.gate.policy import GatePolicy
+    from flywheel.policy import GatePolicy
 
     return GatePolicy().with_version(
         f"demo-{spec.seed}",

@@ -50,7 +50,7 @@ from schemas.conversation import message
 from schemas.records import TrainingCandidate
 from streams.datasets import chat
 from streams.datasets.chat import DEFAULT_LAYOUT, ChatLayout, prompt_messages
-from streams.gate.policy import DatasetPolicy
+from flywheel.policy import DatasetPolicy
 
 SFT_LABELS = ("sft_positive", "sft_correction")
 ACCEPTED_ACTIONS = ("accepted", "copied")

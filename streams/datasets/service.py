@@ -63,7 +63,7 @@ from streams.datasets.builder import message_headers as _headers
 from streams.datasets.spool import WindowSpool
 from streams.datasets.store import DatasetStore
 from streams.datasets.windows import MEMBER, WindowClock
-from streams.gate.policy import GatePolicy
+from flywheel.policy import GatePolicy
 from streams.guards.store import read_hold
 
 log = logging.getLogger("flywheel.datasets")

@@ -605,7 +605,7 @@ def main(args, settings) -> int:
     import sys
 
     from streams.datasets.store import DatasetStore
-    from streams.gate.policy import GatePolicy, PolicyError
+    from flywheel.policy import GatePolicy, PolicyError
 
     try:
         policy = GatePolicy.load(args.policy or settings.gate_policy)

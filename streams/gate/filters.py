@@ -15,7 +15,7 @@ from typing import Any, Callable, ClassVar, Sequence
 from schemas.conversation import conversation_texts
 from schemas.records import TrainingCandidate
 from streams.gate import grounding as grounding_check
-from streams.gate.policy import GatePolicy
+from flywheel.policy import GatePolicy
 from streams.gate.quality import quality_score, quality_terms
 
 # reason codes (a rejection) by stage; notes say something without rejecting

@@ -17,7 +17,7 @@ from typing import Callable, Sequence
 from schemas.records import TrainingCandidate
 from streams.gate.filters import FILTER_ERROR, Item, Stage, build_stages
 from streams.gate.keeprate import KeepRate
-from streams.gate.policy import GatePolicy
+from flywheel.policy import GatePolicy
 
 log = logging.getLogger("flywheel.gate")
 

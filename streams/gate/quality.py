@@ -20,7 +20,7 @@ import re
 from dataclasses import dataclass
 from difflib import SequenceMatcher
 
-from streams.gate.policy import QualityFilter
+from flywheel.policy import QualityFilter
 
 _REFUSALS = re.compile(
     r"\b(as an ai( language model)?|i('m| am) (just )?an ai|i cannot (help|assist) with|i can't (help|assist) with|"

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from schemas.records import ModelEvent
-from streams.gate.policy import GuardPolicy
+from flywheel.policy import GuardPolicy
 from streams.guards.monitors import Signal, evaluate, merge, satisfaction
 from streams.guards.store import GuardStore
 from streams.rollout.controller import RolloutController

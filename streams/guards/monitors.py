@@ -32,7 +32,7 @@ import math
 from dataclasses import dataclass
 from typing import Iterable, Mapping
 
-from streams.gate.policy import GuardPolicy
+from flywheel.policy import GuardPolicy
 
 Counts = Mapping[str, int]
 

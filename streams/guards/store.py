@@ -12,7 +12,7 @@ import json
 import time
 from typing import Any, Mapping
 
-from streams.gate.policy import GuardPolicy
+from flywheel.policy import GuardPolicy
 
 HOLD_TARGETS = ("datasets",)
 

@@ -21,7 +21,7 @@ from flywheel.settings import Settings
 from schemas.codec import Codec
 from schemas.records import DeadLetter, TrainingCandidate
 from streams.deadletter import UNPROCESSABLE, DeadLetters, Source, read_candidates, source_of
-from streams.gate.policy import ReviewPolicy
+from flywheel.policy import ReviewPolicy
 from streams.metrics import SamplerMetrics, consumer_metrics
 from streams.review.queue import ReviewQueue, review_prefix
 from streams.review.sampler import ReviewSampler, SampleDecision

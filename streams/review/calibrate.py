@@ -18,7 +18,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from schemas.records import REVIEW_SCORES, ReviewVerdict
 from streams.gate.filters import REASONS
-from streams.gate.policy import GatePolicy
+from flywheel.policy import GatePolicy
 
 QUALITY_CODES = frozenset(REASONS["quality"]) | {"below_keep_quantile"}  # the gate cut by keep rate until builder 4: old verdicts say so
 _TIE = 1e-9  # weighted agreements closer than this (relative to the total weight) are ties

@@ -41,7 +41,7 @@ from typing import Mapping, Sequence
 
 from schemas.records import TrainingCandidate
 from streams.gate.filters import FILTER_ERROR, REASONS
-from streams.gate.policy import ReviewPolicy
+from flywheel.policy import ReviewPolicy
 from streams.review.items import ReviewItem
 
 DAY_MS = 86_400_000

@@ -18,7 +18,7 @@ from schemas.codec import Codec
 from schemas.records import MAX_ID_CHARS, DeadLetter, InvalidEvent, ModelEvent, TrainingCandidate
 from streams.deadletter import (UNPROCESSABLE, DeadLetters, Source, is_infrastructure, is_json, isolating, read_candidate,
                                 source_of)
-from streams.gate.policy import RolloutPolicy
+from flywheel.policy import RolloutPolicy
 from streams.metrics import consumer_metrics
 from streams.rollout.analysis import counts_of
 from streams.rollout.controller import RolloutController

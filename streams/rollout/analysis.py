@@ -34,7 +34,7 @@ import math
 from dataclasses import asdict, dataclass, fields
 from typing import Mapping, Sequence
 
-from streams.gate.policy import RolloutPolicy
+from flywheel.policy import RolloutPolicy
 
 ACCEPTING = ("accepted", "copied")  # what counts as the user taking the answer
 

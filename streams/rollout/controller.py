@@ -19,7 +19,7 @@ from typing import Any, Iterable
 
 from flywheel.routing import Routing, production_key, routing_key
 from schemas.records import ModelEvent, TrainingCandidate
-from streams.gate.policy import RolloutPolicy
+from flywheel.policy import RolloutPolicy
 from streams.rollout.analysis import USER_SUMS_LUA, ArmStats, Verdict, counts_of, decide, watch
 
 log = logging.getLogger("flywheel.rollout")

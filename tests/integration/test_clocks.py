@@ -23,7 +23,7 @@ from schemas.records import ReviewVerdict
 from streams.datasets.service import lease_key, state_key
 from streams.datasets.store import DatasetStore
 from streams.datasets.windows import WindowClock
-from streams.gate.policy import GatePolicy
+from flywheel.policy import GatePolicy
 from streams.join.state import JoinState, encode_state
 from streams.metrics import DatasetMetrics
 from tests.integration.helpers import close_after_test, forget_redis, metric_value, read_all

@@ -22,7 +22,7 @@ from streams.datasets import erasure
 from streams.datasets.builder import erased_forms
 from streams.datasets.service import lease_key, state_key
 from streams.datasets.store import DatasetStore
-from streams.gate.policy import GatePolicy
+from flywheel.policy import GatePolicy
 from streams.metrics import DatasetMetrics
 from streams.review.items import ReviewItem
 from streams.review.queue import ReviewQueue, review_prefix

@@ -13,7 +13,7 @@ import redis
 
 from flywheel.topics import create_topics
 from streams.datasets.store import DatasetStore
-from streams.gate.policy import TrainerPolicy
+from flywheel.policy import TrainerPolicy
 from tests.integration.helpers import forget_redis, read_all
 from tests.integration.test_datasets import erase, produce, run_until, service as dataset_service
 from tests.integration.test_erasure import KEY, LONG, cli, due, step_until, users_of

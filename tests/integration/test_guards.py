@@ -16,7 +16,7 @@ import redis
 
 from flywheel.routing import Assigner
 from schemas.codec import Codec
-from streams.gate.policy import GatePolicy, RolloutPolicy
+from flywheel.policy import GatePolicy, RolloutPolicy
 from streams.guards.store import read_hold
 from streams.rollout.controller import RolloutController
 from tests.integration.helpers import WorkerProcess, forget_redis, metric_value, read_all, settings_env, wait_for
@@ -121,7 +121,7 @@ def test_a_held_builder_seals_nothing_until_the_hold_is_released(guard_settings)
     s = guard_settings
     r = redis.Redis.from_url(s.redis_url)
     produce_decisions(s, [decided(i, WINDOW_T0 + i * 3_600_000) for i in range(50)] + [decided(100, WINDOW_T0 + 22 * 86_400_000)])
-    from streams.gate.policy import GuardPolicy
+    from flywheel.policy import GuardPolicy
     from streams.guards.store import GuardStore
     from streams.metrics import DatasetMetrics
 

@@ -18,7 +18,7 @@ from flywheel.embedded import free_port
 from flywheel.sdk import FlywheelProducer
 from flywheel.simulate import TrafficSpec, generate, send
 from flywheel.topics import create_topics
-from streams.gate.policy import GatePolicy
+from flywheel.policy import GatePolicy
 from tests.integration.helpers import WorkerProcess, settings_env, wait_for
 
 pytestmark = [pytest.mark.integration,

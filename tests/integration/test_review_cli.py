@@ -16,7 +16,7 @@ from flywheel.sdk import DEFAULT_CONFIG
 from flywheel.topics import create_topics
 from schemas.codec import Codec
 from schemas.records import ReviewVerdict
-from streams.gate.policy import GatePolicy
+from flywheel.policy import GatePolicy
 from streams.review.accounts import Reviewers
 from streams.review.queue import ReviewQueue, review_prefix
 from tests.integration.helpers import forget_redis, settings_env

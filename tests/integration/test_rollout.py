@@ -18,7 +18,7 @@ from flywheel.routing import Assigner
 from flywheel.topics import create_topics
 from schemas.codec import Codec
 from schemas.records import ModelEvent, TrainingCandidate
-from streams.gate.policy import GatePolicy, RolloutPolicy
+from flywheel.policy import GatePolicy, RolloutPolicy
 from streams.rollout.controller import RolloutController
 from tests.integration.helpers import WorkerProcess, forget_redis, metric_value, read_all, settings_env, wait_for
 from tests.integration.test_review_worker import produce

@@ -7,7 +7,7 @@ import random
 import pytest
 
 from schemas.records import ReviewVerdict
-from streams.gate.policy import GatePolicy
+from flywheel.policy import GatePolicy
 from streams.review.calibrate import (calibrate, calibrated_policy, gate_vs_review, next_version, observations,
                                       propose_threshold, reviewer_agreement)
 

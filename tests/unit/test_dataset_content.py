@@ -13,7 +13,7 @@ from streams.datasets import content
 from streams.datasets.content import (Selection, WindowStats, base_priority, chat_preference, chat_sft, curriculum_bucket,
                                       dedupe_key, difficulty, preference_record, priority, regeneration_pair_record,
                                       sft_record, sft_target, split_of, tie_hash)
-from streams.gate.policy import DatasetPolicy
+from flywheel.policy import DatasetPolicy
 
 T0 = 1_760_000_000_000
 codec = Codec()

@@ -17,7 +17,7 @@ from streams.datasets import erasure
 from streams.datasets.builder import erased_forms, record_users_bin, records_of
 from streams.datasets.store import DatasetStore, manifest_json, user_hash, user_key64
 from streams.gate.filters import pseudonymous_id
-from streams.gate.policy import GatePolicy
+from flywheel.policy import GatePolicy
 from trainer.cycle import replay_ids
 from trainer.registry import Registry
 

@@ -216,7 +216,7 @@ def report(request):
 def gate():
     """The default policy's gate with its real models (PII patterns, toxicity, duplicates in memory)."""
     from streams.gate.pipeline import build_gate
-    from streams.gate.policy import GatePolicy
+    from flywheel.policy import GatePolicy
 
     return build_gate(GatePolicy.from_dict({}))
 
@@ -285,7 +285,7 @@ def test_infrastructure_errors_are_not_blamed_on_a_record():
 @settings(max_examples=1000, **SETTINGS)
 @given(raw=records("candidate"), gate_passed=st.booleans())
 def test_review_sampler_per_record_path_never_raises(raw, gate_passed):
-    from streams.gate.policy import GatePolicy
+    from flywheel.policy import GatePolicy
     from streams.review.agent import review_record
     from streams.review.sampler import ReviewSampler, SampleDecision
 

@@ -10,7 +10,7 @@ from streams.gate.filters import ActionStage, DuplicateStage, GroundingStage, It
 from streams.gate.grounding import grounding
 from streams.gate.keeprate import KeepRate
 from streams.gate.pipeline import Gate
-from streams.gate.policy import GatePolicy, QualityFilter
+from flywheel.policy import GatePolicy, QualityFilter
 from streams.gate.quality import check_format, kept_share, quality_score, quality_terms
 
 ANSWER = ("The capital of Australia is Canberra. Canberra was chosen as a compromise between Sydney and Melbourne "

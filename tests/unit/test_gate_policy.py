@@ -7,7 +7,7 @@ import json
 import pytest
 
 from flywheel.cli import main
-from streams.gate.policy import GatePolicy, PolicyError
+from flywheel.policy import GatePolicy, PolicyError
 
 
 def test_defaults_are_the_seeds_numbers():
@@ -97,3 +97,12 @@ def test_the_shipped_policy_file_names_every_key_at_its_default():
                                                      for x in keys(v, prefix + k + ".")}
 
     assert keys(tomllib.loads(path.read_text())) == keys(GatePolicy().to_dict())
+
+
+def test_the_policys_entity_names_are_the_redactors():
+    """`[pii] entities` is checked in the ground layer against the names it may hold; those must be
+    exactly what the redactor's recognizers find."""
+    from flywheel.policy import PII_ENTITIES
+    from streams.gate.pii import SUPPORTED_ENTITIES
+
+    assert sorted(PII_ENTITIES) == sorted(SUPPORTED_ENTITIES)

@@ -12,7 +12,7 @@ import pytest
 from flywheel.settings import Settings
 from schemas import Codec
 from schemas.records import DeadLetter
-from streams.gate.policy import GuardPolicy
+from flywheel.policy import GuardPolicy
 from streams.guards.agent import GuardRunner
 from streams.guards.counts import MALFORMED, USER_TIMING, USER_TIMING_REASONS, deadletter_fields, deadletter_kind
 from streams.guards.metrics import GuardMetrics

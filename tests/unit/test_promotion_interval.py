@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import random
 
-from streams.gate.policy import TrainerPolicy
+from flywheel.policy import TrainerPolicy
 from trainer.evaluate import EvalResult
 from trainer.promotion import decide, decide_paired, paired_interval
 

@@ -10,7 +10,7 @@ import sys
 from flywheel import reference
 from flywheel.cli import build_parser
 from flywheel.settings import Settings
-from streams.gate.policy import GatePolicy
+from flywheel.policy import GatePolicy
 
 
 def test_the_committed_reference_pages_are_current():

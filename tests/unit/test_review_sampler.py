@@ -12,7 +12,7 @@ import json
 import pytest
 
 from schemas.records import TrainingCandidate
-from streams.gate.policy import ReviewPolicy
+from flywheel.policy import ReviewPolicy
 from streams.review.items import SAMPLE_CLASSES
 from streams.review.sampler import ReviewSampler, SampleDecision
 

@@ -10,7 +10,7 @@ from dataclasses import replace
 
 import pytest
 
-from streams.gate.policy import GatePolicy, PolicyError, RolloutPolicy
+from flywheel.policy import GatePolicy, PolicyError, RolloutPolicy
 from streams.rollout.analysis import ArmStats, compare, counts_of, decide, degenerate, msprt, watch
 
 POLICY = RolloutPolicy(max_requests=5000)

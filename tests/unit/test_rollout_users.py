@@ -15,7 +15,7 @@ import math
 
 import numpy as np
 
-from streams.gate.policy import RolloutPolicy
+from flywheel.policy import RolloutPolicy
 from streams.rollout.analysis import ArmStats, compare
 
 POLICY = RolloutPolicy()

@@ -10,7 +10,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from streams.gate.policy import TrainerPolicy  # noqa: E402
+from flywheel.policy import TrainerPolicy  # noqa: E402
 from trainer import recipe, synthetic  # noqa: E402
 from trainer.model import Architecture, build_default, load, save  # noqa: E402
 from trainer.train import TrainConfig, fine_tune  # noqa: E402

@@ -8,7 +8,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from streams.gate.policy import GatePolicy, PolicyError, TrainerPolicy  # noqa: E402
+from flywheel.policy import GatePolicy, PolicyError, TrainerPolicy  # noqa: E402
 from trainer import recipe, synthetic  # noqa: E402
 from trainer.adapters import LoraSettings, adapted  # noqa: E402
 from trainer.cycle import replay_ids  # noqa: E402
