@@ -41,7 +41,7 @@ from flywheel.pseudonyms import fingerprint as pseudonym_fingerprint
 from flywheel.settings import Settings
 from schemas.codec import Codec
 from schemas.records import TrainingCandidate
-from streams.datasets import content, intake, spool
+from streams.datasets import card, content, intake, spool
 from streams.datasets.chat import ChatLayout
 from streams.datasets.store import (RECORD_USERS, DatasetStore, ShardWriter, content_id, dataset_id as make_dataset_id, manifest_json,
                                     user_hash, user_key64)
@@ -625,6 +625,7 @@ class WindowBuilder:
             "pseudonym_key": pseudonym_fingerprint(inputs.key),  # which key users.txt and record-users.bin are under
             **dict(extra or {}),
         }
+        card.write(fs, staging, manifest)  # README.md: the dataset card (streams/datasets/card.py), not in `files`
         with fs.open(f"{staging}/manifest.json", "wb") as f:
             f.write(manifest_json(manifest))
         return manifest, spooled

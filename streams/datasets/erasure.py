@@ -412,6 +412,8 @@ def rewrite_without(store, manifest: Mapping[str, Any], erased: frozenset[str], 
     m["dropped"] = dict(sorted({**(m.get("dropped") or {}), "erased_after_seal": len(removed)}.items()))
     m["resealed"] = {**m["resealed"], "records_removed": len(removed),
                      "note": "records not re-selected; the removed records' near-duplicate band keys stay in " + KEYS_FILE}
+    from streams.datasets import card
+    card.write(fs, staging, m)  # the dataset card of the new version (README.md, not in `files`)
     with fs.open(f"{staging}/manifest.json", "wb") as f:
         f.write(manifest_json(m))
     store.publish(new_id, staged_as=stage_name)

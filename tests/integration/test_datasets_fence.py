@@ -220,7 +220,7 @@ def test_verify_rebuilds_a_sealed_window_to_the_byte_and_names_a_changed_shard(d
     report = json.loads(cli(s, "verify", first.dataset_id, "--json").stdout)
     assert report["identical"] and report["rebuilt_id"] == first.dataset_id
     assert report["inputs"]["erasure"] == {"requests": 2, "ids": 6, "matched": True, "used": "every request on the topic"}
-    assert report["inputs"]["gold"] == 29 and report["files_compared"] == len(first.manifest["files"]) + 1
+    assert report["inputs"]["gold"] == 29 and report["files_compared"] == len(first.manifest["files"]) + 2  # + manifest.json, README.md (the card)
 
     # one byte of one stored shard changed: exit 1, and the shard is named
     shard = next(sh["path"] for sh in first.manifest["shards"] if sh["kind"] == "sft" and sh["path"].endswith(".jsonl"))

@@ -1,0 +1,90 @@
+"""A sealed dataset directory opens in the Hugging Face ecosystem as it is: its README.md (the dataset
+card, streams/datasets/card.py) declares the configs and splits, `datasets.load_dataset(DIR)` loads
+them without further arguments, and TRL's SFTTrainer trains a step on what it loaded."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import yaml
+
+from streams.datasets import card
+from streams.gate.policy import GatePolicy
+
+try:  # the store is moving to flywheel.datastore
+    from flywheel.datastore import DatasetStore
+except ImportError:
+    from streams.datasets.store import DatasetStore
+from tests.integration.test_datasets import ds_settings, produce, run_until, service, traffic  # noqa: F401  (fixture)
+
+pytestmark = pytest.mark.integration
+
+datasets = pytest.importorskip("datasets")
+
+
+def _front_matter(text: str) -> dict:
+    assert text.startswith("---\n")
+    return yaml.safe_load(text.split("\n---\n", 1)[0][4:])
+
+
+@pytest.fixture
+def sealed(ds_settings) -> tuple[DatasetStore, dict]:
+    s = ds_settings.replace(seal_workers=1)
+    produce(s, traffic())
+    run_until(service(s), lambda r: len(r) >= 1)
+    store = DatasetStore(s.datasets_url)
+    return store, store.list()[0]
+
+
+def test_a_sealed_dataset_carries_a_card_and_load_dataset_opens_every_config_and_split(sealed):
+    store, m = sealed
+    ds_dir = Path(store.uri(m["dataset_id"]))
+    text = (ds_dir / "README.md").read_text()
+    # the card is not one of the manifest's files: the content-addressed id did not move
+    assert "README.md" not in m["files"] and not any(sh["path"] == "README.md" for sh in m["shards"])
+    assert text == card.render(m)  # derived from the manifest alone: reproducible like the shards
+    meta = _front_matter(text)
+    assert "license" in meta and meta["license"] is None  # left for the owner
+    fw = meta["flywheel"]
+    assert fw["dataset_id"] == m["dataset_id"] and fw["policy_version"] == GatePolicy().stamp == m["policy_version"]
+    assert fw["window"]["start_ms"] == m["window"]["start_ms"] and fw["window"]["end_ms"] == m["window"]["end_ms"]
+    assert fw["funnel"]["decisions"] == m["window"]["decisions"] and fw["funnel"]["passed"] == m["window"]["passed"]
+    assert fw["funnel"]["records"] == m["counts"]["records"] and fw["funnel"]["dropped"] == m["dropped"]
+    names = {c["config_name"]: c for c in meta["configs"]}
+    assert set(names) == {"sft", "preference"} and names["sft"].get("default") is True
+
+    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+    counts = m["counts"]["split"]
+    loaded = datasets.load_dataset(str(ds_dir))  # no config, no data_files: the card says it all
+    assert set(loaded) == {k.split(".", 1)[1] for k in counts if k.startswith("sft.")}
+    for split, d in loaded.items():
+        assert d.num_rows == counts[f"sft.{split}"], split
+    assert [t["role"] for t in loaded["train"][0]["messages"]][-1] == "assistant"
+    pref = datasets.load_dataset(str(ds_dir), "preference")
+    for split, d in pref.items():
+        assert d.num_rows == counts[f"preference.{split}"], split
+    row = pref["train"][0]
+    assert row["chosen"][0]["role"] == "assistant" and row["rejected"][0]["content"] != row["chosen"][0]["content"]
+    request_ids = {r["metadata"]["request_id"] for r in loaded["train"]}
+    assert len(request_ids) == counts["sft.train"]
+
+
+def test_trl_sft_trainer_trains_a_step_on_a_sealed_dataset(sealed, tmp_path):
+    trl = pytest.importorskip("trl")
+    from trainer.model import build_default
+
+    store, m = sealed
+    train = datasets.load_dataset(store.uri(m["dataset_id"]), split="train").remove_columns(["metadata"])
+    corpus = [t["content"] for r in train for t in r["messages"]]
+    loaded = build_default(corpus)
+    args = trl.SFTConfig(output_dir=str(tmp_path / "out"), max_steps=1, per_device_train_batch_size=4, use_cpu=True,
+                         report_to=[], save_strategy="no", logging_steps=1, max_length=128, disable_tqdm=True)
+    t = trl.SFTTrainer(model=loaded.model, args=args, train_dataset=train, processing_class=loaded.tokenizer)
+    before = {n: p.detach().clone() for n, p in loaded.model.named_parameters()}
+    result = t.train()
+    assert result.global_step == 1 and result.training_loss > 0
+    assert any(not p.detach().equal(before[n]) for n, p in loaded.model.named_parameters())  # it learned something
+    print(json.dumps({"trl": trl.__version__, "loss": round(result.training_loss, 3), "rows": train.num_rows}))
