@@ -6,8 +6,8 @@ setup:
 test-setup:  # also the Debian packages only the tests drive (Chromium, Prometheus)
 	@scripts/bootstrap.sh --test-tools
 
-run: setup
-	HF_HUB_OFFLINE=1 .venv/bin/flywheel demo
+run: setup  # transformers' "Loading weights" bars would cut into the demo's table
+	HF_HUB_OFFLINE=1 HF_HUB_DISABLE_PROGRESS_BARS=1 .venv/bin/flywheel demo
 
 up: setup
 	.venv/bin/flywheel up

@@ -617,6 +617,8 @@ def _demo(args, settings: Settings) -> int:
     import logging
     import tempfile
 
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # no "Loading weights" bars in the table (children too)
+
     from flywheel.demo.run import run
     from flywheel.demo.traffic import DemoSpec
     from flywheel.embedded import free_port
