@@ -5,6 +5,9 @@
     POST /v1/batch          {"interactions": [...], "actions": [...]}: all accepted, or none
     POST /v1/openai         one OpenAI-shaped call, as a line of `flywheel import openai-jsonl`
                             ({"request": ..., "response": ..., "user_id": ..., "feedback": ...})
+    POST /v1/traces         OTLP/HTTP trace export, protobuf or JSON: GenAI spans become interactions,
+                            feedback events actions (flywheel/ingest/otlp.py); what cannot be mapped is
+                            counted in the response's partial_success
     GET  /healthz           counters (no authentication)
 
 Every POST needs `Authorization: Bearer <token>`, one of FLYWHEEL_INGEST_TOKENS (comma-separated) or
@@ -109,6 +112,7 @@ class IngestServer:
         app = web.Application(client_max_size=max_body_bytes)
         app.add_routes([web.post("/v1/interactions", self._one("interaction")), web.post("/v1/actions", self._one("action")),
                         web.post("/v1/batch", self._batch), web.post("/v1/openai", self._openai),
+                        web.post("/v1/traces", self._traces),
                         web.get("/healthz", self._health)])
         app.on_startup.append(self._start)
         app.on_cleanup.append(self._cleanup)
@@ -225,6 +229,50 @@ class IngestServer:
                 raise Refused(400, "invalid_event", str(exc) if isinstance(exc, InvalidEvent) else type(exc).__name__) from None
 
         return await self._handle(request, parse)
+
+    async def _traces(self, request: web.Request) -> web.Response:
+        """OTLP/HTTP (flywheel/ingest/otlp.py): GenAI spans as interactions, feedback as actions; spans
+        that cannot be mapped are counted in partial_success, the rest is produced."""
+        from flywheel.importers import _interaction
+
+        try:
+            from flywheel.ingest import otlp
+        except ImportError:  # opentelemetry-proto is not installed
+            return web.json_response({"error": "not_implemented", "detail": "install opentelemetry-proto for /v1/traces"},
+                                     status=501)
+        ctype = request.headers.get("Content-Type", "application/x-protobuf").lower()
+        self.counters.requests += 1
+        try:
+            if not self._authorised(request):
+                raise Refused(401, "unauthorized", "a valid bearer token is required")
+            try:
+                body = await request.read()
+            except web.HTTPRequestEntityTooLarge:
+                raise Refused(413, "too_large", f"the body is over {self.max_body_bytes} bytes") from None
+            try:
+                mapped = otlp.map_request(otlp.parse_request(body, ctype))
+            except Exception as exc:  # protobuf's DecodeError, json's, ParseError: the body is not OTLP
+                raise Refused(400, "invalid_otlp", f"not an OTLP trace export ({type(exc).__name__})") from None
+            now = int(time.time() * 1000)
+            events, rejected = [], list(mapped.rejected)
+            for make, items in ((_interaction, mapped.interactions), (lambda a: UserAction(**a), mapped.actions)):
+                for kw in items:
+                    try:
+                        e = make(kw).check()
+                        check_event_time_ahead(e.schema_name, e.event_time, now, self.max_ahead_ms)
+                        events.append((e, self.producer.encode(e)))
+                    except (InvalidEvent, TypeError, ValueError) as exc:
+                        rejected.append(str(exc)[:200] if isinstance(exc, InvalidEvent) else type(exc).__name__)
+            resp = await self._send(events)
+            if resp.status != 200:
+                return resp
+            self.counters.refused["otlp_span_rejected"] = self.counters.refused.get("otlp_span_rejected", 0) + len(rejected)
+            data, out_type = otlp.response_body(len(rejected), "; ".join(rejected[:3]), ctype)
+            return web.Response(body=data, content_type=out_type)
+        except Refused as exc:
+            self.counters.refuse(exc.error)
+            headers = {"Retry-After": str(self.retry_after_s)} if exc.status == 429 else {}
+            return web.json_response(exc.body(), status=exc.status, headers=headers)
 
     async def _health(self, request: web.Request) -> web.Response:
         c = self.counters

@@ -187,7 +187,7 @@ def test_no_event_lost_or_duplicated_across_a_restart(ingest, settings):
     total, per_request, clients = 3000, 20, 4
     ids = [f"rs-{i:05d}" for i in range(total)]
     chunks = [ids[i:i + per_request] for i in range(0, total, per_request)]
-    stats = {"retries": 0, "throttled": 0}
+    stats = {"retries": 0, "throttled": 0, "done": 0}
     lock = threading.Lock()
 
     def client(my_chunks):
@@ -210,19 +210,25 @@ def test_no_event_lost_or_duplicated_across_a_restart(ingest, settings):
                         time.sleep(float(r.headers.get("Retry-After", "1")) / 10)
                         continue
                     assert r.status_code == 200, r.text
+                    with lock:
+                        stats["done"] += 1
                     break
 
     threads = [threading.Thread(target=client, args=(chunks[i::clients],)) for i in range(clients)]
     for t in threads:
         t.start()
-    time.sleep(1.5)  # mid-stream
+    deadline = time.monotonic() + 120
+    while stats["done"] < len(chunks) // 4:  # a quarter through
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
     assert srv.stop(signal.SIGTERM) == 0  # drains: requests held are answered after their confirmations
+    done_at_restart = stats["done"]
     srv.start()  # same port: clients that found it closed send again
     for t in threads:
         t.join(300)
         assert not t.is_alive()
     assert srv.stop() == 0
-    assert stats["retries"] > 0  # the restart did happen under load
+    assert stats["retries"] > 0 and done_at_restart < len(chunks)  # the restart did happen under load
     got = [m.key().decode() for m in consume(settings, settings.topics.interactions, total, timeout=60)]
     assert len(got) == total and sorted(got) == ids  # every one, once
     acts = [m.key().decode() for m in consume(settings, settings.topics.actions, total // 2, timeout=60)]
