@@ -841,23 +841,30 @@ def _export(args, store) -> int:
     if args.format == "avro" and args.out == "-":
         print("flywheel: error: --format avro needs --out DIR (Avro container files are binary)", file=sys.stderr)
         return 2
+    from flywheel.progress import bar
+
+    shards = [s for s in manifest["shards"] if s["kind"] == args.kind and s["path"].endswith("." + args.format)]
+    progress = bar(total=sum(int(s.get("records", 0)) for s in shards), desc=f"export {args.kind}", unit="rec")
     if args.format == "avro":
         from pathlib import Path
 
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
         n = 0
-        for shard in manifest["shards"]:
-            if shard["kind"] == args.kind and shard["path"].endswith(".avro"):
+        with progress:
+            for shard in shards:
                 with store.open(f"{args.dataset_id}/{shard['path']}") as f:
                     (out / Path(shard["path"]).name).write_bytes(f.read())
                 n += 1
+                progress.update(int(shard.get("records", 0)))
         print(json.dumps({"files": n, "dir": str(out)}))
         return 0
     sink = sys.stdout.buffer if args.out == "-" else open(args.out, "wb")
     try:
-        for chunk in iter_records(store, args.dataset_id, args.kind, "jsonl"):
-            sink.write(chunk)
+        with progress:
+            for shard, chunk in zip(shards, iter_records(store, args.dataset_id, args.kind, "jsonl")):
+                sink.write(chunk)
+                progress.update(int(shard.get("records", 0)))
     finally:
         if sink is not sys.stdout.buffer:
             sink.close()

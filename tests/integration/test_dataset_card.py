@@ -88,3 +88,29 @@ def test_trl_sft_trainer_trains_a_step_on_a_sealed_dataset(sealed, tmp_path):
     assert result.global_step == 1 and result.training_loss > 0
     assert any(not p.detach().equal(before[n]) for n, p in loaded.model.named_parameters())  # it learned something
     print(json.dumps({"trl": trl.__version__, "loss": round(result.training_loss, 3), "rows": train.num_rows}))
+
+
+def test_datasets_export_shows_a_progress_bar_on_a_terminal_and_writes_the_records(sealed, tmp_path, monkeypatch, capsys):
+    import io
+    import sys
+
+    from flywheel.cli import main
+
+    store, m = sealed
+    monkeypatch.setenv("FLYWHEEL_DATASET_STORE", store.url)
+
+    class Terminal(io.StringIO):  # stderr as a terminal: the bar shows there, never on stdout
+        def isatty(self) -> bool:
+            return True
+
+    term = Terminal()
+    monkeypatch.setattr(sys, "stderr", term)
+    out = tmp_path / "sft.jsonl"
+    assert main(["datasets", "export", m["dataset_id"], "--kind", "sft", "--out", str(out)]) == 0
+    lines = out.read_text().splitlines()
+    assert len(lines) == sum(n for k, n in m["counts"]["split"].items() if k.startswith("sft."))
+    assert "export sft" in term.getvalue() and f"/{len(lines)} " in term.getvalue()  # the bar, with the total
+    assert capsys.readouterr().out == ""
+    monkeypatch.setattr(sys, "stderr", io.StringIO())  # not a terminal: nothing
+    assert main(["datasets", "export", m["dataset_id"], "--kind", "preference", "--out", str(tmp_path / "p.jsonl")]) == 0
+    assert sys.stderr.getvalue() == ""
