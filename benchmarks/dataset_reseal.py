@@ -127,7 +127,7 @@ def run(args) -> dict:
         finally:
             sealer.send_signal(signal.SIGTERM)
             sealer.wait(60)
-        from streams.datasets.store import DatasetStore
+        from flywheel.datastore import DatasetStore
 
         store = DatasetStore(s.datasets_url)
         (before,) = store.list()

@@ -217,7 +217,7 @@ def run(args) -> dict:
             if proc is not None:
                 proc.terminate()
                 proc.wait(30)
-        from streams.datasets.store import DatasetStore
+        from flywheel.datastore import DatasetStore
 
         manifests = DatasetStore(s.datasets_url).list()
         if len(manifests) != 1:

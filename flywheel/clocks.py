@@ -233,7 +233,7 @@ def _iso(ms: int) -> str:
 
 def _reset_datasets(args, settings: Settings) -> tuple[list[str], bool, bool]:
     from streams.datasets import clockadmin
-    from streams.datasets.store import DatasetStore
+    from flywheel.datastore import DatasetStore
 
     try:
         stored = [m["window"]["index"] for m in DatasetStore(settings.datasets_url).list()]

@@ -18,7 +18,8 @@ import faust
 from flywheel.settings import Settings
 from schemas.codec import Codec
 from streams.join.service import JoinService
-from streams.metrics import GateMetrics, JoinMetrics, SamplerMetrics, serve_metrics
+from flywheel.metrics import serve_metrics
+from streams.metrics import GateMetrics, JoinMetrics, SamplerMetrics
 from streams.runner import FINISH_BATCH_S, BatchRunner
 
 if TYPE_CHECKING:

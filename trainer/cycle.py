@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable
 
 from schemas.records import ModelEvent
-from streams.gate.policy import TrainerPolicy
+from flywheel.policy import TrainerPolicy
 from trainer import contamination, promotion, recipe
 from trainer.evaluate import evaluate
 from trainer.examples import Example, Pair

@@ -27,8 +27,8 @@ from flywheel.sdk import DEFAULT_CONFIG
 from flywheel.settings import Settings
 from schemas.codec import Codec
 from schemas.records import MAX_ID_CHARS, DatasetReady, InvalidEvent, ModelEvent
-from streams.deadletter import DeadLetters, Source, detail_of, is_infrastructure, is_json, source_of
-from streams.metrics import consumer_metrics
+from flywheel.deadletter import DeadLetters, Source, detail_of, is_infrastructure, is_json, source_of
+from flywheel.metrics import consumer_metrics
 from trainer.cycle import Cycle
 from trainer.phase import stagnant_cycles
 from trainer.registry import Registry
@@ -220,7 +220,7 @@ def build(settings: Settings, metrics: Any = None):
     """The trainer's parts from settings: (registry, golden store, cycle, dataset store)."""
     import redis
 
-    from streams.datasets.store import DatasetStore
+    from flywheel.datastore import DatasetStore
     from flywheel.policy import GatePolicy
     from trainer.golden import GoldenStore
 
@@ -234,7 +234,7 @@ def run_trainer(settings: Settings) -> None:
     """`flywheel trainer`: blocks until SIGINT/SIGTERM."""
     import signal
 
-    from streams.metrics import serve_metrics
+    from flywheel.metrics import serve_metrics
     from trainer.metrics import TrainerMetrics
 
     metrics = TrainerMetrics()

@@ -61,7 +61,7 @@ from streams.datasets import erasure, intake
 from streams.datasets.builder import SealInputs, SealResult, WindowBuilder, erased_forms, read_to_end, read_verdicts, source_name
 from streams.datasets.builder import message_headers as _headers
 from streams.datasets.spool import WindowSpool
-from streams.datasets.store import DatasetStore
+from flywheel.datastore import DatasetStore
 from streams.datasets.windows import MEMBER, WindowClock
 from flywheel.policy import GatePolicy
 from streams.guards.store import read_hold
@@ -676,7 +676,8 @@ def run_datasets(settings: Settings) -> None:
 
     import redis
 
-    from streams.metrics import DatasetMetrics, serve_metrics
+    from flywheel.metrics import serve_metrics
+    from streams.metrics import DatasetMetrics
 
     policy = GatePolicy.load(settings.gate_policy)
     metrics = DatasetMetrics()

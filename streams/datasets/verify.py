@@ -447,7 +447,7 @@ def copy_earlier(store, scratch_store, start_ms: int) -> int:
     """The earlier windows' datasets, as a seal reads them from the store (their manifests and small
     files: no shards, no users.txt, no record-users.bin), newest version of each window, into the
     scratch store. Returns how many."""
-    from streams.datasets.store import RECORD_USERS
+    from flywheel.datastore import RECORD_USERS
 
     n = 0
     for m in store.latest():
@@ -482,7 +482,7 @@ def verify(settings, policy, store, dataset_id: str, scratch: str | None = None,
 
     from schemas.codec import Codec
     from streams.datasets.builder import BUILDER_VERSION, WindowBuilder
-    from streams.datasets.store import DatasetStore
+    from flywheel.datastore import DatasetStore
 
     codec = codec or Codec()
     manifest = store.manifest(dataset_id)
@@ -604,7 +604,7 @@ def main(args, settings) -> int:
     0 identical, 1 different, 2 error (one line)."""
     import sys
 
-    from streams.datasets.store import DatasetStore
+    from flywheel.datastore import DatasetStore
     from flywheel.policy import GatePolicy, PolicyError
 
     try:

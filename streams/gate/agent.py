@@ -25,9 +25,10 @@ from typing import Any, Callable, Sequence
 from flywheel.settings import DAY_MS, Settings
 from schemas.codec import Codec
 from schemas.records import DeadLetter
-from streams.deadletter import UNPROCESSABLE, DeadLetters, Source, isolating, read_candidate, read_candidates, source_of
+from flywheel.deadletter import UNPROCESSABLE, DeadLetters, Source, isolating, read_candidate, read_candidates, source_of
 from streams.gate.pipeline import Decision, Gate
-from streams.metrics import GateMetrics, consumer_metrics
+from flywheel.metrics import consumer_metrics
+from streams.metrics import GateMetrics
 from streams.runner import BatchRunner
 
 log = logging.getLogger("flywheel.gate")

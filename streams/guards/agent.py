@@ -9,13 +9,13 @@ from typing import Any, Callable, Sequence
 from flywheel.settings import Settings
 from schemas.codec import Codec
 from schemas.records import ModelEvent
-from streams.deadletter import UNPROCESSABLE, DeadLetters, read_candidate, source_of
+from flywheel.deadletter import UNPROCESSABLE, DeadLetters, read_candidate, source_of
 from streams.guards.counts import MALFORMED, USER_TIMING, Cap, candidate_fields, deadletter_fields
 from streams.guards.keeper import GuardKeeper
 from streams.guards.metrics import GuardMetrics
 from streams.guards.monitors import merge
 from streams.guards.store import HOLD_TARGETS
-from streams.metrics import consumer_metrics
+from flywheel.metrics import consumer_metrics
 from streams.runner import BatchRunner
 
 MAX_TRACKED = 50  # task types, and model versions, counted by name; the rest as `other`

@@ -20,9 +20,10 @@ from typing import Any, Callable, Sequence
 from flywheel.settings import Settings
 from schemas.codec import Codec
 from schemas.records import DeadLetter, TrainingCandidate
-from streams.deadletter import UNPROCESSABLE, DeadLetters, Source, read_candidates, source_of
+from flywheel.deadletter import UNPROCESSABLE, DeadLetters, Source, read_candidates, source_of
 from flywheel.policy import ReviewPolicy
-from streams.metrics import SamplerMetrics, consumer_metrics
+from flywheel.metrics import consumer_metrics
+from streams.metrics import SamplerMetrics
 from streams.review.queue import ReviewQueue, review_prefix
 from streams.review.sampler import ReviewSampler, SampleDecision
 from streams.runner import BatchRunner

@@ -27,8 +27,8 @@ from flywheel.sdk import DEFAULT_CONFIG
 from flywheel.settings import Settings
 from schemas.codec import Codec
 from schemas.records import DeadLetter, InvalidEvent, ReviewVerdict
-from streams.deadletter import DeadLetters, Source
-from streams.metrics import ConsumerMetrics, consumer_metrics
+from flywheel.deadletter import DeadLetters, Source
+from flywheel.metrics import ConsumerMetrics, consumer_metrics
 from streams.review.queue import ReviewQueue
 
 log = logging.getLogger("flywheel.review")

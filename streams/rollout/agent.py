@@ -16,10 +16,10 @@ from typing import Any, Callable, Sequence
 from flywheel.settings import Settings
 from schemas.codec import Codec
 from schemas.records import MAX_ID_CHARS, DeadLetter, InvalidEvent, ModelEvent, TrainingCandidate
-from streams.deadletter import (UNPROCESSABLE, DeadLetters, Source, is_infrastructure, is_json, isolating, read_candidate,
+from flywheel.deadletter import (UNPROCESSABLE, DeadLetters, Source, is_infrastructure, is_json, isolating, read_candidate,
                                 source_of)
 from flywheel.policy import RolloutPolicy
-from streams.metrics import consumer_metrics
+from flywheel.metrics import consumer_metrics
 from streams.rollout.analysis import counts_of
 from streams.rollout.controller import RolloutController
 from streams.rollout.metrics import RolloutMetrics

@@ -21,7 +21,7 @@ from flywheel.topics import create_topics
 from schemas.codec import TICK_HEADER, Codec
 from schemas.records import ReviewVerdict
 from streams.datasets.service import lease_key, state_key
-from streams.datasets.store import DatasetStore
+from flywheel.datastore import DatasetStore
 from streams.datasets.windows import WindowClock
 from flywheel.policy import GatePolicy
 from streams.join.state import JoinState, encode_state

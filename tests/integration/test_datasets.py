@@ -20,7 +20,7 @@ from flywheel.topics import create_topics
 from schemas.codec import Codec
 from schemas.records import ErasureRequest, TrainingCandidate
 from streams.datasets.service import DatasetService
-from streams.datasets.store import DatasetStore, ShardWriter, user_hash
+from flywheel.datastore import DatasetStore, ShardWriter, user_hash
 from flywheel.policy import GatePolicy
 from streams.guards.store import hold_key
 from tests.integration.helpers import close_after_test, forget_redis, read_all

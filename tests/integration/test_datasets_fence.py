@@ -24,7 +24,7 @@ from schemas.codec import Codec
 from schemas.records import ReviewVerdict
 from streams.datasets.service import lease_key
 from streams.datasets.store import DatasetStore
-from streams.gate.policy import GatePolicy
+from flywheel.policy import GatePolicy
 from tests.integration.helpers import _die_with_parent, metric_value, read_all, settings_env, wait_for
 from tests.integration.test_clocks import enc, producer
 from tests.integration.test_datasets import DAY_MS, T0, WEEK, candidate, erase, run_until, service

@@ -21,7 +21,7 @@ from schemas.records import TrainingCandidate
 from streams.datasets import erasure
 from streams.datasets.builder import erased_forms
 from streams.datasets.service import lease_key, state_key
-from streams.datasets.store import DatasetStore
+from flywheel.datastore import DatasetStore
 from flywheel.policy import GatePolicy
 from streams.metrics import DatasetMetrics
 from streams.review.items import ReviewItem

@@ -140,7 +140,7 @@ def test_the_gate_and_the_review_sampler_dead_letter_poison_and_go_on(poison_set
 
 
 def test_the_verdict_relay_dead_letters_outbox_entries_it_cannot_send_and_sends_the_rest(settings):
-    from streams.metrics import ConsumerMetrics
+    from flywheel.metrics import ConsumerMetrics
     from streams.review.queue import ReviewQueue, review_prefix
     from streams.review.relay import VerdictRelay
 
@@ -188,7 +188,7 @@ def test_the_verdict_relay_dead_letters_outbox_entries_it_cannot_send_and_sends_
 
 
 def test_the_trainer_dead_letters_poison_ready_events_and_handles_the_valid_one(settings, monkeypatch):
-    from streams.datasets.store import DatasetStore, manifest_json
+    from flywheel.datastore import DatasetStore, manifest_json
     from trainer.service import TrainerService, build
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")

@@ -21,7 +21,7 @@ from flywheel.sdk import FlywheelProducer
 from flywheel.settings import DAY_MS
 from flywheel.simulate import Traffic, TrafficSpec, generate, send
 from flywheel.topics import create_topics
-from streams.datasets.store import DatasetStore
+from flywheel.datastore import DatasetStore
 from tests.integration.helpers import WorkerProcess, end_offsets, forget_redis, settings_env, wait_for
 
 pytestmark = pytest.mark.integration

@@ -31,8 +31,8 @@ import pytest
 import redis
 
 from flywheel.topics import create_topics
-from streams.datasets.store import DatasetStore
-from streams.gate.policy import GatePolicy
+from flywheel.datastore import DatasetStore
+from flywheel.policy import GatePolicy
 from tests.integration.helpers import close_after_test, forget_redis, read_all, settings_env, wait_for
 from tests.integration.test_datasets import DAY_MS, T0, candidate, produce, run_until
 from trainer.cycle import sft_examples

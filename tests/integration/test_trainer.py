@@ -19,7 +19,7 @@ from flywheel.sdk import DEFAULT_CONFIG
 from flywheel.topics import create_topics
 from schemas.codec import Codec
 from schemas.records import DatasetReady
-from streams.datasets.store import DatasetStore, ShardWriter, manifest_json
+from flywheel.datastore import DatasetStore, ShardWriter, manifest_json
 from flywheel.policy import TrainerPolicy
 from tests.integration.helpers import forget_redis, read_all, settings_env, wait_for
 from trainer import synthetic

@@ -12,7 +12,7 @@ import fastavro
 import fsspec
 import pytest
 
-from streams.datasets.store import (DatasetStore, ShardWriter, dataset_id, manifest_json, sync_marker, user_hash,
+from flywheel.datastore import (DatasetStore, ShardWriter, dataset_id, manifest_json, sync_marker, user_hash,
                                     users_txt)
 
 T0 = 1_760_000_000_000  # 2025-10-09 UTC

@@ -15,7 +15,7 @@ from flywheel import pseudonyms
 from flywheel.settings import DAY_MS, Settings
 from streams.datasets import erasure
 from streams.datasets.builder import erased_forms, record_users_bin, records_of
-from streams.datasets.store import DatasetStore, manifest_json, user_hash, user_key64
+from flywheel.datastore import DatasetStore, manifest_json, user_hash, user_key64
 from streams.gate.filters import pseudonymous_id
 from flywheel.policy import GatePolicy
 from trainer.cycle import replay_ids

@@ -27,8 +27,8 @@ from hypothesis import strategies as st
 
 from schemas.codec import MAGIC, Codec
 from schemas.records import DatasetReady, DeadLetter, ModelEvent, ReviewVerdict, TrainingCandidate
-from streams.deadletter import DeadLetters, Source, isolating
-from streams.metrics import ConsumerMetrics
+from flywheel.deadletter import DeadLetters, Source, isolating
+from flywheel.metrics import ConsumerMetrics
 
 CODEC = Codec()
 JSON = {"content-type": b"application/json"}

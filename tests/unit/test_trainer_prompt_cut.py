@@ -8,7 +8,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from streams.gate.policy import TrainerPolicy  # noqa: E402
+from flywheel.policy import TrainerPolicy  # noqa: E402
 from trainer import recipe, synthetic  # noqa: E402
 from trainer.examples import Example  # noqa: E402
 from trainer.model import Architecture, build_default  # noqa: E402

@@ -9,7 +9,7 @@ import signal
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from streams.metrics import consumer_metrics
+from flywheel.metrics import consumer_metrics
 from streams.review.accounts import Reviewers
 from streams.review.queue import ReviewQueue, review_prefix
 from streams.review.web.app import create_review_app

@@ -233,7 +233,7 @@ class DeadLetters:
 
     def __init__(self, consumer: str, metrics: Any = None, log: logging.Logger | None = None):
         self.consumer = consumer
-        self.metrics = metrics  # streams.metrics.ConsumerMetrics, or None
+        self.metrics = metrics  # flywheel.metrics.ConsumerMetrics, or None
         self.log = log or logging.getLogger(f"flywheel.{consumer}")
 
     def letter(self, source: Source, exc: BaseException | None = None, *, count: bool = True, **kwargs: Any) -> DeadLetter:
