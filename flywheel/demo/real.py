@@ -53,7 +53,7 @@ APP_CHAT_TEMPLATE = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['
 @dataclass(frozen=True)
 class RealSpec:
     cycles: int = 4
-    requests_per_cycle: int = 128
+    requests_per_cycle: int = 144
     seed: int = 0
     users: int = 120
     task_mix: dict = field(default_factory=lambda: {"ticket": 0.28, "sql": 0.28, "support": 0.26, "date": 0.18})
@@ -69,11 +69,13 @@ class RealSpec:
     bad_correction_rate: float = 0.20
     feedback_rate: float = 0.10
     # the trainer's recipe for a pretrained base (LoRA), sized for a 2-core CPU
-    epochs: int = 2
+    epochs: int = 1  # over the new dataset twice and the replayed ones once
     batch_size: int = 8
     max_length: int = 96
     lora_learning_rate: float = 2e-3
-    replay_datasets: int = 0  # earlier datasets replayed each cycle (the default demo: 8); 0 here, for time
+    # earlier datasets replayed each cycle, once, beside the new one taken twice (a week's few dozen answers are too
+    # few alone: without replay a rejected cycle's data is lost; the default demo replays 8)
+    replay_datasets: int = 3
     # LoRA on the top layers only: backward stops there, about twice as fast on a CPU (SmolLM2 has 30 layers)
     lora_layers: int = 8
     lora_modules: tuple = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -237,7 +239,7 @@ def run(spec: RealSpec, out: TextIO = sys.stdout, as_json: bool = False, report_
         # kept only if it beats the base by the trainer's paired rule (else the base goes to production)
         t = time.monotonic()
         booted = copy.deepcopy(base)
-        outcome = train(booted, cold, [], replace(policy, epochs=spec.cold_start_epochs))
+        outcome = train(booted, cold * spec.cold_start_epochs, [], policy)
         boot_eval = golden_eval(booted)
         decision = decide_paired(boot_eval.scores, raw_eval.scores, golden_tasks, policy, against="base")
         bootstrap.update(quality=boot_eval.overall, steps=outcome.sft.steps, seconds=round(time.monotonic() - t, 1),
@@ -321,7 +323,7 @@ def run(spec: RealSpec, out: TextIO = sys.stdout, as_json: bool = False, report_
             incumbent = arm.model or base
             candidate = copy.deepcopy(incumbent)
             t = time.monotonic()
-            outcome = train(candidate, fresh + replay, [], policy)
+            outcome = train(candidate, fresh + fresh + replay, [], policy)
             train_s = time.monotonic() - t
             t = time.monotonic()
             result = golden_eval(candidate)
