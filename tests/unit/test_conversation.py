@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from schemas import Codec, DecodeError
+from schemas import Codec, DecodeError, EncodeError
 from schemas.conversation import message
 from schemas.records import Interaction, InvalidEvent, TrainingCandidate
 from streams.datasets import content
@@ -239,3 +239,67 @@ def test_single_turn_records_keep_their_old_shape():
     r = content.sft_record(c, content.WindowStats(), 0.1)
     assert r["messages"] == [message("user", "What is 2+2?")] and r["context"] == []
     assert content.chat_sft(r)["messages"] == [{"role": "user", "content": "What is 2+2?"}, {"role": "assistant", "content": "4"}]
+
+
+# -- hostile conversations ---------------------------------------------------------------------------
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from schemas.conversation import conversation_texts  # noqa: E402
+from tests.unit.test_fuzz_join import any_value, json_values  # noqa: E402
+
+turn_values = st.one_of(any_value.filter(lambda v: _jsonable(v)), st.sampled_from(["user", "assistant", "tool", "system", "developer"]))
+turns = st.lists(st.one_of(
+    json_values,
+    st.fixed_dictionaries({"role": st.one_of(st.sampled_from(["user", "assistant", "tool", "system", "developer", "robot", ""]), turn_values)},
+                          optional={"content": turn_values, "name": turn_values, "tool_call_id": turn_values,
+                                    "tool_calls": st.one_of(turn_values, st.lists(st.one_of(
+                                        json_values, st.fixed_dictionaries({"name": turn_values},
+                                                                           optional={"id": turn_values, "arguments": turn_values})),
+                                        max_size=3)),
+                                    "extra": turn_values}),
+), max_size=6)
+
+
+def _jsonable(v) -> bool:
+    try:
+        json.dumps(v)
+        return True
+    except (TypeError, ValueError):
+        return False
+
+
+def test_a_lone_surrogate_in_a_turn_is_a_dead_letter_not_a_crash():
+    body = json.dumps(conversation_json(messages=[{"role": "user", "content": "\ud800 hi"}])).encode()
+    j = JoinCore(codec, DictStore(), settle_window_ms=30 * MIN, watermark_delay_ms=0, marker_horizon_ms=24 * 60 * MIN,
+                 max_event_bytes=256 * 1024)
+    assert [d.reason for d in j.apply_all([_rec(INTERACTION, 0, body, b"r-conv", JSON)]).deadletters] == ["invalid_event"]
+
+
+@settings(max_examples=1500, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(messages=turns, system=turn_values, tools=st.one_of(turn_values, st.lists(json_values, max_size=3)))
+def test_a_hostile_conversation_is_refused_with_a_reason_or_goes_all_the_way_to_a_record(messages, system, tools):
+    """Refused only as a DecodeError or InvalidEvent (a dead letter with a reason); or it joins, is
+    redacted slot by slot, and makes a chat record that fits its schema. Never an unprocessable record."""
+    body = json.dumps(conversation_json(messages=messages, system=system, tools=tools)).encode()
+    try:
+        i = Interaction.from_dict(codec.decode("interaction", body, JSON)).check()
+        codec.encode("interaction", i.to_dict())  # a lone surrogate passes the schema check, not the encoder
+    except (DecodeError, InvalidEvent, EncodeError):
+        j = JoinCore(codec, DictStore(), settle_window_ms=30 * MIN, watermark_delay_ms=0, marker_horizon_ms=24 * 60 * MIN,
+                     max_event_bytes=256 * 1024)
+        out = j.apply_all([_rec(INTERACTION, 0, body, b"r-conv", JSON)])
+        assert [d.reason for d in out.deadletters] != ["unprocessable"] and len(out.deadletters) == 1
+        return
+    c = TrainingCandidate(i.request_id, i.event_time, i.user_id, i.session_id, i.prompt, i.response, "accepted",
+                          label="sft_positive", target=i.response, retrieved_context=i.retrieved_context, system=i.system,
+                          messages=i.messages, tools=i.tools, response_tool_calls=i.response_tool_calls)
+    for text, put in list(conversation_texts(c)):
+        assert isinstance(text, str)
+        put(text.upper())
+    codec.decode("candidate", codec.encode("candidate", c.to_dict()))
+    record = content.sft_record(c, content.WindowStats(), 0.1)
+    if record is not None:
+        codec.encode("sft_record", record)
+        json.dumps(content.chat_sft(record))
