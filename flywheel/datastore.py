@@ -36,7 +36,7 @@ import json
 import os
 import posixpath
 import time
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping, Sequence, cast
 
 import fastavro
 import fsspec
@@ -198,7 +198,8 @@ class ShardWriter:
             self._files.append((path, f, _HashingSink(f)))
         # no per-record validation (a third of the write time): content.py builds the records, its tests validate them
         # deflate level 1: half the time of the default level 6 (7 vs 14 us a record), about a quarter larger
-        self._avro = fastavro.write.Writer(self._files[0][2], self.schema, codec="deflate", validator=False,
+        sink: Any = self._files[0][2]  # file-like enough for fastavro: write() and flush()
+        self._avro = fastavro.write.Writer(sink, self.schema, codec="deflate", validator=False,
                                            compression_level=DEFLATE_LEVEL, sync_marker=sync_marker(self.seed, shard))
 
     def add(self, record: Mapping[str, Any], jsonl_obj: Any = None) -> None:
@@ -209,7 +210,8 @@ class ShardWriter:
             self._open_next()
         line = json.dumps(record if jsonl_obj is None else jsonl_obj, sort_keys=True, ensure_ascii=False,
                           separators=(",", ":"))
-        self._avro.write(record)
+        assert self._avro is not None  # _open_next made it
+        self._avro.write(cast(dict, record))  # a Mapping is what fastavro reads; no copy
         self._files[1][2].write((line + "\n").encode("utf-8"))
         self._count += 1
         self.records += 1
@@ -257,6 +259,9 @@ def _window_start(manifest: Mapping[str, Any]) -> int:
     if isinstance(window, Mapping) and "start_ms" in window:
         return int(window["start_ms"])
     return 0
+
+
+Manifests = list[dict]  # (inside DatasetStore, `list` names its method)
 
 
 class DatasetStore:
@@ -354,7 +359,7 @@ class DatasetStore:
             out.append(self.manifest(name))
         return sorted(out, key=lambda m: (_window_start(m), str(m.get("dataset_id", ""))))
 
-    def latest(self, manifests: list[dict] | None = None) -> list[dict]:
+    def latest(self, manifests: Sequence[dict] | None = None) -> Manifests:
         """The newest version of each window's dataset, by window start: no superseded dataset (named
         in `.superseded`, or by a listed manifest's `supersedes`); of two versions of one window that
         neither supersedes, the last by id (as `list()` orders them)."""

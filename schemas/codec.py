@@ -199,6 +199,8 @@ class Codec:
             raise DecodeError("undecodable", f"Avro body does not match its schema ({type(exc).__name__})") from None
         if buf.tell() != len(data):
             raise DecodeError("undecodable", f"{len(data) - buf.tell()} trailing bytes after the Avro body")
+        if not isinstance(record, dict):  # every schema's top level is a record
+            raise DecodeError("undecodable", f"Avro body is a {type(record).__name__}, not a record")
         check_values(record, self.limits)
         upgrade = UPGRADES.get(name)
         return record if upgrade is None else upgrade(record)
@@ -217,7 +219,7 @@ class Codec:
         plan = self._long_plans.get((writer.fingerprint, field_name))
         if plan is None:
             plan = self._long_plans[(writer.fingerprint, field_name)] = _long_plan(writer.raw, field_name)
-        if plan is False:
+        if isinstance(plan, bool):
             return None
         pos, end = HEADER_LEN, len(data)
         try:
@@ -353,7 +355,7 @@ def check_values(record: Mapping[str, Any], limits: InputLimits = DEFAULT_LIMITS
 def _long_plan(raw: dict, field_name: str) -> tuple[bool, ...] | bool:
     """For `Codec.read_long`: per field before `field_name`, whether it is a string (else a long or
     int); False when some earlier field is of another type or `field_name` is not a long."""
-    plan = []
+    plan: list[bool] = []
     for f in raw["fields"]:
         if f["name"] == field_name:
             return tuple(plan) if f["type"] in ("long", "int") else False

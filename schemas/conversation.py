@@ -101,7 +101,7 @@ def system_text(system: str, messages: Iterable[Mapping]) -> str:
     return "\n\n".join(parts)
 
 
-def dialogue(messages: Iterable[Mapping]) -> list[dict]:
+def dialogue(messages: Iterable[Mapping]) -> list[Mapping]:
     """The turns that are not instructions."""
     return [m for m in messages if m.get("role") not in INSTRUCTION_ROLES]
 

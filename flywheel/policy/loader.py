@@ -52,7 +52,7 @@ def plain(value: Any) -> Any:
     return value
 
 
-def build(cls: type, raw: Any, source: str, section: str = ""):
+def build(cls: Any, raw: Any, source: str, section: str = ""):
     """`cls` (a section dataclass) from a TOML table: only the keys it changes, the rest defaults."""
     where = f"[{section}]" if section else "top level"
     if not isinstance(raw, Mapping):
