@@ -85,7 +85,7 @@ def test_sdist_and_wheel_hold_the_packages_and_schemas(dist):
     assert any(n.startswith("schemas/avro/") and n.endswith(".avsc") for n in names)
     assert not any(n.startswith("tests/") for n in names)
     meta = zipfile.ZipFile(dist["wheel"]).read(next(n for n in names if n.endswith(".dist-info/METADATA"))).decode()
-    for extra in ("sdk", "worker", "gate", "review", "trainer", "embedded", "all"):
+    for extra in ("sdk", "worker", "gate", "review", "trainer", "ingest", "embedded", "all"):
         assert f"Provides-Extra: {extra}\n" in meta, extra
     # the core (what [sdk] adds nothing to): the producer SDK's two packages, nothing else
     core = sorted(line.split(":", 1)[1].strip() for line in meta.splitlines()
@@ -136,7 +136,7 @@ def test_sdk_extra_installs_with_the_resolver_and_only_the_producer(dist, tmp_pa
 ALL_SMOKE = """
 import importlib.metadata as md, subprocess, sys
 import streams.app, streams.gate.agent, streams.gate.pipeline, streams.review.web, streams.datasets.service
-import trainer.service, trainer.registry, flywheel.embedded
+import trainer.service, trainer.registry, flywheel.embedded, flywheel.ingest.server, flywheel.ingest.otlp
 import datasets, trl, transformers, torch, faust, detoxify, spacy, presidio_analyzer
 assert md.version("faust-streaming") == "0.15.3+flywheel.1", md.version("faust-streaming")
 assert md.version("click").split(".")[:2] >= ["8", "4"], md.version("click")
