@@ -81,12 +81,21 @@ def build(ready: Iterable[Mapping], models: Iterable[Mapping], verdict_times: It
     reviewed: dict[int, int] = {}
     for t in verdict_times:
         reviewed[window_of(t, window_ms)] = reviewed.get(window_of(t, window_ms), 0) + 1
+    # one cycle per window: a window sealed again (an erasure re-seals it under a new id) is the same
+    # cycle, shown with its newest version's counts; a models event about either version lands on it
     rows: dict[str, CycleRow] = {}
-    for r in sorted(ready, key=lambda r: r["window_start"]):
+    by_window: dict[int, CycleRow] = {}
+    for r in sorted(ready, key=lambda r: (r["window_start"], r.get("sealed_at") or 0)):
         counts = r.get("counts") or {}
-        rows[r["dataset_id"]] = CycleRow(0, r["dataset_id"], r["window_start"], counts.get("window.decisions", 0),
-                                         counts.get("window.passed", 0), reviewed.get(window_of(r["window_start"], window_ms), 0),
-                                         counts.get("records", 0))
+        row = CycleRow(0, r["dataset_id"], r["window_start"], counts.get("window.decisions", 0),
+                       counts.get("window.passed", 0), reviewed.get(window_of(r["window_start"], window_ms), 0),
+                       counts.get("records", 0))
+        earlier = by_window.get(r["window_start"])
+        if earlier is not None:  # the newest version's figures, on the row that any version's models events reach
+            for name in ("dataset_id", "collected", "passed", "records"):
+                setattr(earlier, name, getattr(row, name))
+            row = earlier
+        by_window[r["window_start"]] = rows[r["dataset_id"]] = row
     quality: dict[str, float] = {}
     by_version: dict[str, CycleRow] = {}
     cold_start, production = None, None
@@ -116,7 +125,7 @@ def build(ready: Iterable[Mapping], models: Iterable[Mapping], verdict_times: It
                 production = e.get("base_model") or production
         if version in by_version and kind in ("candidate", "rejected", "refused", *ROLLOUT_ENDS):
             by_version[version].production_quality = quality.get(production or "")
-    cycles = sorted(rows.values(), key=lambda r: r.window_start)
+    cycles = sorted(by_window.values(), key=lambda r: r.window_start)
     current = cold_start["quality"] if cold_start else None
     for i, row in enumerate(cycles, 1):
         row.cycle = i

@@ -55,6 +55,17 @@ def test_cycles_carry_quality_delta_rollout_and_phase():
     assert v.diagnosis == ["quality flat: no positive delta in the last two cycles"]
 
 
+def test_a_window_sealed_again_is_one_cycle_with_its_newest_figures():
+    """An erasure re-seals a window under a new id and announces it again: still one cycle, counted
+    once, with the new version's figures and the training outcome of the version that was trained."""
+    resealed = {**ready(0, 890, 2000, 1190), "dataset_id": "ds-0-erased", "sealed_at": 5}
+    models = [{"event_type": "bootstrap", "version": "v0001", "metrics": {"overall": 0.62}, "created_at": 1},
+              cycle_event("candidate", "v0002", 0, 0.72, 0.10, 10)]
+    v = build([resealed, {**ready(0, 900, 2000, 1200), "sealed_at": 1}, ready(1, 1100, 2500, 1500)], models, [], {}, W)
+    assert [(c.cycle, c.dataset_id, c.records, c.passed) for c in v.cycles] == [(1, "ds-0-erased", 890, 1190), (2, "ds-1", 1100, 1500)]
+    assert v.cycles[0].outcome == "candidate" and v.cycles[0].quality == 0.72
+
+
 def test_text_json_and_page():
     v = velocity()
     text = render.text(v)
