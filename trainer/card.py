@@ -18,6 +18,7 @@ the model's `file_hashes` (those are the weights and tokenizer the trainer saved
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 from typing import Any, Mapping
@@ -49,6 +50,16 @@ def scores(meta: Mapping[str, Any]) -> list[dict]:
     return out
 
 
+_PLAIN_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*")
+
+
+def _key(k: Any) -> str:
+    """A mapping key: plain when it is a simple name, else quoted (as in streams/datasets/card.py)."""
+    k = str(k)
+    return k if _PLAIN_KEY.fullmatch(k) and k.lower() not in ("true", "false", "null", "yes", "no", "on", "off") \
+        else json.dumps(k, ensure_ascii=False)
+
+
 def _yaml_scalar(value: Any) -> str:
     if value is None:
         return "null"
@@ -60,16 +71,17 @@ def _yaml_scalar(value: Any) -> str:
 
 
 def _yaml(value: Any, indent: int = 0) -> list[str]:
+    """Block YAML of plain data (dicts, lists, scalars): keys in the order given, quoted unless plain."""
     pad = " " * indent
     lines: list[str] = []
     if isinstance(value, Mapping):
         for k, v in value.items():
             if isinstance(v, (Mapping, list)) and v:
-                lines.append(f"{pad}{json.dumps(str(k)) if not str(k).replace('_', '').replace('-', '').isalnum() else k}:")
+                lines.append(f"{pad}{_key(k)}:")
                 lines += _yaml(v, indent + 2)
             else:
                 empty = "{}" if isinstance(v, Mapping) else "[]" if isinstance(v, list) else _yaml_scalar(v)
-                lines.append(f"{pad}{json.dumps(str(k)) if not str(k).replace('_', '').replace('-', '').isalnum() else k}: {empty}")
+                lines.append(f"{pad}{_key(k)}: {empty}")
     elif isinstance(value, list):
         for item in value:
             sub = _yaml(item, indent + 2) if isinstance(item, (Mapping, list)) else [f"{pad}  {_yaml_scalar(item)}"]

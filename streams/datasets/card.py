@@ -75,6 +75,16 @@ def _yaml_scalar(value: Any) -> str:
     return json.dumps(str(value), ensure_ascii=False)  # a JSON string is a YAML double-quoted scalar
 
 
+_PLAIN_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*")
+
+
+def _key(k: Any) -> str:
+    """A mapping key: plain when it is a simple name (config_name, sft.train), else quoted."""
+    k = str(k)
+    return k if _PLAIN_KEY.fullmatch(k) and k.lower() not in ("true", "false", "null", "yes", "no", "on", "off") \
+        else json.dumps(k, ensure_ascii=False)
+
+
 def _yaml(value: Any, indent: int = 0) -> list[str]:
     """Block YAML of plain data (dicts, lists, scalars): keys in the order given."""
     pad = " " * indent
@@ -82,10 +92,10 @@ def _yaml(value: Any, indent: int = 0) -> list[str]:
     if isinstance(value, Mapping):
         for k, v in value.items():
             if isinstance(v, (Mapping, list)) and v:
-                lines.append(f"{pad}{k}:")
+                lines.append(f"{pad}{_key(k)}:")
                 lines += _yaml(v, indent + 2)
             else:
-                lines.append(f"{pad}{k}: {_yaml_scalar(v) if not isinstance(v, (Mapping, list)) else ('{}' if isinstance(v, Mapping) else '[]')}")
+                lines.append(f"{pad}{_key(k)}: {_yaml_scalar(v) if not isinstance(v, (Mapping, list)) else ('{}' if isinstance(v, Mapping) else '[]')}")
     elif isinstance(value, list):
         for item in value:
             sub = _yaml(item, indent + 2) if isinstance(item, (Mapping, list)) else [f"{pad}  {_yaml_scalar(item)}"]
