@@ -245,8 +245,7 @@ class ToxicityStage(Stage):
         texts, owners = [], []
         for k, item in enumerate(items):
             seen = set()
-            for f in self.fields:
-                text = item.target if f == "target" else getattr(item.candidate, f) or ""
+            for text in self._texts(item):
                 if text and text not in seen:  # the target is usually the response: score it once
                     seen.add(text)
                     texts.append(text)
@@ -258,6 +257,20 @@ class ToxicityStage(Stage):
             item.candidate.scores["toxicity"] = round(score, 4)
             if score > self.threshold:  # the seed: toxicity_classifier(...) > 0.1 fails
                 item.reject(self.name, "toxic")
+
+
+    def _texts(self, item):
+        """The fields' texts; with "prompt", every user turn of the conversation too (the prompt is its
+        last), with "response", every earlier assistant turn: a conversation is trained on whole."""
+        c = item.candidate
+        for f in self.fields:
+            yield item.target if f == "target" else getattr(c, f) or ""
+        roles = {"user"} if "prompt" in self.fields else set()
+        if "response" in self.fields:
+            roles.add("assistant")
+        for m in c.messages if roles else ():
+            if m.get("role") in roles:
+                yield m.get("content") or ""
 
 
 class GroundingStage(Stage):

@@ -303,3 +303,39 @@ def test_a_hostile_conversation_is_refused_with_a_reason_or_goes_all_the_way_to_
     if record is not None:
         codec.encode("sft_record", record)
         json.dumps(content.chat_sft(record))
+
+
+def test_toxicity_is_scored_on_every_turn_of_the_conversation_not_only_the_last():
+    from streams.gate.filters import ToxicityStage
+    from streams.gate.toxicity import ProfanityScorer
+
+    stage = ToxicityStage(ProfanityScorer(), 0.5, ("prompt", "response", "target"))
+    clean = conversation_candidate()
+    abusive = conversation_candidate(messages=[message("user", "you are a fucking useless piece of shit bot")] + clean.messages[1:])
+    earlier_reply = conversation_candidate(messages=clean.messages[:3] + [message("assistant", "shut up, you stupid bitch")]
+                                           + clean.messages[4:])
+    items = [Item(clean), Item(abusive), Item(earlier_reply)]
+    stage.run(items)
+    assert [bool(i.reasons) for i in items] == [False, True, True]
+    assert clean.prompt == abusive.prompt  # the last turn is the same: only the history differs
+
+
+def test_the_review_page_shows_the_conversation_escaped_before_the_prompt():
+    from streams.review.items import ReviewItem
+    from streams.review.queue import Lease, QueueStats
+    from streams.review.web import render_item
+
+    xss = '<script>window.__xss=1</script>'
+    c = conversation_candidate(system=f"Be nice {xss}").to_dict()
+    c["messages"][0]["content"] = f"hello {xss}"
+    it = ReviewItem("r-conv", c, gate_passed=True, sampled_for=["random"], probability=0.5, window=1, reviews_needed=1, source="t/0/1")
+    page = render_item(Lease(it, "L1", T0 + 600_000, 1, T0), QueueStats(ready=1, leased=1, oldest_age_s=1.0, outbox=0, counts={}),
+                       0, "alice", "csrf", "n")
+    section = page[page.index('<section id="conversation">'):page.index('<section id="prompt">')]
+    assert "<script>" not in page and "&lt;script&gt;" in section
+    assert section.count("<li>") == 4  # the earlier turns; the last is the prompt, shown under Prompt
+    assert "lookup_order" in section and "answering <code>call_1</code>" in section and "Be nice" in section
+    single = ReviewItem("r1", TrainingCandidate("r1", T0, "u", "s", "2+2?", "4", "accepted").to_dict(), gate_passed=True,
+                        sampled_for=["random"], probability=0.5, window=1, reviews_needed=1, source="t/0/1")
+    assert 'id="conversation"' not in render_item(Lease(single, "L2", T0 + 600_000, 1, T0),
+                                                   QueueStats(ready=1, leased=1, oldest_age_s=1.0, outbox=0, counts={}), 0, "a", "c", "n")

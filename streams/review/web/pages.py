@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import html
 from importlib import resources
-from typing import Any
+from typing import Any, Mapping
 
 from schemas.records import REVIEW_SCORES
 from streams.review.queue import Lease, QueueStats
@@ -59,6 +59,28 @@ def _text_section(title: str, text: Any, ident: str) -> str:
     return f'<section id="{ident}"><h2>{esc(title)}</h2><pre class="text">{esc(text)}</pre></section>'
 
 
+def _conversation_section(c: Mapping[str, Any]) -> str:
+    """What the model saw before the prompt (a conversation, schemas/conversation.py): the system
+    instructions, the tools offered, and every earlier turn with its tool calls. Empty for a single turn."""
+    messages = c.get("messages") or []
+    earlier = messages[:-1] if messages and messages[-1].get("content") == c.get("prompt") else messages
+    system, tools = c.get("system") or "", c.get("tools") or []
+    if not (earlier or system or tools):
+        return ""
+    out = '<section id="conversation"><h2>Conversation so far</h2>'
+    if system:
+        out += f'<h3>System</h3><pre class="text">{esc(system)}</pre>'
+    if tools:
+        out += "<p>Tools offered: " + ", ".join(f"<code>{esc(t.get('name'))}</code>" for t in tools) + "</p>"
+    out += '<ol class="turns">'
+    for m in earlier:
+        calls = "".join(f'<div class="call">calls <code>{esc(t.get("name"))}</code>(<code>{esc(t.get("arguments"))}</code>)</div>'
+                        for t in m.get("tool_calls") or ())
+        answer = f' answering <code>{esc(m.get("tool_call_id"))}</code>' if m.get("tool_call_id") else ""
+        out += (f'<li><b>{esc(m.get("role"))}</b>{answer}<pre class="text">{esc(m.get("content"))}</pre>{calls}</li>')
+    return out + "</ol></section>"
+
+
 def render_item(lease: Lease, stats: QueueStats, own: int, reviewer: str, csrf: str, nonce: str) -> str:
     item, c = lease.item, lease.item.candidate
     decision = '<span class="passed">passed</span>' if item.gate_passed else '<span class="rejected">rejected</span>'
@@ -76,6 +98,7 @@ def render_item(lease: Lease, stats: QueueStats, own: int, reviewer: str, csrf: 
     body = render_figures(stats, own, lease.round, item.reviews_needed)
     body += '<section id="about"><h2>Candidate</h2><dl class="meta">'
     body += "".join(f"<dt>{esc(k)}</dt><dd>{v}</dd>" for k, v in meta) + "</dl></section>"
+    body += _conversation_section(c)
     body += _text_section("Prompt", c.get("prompt", ""), "prompt")
     body += _text_section("Response", c.get("response", ""), "response")
     if c.get("correction"):
