@@ -145,6 +145,10 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--format", choices=("jsonl", "avro"), default="jsonl", help="chat JSONL (default) or Avro container files")
     export.add_argument("--kind", choices=("sft", "preference"), default="sft", help="SFT records (default) or preference pairs")
     export.add_argument("--out", default="-", help="a file ('-': stdout, JSONL only)")
+    push = dsub.add_parser("push", help="copy a sealed dataset (card, shards, manifest) to a directory or fsspec URL, e.g. a Hub "
+                                        "dataset repository (hf://datasets/ORG/NAME), where datasets.load_dataset opens it")
+    push.add_argument("dataset_id")
+    push.add_argument("dest", metavar="URL", help="a directory or an fsspec URL")
     affected = dsub.add_parser("affected", help="sealed datasets that hold a user's records (after an erasure request)")
     affected.add_argument("user_id")
     verify = dsub.add_parser("verify", help="seal a dataset's window again from the log into a scratch directory and compare "
@@ -823,6 +827,21 @@ def _datasets(args, settings: Settings) -> int:
                                       "window_start": m["window"]["start_ms"]}))
         elif cmd == "export":
             return _export(args, store)
+        elif cmd == "push":
+            from flywheel.progress import bar
+            from streams.datasets.card import push as push_dataset
+
+            newest = store.newest_version(args.dataset_id)
+            if newest is not None and newest != args.dataset_id:  # as export: never what an erasure replaced
+                print(f"flywheel: error: {args.dataset_id} was replaced by {newest} (an erasure re-sealed its window): push {newest}",
+                      file=sys.stderr)
+                return 2
+            try:
+                with bar(total=len(store.manifest(args.dataset_id).get("shards", [])), desc="push", unit="file") as progress:
+                    print(json.dumps(push_dataset(store, args.dataset_id, args.dest, progress), sort_keys=True))
+            except (FileExistsError, ValueError) as exc:
+                print(f"flywheel: error: {exc}", file=sys.stderr)
+                return 2
     except KeyError as exc:
         print(f"flywheel: error: {exc.args[0] if exc.args else exc}", file=sys.stderr)
         return 2

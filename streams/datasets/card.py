@@ -179,3 +179,47 @@ def write(fs: Any, directory: str, manifest: Mapping[str, Any]) -> str:
     with fs.open(path, "wb") as f:
         f.write(render(manifest).encode("utf-8"))
     return path
+
+
+def push(store: Any, dataset_id: str, dest: str, progress: Any = None) -> dict:
+    """Copy a sealed dataset, as a reader needs it, to `dest`: a directory or any fsspec URL (a Hub
+    dataset repository through huggingface_hub's `hf://datasets/ORG/NAME`, s3://, ...). The card,
+    every shard (JSONL and Avro, each checked against the manifest's sha256 as it is copied) and the
+    manifest, last; not users.txt, record-users.bin or the selection's keys (they stay with the
+    store, for erasure). Idempotent for the same dataset; refuses a destination holding another one."""
+    import hashlib
+
+    import fsspec
+
+    manifest = store.manifest(dataset_id)
+    fs, root = fsspec.core.url_to_fs(dest)
+    root = root.rstrip("/")
+    there = f"{root}/manifest.json"
+    if fs.exists(there):
+        with fs.open(there, "rb") as f:
+            other = json.loads(f.read().decode("utf-8")).get("dataset_id")
+        if other != dataset_id:
+            raise FileExistsError(f"{dest} holds dataset {other}, not {dataset_id}")
+    files = [sh["path"] for sh in manifest.get("shards", [])]
+    fs.makedirs(root, exist_ok=True)
+    with fs.open(f"{root}/{CARD}", "wb") as f:
+        f.write(render(manifest).encode("utf-8"))
+    sha = {sh["path"]: sh.get("sha256") for sh in manifest.get("shards", [])}
+    copied = 0
+    for rel in files:
+        with store.open(f"{dataset_id}/{rel}") as f:
+            body = f.read()
+        if sha.get(rel) and hashlib.sha256(body).hexdigest() != sha[rel]:
+            raise ValueError(f"{dataset_id}/{rel} does not match its manifest's sha256: not pushed")
+        if "/" in rel:
+            fs.makedirs(f"{root}/{rel.rsplit('/', 1)[0]}", exist_ok=True)
+        with fs.open(f"{root}/{rel}", "wb") as f:
+            f.write(body)
+        copied += len(body)
+        if progress is not None:
+            progress.update(1)
+    with store.open(f"{dataset_id}/manifest.json") as f:
+        body = f.read()
+    with fs.open(there, "wb") as f:  # last: the destination holds a whole dataset once it is there
+        f.write(body)
+    return {"dataset_id": dataset_id, "pushed_to": dest, "files": len(files) + 2, "bytes": copied + len(body)}

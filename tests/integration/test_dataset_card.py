@@ -114,3 +114,31 @@ def test_datasets_export_shows_a_progress_bar_on_a_terminal_and_writes_the_recor
     monkeypatch.setattr(sys, "stderr", io.StringIO())  # not a terminal: nothing
     assert main(["datasets", "export", m["dataset_id"], "--kind", "preference", "--out", str(tmp_path / "p.jsonl")]) == 0
     assert sys.stderr.getvalue() == ""
+
+
+def test_datasets_push_copies_what_a_reader_needs_to_a_directory_or_url_that_load_dataset_opens(sealed, tmp_path, monkeypatch,
+                                                                                                  capsys):
+    from flywheel.cli import main
+
+    store, m = sealed
+    monkeypatch.setenv("FLYWHEEL_DATASET_STORE", store.url)
+    dest = tmp_path / "pushed" / "my-dataset"
+    assert main(["datasets", "push", m["dataset_id"], str(dest)]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["dataset_id"] == m["dataset_id"] and out["files"] == len(m["shards"]) + 2
+    names = sorted(str(p.relative_to(dest)) for p in dest.rglob("*") if p.is_file())
+    assert names == sorted([sh["path"] for sh in m["shards"]] + ["README.md", "manifest.json"])  # no users.txt, no keys
+    loaded = datasets.load_dataset(str(dest))
+    assert {s: d.num_rows for s, d in loaded.items()} == {k.split(".", 1)[1]: n for k, n in m["counts"]["split"].items()
+                                                         if k.startswith("sft.")}
+    assert main(["datasets", "push", m["dataset_id"], str(dest)]) == 0  # again: the same dataset, idempotent
+    capsys.readouterr()
+    (dest / "manifest.json").write_text(json.dumps({"dataset_id": "ds-other"}))
+    assert main(["datasets", "push", m["dataset_id"], str(dest)]) == 2
+    assert "holds dataset ds-other" in capsys.readouterr().err
+    # an fsspec URL (in memory here; hf://datasets/ORG/NAME or s3:// the same way)
+    assert main(["datasets", "push", m["dataset_id"], f"memory://pushed/{m['dataset_id']}"]) == 0
+    import fsspec
+
+    fs = fsspec.filesystem("memory")
+    assert fs.cat(f"/pushed/{m['dataset_id']}/README.md").decode() == card.render(m)
