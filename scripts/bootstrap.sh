@@ -20,6 +20,13 @@ venv() {
   stamp=.venv/.bootstrap-$(cat requirements.lock pyproject.toml scripts/faust_wheel.py | sha256sum | cut -c1-16)
   if [ -f "$stamp" ]; then return 0; fi
   [ -x .venv/bin/python ] || "$PY" -m venv .venv
+  # one bootstrap at a time on this environment (a checkout shared by several `make`s): wait, then
+  # look again, as the one before may have done it all
+  if command -v flock >/dev/null; then
+    exec 9>.venv/.bootstrap.lock
+    flock 9
+    if [ -f "$stamp" ]; then return 0; fi
+  fi
   log=.venv/bootstrap.log
   : > "$log"
   step() {  # WHAT COMMAND...: one line, the command's output to the log (shown if it fails)
