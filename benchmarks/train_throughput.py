@@ -82,8 +82,6 @@ def bare_loop(torch, model, tensors, epochs: int, lr: float, autocast: bool = Fa
 
 def run_smollm2(args) -> dict:
     """Part 6: SmolLM2-135M through the pretrained recipe, beside a bare loop over the same batches."""
-    import dataclasses
-
     import torch
 
     from streams.gate.policy import TrainerPolicy
