@@ -84,7 +84,7 @@ def run_smollm2(args) -> dict:
     """Part 6: SmolLM2-135M through the pretrained recipe, beside a bare loop over the same batches."""
     import torch
 
-    from streams.gate.policy import TrainerPolicy
+    from flywheel.policy import TrainerPolicy
     from trainer import recipe, synthetic
     from trainer.adapters import adapted
     from trainer.importer import load_source, smollm2_gguf
