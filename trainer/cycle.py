@@ -28,7 +28,7 @@ from schemas.records import ModelEvent
 from flywheel.policy import TrainerPolicy
 from trainer import contamination, promotion, recipe
 from trainer.evaluate import evaluate
-from trainer.examples import Example, Pair
+from trainer.examples import Example, Pair, chat_turns
 from trainer.golden import GoldenStore
 from trainer.model import file_hashes, load, save
 from trainer.registry import ERASURE_POLICIES, Registry
@@ -82,7 +82,7 @@ def sft_examples(store: Any, dataset_id: str) -> tuple[list[Example], list[Examp
     for rec in _records(store, dataset_id, "sft"):
         if rec.get("request_id") in withdrawn:
             continue
-        ex = Example(rec["prompt"], rec["target"], rec.get("task_type") or "")
+        ex = Example(rec["prompt"], rec["target"], rec.get("task_type") or "", chat_turns(rec.get("messages")))
         (validation if rec.get("split") == "validation" else train).append(ex)
     return train, validation
 
@@ -94,7 +94,7 @@ def preference_pairs(store: Any, dataset_id: str) -> tuple[list[Pair], list[Pair
     for rec in _records(store, dataset_id, "preference"):
         if rec.get("request_id") in withdrawn:
             continue
-        pair = Pair(rec["prompt"], rec["chosen"], rec["rejected"], rec.get("task_type") or "")
+        pair = Pair(rec["prompt"], rec["chosen"], rec["rejected"], rec.get("task_type") or "", chat_turns(rec.get("messages")))
         (validation if rec.get("split") == "validation" else train).append(pair)
     return train, validation
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 SCORERS = ("exact", "contains", "sql", "f1", "numeric", "json", "regex", "judge")  # how a golden item's answer is judged (trainer/evaluate.py)
 
@@ -14,6 +14,8 @@ class Example:
     prompt: str
     target: str
     task_type: str = ""
+    # the prompt side in chat form (sft_record v2): what the model saw, for its chat template (not hashed: dicts)
+    messages: tuple = field(default=(), hash=False, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,3 +39,22 @@ class Pair:
     chosen: str
     rejected: str
     task_type: str = ""
+    messages: tuple = field(default=(), hash=False, compare=False)  # the prompt side in chat form (preference_record v2)
+
+
+def chat_turns(messages) -> tuple:
+    """A record's stored turns (schemas/conversation.py) as chat-template turns: no empty keys, tool
+    calls in the shape Hugging Face templates read ({"type": "function", "function": {name, arguments}})."""
+    out = []
+    for m in messages or ():
+        turn = {"role": m["role"], "content": m.get("content") or ""}
+        if m.get("name"):
+            turn["name"] = m["name"]
+        if m.get("tool_calls"):
+            turn["tool_calls"] = [{"id": c.get("id") or "", "type": "function",
+                                   "function": {"name": c["name"], "arguments": c.get("arguments") or ""}}
+                                  for c in m["tool_calls"]]
+        if m.get("tool_call_id"):
+            turn["tool_call_id"] = m["tool_call_id"]
+        out.append(turn)
+    return tuple(out)

@@ -18,7 +18,9 @@ from typing import Any, Iterable
 USER, ASSISTANT, END, PAD = "<|user|>", "<|assistant|>", "<|end|>", "<|pad|>"
 DEFAULT_CHAT_TEMPLATE = (
     "{% for m in messages %}{% if m['role'] == 'user' %}<|user|>{{ m['content'] }}"
-    "{% else %}<|assistant|>{{ m['content'] }}<|end|>{% endif %}{% endfor %}"
+    "{% elif m['role'] in ('system', 'developer', 'tool') %}<|{{ m['role'] }}|>{{ m['content'] }}<|end|>"
+    "{% else %}<|assistant|>{{ m['content'] }}{% for c in m.get('tool_calls') or [] %}"
+    "<|call|>{{ c['function']['name'] }}({{ c['function']['arguments'] }}){% endfor %}<|end|>{% endif %}{% endfor %}"
     "{% if add_generation_prompt %}<|assistant|>{% endif %}")
 
 
@@ -65,10 +67,18 @@ class LoadedModel:
             limits.append(tok_limit)
         return min(limits)
 
-    def prompt_text(self, prompt: str) -> str:
-        """The prompt as the model is asked it: the chat template with the assistant turn opened."""
-        return self.tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
-                                                  add_generation_prompt=True)
+    def prompt_text(self, prompt: str, messages=()) -> str:
+        """The prompt as the model is asked it: the chat template with the assistant turn opened. With
+        `messages` (a chat record's prompt side: system, history, the turn answered) the whole
+        conversation is rendered; a template that refuses its roles (no system or tool role, strict
+        alternation) gets it as one user turn, each turn's role written before its text."""
+        turns = list(messages) or [{"role": "user", "content": prompt}]
+        try:
+            return self.tokenizer.apply_chat_template(turns, tokenize=False, add_generation_prompt=True)
+        except Exception:  # jinja2's TemplateError, raised by the template itself
+            flat = "\n\n".join(f"{t['role']}: {t.get('content') or ''}" for t in turns)
+            return self.tokenizer.apply_chat_template([{"role": "user", "content": flat}], tokenize=False,
+                                                      add_generation_prompt=True)
 
     def target_text(self, target: str) -> str:
         return target + (self.tokenizer.eos_token or "")

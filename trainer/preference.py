@@ -77,8 +77,8 @@ def sequence_logps(model, ids, mask, labels):
 
 def _encode_pairs(loaded: LoadedModel, pairs: Sequence[Pair], max_length: int):
     """Chosen sequences first, then rejected: row i and row n + i are one pair."""
-    chosen = [encode(loaded, Example(p.prompt, p.chosen), max_length) for p in pairs]
-    rejected = [encode(loaded, Example(p.prompt, p.rejected), max_length) for p in pairs]
+    chosen = [encode(loaded, Example(p.prompt, p.chosen, messages=p.messages), max_length) for p in pairs]
+    rejected = [encode(loaded, Example(p.prompt, p.rejected, messages=p.messages), max_length) for p in pairs]
     return chosen + rejected
 
 

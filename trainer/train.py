@@ -108,7 +108,7 @@ def fit(prompt: list[int], target: list[int], max_length: int) -> tuple[list[int
 
 def encode_status(loaded: LoadedModel, ex: Example, max_length: int) -> tuple[list[int], list[int], str]:
     tok = loaded.tokenizer
-    prompt = tok(loaded.prompt_text(ex.prompt), add_special_tokens=False)["input_ids"]
+    prompt = tok(loaded.prompt_text(ex.prompt, ex.messages), add_special_tokens=False)["input_ids"]
     target = tok(loaded.target_text(ex.target), add_special_tokens=False)["input_ids"]
     return fit(prompt, target, max_length)
 
