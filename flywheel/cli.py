@@ -78,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--data-dir", default=None, help="a fresh directory for the run (default: a new temporary one)")
     demo.add_argument("--model", choices=("default", "smollm2"), default="default", help="smollm2: the real-model run (SmolLM2-135M-Instruct, offline) against three control arms (flywheel/demo/real.py)")
     demo.add_argument("--cycles", type=_positive_int, default=None, metavar="N", help="with --model smollm2: training cycles (default 4)")
-    demo.add_argument("--requests-per-cycle", type=_positive_int, default=None, metavar="N", help="with --model smollm2: requests a cycle (default 320)")
+    demo.add_argument("--requests-per-cycle", type=_positive_int, default=None, metavar="N", help="with --model smollm2: requests a cycle (default 144)")
 
     sub.add_parser("worker", help="run a stream worker against FLYWHEEL_KAFKA_BOOTSTRAP")
 
