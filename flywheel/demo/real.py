@@ -425,6 +425,17 @@ def findings(report: dict) -> list[str]:
     else:
         out.append(f"NOT as predicted: the shipped arm improved for at most {best} consecutive cycle(s) of {n} "
                    "(the seed predicts compounding gains; the target was 3)")
+    promoted = sum(r["outcome"] == "promoted" for r in shipped)
+    out.append(f"the shipped arm promoted {promoted} of {n} candidates (the trainer's paired rule over "
+               f"{len(shipped[0]['scores'])} golden items)")
+    traffic = report.get("traffic") or []
+    labelled, wrong = sum(t["labelled"] for t in traffic), sum(t["labelled_wrong"] for t in traffic)
+    kept, kept_wrong = sum(t["shipped_records"] for t in traffic), sum(t["shipped_wrong"] for t in traffic)
+    if labelled and kept:
+        out.append(f"label noise: {100 * wrong / labelled:.0f} % of the {labelled} targets users gave were wrong; the shipped "
+                   f"dataset kept {100 * kept_wrong / kept:.0f} % wrong of {kept} (the gate has no way to tell a wrong answer a "
+                   f"user accepted from a right one; reviewers saw {sum(t['reviewed'] for t in traffic)} and failed "
+                   f"{sum(t['review_failed'] for t in traffic)})")
     expect = {"never_retrained": "above", "cold_start_data": "above", "no_gate": "at or above"}
     for c in report["comparisons"]:
         label = ARM_LABELS[c["arm"]]
