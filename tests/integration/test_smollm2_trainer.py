@@ -33,6 +33,7 @@ import redis
 from flywheel.topics import create_topics
 from flywheel.datastore import DatasetStore
 from flywheel.policy import GatePolicy
+from schemas.conversation import message
 from tests.integration.helpers import close_after_test, forget_redis, read_all, settings_env, wait_for
 from tests.integration.test_datasets import DAY_MS, T0, candidate, produce, run_until
 from trainer.cycle import sft_examples
@@ -78,8 +79,7 @@ def traffic() -> list:
     for i, n in enumerate(TRAIN_NUMBERS):
         prompt, answer, task = ((order_prompt(n), f"ORDER#{n} OK", "orders") if i % 2 == 0 else
                                 (json_prompt(n), json.dumps({"order": n, "ok": True}), "json"))
-        c = candidate(i, T0 + i * 3_000_000, user=f"user-{i % 5}", task=task)
-        out.append(dataclasses.replace(c, prompt=prompt, response=answer, target=answer))
+        out.append(asked(candidate(i, T0 + i * 3_000_000, user=f"user-{i % 5}", task=task), prompt, answer))
     # longer than max_length (64 tokens): two prompts with a pasted log before the question (cut from the left),
     # two answers that alone do not fit (left out)
     for i, n in enumerate(NUMBERS[32:36]):
@@ -88,8 +88,13 @@ def traffic() -> list:
             prompt, answer = f"Pasted from the shop's log: {' '.join(f'line {k} ok;' for k in range(40))} " + order_prompt(n), f"ORDER#{n} OK"
         else:
             prompt, answer = f"List the order history of customer {n}.", " ".join(f"ORDER#{n + k} OK" for k in range(30))
-        out.append(dataclasses.replace(c, prompt=prompt, response=answer, target=answer))
+        out.append(asked(c, prompt, answer))
     return out
+
+
+def asked(c, prompt: str, answer: str):
+    """`c` with this question (its text and its chat turn: the trainer renders the turns) and answer."""
+    return dataclasses.replace(c, prompt=prompt, messages=[message("user", prompt)], response=answer, target=answer)
 
 
 def golden_rows() -> list[dict]:
@@ -147,7 +152,8 @@ def over_length(base_dir, examples, limit: int) -> tuple[int, int]:
     chat = LoadedModel(None, tokenizer, "cpu")
     cut = out = 0
     for ex in examples:
-        p = len(tokenizer(chat.prompt_text(ex.prompt), add_special_tokens=False)["input_ids"])
+        assert [m["content"] for m in ex.messages] in ([], [ex.prompt])  # the turn is the question asked
+        p = len(tokenizer(chat.prompt_text(ex.prompt, ex.messages), add_special_tokens=False)["input_ids"])
         t = len(tokenizer(chat.target_text(ex.target), add_special_tokens=False)["input_ids"])
         out += t >= limit
         cut += t < limit < p + t
