@@ -114,7 +114,7 @@ def main(argv=None) -> int:
     ap.add_argument("--requests", type=int, default=20_000)
     args = ap.parse_args(argv)
     from streams.gate.pii import DEFAULT_ENTITIES, Redactor
-    from streams.gate.policy import GatePolicy
+    from flywheel.policy import GatePolicy
 
     codec = Codec()
     pii = GatePolicy().pii  # the gate's default redactor: patterns, secrets, ids and names (NER)

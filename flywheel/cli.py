@@ -334,7 +334,7 @@ def _run(args, settings: Settings) -> int:
 
 
 def _policy(args, settings: Settings) -> int:
-    from streams.gate.policy import GatePolicy, PolicyError
+    from flywheel.policy import GatePolicy, PolicyError
 
     try:
         if args.policy_command == "show":
@@ -353,7 +353,7 @@ def _gate_explain(args, settings: Settings) -> int:
 
     from streams.gate.explain import CandidateLineError, Funnel, explain, parse_candidate, read_jsonl
     from streams.gate.pipeline import TokenizerError, build_gate
-    from streams.gate.policy import GatePolicy, PolicyError
+    from flywheel.policy import GatePolicy, PolicyError
 
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     bad = 0
@@ -455,7 +455,7 @@ def _calibrate(args, settings: Settings) -> int:
 
     from flywheel.tail import read
     from schemas.records import InvalidEvent, ReviewVerdict
-    from streams.gate.policy import GatePolicy, PolicyError
+    from flywheel.policy import GatePolicy, PolicyError
     from streams.review.calibrate import calibrate, calibrated_policy
     from streams.review.queue import ReviewQueue, review_prefix
 
@@ -490,9 +490,35 @@ def _calibrate(args, settings: Settings) -> int:
 
 
 def _erasure(args, settings: Settings) -> int:
-    from streams.datasets.erasure import main as erasure_status
+    """`flywheel erasure status USER [--json]`: 0, or 2 and one line."""
+    import sys
 
-    return erasure_status(args, settings)
+    import redis
+
+    from flywheel.datastore import DatasetStore
+    from flywheel.policy import GatePolicy, PolicyError
+    from streams.datasets import erasure
+    from trainer.registry import Registry
+
+    if not str(args.user_id).strip():
+        print("flywheel: error: USER must be a user id", file=sys.stderr)
+        return 2
+    try:
+        client = redis.Redis.from_url(settings.redis_url, socket_timeout=10, socket_connect_timeout=5)
+        policy = GatePolicy.load(settings.gate_policy)
+        report = erasure.status(settings, args.user_id, client, DatasetStore(settings.datasets_url),
+                                Registry(settings.models_dir, client, settings.app_id), policy)
+    except PolicyError as exc:
+        print(f"flywheel: error: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # Redis away, the store unreadable: one line
+        print(f"flywheel: error: the erasure status could not be read ({type(exc).__name__}: {str(exc)[:300]})", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(report, sort_keys=True))
+    else:
+        print("\n".join(erasure.lines(report)))
+    return 0
 
 
 def _trainer(args, settings: Settings) -> int:
@@ -528,7 +554,7 @@ def _models_import(args, registry) -> int:
 
 
 def _models(args, settings: Settings) -> int:
-    from streams.datasets.store import DatasetStore
+    from flywheel.datastore import DatasetStore
 
     registry = _registry(settings)
     if args.models_command == "import":
@@ -580,7 +606,7 @@ def _rollout(args, settings: Settings) -> int:
     import redis
 
     from flywheel.routing import Routing, routing_key
-    from streams.gate.policy import GatePolicy, PolicyError
+    from flywheel.policy import GatePolicy, PolicyError
     from streams.rollout.analysis import compare
     from streams.rollout.controller import RolloutController
 
@@ -671,7 +697,7 @@ def _demo_real(args) -> int:
 def _report(args, settings: Settings) -> int:
     from flywheel.report import render
     from flywheel.report.sources import PrometheusError, from_prometheus, from_topics
-    from streams.gate.policy import GatePolicy, PolicyError
+    from flywheel.policy import GatePolicy, PolicyError
 
     try:
         if args.prometheus:
@@ -692,7 +718,7 @@ def _report(args, settings: Settings) -> int:
 def _guards(args, settings: Settings) -> int:
     import redis
 
-    from streams.gate.policy import GatePolicy, PolicyError
+    from flywheel.policy import GatePolicy, PolicyError
     from streams.guards.keeper import keeper_for
 
     try:
@@ -734,7 +760,7 @@ def _golden(args, settings: Settings) -> int:
 
 def _bootstrap(args, settings: Settings) -> int:
     from flywheel import logs
-    from streams.gate.policy import GatePolicy, PolicyError
+    from flywheel.policy import GatePolicy, PolicyError
     from trainer import synthetic
     from trainer.bootstrap import bootstrap
     from trainer.cycle import Refused
@@ -768,7 +794,7 @@ def _bootstrap(args, settings: Settings) -> int:
 
 
 def _datasets(args, settings: Settings) -> int:
-    from streams.datasets.store import DatasetStore
+    from flywheel.datastore import DatasetStore
 
     cmd = args.datasets_command
     if cmd == "verify":

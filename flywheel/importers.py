@@ -282,7 +282,7 @@ def import_openai_jsonl(lines: Iterable[bytes], producer: Any, *, default_user: 
         try:
             interaction, actions = parse_line(line, default_user=default_user, now_ms=now)
             # validate the whole line before sending any of it
-            from schemas.records import Interaction, UserAction
+            from schemas.records import UserAction
 
             producer.encode(_interaction(interaction))
             for a in actions:

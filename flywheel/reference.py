@@ -29,8 +29,12 @@ METRIC_KINDS = {"Counter": "counter", "CounterMetricFamily": "counter", "Gauge":
                 "GaugeMetricFamily": "gauge", "Histogram": "histogram"}
 METRIC_SOURCES = ("flywheel", "streams", "trainer")
 SERVED_BY = (  # path prefix -> the process whose /metrics serves it
-    ("streams/review", "review page"), ("streams/datasets", "dataset builder"), ("trainer", "trainer"),
+    ("streams/review/web", "review page"), ("streams/datasets", "dataset builder"), ("trainer", "trainer"),
 )
+SERVED_BY_CLASS = {  # metrics classes the worker does not serve, or not alone
+    "DatasetMetrics": "dataset builder", "QueueCollector": "review page",
+    "ConsumerMetrics": "every consumer's process",
+}
 
 
 # -- metrics ---------------------------------------------------------------------------------------
@@ -41,6 +45,7 @@ class MetricDef:
     labels: tuple[str, ...]
     help: str
     path: str
+    owner: str = ""  # the class that defines it, if any
 
     def series(self) -> set[str]:
         """Every series name Prometheus stores for it."""
@@ -58,6 +63,8 @@ class MetricDef:
 
     @property
     def served_by(self) -> str:
+        if self.owner in SERVED_BY_CLASS:
+            return SERVED_BY_CLASS[self.owner]
         return next((who for prefix, who in SERVED_BY if self.path.startswith(prefix)), "worker")
 
 
@@ -83,7 +90,9 @@ def metric_defs(root: Path = ROOT) -> dict[str, MetricDef]:
     out: dict[str, MetricDef] = {}
     for top in METRIC_SOURCES:
         for path in sorted((root / top).rglob("*.py")):
-            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            tree = ast.parse(path.read_text(encoding="utf-8"))
+            owners = {id(n): c.name for c in ast.walk(tree) if isinstance(c, ast.ClassDef) for n in ast.walk(c)}
+            for node in ast.walk(tree):
                 if not isinstance(node, ast.Call) or not node.args:
                     continue
                 fn = node.func.id if isinstance(node.func, ast.Name) else getattr(node.func, "attr", "")
@@ -94,7 +103,7 @@ def metric_defs(root: Path = ROOT) -> dict[str, MetricDef]:
                 if kind == "counter" and not name.endswith("_total"):
                     name += "_total"
                 out[name] = MetricDef(name, kind, _labels(node), _help(node.args[1]) if len(node.args) > 1 else "",
-                                      str(path.relative_to(root)))
+                                      str(path.relative_to(root)), owners.get(id(node), ""))
     return out
 
 

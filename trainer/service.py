@@ -22,7 +22,7 @@ from typing import Any
 
 from confluent_kafka import Consumer, Producer
 
-from flywheel.consumers import paused, rest
+from flywheel.consumers import paused, poll_window, rest
 from flywheel.sdk import DEFAULT_CONFIG
 from flywheel.settings import Settings
 from schemas.codec import Codec
@@ -108,6 +108,7 @@ class TrainerService:
                                   # instead of waiting out the rebalance (as long as the poll interval)
                                   "group.instance.id": f"{settings.app_id}-trainer-{settings.worker_id or 'main'}"})
         self.consumer.subscribe([settings.topic_datasets_ready])
+        self._rested = False  # the last step ended in a rest (its next poll waits longer: flywheel/consumers.py)
         self.out = ModelsAnnouncer(settings, self.codec)
         self.dead = DeadLetters("trainer", consumer_metrics(metrics.registry if metrics is not None else None), log)
         self._failures: dict[tuple[str, int, int], int] = {}  # cycle failures per event, this process
@@ -160,8 +161,9 @@ class TrainerService:
         return result.outcome
 
     def step(self, timeout: float = 1.0) -> str | None:
-        backoff = self.settings.empty_fetch_backoff_ms
-        m = self.consumer.poll(min(timeout, 0.05) if backoff else timeout)
+        backoff = bool(self.settings.empty_fetch_backoff_ms)
+        m = self.consumer.poll(poll_window(timeout, backoff, self._rested))
+        self._rested = backoff and (m is None or bool(m.error()))
         if m is None or m.error():
             if backoff:
                 rest(self.consumer, timeout)

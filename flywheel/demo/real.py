@@ -96,7 +96,7 @@ class RealSpec:
         return self
 
     def trainer_policy(self):
-        from streams.gate.policy import TrainerPolicy
+        from flywheel.policy import TrainerPolicy
 
         return TrainerPolicy(epochs=self.epochs, batch_size=self.batch_size, max_length=self.max_length,
                              lora_learning_rate=self.lora_learning_rate, checkpoint_steps=0, seed=self.seed,

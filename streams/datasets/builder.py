@@ -43,10 +43,10 @@ from schemas.codec import Codec
 from schemas.records import TrainingCandidate
 from streams.datasets import card, content, intake, spool
 from streams.datasets.chat import ChatLayout
-from streams.datasets.store import (RECORD_USERS, DatasetStore, ShardWriter, content_id, dataset_id as make_dataset_id, manifest_json,
+from flywheel.datastore import (RECORD_USERS, DatasetStore, ShardWriter, content_id, dataset_id as make_dataset_id, manifest_json,
                                     user_hash, user_key64)
 from streams.datasets.windows import WindowSpan
-from streams.gate.policy import DatasetPolicy, GatePolicy
+from flywheel.policy import DatasetPolicy, GatePolicy
 from streams.join.labels import pair_regenerations
 
 log = logging.getLogger("flywheel.datasets")

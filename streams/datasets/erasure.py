@@ -89,7 +89,7 @@ def expiry_ms(settings, policy, at_ms: int) -> float:
 
 
 def main_pseudonym(user_id: str, key: bytes) -> str:
-    from streams.datasets.store import user_hash
+    from flywheel.datastore import user_hash
 
     return user_hash(user_id, key)
 
@@ -120,7 +120,7 @@ def migrate(client, settings, policy, key: bytes) -> int:
     """An erased list kept as a plain set of raw ids (before keyed pseudonyms) becomes the sorted set of
     their pseudonyms, expiring a horizon from now. Returns how many ids were moved."""
     from streams.datasets.builder import erased_forms
-    from streams.datasets.store import user_hash
+    from flywheel.datastore import user_hash
 
     name = erased_key(settings)
     kind = client.type(name)
@@ -162,7 +162,7 @@ def note(client, settings, pseudonym: str, **fields: Any) -> dict:
 def remove_from_review(client, settings, pseudonyms: frozenset[str] | set[str], key: bytes) -> list[str]:
     """Remove the review queue's items whose candidate belongs to one of these users (by pseudonym).
     Returns the request ids removed."""
-    from streams.datasets.store import user_hash
+    from flywheel.datastore import user_hash
     from streams.review.queue import review_prefix
 
     prefix = review_prefix(settings)
@@ -181,7 +181,7 @@ def remove_from_review(client, settings, pseudonyms: frozenset[str] | set[str], 
 
 
 def review_items_of(client, settings, pseudonyms: frozenset[str] | set[str], key: bytes) -> list[str]:
-    from streams.datasets.store import user_hash
+    from flywheel.datastore import user_hash
     from streams.review.queue import review_prefix
 
     out = []
@@ -315,7 +315,7 @@ def rewrite_without(store, manifest: Mapping[str, Any], erased: frozenset[str], 
 
     from streams.datasets import content
     from streams.datasets.builder import KEYS_FILE, records_of
-    from streams.datasets.store import (DEFLATE_LEVEL, RECORD_USERS, USERS, _schema, content_id, manifest_json, sync_marker,
+    from flywheel.datastore import (DEFLATE_LEVEL, RECORD_USERS, USERS, _schema, content_id, manifest_json, sync_marker,
                                         user_key64)
 
     old_id = manifest["dataset_id"]
@@ -476,7 +476,7 @@ def status(settings, user_id: str, redis_client, store, registry=None, policy=No
     """Everywhere the user's data may still exist, what was removed, and when the rest expires."""
     from flywheel.pseudonyms import fingerprint, key_source, resolve_keys
     from streams.datasets.builder import erased_forms
-    from streams.gate.policy import GatePolicy
+    from flywheel.policy import GatePolicy
 
     policy = policy or GatePolicy()
     now_ms = int(time.time() * 1000) if now_ms is None else now_ms
@@ -604,34 +604,3 @@ def lines(report: Mapping[str, Any]) -> list[str]:
                    + (", to be retired" if m["retire"] else ""))
     out.append(f"the rest expires by retention: {report['rest_expires_by']}")
     return out
-
-
-def main(args, settings) -> int:
-    """`flywheel erasure status USER [--json]`: 0, or 2 and one line."""
-    import sys
-
-    import redis
-
-    from streams.datasets.store import DatasetStore
-    from streams.gate.policy import GatePolicy, PolicyError
-    from trainer.registry import Registry
-
-    if not str(args.user_id).strip():
-        print("flywheel: error: USER must be a user id", file=sys.stderr)
-        return 2
-    try:
-        client = redis.Redis.from_url(settings.redis_url, socket_timeout=10, socket_connect_timeout=5)
-        policy = GatePolicy.load(settings.gate_policy)
-        report = status(settings, args.user_id, client, DatasetStore(settings.datasets_url),
-                        Registry(settings.models_dir, client, settings.app_id), policy)
-    except PolicyError as exc:
-        print(f"flywheel: error: {exc}", file=sys.stderr)
-        return 2
-    except Exception as exc:  # Redis away, the store unreadable: one line
-        print(f"flywheel: error: the erasure status could not be read ({type(exc).__name__}: {str(exc)[:300]})", file=sys.stderr)
-        return 2
-    if args.json:
-        print(json.dumps(report, sort_keys=True))
-    else:
-        print("\n".join(lines(report)))
-    return 0

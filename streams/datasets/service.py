@@ -52,7 +52,7 @@ from typing import Any, Iterable
 
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from flywheel.consumers import paused, rest
+from flywheel.consumers import paused, poll_window, rest
 from flywheel.sdk import DEFAULT_CONFIG
 from flywheel.settings import DAY_MS, Settings
 from schemas.codec import Codec
@@ -74,10 +74,6 @@ LAG_CHECK_S = 10.0
 LEASE_MS = 30_000  # a builder that stopped without letting go holds its lease this long
 LEASE_REFRESH_S = 5.0
 STANDBY_POLL_S = 1.0  # how often a standby builder looks whether the lease is free
-# the first poll after a rest: a resumed partition's fetch must be sent and answered inside it, or the
-# next rest pauses it again and the answer is dropped. At 50 ms, on a loaded 2-core machine (load 2-5), a
-# record produced to an idle builder was read 30-54 s later; at 0.1-0.25 s, within 0-3 s
-AFTER_REST_POLL_S = 0.2
 RESET_MARK = b"reset:"  # the lease's value while `flywheel clocks reset` holds it
 
 # compare-and-set on the lease: refresh (or let go of) it only while it holds our own value
@@ -159,7 +155,7 @@ class DatasetService:
         self.verdicts_checked: dict[str, int] = {}  # verdict partition -> offset below which bad verdicts were dead-lettered
         self._last_seen: dict[str, float] = {}
         self._last_check = 0.0
-        self._rested = False  # the last step ended in a rest (its next poll waits AFTER_REST_POLL_S)
+        self._rested = False  # the last step ended in a rest (its next poll waits longer: flywheel/consumers.py)
         self._producer: Producer | None = None
         self._hold: dict | None = None
         self._hold_checked = -HOLD_CHECK_S
@@ -410,8 +406,7 @@ class DatasetService:
 
     def _step(self, timeout: float) -> None:
         backoff = self.settings.empty_fetch_backoff_ms / 1000
-        window = min(timeout, AFTER_REST_POLL_S if self._rested else 0.05) if backoff else timeout
-        batch = self.consumer.consume(2000, window)
+        batch = self.consumer.consume(2000, poll_window(timeout, bool(backoff), self._rested))
         self._rested = not batch and bool(backoff)
         if self._rested:
             rest(self.consumer, max(backoff, timeout))

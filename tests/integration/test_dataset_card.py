@@ -12,12 +12,9 @@ import pytest
 import yaml
 
 from streams.datasets import card
-from streams.gate.policy import GatePolicy
+from flywheel.policy import GatePolicy
 
-try:  # the store is moving to flywheel.datastore
-    from flywheel.datastore import DatasetStore
-except ImportError:
-    from streams.datasets.store import DatasetStore
+from flywheel.datastore import DatasetStore
 from tests.integration.test_datasets import ds_settings, produce, run_until, service, traffic  # noqa: F401  (fixture)
 
 pytestmark = pytest.mark.integration

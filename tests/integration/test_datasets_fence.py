@@ -23,7 +23,7 @@ from flywheel.embedded import free_port
 from schemas.codec import Codec
 from schemas.records import ReviewVerdict
 from streams.datasets.service import lease_key
-from streams.datasets.store import DatasetStore
+from flywheel.datastore import DatasetStore
 from flywheel.policy import GatePolicy
 from tests.integration.helpers import _die_with_parent, metric_value, read_all, settings_env, wait_for
 from tests.integration.test_clocks import enc, producer

@@ -12,7 +12,6 @@ import pytest
 import redis
 
 from flywheel.topics import create_topics
-from flywheel.datastore import DatasetStore
 from flywheel.policy import TrainerPolicy
 from tests.integration.helpers import forget_redis, read_all
 from tests.integration.test_datasets import erase, produce, run_until, service as dataset_service

@@ -5,7 +5,6 @@ duplicated while clients keep sending across a restart of the ingest process."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
