@@ -48,26 +48,51 @@ def interaction(i: int, conversation: bool) -> Interaction:
         return Interaction(f"r{i}", f"s{i % 300}", f"u{i % 1000}", T0 + i, "m-3", q, a, task_type="support")
     turns = [
         {"role": "user", "content": f"Hi, I ordered a lamp (order {i}) two weeks ago."},
-        {"role": "assistant", "content": "", "tool_calls": [{"id": f"c{i}", "name": "lookup_order", "arguments": json.dumps({"order": i})}]},
-        {"role": "tool", "content": json.dumps({"status": "in transit", "shipped": "2026-11-20"}), "tool_call_id": f"c{i}"},
+        {
+            "role": "assistant",
+            "content": "",
+            "tool_calls": [{"id": f"c{i}", "name": "lookup_order", "arguments": json.dumps({"order": i})}],
+        },
+        {
+            "role": "tool",
+            "content": json.dumps({"status": "in transit", "shipped": "2026-11-20"}),
+            "tool_call_id": f"c{i}",
+        },
         {"role": "assistant", "content": "It shipped on 20 November and is still in transit."},
         {"role": "user", "content": q},
     ]
     d = i % 50  # RAG retrieves from a document set: the same passages recur (and the redactor's cache sees them)
-    passages = [f"Policy {d}.1: orders not delivered within 10 business days of dispatch are refunded in full or sent again.",
-                f"Policy {d}.2: refunds are paid to the original payment method within 5 business days of approval.",
-                f"Policy {d}.3: customers in the EU may also withdraw from a purchase within 14 days of delivery."]
-    return Interaction(f"r{i}", f"s{i % 300}", f"u{i % 1000}", T0 + i, "m-3", q, a, task_type="support",
-                       system="You are Acme's support assistant. Answer from the documents.", messages=turns,
-                       retrieved_context=passages,
-                       tools=[{"name": "lookup_order", "description": "Find an order by its number", "parameters": '{"type": "object"}'}])
+    passages = [
+        f"Policy {d}.1: orders not delivered within 10 business days of dispatch are refunded in full or sent again.",
+        f"Policy {d}.2: refunds are paid to the original payment method within 5 business days of approval.",
+        f"Policy {d}.3: customers in the EU may also withdraw from a purchase within 14 days of delivery.",
+    ]
+    return Interaction(
+        f"r{i}",
+        f"s{i % 300}",
+        f"u{i % 1000}",
+        T0 + i,
+        "m-3",
+        q,
+        a,
+        task_type="support",
+        system="You are Acme's support assistant. Answer from the documents.",
+        messages=turns,
+        retrieved_context=passages,
+        tools=[
+            {"name": "lookup_order", "description": "Find an order by its number", "parameters": '{"type": "object"}'}
+        ],
+    )
 
 
 def measure(codec: Codec, n: int, conversation: bool, redactor) -> dict:
     from streams.gate.filters import Item, PiiStage
 
     inter = [codec.encode("interaction", interaction(i, conversation).to_dict()) for i in range(n)]
-    acts = [codec.encode("action", UserAction(f"r{i}", f"u{i % 1000}", T0 + i + 1000, "accepted").to_dict()) for i in range(n)]
+    acts = [
+        codec.encode("action", UserAction(f"r{i}", f"u{i % 1000}", T0 + i + 1000, "accepted").to_dict())
+        for i in range(n)
+    ]
     out: dict = {"interaction_bytes": sum(map(len, inter)) / n}
 
     t = time.perf_counter()
@@ -75,8 +100,14 @@ def measure(codec: Codec, n: int, conversation: bool, redactor) -> dict:
         codec.decode("interaction", v)
     out["decode_us"] = (time.perf_counter() - t) / n * 1e6
 
-    j = JoinCore(codec, DictStore(), settle_window_ms=30 * MIN, watermark_delay_ms=0, marker_horizon_ms=24 * 60 * MIN,
-                 max_event_bytes=256 * 1024)
+    j = JoinCore(
+        codec,
+        DictStore(),
+        settle_window_ms=30 * MIN,
+        watermark_delay_ms=0,
+        marker_horizon_ms=24 * 60 * MIN,
+        max_event_bytes=256 * 1024,
+    )
     recs = []
     for i in range(n):
         recs.append(Record(INTERACTION, "i", 0, i, f"r{i}".encode(), inter[i]))
@@ -84,7 +115,12 @@ def measure(codec: Codec, n: int, conversation: bool, redactor) -> dict:
     end = str(T0 + n + 31 * MIN).encode()
     t = time.perf_counter()
     first = j.apply_all(recs)
-    last = j.apply_all([Record(INTERACTION, "i", 0, n, None, b"", {TICK_HEADER: end}), Record(ACTION, "a", 0, n, None, b"", {TICK_HEADER: end})])
+    last = j.apply_all(
+        [
+            Record(INTERACTION, "i", 0, n, None, b"", {TICK_HEADER: end}),
+            Record(ACTION, "a", 0, n, None, b"", {TICK_HEADER: end}),
+        ]
+    )
     out["join_events_per_s"] = 2 * n / (time.perf_counter() - t)
     emitted = first.candidates + last.candidates
     assert len(emitted) == n, len(emitted)
@@ -96,7 +132,7 @@ def measure(codec: Codec, n: int, conversation: bool, redactor) -> dict:
     stage = PiiStage(redactor)
     t = time.perf_counter()
     for k in range(0, m, 64):
-        stage.run(items[k:k + 64])
+        stage.run(items[k : k + 64])
     out["pii_candidates_per_s"] = m / (time.perf_counter() - t)
     assert all("anna" not in json.dumps(it.candidate.messages) for it in items)
 
@@ -118,22 +154,34 @@ def main(argv=None) -> int:
 
     codec = Codec()
     pii = GatePolicy().pii  # the gate's default redactor: patterns, secrets, ids and names (NER)
+
     def fresh():  # a redactor of its own per shape: its cache must not carry texts from one shape to the other
-        r = Redactor(entities=pii.entities or DEFAULT_ENTITIES, score_threshold=pii.score_threshold,
-                     ner_model=pii.ner_model, locations=pii.locations)
+        r = Redactor(
+            entities=pii.entities or DEFAULT_ENTITIES,
+            score_threshold=pii.score_threshold,
+            ner_model=pii.ner_model,
+            locations=pii.locations,
+        )
         r.redact(["warm up: write to bo@example.org, Bo Lee in Oslo"])
         return r
 
     load = os.getloadavg()[0]
     single = measure(codec, args.requests, False, fresh())
     conv = measure(codec, args.requests, True, fresh())
-    rows = [("interaction bytes (Avro)", "interaction_bytes", "{:,.0f}"), ("candidate bytes (Avro)", "candidate_bytes", "{:,.0f}"),
-            ("decode, us/event", "decode_us", "{:.1f}"), ("join, events/s", "join_events_per_s", "{:,.0f}"),
-            ("gate PII, candidates/s", "pii_candidates_per_s", "{:,.0f}"), ("SFT + chat record, /s", "records_per_s", "{:,.0f}")]
+    rows = [
+        ("interaction bytes (Avro)", "interaction_bytes", "{:,.0f}"),
+        ("candidate bytes (Avro)", "candidate_bytes", "{:,.0f}"),
+        ("decode, us/event", "decode_us", "{:.1f}"),
+        ("join, events/s", "join_events_per_s", "{:,.0f}"),
+        ("gate PII, candidates/s", "pii_candidates_per_s", "{:,.0f}"),
+        ("SFT + chat record, /s", "records_per_s", "{:,.0f}"),
+    ]
     print(f"{'':28} {'single-turn':>12} {'4 turns + 3 passages':>22} {'ratio':>7}")
     for label, key, fmt in rows:
         print(f"{label:28} {fmt.format(single[key]):>12} {fmt.format(conv[key]):>22} {conv[key] / single[key]:>7.2f}")
-    print(f"{args.requests:,} requests per shape; load average {load:.1f} -> {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
+    print(
+        f"{args.requests:,} requests per shape; load average {load:.1f} -> {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs"
+    )
     print(json.dumps({"requests": args.requests, "single_turn": single, "conversation": conv}, default=round))
     return 0
 

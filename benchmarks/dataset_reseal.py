@@ -101,18 +101,32 @@ def run(args) -> dict:
             redis_url = f"redis://127.0.0.1:{free_port()}/0"
             redis_server = EmbeddedRedis(redis_url, workdir / "redis")
         broker = EmbeddedBroker(workdir / "broker")
-        s = Settings(kafka_bootstrap=broker.bootstrap, redis_url=redis_url, app_id=f"rsbench-{run_id}", metrics_port=0,
-                     datasets_metrics_port=0, dataset_store=str(workdir / "store"), idle_partition_ms=2000,
-                     pseudonym_key=KEY, topic_passed=f"r{run_id}.passed", topic_rejected=f"r{run_id}.rejected",
-                     topic_datasets_ready=f"r{run_id}.ready", topic_erasure=f"r{run_id}.erasure",
-                     topic_verdicts=f"r{run_id}.verdicts").validate()
+        s = Settings(
+            kafka_bootstrap=broker.bootstrap,
+            redis_url=redis_url,
+            app_id=f"rsbench-{run_id}",
+            metrics_port=0,
+            datasets_metrics_port=0,
+            dataset_store=str(workdir / "store"),
+            idle_partition_ms=2000,
+            pseudonym_key=KEY,
+            topic_passed=f"r{run_id}.passed",
+            topic_rejected=f"r{run_id}.rejected",
+            topic_datasets_ready=f"r{run_id}.ready",
+            topic_erasure=f"r{run_id}.erasure",
+            topic_verdicts=f"r{run_id}.verdicts",
+        ).validate()
         create_topics(s)
         env = {**os.environ, **s.to_env(), "FLYWHEEL_LOG_LEVEL": "INFO"}
 
         def start(name: str) -> tuple[subprocess.Popen, Path]:
             path = workdir / f"{name}.log"
-            proc = subprocess.Popen([sys.executable, "-m", "flywheel.cli", "datasets", "run"], env=env,
-                                    stdout=open(path, "wb"), stderr=subprocess.STDOUT)
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "flywheel.cli", "datasets", "run"],
+                env=env,
+                stdout=open(path, "wb"),
+                stderr=subprocess.STDOUT,
+            )
             wait_line(path, '"dataset builder started"', proc, 120)
             return proc, path
 
@@ -121,7 +135,9 @@ def run(args) -> dict:
         try:
             started = time.perf_counter()
             size = ds.produce(s, args.candidates, args.seed)
-            log(f"produced {args.candidates:,} candidates ({size / 1e6:,.0f} MB of Avro) in {time.perf_counter() - started:.1f}s")
+            log(
+                f"produced {args.candidates:,} candidates ({size / 1e6:,.0f} MB of Avro) in {time.perf_counter() - started:.1f}s"
+            )
             sealed = wait_line(seal_log, '"dataset sealed"', sealer, args.timeout)
             wait_line(seal_log, '"dataset ready"', sealer, args.timeout)
         finally:
@@ -153,10 +169,15 @@ def run(args) -> dict:
             from schemas.codec import Codec
             from schemas.records import ErasureRequest
 
-            p = Producer({**{k: v for k, v in DEFAULT_CONFIG.items() if k != "client.id"}, "bootstrap.servers": s.broker_url})
+            p = Producer(
+                {**{k: v for k, v in DEFAULT_CONFIG.items() if k != "client.id"}, "bootstrap.servers": s.broker_url}
+            )
             started = time.perf_counter()
-            p.produce(s.topic_erasure, key=user.encode(),
-                      value=Codec().encode("erasure", ErasureRequest(user, int(time.time() * 1000)).to_dict()))
+            p.produce(
+                s.topic_erasure,
+                key=user.encode(),
+                value=Codec().encode("erasure", ErasureRequest(user, int(time.time() * 1000)).to_dict()),
+            )
             if p.flush(30):
                 raise jt.BenchError("the erasure request was not acknowledged")
             del p
@@ -176,15 +197,27 @@ def run(args) -> dict:
         if after.get("supersedes") != before["dataset_id"] or store.exists(before["dataset_id"]):
             raise jt.BenchError(f"the re-seal did not replace {before['dataset_id']}: {after['dataset_id']}")
         removed = before["counts"]["records"] - after["counts"]["records"]
-        log(f"re-sealed {after['dataset_id']} ({after['resealed']['mode']}): {after['counts']['records']:,} records, "
+        log(
+            f"re-sealed {after['dataset_id']} ({after['resealed']['mode']}): {after['counts']['records']:,} records, "
             f"{removed} removed, in {wall:.1f}s (re-seal {done.get('seconds')}s), peak RSS {peak / 1024:,.0f} MiB "
-            f"over {len(peaks)} processes")
-        return {"machine": f"{platform.machine()}, {platform.python_implementation()} {platform.python_version()}",
-                "candidates": args.candidates, "avro_mb": size / 1e6, "records_before": before["counts"]["records"],
-                "records_after": after["counts"]["records"], "records_removed": removed, "mode": after["resealed"]["mode"],
-                "seal_s": sealed.get("seconds"), "wall_s": wall, "reseal_s": done.get("seconds"),
-                "peak_rss_mib": peak / 1024, "idle_rss_mib": idle_peak / 1024, "processes": len(peaks),
-                "builder_rss_mib": peaks.get(resealer.pid, 0) / 1024}
+            f"over {len(peaks)} processes"
+        )
+        return {
+            "machine": f"{platform.machine()}, {platform.python_implementation()} {platform.python_version()}",
+            "candidates": args.candidates,
+            "avro_mb": size / 1e6,
+            "records_before": before["counts"]["records"],
+            "records_after": after["counts"]["records"],
+            "records_removed": removed,
+            "mode": after["resealed"]["mode"],
+            "seal_s": sealed.get("seconds"),
+            "wall_s": wall,
+            "reseal_s": done.get("seconds"),
+            "peak_rss_mib": peak / 1024,
+            "idle_rss_mib": idle_peak / 1024,
+            "processes": len(peaks),
+            "builder_rss_mib": peaks.get(resealer.pid, 0) / 1024,
+        }
     finally:
         if broker is not None:
             broker.stop()
@@ -194,22 +227,30 @@ def run(args) -> dict:
 
 
 def table(r: dict) -> str:
-    return "\n".join([
-        f"dataset re-seal on {r['machine']}: {r['candidates']:,} candidates ({r['avro_mb']:,.0f} MB Avro) in one window, one user erased",
-        f"  the seal (for comparison, from the spool)      {r['seal_s'] if r['seal_s'] is not None else float('nan'):8.1f} s",
-        f"  erasure request to re-sealed (read, seal from the log, publish, announce, delete)  {r['wall_s']:8.1f} s",
-        f"  the re-seal alone                               {r['reseal_s'] if r['reseal_s'] is not None else float('nan'):8.1f} s  ({r['mode']})",
-        f"  peak RSS, builder + pool, added                 {r['peak_rss_mib']:8.0f} MiB  ({r['processes']} processes, "
-        f"the builder alone {r['builder_rss_mib']:.0f} MiB, idle before the request {r['idle_rss_mib']:.0f} MiB)",
-        f"  records: {r['records_before']:,} -> {r['records_after']:,} ({r['records_removed']} removed)",
-    ])
+    return "\n".join(
+        [
+            f"dataset re-seal on {r['machine']}: {r['candidates']:,} candidates ({r['avro_mb']:,.0f} MB Avro) in one window, one user erased",
+            f"  the seal (for comparison, from the spool)      {r['seal_s'] if r['seal_s'] is not None else float('nan'):8.1f} s",
+            f"  erasure request to re-sealed (read, seal from the log, publish, announce, delete)  {r['wall_s']:8.1f} s",
+            f"  the re-seal alone                               {r['reseal_s'] if r['reseal_s'] is not None else float('nan'):8.1f} s  ({r['mode']})",
+            f"  peak RSS, builder + pool, added                 {r['peak_rss_mib']:8.0f} MiB  ({r['processes']} processes, "
+            f"the builder alone {r['builder_rss_mib']:.0f} MiB, idle before the request {r['idle_rss_mib']:.0f} MiB)",
+            f"  records: {r['records_before']:,} -> {r['records_after']:,} ({r['records_removed']} removed)",
+        ]
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
     p = jt.Parser(prog="dataset_reseal", description=__doc__.splitlines()[0])
-    p.add_argument("--candidates", type=jt.positive_int, default=1_000_000, help="candidates in the window (default: 1000000)")
-    p.add_argument("--user", default="", help="the user erased (default: the first candidate's; users are user-0 .. user-49999)")
-    p.add_argument("--timeout", type=float, default=900.0, help="seconds the seal and the re-seal may each take (default: 900)")
+    p.add_argument(
+        "--candidates", type=jt.positive_int, default=1_000_000, help="candidates in the window (default: 1000000)"
+    )
+    p.add_argument(
+        "--user", default="", help="the user erased (default: the first candidate's; users are user-0 .. user-49999)"
+    )
+    p.add_argument(
+        "--timeout", type=float, default=900.0, help="seconds the seal and the re-seal may each take (default: 900)"
+    )
     p.add_argument("--seed", type=int, default=0)
     return jt.report("dataset_reseal", run, table, p.parse_args(argv))
 

@@ -87,19 +87,36 @@ def produce(settings: Settings, n: int, seed: int) -> int:
     rng = random.Random(seed)
     codec = Codec()
     conf = {k: v for k, v in DEFAULT_CONFIG.items() if k != "client.id"}
-    p = Producer({**conf, "bootstrap.servers": settings.broker_url, "linger.ms": 50, "batch.num.messages": 10000,
-                  "queue.buffering.max.messages": 500000})
+    p = Producer(
+        {
+            **conf,
+            "bootstrap.servers": settings.broker_url,
+            "linger.ms": 50,
+            "batch.num.messages": 10000,
+            "queue.buffering.max.messages": 500000,
+        }
+    )
     size = 0
     for i in range(n):
         corrected = i % 10 == 0
         response = text(rng, 40)
         c = TrainingCandidate(
-            request_id=f"req-{i:08d}", timestamp=T0 + rng.randrange(WEEK), user_id=f"user-{rng.randrange(50_000)}",
-            session_id=f"s-{i}", prompt=f"question {i}: " + text(rng, 25), response=response,
-            user_action="corrected" if corrected else "accepted", task_type=rng.choice(TASKS), model_version="m1",
-            label="sft_correction" if corrected else "sft_positive", correction=text(rng, 40) if corrected else "",
-            quality_score=0.8, scores={"quality": 0.8, "toxicity": 0.01}, policy_version="default-1@bench",
-            uncertainty=rng.random() if i % 20 == 0 else None)
+            request_id=f"req-{i:08d}",
+            timestamp=T0 + rng.randrange(WEEK),
+            user_id=f"user-{rng.randrange(50_000)}",
+            session_id=f"s-{i}",
+            prompt=f"question {i}: " + text(rng, 25),
+            response=response,
+            user_action="corrected" if corrected else "accepted",
+            task_type=rng.choice(TASKS),
+            model_version="m1",
+            label="sft_correction" if corrected else "sft_positive",
+            correction=text(rng, 40) if corrected else "",
+            quality_score=0.8,
+            scores={"quality": 0.8, "toxicity": 0.01},
+            policy_version="default-1@bench",
+            uncertainty=rng.random() if i % 20 == 0 else None,
+        )
         c.target = c.correction if corrected else response
         if corrected:
             c.pair_chosen, c.pair_rejected = c.correction, response
@@ -114,8 +131,16 @@ def produce(settings: Settings, n: int, seed: int) -> int:
         if i % 10_000 == 0:
             p.poll(0)
     for part in range(settings.partitions):  # past the boundary on every partition: the window is ready
-        c = TrainingCandidate(request_id=f"tick-{part}", timestamp=T0 + WEEK + 14 * DAY_MS + 1, user_id="u", session_id="s",
-                              prompt="p", response="r", user_action="accepted", task_type="qa")
+        c = TrainingCandidate(
+            request_id=f"tick-{part}",
+            timestamp=T0 + WEEK + 14 * DAY_MS + 1,
+            user_id="u",
+            session_id="s",
+            prompt="p",
+            response="r",
+            user_action="accepted",
+            task_type="qa",
+        )
         p.produce(settings.topic_passed, key=None, value=codec.encode("candidate", c.to_dict()), partition=part)
     if p.flush(300):
         raise jt.BenchError("the producer did not finish")
@@ -160,11 +185,20 @@ def run(args) -> dict:
             redis_url = f"redis://127.0.0.1:{free_port()}/0"
             redis_server = EmbeddedRedis(redis_url, workdir / "redis")
         broker = EmbeddedBroker(workdir / "broker")
-        s = Settings(kafka_bootstrap=broker.bootstrap, redis_url=redis_url, app_id=f"dsbench-{run_id}", metrics_port=0,
-                     datasets_metrics_port=0, dataset_store=str(workdir / "store"), idle_partition_ms=2000,
-                     topic_passed=f"b{run_id}.passed", topic_rejected=f"b{run_id}.rejected",
-                     topic_datasets_ready=f"b{run_id}.ready", topic_erasure=f"b{run_id}.erasure",
-                     topic_verdicts=f"b{run_id}.verdicts").validate()
+        s = Settings(
+            kafka_bootstrap=broker.bootstrap,
+            redis_url=redis_url,
+            app_id=f"dsbench-{run_id}",
+            metrics_port=0,
+            datasets_metrics_port=0,
+            dataset_store=str(workdir / "store"),
+            idle_partition_ms=2000,
+            topic_passed=f"b{run_id}.passed",
+            topic_rejected=f"b{run_id}.rejected",
+            topic_datasets_ready=f"b{run_id}.ready",
+            topic_erasure=f"b{run_id}.erasure",
+            topic_verdicts=f"b{run_id}.verdicts",
+        ).validate()
         create_topics(s)
         env = {**os.environ, **s.to_env(), "FLYWHEEL_LOG_LEVEL": "INFO"}
         log_path = workdir / "builder.log"
@@ -173,8 +207,12 @@ def run(args) -> dict:
         proc = None
 
         def start_builder() -> subprocess.Popen:
-            return subprocess.Popen([sys.executable, "-m", "flywheel.cli", "datasets", "run"], env=env,
-                                    stdout=open(log_path, "wb"), stderr=subprocess.STDOUT)
+            return subprocess.Popen(
+                [sys.executable, "-m", "flywheel.cli", "datasets", "run"],
+                env=env,
+                stdout=open(log_path, "wb"),
+                stderr=subprocess.STDOUT,
+            )
 
         def sample() -> None:
             if proc is not None:
@@ -223,24 +261,51 @@ def run(args) -> dict:
         if len(manifests) != 1:
             raise jt.BenchError(f"expected one dataset, found {len(manifests)}")
         m = manifests[0]
-        log(f"sealed {m['dataset_id']}: {m['counts']['records']:,} records in {wall:.1f}s (seal {seal_s}s), "
-            f"peak RSS {peak / 1024:,.0f} MiB over {len(peaks)} processes (builder {builder_peak / 1024:,.0f} MiB)")
+        log(
+            f"sealed {m['dataset_id']}: {m['counts']['records']:,} records in {wall:.1f}s (seal {seal_s}s), "
+            f"peak RSS {peak / 1024:,.0f} MiB over {len(peaks)} processes (builder {builder_peak / 1024:,.0f} MiB)"
+        )
 
         out = workdir / "ceiling.bin"
-        ceiling = subprocess.run([sys.executable, "-c", CEILING, s.broker_url, s.topic_passed, str(s.partitions),
-                                  str(args.candidates), str(out)], capture_output=True, text=True, timeout=args.timeout)
+        ceiling = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                CEILING,
+                s.broker_url,
+                s.topic_passed,
+                str(s.partitions),
+                str(args.candidates),
+                str(out),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=args.timeout,
+        )
         if ceiling.returncode:
             raise jt.BenchError(f"the ceiling failed: {ceiling.stderr[-300:]}")
         ceiling_s = float(ceiling.stdout.strip())
         log(f"ceiling: one bare read and one raw write in {ceiling_s:.1f}s")
         store_bytes = sum(sh["bytes"] for sh in m["shards"])
-        return {"machine": f"{platform.machine()}, {platform.python_implementation()} {platform.python_version()}",
-                "candidates": args.candidates, "avro_mb": size / 1e6, "records": m["counts"]["records"],
-                "splits": m["counts"]["split"], "shards": len(m["shards"]), "output_mb": store_bytes / 1e6,
-                "mode": "catch-up" if args.catch_up else "live", "produce_s": produced_s, "from_spool": spooled,
-                "wall_s": wall, "seal_s": seal_s, "peak_rss_mib": peak / 1024,
-                "builder_rss_mib": builder_peak / 1024, "processes": len(peaks), "ceiling_s": ceiling_s,
-                "ratio": ceiling_s / (seal_s or wall)}
+        return {
+            "machine": f"{platform.machine()}, {platform.python_implementation()} {platform.python_version()}",
+            "candidates": args.candidates,
+            "avro_mb": size / 1e6,
+            "records": m["counts"]["records"],
+            "splits": m["counts"]["split"],
+            "shards": len(m["shards"]),
+            "output_mb": store_bytes / 1e6,
+            "mode": "catch-up" if args.catch_up else "live",
+            "produce_s": produced_s,
+            "from_spool": spooled,
+            "wall_s": wall,
+            "seal_s": seal_s,
+            "peak_rss_mib": peak / 1024,
+            "builder_rss_mib": builder_peak / 1024,
+            "processes": len(peaks),
+            "ceiling_s": ceiling_s,
+            "ratio": ceiling_s / (seal_s or wall),
+        }
     finally:
         if broker is not None:
             broker.stop()
@@ -250,27 +315,35 @@ def run(args) -> dict:
 
 def table(r: dict) -> str:
     due = "builder, start to ready event" if r["mode"] == "catch-up" else "window due to ready event"
-    return "\n".join([
-        f"dataset seal on {r['machine']}: {r['candidates']:,} candidates ({r['avro_mb']:,.0f} MB Avro) in one window, {r['mode']}",
-        f"  produced in                         {r['produce_s']:8.1f} s" + ("  (the builder reading as it came)" if r["mode"] == "live" else ""),
-        f"  {due:<34s}{r['wall_s']:8.1f} s",
-        f"  the seal (read, select, write, publish) {r['seal_s'] if r['seal_s'] is not None else float('nan'):5.1f} s  (target < 60 s;"
-        f" partitions read from the spool: {r['from_spool']})",
-        f"  peak RSS, builder + pool, added    {r['peak_rss_mib']:8.0f} MiB  (target < 1024 MiB; {r['processes']} processes,"
-        f" the builder alone {r['builder_rss_mib']:.0f} MiB)",
-        f"  ceiling: one bare read + raw write  {r['ceiling_s']:8.1f} s  -> the seal at {r['ratio']:.0%} of it",
-        f"  output: {r['records']:,} records, {r['shards']} shards, {r['output_mb']:,.0f} MB; {r['splits']}",
-    ])
+    return "\n".join(
+        [
+            f"dataset seal on {r['machine']}: {r['candidates']:,} candidates ({r['avro_mb']:,.0f} MB Avro) in one window, {r['mode']}",
+            f"  produced in                         {r['produce_s']:8.1f} s"
+            + ("  (the builder reading as it came)" if r["mode"] == "live" else ""),
+            f"  {due:<34s}{r['wall_s']:8.1f} s",
+            f"  the seal (read, select, write, publish) {r['seal_s'] if r['seal_s'] is not None else float('nan'):5.1f} s  (target < 60 s;"
+            f" partitions read from the spool: {r['from_spool']})",
+            f"  peak RSS, builder + pool, added    {r['peak_rss_mib']:8.0f} MiB  (target < 1024 MiB; {r['processes']} processes,"
+            f" the builder alone {r['builder_rss_mib']:.0f} MiB)",
+            f"  ceiling: one bare read + raw write  {r['ceiling_s']:8.1f} s  -> the seal at {r['ratio']:.0%} of it",
+            f"  output: {r['records']:,} records, {r['shards']} shards, {r['output_mb']:,.0f} MB; {r['splits']}",
+        ]
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
     p = jt.Parser(prog="dataset_seal", description=__doc__.splitlines()[0])
-    p.add_argument("--candidates", type=jt.positive_int, default=1_000_000, help="candidates in the window (default: 1000000)")
+    p.add_argument(
+        "--candidates", type=jt.positive_int, default=1_000_000, help="candidates in the window (default: 1000000)"
+    )
     p.add_argument("--timeout", type=float, default=900.0, help="seconds the builder may take (default: 900)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--catch-up", action="store_true",
-                   help="start the builder only after the whole window is on the log (a backlog to catch up), "
-                        "instead of reading it as it is produced")
+    p.add_argument(
+        "--catch-up",
+        action="store_true",
+        help="start the builder only after the whole window is on the log (a backlog to catch up), "
+        "instead of reading it as it is produced",
+    )
     return jt.report("dataset_seal", run, table, p.parse_args(argv))
 
 

@@ -47,9 +47,17 @@ def main() -> int:
                 p.poll(0)
         p.flush()
         pause_after_empty_fetches(10)  # same treatment of the embedded broker as the worker gets
-        app = faust.App("faust-ceiling", broker=f"kafka://{broker.bootstrap}", store="memory://",
-                        value_serializer="raw", key_serializer="raw", topic_partitions=4,
-                        consumer_auto_offset_reset="earliest", web_enabled=False, datadir=tempfile.mkdtemp())
+        app = faust.App(
+            "faust-ceiling",
+            broker=f"kafka://{broker.bootstrap}",
+            store="memory://",
+            value_serializer="raw",
+            key_serializer="raw",
+            topic_partitions=4,
+            consumer_auto_offset_reset="earliest",
+            web_enabled=False,
+            datadir=tempfile.mkdtemp(),
+        )
         state = {"n": 0, "t0": 0.0, "rate": 0.0}
 
         def count(n: int) -> None:
@@ -74,8 +82,10 @@ def main() -> int:
         except SystemExit:
             pass
         mode = "take_events" if args.take else "events"
-        print(f"faust no-op agent ({mode}): {state['rate']:,.0f} records/s over {state['n']:,} records, "
-              f"{os.cpu_count()} CPUs")
+        print(
+            f"faust no-op agent ({mode}): {state['rate']:,.0f} records/s over {state['n']:,} records, "
+            f"{os.cpu_count()} CPUs"
+        )
         print(json.dumps({"mode": mode, "records": state["n"], "records_per_s": round(state["rate"])}))
         return 0 if state["rate"] else 1
     finally:

@@ -86,11 +86,18 @@ def make_candidates(codec: Codec, settings: Settings, requests: int, seed: int):
     spec = TrafficSpec(requests, seed=seed, start_ms=START_MS, pii_rate=0.03, toxic_rate=0.01)
     traffic = generate(spec, settings.settle_window_ms)
     parts = settings.partitions
-    events = [(e.kind, partition_of(e.request_id.encode(), parts), e.request_id.encode(), codec.encode(e.kind, e.record))
-              for e in traffic.events]
-    core = JoinCore(codec, DictStore(), settle_window_ms=settings.settle_window_ms,
-                    watermark_delay_ms=settings.watermark_delay_ms, marker_horizon_ms=settings.marker_horizon_ms,
-                    max_event_bytes=settings.max_event_bytes)
+    events = [
+        (e.kind, partition_of(e.request_id.encode(), parts), e.request_id.encode(), codec.encode(e.kind, e.record))
+        for e in traffic.events
+    ]
+    core = JoinCore(
+        codec,
+        DictStore(),
+        settle_window_ms=settings.settle_window_ms,
+        watermark_delay_ms=settings.watermark_delay_ms,
+        marker_horizon_ms=settings.marker_horizon_ms,
+        max_event_bytes=settings.max_event_bytes,
+    )
     offsets: Counter = Counter()
 
     def rec(kind, p, key, value, headers=None):
@@ -99,7 +106,7 @@ def make_candidates(codec: Codec, settings: Settings, requests: int, seed: int):
 
     candidates = []
     for i in range(0, len(events), JOIN_BATCH):
-        candidates += core.apply_all([rec(*e) for e in events[i:i + JOIN_BATCH]]).candidates
+        candidates += core.apply_all([rec(*e) for e in events[i : i + JOIN_BATCH]]).candidates
     tick_ms = traffic.last_event_time + settings.settle_window_ms + settings.watermark_delay_ms + 1
     tick = {TICK_HEADER: str(tick_ms).encode()}
     ticks = [rec(k, p, None, b"", tick) for p in range(parts) for k in ("interaction", "action")]
@@ -110,8 +117,16 @@ def make_candidates(codec: Codec, settings: Settings, requests: int, seed: int):
 
 
 # -- 2. stages in process ---------------------------------------------------------------------------
-def run_stages(codec: Codec, candidates, redis_client, prefix: str, batch: int, policy=None, cache: bool = True,
-               label: str = "default") -> dict:
+def run_stages(
+    codec: Codec,
+    candidates,
+    redis_client,
+    prefix: str,
+    batch: int,
+    policy=None,
+    cache: bool = True,
+    label: str = "default",
+) -> dict:
     from schemas.records import TrainingCandidate
     from streams.gate.pipeline import build_gate
     from flywheel.policy import GatePolicy
@@ -142,7 +157,7 @@ def run_stages(codec: Codec, candidates, redis_client, prefix: str, batch: int, 
     decode_s = decide_s = 0.0
     for i in range(batch, len(candidates), batch):
         t0 = time.perf_counter()
-        rows = decode(candidates[i:i + batch])
+        rows = decode(candidates[i : i + batch])
         t1 = time.perf_counter()
         decisions += gate.decide(rows)
         t2 = time.perf_counter()
@@ -160,10 +175,20 @@ def run_stages(codec: Codec, candidates, redis_client, prefix: str, batch: int, 
     funnel = Counter(d.removed_by for d in decisions if not d.passed)
     texts = (redactor.texts_seen - texts0) if redactor is not None else 0
     hit_share = (redactor.cache_hits - hits0) / texts if texts else 0.0
-    return {"rate": timed / total, "seconds": total, "timed": timed, "stages": stages, "passed": passed,
-            "pass_rate": passed / len(decisions), "funnel": dict(funnel.most_common()), "cache_hit_share": hit_share,
-            "texts_per_candidate": texts / timed if timed else 0.0, "reasons": dict(Counter(
-                r for d in decisions for r in d.reasons if r in ("secret_found", "pii_detected")).most_common())}
+    return {
+        "rate": timed / total,
+        "seconds": total,
+        "timed": timed,
+        "stages": stages,
+        "passed": passed,
+        "pass_rate": passed / len(decisions),
+        "funnel": dict(funnel.most_common()),
+        "cache_hit_share": hit_share,
+        "texts_per_candidate": texts / timed if timed else 0.0,
+        "reasons": dict(
+            Counter(r for d in decisions for r in d.reasons if r in ("secret_found", "pii_detected")).most_common()
+        ),
+    }
 
 
 # -- workers and records ----------------------------------------------------------------------------
@@ -180,8 +205,14 @@ def record_times(bootstrap: str, topics: list[str], partitions: int, expected: i
     """Broker timestamps (seconds) of every record on `topics`."""
     from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"gatebench-read-{uuid.uuid4().hex[:8]}",
-                         "enable.auto.commit": False, "log_level": 3})
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"gatebench-read-{uuid.uuid4().hex[:8]}",
+            "enable.auto.commit": False,
+            "log_level": 3,
+        }
+    )
     try:
         consumer.assign([TopicPartition(t, p, OFFSET_BEGINNING) for t in topics for p in range(partitions)])
         out: list[float] = []
@@ -207,15 +238,34 @@ def logged_at(worker: jt.Worker, msg: str) -> float | None:
     return None
 
 
-def run_gate(name: str, base: Settings, workdir: Path, workers: int, n: int, offsets: jt.Offsets, timeout: float,
-             policy_file: str = "") -> dict:
+def run_gate(
+    name: str,
+    base: Settings,
+    workdir: Path,
+    workers: int,
+    n: int,
+    offsets: jt.Offsets,
+    timeout: float,
+    policy_file: str = "",
+) -> dict:
     app = f"{base.app_id}-{name}"
     passed, rejected = f"{base.topic_candidates}.{name}.passed", f"{base.topic_candidates}.{name}.rejected"
     procs: list[jt.Worker] = []
     try:
         for i in range(workers):
-            procs.append(start_worker(base, workdir, f"{name}-w{i}", roles="gate", app_id=app, worker_id=f"{app}-w{i}",
-                                      topic_passed=passed, topic_rejected=rejected, gate_policy=policy_file))
+            procs.append(
+                start_worker(
+                    base,
+                    workdir,
+                    f"{name}-w{i}",
+                    roles="gate",
+                    app_id=app,
+                    worker_id=f"{app}-w{i}",
+                    topic_passed=passed,
+                    topic_rejected=rejected,
+                    gate_policy=policy_file,
+                )
+            )
         seen = {"n": 0}
 
         def done() -> bool:
@@ -224,20 +274,32 @@ def run_gate(name: str, base: Settings, workdir: Path, workers: int, n: int, off
             seen["n"] = offsets.total(passed, base.partitions) + offsets.total(rejected, base.partitions)
             return seen["n"] >= n
 
-        jt.wait_for(lambda: f"{name}: {n - seen['n']:,} of {n:,} decisions missing on {passed} + {rejected}", done,
-                    timeout, 0.1, progress=lambda: log(f"{name}: {seen['n']:,} of {n:,} decisions"))
+        jt.wait_for(
+            lambda: f"{name}: {n - seen['n']:,} of {n:,} decisions missing on {passed} + {rejected}",
+            done,
+            timeout,
+            0.1,
+            progress=lambda: log(f"{name}: {seen['n']:,} of {n:,} decisions"),
+        )
         if seen["n"] != n:
             raise BenchError(f"{name}: {seen['n']} decisions for {n} candidates")
         times = record_times(base.kafka_bootstrap, [passed, rejected], base.partitions, n, timeout)
         readies = [r for r in (logged_at(w, "gate ready") for w in procs) if r is not None]
         start, both = min(readies, default=times[0]), max(readies, default=times[0])
         metrics = procs[0].scrape() or {}
-        stage_s = {labels.get("filter", "?"): round(v, 3)
-                   for labels, v in metrics.get("flywheel_gate_stage_seconds_sum", ())}
+        stage_s = {
+            labels.get("filter", "?"): round(v, 3) for labels, v in metrics.get("flywheel_gate_stage_seconds_sum", ())
+        }
         rss = [round(w.memory_kb()["VmHWM"] / 1024, 1) for w in procs]
-        out = {"rate": n / (times[-1] - start), "first_last": n / max(times[-1] - times[0], 1e-3),
-               "both": sum(t >= both for t in times) / max(times[-1] - both, 1e-3), "seconds": times[-1] - start,
-               "passed": offsets.total(passed, base.partitions), "rss": rss, "stage_seconds": stage_s}
+        out = {
+            "rate": n / (times[-1] - start),
+            "first_last": n / max(times[-1] - times[0], 1e-3),
+            "both": sum(t >= both for t in times) / max(times[-1] - both, 1e-3),
+            "seconds": times[-1] - start,
+            "passed": offsets.total(passed, base.partitions),
+            "rss": rss,
+            "stage_seconds": stage_s,
+        }
         log(f"{name}: {n:,} decisions in {out['seconds']:.2f}s = {out['rate']:,.1f}/s; peak RSS {rss} MiB")
         return out
     finally:
@@ -258,17 +320,24 @@ def run(args) -> dict:
     phase = "candidates"
     try:
         base = Settings.from_env(
-            app_id=prefix, partitions=args.partitions, empty_fetch_backoff_ms=10, **{
+            app_id=prefix,
+            partitions=args.partitions,
+            empty_fetch_backoff_ms=10,
+            **{
                 f"topic_{t}": f"gatebench{run_id}.{t}"
-                for t in ("interactions", "actions", "candidates", "deadletter", "passed", "rejected")})
+                for t in ("interactions", "actions", "candidates", "deadletter", "passed", "rejected")
+            },
+        )
 
         # 1. candidates ---------------------------------------------------------------------------
         log(f"candidates: simulating {n:,} requests and joining them offline")
         t = time.perf_counter()
         traffic, events, tick_ms, candidates = make_candidates(codec, base, n, args.seed)
         avg_bytes = sum(len(c.value) for c in candidates) / n
-        log(f"candidates: {n:,} from {len(events):,} events ({len(traffic.personal)} with personal data, "
-            f"{len(traffic.toxic)} abusive) in {time.perf_counter() - t:.1f}s, {avg_bytes:,.0f} bytes on average")
+        log(
+            f"candidates: {n:,} from {len(events):,} events ({len(traffic.personal)} with personal data, "
+            f"{len(traffic.toxic)} abusive) in {time.perf_counter() - t:.1f}s, {avg_bytes:,.0f} bytes on average"
+        )
 
         # 2. stages -------------------------------------------------------------------------------
         phase = "stages"
@@ -287,13 +356,23 @@ def run(args) -> dict:
         patterns_file.write_text(PATTERNS_ONLY)
         patterns_policy = GatePolicy.load(patterns_file)
         stages = run_stages(codec, candidates, redis_client, f"{prefix}-inproc", base.gate_batch_size)
-        log(f"stages: {stages['timed']:,} candidates in {stages['seconds']:.2f}s = {stages['rate']:,.1f}/s; "
-            f"pass rate {stages['pass_rate']:.1%}; redactor cache hits {stages['cache_hit_share']:.1%}")
-        uncached = run_stages(codec, candidates, redis_client, f"{prefix}-nocache", base.gate_batch_size, cache=False,
-                              label="no cache")
+        log(
+            f"stages: {stages['timed']:,} candidates in {stages['seconds']:.2f}s = {stages['rate']:,.1f}/s; "
+            f"pass rate {stages['pass_rate']:.1%}; redactor cache hits {stages['cache_hit_share']:.1%}"
+        )
+        uncached = run_stages(
+            codec, candidates, redis_client, f"{prefix}-nocache", base.gate_batch_size, cache=False, label="no cache"
+        )
         log(f"stages (no cache): {uncached['rate']:,.1f}/s")
-        patterns = run_stages(codec, candidates, redis_client, f"{prefix}-patterns", base.gate_batch_size,
-                              policy=patterns_policy, label="patterns only")
+        patterns = run_stages(
+            codec,
+            candidates,
+            redis_client,
+            f"{prefix}-patterns",
+            base.gate_batch_size,
+            policy=patterns_policy,
+            label="patterns only",
+        )
         log(f"stages (patterns only): {patterns['rate']:,.1f}/s; pass rate {patterns['pass_rate']:.1%}")
 
         # 3. ceiling ------------------------------------------------------------------------------
@@ -325,8 +404,15 @@ def run(args) -> dict:
         sender.ticks(list(topics.values()), args.partitions, tick_ms)
         sender.flush(args.timeout)
         join_out = f"{base.topic_candidates}.join-candidates"
-        worker = start_worker(base, workdir, "join", roles="join", app_id=f"{prefix}-join", worker_id=f"{prefix}-join",
-                              topic_candidates=join_out)
+        worker = start_worker(
+            base,
+            workdir,
+            "join",
+            roles="join",
+            app_id=f"{prefix}-join",
+            worker_id=f"{prefix}-join",
+            topic_candidates=join_out,
+        )
 
         seen = {"n": 0}
 
@@ -334,8 +420,14 @@ def run(args) -> dict:
             seen["n"] = offsets.total(join_out, args.partitions)
             return seen["n"] >= n
 
-        jt.wait_for(lambda: f"join candidates: {n - seen['n']:,} of {n:,} missing on {join_out}", joined, args.timeout,
-                    0.05, worker, progress=lambda: log(f"join alone: {seen['n']:,} of {n:,} candidates"))
+        jt.wait_for(
+            lambda: f"join candidates: {n - seen['n']:,} of {n:,} missing on {join_out}",
+            joined,
+            args.timeout,
+            0.05,
+            worker,
+            progress=lambda: log(f"join alone: {seen['n']:,} of {n:,} candidates"),
+        )
         join_times = record_times(broker.bootstrap, [join_out], args.partitions, n, args.timeout)
         join_rss = round(worker.memory_kb()["VmHWM"] / 1024, 1)
         join_t0 = logged_at(worker, "join partitions assigned") or join_times[0]
@@ -345,8 +437,10 @@ def run(args) -> dict:
             raise BenchError(f"the join gave {seen['n']} candidates for {n} requests")
         join_rate = n / max(join_times[-1] - join_t0, 1e-3)
         join_first_last = n / max(join_times[-1] - join_times[0], 1e-3)
-        log(f"join alone: {n:,} candidates ({len(events):,} events) in {join_times[-1] - join_t0:.3f}s "
-            f"= {join_rate:,.0f}/s; peak RSS {join_rss} MiB")
+        log(
+            f"join alone: {n:,} candidates ({len(events):,} events) in {join_times[-1] - join_t0:.3f}s "
+            f"= {join_rate:,.0f}/s; peak RSS {join_rss} MiB"
+        )
 
         # 5, 6. gate workers ----------------------------------------------------------------------
         phase = "gate, 1 worker"
@@ -358,29 +452,50 @@ def run(args) -> dict:
 
         rate1, rate2 = one["rate"], two["rate"]
         return {
-            "candidates": n, "partitions": args.partitions, "batch": base.gate_batch_size,
-            "pass_rate": round(stages["pass_rate"], 4), "funnel": stages["funnel"],
-            "inprocess_candidates_per_s": round(stages["rate"], 1), "inprocess_seconds": round(stages["seconds"], 2),
-            "stages": stages["stages"], "ceiling_records_per_s": round(ceiling_rate),
+            "candidates": n,
+            "partitions": args.partitions,
+            "batch": base.gate_batch_size,
+            "pass_rate": round(stages["pass_rate"], 4),
+            "funnel": stages["funnel"],
+            "inprocess_candidates_per_s": round(stages["rate"], 1),
+            "inprocess_seconds": round(stages["seconds"], 2),
+            "stages": stages["stages"],
+            "ceiling_records_per_s": round(ceiling_rate),
             "inprocess_cache_hit_share": round(stages["cache_hit_share"], 4),
-            "inprocess_texts_per_candidate": round(stages["texts_per_candidate"], 2), "pii_reasons": stages["reasons"],
-            "inprocess_no_cache_candidates_per_s": round(uncached["rate"], 1), "no_cache_stages": uncached["stages"],
+            "inprocess_texts_per_candidate": round(stages["texts_per_candidate"], 2),
+            "pii_reasons": stages["reasons"],
+            "inprocess_no_cache_candidates_per_s": round(uncached["rate"], 1),
+            "no_cache_stages": uncached["stages"],
             "inprocess_patterns_only_candidates_per_s": round(patterns["rate"], 1),
-            "patterns_only_stages": patterns["stages"], "patterns_only_pass_rate": round(patterns["pass_rate"], 4),
+            "patterns_only_stages": patterns["stages"],
+            "patterns_only_pass_rate": round(patterns["pass_rate"], 4),
             "gate1_patterns_only_decisions_per_s": round(one_p["rate"], 1),
-            "gate1_patterns_only_seconds": round(one_p["seconds"], 2), "gate1_patterns_only_peak_rss_mib": one_p["rss"][0],
-            "join_candidates_per_s": round(join_rate), "join_candidates_per_s_first_last": round(join_first_last),
-            "gate1_decisions_per_s": round(rate1, 1), "gate1_decisions_per_s_first_last": round(one["first_last"], 1),
-            "gate1_seconds": round(one["seconds"], 2), "gate1_pass_rate": round(one["passed"] / n, 4),
-            "gate2_decisions_per_s": round(rate2, 1), "gate2_decisions_per_s_first_last": round(two["first_last"], 1),
+            "gate1_patterns_only_seconds": round(one_p["seconds"], 2),
+            "gate1_patterns_only_peak_rss_mib": one_p["rss"][0],
+            "join_candidates_per_s": round(join_rate),
+            "join_candidates_per_s_first_last": round(join_first_last),
+            "gate1_decisions_per_s": round(rate1, 1),
+            "gate1_decisions_per_s_first_last": round(one["first_last"], 1),
+            "gate1_seconds": round(one["seconds"], 2),
+            "gate1_pass_rate": round(one["passed"] / n, 4),
+            "gate2_decisions_per_s": round(rate2, 1),
+            "gate2_decisions_per_s_first_last": round(two["first_last"], 1),
             "gate2_decisions_per_s_both_running": round(two["both"], 1),
-            "gate2_seconds": round(two["seconds"], 2), "gate2_pass_rate": round(two["passed"] / n, 4),
-            "scaling": round(rate2 / rate1, 3), "gate_join_ratio": round(rate1 / join_rate, 4),
-            "gate_ceiling_ratio": round(rate1 / ceiling_rate, 4), "gate1_stage_seconds": one["stage_seconds"],
-            "join_peak_rss_mib": join_rss, "gate1_peak_rss_mib": one["rss"][0], "gate2_peak_rss_mib": two["rss"],
-            "target_per_worker": TARGET_PER_WORKER, "meets_target": rate1 >= TARGET_PER_WORKER,
-            "target_scaling": TARGET_SCALING, "meets_scaling": rate2 / rate1 >= TARGET_SCALING,
-            "avg_candidate_bytes": round(avg_bytes), "nproc": nproc,
+            "gate2_seconds": round(two["seconds"], 2),
+            "gate2_pass_rate": round(two["passed"] / n, 4),
+            "scaling": round(rate2 / rate1, 3),
+            "gate_join_ratio": round(rate1 / join_rate, 4),
+            "gate_ceiling_ratio": round(rate1 / ceiling_rate, 4),
+            "gate1_stage_seconds": one["stage_seconds"],
+            "join_peak_rss_mib": join_rss,
+            "gate1_peak_rss_mib": one["rss"][0],
+            "gate2_peak_rss_mib": two["rss"],
+            "target_per_worker": TARGET_PER_WORKER,
+            "meets_target": rate1 >= TARGET_PER_WORKER,
+            "target_scaling": TARGET_SCALING,
+            "meets_scaling": rate2 / rate1 >= TARGET_SCALING,
+            "avg_candidate_bytes": round(avg_bytes),
+            "nproc": nproc,
             "machine": f"{platform.machine()} {platform.system()}, {nproc} CPUs, Python {platform.python_version()}",
             "redis": "embedded" if redis_server else "default URL",
         }
@@ -399,7 +514,7 @@ def run(args) -> dict:
             try:
                 keys = list(redis_client.scan_iter(f"{prefix}*", count=1000))
                 for i in range(0, len(keys), 1000):
-                    redis_client.delete(*keys[i:i + 1000])
+                    redis_client.delete(*keys[i : i + 1000])
                 log(f"deleted {len(keys):,} Redis keys under {prefix}")
             except Exception as exc:
                 log(f"could not delete the run's Redis keys ({prefix}*): {exc}")
@@ -416,15 +531,17 @@ def table(r: dict) -> str:
         f"gate throughput: {r['candidates']:,} candidates (~{r['avg_candidate_bytes']:,} bytes each), {r['partitions']} "
         f"partitions, {r['machine']}; pass rate {r['pass_rate']:.1%}",
         "privacy-complete = the default policy: names (spaCy NER + cues), secrets, ids, patterns; "
-        "patterns only = [pii] ner_model = \"\"",
+        'patterns only = [pii] ner_model = ""',
         f"  {'in process (Gate.decide, batches of %d)' % r['batch']:<46}"
         f"{r['inprocess_candidates_per_s']:>10,.1f} candidates/s"
         f"  ({r['inprocess_seconds']:.2f} s; {r['inprocess_texts_per_candidate']:.1f} texts a candidate, "
         f"{r['inprocess_cache_hit_share']:.0%} redactor cache hits)",
     ]
     for name, s in sorted(r["stages"].items(), key=lambda kv: -kv[1]["seconds"]):
-        rows.append(f"    {name:<44}{s['ms_per_candidate']:>10.3f} ms/candidate  {s['share']:>6.1%}"
-                    f"  ({s['seconds']:.2f} s, {s['checked']:,} checked)")
+        rows.append(
+            f"    {name:<44}{s['ms_per_candidate']:>10.3f} ms/candidate  {s['share']:>6.1%}"
+            f"  ({s['seconds']:.2f} s, {s['checked']:,} checked)"
+        )
     rows += [
         f"  {'in process, redactor cache off':<46}{r['inprocess_no_cache_candidates_per_s']:>10,.1f} candidates/s"
         f"  (pii {pii(r['no_cache_stages']):.3f} ms/candidate)",
@@ -433,8 +550,10 @@ def table(r: dict) -> str:
         f"  {'pii rejections (in process)':<46}"
         + (", ".join(f"{k} {v:,}" for k, v in r["pii_reasons"].items()) or "none"),
     ]
-    rows.append(f"  {'funnel (first stage that rejected)':<46}"
-                + (", ".join(f"{k} {v:,}" for k, v in r["funnel"].items()) or "none"))
+    rows.append(
+        f"  {'funnel (first stage that rejected)':<46}"
+        + (", ".join(f"{k} {v:,}" for k, v in r["funnel"].items()) or "none")
+    )
     rows += [
         f"  {'ceiling (bare aiokafka consume + produce)':<46}{r['ceiling_records_per_s']:>10,} records/s",
         f"  {'join alone (1 worker, roles=join)':<46}{r['join_candidates_per_s']:>10,} candidates/s",
@@ -467,13 +586,19 @@ def main(argv: list[str] | None = None) -> int:
     p = jt.Parser(
         prog="gate_throughput",
         description="Simulated candidates through the quality gate: per-stage cost in process, then decisions/s of one "
-                    "and two gate workers on the embedded broker against a bare consume-and-produce ceiling and the "
-                    "join alone. Prints a table and a final JSON line.")
-    p.add_argument("--candidates", type=jt.positive_int, default=3_000,
-                   help="simulated requests, one candidate each (default: 3000; at least 256)")
+        "and two gate workers on the embedded broker against a bare consume-and-produce ceiling and the "
+        "join alone. Prints a table and a final JSON line.",
+    )
+    p.add_argument(
+        "--candidates",
+        type=jt.positive_int,
+        default=3_000,
+        help="simulated requests, one candidate each (default: 3000; at least 256)",
+    )
     p.add_argument("--partitions", type=jt.positive_int, default=4, help="partitions of every topic (default: 4)")
-    p.add_argument("--timeout", type=float, default=600.0,
-                   help="seconds each wait may take before the run fails (default: 600)")
+    p.add_argument(
+        "--timeout", type=float, default=600.0, help="seconds each wait may take before the run fails (default: 600)"
+    )
     p.add_argument("--seed", type=int, default=0, help="random seed of the traffic (default: 0)")
     p.add_argument("--keep", action="store_true", help="keep the temp dir (broker data, worker logs)")
     args = p.parse_args(argv)

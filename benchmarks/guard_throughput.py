@@ -40,18 +40,35 @@ from streams.guards.keeper import keeper_for  # noqa: E402
 from streams.guards.monitors import merge  # noqa: E402
 
 BATCH = 200
-ACTIONS = ["accepted"] * 50 + ["copied"] * 10 + ["corrected"] * 10 + ["regenerated"] * 10 + ["abandoned"] * 10 + [""] * 10
-TASKS = ["qa"] * 40 + ["sql"] * 25 + ["summarise"] * 20 + ["code"] * 10 + ["legal", "medical", "poetry", "chemistry", "tax"]
+ACTIONS = (
+    ["accepted"] * 50 + ["copied"] * 10 + ["corrected"] * 10 + ["regenerated"] * 10 + ["abandoned"] * 10 + [""] * 10
+)
+TASKS = (
+    ["qa"] * 40
+    + ["sql"] * 25
+    + ["summarise"] * 20
+    + ["code"] * 10
+    + ["legal", "medical", "poetry", "chemistry", "tax"]
+)
 
 
 def encoded(n: int, seed: int) -> list[bytes]:
     rng, codec, out = random.Random(seed), Codec(), []
     for i in range(n):
         action = rng.choice(ACTIONS)
-        c = TrainingCandidate(request_id=f"req-{i:07d}", timestamp=1_767_225_600_000 + i, user_id=f"u{rng.randrange(5000)}",
-                              session_id=f"s{i}", prompt=f"question {i} " * 8, response=f"an answer to question {i} " * 12,
-                              user_action=action, actions=[action] if action else [], task_type=rng.choice(TASKS),
-                              model_version=rng.choice(["v0001", "v0001", "v0002"]), latency_ms=120.0)
+        c = TrainingCandidate(
+            request_id=f"req-{i:07d}",
+            timestamp=1_767_225_600_000 + i,
+            user_id=f"u{rng.randrange(5000)}",
+            session_id=f"s{i}",
+            prompt=f"question {i} " * 8,
+            response=f"an answer to question {i} " * 12,
+            user_action=action,
+            actions=[action] if action else [],
+            task_type=rng.choice(TASKS),
+            model_version=rng.choice(["v0001", "v0001", "v0002"]),
+            latency_ms=120.0,
+        )
         out.append(codec.encode("candidate", c.to_dict()))
     return out
 
@@ -75,13 +92,18 @@ def main() -> int:
     keeper = keeper_for(client, app_id, GatePolicy())
     store, codec = keeper.store, Codec()
     values = encoded(args.candidates, 1)
-    batches = [values[i:i + BATCH] for i in range(0, len(values), BATCH)]
+    batches = [values[i : i + BATCH] for i in range(0, len(values), BATCH)]
     try:
         tasks, versions = Cap(50), Cap(50)
         started = time.perf_counter()
         for batch in batches:
-            fields = merge([candidate_fields(TrainingCandidate.from_dict(codec.decode("candidate", v)), tasks, versions)
-                            for v in batch] + [{"passed" if i % 10 < 7 else "rejected": 1} for i in range(len(batch))])
+            fields = merge(
+                [
+                    candidate_fields(TrainingCandidate.from_dict(codec.decode("candidate", v)), tasks, versions)
+                    for v in batch
+                ]
+                + [{"passed" if i % 10 < 7 else "rejected": 1} for i in range(len(batch))]
+            )
             store.add(fields)
         count_s = time.perf_counter() - started
         started = time.perf_counter()
@@ -94,8 +116,12 @@ def main() -> int:
         g = store.policy
         now = time.time()
         current = store.bucket(now)
-        full = merge([{k.decode(): int(v) for k, v in client.hgetall(key).items()}
-                      for key in client.scan_iter(f"{store.prefix}:b:*", count=1000)])
+        full = merge(
+            [
+                {k.decode(): int(v) for k, v in client.hgetall(key).items()}
+                for key in client.scan_iter(f"{store.prefix}:b:*", count=1000)
+            ]
+        )
         for b in range(current - g.recent_buckets - g.baseline_buckets, current):
             client.hset(f"{store.prefix}:b:{b}", mapping=full)
         bucket_bytes = client.memory_usage(f"{store.prefix}:b:{current - 1}") or 0
@@ -113,13 +139,21 @@ def main() -> int:
             client.delete(key)
 
     n = len(values)
-    print(f"guard_throughput on {platform.machine()} ({platform.python_version()}), {n:,} candidates in batches of {BATCH}")
-    print(f"count  {n / count_s:>10,.0f} candidates/s   ceiling (decode only) {n / bare_s:>10,.0f}/s   "
-          f"ratio {bare_s / count_s:.2f}")
-    print(f"judge  p50 {pct(judge_s, 0.5):6.2f} ms  p99 {pct(judge_s, 0.99):6.2f} ms   ceiling (65 HGETALLs) "
-          f"p50 {pct(bare_judge_s, 0.5):6.2f} ms   ratio {pct(bare_judge_s, 0.5) / pct(judge_s, 0.5):.2f}")
-    print(f"redis  {bucket_bytes:,} bytes per bucket ({len(full)} fields)   peak RSS "
-          f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:,.0f} MiB")
+    print(
+        f"guard_throughput on {platform.machine()} ({platform.python_version()}), {n:,} candidates in batches of {BATCH}"
+    )
+    print(
+        f"count  {n / count_s:>10,.0f} candidates/s   ceiling (decode only) {n / bare_s:>10,.0f}/s   "
+        f"ratio {bare_s / count_s:.2f}"
+    )
+    print(
+        f"judge  p50 {pct(judge_s, 0.5):6.2f} ms  p99 {pct(judge_s, 0.99):6.2f} ms   ceiling (65 HGETALLs) "
+        f"p50 {pct(bare_judge_s, 0.5):6.2f} ms   ratio {pct(bare_judge_s, 0.5) / pct(judge_s, 0.5):.2f}"
+    )
+    print(
+        f"redis  {bucket_bytes:,} bytes per bucket ({len(full)} fields)   peak RSS "
+        f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:,.0f} MiB"
+    )
     return 0
 
 

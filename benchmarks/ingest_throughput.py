@@ -54,8 +54,12 @@ TOKEN = "bench-" + uuid.uuid4().hex
 
 def event(i: int, now_ms: int) -> dict:
     return {
-        "request_id": f"b-{uuid.uuid4().hex[:12]}-{i}", "session_id": f"s-{i % 500}", "user_id": f"u-{i % 2000}",
-        "event_time": now_ms, "model_version": "m-3", "task_type": "support",
+        "request_id": f"b-{uuid.uuid4().hex[:12]}-{i}",
+        "session_id": f"s-{i % 500}",
+        "user_id": f"u-{i % 2000}",
+        "event_time": now_ms,
+        "model_version": "m-3",
+        "task_type": "support",
         "system": "You are the support assistant of Acme. Answer from the documents; say so when they do not hold the answer.",
         "messages": [
             {"role": "user", "content": f"Hi, my order {i} has not arrived yet and it has been two weeks."},
@@ -68,7 +72,7 @@ def event(i: int, now_ms: int) -> dict:
             "Refunds are paid to the original payment method within 5 business days of approval.",
         ],
         "response": "Express orders to Germany arrive in 2-4 business days, so yours is late. I can send it again "
-                    "or refund it in full; the refund reaches your card within 5 business days.",
+        "or refund it in full; the refund reaches your card within 5 business days.",
         "latency_ms": 812.5,
     }
 
@@ -114,10 +118,17 @@ async def load(url: str, seconds: float, concurrency: int, make_body, headers: d
     async with aiohttp.ClientSession(connector=connector) as session:
         await asyncio.gather(*(worker(session, w) for w in range(concurrency)))
     elapsed = time.perf_counter() - started
-    return {"requests_per_s": counts["ok"] / elapsed, "events_per_s": counts["events"] / elapsed,
-            "p50_ms": percentile(latencies, 0.50) * 1000, "p99_ms": percentile(latencies, 0.99) * 1000,
-            "requests": counts["ok"], "events": counts["events"], "throttled": counts["429"], "errors": counts["other"],
-            "seconds": elapsed}
+    return {
+        "requests_per_s": counts["ok"] / elapsed,
+        "events_per_s": counts["events"] / elapsed,
+        "p50_ms": percentile(latencies, 0.50) * 1000,
+        "p99_ms": percentile(latencies, 0.99) * 1000,
+        "requests": counts["ok"],
+        "events": counts["events"],
+        "throttled": counts["429"],
+        "errors": counts["other"],
+        "seconds": elapsed,
+    }
 
 
 def topic_count(bootstrap: str, topic: str, partitions: int) -> int:
@@ -141,9 +152,14 @@ def main(argv=None) -> int:
     broker = EmbeddedBroker(workdir / "broker")
     proc = None
     try:
-        settings = Settings.from_env(kafka_bootstrap=broker.bootstrap, app_id=f"bench-{run}", data_dir=str(workdir / "data"),
-                                     partitions=args.partitions, topic_interactions=f"ib{run}.interactions",
-                                     topic_actions=f"ib{run}.actions")
+        settings = Settings.from_env(
+            kafka_bootstrap=broker.bootstrap,
+            app_id=f"bench-{run}",
+            data_dir=str(workdir / "data"),
+            partitions=args.partitions,
+            topic_interactions=f"ib{run}.interactions",
+            topic_actions=f"ib{run}.actions",
+        )
         create_topics(settings)
         now = int(time.time() * 1000)
         sample = json.dumps(event(0, now)).encode()
@@ -154,7 +170,9 @@ def main(argv=None) -> int:
         raw = [json.dumps(event(i, now)).encode() for i in range(args.inprocess_events)]
         t = time.perf_counter()
         for body in raw:
-            ev, value = validate(producer.codec, producer, "interaction", parse_json(body), now_ms=now, max_ahead_ms=-1)
+            ev, value = validate(
+                producer.codec, producer, "interaction", parse_json(body), now_ms=now, max_ahead_ms=-1
+            )
             producer.send_encoded(ev, value)
         producer.flush(120)
         inprocess_rate = args.inprocess_events / (time.perf_counter() - t)
@@ -164,8 +182,13 @@ def main(argv=None) -> int:
         # the ingest process
         port = free_port()
         env = {**os.environ, **settings.to_env(), "FLYWHEEL_INGEST_TOKENS": TOKEN}
-        proc = subprocess.Popen([sys.executable, "-m", "flywheel.cli", "ingest", "--port", str(port), "--max-pending", "20000"],
-                                env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "flywheel.cli", "ingest", "--port", str(port), "--max-pending", "20000"],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
         proc.stdout.readline()  # the announcement
         base = f"http://127.0.0.1:{port}"
         headers = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
@@ -175,9 +198,13 @@ def main(argv=None) -> int:
             return json.dumps(e).encode(), 1
 
         def batch(w, i):
-            return json.dumps({"interactions": [event(w * 1_000_000 + i * args.batch + k, now) for k in range(args.batch)]}).encode(), args.batch
+            return json.dumps(
+                {"interactions": [event(w * 1_000_000 + i * args.batch + k, now) for k in range(args.batch)]}
+            ).encode(), args.batch
 
-        http_ceiling = asyncio.run(load(base + "/healthz", args.seconds, args.concurrency, lambda w, i: (None, 0), headers))
+        http_ceiling = asyncio.run(
+            load(base + "/healthz", args.seconds, args.concurrency, lambda w, i: (None, 0), headers)
+        )
         one = asyncio.run(load(base + "/v1/interactions", args.seconds, args.concurrency, single, headers))
         many = asyncio.run(load(base + "/v1/batch", args.seconds, max(4, args.concurrency // 4), batch, headers))
         proc.send_signal(signal.SIGTERM)
@@ -187,22 +214,56 @@ def main(argv=None) -> int:
         on_topic = topic_count(broker.bootstrap, settings.topic_interactions, args.partitions)
         accepted = args.inprocess_events + one["events"] + many["events"]
 
-        rows = [("in process (no HTTP)", "", f"{inprocess_rate:,.0f}", "", ""),
-                ("http ceiling (GET /healthz)", f"{http_ceiling['requests_per_s']:,.0f}", "", f"{http_ceiling['p50_ms']:.1f}",
-                 f"{http_ceiling['p99_ms']:.1f}"),
-                ("POST /v1/interactions", f"{one['requests_per_s']:,.0f}", f"{one['events_per_s']:,.0f}", f"{one['p50_ms']:.1f}",
-                 f"{one['p99_ms']:.1f}"),
-                (f"POST /v1/batch x{args.batch}", f"{many['requests_per_s']:,.0f}", f"{many['events_per_s']:,.0f}",
-                 f"{many['p50_ms']:.1f}", f"{many['p99_ms']:.1f}")]
+        rows = [
+            ("in process (no HTTP)", "", f"{inprocess_rate:,.0f}", "", ""),
+            (
+                "http ceiling (GET /healthz)",
+                f"{http_ceiling['requests_per_s']:,.0f}",
+                "",
+                f"{http_ceiling['p50_ms']:.1f}",
+                f"{http_ceiling['p99_ms']:.1f}",
+            ),
+            (
+                "POST /v1/interactions",
+                f"{one['requests_per_s']:,.0f}",
+                f"{one['events_per_s']:,.0f}",
+                f"{one['p50_ms']:.1f}",
+                f"{one['p99_ms']:.1f}",
+            ),
+            (
+                f"POST /v1/batch x{args.batch}",
+                f"{many['requests_per_s']:,.0f}",
+                f"{many['events_per_s']:,.0f}",
+                f"{many['p50_ms']:.1f}",
+                f"{many['p99_ms']:.1f}",
+            ),
+        ]
         print(f"{'phase':32} {'requests/s':>11} {'events/s':>10} {'p50 ms':>8} {'p99 ms':>8}")
         for r in rows:
             print(f"{r[0]:32} {r[1]:>11} {r[2]:>10} {r[3]:>8} {r[4]:>8}")
-        print(f"event JSON {len(sample)} B; concurrency {args.concurrency} (batch: {max(4, args.concurrency // 4)}); "
-              f"{args.seconds:g} s a phase; load average {load_before[0]:.1f} -> {load_after[0]:.1f} on {os.cpu_count()} CPUs; "
-              f"accepted {accepted:,}, on the topic {on_topic:,}; ingest exit {rc}")
-        print(json.dumps({"inprocess_events_per_s": round(inprocess_rate), "http_ceiling": http_ceiling, "single": one, "batch": many,
-                          "accepted": accepted, "on_topic": on_topic, "lost": accepted - on_topic, "event_bytes": len(sample),
-                          "load_before": load_before[0], "load_after": load_after[0], "ingest_exit": rc}, default=round))
+        print(
+            f"event JSON {len(sample)} B; concurrency {args.concurrency} (batch: {max(4, args.concurrency // 4)}); "
+            f"{args.seconds:g} s a phase; load average {load_before[0]:.1f} -> {load_after[0]:.1f} on {os.cpu_count()} CPUs; "
+            f"accepted {accepted:,}, on the topic {on_topic:,}; ingest exit {rc}"
+        )
+        print(
+            json.dumps(
+                {
+                    "inprocess_events_per_s": round(inprocess_rate),
+                    "http_ceiling": http_ceiling,
+                    "single": one,
+                    "batch": many,
+                    "accepted": accepted,
+                    "on_topic": on_topic,
+                    "lost": accepted - on_topic,
+                    "event_bytes": len(sample),
+                    "load_before": load_before[0],
+                    "load_after": load_after[0],
+                    "ingest_exit": rc,
+                },
+                default=round,
+            )
+        )
         return 0 if on_topic == accepted and rc == 0 else 1
     finally:
         if proc is not None:

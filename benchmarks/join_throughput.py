@@ -64,14 +64,22 @@ MAX_ACTION_DELAY_MS = 1_500  # an action comes 0.1 .. 1.5 s after its response
 LIVE_MIN_SECONDS = 15.0  # the latency phase lasts at least this long
 BACKLOG_SPACING_MS = 100  # one request per 100 ms of event time in the pre-produced backlog
 ACTION_MIX = (  # one action per request
-    ("accepted", 0.40), ("copied", 0.15), ("corrected", 0.10), ("regenerated", 0.10), ("abandoned", 0.05),
-    ("thumbs_up", 0.10), ("thumbs_down", 0.05), ("rated", 0.05),
+    ("accepted", 0.40),
+    ("copied", 0.15),
+    ("corrected", 0.10),
+    ("regenerated", 0.10),
+    ("abandoned", 0.05),
+    ("thumbs_up", 0.10),
+    ("thumbs_down", 0.05),
+    ("rated", 0.05),
 )
-WORDS = ("the of and to in is that for it as with was on be by this are or an at from which can have not you "
-         "model answer function return value error request response user data query result python code list "
-         "string number table column file server client cache index token prompt context summary example "
-         "please explain how why what when where should would could using create update delete select join "
-         "order group filter sort parse format convert check test build deploy config setting option version").split()
+WORDS = (
+    "the of and to in is that for it as with was on be by this are or an at from which can have not you "
+    "model answer function return value error request response user data query result python code list "
+    "string number table column file server client cache index token prompt context summary example "
+    "please explain how why what when where should would could using create update delete select join "
+    "order group filter sort parse format convert check test build deploy config setting option version"
+).split()
 
 
 class BenchError(RuntimeError):
@@ -113,7 +121,7 @@ class TrafficMaker:
     def _text(self, lo: int, hi: int) -> str:
         n = self.rng.randint(lo, hi)
         start = self.rng.randrange(0, len(self.corpus) - n)
-        return self.corpus[start:start + n]
+        return self.corpus[start : start + n]
 
     def make(self, requests: int, start_ms: int, spacing_ms: float) -> Traffic:
         rng, enc = self.rng, self.codec.encode
@@ -126,23 +134,51 @@ class TrafficMaker:
             user = f"user-{rng.randrange(users):06d}"
             session = f"sess-{rng.randrange(users * 3):07d}"
             t = start_ms + int(i * spacing_ms)
-            interactions.append((key, enc("interaction", {
-                "request_id": rid, "session_id": session, "user_id": user, "event_time": t,
-                "model_version": "llama-3.1-8b-ft-2024-11-20", "variant": rng.choice(("control", "treatment")),
-                "task_type": rng.choice(("qa", "code", "summarise", "chat")),
-                "prompt": self._text(100, 250), "response": self._text(200, 350),
-                "retrieved_context": None, "latency_ms": round(rng.uniform(200, 3000), 1),
-                "uncertainty": round(rng.random(), 4), "metadata": {"app": "bench"},
-            }), t))
+            interactions.append(
+                (
+                    key,
+                    enc(
+                        "interaction",
+                        {
+                            "request_id": rid,
+                            "session_id": session,
+                            "user_id": user,
+                            "event_time": t,
+                            "model_version": "llama-3.1-8b-ft-2024-11-20",
+                            "variant": rng.choice(("control", "treatment")),
+                            "task_type": rng.choice(("qa", "code", "summarise", "chat")),
+                            "prompt": self._text(100, 250),
+                            "response": self._text(200, 350),
+                            "retrieved_context": None,
+                            "latency_ms": round(rng.uniform(200, 3000), 1),
+                            "uncertainty": round(rng.random(), 4),
+                            "metadata": {"app": "bench"},
+                        },
+                    ),
+                    t,
+                )
+            )
             action = rng.choices(self.actions, self.weights)[0]
             at = t + rng.randint(100, MAX_ACTION_DELAY_MS)
             last = max(last, at)
-            actions.append((key, enc("action", {
-                "request_id": rid, "user_id": user, "event_time": at, "action": action,
-                "correction": self._text(150, 300) if action == "corrected" else None,
-                "rating": float(rng.randint(1, 5)) if action == "rated" else None,
-                "session_id": session,
-            }), at))
+            actions.append(
+                (
+                    key,
+                    enc(
+                        "action",
+                        {
+                            "request_id": rid,
+                            "user_id": user,
+                            "event_time": at,
+                            "action": action,
+                            "correction": self._text(150, 300) if action == "corrected" else None,
+                            "rating": float(rng.randint(1, 5)) if action == "rated" else None,
+                            "session_id": session,
+                        },
+                    ),
+                    at,
+                )
+            )
         actions.sort(key=lambda r: r[2])
         return Traffic(interactions, actions, last)
 
@@ -152,8 +188,14 @@ def producer_config(bootstrap: str, compression: str | None) -> dict:
     lz4, murmur2_random), with a queue large enough to pre-produce the backlog in one go."""
     from flywheel.sdk import DEFAULT_CONFIG
 
-    config = {**DEFAULT_CONFIG, "bootstrap.servers": bootstrap, "client.id": "flywheel-bench", "log_level": 3,
-              "queue.buffering.max.messages": 500_000, "queue.buffering.max.kbytes": 1_048_576}
+    config = {
+        **DEFAULT_CONFIG,
+        "bootstrap.servers": bootstrap,
+        "client.id": "flywheel-bench",
+        "log_level": 3,
+        "queue.buffering.max.messages": 500_000,
+        "queue.buffering.max.kbytes": 1_048_576,
+    }
     if compression:
         config["compression.type"] = compression
     return config
@@ -207,13 +249,21 @@ class Offsets:
     def __init__(self, bootstrap: str):
         from confluent_kafka import Consumer
 
-        self.consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"bench-offsets-{uuid.uuid4().hex[:8]}",
-                                  "enable.auto.commit": False, "log_level": 3})
+        self.consumer = Consumer(
+            {
+                "bootstrap.servers": bootstrap,
+                "group.id": f"bench-offsets-{uuid.uuid4().hex[:8]}",
+                "enable.auto.commit": False,
+                "log_level": 3,
+            }
+        )
 
     def total(self, topic: str, partitions: int) -> int:
         from confluent_kafka import TopicPartition
 
-        return sum(self.consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in range(partitions))
+        return sum(
+            self.consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in range(partitions)
+        )
 
     def close(self) -> None:
         self.consumer.close()
@@ -228,12 +278,17 @@ def create_topic(bootstrap: str, name: str, partitions: int) -> None:
 
 
 # -- ceiling --------------------------------------------------------------------------------------
-async def _ceiling(bootstrap: str, sources: list[str], out_topic: str, expected: int, timeout: float) -> tuple[int, float]:
+async def _ceiling(
+    bootstrap: str, sources: list[str], out_topic: str, expected: int, timeout: float
+) -> tuple[int, float]:
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
     consumer = AIOKafkaConsumer(
-        *sources, bootstrap_servers=bootstrap, group_id=f"bench-ceiling-{uuid.uuid4().hex[:8]}",
-        auto_offset_reset="earliest", enable_auto_commit=False,
+        *sources,
+        bootstrap_servers=bootstrap,
+        group_id=f"bench-ceiling-{uuid.uuid4().hex[:8]}",
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
     )
     # the worker's producer settings (Faust: acks=all, linger 5 ms), with a larger batch
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5, max_batch_size=256 * 1024)
@@ -245,7 +300,9 @@ async def _ceiling(bootstrap: str, sources: list[str], out_topic: str, expected:
             deadline = time.monotonic() + timeout
             while n < expected:
                 if time.monotonic() > deadline:
-                    raise BenchError(f"ceiling: timed out after {timeout:.0f}s with {n} of {expected} records consumed")
+                    raise BenchError(
+                        f"ceiling: timed out after {timeout:.0f}s with {n} of {expected} records consumed"
+                    )
                 batches = await consumer.getmany(timeout_ms=500, max_records=20_000)
                 if not batches:
                     continue
@@ -271,12 +328,14 @@ async def _ceiling(bootstrap: str, sources: list[str], out_topic: str, expected:
         await producer.stop()
 
 
-def run_ceiling(bootstrap: str, sources: list[str], out_topic: str, expected: int, timeout: float) -> tuple[int, float]:
+def run_ceiling(
+    bootstrap: str, sources: list[str], out_topic: str, expected: int, timeout: float
+) -> tuple[int, float]:
     return asyncio.run(_ceiling(bootstrap, sources, out_topic, expected, timeout))
 
 
 # -- the worker -----------------------------------------------------------------------------------
-_SAMPLE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})?\s+(\S+)')
+_SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})?\s+(\S+)")
 _LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
 
 
@@ -302,8 +361,9 @@ class Worker:
         argv = [str(script), "worker"] if script.exists() else [sys.executable, "-m", "flywheel.cli", "worker"]
         self.log_path = workdir / "worker.log"
         self._log = open(self.log_path, "wb")
-        self.proc = subprocess.Popen(argv, env=env, cwd=workdir, stdout=self._log, stderr=subprocess.STDOUT,
-                                     start_new_session=True)
+        self.proc = subprocess.Popen(
+            argv, env=env, cwd=workdir, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
+        )
 
     @property
     def pid(self) -> int:
@@ -311,7 +371,9 @@ class Worker:
 
     def check_alive(self) -> None:
         if self.proc.poll() is not None:
-            raise BenchError(f"the worker exited with code {self.proc.returncode}; last log line: {self.last_log_line()}")
+            raise BenchError(
+                f"the worker exited with code {self.proc.returncode}; last log line: {self.last_log_line()}"
+            )
 
     def last_log_line(self) -> str:
         try:
@@ -413,11 +475,17 @@ def run(args) -> dict:
         log(f"starting the embedded broker in {workdir}")
         broker = EmbeddedBroker(workdir / "broker")
         settings = Settings.from_env(
-            kafka_bootstrap=broker.bootstrap, app_id=f"bench-{run_id}", data_dir=str(workdir / "data"),
-            metrics_port=free_port(), partitions=args.partitions,
-            settle_window_ms=SETTLE_WINDOW_MS, watermark_delay_ms=WATERMARK_DELAY_MS,
-            topic_interactions=f"bench{run_id}.interactions", topic_actions=f"bench{run_id}.actions",
-            topic_candidates=f"bench{run_id}.candidates", topic_deadletter=f"bench{run_id}.deadletter",
+            kafka_bootstrap=broker.bootstrap,
+            app_id=f"bench-{run_id}",
+            data_dir=str(workdir / "data"),
+            metrics_port=free_port(),
+            partitions=args.partitions,
+            settle_window_ms=SETTLE_WINDOW_MS,
+            watermark_delay_ms=WATERMARK_DELAY_MS,
+            topic_interactions=f"bench{run_id}.interactions",
+            topic_actions=f"bench{run_id}.actions",
+            topic_candidates=f"bench{run_id}.candidates",
+            topic_deadletter=f"bench{run_id}.deadletter",
             roles=args.roles,
         )
         create_topics(settings)
@@ -436,7 +504,10 @@ def run(args) -> dict:
         producers.append(sender)
         log("producing")
         t = time.perf_counter()
-        for rows, topic in ((traffic.interactions, settings.topic_interactions), (traffic.actions, settings.topic_actions)):
+        for rows, topic in (
+            (traffic.interactions, settings.topic_interactions),
+            (traffic.actions, settings.topic_actions),
+        ):
             for key, value, _ in rows:
                 sender.send(topic, key, value)
             sender.producer.poll(0)
@@ -450,10 +521,14 @@ def run(args) -> dict:
         source_records = sum(offsets.total(t, args.partitions) for t in sources)
         backlog_events = traffic.events
         del traffic
-        log(f"produced {backlog_events:,} events ({avg_bytes:.0f} bytes on average) in {produce_s:.2f}s "
-            f"= {backlog_events / produce_s:,.0f}/s; {source_records:,} source records with ticks")
+        log(
+            f"produced {backlog_events:,} events ({avg_bytes:.0f} bytes on average) in {produce_s:.2f}s "
+            f"= {backlog_events / produce_s:,.0f}/s; {source_records:,} source records with ticks"
+        )
         if source_records != backlog_events + 2 * args.partitions:
-            raise BenchError(f"expected {backlog_events + 2 * args.partitions} source records, the topics hold {source_records}")
+            raise BenchError(
+                f"expected {backlog_events + 2 * args.partitions} source records, the topics hold {source_records}"
+            )
 
         # 2. ceiling ----------------------------------------------------------------------------
         log("ceiling: bare aiokafka consume + produce")
@@ -478,20 +553,38 @@ def run(args) -> dict:
             def check() -> bool:
                 seen["n"] = offsets.total(candidates, args.partitions)
                 return seen["n"] >= n
+
             return check
 
-        wait_for(lambda: f"candidates: {seen['n']:,} of {requests:,} arrived", candidates_reach(requests), args.timeout, 0.05, worker,
-                 progress=lambda: log(f"worker: {seen['n']:,} of {requests:,} candidates, {consumed():,.0f} events consumed"))
+        wait_for(
+            lambda: f"candidates: {seen['n']:,} of {requests:,} arrived",
+            candidates_reach(requests),
+            args.timeout,
+            0.05,
+            worker,
+            progress=lambda: log(
+                f"worker: {seen['n']:,} of {requests:,} candidates, {consumed():,.0f} events consumed"
+            ),
+        )
         worker_s = time.perf_counter() - t0
         worker_rate = source_records / worker_s
         caught_up_kb = worker.memory_kb()
-        log(f"worker: {source_records:,} records in {worker_s:.2f}s = {worker_rate:,.0f}/s; "
-            f"RSS {caught_up_kb['VmRSS'] / 1024:.0f} MB (peak {caught_up_kb['VmHWM'] / 1024:.0f} MB)")
+        log(
+            f"worker: {source_records:,} records in {worker_s:.2f}s = {worker_rate:,.0f}/s; "
+            f"RSS {caught_up_kb['VmRSS'] / 1024:.0f} MB (peak {caught_up_kb['VmHWM'] / 1024:.0f} MB)"
+        )
         if seen["n"] != requests:
             raise BenchError(f"{seen['n']} candidates for {requests} requests")
 
         # 4. latency ----------------------------------------------------------------------------
-        latency = {"p50_ms": None, "p99_ms": None, "observations": 0, "live_rate": None, "buckets": {}, "beyond": False}
+        latency = {
+            "p50_ms": None,
+            "p99_ms": None,
+            "observations": 0,
+            "live_rate": None,
+            "buckets": {},
+            "beyond": False,
+        }
         if args.live_events >= 2:
             live_rate = args.live_rate or max(100.0, worker_rate / 2)
             # at wall-clock speed a request settles settle window + watermark delay after it is
@@ -502,8 +595,13 @@ def run(args) -> dict:
             # outside the measurement
             spacing = 2000 / live_rate
             # wait until the worker has consumed the backlog's ticks too (and committed nothing pending)
-            wait_for(lambda: "the worker to consume the whole backlog", lambda: consumed() >= source_records,
-                     args.timeout, 0.1, worker)
+            wait_for(
+                lambda: "the worker to consume the whole backlog",
+                lambda: consumed() >= source_records,
+                args.timeout,
+                0.1,
+                worker,
+            )
             time.sleep(1.0)
             # The live traffic starts as much event time after the ticks as wall time has passed since
             # they were produced: production's event time is the wall clock. (Starting it a fixed 1 s
@@ -515,8 +613,10 @@ def run(args) -> dict:
             before = worker.scrape()
             live_sender = Sender(producer_config(broker.bootstrap, args.compression))
             producers.append(live_sender)
-            log(f"latency: {len(live):,} live events at {live_rate:,.0f}/s "
-                f"({spacing:.2f} ms of event time per request)")
+            log(
+                f"latency: {len(live):,} live events at {live_rate:,.0f}/s "
+                f"({spacing:.2f} ms of event time per request)"
+            )
             t = time.perf_counter()
             for i, (topic, key, value) in enumerate(live):
                 if i % 20 == 0:
@@ -528,29 +628,45 @@ def run(args) -> dict:
             live_sender.flush(args.timeout)
             live_s = time.perf_counter() - t
             live_total = source_records + len(live)
-            wait_for(lambda: "the worker to consume the live events", lambda: consumed() >= live_total,
-                     args.timeout, 0.05, worker)
+            wait_for(
+                lambda: "the worker to consume the live events",
+                lambda: consumed() >= live_total,
+                args.timeout,
+                0.05,
+                worker,
+            )
             time.sleep(0.5)  # the last batch's candidates and observations
             after = worker.scrape()
             hist_before = histogram(before, "flywheel_join_latency_seconds")
-            hist = {le: c - hist_before.get(le, 0.0) for le, c in histogram(after, "flywheel_join_latency_seconds").items()}
+            hist = {
+                le: c - hist_before.get(le, 0.0) for le, c in histogram(after, "flywheel_join_latency_seconds").items()
+            }
             p50, beyond50 = quantile(hist, 0.50)
             p99, beyond99 = quantile(hist, 0.99)
             latency = {
                 "p50_ms": None if p50 is None else round(p50 * 1000, 1),
                 "p99_ms": None if p99 is None else round(p99 * 1000, 1),
-                "observations": int(hist.get(math.inf, 0)), "live_rate": round(len(live) / live_s),
-                "buckets": hist, "beyond": beyond50 or beyond99,
+                "observations": int(hist.get(math.inf, 0)),
+                "live_rate": round(len(live) / live_s),
+                "buckets": hist,
+                "beyond": beyond50 or beyond99,
             }
-            log(f"latency: {len(live):,} events in {live_s:.2f}s = {len(live) / live_s:,.0f}/s; "
-                f"{latency['observations']:,} candidates during the phase, p50 {latency['p50_ms']} ms, p99 {latency['p99_ms']} ms")
+            log(
+                f"latency: {len(live):,} events in {live_s:.2f}s = {len(live) / live_s:,.0f}/s; "
+                f"{latency['observations']:,} candidates during the phase, p50 {latency['p50_ms']} ms, p99 {latency['p99_ms']} ms"
+            )
             # settle the rest, and check that every live request gave exactly one candidate
             live_last = live_start_ms + int((live_requests - 1) * spacing) + MAX_ACTION_DELAY_MS
             live_sender.ticks(sources, args.partitions, live_last + SETTLE_WINDOW_MS + WATERMARK_DELAY_MS + 60_000)
             live_sender.flush(args.timeout)
             expected = requests + live_requests
-            wait_for(lambda: f"live candidates: {seen['n'] - requests:,} of {live_requests:,} arrived",
-                     candidates_reach(expected), args.timeout, 0.1, worker)
+            wait_for(
+                lambda: f"live candidates: {seen['n'] - requests:,} of {live_requests:,} arrived",
+                candidates_reach(expected),
+                args.timeout,
+                0.1,
+                worker,
+            )
             if seen["n"] != expected:
                 raise BenchError(f"{seen['n']} candidates for {expected} requests")
 
@@ -619,8 +735,10 @@ def table(r: dict) -> str:
     if r["live_rate"] is not None:
         beyond = " (beyond the last bucket: a lower bound)" if r["_beyond"] else ""
         label = f"join latency at {r['live_rate']:,} events/s live"
-        rows.append(f"  {label:<44}"
-                    f"p50 {ms(r['p50_ms'])}, p99 {ms(r['p99_ms'])}  ({r['latency_observations']:,} candidates){beyond}")
+        rows.append(
+            f"  {label:<44}"
+            f"p50 {ms(r['p50_ms'])}, p99 {ms(r['p99_ms'])}  ({r['latency_observations']:,} candidates){beyond}"
+        )
         hist, prev, parts = r["_buckets"], 0.0, []
         for le in sorted(hist):
             n = hist[le] - prev
@@ -628,8 +746,10 @@ def table(r: dict) -> str:
             if n:
                 parts.append(f"{'+Inf' if math.isinf(le) else f'<={le * 1000:g}ms'}: {int(n)}")
         rows.append(f"  {'  latency buckets (this phase)':<44}{', '.join(parts) or 'none'}")
-    rows.append(f"  {'worker RSS':<44}peak {r['worker_peak_rss_mb']:,.0f} MB, end {r['worker_end_rss_mb']:,.0f} MB "
-                f"(after catch-up {r['worker_caught_up_rss_mb']:,.0f} MB)")
+    rows.append(
+        f"  {'worker RSS':<44}peak {r['worker_peak_rss_mb']:,.0f} MB, end {r['worker_end_rss_mb']:,.0f} MB "
+        f"(after catch-up {r['worker_caught_up_rss_mb']:,.0f} MB)"
+    )
     if r["deadletters"]:
         rows.append(f"  {'dead letters (expected none)':<44}{r['deadletters']:,}")
     return "\n".join(rows)
@@ -651,22 +771,44 @@ def main(argv: list[str] | None = None) -> int:
     p = Parser(
         prog="join_throughput",
         description="Interaction + action events through the join on the embedded broker: events/s against a bare "
-                    "aiokafka consume-and-produce ceiling, p50/p99 join latency under live load, worker RSS. "
-                    "Prints a table and a final JSON line.")
-    p.add_argument("--events", type=positive_int, default=200_000,
-                   help="events to pre-produce: half interactions, half actions, one action per request (default: 200000)")
+        "aiokafka consume-and-produce ceiling, p50/p99 join latency under live load, worker RSS. "
+        "Prints a table and a final JSON line.",
+    )
+    p.add_argument(
+        "--events",
+        type=positive_int,
+        default=200_000,
+        help="events to pre-produce: half interactions, half actions, one action per request (default: 200000)",
+    )
     p.add_argument("--partitions", type=positive_int, default=4, help="partitions of every topic (default: 4)")
-    p.add_argument("--live-events", type=int, default=20_000,
-                   help="events of paced live traffic for the latency phase, at least 15 s of it; 0 skips it (default: 20000)")
-    p.add_argument("--live-rate", type=float, default=None,
-                   help="events/s of the live traffic (default: half the measured worker throughput)")
-    p.add_argument("--timeout", type=float, default=600.0, help="seconds each phase may take before the run fails (default: 600)")
-    p.add_argument("--compression", default=None, choices=("none", "gzip", "snappy", "lz4", "zstd"),
-                   help="producer compression (default: the SDK's, lz4)")
+    p.add_argument(
+        "--live-events",
+        type=int,
+        default=20_000,
+        help="events of paced live traffic for the latency phase, at least 15 s of it; 0 skips it (default: 20000)",
+    )
+    p.add_argument(
+        "--live-rate",
+        type=float,
+        default=None,
+        help="events/s of the live traffic (default: half the measured worker throughput)",
+    )
+    p.add_argument(
+        "--timeout", type=float, default=600.0, help="seconds each phase may take before the run fails (default: 600)"
+    )
+    p.add_argument(
+        "--compression",
+        default=None,
+        choices=("none", "gzip", "snappy", "lz4", "zstd"),
+        help="producer compression (default: the SDK's, lz4)",
+    )
     p.add_argument("--seed", type=int, default=0, help="random seed of the traffic (default: 0)")
-    p.add_argument("--roles", default="join",
-                   help="the worker's roles (FLYWHEEL_ROLES); the default measures the join alone, "
-                        "'join,gate,review,rollout,guards' runs the whole worker beside it (default: join)")
+    p.add_argument(
+        "--roles",
+        default="join",
+        help="the worker's roles (FLYWHEEL_ROLES); the default measures the join alone, "
+        "'join,gate,review,rollout,guards' runs the whole worker beside it (default: join)",
+    )
     p.add_argument("--keep", action="store_true", help="keep the temp dir (broker data, worker log)")
     args = p.parse_args(argv)
     if args.events < 2:

@@ -68,9 +68,13 @@ class Report:
     def as_dict(self) -> dict:
         return {
             "recall": {k: round(self.recall(k), 4) for k in sorted(self.labelled)},
-            "labelled": dict(sorted(self.labelled.items())), "caught": dict(sorted(self.caught.items())),
-            "clean_texts": self.clean, "false_positives": len(self.false_positives), "fp_rate": round(self.fp_rate, 4),
-            "texts": self.texts, "ms_per_text": round(1000 * self.seconds / max(self.texts, 1), 3),
+            "labelled": dict(sorted(self.labelled.items())),
+            "caught": dict(sorted(self.caught.items())),
+            "clean_texts": self.clean,
+            "false_positives": len(self.false_positives),
+            "fp_rate": round(self.fp_rate, 4),
+            "texts": self.texts,
+            "ms_per_text": round(1000 * self.seconds / max(self.texts, 1), 3),
             "misses": [{"id": i, "type": t, "value": v} for i, t, v, _ in self.misses],
             "false_positive_ids": [i for i, _, _ in self.false_positives],
         }
@@ -137,10 +141,14 @@ def table(report: Report, title: str) -> str:
     total_l, total_c = sum(report.labelled.values()), sum(report.caught.values())
     rows.append(f"  {'all':<12}{total_c:>8}{total_l:>6}{total_c / max(total_l, 1):>9.3f}")
     ok = "ok" if report.fp_rate < FP_TARGET else "MISSED"
-    rows.append(f"  false positives on clean texts: {len(report.false_positives)} of {report.clean}"
-                f" = {report.fp_rate:.1%}   target < {FP_TARGET:.0%} {ok}")
-    rows.append(f"  {report.texts} texts in {report.seconds:.2f} s = {1000 * report.seconds / max(report.texts, 1):.2f} ms/text "
-                "(one batch, after a warm-up)")
+    rows.append(
+        f"  false positives on clean texts: {len(report.false_positives)} of {report.clean}"
+        f" = {report.fp_rate:.1%}   target < {FP_TARGET:.0%} {ok}"
+    )
+    rows.append(
+        f"  {report.texts} texts in {report.seconds:.2f} s = {1000 * report.seconds / max(report.texts, 1):.2f} ms/text "
+        "(one batch, after a warm-up)"
+    )
     if report.misses:
         rows.append("  still missed:")
         for rid, kind, value, output in report.misses:
@@ -155,7 +163,7 @@ def table(report: Report, title: str) -> str:
 
 def _one_line(text: str, width: int = 110) -> str:
     text = text.replace("\n", "\\n")
-    return text if len(text) <= width else text[:width - 3] + "..."
+    return text if len(text) <= width else text[: width - 3] + "..."
 
 
 def build_redactor(patterns_only: bool):
@@ -169,9 +177,13 @@ def build_redactor(patterns_only: bool):
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="pii_recall", description=__doc__.split("\n\n")[0])
-    p.add_argument("--corpus", type=Path, action="append",
-                   help="a JSONL corpus; repeat for several (default: the three in benchmarks/data)")
-    p.add_argument("--patterns-only", action="store_true", help="the gate's redactor with names off (ner_model = \"\")")
+    p.add_argument(
+        "--corpus",
+        type=Path,
+        action="append",
+        help="a JSONL corpus; repeat for several (default: the three in benchmarks/data)",
+    )
+    p.add_argument("--patterns-only", action="store_true", help='the gate\'s redactor with names off (ner_model = "")')
     p.add_argument("--json", action="store_true", help="print one JSON line at the end")
     args = p.parse_args(argv)
     corpora = [(path, load(path)) for path in (args.corpus or CORPORA)]
@@ -183,7 +195,9 @@ def main(argv: list[str] | None = None) -> int:
     secret_types = frozenset(getattr(pii, "SECRET_ENTITIES", ()))
     mode = "patterns only" if args.patterns_only else "the gate's default"
     out = {"mode": mode}
-    for path, rows in corpora + ([(Path("all of them"), [r for _, rows in corpora for r in rows])] if len(corpora) > 1 else []):
+    for path, rows in corpora + (
+        [(Path("all of them"), [r for _, rows in corpora for r in rows])] if len(corpora) > 1 else []
+    ):
         redactor.redact([r["text"] for r in rows[:20]])  # warm-up
         redactor.clear_cache()
         report = evaluate(redactor, rows, secret_types)

@@ -57,7 +57,13 @@ from streams.review.sampler import ReviewSampler, unit_draw  # noqa: E402
 
 DEFAULT_REDIS = "redis://127.0.0.1:6379/0"
 T0 = 1_767_225_600_000
-TASKS = ["qa"] * 40 + ["sql"] * 25 + ["summarise"] * 20 + ["code"] * 10 + ["legal", "medical", "poetry", "chemistry", "tax"]
+TASKS = (
+    ["qa"] * 40
+    + ["sql"] * 25
+    + ["summarise"] * 20
+    + ["code"] * 10
+    + ["legal", "medical", "poetry", "chemistry", "tax"]
+)
 BATCH = 128
 REVIEWERS = 4
 BARE_LUA = "return 1"
@@ -73,13 +79,22 @@ def decisions(n: int, seed: int) -> list[tuple[TrainingCandidate, bool, str]]:
     for i in range(n):
         action = "corrected" if rng.random() < 0.10 else rng.choice(["accepted", "copied"])
         c = TrainingCandidate(
-            request_id=f"req-{i:07d}", timestamp=T0 + i * 3_000, user_id=f"u{rng.randrange(5000)}", session_id=f"s{i}",
-            prompt=f"question {i} " * 8, response=f"an answer to question {i} " * 12, user_action=action,
-            task_type=rng.choice(TASKS), model_version=rng.choice(["m1", "m1", "m1", "m2"]),
+            request_id=f"req-{i:07d}",
+            timestamp=T0 + i * 3_000,
+            user_id=f"u{rng.randrange(5000)}",
+            session_id=f"s{i}",
+            prompt=f"question {i} " * 8,
+            response=f"an answer to question {i} " * 12,
+            user_action=action,
+            task_type=rng.choice(TASKS),
+            model_version=rng.choice(["m1", "m1", "m1", "m2"]),
             correction="a better answer " * 10 if action == "corrected" else "",
             label="sft_correction" if action == "corrected" else "sft_positive",
-            uncertainty=rng.random() if rng.random() < 0.05 else None, quality_score=0.7,
-            scores={"quality": 0.7, "toxicity": 0.01, "words": 60.0}, policy_version="default-1@bench")
+            uncertainty=rng.random() if rng.random() < 0.05 else None,
+            quality_score=0.7,
+            scores={"quality": 0.7, "toxicity": 0.01, "words": 60.0},
+            policy_version="default-1@bench",
+        )
         out.append((c, True, f"passed/{i % 4}/{i // 4}"))
     return out
 
@@ -91,10 +106,22 @@ def pct(values: list[float], q: float) -> float:
 
 def verdict_for(lease, reviewer: str) -> ReviewVerdict:
     c = lease.item.candidate
-    return ReviewVerdict(f"{lease.item.item_id}:{reviewer}", lease.item.item_id, reviewer, 4, 4, 5, True,
-                         int(time.time() * 1000), c["timestamp"], lease.item.gate_passed, task_type=c.get("task_type", ""),
-                         quality_score=c.get("quality_score", 0.0), sample_probability=lease.item.probability,
-                         review_round=lease.round)
+    return ReviewVerdict(
+        f"{lease.item.item_id}:{reviewer}",
+        lease.item.item_id,
+        reviewer,
+        4,
+        4,
+        5,
+        True,
+        int(time.time() * 1000),
+        c["timestamp"],
+        lease.item.gate_passed,
+        task_type=c.get("task_type", ""),
+        quality_score=c.get("quality_score", 0.0),
+        sample_probability=lease.item.probability,
+        review_round=lease.round,
+    )
 
 
 def phase_sampler(batch: list, seed_name: str) -> dict:
@@ -102,7 +129,7 @@ def phase_sampler(batch: list, seed_name: str) -> dict:
     started = time.perf_counter()
     out = []
     for i in range(0, len(batch), BATCH):
-        out += sampler.decide_batch(batch[i:i + BATCH])
+        out += sampler.decide_batch(batch[i : i + BATCH])
     seconds = time.perf_counter() - started
     started = time.perf_counter()
     kept = sum(1 for c, _, _ in batch if unit_draw(seed_name, c.request_id) < 0.07)
@@ -111,9 +138,17 @@ def phase_sampler(batch: list, seed_name: str) -> dict:
     by_class: dict[str, int] = {}
     for it in items:
         by_class[it.sampled_for[0]] = by_class.get(it.sampled_for[0], 0) + 1
-    return {"decisions": len(batch), "seconds": seconds, "rate": len(batch) / seconds, "ceiling_rate": len(batch) / ceiling_s,
-            "sampled": len(items), "share": len(items) / len(batch), "by_class": by_class, "_items": items,
-            "_bare_kept": kept}
+    return {
+        "decisions": len(batch),
+        "seconds": seconds,
+        "rate": len(batch) / seconds,
+        "ceiling_rate": len(batch) / ceiling_s,
+        "sampled": len(items),
+        "share": len(items) / len(batch),
+        "by_class": by_class,
+        "_items": items,
+        "_bare_kept": kept,
+    }
 
 
 def phase_enqueue(client, prefix: str, items: list[ReviewItem]) -> dict:
@@ -122,18 +157,23 @@ def phase_enqueue(client, prefix: str, items: list[ReviewItem]) -> dict:
     started = time.perf_counter()
     statuses = []
     for i in range(0, len(items), BATCH):
-        statuses += q.enqueue(items[i:i + BATCH])
+        statuses += q.enqueue(items[i : i + BATCH])
     seconds = time.perf_counter() - started
     per_item = (client.info("memory")["used_memory"] - used_before) / max(1, len(items))
     bare = client.register_script(BARE_LUA)
     started = time.perf_counter()
     for i in range(0, len(items), BATCH):
-        bare(args=[json.dumps([it.to_json() for it in items[i:i + BATCH]])])  # ship the same bytes
+        bare(args=[json.dumps([it.to_json() for it in items[i : i + BATCH]])])  # ship the same bytes
     ceiling_s = time.perf_counter() - started
     if statuses.count("queued") != len(items):
         raise jt.BenchError(f"enqueue queued {statuses.count('queued')} of {len(items)}")
-    return {"items": len(items), "seconds": seconds, "rate": len(items) / seconds, "ceiling_rate": len(items) / ceiling_s,
-            "redis_bytes_per_item": per_item}
+    return {
+        "items": len(items),
+        "seconds": seconds,
+        "rate": len(items) / seconds,
+        "ceiling_rate": len(items) / ceiling_s,
+        "redis_bytes_per_item": per_item,
+    }
 
 
 def timed_threads(target, arg_tuples) -> float:
@@ -183,9 +223,16 @@ def phase_review(redis_url: str, prefix: str, limit: int) -> dict:
             s(args=[prefix])
 
     ceiling_s = timed_threads(bare_work, [(n // REVIEWERS,)] * REVIEWERS)
-    return {"verdicts": n, "seconds": seconds, "rate": n / seconds, "ceiling_rate": (n // REVIEWERS * REVIEWERS) / ceiling_s,
-            "lease_p50_ms": pct(lease_s, 0.5), "lease_p99_ms": pct(lease_s, 0.99),
-            "submit_p50_ms": pct(submit_s, 0.5), "submit_p99_ms": pct(submit_s, 0.99)}
+    return {
+        "verdicts": n,
+        "seconds": seconds,
+        "rate": n / seconds,
+        "ceiling_rate": (n // REVIEWERS * REVIEWERS) / ceiling_s,
+        "lease_p50_ms": pct(lease_s, 0.5),
+        "lease_p99_ms": pct(lease_s, 0.99),
+        "submit_p50_ms": pct(submit_s, 0.5),
+        "submit_p99_ms": pct(submit_s, 0.99),
+    }
 
 
 async def _page_phase(settings: Settings, client, prefix: str, count: int) -> dict:
@@ -217,8 +264,14 @@ async def _page_phase(settings: Settings, client, prefix: str, count: int) -> di
             if not (m_item and m_lease):
                 break
             size = max(size, len(html))
-            form = {"item_id": m_item.group(1), "lease_id": m_lease.group(1), "accuracy": "4", "helpfulness": "4",
-                    "safety": "5", "passed": "1"}
+            form = {
+                "item_id": m_item.group(1),
+                "lease_id": m_lease.group(1),
+                "accuracy": "4",
+                "helpfulness": "4",
+                "safety": "5",
+                "passed": "1",
+            }
             async with http.post(base + "/verdict", data=form, headers=headers, allow_redirects=False) as r:
                 if r.status != 303:
                     raise jt.BenchError(f"POST /verdict answered {r.status}: {(await r.text())[:200]}")
@@ -252,8 +305,15 @@ async def _page_phase(settings: Settings, client, prefix: str, count: int) -> di
         ceiling_s = time.perf_counter() - started
     await runner.cleanup()
     n = len(pairs)
-    return {"verdicts": n, "seconds": seconds, "rate": n / seconds, "ceiling_rate": n / ceiling_s,
-            "p50_ms": pct(pairs, 0.5), "p99_ms": pct(pairs, 0.99), "page_bytes": size}
+    return {
+        "verdicts": n,
+        "seconds": seconds,
+        "rate": n / seconds,
+        "ceiling_rate": n / ceiling_s,
+        "p50_ms": pct(pairs, 0.5),
+        "p99_ms": pct(pairs, 0.99),
+        "page_bytes": size,
+    }
 
 
 def phase_relay(settings: Settings, client, prefix: str, timeout: float) -> dict:
@@ -301,24 +361,36 @@ def run(args) -> dict:
 
         batch = decisions(args.decisions, args.seed)
         sampler = phase_sampler(batch, run_id)
-        log(f"sampler: {sampler['decisions']:,} in {sampler['seconds']:.2f}s = {sampler['rate']:,.0f}/s; "
-            f"sampled {sampler['share']:.2%} {sampler['by_class']}")
+        log(
+            f"sampler: {sampler['decisions']:,} in {sampler['seconds']:.2f}s = {sampler['rate']:,.0f}/s; "
+            f"sampled {sampler['share']:.2%} {sampler['by_class']}"
+        )
         items = sampler["_items"][: args.items]
         if len(items) < args.items:  # more than the sample: pad with random-class copies under new ids
-            extra = [ReviewItem(f"{it.item_id}-x{k}", it.candidate, True, ["random"], it.probability, it.window)
-                     for k in range(1, 1 + args.items // max(1, len(items))) for it in sampler["_items"]]
+            extra = [
+                ReviewItem(f"{it.item_id}-x{k}", it.candidate, True, ["random"], it.probability, it.window)
+                for k in range(1, 1 + args.items // max(1, len(items)))
+                for it in sampler["_items"]
+            ]
             items += extra[: args.items - len(items)]
         enqueue = phase_enqueue(client, prefix, items)
-        log(f"enqueue: {enqueue['items']:,} in {enqueue['seconds']:.2f}s = {enqueue['rate']:,.0f}/s; "
-            f"{enqueue['redis_bytes_per_item']:,.0f} Redis bytes per item")
+        log(
+            f"enqueue: {enqueue['items']:,} in {enqueue['seconds']:.2f}s = {enqueue['rate']:,.0f}/s; "
+            f"{enqueue['redis_bytes_per_item']:,.0f} Redis bytes per item"
+        )
 
         page_n = min(args.page_verdicts, len(items) // 4)
         review = phase_review(redis_url, prefix, len(items) - page_n)
         log(f"review: {review['verdicts']:,} verdicts in {review['seconds']:.2f}s = {review['rate']:,.0f}/s")
 
         broker = EmbeddedBroker(workdir / "broker")
-        settings = Settings(kafka_bootstrap=broker.bootstrap, redis_url=redis_url, app_id=f"bench-{run_id}",
-                            topic_verdicts=f"bench-{run_id}.verdicts", metrics_port=0).validate()
+        settings = Settings(
+            kafka_bootstrap=broker.bootstrap,
+            redis_url=redis_url,
+            app_id=f"bench-{run_id}",
+            topic_verdicts=f"bench-{run_id}.verdicts",
+            metrics_port=0,
+        ).validate()
         create_topics(settings)
         jt.create_topic(broker.bootstrap, settings.topic_verdicts + ".ceiling", settings.partitions)
         page = asyncio.run(_page_phase(settings, client, prefix, page_n))
@@ -328,7 +400,10 @@ def run(args) -> dict:
         return {
             "machine": f"{platform.machine()}, {platform.python_implementation()} {platform.python_version()}",
             "sampler": {k: v for k, v in sampler.items() if not k.startswith("_")},
-            "enqueue": enqueue, "review": review, "page": page, "relay": relay,
+            "enqueue": enqueue,
+            "review": review,
+            "page": page,
+            "relay": relay,
             "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         }
     finally:
@@ -347,27 +422,49 @@ def table(r: dict) -> str:
         return f"| {name} | {d['rate']:,.0f} {unit}/s | {d['ceiling_rate']:,.0f} {unit}/s | {ratio:.1%} | {extra} |"
 
     s = r["sampler"]
-    return "\n".join([
-        f"review throughput on {r['machine']}",
-        "| phase | rate | ceiling (same run) | ratio | notes |",
-        "|---|---|---|---|---|",
-        row("sampler (in process)", s, "decisions", f"sampled {s['share']:.2%}: {s['by_class']}"),
-        row("enqueue (Lua, batches of 128)", r["enqueue"], "items", f"{r['enqueue']['redis_bytes_per_item']:,.0f} Redis bytes/item"),
-        row(f"lease + submit, {REVIEWERS} reviewers", r["review"], "verdicts",
-            f"lease p50 {r['review']['lease_p50_ms']:.2f} / p99 {r['review']['lease_p99_ms']:.2f} ms, "
-            f"submit p50 {r['review']['submit_p50_ms']:.2f} / p99 {r['review']['submit_p99_ms']:.2f} ms"),
-        row("review page GET + POST", r["page"], "verdicts",
-            f"p50 {r['page']['p50_ms']:.1f} / p99 {r['page']['p99_ms']:.1f} ms, page {r['page']['page_bytes']:,} bytes"),
-        row("relay to Kafka", r["relay"], "verdicts"),
-        f"peak RSS {r['peak_rss_mib']:.0f} MiB",
-    ])
+    return "\n".join(
+        [
+            f"review throughput on {r['machine']}",
+            "| phase | rate | ceiling (same run) | ratio | notes |",
+            "|---|---|---|---|---|",
+            row("sampler (in process)", s, "decisions", f"sampled {s['share']:.2%}: {s['by_class']}"),
+            row(
+                "enqueue (Lua, batches of 128)",
+                r["enqueue"],
+                "items",
+                f"{r['enqueue']['redis_bytes_per_item']:,.0f} Redis bytes/item",
+            ),
+            row(
+                f"lease + submit, {REVIEWERS} reviewers",
+                r["review"],
+                "verdicts",
+                f"lease p50 {r['review']['lease_p50_ms']:.2f} / p99 {r['review']['lease_p99_ms']:.2f} ms, "
+                f"submit p50 {r['review']['submit_p50_ms']:.2f} / p99 {r['review']['submit_p99_ms']:.2f} ms",
+            ),
+            row(
+                "review page GET + POST",
+                r["page"],
+                "verdicts",
+                f"p50 {r['page']['p50_ms']:.1f} / p99 {r['page']['p99_ms']:.1f} ms, page {r['page']['page_bytes']:,} bytes",
+            ),
+            row("relay to Kafka", r["relay"], "verdicts"),
+            f"peak RSS {r['peak_rss_mib']:.0f} MiB",
+        ]
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
     p = jt.Parser(prog="review_throughput", description=__doc__.splitlines()[0])
     p.add_argument("--items", type=jt.positive_int, default=20_000, help="items through the queue (default: 20000)")
-    p.add_argument("--decisions", type=jt.positive_int, default=200_000, help="gate decisions through the sampler (default: 200000)")
-    p.add_argument("--page-verdicts", type=jt.positive_int, default=1_000, help="verdicts given through the page (default: 1000)")
+    p.add_argument(
+        "--decisions",
+        type=jt.positive_int,
+        default=200_000,
+        help="gate decisions through the sampler (default: 200000)",
+    )
+    p.add_argument(
+        "--page-verdicts", type=jt.positive_int, default=1_000, help="verdicts given through the page (default: 1000)"
+    )
     p.add_argument("--timeout", type=float, default=120.0, help="seconds the relay may take (default: 120)")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)

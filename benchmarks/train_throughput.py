@@ -100,17 +100,29 @@ def run_smollm2(args) -> dict:
     untrained = copy.deepcopy(loaded.model)
     examples = synthetic.generate(args.smollm2_examples, seed=1)
     peak = peak_flops(torch)
-    out = {"smollm2_parameters": loaded.parameters, "smollm2_examples": len(examples), "smollm2_load_s": load_seconds,
-           "smollm2_device": torch.cuda.get_device_name(0) if device == "cuda" else "cpu"}
+    out = {
+        "smollm2_parameters": loaded.parameters,
+        "smollm2_examples": len(examples),
+        "smollm2_load_s": load_seconds,
+        "smollm2_device": torch.cuda.get_device_name(0) if device == "cuda" else "cpu",
+    }
     methods = ["lora"] + (["full"] if device == "cuda" or args.smollm2_full else [])
     for method in methods:
-        policy = TrainerPolicy(epochs=1, batch_size=args.smollm2_batch, max_length=args.smollm2_max_length,
-                               checkpoint_steps=0, pretrained_finetune=method)
+        policy = TrainerPolicy(
+            epochs=1,
+            batch_size=args.smollm2_batch,
+            max_length=args.smollm2_max_length,
+            checkpoint_steps=0,
+            pretrained_finetune=method,
+        )
         config = recipe.train_config(policy, "pretrained")
         model = LoadedModel(copy.deepcopy(untrained), loaded.tokenizer, device, "pretrained")
         max_length = effective_max_length(model, config.max_length)
-        encoded = [(ids, labels) for ids, labels, status in (encode_status(model, ex, max_length) for ex in examples)
-                   if status != "too_long"]
+        encoded = [
+            (ids, labels)
+            for ids, labels, status in (encode_status(model, ex, max_length) for ex in examples)
+            if status != "too_long"
+        ]
         tensors = list(batches(encoded, config.batch_size, loaded.tokenizer.pad_token_id, device))
         tokens = sum(int(mask.sum()) for _, mask, _ in tensors)
         autocast = device == "cuda" and config.mixed_precision == "bf16"
@@ -132,14 +144,24 @@ def run_smollm2(args) -> dict:
         flops_per_token = (4 if method == "lora" else 6) * loaded.parameters
         tokens_per_s = r.tokens / r.seconds
         out[f"smollm2_{method}"] = {
-            "examples_per_s": r.examples_per_s, "tokens_per_s": tokens_per_s, "seconds": r.seconds, "steps": r.steps,
-            "tokens": r.tokens, "max_length": r.max_length, "batch_size": config.batch_size, "learning_rate": config.learning_rate,
-            "loss_first": r.first_loss, "loss_final": r.final_loss,
+            "examples_per_s": r.examples_per_s,
+            "tokens_per_s": tokens_per_s,
+            "seconds": r.seconds,
+            "steps": r.steps,
+            "tokens": r.tokens,
+            "max_length": r.max_length,
+            "batch_size": config.batch_size,
+            "learning_rate": config.learning_rate,
+            "loss_first": r.first_loss,
+            "loss_final": r.final_loss,
             "trainable": trained.adapters.trainable if trained.adapters is not None else loaded.parameters,
-            "ceiling_examples_per_s": ceiling, "ceiling_tokens_per_s": tokens / seconds, "ceiling_runs_s": bare_runs,
+            "ceiling_examples_per_s": ceiling,
+            "ceiling_tokens_per_s": tokens / seconds,
+            "ceiling_runs_s": bare_runs,
             "ratio": r.examples_per_s / ceiling,
             "mfu": tokens_per_s * flops_per_token / peak if peak else None,
-            "ceiling_mfu": tokens / seconds * flops_per_token / peak if peak else None}
+            "ceiling_mfu": tokens / seconds * flops_per_token / peak if peak else None,
+        }
         del model, trained
     return out
 
@@ -156,8 +178,11 @@ def run(args) -> dict:
     if "smollm2" in args.models:
         out.update(run_smollm2(args))
 
-    out.setdefault("machine", f"{platform.machine()}, {'cuda' if torch.cuda.is_available() else 'cpu'}, "
-                              f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    out.setdefault(
+        "machine",
+        f"{platform.machine()}, {'cuda' if torch.cuda.is_available() else 'cpu'}, "
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads",
+    )
     out["python"] = platform.python_version()
     out["load_average"] = [load_before, os.getloadavg()[0]]
     out["models"] = list(args.models)
@@ -212,23 +237,47 @@ def run_default(args) -> dict:
     pairs = [Pair(e.prompt, e.target, " ".join(reversed(e.target.split()))) for e in examples]
     dpo_config = PreferenceConfig(batch_size=config.batch_size // 2)
     dpo = prefer(loaded, pairs, dpo_config)
-    pair_tensors = [t for _, *t in _pair_batches(loaded, _encode_pairs(loaded, pairs, config.max_length), len(pairs),
-                                                  dpo_config.batch_size, range(len(pairs)))]
+    pair_tensors = [
+        t
+        for _, *t in _pair_batches(
+            loaded,
+            _encode_pairs(loaded, pairs, config.max_length),
+            len(pairs),
+            dpo_config.batch_size,
+            range(len(pairs)),
+        )
+    ]
     dpo_ceiling = len(pairs) / bare(copy.deepcopy(untrained), pair_tensors, 1)
-    return {"machine": f"{platform.machine()}, {loaded.device}, torch {torch.__version__}, {torch.get_num_threads()} threads",
-            "parameters": loaded.parameters, "examples": args.examples, "epochs": args.epochs,
-            "seconds": report.seconds, "examples_per_s": report.examples_per_s, "loss_first": report.first_loss,
-            "loss_final": report.final_loss, "ceiling_examples_per_s": ceiling, "ratio": report.examples_per_s / ceiling,
-            "tokens_per_s": report.tokens / report.seconds, "ceiling_tokens_per_s": ceiling_tokens,
-            "lora_trainable": adapters.trainable, "lora_examples_per_s": lora.examples_per_s,
-            "lora_ceiling_examples_per_s": lora_ceiling, "lora_ratio": lora.examples_per_s / lora_ceiling,
-            "dpo_pairs": len(pairs), "dpo_pairs_per_s": dpo.pairs_per_s, "dpo_ceiling_pairs_per_s": dpo_ceiling,
-            "dpo_ratio": dpo.pairs_per_s / dpo_ceiling, "dpo_margin": [dpo.margin_before, dpo.margin_after]}
+    return {
+        "machine": f"{platform.machine()}, {loaded.device}, torch {torch.__version__}, {torch.get_num_threads()} threads",
+        "parameters": loaded.parameters,
+        "examples": args.examples,
+        "epochs": args.epochs,
+        "seconds": report.seconds,
+        "examples_per_s": report.examples_per_s,
+        "loss_first": report.first_loss,
+        "loss_final": report.final_loss,
+        "ceiling_examples_per_s": ceiling,
+        "ratio": report.examples_per_s / ceiling,
+        "tokens_per_s": report.tokens / report.seconds,
+        "ceiling_tokens_per_s": ceiling_tokens,
+        "lora_trainable": adapters.trainable,
+        "lora_examples_per_s": lora.examples_per_s,
+        "lora_ceiling_examples_per_s": lora_ceiling,
+        "lora_ratio": lora.examples_per_s / lora_ceiling,
+        "dpo_pairs": len(pairs),
+        "dpo_pairs_per_s": dpo.pairs_per_s,
+        "dpo_ceiling_pairs_per_s": dpo_ceiling,
+        "dpo_ratio": dpo.pairs_per_s / dpo_ceiling,
+        "dpo_margin": [dpo.margin_before, dpo.margin_after],
+    }
 
 
 def table(r: dict) -> str:
-    lines = [f"training on {r['machine']}, Python {r['python']}; load average {r['load_average'][0]:.1f} at the start, "
-             f"{r['load_average'][1]:.1f} at the end"]
+    lines = [
+        f"training on {r['machine']}, Python {r['python']}; load average {r['load_average'][0]:.1f} at the start, "
+        f"{r['load_average'][1]:.1f} at the end"
+    ]
     if "default" in r["models"]:
         lines += table_default(r)
     for method in ("lora", "full"):
@@ -236,7 +285,7 @@ def table(r: dict) -> str:
         if m is None:
             continue
         name = "LoRA r=8 q/k/v/o_proj" if method == "lora" else "full fine-tuning"
-        mfu = (f"; MFU {m['mfu']:.1%} (bare loop {m['ceiling_mfu']:.1%})" if m["mfu"] is not None else "; MFU: no GPU")
+        mfu = f"; MFU {m['mfu']:.1%} (bare loop {m['ceiling_mfu']:.1%})" if m["mfu"] is not None else "; MFU: no GPU"
         lines += [
             f"SmolLM2-135M ({r['smollm2_parameters']:,} parameters, on {r['smollm2_device']}, loaded in {r['smollm2_load_s']:.0f} s), "
             f"{name} ({m['trainable']:,} trainable), lr {m['learning_rate']:g}, batch {m['batch_size']}, max length {m['max_length']}:",
@@ -244,7 +293,8 @@ def table(r: dict) -> str:
             f"{m['examples_per_s']:,.2f} examples/s, {m['tokens_per_s']:,.0f} tokens/s (loss {m['loss_first']:.2f} -> {m['loss_final']:.2f})",
             f"  ceiling (bare forward/backward/step on the same batches, the faster of {len(m['ceiling_runs_s'])} runs: "
             f"{', '.join(f'{x:.1f}' for x in m['ceiling_runs_s'])} s): {m['ceiling_examples_per_s']:,.2f} examples/s, "
-            f"{m['ceiling_tokens_per_s']:,.0f} tokens/s -> recipe.train at {m['ratio']:.0%} of it{mfu}"]
+            f"{m['ceiling_tokens_per_s']:,.0f} tokens/s -> recipe.train at {m['ratio']:.0%} of it{mfu}",
+        ]
     lines.append(f"peak RSS {r['peak_rss_mib']:,.0f} MiB")
     return "\n".join(lines)
 
@@ -266,16 +316,35 @@ def table_default(r: dict) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     p = jt.Parser(prog="train_throughput", description=__doc__.splitlines()[0])
-    p.add_argument("--examples", type=jt.positive_int, default=3000, help="synthetic training examples (default: 3000)")
+    p.add_argument(
+        "--examples", type=jt.positive_int, default=3000, help="synthetic training examples (default: 3000)"
+    )
     p.add_argument("--epochs", type=jt.positive_int, default=3, help="epochs (default: 3)")
-    p.add_argument("--models", type=lambda v: tuple(x.strip() for x in v.split(",") if x.strip()), default=("default", "smollm2"),
-                   help="which models: default, smollm2 or both, comma-separated (default: both)")
-    p.add_argument("--smollm2-examples", type=jt.positive_int, default=64, help="SmolLM2 training examples, one epoch (default: 64)")
+    p.add_argument(
+        "--models",
+        type=lambda v: tuple(x.strip() for x in v.split(",") if x.strip()),
+        default=("default", "smollm2"),
+        help="which models: default, smollm2 or both, comma-separated (default: both)",
+    )
+    p.add_argument(
+        "--smollm2-examples",
+        type=jt.positive_int,
+        default=64,
+        help="SmolLM2 training examples, one epoch (default: 64)",
+    )
     p.add_argument("--smollm2-batch", type=jt.positive_int, default=8, help="SmolLM2 batch size (default: 8)")
-    p.add_argument("--smollm2-max-length", type=jt.positive_int, default=128, help="SmolLM2 max length in tokens (default: 128)")
-    p.add_argument("--threads", type=jt.positive_int, default=None,
-                   help="torch threads (default: torch's own, one per core); on cores others use, 1 can be much faster")
-    p.add_argument("--smollm2-full", action="store_true", help="also full fine-tuning of SmolLM2 on the CPU (always on a GPU)")
+    p.add_argument(
+        "--smollm2-max-length", type=jt.positive_int, default=128, help="SmolLM2 max length in tokens (default: 128)"
+    )
+    p.add_argument(
+        "--threads",
+        type=jt.positive_int,
+        default=None,
+        help="torch threads (default: torch's own, one per core); on cores others use, 1 can be much faster",
+    )
+    p.add_argument(
+        "--smollm2-full", action="store_true", help="also full fine-tuning of SmolLM2 on the CPU (always on a GPU)"
+    )
     return jt.report("train_throughput", run, table, p.parse_args(argv))
 
 

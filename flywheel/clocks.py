@@ -37,7 +37,9 @@ def parse_time(text: str) -> int:
         try:
             dt = datetime.fromisoformat(text.replace("Z", "+00:00") if text.endswith("Z") else text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is neither an ISO time nor milliseconds since the epoch") from None
+            raise argparse.ArgumentTypeError(
+                f"{text!r} is neither an ISO time nor milliseconds since the epoch"
+            ) from None
         if dt.tzinfo is None:
             dt = dt.replace(tzinfo=timezone.utc)
         ms = int(dt.timestamp() * 1000)
@@ -58,19 +60,38 @@ def _partition(text: str) -> int:
 
 def add_parser(sub: Any, parser_class: type) -> None:
     """The `clocks` command's parser entries (cli.py calls this)."""
-    clocks = sub.add_parser("clocks", help="event-time clocks of the join and the dataset builder: see them, or reset a poisoned one")
+    clocks = sub.add_parser(
+        "clocks", help="event-time clocks of the join and the dataset builder: see them, or reset a poisoned one"
+    )
     csub = clocks.add_subparsers(dest="clocks_command", required=True, parser_class=parser_class, metavar="COMMAND")
-    show = csub.add_parser("show", help="each partition's event-time clock (the builder's saved clock, the join's state), "
-                                        "marking any that stands further ahead of the wall clock than FLYWHEEL_MAX_EVENT_AHEAD_MS")
+    show = csub.add_parser(
+        "show",
+        help="each partition's event-time clock (the builder's saved clock, the join's state), "
+        "marking any that stands further ahead of the wall clock than FLYWHEEL_MAX_EVENT_AHEAD_MS",
+    )
     show.add_argument("--role", choices=ROLES, default=None, help="only this role (default: both)")
     show.add_argument("--json", action="store_true", help="JSON lines instead of a table")
-    show.add_argument("--metrics-url", default=None, metavar="URL",
-                      help="a join worker's /metrics to read its live watermarks from (default: this host's FLYWHEEL_METRICS_PORT)")
-    reset = csub.add_parser("reset", help="set one partition's clock back to a time: prints what changes, applies it only with --yes")
+    show.add_argument(
+        "--metrics-url",
+        default=None,
+        metavar="URL",
+        help="a join worker's /metrics to read its live watermarks from (default: this host's FLYWHEEL_METRICS_PORT)",
+    )
+    reset = csub.add_parser(
+        "reset", help="set one partition's clock back to a time: prints what changes, applies it only with --yes"
+    )
     reset.add_argument("--role", choices=ROLES, required=True)
     reset.add_argument("--partition", type=_partition, required=True, metavar="N")
-    reset.add_argument("--to", type=parse_time, required=True, metavar="TIME", help="ISO 8601 (UTC by default), ms since the epoch, or now")
-    reset.add_argument("--yes", action="store_true", help="apply it (without: print the consequences and change nothing)")
+    reset.add_argument(
+        "--to",
+        type=parse_time,
+        required=True,
+        metavar="TIME",
+        help="ISO 8601 (UTC by default), ms since the epoch, or now",
+    )
+    reset.add_argument(
+        "--yes", action="store_true", help="apply it (without: print the consequences and change nothing)"
+    )
     reset.add_argument("--json", action="store_true", help="the consequences as one JSON object")
 
 
@@ -90,7 +111,10 @@ def run(args, settings: Settings, out=None, err=None) -> int:
         print(f"flywheel: error: {exc}", file=err)
         return 2
     except RedisError as exc:
-        print(f"flywheel: error: Redis at {settings.redis_url} did not answer ({type(exc).__name__}: {str(exc)[:200]})", file=err)
+        print(
+            f"flywheel: error: Redis at {settings.redis_url} did not answer ({type(exc).__name__}: {str(exc)[:200]})",
+            file=err,
+        )
         return 2
     except KafkaException as exc:
         print(f"flywheel: error: the broker did not answer ({str(exc)[:200]})", file=err)
@@ -110,7 +134,13 @@ def _datasets_rows(settings: Settings, now_ms: int) -> list[dict]:
     try:
         saved = clockadmin.load(client, settings)
         if saved is None:
-            return [{"role": "datasets", "partition": None, "note": "no saved builder state (has the builder run with this app id?)"}]
+            return [
+                {
+                    "role": "datasets",
+                    "partition": None,
+                    "note": "no saved builder state (has the builder run with this app id?)",
+                }
+            ]
         topics = {settings.topic_passed: "passed", settings.topic_rejected: "rejected"}
         rows = clockadmin.rows(saved.clock, topics, now_ms, settings.max_event_ahead_ms)
         lease = clockadmin.holder(client, settings)
@@ -126,8 +156,15 @@ def _join_rows(settings: Settings, now_ms: int, metrics_url: str | None) -> list
     heads, unreadable = clockadmin.read_states(settings)
     url = metrics_url or (f"http://127.0.0.1:{settings.metrics_port}/metrics" if settings.metrics_port else "")
     watermarks = clockadmin.live_watermarks(clockadmin.scrape(url)) if url else {}
-    return clockadmin.rows(heads, unreadable, settings.settle_window_ms, settings.marker_horizon_ms, now_ms,
-                           settings.max_event_ahead_ms, watermarks)
+    return clockadmin.rows(
+        heads,
+        unreadable,
+        settings.settle_window_ms,
+        settings.marker_horizon_ms,
+        now_ms,
+        settings.max_event_ahead_ms,
+        watermarks,
+    )
 
 
 def _show(args, settings: Settings, out) -> int:
@@ -157,39 +194,55 @@ def table(rows: list[dict], now_ms: int, max_ahead_ms: int) -> str:
     from streams.datasets.clockadmin import iso
 
     bound = "off" if max_ahead_ms < 0 else f"{max_ahead_ms // 1000} s"
-    lines = [f"now {iso(now_ms)}; event-time bound (FLYWHEEL_MAX_EVENT_AHEAD_MS) {bound}; ! marks a clock ahead of it", ""]
+    lines = [
+        f"now {iso(now_ms)}; event-time bound (FLYWHEEL_MAX_EVENT_AHEAD_MS) {bound}; ! marks a clock ahead of it",
+        "",
+    ]
     ds = [r for r in rows if r["role"] == "datasets"]
     if ds:
         lines.append("dataset builder (window clock, per source)")
-        lines.append(f"  {'':1} {'partition':>9}  {'topic':<9} {'high (largest event time)':<26} {'ahead':>12}  {'position':>9}  idle  open windows")
+        lines.append(
+            f"  {'':1} {'partition':>9}  {'topic':<9} {'high (largest event time)':<26} {'ahead':>12}  {'position':>9}  idle  open windows"
+        )
         for r in ds:
             if r["partition"] is None:
                 if "note" in r:
                     lines.append(f"  {r['note']}")
                     continue
-                opened = ", ".join(f"{w['index']} ({w['start']}, {w['members']} members){' !' if w['suspect'] else ''}" for w in r["open"])
-                lines.append(f"  {'!' if r['suspect'] else ' '} watermark {r['watermark'] or '-'}; newest sealed window "
-                             f"{r['newest_sealed'] if r['newest_sealed'] is not None else '-'}"
-                             f"{' (' + r['newest_sealed_start'] + ')' if r['newest_sealed_start'] else ''}; "
-                             f"builder {'running' if r.get('builder_running') else 'not running'}")
+                opened = ", ".join(
+                    f"{w['index']} ({w['start']}, {w['members']} members){' !' if w['suspect'] else ''}"
+                    for w in r["open"]
+                )
+                lines.append(
+                    f"  {'!' if r['suspect'] else ' '} watermark {r['watermark'] or '-'}; newest sealed window "
+                    f"{r['newest_sealed'] if r['newest_sealed'] is not None else '-'}"
+                    f"{' (' + r['newest_sealed_start'] + ')' if r['newest_sealed_start'] else ''}; "
+                    f"builder {'running' if r.get('builder_running') else 'not running'}"
+                )
                 lines.append(f"    open windows: {opened or '-'}")
                 continue
-            lines.append(f"  {'!' if r['suspect'] else ' '} {r['partition']:>9}  {r['topic']:<9} {r['high'] or '-':<26} "
-                         f"{_ahead(r['ahead_s']):>12}  {r['position']:>9}  {'yes ' if r['idle'] else 'no  '}  "
-                         f"{', '.join(map(str, r['open_windows'])) or '-'}")
+            lines.append(
+                f"  {'!' if r['suspect'] else ' '} {r['partition']:>9}  {r['topic']:<9} {r['high'] or '-':<26} "
+                f"{_ahead(r['ahead_s']):>12}  {r['position']:>9}  {'yes ' if r['idle'] else 'no  '}  "
+                f"{', '.join(map(str, r['open_windows'])) or '-'}"
+            )
         lines.append("")
     join = [r for r in rows if r["role"] == "join"]
     if join:
         lines.append("join (state in its changelog, per partition; the watermark lives in the worker)")
-        lines.append(f"  {'':1} {'partition':>9}  {'pending':>8} {'settled':>8}  {'newest event time in state':<26} {'ahead':>12}  "
-                     f"{'states ahead':>12}  live watermark")
+        lines.append(
+            f"  {'':1} {'partition':>9}  {'pending':>8} {'settled':>8}  {'newest event time in state':<26} {'ahead':>12}  "
+            f"{'states ahead':>12}  live watermark"
+        )
         for r in join:
             if "note" in r:
                 lines.append(f"  {r['note']}")
                 continue
-            lines.append(f"  {'!' if r['suspect'] else ' '} {r['partition']:>9}  {r['pending']:>8} {r['settled']:>8}  "
-                         f"{r['max_event_time'] or '-':<26} {_ahead(r['ahead_s']):>12}  {r['ahead_states']:>12}  "
-                         f"{r['watermark'] or '-'}")
+            lines.append(
+                f"  {'!' if r['suspect'] else ' '} {r['partition']:>9}  {r['pending']:>8} {r['settled']:>8}  "
+                f"{r['max_event_time'] or '-':<26} {_ahead(r['ahead_s']):>12}  {r['ahead_states']:>12}  "
+                f"{r['watermark'] or '-'}"
+            )
         lines.append("")
     return "\n".join(lines) + "\n"
 
@@ -211,8 +264,20 @@ def _reset(args, settings: Settings, out, err) -> int:
     else:
         lines, changed, applied = _reset_join(args, settings)
     if args.json:
-        out.write(json.dumps({"role": args.role, "partition": args.partition, "to_ms": args.to, "consequences": lines,
-                              "changed": changed, "applied": applied}, sort_keys=True) + "\n")
+        out.write(
+            json.dumps(
+                {
+                    "role": args.role,
+                    "partition": args.partition,
+                    "to_ms": args.to,
+                    "consequences": lines,
+                    "changed": changed,
+                    "applied": applied,
+                },
+                sort_keys=True,
+            )
+            + "\n"
+        )
     else:
         head = "reset" if applied else "a reset would do this"
         out.write(f"{head}: {args.role} partition {args.partition} to {_iso(args.to)}\n")
@@ -245,7 +310,9 @@ def _reset_datasets(args, settings: Settings) -> tuple[list[str], bool, bool]:
         change, before = clockadmin.reset(client, settings, args.partition, args.to, stored, apply=args.yes)
         lines = clockadmin.consequences(change, before)
         if running and not args.yes and change.changed:
-            lines.append(f"the dataset builder is running now (its lease: {running}): stop it before repeating with --yes")
+            lines.append(
+                f"the dataset builder is running now (its lease: {running}): stop it before repeating with --yes"
+            )
         return lines, change.changed, bool(args.yes and change.changed)
     finally:
         client.close()
@@ -258,12 +325,16 @@ def _reset_join(args, settings: Settings) -> tuple[list[str], bool, bool]:
     members = clockadmin.running_members(settings)
     heads, _ = clockadmin.read_states(settings, [args.partition])
     doomed = clockadmin.plan(heads[args.partition], args.to, settings.settle_window_ms, settings.marker_horizon_ms)
-    lines = clockadmin.consequences(doomed, args.partition, args.to, settings.settle_window_ms, settings.marker_horizon_ms)
+    lines = clockadmin.consequences(
+        doomed, args.partition, args.to, settings.settle_window_ms, settings.marker_horizon_ms
+    )
     if not doomed:
         return lines, False, False
     if members:
         if args.yes:
-            raise ClockAdminError(f"the join is running ({', '.join(members)} in its consumer group): stop every worker first")
+            raise ClockAdminError(
+                f"the join is running ({', '.join(members)} in its consumer group): stop every worker first"
+            )
         lines.append(f"the join is running now ({', '.join(members)}): stop every worker before repeating with --yes")
         return lines, True, False
     if not args.yes:

@@ -99,27 +99,51 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def dataset_id(window_start: int, window_end: int, policy_stamp: str, source_offsets: Mapping[str, Any],
-               erasure_digest: str) -> str:
-    """"ds-<YYYYMMDD of the window start, UTC>-<12 hex of sha256 over the canonical JSON of the inputs>".
+def dataset_id(
+    window_start: int, window_end: int, policy_stamp: str, source_offsets: Mapping[str, Any], erasure_digest: str
+) -> str:
+    """ "ds-<YYYYMMDD of the window start, UTC>-<12 hex of sha256 over the canonical JSON of the inputs>".
 
     The same inputs give the same id; any change in one of them gives another."""
-    day = (dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc) + dt.timedelta(milliseconds=int(window_start))).strftime("%Y%m%d")
-    payload = json.dumps({"window_start": int(window_start), "window_end": int(window_end), "policy": policy_stamp,
-                          "source_offsets": _plain(source_offsets), "erasure": erasure_digest},
-                         sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    day = (dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc) + dt.timedelta(milliseconds=int(window_start))).strftime(
+        "%Y%m%d"
+    )
+    payload = json.dumps(
+        {
+            "window_start": int(window_start),
+            "window_end": int(window_end),
+            "policy": policy_stamp,
+            "source_offsets": _plain(source_offsets),
+            "erasure": erasure_digest,
+        },
+        sort_keys=True,
+        separators=(",", ":"),
+        ensure_ascii=True,
+    )
     return f"ds-{day}-{hashlib.sha256(payload.encode()).hexdigest()[:12]}"
 
 
-def content_id(window_start: int, window_end: int, policy_stamp: str, builder_version: str,
-               files: Mapping[str, str]) -> str:
-    """"ds-<YYYYMMDD of the window start, UTC>-<12 hex of sha256 over the window, the policy, the
+def content_id(
+    window_start: int, window_end: int, policy_stamp: str, builder_version: str, files: Mapping[str, str]
+) -> str:
+    """ "ds-<YYYYMMDD of the window start, UTC>-<12 hex of sha256 over the window, the policy, the
     builder and every file's sha256>": a dataset is named by what it holds, so the same events seal
     the same id whichever offsets, workers or crashes carried them."""
-    day = (dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc) + dt.timedelta(milliseconds=int(window_start))).strftime("%Y%m%d")
-    payload = json.dumps({"window_start": int(window_start), "window_end": int(window_end), "policy": policy_stamp,
-                          "builder": builder_version, "files": dict(sorted(files.items()))},
-                         sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    day = (dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc) + dt.timedelta(milliseconds=int(window_start))).strftime(
+        "%Y%m%d"
+    )
+    payload = json.dumps(
+        {
+            "window_start": int(window_start),
+            "window_end": int(window_end),
+            "policy": policy_stamp,
+            "builder": builder_version,
+            "files": dict(sorted(files.items())),
+        },
+        sort_keys=True,
+        separators=(",", ":"),
+        ensure_ascii=True,
+    )
     return f"ds-{day}-{hashlib.sha256(payload.encode()).hexdigest()[:12]}"
 
 
@@ -167,8 +191,17 @@ class ShardWriter:
     sha256. No records, no files.
     """
 
-    def __init__(self, fs, directory: str, name: str, schema_name: str, shard_records: int, seed: str,
-                 *, relative_to: str | None = None):
+    def __init__(
+        self,
+        fs,
+        directory: str,
+        name: str,
+        schema_name: str,
+        shard_records: int,
+        seed: str,
+        *,
+        relative_to: str | None = None,
+    ):
         if shard_records < 1:
             raise ValueError(f"shard_records must be >= 1, got {shard_records}")
         self.fs = fs
@@ -199,8 +232,14 @@ class ShardWriter:
         # no per-record validation (a third of the write time): content.py builds the records, its tests validate them
         # deflate level 1: half the time of the default level 6 (7 vs 14 us a record), about a quarter larger
         sink: Any = self._files[0][2]  # file-like enough for fastavro: write() and flush()
-        self._avro = fastavro.write.Writer(sink, self.schema, codec="deflate", validator=False,
-                                           compression_level=DEFLATE_LEVEL, sync_marker=sync_marker(self.seed, shard))
+        self._avro = fastavro.write.Writer(
+            sink,
+            self.schema,
+            codec="deflate",
+            validator=False,
+            compression_level=DEFLATE_LEVEL,
+            sync_marker=sync_marker(self.seed, shard),
+        )
 
     def add(self, record: Mapping[str, Any], jsonl_obj: Any = None) -> None:
         """One record: `record` into the Avro shard, `jsonl_obj` (default: the record) as a JSONL line."""
@@ -208,8 +247,9 @@ class ShardWriter:
             raise RuntimeError("ShardWriter.add after close()")
         if self._avro is None or self._count >= self.shard_records:
             self._open_next()
-        line = json.dumps(record if jsonl_obj is None else jsonl_obj, sort_keys=True, ensure_ascii=False,
-                          separators=(",", ":"))
+        line = json.dumps(
+            record if jsonl_obj is None else jsonl_obj, sort_keys=True, ensure_ascii=False, separators=(",", ":")
+        )
         assert self._avro is not None  # _open_next made it
         self._avro.write(cast(dict, record))  # a Mapping is what fastavro reads; no copy
         self._files[1][2].write((line + "\n").encode("utf-8"))
@@ -222,8 +262,14 @@ class ShardWriter:
         self._avro.flush()
         for path, f, sink in self._files:
             f.close()
-            self._entries.append({"path": posixpath.relpath(path, self.relative_to), "records": self._count,
-                                  "bytes": sink.size, "sha256": sink.sha.hexdigest()})
+            self._entries.append(
+                {
+                    "path": posixpath.relpath(path, self.relative_to),
+                    "records": self._count,
+                    "bytes": sink.size,
+                    "sha256": sink.sha.hexdigest(),
+                }
+            )
         self._files = []
         self._avro = None
 
@@ -311,7 +357,9 @@ class DatasetStore:
             self._discard(stage)
             return
         if not self.fs.exists(posixpath.join(stage, MANIFEST)):
-            raise FileNotFoundError(f"cannot publish {dataset_id!r}: {stage}/{MANIFEST} does not exist (nothing staged)")
+            raise FileNotFoundError(
+                f"cannot publish {dataset_id!r}: {stage}/{MANIFEST} does not exist (nothing staged)"
+            )
         if self._local:
             try:
                 os.replace(stage, final)

@@ -75,13 +75,27 @@ def source_of(message: Any) -> Source:
     (methods)."""
     if callable(getattr(message, "topic", None)):  # confluent_kafka.Message
         ts = message.timestamp()
-        return Source(message.topic(), message.partition(), message.offset(), message.key(), message.value() or b"",
-                      _headers(message.headers()), ts[1] if ts and ts[0] and ts[1] and ts[1] > 0 else None)
+        return Source(
+            message.topic(),
+            message.partition(),
+            message.offset(),
+            message.key(),
+            message.value() or b"",
+            _headers(message.headers()),
+            ts[1] if ts and ts[0] and ts[1] and ts[1] > 0 else None,
+        )
     ts = getattr(message, "timestamp", None)
     if isinstance(ts, float):  # Faust gives seconds, aiokafka milliseconds
         ts = int(ts * 1000)
-    return Source(message.topic, message.partition, message.offset, message.key, message.value or b"",
-                  _headers(getattr(message, "headers", None)), ts if isinstance(ts, int) and ts > 0 else None)
+    return Source(
+        message.topic,
+        message.partition,
+        message.offset,
+        message.key,
+        message.value or b"",
+        _headers(getattr(message, "headers", None)),
+        ts if isinstance(ts, int) and ts > 0 else None,
+    )
 
 
 def is_json(headers: Mapping[str, bytes]) -> bool:
@@ -89,6 +103,7 @@ def is_json(headers: Mapping[str, bytes]) -> bool:
 
 
 # -- what went wrong ----------------------------------------------------------------------------------
+
 
 def reason_of(exc: BaseException, default: str = INVALID_EVENT) -> str:
     if isinstance(exc, DecodeError):
@@ -116,19 +131,34 @@ def detail_of(exc: BaseException, where: str = "") -> str:
     return text[:DETAIL_CHARS]
 
 
-def dead_letter(source: Source, exc: BaseException | None = None, *, reason: str | None = None,
-                detail: str | None = None, where: str = "", default_reason: str = INVALID_EVENT,
-                now_ms: int | None = None) -> DeadLetter:
+def dead_letter(
+    source: Source,
+    exc: BaseException | None = None,
+    *,
+    reason: str | None = None,
+    detail: str | None = None,
+    where: str = "",
+    default_reason: str = INVALID_EVENT,
+    now_ms: int | None = None,
+) -> DeadLetter:
     """The dead letter for `source`: its reason and detail from `exc` unless given."""
     return DeadLetter(
         reason=reason or (reason_of(exc, default_reason) if exc is not None else default_reason),
-        detail=_clean(detail if detail is not None else detail_of(exc, where) if exc is not None else where)[:DETAIL_CHARS],
-        source_topic=source.topic, source_partition=source.partition, source_offset=source.offset,
-        key=source.key, value=source.value or b"", headers=dict(source.headers),
-        failed_at=int(time.time() * 1000) if now_ms is None else now_ms)
+        detail=_clean(detail if detail is not None else detail_of(exc, where) if exc is not None else where)[
+            :DETAIL_CHARS
+        ],
+        source_topic=source.topic,
+        source_partition=source.partition,
+        source_offset=source.offset,
+        key=source.key,
+        value=source.value or b"",
+        headers=dict(source.headers),
+        failed_at=int(time.time() * 1000) if now_ms is None else now_ms,
+    )
 
 
 # -- infrastructure or content ----------------------------------------------------------------------
+
 
 def _infrastructure() -> tuple[tuple[type[BaseException], ...], tuple[type[BaseException], ...]]:
     infra: list[type[BaseException]] = [OSError, MemoryError]  # OSError: ConnectionError, TimeoutError, disks
@@ -169,8 +199,9 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 
-def isolating(items: Sequence[T], run: Callable[[Sequence[T]], R],
-              transient: tuple[type[BaseException], ...] = ()) -> tuple[list[R], list[tuple[T, Exception]]]:
+def isolating(
+    items: Sequence[T], run: Callable[[Sequence[T]], R], transient: tuple[type[BaseException], ...] = ()
+) -> tuple[list[R], list[tuple[T, Exception]]]:
     """`run(items)`; when that raises anything but infrastructure (or `transient`), `run` again on
     each item alone, so one record that breaks the batch fails alone. Returns the results of the
     runs that returned, and (item, exception) for each item that failed on its own. Infrastructure
@@ -202,6 +233,7 @@ def isolating(items: Sequence[T], run: Callable[[Sequence[T]], R],
 
 # -- the joined candidates every stream operator reads -----------------------------------------------
 
+
 def read_candidate(codec: Codec, source: Source) -> TrainingCandidate:
     """Decode and validate one candidate record; raises (DecodeError, InvalidEvent, EncodeError, or
     whatever a malformed value makes the decoder raise) when it is not one the flywheel can use."""
@@ -215,8 +247,9 @@ def read_candidate(codec: Codec, source: Source) -> TrainingCandidate:
     return c
 
 
-def read_candidates(codec: Codec, sources: Sequence[Source], dead: "DeadLetters"
-                    ) -> tuple[list[tuple[TrainingCandidate, Source]], list[DeadLetter]]:
+def read_candidates(
+    codec: Codec, sources: Sequence[Source], dead: "DeadLetters"
+) -> tuple[list[tuple[TrainingCandidate, Source]], list[DeadLetter]]:
     """Each candidate record decoded and validated, or a dead letter of its own (the gate's and the
     review sampler's input alike)."""
     candidates, letters = [], []
@@ -236,7 +269,9 @@ class DeadLetters:
         self.metrics = metrics  # flywheel.metrics.ConsumerMetrics, or None
         self.log = log or logging.getLogger(f"flywheel.{consumer}")
 
-    def letter(self, source: Source, exc: BaseException | None = None, *, count: bool = True, **kwargs: Any) -> DeadLetter:
+    def letter(
+        self, source: Source, exc: BaseException | None = None, *, count: bool = True, **kwargs: Any
+    ) -> DeadLetter:
         """The dead letter of `source`, counted (unless `count` is false: then `sent` counts it once
         the broker has it); the caller sends it to the dead-letter topic."""
         kwargs.setdefault("where", self.consumer)
@@ -257,10 +292,20 @@ class DeadLetters:
         reason = reason_of(exc, default_reason)
         if self.metrics is not None:
             self.metrics.skipped.labels(self.consumer, reason).inc()
-        self.log.debug("record skipped", extra={"reason": reason, "topic": source.topic, "partition": source.partition,
-                                                "offset": source.offset})
+        self.log.debug(
+            "record skipped",
+            extra={"reason": reason, "topic": source.topic, "partition": source.partition, "offset": source.offset},
+        )
         return reason
 
     def logged(self, dl: DeadLetter) -> None:
-        self.log.warning("dead letter", extra={"reason": dl.reason, "detail": dl.detail, "topic": dl.source_topic,
-                                               "partition": dl.source_partition, "offset": dl.source_offset})
+        self.log.warning(
+            "dead letter",
+            extra={
+                "reason": dl.reason,
+                "detail": dl.detail,
+                "topic": dl.source_topic,
+                "partition": dl.source_partition,
+                "offset": dl.source_offset,
+            },
+        )

@@ -63,8 +63,14 @@ class _Child:
         self._log = open(log_path, "ab")
         # a session of its own keeps a terminal's Ctrl-C away (its owner stops it after everything that
         # uses it); the parent-death signal (SIGTERM: it still saves) ends it with a killed owner
-        self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT,
-                                     start_new_session=True, preexec_fn=die_with_parent())
+        self.proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=die_with_parent(),
+        )
 
     @property
     def pid(self) -> int:
@@ -91,8 +97,18 @@ class EmbeddedBroker(_Child):
         self.port = port or free_port()
         self.data_dir = Path(data_dir)
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        argv = [str(noida_binary()), "start", "--only", "kafka", "--host", host,
-                "--kafka-port", str(self.port), "--data-dir", str(self.data_dir)]
+        argv = [
+            str(noida_binary()),
+            "start",
+            "--only",
+            "kafka",
+            "--host",
+            host,
+            "--kafka-port",
+            str(self.port),
+            "--data-dir",
+            str(self.data_dir),
+        ]
         super().__init__("broker", argv, self.data_dir / "broker.log")
         try:
             wait_for_port(host, self.port)
@@ -123,10 +139,32 @@ class EmbeddedRedis(_Child):
         data_dir = Path(data_dir)
         server = shutil.which("redis-server")
         if server:
-            argv = [server, "--bind", host, "--port", str(port), "--save", "", "--appendonly", "no", "--dir", str(data_dir)]
+            argv = [
+                server,
+                "--bind",
+                host,
+                "--port",
+                str(port),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(data_dir),
+            ]
         else:
-            argv = [str(noida_binary()), "start", "--only", "redis", "--host", host, "--redis-port", str(port),
-                    "--data-dir", str(data_dir / "redis")]
+            argv = [
+                str(noida_binary()),
+                "start",
+                "--only",
+                "redis",
+                "--host",
+                host,
+                "--redis-port",
+                str(port),
+                "--data-dir",
+                str(data_dir / "redis"),
+            ]
         super().__init__("redis", argv, data_dir / "redis.log")
         wait_for_port(host, port)
         self.url = url

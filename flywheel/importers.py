@@ -63,8 +63,14 @@ class ImportSummary:
             self.first_errors.append(f"line {lineno}: {reason}")
 
     def to_dict(self) -> dict:
-        return {"lines": self.lines, "interactions": self.interactions, "actions": self.actions,
-                "skipped": self.skipped, "skip_reasons": self.reasons, "first_errors": self.first_errors}
+        return {
+            "lines": self.lines,
+            "interactions": self.interactions,
+            "actions": self.actions,
+            "skipped": self.skipped,
+            "skip_reasons": self.reasons,
+            "first_errors": self.first_errors,
+        }
 
 
 def parse_time_ms(value: Any) -> int | None:
@@ -137,7 +143,11 @@ def feedback_actions(obj: Mapping[str, Any]) -> list[dict]:
                 return add("thumbs_down")
             raise SkipLine("feedback: a number must be a rating from 1 to 5")
         if isinstance(fb, str):
-            name = fb.strip().lower().replace(" ", "_").replace("-", "_") if fb.strip() not in ("+1", "-1") else fb.strip()
+            name = (
+                fb.strip().lower().replace(" ", "_").replace("-", "_")
+                if fb.strip() not in ("+1", "-1")
+                else fb.strip()
+            )
             if name in THUMBS_UP:
                 return add("thumbs_up")
             if name in THUMBS_DOWN:
@@ -208,9 +218,17 @@ def _shape(obj: Mapping[str, Any]) -> dict:
         raise SkipLine("messages: the last turn must be the assistant's answer")
     try:
         turns = [oc.chat_message(m) for m in messages]
-        return {"messages": turns[:-1], "system": "", "tools": oc.tool_defs(obj.get("tools") or obj.get("functions")),
-                "response": turns[-1]["content"], "response_tool_calls": turns[-1]["tool_calls"],
-                "model_version": "", "request_id": "", "event_time": None, "metadata": {}}
+        return {
+            "messages": turns[:-1],
+            "system": "",
+            "tools": oc.tool_defs(obj.get("tools") or obj.get("functions")),
+            "response": turns[-1]["content"],
+            "response_tool_calls": turns[-1]["tool_calls"],
+            "model_version": "",
+            "request_id": "",
+            "event_time": None,
+            "metadata": {},
+        }
     except oc.ShapeError as exc:
         raise SkipLine(f"messages: {exc}") from None
 
@@ -222,8 +240,9 @@ def _content_hash(obj: Any) -> str:
     return hashlib.sha256(canonical.encode("utf-8", "surrogatepass")).hexdigest()[:32]
 
 
-def parse_line(line: bytes | str, *, default_user: str = "imported", now_ms: int | None = None
-               ) -> tuple[dict, list[dict]]:
+def parse_line(
+    line: bytes | str, *, default_user: str = "imported", now_ms: int | None = None
+) -> tuple[dict, list[dict]]:
     """One JSONL line as (log_interaction keywords, [log_action keywords]). Raises SkipLine."""
     raw = line.encode("utf-8", "surrogatepass") if isinstance(line, str) else line
     if len(raw) > MAX_LINE_BYTES:
@@ -238,37 +257,60 @@ def parse_line(line: bytes | str, *, default_user: str = "imported", now_ms: int
     meta_in = obj.get("metadata") if isinstance(obj.get("metadata"), Mapping) else {}
     request = obj.get("request") or obj.get("body") or {}
     pick = lambda *names: next((src[n] for n in names for src in (obj, meta_in) if src.get(n) not in (None, "")), None)  # noqa: E731
-    request_id = (_ident(pick("request_id", "id", "custom_id")) or shape["request_id"]
-                  or "imp-" + _content_hash(obj))
-    user_id = _ident(pick("user_id", "user")) or (_ident(request.get("user")) if isinstance(request, Mapping) else None) or default_user
+    request_id = _ident(pick("request_id", "id", "custom_id")) or shape["request_id"] or "imp-" + _content_hash(obj)
+    user_id = (
+        _ident(pick("user_id", "user"))
+        or (_ident(request.get("user")) if isinstance(request, Mapping) else None)
+        or default_user
+    )
     event_time = parse_time_ms(pick("timestamp", "created_at", "created", "time", "event_time"))
     event_time = event_time or shape["event_time"] or now_ms
-    metadata = {k: str(v) for k, v in meta_in.items() if isinstance(v, (str, int, float)) and not isinstance(v, bool)
-                and k not in ("request_id", "user_id", "session_id")}
+    metadata = {
+        k: str(v)
+        for k, v in meta_in.items()
+        if isinstance(v, (str, int, float))
+        and not isinstance(v, bool)
+        and k not in ("request_id", "user_id", "session_id")
+    }
     metadata.update(shape["metadata"])
     metadata["source"] = "openai-jsonl"
     latency = pick("latency_ms")
     interaction = {
-        "request_id": request_id, "session_id": _ident(pick("session_id", "conversation_id", "thread_id")) or "",
-        "user_id": user_id, "model_version": str(pick("model_version", "model") or shape["model_version"] or "unknown"),
-        "response": shape["response"], "event_time": event_time, "task_type": str(pick("task_type") or ""),
+        "request_id": request_id,
+        "session_id": _ident(pick("session_id", "conversation_id", "thread_id")) or "",
+        "user_id": user_id,
+        "model_version": str(pick("model_version", "model") or shape["model_version"] or "unknown"),
+        "response": shape["response"],
+        "event_time": event_time,
+        "task_type": str(pick("task_type") or ""),
         "variant": str(pick("variant") or ""),
         "retrieved_context": _text_list(pick("retrieved_context", "context", "documents", "passages"), "context"),
         "latency_ms": float(latency) if isinstance(latency, (int, float)) and not isinstance(latency, bool) else None,
-        "metadata": metadata, "system": shape["system"], "messages": shape["messages"], "tools": shape["tools"],
+        "metadata": metadata,
+        "system": shape["system"],
+        "messages": shape["messages"],
+        "tools": shape["tools"],
         "response_tool_calls": shape["response_tool_calls"],
     }
     action_time = parse_time_ms(pick("feedback_time")) if pick("feedback_time") is not None else None
     actions = []
     for a in feedback_actions(obj):
         at = action_time if action_time is not None else (event_time + 1 if event_time is not None else None)
-        actions.append({"request_id": request_id, "user_id": user_id, "session_id": interaction["session_id"],
-                        "event_time": at, **a})
+        actions.append(
+            {
+                "request_id": request_id,
+                "user_id": user_id,
+                "session_id": interaction["session_id"],
+                "event_time": at,
+                **a,
+            }
+        )
     return interaction, actions
 
 
-def import_openai_jsonl(lines: Iterable[bytes], producer: Any, *, default_user: str = "imported",
-                        now_ms: int | None = None) -> ImportSummary:
+def import_openai_jsonl(
+    lines: Iterable[bytes], producer: Any, *, default_user: str = "imported", now_ms: int | None = None
+) -> ImportSummary:
     """Every line through the SDK (validated exactly as the SDK validates; a line the SDK refuses is
     skipped with its reason). The caller flushes the producer."""
     import time
@@ -309,9 +351,15 @@ def _interaction(kw: Mapping[str, Any]):
     from schemas.conversation import last_user_text, tool_call, tool_def
     from schemas.records import Interaction
 
-    i = Interaction(**{**kw, "messages": _turns(kw["messages"]), "tools": _records(kw["tools"], tool_def, "tools"),
-                       "response_tool_calls": _records(kw["response_tool_calls"], tool_call, "response_tool_calls"),
-                       "prompt": ""})
+    i = Interaction(
+        **{
+            **kw,
+            "messages": _turns(kw["messages"]),
+            "tools": _records(kw["tools"], tool_def, "tools"),
+            "response_tool_calls": _records(kw["response_tool_calls"], tool_call, "response_tool_calls"),
+            "prompt": "",
+        }
+    )
     i.prompt = last_user_text(i.messages)
     return i
 

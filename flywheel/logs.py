@@ -34,7 +34,10 @@ def logging_config(level: str = "INFO") -> dict:
         "formatters": {"json": {"()": JsonFormatter}},
         "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stderr"}},
         "root": {"handlers": ["stderr"], "level": level.upper()},
-        "loggers": {"aiokafka": {"level": "WARNING"}, "faust": {"level": "WARNING" if level.upper() == "INFO" else level.upper()}},
+        "loggers": {
+            "aiokafka": {"level": "WARNING"},
+            "faust": {"level": "WARNING" if level.upper() == "INFO" else level.upper()},
+        },
     }
 
 

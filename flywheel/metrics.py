@@ -24,12 +24,20 @@ class ConsumerMetrics:
     def __init__(self, registry: CollectorRegistry | None = None):
         self.registry = registry or CollectorRegistry()
         r = self.registry
-        self.deadletters = Counter("flywheel_consumer_deadletters_total",
-                                   "Records a consumer could not decode, validate or process and sent to the dead-letter "
-                                   "topic, by consumer and reason code.", ["consumer", "reason"], registry=r)
-        self.skipped = Counter("flywheel_consumer_skipped_total",
-                               "Undecodable records a consumer left to the one that owns their dead letters (the gate, for "
-                               "joined candidates), by consumer and reason code.", ["consumer", "reason"], registry=r)
+        self.deadletters = Counter(
+            "flywheel_consumer_deadletters_total",
+            "Records a consumer could not decode, validate or process and sent to the dead-letter "
+            "topic, by consumer and reason code.",
+            ["consumer", "reason"],
+            registry=r,
+        )
+        self.skipped = Counter(
+            "flywheel_consumer_skipped_total",
+            "Undecodable records a consumer left to the one that owns their dead letters (the gate, for "
+            "joined candidates), by consumer and reason code.",
+            ["consumer", "reason"],
+            registry=r,
+        )
 
 
 _CONSUMER_METRICS: "weakref.WeakKeyDictionary[CollectorRegistry, ConsumerMetrics]" = weakref.WeakKeyDictionary()

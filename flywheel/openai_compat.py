@@ -91,7 +91,13 @@ def tool_calls_of(calls: Any) -> list[dict]:
         name = fn.get("name")
         if not isinstance(name, str) or not name:
             raise ShapeError("a tool call must name its function")
-        out.append({"id": str(c.get("id") or c.get("call_id") or ""), "name": name, "arguments": _arguments(fn.get("arguments"))})
+        out.append(
+            {
+                "id": str(c.get("id") or c.get("call_id") or ""),
+                "name": name,
+                "arguments": _arguments(fn.get("arguments")),
+            }
+        )
     return out
 
 
@@ -106,8 +112,13 @@ def chat_message(m: Any) -> dict:
     role = m.get("role")
     if role == "function":  # the legacy function result
         role = "tool"
-    return {"role": role, "content": content_text(m.get("content")), "name": m.get("name"),
-            "tool_calls": calls, "tool_call_id": m.get("tool_call_id") or (m.get("name") if m.get("role") == "function" else None)}
+    return {
+        "role": role,
+        "content": content_text(m.get("content")),
+        "name": m.get("name"),
+        "tool_calls": calls,
+        "tool_call_id": m.get("tool_call_id") or (m.get("name") if m.get("role") == "function" else None),
+    }
 
 
 def tool_defs(tools: Any) -> list[dict]:
@@ -120,8 +131,13 @@ def tool_defs(tools: Any) -> list[dict]:
         if not isinstance(name, str) or not name:
             continue
         params = fn.get("parameters")
-        out.append({"name": name, "description": str(fn.get("description") or ""),
-                    "parameters": "" if params is None else json.dumps(params, ensure_ascii=False, sort_keys=True)})
+        out.append(
+            {
+                "name": name,
+                "description": str(fn.get("description") or ""),
+                "parameters": "" if params is None else json.dumps(params, ensure_ascii=False, sort_keys=True),
+            }
+        )
     return out
 
 
@@ -179,17 +195,33 @@ def _responses_input(items: Any) -> list[dict]:
             raise ShapeError("an input item must be an object")
         kind = item.get("type") or "message"
         if kind == "message":
-            out.append({"role": item.get("role"), "content": content_text(item.get("content")), "name": None,
-                        "tool_calls": [], "tool_call_id": None})
+            out.append(
+                {
+                    "role": item.get("role"),
+                    "content": content_text(item.get("content")),
+                    "name": None,
+                    "tool_calls": [],
+                    "tool_call_id": None,
+                }
+            )
         elif kind == "function_call":
             call = tool_calls_of([{"id": item.get("call_id") or item.get("id"), "function": item}])
             if out and out[-1]["role"] == "assistant" and not out[-1]["content"]:
                 out[-1]["tool_calls"] += call  # parallel calls: one assistant turn
             else:
-                out.append({"role": "assistant", "content": "", "name": None, "tool_calls": call, "tool_call_id": None})
+                out.append(
+                    {"role": "assistant", "content": "", "name": None, "tool_calls": call, "tool_call_id": None}
+                )
         elif kind == "function_call_output":
-            out.append({"role": "tool", "content": content_text(item.get("output")), "name": None, "tool_calls": [],
-                        "tool_call_id": str(item.get("call_id") or "")})
+            out.append(
+                {
+                    "role": "tool",
+                    "content": content_text(item.get("output")),
+                    "name": None,
+                    "tool_calls": [],
+                    "tool_call_id": str(item.get("call_id") or ""),
+                }
+            )
         # reasoning items and the like are not part of the conversation
     return out
 
@@ -228,4 +260,5 @@ def from_responses(request: Any, response: Any) -> dict:
 def is_responses_shape(request: Any, response: Any) -> bool:
     req, resp = as_dict(request) or {}, as_dict(response) or {}
     return (isinstance(resp, Mapping) and resp.get("object") == "response") or (
-        isinstance(req, Mapping) and "input" in req and "messages" not in req)
+        isinstance(req, Mapping) and "input" in req and "messages" not in req
+    )

@@ -37,8 +37,16 @@ _OWN_KEYS = ("user_id", "session_id", "request_id", "context", "task_type", "var
 
 
 class FlywheelOpenAI:
-    def __init__(self, client: Any, producer: Any, *, user_id: str = "", session_id: str = "", task_type: str = "",
-                 variant: str = ""):
+    def __init__(
+        self,
+        client: Any,
+        producer: Any,
+        *,
+        user_id: str = "",
+        session_id: str = "",
+        task_type: str = "",
+        variant: str = "",
+    ):
         self._client = client
         self._producer = producer
         self._defaults = {"user_id": user_id, "session_id": session_id, "task_type": task_type, "variant": variant}
@@ -62,13 +70,24 @@ class FlywheelOpenAI:
         opts = {**self._defaults, **{k: v for k, v in own.items() if v is not None}}
         try:
             rid = self._producer.log_chat_completion(
-                kwargs, response, user_id=opts["user_id"], session_id=opts["session_id"],
-                request_id=opts.get("request_id"), retrieved_context=opts.get("context"), task_type=opts["task_type"],
-                variant=opts["variant"], latency_ms=round(latency_ms, 3), metadata=opts.get("metadata"))
+                kwargs,
+                response,
+                user_id=opts["user_id"],
+                session_id=opts["session_id"],
+                request_id=opts.get("request_id"),
+                retrieved_context=opts.get("context"),
+                task_type=opts["task_type"],
+                variant=opts["variant"],
+                latency_ms=round(latency_ms, 3),
+                metadata=opts.get("metadata"),
+            )
         except (InvalidEvent, BufferError, RuntimeError) as exc:  # InvalidEvent, BackpressureError, FlywheelError
             self.log_errors += 1
-            log.warning("flywheel: call not logged (%s)", type(exc).__name__,
-                        extra={"event": "openai_log_failed", "error": str(exc)[:200]})
+            log.warning(
+                "flywheel: call not logged (%s)",
+                type(exc).__name__,
+                extra={"event": "openai_log_failed", "error": str(exc)[:200]},
+            )
             return response
         self.logged += 1
         self.last_request_id = rid

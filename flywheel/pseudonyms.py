@@ -68,8 +68,11 @@ def resolve_key(settings: Any, client: Any = None) -> bytes:
         try:
             name = redis_key(settings.app_id)
             if client.set(name, secrets.token_hex(32), nx=True):
-                log.warning("FLYWHEEL_PSEUDONYM_KEY is empty: a pseudonym key was generated and kept in Redis; "
-                            "set FLYWHEEL_PSEUDONYM_KEY in production (README: Erasure)", extra={"redis_key": name})
+                log.warning(
+                    "FLYWHEEL_PSEUDONYM_KEY is empty: a pseudonym key was generated and kept in Redis; "
+                    "set FLYWHEEL_PSEUDONYM_KEY in production (README: Erasure)",
+                    extra={"redis_key": name},
+                )
             value = client.get(name)
         finally:
             if own:
@@ -83,7 +86,11 @@ def resolve_key(settings: Any, client: Any = None) -> bytes:
 
 def key_source(settings: Any) -> str:
     """Where the key comes from, for `flywheel erasure status`: configured, or generated (Redis)."""
-    return "FLYWHEEL_PSEUDONYM_KEY" if getattr(settings, "pseudonym_key", "") else f"generated, kept in Redis at {redis_key(settings.app_id)}"
+    return (
+        "FLYWHEEL_PSEUDONYM_KEY"
+        if getattr(settings, "pseudonym_key", "")
+        else f"generated, kept in Redis at {redis_key(settings.app_id)}"
+    )
 
 
 def current_key() -> bytes:

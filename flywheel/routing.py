@@ -51,11 +51,15 @@ class Assignment:
 def bucket(salt: str, user_id: str) -> float:
     """A user's fixed place in [0, 1) for one rollout."""
     digest = hashlib.sha256(f"{salt}\0{user_id}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") / 2.0 ** 64
+    return int.from_bytes(digest[:8], "big") / 2.0**64
 
 
 def choose(routing: Routing, user_id: str) -> Assignment:
-    if routing.candidate and routing.weight > 0 and bucket(routing.salt or routing.candidate, user_id) < routing.weight:
+    if (
+        routing.candidate
+        and routing.weight > 0
+        and bucket(routing.salt or routing.candidate, user_id) < routing.weight
+    ):
         return Assignment(routing.candidate, "candidate")
     return Assignment(routing.production, "production")
 
@@ -65,7 +69,9 @@ class Assigner:
     most every `refresh_s` seconds and cached, so an app needs no other state and a Redis outage
     keeps the last table (a fresh process with no table and no Redis gets None: serve your default)."""
 
-    def __init__(self, redis_client: Any, app_id: str, refresh_s: float = 5.0, clock: Callable[[], float] = time.monotonic):
+    def __init__(
+        self, redis_client: Any, app_id: str, refresh_s: float = 5.0, clock: Callable[[], float] = time.monotonic
+    ):
         self.redis = redis_client
         self.app_id = app_id
         self.refresh_s = refresh_s

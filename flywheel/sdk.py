@@ -105,13 +105,26 @@ def _turns(messages: Sequence[Mapping[str, Any]] | None) -> list:
         if unknown:
             raise InvalidEvent(f"interaction.messages[{i}] has unknown keys: {', '.join(sorted(map(str, unknown)))}")
         calls = m.get("tool_calls") or ()
-        if not isinstance(calls, Sequence) or isinstance(calls, (str, bytes)) or not all(isinstance(c, Mapping) for c in calls):
+        if (
+            not isinstance(calls, Sequence)
+            or isinstance(calls, (str, bytes))
+            or not all(isinstance(c, Mapping) for c in calls)
+        ):
             raise InvalidEvent(f"interaction.messages[{i}].tool_calls must be a list of dicts")
         try:
-            out.append(message(m.get("role"), m.get("content", ""), name=m.get("name"), tool_calls=calls,
-                               tool_call_id=m.get("tool_call_id")))
+            out.append(
+                message(
+                    m.get("role"),
+                    m.get("content", ""),
+                    name=m.get("name"),
+                    tool_calls=calls,
+                    tool_call_id=m.get("tool_call_id"),
+                )
+            )
         except TypeError:
-            raise InvalidEvent(f"interaction.messages[{i}].tool_calls: each needs a name (and only id, name, arguments)") from None
+            raise InvalidEvent(
+                f"interaction.messages[{i}].tool_calls: each needs a name (and only id, name, arguments)"
+            ) from None
     return out
 
 
@@ -125,7 +138,9 @@ def _records(items: Sequence[Mapping[str, Any]] | None, make: Callable[..., dict
         try:
             out.append(make(**item))
         except TypeError:
-            raise InvalidEvent(f"interaction.{where}[{i}] must be a dict with a name (keys of the schema only)") from None
+            raise InvalidEvent(
+                f"interaction.{where}[{i}] must be a dict with a name (keys of the schema only)"
+            ) from None
     return out
 
 
@@ -151,8 +166,16 @@ def _type_name(t: Any) -> str:
         if kind == "enum":
             return "one of " + ", ".join(t["symbols"])
         return _type_name(kind)
-    return {"string": "string", "long": "integer", "int": "integer", "double": "number", "float": "number",
-            "boolean": "bool", "null": "None", "bytes": "bytes"}.get(t, str(t))
+    return {
+        "string": "string",
+        "long": "integer",
+        "int": "integer",
+        "double": "number",
+        "float": "number",
+        "boolean": "bool",
+        "null": "None",
+        "bytes": "bytes",
+    }.get(t, str(t))
 
 
 def _fits(t: Any, v: Any) -> bool:
@@ -201,8 +224,11 @@ class FlywheelProducer:
         self.codec = codec if codec is not None else Codec()
         self.on_delivery_error = on_delivery_error
         self.max_block_s = max_block_s
-        conf = {"bootstrap.servers": self.settings.broker_url, **DEFAULT_CONFIG,
-                "logger": logging.getLogger("flywheel.sdk.librdkafka")}
+        conf = {
+            "bootstrap.servers": self.settings.broker_url,
+            **DEFAULT_CONFIG,
+            "logger": logging.getLogger("flywheel.sdk.librdkafka"),
+        }
         conf.update(config or {})
         self.config = {k: v for k, v in conf.items() if k != "logger"}
         self._producer = Producer(conf)
@@ -248,12 +274,22 @@ class FlywheelProducer:
         if isinstance(retrieved_context, tuple):
             retrieved_context = list(retrieved_context)
         event = Interaction(
-            request_id=request_id, session_id=session_id, user_id=user_id,
+            request_id=request_id,
+            session_id=session_id,
+            user_id=user_id,
             event_time=_now_ms() if event_time is None else event_time,
-            model_version=model_version, prompt=prompt, response=response, variant=variant,
-            task_type=task_type, retrieved_context=retrieved_context, latency_ms=latency_ms,
-            uncertainty=uncertainty, metadata={} if metadata is None else _as_dict(metadata),
-            system=system, messages=_turns(messages), tools=_records(tools, tool_def, "tools"),
+            model_version=model_version,
+            prompt=prompt,
+            response=response,
+            variant=variant,
+            task_type=task_type,
+            retrieved_context=retrieved_context,
+            latency_ms=latency_ms,
+            uncertainty=uncertainty,
+            metadata={} if metadata is None else _as_dict(metadata),
+            system=system,
+            messages=_turns(messages),
+            tools=_records(tools, tool_def, "tools"),
             response_tool_calls=_records(response_tool_calls, tool_call, "response_tool_calls"),
         )
         if not event.prompt and event.messages:
@@ -284,8 +320,11 @@ class FlywheelProducer:
         from flywheel import openai_compat as oc
 
         try:
-            shape = oc.from_responses(request, response) if oc.is_responses_shape(request, response) else \
-                oc.from_chat_completion(request, response)
+            shape = (
+                oc.from_responses(request, response)
+                if oc.is_responses_shape(request, response)
+                else oc.from_chat_completion(request, response)
+            )
         except oc.ShapeError as exc:
             raise InvalidEvent(f"log_chat_completion: {exc}") from None
         rid = request_id or shape["request_id"]
@@ -293,12 +332,23 @@ class FlywheelProducer:
             raise InvalidEvent("log_chat_completion: the response has no id; pass request_id")
         meta = {**shape["metadata"], **({} if metadata is None else _as_dict(metadata))}
         self.log_interaction(
-            request_id=rid, session_id=session_id, user_id=user_id, model_version=shape["model_version"] or "unknown",
-            response=shape["response"], event_time=event_time if event_time is not None else shape["event_time"],
-            variant=variant, task_type=task_type,
+            request_id=rid,
+            session_id=session_id,
+            user_id=user_id,
+            model_version=shape["model_version"] or "unknown",
+            response=shape["response"],
+            event_time=event_time if event_time is not None else shape["event_time"],
+            variant=variant,
+            task_type=task_type,
             retrieved_context=None if retrieved_context is None else list(retrieved_context),
-            latency_ms=latency_ms, uncertainty=uncertainty, metadata=meta, system=shape["system"],
-            messages=shape["messages"], tools=shape["tools"], response_tool_calls=shape["response_tool_calls"])
+            latency_ms=latency_ms,
+            uncertainty=uncertainty,
+            metadata=meta,
+            system=shape["system"],
+            messages=shape["messages"],
+            tools=shape["tools"],
+            response_tool_calls=shape["response_tool_calls"],
+        )
         return rid
 
     def log_action(
@@ -314,9 +364,13 @@ class FlywheelProducer:
     ) -> None:
         """Queue one user action on a response. Raises InvalidEvent (naming the field) before anything is queued."""
         event = UserAction(
-            request_id=request_id, user_id=user_id, action=action,
+            request_id=request_id,
+            user_id=user_id,
+            action=action,
             event_time=_now_ms() if event_time is None else event_time,
-            correction=correction, rating=rating, session_id=session_id,
+            correction=correction,
+            rating=rating,
+            session_id=session_id,
         )
         self._send_event(self.settings.topics.actions, event)
 
@@ -328,8 +382,9 @@ class FlywheelProducer:
         schema = self.codec.current(name)
         for f in schema.raw["fields"]:
             if f["name"] in record and not _fits(f["type"], record[f["name"]]):
-                raise InvalidEvent(f"{name}.{f['name']} must be {_type_name(f['type'])}, "
-                                   f"got {type(record[f['name']]).__name__}")
+                raise InvalidEvent(
+                    f"{name}.{f['name']} must be {_type_name(f['type'])}, got {type(record[f['name']]).__name__}"
+                )
         try:
             self.codec.check(name, record)
             value = self.codec.encode(name, record)
@@ -339,8 +394,10 @@ class FlywheelProducer:
         limit = self.settings.max_event_bytes
         if len(value) > limit:
             biggest = max(record, key=lambda k: _approx_len(record[k]))
-            raise EventTooLarge(f"{name} encodes to {len(value)} bytes, over the limit of {limit} "
-                                f"(FLYWHEEL_MAX_EVENT_BYTES); largest field: {biggest}")
+            raise EventTooLarge(
+                f"{name} encodes to {len(value)} bytes, over the limit of {limit} "
+                f"(FLYWHEEL_MAX_EVENT_BYTES); largest field: {biggest}"
+            )
         return value
 
     def _send_event(self, topic: str, event: Interaction | UserAction) -> None:
@@ -348,8 +405,12 @@ class FlywheelProducer:
         value = self.encode(event)
         self._produce(topic, key=event.request_id.encode("utf-8"), value=value)
 
-    def send_encoded(self, event: Interaction | UserAction, value: bytes,
-                     on_delivery: Callable[[KafkaError | None], None] | None = None) -> None:
+    def send_encoded(
+        self,
+        event: Interaction | UserAction,
+        value: bytes,
+        on_delivery: Callable[[KafkaError | None], None] | None = None,
+    ) -> None:
         """Queue an event already validated and encoded by `encode` (HTTP ingest validates a whole
         batch before it sends any of it); `on_delivery(error or None)` is called once it is
         confirmed or failed, from inside poll/flush."""
@@ -366,7 +427,9 @@ class FlywheelProducer:
         """
         self._require_open()
         if isinstance(event_time_ms, bool) or not isinstance(event_time_ms, int) or event_time_ms <= 0:
-            raise InvalidEvent(f"heartbeat event_time_ms must be a positive integer of milliseconds, got {type(event_time_ms).__name__}")
+            raise InvalidEvent(
+                f"heartbeat event_time_ms must be a positive integer of milliseconds, got {type(event_time_ms).__name__}"
+            )
         tick = str(event_time_ms).encode("ascii")
         headers = [(TICK_HEADER, tick)]
         if self.settings.tick_key:  # the join dead-letters unsigned ticks when it has a key
@@ -376,8 +439,12 @@ class FlywheelProducer:
             for partition in range(self.partition_count(topic)):
                 self._produce(topic, key=None, value=b"", partition=partition, headers=headers)
                 sent += 1
-        log.debug("heartbeat event_time_ms=%d ticks=%d", event_time_ms, sent,
-                  extra={"event": "heartbeat", "event_time_ms": event_time_ms, "ticks": sent})
+        log.debug(
+            "heartbeat event_time_ms=%d ticks=%d",
+            event_time_ms,
+            sent,
+            extra={"event": "heartbeat", "event_time_ms": event_time_ms, "ticks": sent},
+        )
         return sent
 
     def partition_count(self, topic: str, timeout: float = 10.0) -> int:
@@ -394,17 +461,26 @@ class FlywheelProducer:
         return len(t.partitions)
 
     # -- sending ---------------------------------------------------------------------------------
-    def _produce(self, topic: str, *, key: bytes | None, value: bytes, partition: int | None = None,
-                 headers: list[tuple[str, bytes]] | None = None,
-                 callback: Callable[[KafkaError | None], None] | None = None) -> None:
+    def _produce(
+        self,
+        topic: str,
+        *,
+        key: bytes | None,
+        value: bytes,
+        partition: int | None = None,
+        headers: list[tuple[str, bytes]] | None = None,
+        callback: Callable[[KafkaError | None], None] | None = None,
+    ) -> None:
         on_delivery = self._on_delivery
         if callback is not None:
+
             def on_delivery(err, msg, _own=self._on_delivery):
                 _own(err, msg)
                 try:
                     callback(err)
                 except Exception:
                     log.exception("delivery callback raised", extra={"event": "callback_failed"})
+
         kwargs: dict[str, Any] = {"key": key, "value": value, "on_delivery": on_delivery}
         if partition is not None:
             kwargs["partition"] = partition
@@ -424,7 +500,8 @@ class FlywheelProducer:
                 if now >= deadline:
                     raise BackpressureError(
                         f"send queue full for {self.max_block_s:.1f}s with {self._in_flight} events waiting; "
-                        f"is Kafka at {self.settings.broker_url} reachable and keeping up?") from None
+                        f"is Kafka at {self.settings.broker_url} reachable and keeping up?"
+                    ) from None
                 self._producer.poll(0.05)
         self._producer.poll(0)
 
@@ -444,10 +521,22 @@ class FlywheelProducer:
             self._unreported.append(failure)
             n = self.delivery_errors
         if n <= _LOGGED_FAILURES or n % 1000 == 0:
-            log.warning("delivery failed topic=%s partition=%s request_id=%s error=%s failures=%d",
-                        failure.topic, failure.partition, request_id, err.str(), n,
-                        extra={"event": "delivery_failed", "topic": failure.topic, "partition": failure.partition,
-                               "request_id": request_id, "error": err.str(), "failures": n})
+            log.warning(
+                "delivery failed topic=%s partition=%s request_id=%s error=%s failures=%d",
+                failure.topic,
+                failure.partition,
+                request_id,
+                err.str(),
+                n,
+                extra={
+                    "event": "delivery_failed",
+                    "topic": failure.topic,
+                    "partition": failure.partition,
+                    "request_id": request_id,
+                    "error": err.str(),
+                    "failures": n,
+                },
+            )
         if self.on_delivery_error is not None:
             try:
                 self.on_delivery_error(request_id, err)
@@ -484,8 +573,12 @@ class FlywheelProducer:
                 first = failures[0].error.str() if failures else "?"
                 parts.append(f"{failed} events failed since the last flush (first error: {first})")
             msg = "; ".join(parts) + f" [kafka {self.settings.broker_url}]"
-            log.error("flush incomplete remaining=%d failed=%d", remaining, failed,
-                      extra={"event": "flush_incomplete", "remaining": remaining, "failed": failed})
+            log.error(
+                "flush incomplete remaining=%d failed=%d",
+                remaining,
+                failed,
+                extra={"event": "flush_incomplete", "remaining": remaining, "failed": failed},
+            )
             raise DeliveryError(msg, remaining=remaining, failures=failures)
         return self.delivered
 
@@ -523,5 +616,6 @@ class FlywheelProducer:
             self.close()
         except DeliveryError as err:
             log.error("close after an exception: %s", err, extra={"event": "close_failed"})
+
 
 from flywheel.routing import Assigner, Assignment  # noqa: E402,F401  (model assignment for A/B tests: flywheel/routing.py)

@@ -44,13 +44,37 @@ class Topics:
 @dataclass(frozen=True)
 class Settings:
     # where things run
-    kafka_bootstrap: str = field(default="", metadata={"doc": "Kafka bootstrap servers; empty means `flywheel up` starts the embedded broker"})
-    redis_url: str = field(default="redis://127.0.0.1:6379/0", metadata={"doc": "Redis for queues, indexes and pointers"})
+    kafka_bootstrap: str = field(
+        default="", metadata={"doc": "Kafka bootstrap servers; empty means `flywheel up` starts the embedded broker"}
+    )
+    redis_url: str = field(
+        default="redis://127.0.0.1:6379/0", metadata={"doc": "Redis for queues, indexes and pointers"}
+    )
     app_id: str = field(default="flywheel", metadata={"doc": "Kafka consumer group and Faust app id"})
-    worker_id: str = field(default="", metadata={"doc": "Static group membership id of this worker (e.g. the pod name): a restart takes its partitions back at once"})
-    shutdown_grace_s: float = field(default=20.0, metadata={"doc": "Longest a worker waits for a clean stop after SIGINT/SIGTERM before it leaves without one (nothing is lost: it restarts as after kill -9); a second signal leaves at once"})
-    restart_backoff_s: float = field(default=1.0, metadata={"doc": "`flywheel up` restarts a role (worker, review page, dataset builder, trainer) that exited on its own after this delay, doubled at each exit in a row"})
-    restart_backoff_max_s: float = field(default=30.0, metadata={"doc": "Longest delay before `flywheel up` restarts a role; back to the first delay once the role has stayed up 60 s"})
+    worker_id: str = field(
+        default="",
+        metadata={
+            "doc": "Static group membership id of this worker (e.g. the pod name): a restart takes its partitions back at once"
+        },
+    )
+    shutdown_grace_s: float = field(
+        default=20.0,
+        metadata={
+            "doc": "Longest a worker waits for a clean stop after SIGINT/SIGTERM before it leaves without one (nothing is lost: it restarts as after kill -9); a second signal leaves at once"
+        },
+    )
+    restart_backoff_s: float = field(
+        default=1.0,
+        metadata={
+            "doc": "`flywheel up` restarts a role (worker, review page, dataset builder, trainer) that exited on its own after this delay, doubled at each exit in a row"
+        },
+    )
+    restart_backoff_max_s: float = field(
+        default=30.0,
+        metadata={
+            "doc": "Longest delay before `flywheel up` restarts a role; back to the first delay once the role has stayed up 60 s"
+        },
+    )
     data_dir: str = field(default=".flywheel", metadata={"doc": "Embedded broker data and worker state"})
     broker_port: int = field(default=0, metadata={"doc": "Embedded broker port; 0 picks a free one"})
     metrics_port: int = field(default=9464, metadata={"doc": "Worker /metrics port; 0 disables"})
@@ -58,50 +82,152 @@ class Settings:
     # topics
     topic_interactions: str = field(default="flywheel.interactions", metadata={"doc": "Request/response events"})
     topic_actions: str = field(default="flywheel.actions", metadata={"doc": "User action events"})
-    topic_candidates: str = field(default="flywheel.candidates", metadata={"doc": "One joined training candidate per request"})
-    topic_deadletter: str = field(default="flywheel.deadletter", metadata={"doc": "Undecodable or invalid input, with reason and original bytes"})
-    topic_passed: str = field(default="flywheel.candidates.passed", metadata={"doc": "Candidates the quality gate passed (redacted, scored)"})
-    topic_rejected: str = field(default="flywheel.candidates.rejected", metadata={"doc": "Candidates the gate rejected, with every reason and score (redacted too)"})
-    topic_verdicts: str = field(default="flywheel.review.verdicts", metadata={"doc": "Reviewers' verdicts on sampled candidates (the gold set)"})
-    topic_datasets_ready: str = field(default="flywheel.datasets.ready", metadata={"doc": "One event per sealed dataset: id, URI, manifest summary"})
-    topic_erasure: str = field(default="flywheel.erasure", metadata={"doc": "Erasure requests: a user id whose records leave every window, the sealed ones re-sealed without them (flywheel erasure status USER says where they still are)"})
-    topic_models: str = field(default="flywheel.models", metadata={"doc": "What the trainer did with each dataset: candidate models with lineage, metrics and the gate's verdict, or why none"})
-    partitions: int = field(default=4, metadata={"doc": "Partitions of every flywheel topic (sources must be co-partitioned)"})
+    topic_candidates: str = field(
+        default="flywheel.candidates", metadata={"doc": "One joined training candidate per request"}
+    )
+    topic_deadletter: str = field(
+        default="flywheel.deadletter", metadata={"doc": "Undecodable or invalid input, with reason and original bytes"}
+    )
+    topic_passed: str = field(
+        default="flywheel.candidates.passed", metadata={"doc": "Candidates the quality gate passed (redacted, scored)"}
+    )
+    topic_rejected: str = field(
+        default="flywheel.candidates.rejected",
+        metadata={"doc": "Candidates the gate rejected, with every reason and score (redacted too)"},
+    )
+    topic_verdicts: str = field(
+        default="flywheel.review.verdicts",
+        metadata={"doc": "Reviewers' verdicts on sampled candidates (the gold set)"},
+    )
+    topic_datasets_ready: str = field(
+        default="flywheel.datasets.ready", metadata={"doc": "One event per sealed dataset: id, URI, manifest summary"}
+    )
+    topic_erasure: str = field(
+        default="flywheel.erasure",
+        metadata={
+            "doc": "Erasure requests: a user id whose records leave every window, the sealed ones re-sealed without them (flywheel erasure status USER says where they still are)"
+        },
+    )
+    topic_models: str = field(
+        default="flywheel.models",
+        metadata={
+            "doc": "What the trainer did with each dataset: candidate models with lineage, metrics and the gate's verdict, or why none"
+        },
+    )
+    partitions: int = field(
+        default=4, metadata={"doc": "Partitions of every flywheel topic (sources must be co-partitioned)"}
+    )
     replication_factor: int = field(default=1, metadata={"doc": "Replication factor for created topics"})
-    retention_ms: int = field(default=6 * WEEK_MS, metadata={"doc": "Source topic retention; at least window + lag (5 weeks)"})
+    retention_ms: int = field(
+        default=6 * WEEK_MS, metadata={"doc": "Source topic retention; at least window + lag (5 weeks)"}
+    )
     # the join
-    settle_window_ms: int = field(default=30 * MINUTE_MS, metadata={"doc": "Event time after a request within which its actions count; none means abandoned"})
-    watermark_delay_ms: int = field(default=MINUTE_MS, metadata={"doc": "Out-of-orderness the watermark allows within one input"})
-    idle_input_ms: int = field(default=5_000, metadata={"doc": "Wall time an input must have been caught up and silent before it stops holding the watermark back"})
-    marker_horizon_ms: int = field(default=DAY_MS, metadata={"doc": "Event time a settled request is remembered, so replays and duplicates emit nothing"})
+    settle_window_ms: int = field(
+        default=30 * MINUTE_MS,
+        metadata={"doc": "Event time after a request within which its actions count; none means abandoned"},
+    )
+    watermark_delay_ms: int = field(
+        default=MINUTE_MS, metadata={"doc": "Out-of-orderness the watermark allows within one input"}
+    )
+    idle_input_ms: int = field(
+        default=5_000,
+        metadata={
+            "doc": "Wall time an input must have been caught up and silent before it stops holding the watermark back"
+        },
+    )
+    marker_horizon_ms: int = field(
+        default=DAY_MS,
+        metadata={"doc": "Event time a settled request is remembered, so replays and duplicates emit nothing"},
+    )
     join_batch_size: int = field(default=2000, metadata={"doc": "Most records the join takes from one fetch"})
-    empty_fetch_backoff_ms: int = field(default=0, metadata={"doc": "Pause after an empty fetch, for brokers that answer at once instead of waiting fetch.max.wait.ms (the embedded one); 0 for Kafka"})
+    empty_fetch_backoff_ms: int = field(
+        default=0,
+        metadata={
+            "doc": "Pause after an empty fetch, for brokers that answer at once instead of waiting fetch.max.wait.ms (the embedded one); 0 for Kafka"
+        },
+    )
     # the quality gate
-    roles: str = field(default="join,gate,review,rollout,guards", metadata={"doc": "Stream operators this worker runs: some of join, gate, review, rollout, guards (comma-separated); the dataset builder and the trainer are services of their own"})
-    gate_policy: str = field(default="", metadata={"doc": "Gate policy TOML file; empty: the built-in defaults (`flywheel policy show`)"})
+    roles: str = field(
+        default="join,gate,review,rollout,guards",
+        metadata={
+            "doc": "Stream operators this worker runs: some of join, gate, review, rollout, guards (comma-separated); the dataset builder and the trainer are services of their own"
+        },
+    )
+    gate_policy: str = field(
+        default="", metadata={"doc": "Gate policy TOML file; empty: the built-in defaults (`flywheel policy show`)"}
+    )
     gate_batch_size: int = field(default=128, metadata={"doc": "Most candidates the gate scores in one batch"})
     gate_batch_ms: int = field(default=250, metadata={"doc": "Longest the gate waits to fill a batch"})
-    gate_threads: int = field(default=1, metadata={"doc": "Threads the gate's models may use (torch intra-op); the event loop keeps its own"})
+    gate_threads: int = field(
+        default=1, metadata={"doc": "Threads the gate's models may use (torch intra-op); the event loop keeps its own"}
+    )
     # human review
-    review_host: str = field(default="127.0.0.1", metadata={"doc": "Address the review page (`flywheel review`) listens on"})
+    review_host: str = field(
+        default="127.0.0.1", metadata={"doc": "Address the review page (`flywheel review`) listens on"}
+    )
     review_port: int = field(default=8088, metadata={"doc": "Port of the review page (its /metrics too)"})
-    review_lease_s: int = field(default=600, metadata={"doc": "Seconds a reviewer holds an item before it returns to the queue"})
+    review_lease_s: int = field(
+        default=600, metadata={"doc": "Seconds a reviewer holds an item before it returns to the queue"}
+    )
     review_session_h: int = field(default=12, metadata={"doc": "Hours a review sign-in lasts"})
     # datasets
-    dataset_store: str = field(default="", metadata={"doc": "Where sealed datasets are written: a directory or any fsspec URL (s3://, gs://, ...); empty: <data_dir>/datasets"})
-    datasets_metrics_port: int = field(default=9465, metadata={"doc": "The dataset builder's /metrics port; 0 disables"})
-    seal_workers: int = field(default=0, metadata={"doc": "Processes that decode and write a window's partitions in parallel when it is sealed; 0: one per CPU core (at most one per partition)"})
-    seal_spool: str = field(default="", metadata={"doc": "Local directory where the dataset builder keeps each open window's candidates as it reads them, so a seal reads files, not the log (about the window's size on disk); empty: <data_dir>/seal-spool/<app_id>"})
-    idle_partition_ms: int = field(default=30_000, metadata={"doc": "Wall time a candidate partition must be caught up and silent before it stops holding dataset windows back"})
+    dataset_store: str = field(
+        default="",
+        metadata={
+            "doc": "Where sealed datasets are written: a directory or any fsspec URL (s3://, gs://, ...); empty: <data_dir>/datasets"
+        },
+    )
+    datasets_metrics_port: int = field(
+        default=9465, metadata={"doc": "The dataset builder's /metrics port; 0 disables"}
+    )
+    seal_workers: int = field(
+        default=0,
+        metadata={
+            "doc": "Processes that decode and write a window's partitions in parallel when it is sealed; 0: one per CPU core (at most one per partition)"
+        },
+    )
+    seal_spool: str = field(
+        default="",
+        metadata={
+            "doc": "Local directory where the dataset builder keeps each open window's candidates as it reads them, so a seal reads files, not the log (about the window's size on disk); empty: <data_dir>/seal-spool/<app_id>"
+        },
+    )
+    idle_partition_ms: int = field(
+        default=30_000,
+        metadata={
+            "doc": "Wall time a candidate partition must be caught up and silent before it stops holding dataset windows back"
+        },
+    )
     # the trainer
-    model_store: str = field(default="", metadata={"doc": "Directory of versioned model directories; empty: <data_dir>/models"})
+    model_store: str = field(
+        default="", metadata={"doc": "Directory of versioned model directories; empty: <data_dir>/models"}
+    )
     trainer_metrics_port: int = field(default=9466, metadata={"doc": "The trainer's /metrics port; 0 disables"})
-    golden_dir: str = field(default="", metadata={"doc": "Directory of the golden test set's versions; empty: <data_dir>/golden"})
+    golden_dir: str = field(
+        default="", metadata={"doc": "Directory of the golden test set's versions; empty: <data_dir>/golden"}
+    )
     # limits
-    max_event_bytes: int = field(default=256 * 1024, metadata={"doc": "Largest accepted event; larger goes to the dead-letter topic"})
-    max_event_ahead_ms: int = field(default=15 * MINUTE_MS, metadata={"doc": "Longest an event's time (or a tick's) may lie ahead of the wall clock (its Kafka timestamp, if earlier); further ahead is dead-lettered as `future_event` and moves no watermark or window clock; -1 turns the check off (replays of synthetic future traffic)"})
-    tick_key: str = field(default="", metadata={"doc": "Secret that event-time ticks must be signed with (HMAC-SHA256 in the `flywheel-tick-mac` header); empty: ticks are not authenticated"})
-    pseudonym_key: str = field(default="", metadata={"doc": "Secret every user id the flywheel keeps is HMAC-SHA256'd with (datasets' users.txt and record-users.bin, the erased list, the gate's stand-in for an id holding personal data); empty: one is generated on first use and kept in Redis at `<app_id>:pseudonym-key`, with a warning (set it in production; README: Erasure says how to rotate it)"})
+    max_event_bytes: int = field(
+        default=256 * 1024, metadata={"doc": "Largest accepted event; larger goes to the dead-letter topic"}
+    )
+    max_event_ahead_ms: int = field(
+        default=15 * MINUTE_MS,
+        metadata={
+            "doc": "Longest an event's time (or a tick's) may lie ahead of the wall clock (its Kafka timestamp, if earlier); further ahead is dead-lettered as `future_event` and moves no watermark or window clock; -1 turns the check off (replays of synthetic future traffic)"
+        },
+    )
+    tick_key: str = field(
+        default="",
+        metadata={
+            "doc": "Secret that event-time ticks must be signed with (HMAC-SHA256 in the `flywheel-tick-mac` header); empty: ticks are not authenticated"
+        },
+    )
+    pseudonym_key: str = field(
+        default="",
+        metadata={
+            "doc": "Secret every user id the flywheel keeps is HMAC-SHA256'd with (datasets' users.txt and record-users.bin, the erased list, the gate's stand-in for an id holding personal data); empty: one is generated on first use and kept in Redis at `<app_id>:pseudonym-key`, with a warning (set it in production; README: Erasure says how to rotate it)"
+        },
+    )
 
     @property
     def topics(self) -> Topics:
@@ -157,7 +283,9 @@ class Settings:
         if self.settle_window_ms <= 0:
             raise SettingsError(f"settle_window_ms must be > 0, got {self.settle_window_ms}")
         if self.retention_ms != -1 and self.retention_ms < 5 * WEEK_MS:
-            raise SettingsError(f"retention_ms must cover window + lag (>= {5 * WEEK_MS}) or be -1, got {self.retention_ms}")
+            raise SettingsError(
+                f"retention_ms must cover window + lag (>= {5 * WEEK_MS}) or be -1, got {self.retention_ms}"
+            )
         unknown = set(self.role_set) - set(ROLES)
         if unknown or not self.role_set:
             raise SettingsError(f"roles must be some of {', '.join(ROLES)} (comma-separated), got {self.roles!r}")
@@ -166,7 +294,9 @@ class Settings:
         if self.gate_batch_size < 1 or self.gate_batch_ms < 1 or self.gate_threads < 1:
             raise SettingsError("gate_batch_size, gate_batch_ms and gate_threads must be >= 1")
         if self.max_event_ahead_ms < -1:
-            raise SettingsError(f"max_event_ahead_ms must be >= 0, or -1 to turn the check off, got {self.max_event_ahead_ms}")
+            raise SettingsError(
+                f"max_event_ahead_ms must be >= 0, or -1 to turn the check off, got {self.max_event_ahead_ms}"
+            )
         if self.max_event_bytes < 1024:
             raise SettingsError(f"max_event_bytes must be >= 1024, got {self.max_event_bytes}")
         if self.marker_horizon_ms < self.settle_window_ms:

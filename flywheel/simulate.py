@@ -40,17 +40,42 @@ PRIMARY_PRECEDENCE = ("corrected", "copied", "accepted", "regenerated", "abandon
 FEEDBACK = ("thumbs_up", "thumbs_down", "rated")
 BEHAVIOURS = ("accepted", "copied", "corrected", "regenerated", "abandoned", "none")
 
-DEFAULT_MIX = {"accepted": 0.30, "copied": 0.15, "corrected": 0.10, "regenerated": 0.12, "abandoned": 0.08, "none": 0.25}
+DEFAULT_MIX = {
+    "accepted": 0.30,
+    "copied": 0.15,
+    "corrected": 0.10,
+    "regenerated": 0.12,
+    "abandoned": 0.08,
+    "none": 0.25,
+}
 # a few common task types, several rare ones
 DEFAULT_TASKS = {
-    "qa": 40.0, "math": 25.0, "summarize": 12.0, "code": 8.0, "translation": 4.0, "sql": 3.0,
-    "email": 2.5, "regex": 1.5, "unit_conversion": 1.5, "poetry": 1.0, "legal": 0.8, "medical": 0.7,
+    "qa": 40.0,
+    "math": 25.0,
+    "summarize": 12.0,
+    "code": 8.0,
+    "translation": 4.0,
+    "sql": 3.0,
+    "email": 2.5,
+    "regex": 1.5,
+    "unit_conversion": 1.5,
+    "poetry": 1.0,
+    "legal": 0.8,
+    "medical": 0.7,
 }
 # a weaker primary action that may come with the drawn one, to exercise precedence
 _SECONDARY = {"corrected": ("copied", "accepted"), "copied": ("accepted",), "accepted": ("regenerated",)}
 # (median, spread) of the delay in seconds from response to action, lognormal
-_DELAY_S = {"accepted": (20, 1.0), "copied": (15, 1.0), "corrected": (90, 0.8), "regenerated": (8, 0.7),
-            "abandoned": (30, 0.8), "thumbs_up": (40, 1.2), "thumbs_down": (30, 1.2), "rated": (60, 1.2)}
+_DELAY_S = {
+    "accepted": (20, 1.0),
+    "copied": (15, 1.0),
+    "corrected": (90, 0.8),
+    "regenerated": (8, 0.7),
+    "abandoned": (30, 0.8),
+    "thumbs_up": (40, 1.2),
+    "thumbs_down": (30, 1.2),
+    "rated": (60, 1.2),
+}
 _POSITIVE = {"accepted", "copied", "corrected"}
 
 
@@ -60,16 +85,20 @@ class TrafficSpec:
 
     requests: int
     seed: int = 0
-    start_ms: int | None = None  # None: so that the traffic ends just behind the wall clock (ids then differ between runs)
+    # None: so that the traffic ends just behind the wall clock (ids then differ between runs)
+    start_ms: int | None = None
     event_rate: float = 5.0  # requests per second of event time
     action_mix: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_MIX))  # of on-time requests
     feedback_rate: float = 0.15  # share of on-time requests that also get thumbs up/down or a rating
     duplicate_rate: float = 0.05  # share of actions sent twice, identical bytes
-    out_of_order_rate: float = 0.05  # share of requests with an on-time action whose first action is sent before the interaction
+    # share of requests with an on-time action whose first action is sent before the interaction
+    out_of_order_rate: float = 0.05
     late_rate: float = 0.03  # share of all requests whose only action comes after the settle window
-    pii_rate: float = 0.03  # share of requests whose prompt or response carries personal data (the gate must redact it)
+    # share of requests whose prompt or response carries personal data (the gate must redact it)
+    pii_rate: float = 0.03
     toxic_rate: float = 0.01  # share of requests whose response is abusive (the gate must reject it)
-    multi_action_rate: float = 0.10  # share of accepted/copied/corrected requests that also get a weaker primary action
+    # share of accepted/copied/corrected requests that also get a weaker primary action
+    multi_action_rate: float = 0.10
     task_mix: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_TASKS))
     mean_session_requests: float = 4.0  # a request starts a new session with probability 1/this
     users: int | None = None  # size of the user pool; None: about one user per 8 requests
@@ -86,8 +115,15 @@ class TrafficSpec:
             raise ValueError(f"action_mix has unknown behaviours {sorted(unknown)}; known: {', '.join(BEHAVIOURS)}")
         if not any(v > 0 for v in self.action_mix.values()):
             raise ValueError("action_mix needs at least one positive weight")
-        for name in ("feedback_rate", "duplicate_rate", "out_of_order_rate", "late_rate", "multi_action_rate",
-                     "pii_rate", "toxic_rate"):
+        for name in (
+            "feedback_rate",
+            "duplicate_rate",
+            "out_of_order_rate",
+            "late_rate",
+            "multi_action_rate",
+            "pii_rate",
+            "toxic_rate",
+        ):
             v = getattr(self, name)
             if not 0.0 <= v <= 1.0:
                 raise ValueError(f"{name} must be within 0..1, got {v}")
@@ -162,11 +198,15 @@ class Traffic:
 
     def shifted(self, delta_ms: int) -> "Traffic":
         """The same traffic `delta_ms` later in event time (ids, texts and intent unchanged)."""
+
         def move(e: SimEvent) -> SimEvent:
             return SimEvent(e.kind, {**e.record, "event_time": e.record["event_time"] + delta_ms}, e.duplicate)
 
-        return replace(self, events=[move(e) for e in self.events],
-                       requests=[replace(r, event_time=r.event_time + delta_ms) for r in self.requests])
+        return replace(
+            self,
+            events=[move(e) for e in self.events],
+            requests=[replace(r, event_time=r.event_time + delta_ms) for r in self.requests],
+        )
 
     def counts(self) -> dict[str, int]:
         return {
@@ -182,45 +222,108 @@ class Traffic:
 # -- texts -----------------------------------------------------------------------------------------
 
 _QA = [
-    ("What is the capital of Australia?", "The capital of Australia is Canberra.", "The capital of Australia is Sydney.",
-     "Canberra was chosen as a compromise between Sydney and Melbourne and became the seat of government in 1927."),
-    ("At what temperature does water boil at sea level?", "Water boils at 100 degrees Celsius at sea level.",
-     "Water boils at 90 degrees Celsius at sea level.", "At higher altitudes the air pressure is lower, so water boils at a lower temperature."),
-    ("Who wrote Pride and Prejudice?", "Pride and Prejudice was written by Jane Austen.", "Pride and Prejudice was written by Charlotte Bronte.",
-     "It was published in 1813 and follows Elizabeth Bennet and Mr Darcy."),
-    ("Which planet is closest to the Sun?", "Mercury is the planet closest to the Sun.", "Venus is the planet closest to the Sun.",
-     "A year on Mercury lasts about 88 Earth days."),
-    ("How many bones are in the adult human body?", "An adult human body has 206 bones.", "An adult human body has 212 bones.",
-     "Babies are born with more, around 270, and several fuse as they grow."),
-    ("What is the chemical symbol for gold?", "The chemical symbol for gold is Au.", "The chemical symbol for gold is Ag.",
-     "Au comes from the Latin word aurum; Ag is silver."),
-    ("What is the largest ocean on Earth?", "The Pacific Ocean is the largest ocean on Earth.", "The Atlantic Ocean is the largest ocean on Earth.",
-     "It covers roughly a third of the planet's surface."),
-    ("In what year did the first person walk on the Moon?", "The first Moon walk was in 1969, during Apollo 11.",
-     "The first Moon walk was in 1971, during Apollo 14.", "Neil Armstrong stepped out first, followed by Buzz Aldrin."),
-    ("What gas do plants absorb from the air for photosynthesis?", "Plants absorb carbon dioxide for photosynthesis.",
-     "Plants absorb oxygen for photosynthesis.", "They use light energy to turn carbon dioxide and water into sugars, releasing oxygen."),
-    ("How many continents are there?", "By the most common convention there are seven continents.", "There are five continents.",
-     "Some conventions merge Europe and Asia, or North and South America, which gives six or fewer."),
-    ("What is the speed of light in a vacuum?", "Light travels at about 299,792 kilometres per second in a vacuum.",
-     "Light travels at about 150,000 kilometres per second in a vacuum.", "That is exact by definition of the metre: 299,792,458 metres per second."),
-    ("Who painted the Mona Lisa?", "The Mona Lisa was painted by Leonardo da Vinci.", "The Mona Lisa was painted by Michelangelo.",
-     "It hangs in the Louvre in Paris."),
+    (
+        "What is the capital of Australia?",
+        "The capital of Australia is Canberra.",
+        "The capital of Australia is Sydney.",
+        "Canberra was chosen as a compromise between Sydney and Melbourne and became the seat of government in 1927.",
+    ),
+    (
+        "At what temperature does water boil at sea level?",
+        "Water boils at 100 degrees Celsius at sea level.",
+        "Water boils at 90 degrees Celsius at sea level.",
+        "At higher altitudes the air pressure is lower, so water boils at a lower temperature.",
+    ),
+    (
+        "Who wrote Pride and Prejudice?",
+        "Pride and Prejudice was written by Jane Austen.",
+        "Pride and Prejudice was written by Charlotte Bronte.",
+        "It was published in 1813 and follows Elizabeth Bennet and Mr Darcy.",
+    ),
+    (
+        "Which planet is closest to the Sun?",
+        "Mercury is the planet closest to the Sun.",
+        "Venus is the planet closest to the Sun.",
+        "A year on Mercury lasts about 88 Earth days.",
+    ),
+    (
+        "How many bones are in the adult human body?",
+        "An adult human body has 206 bones.",
+        "An adult human body has 212 bones.",
+        "Babies are born with more, around 270, and several fuse as they grow.",
+    ),
+    (
+        "What is the chemical symbol for gold?",
+        "The chemical symbol for gold is Au.",
+        "The chemical symbol for gold is Ag.",
+        "Au comes from the Latin word aurum; Ag is silver.",
+    ),
+    (
+        "What is the largest ocean on Earth?",
+        "The Pacific Ocean is the largest ocean on Earth.",
+        "The Atlantic Ocean is the largest ocean on Earth.",
+        "It covers roughly a third of the planet's surface.",
+    ),
+    (
+        "In what year did the first person walk on the Moon?",
+        "The first Moon walk was in 1969, during Apollo 11.",
+        "The first Moon walk was in 1971, during Apollo 14.",
+        "Neil Armstrong stepped out first, followed by Buzz Aldrin.",
+    ),
+    (
+        "What gas do plants absorb from the air for photosynthesis?",
+        "Plants absorb carbon dioxide for photosynthesis.",
+        "Plants absorb oxygen for photosynthesis.",
+        "They use light energy to turn carbon dioxide and water into sugars, releasing oxygen.",
+    ),
+    (
+        "How many continents are there?",
+        "By the most common convention there are seven continents.",
+        "There are five continents.",
+        "Some conventions merge Europe and Asia, or North and South America, which gives six or fewer.",
+    ),
+    (
+        "What is the speed of light in a vacuum?",
+        "Light travels at about 299,792 kilometres per second in a vacuum.",
+        "Light travels at about 150,000 kilometres per second in a vacuum.",
+        "That is exact by definition of the metre: 299,792,458 metres per second.",
+    ),
+    (
+        "Who painted the Mona Lisa?",
+        "The Mona Lisa was painted by Leonardo da Vinci.",
+        "The Mona Lisa was painted by Michelangelo.",
+        "It hangs in the Louvre in Paris.",
+    ),
 ]
 
 _SIMPLE = {
     "summarize": [
-        ("Summarize in one sentence: the city council voted to extend the bike lane network by twenty kilometres next year, funded by parking fees.",
-         "The council will add twenty kilometres of bike lanes next year, paid for with parking fees."),
-        ("Summarize this: our quarterly revenue grew eight percent while costs stayed flat, mostly thanks to the new subscription plan.",
-         "Revenue rose eight percent on flat costs, driven mainly by the new subscription plan."),
-        ("Give me a one-line summary of the meeting: we agreed to ship the beta on Friday and postpone the redesign.",
-         "The team will ship the beta on Friday and postpone the redesign."),
+        (
+            "Summarize in one sentence: the city council voted to extend the bike lane network by twenty kilometres next year, funded by parking fees.",
+            "The council will add twenty kilometres of bike lanes next year, paid for with parking fees.",
+        ),
+        (
+            "Summarize this: our quarterly revenue grew eight percent while costs stayed flat, mostly thanks to the new subscription plan.",
+            "Revenue rose eight percent on flat costs, driven mainly by the new subscription plan.",
+        ),
+        (
+            "Give me a one-line summary of the meeting: we agreed to ship the beta on Friday and postpone the redesign.",
+            "The team will ship the beta on Friday and postpone the redesign.",
+        ),
     ],
     "code": [
-        ("Write a Python function that reverses a string.", "def reverse(s):\n    return s[::-1]\nSlicing with a step of minus one walks the string backwards."),
-        ("How do I read a file line by line in Python?", "with open(path) as f:\n    for line in f:\n        print(line.rstrip())\nThe file object is an iterator over its lines."),
-        ("How do I remove duplicates from a list but keep the order?", "list(dict.fromkeys(items)) keeps the first occurrence of each item, in order."),
+        (
+            "Write a Python function that reverses a string.",
+            "def reverse(s):\n    return s[::-1]\nSlicing with a step of minus one walks the string backwards.",
+        ),
+        (
+            "How do I read a file line by line in Python?",
+            "with open(path) as f:\n    for line in f:\n        print(line.rstrip())\nThe file object is an iterator over its lines.",
+        ),
+        (
+            "How do I remove duplicates from a list but keep the order?",
+            "list(dict.fromkeys(items)) keeps the first occurrence of each item, in order.",
+        ),
     ],
     "translation": [
         ("Translate to French: Good morning, how are you?", "Bonjour, comment allez-vous ?"),
@@ -228,34 +331,60 @@ _SIMPLE = {
         ("Translate to German: Thank you for your help.", "Vielen Dank für Ihre Hilfe."),
     ],
     "sql": [
-        ("Write a SQL query that counts orders per customer.", "SELECT customer_id, COUNT(*) AS orders FROM orders GROUP BY customer_id;"),
+        (
+            "Write a SQL query that counts orders per customer.",
+            "SELECT customer_id, COUNT(*) AS orders FROM orders GROUP BY customer_id;",
+        ),
         ("SQL to find the ten most recent signups?", "SELECT * FROM users ORDER BY created_at DESC LIMIT 10;"),
     ],
     "email": [
-        ("Write a short email asking to move our meeting to Thursday.",
-         "Hi Sam, would it be possible to move our meeting to Thursday at the same time? Something came up on Wednesday. Thanks, Alex"),
-        ("Draft a polite reminder about an unpaid invoice.",
-         "Hello, this is a friendly reminder that invoice 1042 is now two weeks past due. Please let us know if anything is unclear. Best regards"),
+        (
+            "Write a short email asking to move our meeting to Thursday.",
+            "Hi Sam, would it be possible to move our meeting to Thursday at the same time? Something came up on Wednesday. Thanks, Alex",
+        ),
+        (
+            "Draft a polite reminder about an unpaid invoice.",
+            "Hello, this is a friendly reminder that invoice 1042 is now two weeks past due. Please let us know if anything is unclear. Best regards",
+        ),
     ],
     "regex": [
-        ("Regex to match a five digit US zip code?", "Use ^\\d{5}$ to match exactly five digits, or ^\\d{5}(-\\d{4})?$ to allow the ZIP+4 form."),
-        ("Regex for an ISO date like 2024-05-17?", "^\\d{4}-\\d{2}-\\d{2}$ checks the shape; it does not check that the month or day exist."),
+        (
+            "Regex to match a five digit US zip code?",
+            "Use ^\\d{5}$ to match exactly five digits, or ^\\d{5}(-\\d{4})?$ to allow the ZIP+4 form.",
+        ),
+        (
+            "Regex for an ISO date like 2024-05-17?",
+            "^\\d{4}-\\d{2}-\\d{2}$ checks the shape; it does not check that the month or day exist.",
+        ),
     ],
     "unit_conversion": [
-        ("How many kilometres is 10 miles?", "10 miles is about 16.09 kilometres, since one mile is 1.609 kilometres."),
-        ("Convert 350 degrees Fahrenheit to Celsius.", "350 degrees Fahrenheit is about 177 degrees Celsius: subtract 32, then multiply by five ninths."),
+        (
+            "How many kilometres is 10 miles?",
+            "10 miles is about 16.09 kilometres, since one mile is 1.609 kilometres.",
+        ),
+        (
+            "Convert 350 degrees Fahrenheit to Celsius.",
+            "350 degrees Fahrenheit is about 177 degrees Celsius: subtract 32, then multiply by five ninths.",
+        ),
     ],
     "poetry": [
-        ("Write a haiku about autumn rain.", "Cold rain on red leaves, / the gutter hums a low song, / summer washes out."),
+        (
+            "Write a haiku about autumn rain.",
+            "Cold rain on red leaves, / the gutter hums a low song, / summer washes out.",
+        ),
         ("A two-line poem about coffee?", "Dark cup before dawn, / the day agrees to begin."),
     ],
     "legal": [
-        ("What is a non-disclosure agreement?",
-         "A non-disclosure agreement is a contract in which parties agree not to share specified confidential information. This is general information, not legal advice."),
+        (
+            "What is a non-disclosure agreement?",
+            "A non-disclosure agreement is a contract in which parties agree not to share specified confidential information. This is general information, not legal advice.",
+        ),
     ],
     "medical": [
-        ("What is a normal resting heart rate for adults?",
-         "For most adults a resting heart rate between 60 and 100 beats per minute is considered normal. This is general information, not medical advice."),
+        (
+            "What is a normal resting heart rate for adults?",
+            "For most adults a resting heart rate between 60 and 100 beats per minute is considered normal. This is general information, not medical advice.",
+        ),
     ],
 }
 
@@ -275,8 +404,11 @@ _FILLER = [
 _FILLER_WORDS = {s: len(s.split()) for s in _FILLER}
 
 _REFINE = [
-    "I also added the missing detail.", "Shortened and made more precise.", "Fixed the wording for our style guide.",
-    "Corrected the key fact.", "Made it friendlier.",
+    "I also added the missing detail.",
+    "Shortened and made more precise.",
+    "Fixed the wording for our style guide.",
+    "Corrected the key fact.",
+    "Made it friendlier.",
 ]
 
 
@@ -330,19 +462,24 @@ def _answer(rng: random.Random, item: _Item, wrong: bool) -> tuple[str, str]:
         a, op, b = item.params
         right = {"+": a + b, "-": a - b, "*": a * b}[op]
         shown = right + rng.choice([-10, -2, -1, 1, 2, 10]) if wrong else right
-        core = (f"{a} {op} {b} = {shown}. Working it step by step: start from {a}, apply {op} {b}, "
-                f"and the result is {shown}.")
+        core = (
+            f"{a} {op} {b} = {shown}. Working it step by step: start from {a}, apply {op} {b}, "
+            f"and the result is {shown}."
+        )
         return _pad(rng, core), f"{a} {op} {b} = {right}."
     if item.task == "qa":
         _, good, bad, extra = _QA[item.params[0]]
         core = f"{bad if wrong else good} {extra}"
         return _pad(rng, core), f"{good} {extra}"
     pairs = _SIMPLE.get(item.task)
-    core = pairs[item.params[0]][1] if pairs else f"Here is a suggestion for your {item.task.replace('_', ' ')} request."
+    core = (
+        pairs[item.params[0]][1] if pairs else f"Here is a suggestion for your {item.task.replace('_', ' ')} request."
+    )
     return _pad(rng, core), f"{core} {rng.choice(_REFINE)}"
 
 
 # -- generation ------------------------------------------------------------------------------------
+
 
 @dataclass
 class _Session:
@@ -387,7 +524,9 @@ def generate(spec: TrafficSpec, settle_window_ms: int) -> Traffic:
     if settle_window_ms < 1000:
         raise ValueError(f"settle_window_ms must be >= 1000 for realistic traffic, got {settle_window_ms}")
     rng = random.Random(spec.seed)
-    aux = random.Random(spec.seed * 7919 + 1)  # personal data and abuse: their own stream, so the join's traffic stays put
+    aux = random.Random(
+        spec.seed * 7919 + 1
+    )  # personal data and abuse: their own stream, so the join's traffic stays put
     personal: dict[str, list[str]] = {}
     toxic: set[str] = set()
     start = spec.start_ms if spec.start_ms is not None else past_start(spec, settle_window_ms)
@@ -426,7 +565,11 @@ def generate(spec: TrafficSpec, settle_window_ms: int) -> Traffic:
             else:
                 n_sessions += 1
                 user = rng.choices(range(n_users), cum_weights=user_cum)[0]
-                remaining = 1 + int(rng.expovariate(1.0 / (spec.mean_session_requests - 1))) if spec.mean_session_requests > 1 else 1
+                remaining = (
+                    1 + int(rng.expovariate(1.0 / (spec.mean_session_requests - 1)))
+                    if spec.mean_session_requests > 1
+                    else 1
+                )
                 session = _Session(_id("sess", spec.seed, start, n_sessions), f"user-{user:04d}", t, remaining)
 
         request_id = _id("req", spec.seed, start, i)
@@ -478,17 +621,28 @@ def generate(spec: TrafficSpec, settle_window_ms: int) -> Traffic:
         expected = _expect(behaviour, [k for _, k in acts])
         out_of_order = bool(acts) and not late and rng.random() < spec.out_of_order_rate
         interaction = {
-            "request_id": request_id, "session_id": session.session_id, "user_id": session.user_id,
-            "event_time": t, "model_version": spec.model_version, "variant": _weighted(rng, spec.variants),
-            "task_type": item.task, "prompt": prompt, "response": response,
-            "retrieved_context": _context(rng, item), "latency_ms": round(rng.lognormvariate(math.log(900), 0.5), 1),
-            "uncertainty": _uncertainty(rng, behaviour), "metadata": {"source": "simulate", "seed": str(spec.seed)},
+            "request_id": request_id,
+            "session_id": session.session_id,
+            "user_id": session.user_id,
+            "event_time": t,
+            "model_version": spec.model_version,
+            "variant": _weighted(rng, spec.variants),
+            "task_type": item.task,
+            "prompt": prompt,
+            "response": response,
+            "retrieved_context": _context(rng, item),
+            "latency_ms": round(rng.lognormvariate(math.log(900), 0.5), 1),
+            "uncertainty": _uncertainty(rng, behaviour),
+            "metadata": {"source": "simulate", "seed": str(spec.seed)},
         }
         queue(acts[0][0] + 1 if out_of_order else t, SimEvent(INTERACTION, interaction))
         dups = 0
         for at, kind in acts:
             record = {
-                "request_id": request_id, "user_id": session.user_id, "event_time": at, "action": kind,
+                "request_id": request_id,
+                "user_id": session.user_id,
+                "event_time": at,
+                "action": kind,
                 "correction": correction if kind == "corrected" else None,
                 "rating": float(_rating(rng, behaviour)) if kind == "rated" else None,
                 "session_id": session.session_id,
@@ -498,10 +652,22 @@ def generate(spec: TrafficSpec, settle_window_ms: int) -> Traffic:
                 dups += 1
                 queue(at + rng.randint(0, 5000), SimEvent(ACTION, dict(record), duplicate=True))
 
-        requests.append(SimRequest(
-            request_id, session.session_id, session.user_id, t, item.task, behaviour,
-            [k for _, k in acts], expected, out_of_order, late, dups, successor_of,
-        ))
+        requests.append(
+            SimRequest(
+                request_id,
+                session.session_id,
+                session.user_id,
+                t,
+                item.task,
+                behaviour,
+                [k for _, k in acts],
+                expected,
+                out_of_order,
+                late,
+                dups,
+                successor_of,
+            )
+        )
         regen_at = next((at for at, k in acts if k == "regenerated"), None)
         session.remaining -= 1
         if regen_at is not None:
@@ -509,7 +675,9 @@ def generate(spec: TrafficSpec, settle_window_ms: int) -> Traffic:
             session.ready_at = regen_at + rng.randint(500, 3000)  # the new answer comes after the click
             heapq.heappush(repeats, (session.ready_at, seq, session))
         elif session.remaining > 0:
-            session.ready_at = max([t] + [at for at, _ in acts if at <= t + settle_window_ms]) + rng.randint(2000, 60000)
+            session.ready_at = max([t] + [at for at, _ in acts if at <= t + settle_window_ms]) + rng.randint(
+                2000, 60000
+            )
             heapq.heappush(busy, (session.ready_at, seq, session))
 
     sendq.sort(key=lambda x: (x[0], x[1]))
@@ -572,7 +740,7 @@ def _luhn_card(rng: random.Random) -> str:
         total += d - 9 if d > 9 else d
     digits.append((10 - total % 10) % 10)
     text = "".join(map(str, digits))
-    return " ".join(text[i:i + 4] for i in range(0, 16, 4))
+    return " ".join(text[i : i + 4] for i in range(0, 16, 4))
 
 
 def _personal_value(rng: random.Random) -> tuple[str, str]:
@@ -582,8 +750,13 @@ def _personal_value(rng: random.Random) -> tuple[str, str]:
         v = f"{rng.choice(_FIRST)}.{rng.choice(_LAST)}{rng.randrange(100)}@example.com"
         return f"You can reach me at {v} if needed.", v
     if kind == 1:
-        v = rng.choice([f"(415) 555-{rng.randrange(10000):04d}", f"+44 20 7946 {rng.randrange(10000):04d}",
-                        f"+1 212 555 {rng.randrange(10000):04d}"])
+        v = rng.choice(
+            [
+                f"(415) 555-{rng.randrange(10000):04d}",
+                f"+44 20 7946 {rng.randrange(10000):04d}",
+                f"+1 212 555 {rng.randrange(10000):04d}",
+            ]
+        )
         return f"Call me on {v} tomorrow.", v
     if kind == 2:
         v = _luhn_card(rng)
@@ -632,6 +805,7 @@ def _rating(rng: random.Random, behaviour: str) -> int:
 
 # -- sending ---------------------------------------------------------------------------------------
 
+
 class EventTimeConflict(SettingsError, ValueError):
     """The traffic cannot be placed in event time: after what the topics hold, it would run further
     ahead of the wall clock than the join accepts (`max_event_ahead_ms`)."""
@@ -649,8 +823,14 @@ def claimed_event_time(settings, *, last: int = 32, timeout: float = 10.0) -> in
     codec = Codec()
     bound = getattr(settings, "max_event_ahead_ms", -1)
     now_ms = int(time.time() * 1000)
-    c = Consumer({"bootstrap.servers": settings.broker_url, "group.id": f"flywheel-simulate-{time.time_ns()}",
-                  "enable.auto.commit": False, "auto.offset.reset": "earliest"})
+    c = Consumer(
+        {
+            "bootstrap.servers": settings.broker_url,
+            "group.id": f"flywheel-simulate-{time.time_ns()}",
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+        }
+    )
     best: int | None = None
     try:
         kind_of, assign, ends = {}, [], {}
@@ -715,9 +895,13 @@ def place(traffic: Traffic, settings, *, tail_ticks: bool = True, claimed: int |
             f"the topics already hold event time up to {claimed} (an earlier run's); this traffic must come after "
             f"it and would then reach {ahead // 60_000} min ahead of the wall clock, past FLYWHEEL_MAX_EVENT_AHEAD_MS "
             f"({bound // 60_000} min): the join would refuse it. Send it to fresh topics (`flywheel up --data-dir` "
-            f"a new directory), or start the stack with FLYWHEEL_MAX_EVENT_AHEAD_MS=-1 for synthetic future-dated traffic")
-    log.info("traffic moved %d ms later in event time, after what the topics hold", delta,
-             extra={"event": "simulate_moved", "moved_ms": delta, "claimed_ms": claimed})
+            f"a new directory), or start the stack with FLYWHEEL_MAX_EVENT_AHEAD_MS=-1 for synthetic future-dated traffic"
+        )
+    log.info(
+        "traffic moved %d ms later in event time, after what the topics hold",
+        delta,
+        extra={"event": "simulate_moved", "moved_ms": delta, "claimed_ms": claimed},
+    )
     return moved
 
 
@@ -744,8 +928,13 @@ def send(
         watermark_delay_ms = producer.settings.watermark_delay_ms
     first = traffic.first_event_time
     traffic = place(traffic, producer.settings, tail_ticks=tail_ticks)
-    counts = {"interactions": 0, "actions": 0, "duplicates": 0, "ticks": 0,
-              "moved_ms": traffic.first_event_time - first}
+    counts = {
+        "interactions": 0,
+        "actions": 0,
+        "duplicates": 0,
+        "ticks": 0,
+        "moved_ms": traffic.first_event_time - first,
+    }
     began = time.monotonic()
     for n, event in enumerate(traffic.events):
         if rate:
@@ -762,6 +951,12 @@ def send(
     if tail_ticks and traffic.events:
         counts["ticks"] = producer.heartbeat(traffic.last_event_time + settle_window_ms + watermark_delay_ms + 1)
     producer.flush(flush_timeout)
-    log.info("sent interactions=%d actions=%d duplicates=%d ticks=%d", counts["interactions"], counts["actions"],
-             counts["duplicates"], counts["ticks"], extra={"event": "simulate_sent", **counts})
+    log.info(
+        "sent interactions=%d actions=%d duplicates=%d ticks=%d",
+        counts["interactions"],
+        counts["actions"],
+        counts["duplicates"],
+        counts["ticks"],
+        extra={"event": "simulate_sent", **counts},
+    )
     return counts

@@ -36,9 +36,11 @@ def embedded_stack(settings: Settings) -> Iterator[Settings]:
             started.append(broker)
             # the embedded broker never evicts a member that died without leaving the group, so the
             # worker uses static membership: a restarted worker takes its partitions back at once
-            settings = settings.replace(kafka_bootstrap=broker.bootstrap,
-                                        worker_id=settings.worker_id or f"{socket.gethostname()}-0",
-                                        empty_fetch_backoff_ms=settings.empty_fetch_backoff_ms or EMBEDDED_FETCH_BACKOFF_MS)
+            settings = settings.replace(
+                kafka_bootstrap=broker.bootstrap,
+                worker_id=settings.worker_id or f"{socket.gethostname()}-0",
+                empty_fetch_backoff_ms=settings.empty_fetch_backoff_ms or EMBEDDED_FETCH_BACKOFF_MS,
+            )
             log.info("embedded broker started", extra={"bootstrap": broker.bootstrap, "pid": broker.pid})
         if not redis_answers(settings.redis_url):
             server = EmbeddedRedis(settings.redis_url, data / "redis")
@@ -54,8 +56,10 @@ def embedded_stack(settings: Settings) -> Iterator[Settings]:
 
 def supervisor(settings: Settings) -> Supervisor:
     """A supervisor with the restart backoff of `settings`; a worker gets its shutdown grace to stop."""
-    return Supervisor(Backoff(settings.restart_backoff_s, settings.restart_backoff_max_s),
-                      stop_timeout_s=settings.shutdown_grace_s + 10)
+    return Supervisor(
+        Backoff(settings.restart_backoff_s, settings.restart_backoff_max_s),
+        stop_timeout_s=settings.shutdown_grace_s + 10,
+    )
 
 
 def flywheel_command(*argv: str) -> list[str]:

@@ -66,8 +66,9 @@ class Backoff:
 class Role:
     """One supervised child: its command, its current process and its restart state."""
 
-    def __init__(self, name: str, argv: Sequence[str], env: Mapping[str, str] | None, log_path: Path | None,
-                 backoff: Backoff):
+    def __init__(
+        self, name: str, argv: Sequence[str], env: Mapping[str, str] | None, log_path: Path | None, backoff: Backoff
+    ):
         self.name = name
         self.argv = list(argv)
         self.env = dict(env) if env is not None else None
@@ -91,15 +92,22 @@ class Role:
         # without a log file a role writes to our stderr, so that our stdout stays ours (`up` prints its
         # addresses there); a process group of its own: Ctrl-C reaches `flywheel up` alone, which stops
         # the roles in order
-        self.proc = subprocess.Popen(self.argv, env=self.env, stdin=subprocess.DEVNULL,
-                                     stdout=self._out if self._out is not None else _stderr_fd(),
-                                     stderr=subprocess.STDOUT if self._out is not None else None, process_group=0,
-                                     preexec_fn=die_with_parent())
+        self.proc = subprocess.Popen(
+            self.argv,
+            env=self.env,
+            stdin=subprocess.DEVNULL,
+            stdout=self._out if self._out is not None else _stderr_fd(),
+            stderr=subprocess.STDOUT if self._out is not None else None,
+            process_group=0,
+            preexec_fn=die_with_parent(),
+        )
         self._started_at = time.monotonic()
 
     def start(self) -> None:
         self._spawn()
-        log.info(f"{self.name} started", extra={"role": self.name, "pid": self.proc.pid, "command": " ".join(self.argv[1:])})
+        log.info(
+            f"{self.name} started", extra={"role": self.name, "pid": self.proc.pid, "command": " ".join(self.argv[1:])}
+        )
 
     def check(self, now: float) -> None:
         """Notice an exit and schedule the restart; restart when it is due."""
@@ -112,7 +120,9 @@ class Role:
             except OSError as exc:
                 self._exited(now, None, str(exc))
                 return
-            log.warning(f"{self.name} restarted", extra={"role": self.name, "pid": self.proc.pid, "restarts": self.restarts})
+            log.warning(
+                f"{self.name} restarted", extra={"role": self.name, "pid": self.proc.pid, "restarts": self.restarts}
+            )
             return
         code = self.proc.poll()
         if code is not None:
@@ -124,8 +134,13 @@ class Role:
             self._delay = self.backoff.first_s
         self.proc = None
         self._due = now + self._delay
-        extra = {"role": self.name, "exit_code": code, "uptime_s": round(uptime, 1), "restarts": self.restarts,
-                 "restart_in_s": self._delay}
+        extra = {
+            "role": self.name,
+            "exit_code": code,
+            "uptime_s": round(uptime, 1),
+            "restarts": self.restarts,
+            "restart_in_s": self._delay,
+        }
         if code is not None and code < 0:
             extra["signal"] = signal.Signals(-code).name
         if error:
@@ -142,7 +157,9 @@ class Role:
             try:
                 self.proc.wait(max(0.0, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
-                log.warning(f"{self.name} did not stop in time; killing it", extra={"role": self.name, "pid": self.proc.pid})
+                log.warning(
+                    f"{self.name} did not stop in time; killing it", extra={"role": self.name, "pid": self.proc.pid}
+                )
                 self.proc.kill()
                 self.proc.wait()
             log.info(f"{self.name} stopped", extra={"role": self.name, "exit_code": self.proc.returncode})
@@ -167,8 +184,9 @@ class Supervisor:
         self._error: BaseException | None = None
         self._thread: threading.Thread | None = None
 
-    def add(self, name: str, argv: Sequence[str], env: Mapping[str, str] | None = None,
-            log_path: Path | None = None) -> Role:
+    def add(
+        self, name: str, argv: Sequence[str], env: Mapping[str, str] | None = None, log_path: Path | None = None
+    ) -> Role:
         if self._thread is not None:
             raise RuntimeError("add roles before the supervisor starts")
         role = Role(name, argv, env, log_path, self.backoff)

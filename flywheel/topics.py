@@ -32,8 +32,10 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
     state changelogs are compacted (latest value per key, kept for ever)."""
     keep = {"retention.ms": str(settings.retention_ms), "cleanup.policy": "delete"}
     specs = [TopicSpec(name, settings.partitions, dict(keep)) for name in settings.topics.all()]
-    specs += [TopicSpec(settings.changelog_topic(store), settings.partitions, {"cleanup.policy": "compact"})
-              for store in STATE_STORES]
+    specs += [
+        TopicSpec(settings.changelog_topic(store), settings.partitions, {"cleanup.policy": "compact"})
+        for store in STATE_STORES
+    ]
     return specs
 
 
@@ -51,18 +53,28 @@ def create_topics(settings: Settings, timeout: float = 15.0) -> dict[str, str]:
     admin = admin_client(settings)
     existing = partition_counts(admin, timeout)
     done: dict[str, str] = {}
-    new = [NewTopic(s.name, num_partitions=s.partitions, replication_factor=settings.replication_factor, config=s.config)
-           for s in topic_specs(settings) if s.name not in existing]
-    grow = [NewPartitions(s.name, s.partitions) for s in topic_specs(settings)
-            if s.name in existing and existing[s.name] < s.partitions]
+    new = [
+        NewTopic(s.name, num_partitions=s.partitions, replication_factor=settings.replication_factor, config=s.config)
+        for s in topic_specs(settings)
+        if s.name not in existing
+    ]
+    grow = [
+        NewPartitions(s.name, s.partitions)
+        for s in topic_specs(settings)
+        if s.name in existing and existing[s.name] < s.partitions
+    ]
     for spec in topic_specs(settings):
         if spec.name in existing and existing[spec.name] > spec.partitions:
-            raise TopicError(f"topic {spec.name} has {existing[spec.name]} partitions, more than the configured "
-                             f"{spec.partitions}; set FLYWHEEL_PARTITIONS={existing[spec.name]}")
+            raise TopicError(
+                f"topic {spec.name} has {existing[spec.name]} partitions, more than the configured "
+                f"{spec.partitions}; set FLYWHEEL_PARTITIONS={existing[spec.name]}"
+            )
         if spec.name in existing and existing[spec.name] == spec.partitions:
             done[spec.name] = "exists"
-    for futures, verb in ((admin.create_topics(new, operation_timeout=timeout) if new else {}, "created"),
-                          (admin.create_partitions(grow, operation_timeout=timeout) if grow else {}, "grown")):
+    for futures, verb in (
+        (admin.create_topics(new, operation_timeout=timeout) if new else {}, "created"),
+        (admin.create_partitions(grow, operation_timeout=timeout) if grow else {}, "grown"),
+    ):
         for name, fut in futures.items():
             try:
                 fut.result(timeout)

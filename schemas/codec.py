@@ -130,7 +130,9 @@ def _shipped_schema_files() -> list[tuple[str, str]]:
 class Codec:
     """Encodes the current version of each event; decodes any known version into the current one."""
 
-    def __init__(self, versions: Mapping[str, list[SchemaVersion]] | None = None, limits: InputLimits = DEFAULT_LIMITS):
+    def __init__(
+        self, versions: Mapping[str, list[SchemaVersion]] | None = None, limits: InputLimits = DEFAULT_LIMITS
+    ):
         self.limits = limits
         self._versions = dict(versions or load_schema_versions(_shipped_schema_files()))
         self._current = {name: vs[-1] for name, vs in self._versions.items()}
@@ -159,7 +161,9 @@ class Codec:
         try:
             fastavro.schemaless_writer(buf, schema.parsed, record)
         except (TypeError, ValueError, KeyError, AttributeError, OverflowError) as exc:
-            raise EncodeError(f"{name}: record does not fit the schema ({type(exc).__name__}); see Codec.check") from None
+            raise EncodeError(
+                f"{name}: record does not fit the schema ({type(exc).__name__}); see Codec.check"
+            ) from None
         return buf.getvalue()
 
     def check(self, name: str, record: Mapping[str, Any]) -> None:
@@ -283,9 +287,13 @@ def parse_json(data: bytes, limits: InputLimits = DEFAULT_LIMITS) -> Any:
     except DecodeError:
         raise
     except RecursionError:
-        raise DecodeError("too_deep", f"JSON nested deeper than the parser can follow (limit {limits.max_depth})") from None
+        raise DecodeError(
+            "too_deep", f"JSON nested deeper than the parser can follow (limit {limits.max_depth})"
+        ) from None
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise DecodeError("invalid_json", f"not JSON ({type(exc).__name__} at byte {getattr(exc, 'pos', '?')})") from None
+        raise DecodeError(
+            "invalid_json", f"not JSON ({type(exc).__name__} at byte {getattr(exc, 'pos', '?')})"
+        ) from None
     except (ValueError, TypeError) as exc:  # int digits beyond sys.get_int_max_str_digits, a non-bytes value
         raise DecodeError("int_out_of_range" if "digit" in str(exc) else "invalid_json", type(exc).__name__) from None
     _check_tree(obj, limits)

@@ -27,11 +27,22 @@ INSTRUCTION_ROLES = ("system", "developer")
 CONVERSATION_FIELDS = ("system", "messages", "tools", "response_tool_calls")
 
 
-def message(role: str, content: str = "", *, name: str | None = None, tool_calls: Iterable[Mapping] = (),
-            tool_call_id: str | None = None) -> dict:
+def message(
+    role: str,
+    content: str = "",
+    *,
+    name: str | None = None,
+    tool_calls: Iterable[Mapping] = (),
+    tool_call_id: str | None = None,
+) -> dict:
     """A turn with every key of the schema's Message."""
-    return {"role": role, "content": content, "name": name, "tool_calls": [tool_call(**t) for t in tool_calls],
-            "tool_call_id": tool_call_id}
+    return {
+        "role": role,
+        "content": content,
+        "name": name,
+        "tool_calls": [tool_call(**t) for t in tool_calls],
+        "tool_call_id": tool_call_id,
+    }
 
 
 def tool_call(name: str, arguments: str = "", id: str = "") -> dict:
@@ -48,9 +59,13 @@ def _full_message(m: Any) -> Any:
     if not isinstance(m, dict):
         return m
     calls = m.get("tool_calls") or []
-    return {"role": m.get("role"), "content": m.get("content", ""), "name": m.get("name"),
-            "tool_calls": [_full_call(c) for c in calls] if isinstance(calls, list) else calls,
-            "tool_call_id": m.get("tool_call_id")}
+    return {
+        "role": m.get("role"),
+        "content": m.get("content", ""),
+        "name": m.get("name"),
+        "tool_calls": [_full_call(c) for c in calls] if isinstance(calls, list) else calls,
+        "tool_call_id": m.get("tool_call_id"),
+    }
 
 
 def _full_call(c: Any) -> Any:

@@ -70,7 +70,9 @@ class FutureEvent(InvalidEvent):
 
 def _require_time(kind: str, value: Any) -> None:
     if isinstance(value, bool) or not isinstance(value, int):
-        raise InvalidEvent(f"{kind}.event_time must be an integer of milliseconds since the epoch, got {type(value).__name__}")
+        raise InvalidEvent(
+            f"{kind}.event_time must be an integer of milliseconds since the epoch, got {type(value).__name__}"
+        )
     if value < MIN_EVENT_TIME_MS:
         raise InvalidEvent(f"{kind}.event_time must be milliseconds since the epoch, got {value} (seconds?)")
     if value >= MAX_EVENT_TIME_MS:
@@ -154,7 +156,9 @@ class UserAction(_Record):
             raise InvalidEvent("action.correction must hold the corrected text when action is 'corrected'")
         if self.action == "rated":
             if isinstance(self.rating, bool) or not isinstance(self.rating, (int, float)) or not 1 <= self.rating <= 5:
-                raise InvalidEvent(f"action.rating must be a number from 1 to 5 when action is 'rated', got {_shown(self.rating)}")
+                raise InvalidEvent(
+                    f"action.rating must be a number from 1 to 5 when action is 'rated', got {_shown(self.rating)}"
+                )
         return self
 
 
@@ -260,7 +264,9 @@ class ReviewVerdict(_Record):
         if not isinstance(self.passed, bool):
             raise InvalidEvent("verdict.passed must be true or false")
         if not 0.0 < self.sample_probability <= 1.0:
-            raise InvalidEvent(f"verdict.sample_probability must be within (0, 1], got {_shown(self.sample_probability)}")
+            raise InvalidEvent(
+                f"verdict.sample_probability must be within (0, 1], got {_shown(self.sample_probability)}"
+            )
         return self
 
 

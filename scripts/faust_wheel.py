@@ -43,9 +43,25 @@ def build(out_dir: Path) -> Path:
     if done:
         return done[0]
     with tempfile.TemporaryDirectory() as tmp:
-        subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--disable-pip-version-check", "--no-deps",
-                        "--only-binary", ":all:", f"faust-streaming=={VERSION}", "-d", tmp],
-                       check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "-q",
+                "--disable-pip-version-check",
+                "--no-deps",
+                "--only-binary",
+                ":all:",
+                f"faust-streaming=={VERSION}",
+                "-d",
+                tmp,
+            ],
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
         (src,) = Path(tmp).glob("faust_streaming-*.whl")
         old_info, new_info = f"faust_streaming-{VERSION}.dist-info", f"faust_streaming-{LOCAL}.dist-info"
         dest = out_dir / src.name.replace(f"-{VERSION}-", f"-{LOCAL}-")
@@ -55,7 +71,7 @@ def build(out_dir: Path) -> Path:
             for info in zin.infolist():
                 name, data = info.filename, zin.read(info.filename)
                 if name.startswith(old_info + "/"):
-                    name = new_info + name[len(old_info):]
+                    name = new_info + name[len(old_info) :]
                     if name.endswith("/RECORD"):
                         continue  # written last, for the new names and hashes
                     if name.endswith("/METADATA"):

@@ -217,6 +217,7 @@ def _redis(settings: Settings):
 def _sender(app: faust.App):
     async def send(topic: str, key: bytes | None, value: bytes, partition: int):
         return await app.producer.send(topic, key, value, partition, None, None)
+
     return send
 
 
@@ -225,8 +226,15 @@ def create_review_runner(app: faust.App, settings: Settings, codec: Codec, metri
     from streams.review.agent import ReviewRunner, add_review_agent
 
     policy = GatePolicy.load(settings.gate_policy)  # the [review] section
-    runner = ReviewRunner(settings, policy.review, codec, metrics, _redis(settings), _sender(app),
-                          window_days=policy.datasets.window_days)
+    runner = ReviewRunner(
+        settings,
+        policy.review,
+        codec,
+        metrics,
+        _redis(settings),
+        _sender(app),
+        window_days=policy.datasets.window_days,
+    )
     add_review_agent(app, settings, runner)
     return runner
 
@@ -252,8 +260,9 @@ def create_guard_runner(app: faust.App, settings: Settings, codec: Codec, regist
     if not policy.guards.enabled:
         return None
     client = _redis(settings)
-    runner = GuardRunner(settings, keeper_for(client, settings.app_id, policy), codec, GuardMetrics(registry), client,
-                         _sender(app))
+    runner = GuardRunner(
+        settings, keeper_for(client, settings.app_id, policy), codec, GuardMetrics(registry), client, _sender(app)
+    )
     add_guard_agents(app, settings, runner)
     return runner
 
@@ -267,8 +276,14 @@ def create_gate_runner(app: faust.App, settings: Settings, codec: Codec, metrics
     client = _redis(settings)
 
     def build():
-        return build_gate(policy, redis_client=client, key_prefix=settings.app_id, observe_stage=metrics.observe_stage,
-                          spacy_cache=str(Path(settings.data_dir) / "models"), threads=settings.gate_threads)
+        return build_gate(
+            policy,
+            redis_client=client,
+            key_prefix=settings.app_id,
+            observe_stage=metrics.observe_stage,
+            spacy_cache=str(Path(settings.data_dir) / "models"),
+            threads=settings.gate_threads,
+        )
 
     runner = GateRunner(settings, build, codec, metrics, client, _sender(app))
     add_gate_agent(app, settings, runner)

@@ -60,8 +60,13 @@ class ChangelogStore:
             return 0
         self.drop_partitions(partitions)
         tps = [TopicPartition(self.topic, p) for p in partitions]
-        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None,
-                                    auto_offset_reset="earliest", max_partition_fetch_bytes=8 * 1024 * 1024)
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=bootstrap,
+            enable_auto_commit=False,
+            group_id=None,
+            auto_offset_reset="earliest",
+            max_partition_fetch_bytes=8 * 1024 * 1024,
+        )
         await consumer.start()
         applied = 0
         try:
@@ -87,6 +92,8 @@ class ChangelogStore:
                         remaining.discard(tp)
         finally:
             await consumer.stop()
-        log.info("changelog restored", extra={"topic": self.topic, "partitions": partitions, "records": applied,
-                                              "keys": len(self._data)})
+        log.info(
+            "changelog restored",
+            extra={"topic": self.topic, "partitions": partitions, "records": applied, "keys": len(self._data)},
+        )
         return applied

@@ -55,6 +55,7 @@ class BatchRunner:
             finally:
                 self._in_hand = None
                 self._idle.set()
+
         return run
 
     async def finish(self, timeout: float = FINISH_BATCH_S) -> bool:
@@ -69,8 +70,9 @@ class BatchRunner:
         events = self._in_hand
         if events is not None:
             hold(events)
-            self.log.warning(f"{self.name} stopping with a batch unfinished", extra={"records": len(events),
-                                                                                    "waited_s": timeout})
+            self.log.warning(
+                f"{self.name} stopping with a batch unfinished", extra={"records": len(events), "waited_s": timeout}
+            )
         return events is None
 
     async def _off_loop(self, fn, *args):
@@ -82,24 +84,47 @@ class BatchRunner:
             try:
                 return await attempt()
             except Exception as exc:
-                self.log.error(f"{self.name} retrying", extra={"step": what, "error": type(exc).__name__,
-                                                               "detail": str(exc)[:200], "retry_in_s": delay})
+                self.log.error(
+                    f"{self.name} retrying",
+                    extra={"step": what, "error": type(exc).__name__, "detail": str(exc)[:200], "retry_in_s": delay},
+                )
                 await asyncio.sleep(delay)
                 delay = min(RETRY_MAX_S, delay * 2)
 
     async def _send_dead(self, dead: Sequence[DeadLetter]) -> list:
         acks = []
         for dl in dead:
-            acks.append(await self.send(self.settings.topic_deadletter, dl.key, self.codec.encode("deadletter", dl.to_dict()),
-                                        dl.source_partition))
-            self.log.warning("dead letter", extra={"reason": dl.reason, "detail": dl.detail, "topic": dl.source_topic,
-                                                   "partition": dl.source_partition, "offset": dl.source_offset})
+            acks.append(
+                await self.send(
+                    self.settings.topic_deadletter,
+                    dl.key,
+                    self.codec.encode("deadletter", dl.to_dict()),
+                    dl.source_partition,
+                )
+            )
+            self.log.warning(
+                "dead letter",
+                extra={
+                    "reason": dl.reason,
+                    "detail": dl.detail,
+                    "topic": dl.source_topic,
+                    "partition": dl.source_partition,
+                    "offset": dl.source_offset,
+                },
+            )
         return acks
 
     async def _announce(self, events: Sequence[ModelEvent]) -> None:
         """Decisions on `flywheel.models`, acknowledged by the broker before the caller goes on."""
-        acks = [await self.send(self.settings.topic_models, (e.version or "").encode(), self.codec.encode("model_event", e.to_dict()),
-                                None) for e in events]
+        acks = [
+            await self.send(
+                self.settings.topic_models,
+                (e.version or "").encode(),
+                self.codec.encode("model_event", e.to_dict()),
+                None,
+            )
+            for e in events
+        ]
         if acks:
             await asyncio.gather(*acks)
 

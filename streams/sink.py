@@ -26,7 +26,9 @@ class BatchSink:
         self._producer_factory = producer_factory  # -> aiokafka.AIOKafkaProducer (started)
         self._pending: dict[tuple[str, int], list[tuple[bytes | None, bytes | None, list]]] = defaultdict(list)
 
-    def add(self, topic: str, partition: int, key: bytes | None, value: bytes | None, headers: list = _NO_HEADERS) -> None:
+    def add(
+        self, topic: str, partition: int, key: bytes | None, value: bytes | None, headers: list = _NO_HEADERS
+    ) -> None:
         self._pending[(topic, partition)].append((key, value, headers))
 
     def __len__(self) -> int:
@@ -46,7 +48,9 @@ class BatchSink:
                     futures.append(await producer.send_batch(batch, topic, partition=partition))
                     batch = producer.create_batch()
                     if batch.append(key=key, value=value, timestamp=None, headers=headers) is None:
-                        raise OutputError(f"a record of {len(value or b'')} bytes does not fit in one batch for {topic}")
+                        raise OutputError(
+                            f"a record of {len(value or b'')} bytes does not fit in one batch for {topic}"
+                        )
             futures.append(await producer.send_batch(batch, topic, partition=partition))
             n += len(records)
         results = await asyncio.gather(*futures, return_exceptions=True)

@@ -32,9 +32,14 @@ def adapted(loaded: LoadedModel, settings: LoraSettings) -> Iterator[AdapterRepo
     """Inside: `loaded.model` carries trainable adapters and nothing else trains. After: merged, plain."""
     from peft import LoraConfig, get_peft_model
 
-    config = LoraConfig(r=settings.r, lora_alpha=settings.alpha, lora_dropout=settings.dropout, task_type="CAUSAL_LM",
-                        target_modules=list(settings.targets) or None,
-                        fan_in_fan_out=loaded.model.config.model_type == "gpt2")  # GPT-2 keeps weights as Conv1D
+    config = LoraConfig(
+        r=settings.r,
+        lora_alpha=settings.alpha,
+        lora_dropout=settings.dropout,
+        task_type="CAUSAL_LM",
+        target_modules=list(settings.targets) or None,
+        fan_in_fan_out=loaded.model.config.model_type == "gpt2",
+    )  # GPT-2 keeps weights as Conv1D
     base = loaded.model
     loaded.model = get_peft_model(base, config)
     trainable, total = loaded.model.get_nb_trainable_parameters()

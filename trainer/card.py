@@ -56,8 +56,11 @@ _PLAIN_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*")
 def _key(k: Any) -> str:
     """A mapping key: plain when it is a simple name, else quoted (as in streams/datasets/card.py)."""
     k = str(k)
-    return k if _PLAIN_KEY.fullmatch(k) and k.lower() not in ("true", "false", "null", "yes", "no", "on", "off") \
+    return (
+        k
+        if _PLAIN_KEY.fullmatch(k) and k.lower() not in ("true", "false", "null", "yes", "no", "on", "off")
         else json.dumps(k, ensure_ascii=False)
+    )
 
 
 def _yaml_scalar(value: Any) -> str:
@@ -96,7 +99,9 @@ def render(meta: Mapping[str, Any]) -> str:
     """The README.md of a registered model (or an imported base), from its registry metadata."""
     version = str(meta.get("version") or meta.get("name") or "")
     base = meta.get("base_model") or ""
-    lineage = list(meta.get("lineage") or meta.get("datasets") or ([meta["dataset_id"]] if meta.get("dataset_id") else []))
+    lineage = list(
+        meta.get("lineage") or meta.get("datasets") or ([meta["dataset_id"]] if meta.get("dataset_id") else [])
+    )
     rows = scores(meta)
     hyper = dict(sorted((meta.get("hyperparameters") or {}).items()))
     header = {
@@ -122,12 +127,18 @@ def render(meta: Mapping[str, Any]) -> str:
             "source": meta.get("source"),
         },
     }
-    score_lines = "\n".join(
-        f"| {r['metric']} | {_num(r['score'])} | {_num(r['incumbent'])} | {_num(r['delta'])} | "
-        f"{'[' + _num(r['interval'][0]) + ', ' + _num(r['interval'][1]) + ']' if r['interval'] else ''} |" for r in rows
-    ) or "| (not evaluated) | | | | |"
+    score_lines = (
+        "\n".join(
+            f"| {r['metric']} | {_num(r['score'])} | {_num(r['incumbent'])} | {_num(r['delta'])} | "
+            f"{'[' + _num(r['interval'][0]) + ', ' + _num(r['interval'][1]) + ']' if r['interval'] else ''} |"
+            for r in rows
+        )
+        or "| (not evaluated) | | | | |"
+    )
     recipe_lines = "\n".join(f"| {k} | {v} |" for k, v in hyper.items()) or "| (none recorded) | |"
-    lineage_lines = "\n".join(f"- `{d}`" for d in lineage) or "- (none: trained on synthetic examples only, or imported)"
+    lineage_lines = (
+        "\n".join(f"- `{d}`" for d in lineage) or "- (none: trained on synthetic examples only, or imported)"
+    )
     conf = (meta.get("metrics") or {}).get("confidence")
     body = f"""
 # flywheel model `{version}`

@@ -35,7 +35,7 @@ def shingles(text: str, k: int = 3) -> frozenset[str]:
         return frozenset()
     if len(words) < k:
         return frozenset((" ".join(words),))
-    return frozenset(" ".join(words[i:i + k]) for i in range(len(words) - k + 1))
+    return frozenset(" ".join(words[i : i + k]) for i in range(len(words) - k + 1))
 
 
 def jaccard(a: frozenset[str], b: frozenset[str]) -> float:
@@ -98,7 +98,7 @@ class ContaminationIndex:
         # shortening the probe, which would lose hits; a longer probe is only slower.
         postings = self._postings
         need = max(1, math.ceil(self.threshold * len(grams) - 1e-9))
-        probe = sorted(grams, key=lambda g: len(postings.get(g, ())))[:len(grams) - need + 1]
+        probe = sorted(grams, key=lambda g: len(postings.get(g, ())))[: len(grams) - need + 1]
         candidates: set[int] = set()
         for gram in probe:
             candidates.update(postings.get(gram, ()))
@@ -108,8 +108,11 @@ class ContaminationIndex:
             if similarity < self.threshold:
                 continue
             golden_id = self._ids[number]
-            if best is None or similarity > best.similarity or (
-                    similarity == best.similarity and golden_id < best.golden_id):
+            if (
+                best is None
+                or similarity > best.similarity
+                or (similarity == best.similarity and golden_id < best.golden_id)
+            ):
                 best = Hit(golden_id, "near", similarity)
         return best
 
@@ -126,8 +129,10 @@ class ContaminationReport:
         """One line for logs and refusals: counts and golden ids, never prompt text."""
         if not self.hits:
             return f"no training prompt matches a golden item ({self.checked} checked)"
-        shown = ", ".join(f"{h.golden_id} exact" if h.kind == "exact" else f"{h.golden_id} near {h.similarity:.2f}"
-                          for h in self.examples)
+        shown = ", ".join(
+            f"{h.golden_id} exact" if h.kind == "exact" else f"{h.golden_id} near {h.similarity:.2f}"
+            for h in self.examples
+        )
         noun = "training prompt matches" if self.hits == 1 else "training prompts match"
         return f"{self.hits} {noun} golden items (first: {shown})"
 
@@ -149,7 +154,9 @@ class TooContaminated(ValueError):
     """More of a dataset's records copy golden items than the policy lets the trainer drop."""
 
 
-def drop(index: ContaminationIndex, groups: Sequence[Sequence], max_share: float) -> tuple[list[list], ContaminationReport]:
+def drop(
+    index: ContaminationIndex, groups: Sequence[Sequence], max_share: float
+) -> tuple[list[list], ContaminationReport]:
     """Each group of records (anything with a `.prompt`: examples, pairs) less the ones whose
     prompt copies a golden item, and the report of what was dropped. Raises TooContaminated when
     the share dropped (of all records in all groups) passes `max_share`: a dataset that is mostly
@@ -170,6 +177,7 @@ def drop(index: ContaminationIndex, groups: Sequence[Sequence], max_share: float
         kept.append(out)
     share = report.hits / report.checked if report.checked else 0.0
     if share > max_share:
-        raise TooContaminated(f"{share:.1%} of the records dropped, above contamination_max_share {max_share:.0%}: "
-                              f"{report.reason()}")
+        raise TooContaminated(
+            f"{share:.1%} of the records dropped, above contamination_max_share {max_share:.0%}: {report.reason()}"
+        )
     return kept, report

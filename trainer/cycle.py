@@ -94,7 +94,9 @@ def preference_pairs(store: Any, dataset_id: str) -> tuple[list[Pair], list[Pair
     for rec in _records(store, dataset_id, "preference"):
         if rec.get("request_id") in withdrawn:
             continue
-        pair = Pair(rec["prompt"], rec["chosen"], rec["rejected"], rec.get("task_type") or "", chat_turns(rec.get("messages")))
+        pair = Pair(
+            rec["prompt"], rec["chosen"], rec["rejected"], rec.get("task_type") or "", chat_turns(rec.get("messages"))
+        )
         (validation if rec.get("split") == "validation" else train).append(pair)
     return train, validation
 
@@ -130,8 +132,17 @@ class Cycle:
         log.warning("dataset refused", extra={"dataset_id": dataset_id, "reason": reason})
         if self.metrics is not None:
             self.metrics.cycle("refused")
-        return CycleResult("refused", ModelEvent(event_id=uuid.uuid4().hex, event_type="refused", created_at=now_ms(),
-                                                 dataset_id=dataset_id, reasons=[reason], first_event_time=first_event_time))
+        return CycleResult(
+            "refused",
+            ModelEvent(
+                event_id=uuid.uuid4().hex,
+                event_type="refused",
+                created_at=now_ms(),
+                dataset_id=dataset_id,
+                reasons=[reason],
+                first_event_time=first_event_time,
+            ),
+        )
 
     def flag_erased_lineage(self, superseded: dict) -> list[ModelEvent]:
         """An `erasure_flagged` event for every model whose lineage holds a dataset version an erasure
@@ -142,16 +153,33 @@ class Cycle:
         for meta in self.registry.list():
             version = meta["version"]
             bad = self.registry.tainted(version, superseded)
-            if not bad or (set(bad) <= set(meta.get("tainted_by_erasure") or []) and bool(meta.get("retire")) >= retire):
+            if not bad or (
+                set(bad) <= set(meta.get("tainted_by_erasure") or []) and bool(meta.get("retire")) >= retire
+            ):
                 continue
-            log.warning("model trained on data an erasure removed", extra={"version": version, "datasets": bad, "retire": retire})
-            out.append(ModelEvent(
-                event_id=uuid.uuid4().hex, event_type="erasure_flagged", created_at=now_ms(), version=version,
-                dataset_id=meta.get("dataset_id") or "", base_model=meta.get("base_model") or "", gate_passed=bool(meta.get("gate_passed")),
-                reasons=[f"trained on {d}, since replaced by {superseded[d].get('by')} (an erasure)" for d in bad]
-                + ["to retire: the next cycles retrain from a clean model and rollout's promotion of a clean candidate replaces it"
-                   if retire else "report only ([trainer] on_erased_lineage = report)"],
-                datasets=self.registry.lineage(version), tainted_by_erasure=bad))
+            log.warning(
+                "model trained on data an erasure removed",
+                extra={"version": version, "datasets": bad, "retire": retire},
+            )
+            out.append(
+                ModelEvent(
+                    event_id=uuid.uuid4().hex,
+                    event_type="erasure_flagged",
+                    created_at=now_ms(),
+                    version=version,
+                    dataset_id=meta.get("dataset_id") or "",
+                    base_model=meta.get("base_model") or "",
+                    gate_passed=bool(meta.get("gate_passed")),
+                    reasons=[f"trained on {d}, since replaced by {superseded[d].get('by')} (an erasure)" for d in bad]
+                    + [
+                        "to retire: the next cycles retrain from a clean model and rollout's promotion of a clean candidate replaces it"
+                        if retire
+                        else "report only ([trainer] on_erased_lineage = report)"
+                    ],
+                    datasets=self.registry.lineage(version),
+                    tainted_by_erasure=bad,
+                )
+            )
         return out
 
     def flagged(self, event: ModelEvent) -> None:
@@ -169,28 +197,41 @@ class Cycle:
         """The model to fine-tune: production, or with on_erased_lineage = "retrain" and production
         flagged, the newest clean model of its base chain. (version, why it is not production)."""
         production = self.registry.production()
-        if production is None or self.policy.on_erased_lineage != "retrain" or not self.registry.tainted(production, superseded):
+        if (
+            production is None
+            or self.policy.on_erased_lineage != "retrain"
+            or not self.registry.tainted(production, superseded)
+        ):
             return production, ""
         clean = self.registry.clean_base(production, superseded)
         if clean is None:
-            raise Refused(f"production {production} was trained on data an erasure removed, and no model of its base chain is clean")
+            raise Refused(
+                f"production {production} was trained on data an erasure removed, and no model of its base chain is clean"
+            )
         return clean, f"retrained from {clean}: production {production} was trained on data an erasure removed"
 
     def _run(self, store: Any, dataset_id: str, first_event_time: int, superseded: dict) -> CycleResult:
         trained_id = dataset_id
         try:
             if self.policy.on_erased_lineage not in ERASURE_POLICIES:
-                raise Refused(f"[trainer] on_erased_lineage must be one of {', '.join(map(repr, ERASURE_POLICIES))}, "
-                              f"got {self.policy.on_erased_lineage!r}")
+                raise Refused(
+                    f"[trainer] on_erased_lineage must be one of {', '.join(map(repr, ERASURE_POLICIES))}, "
+                    f"got {self.policy.on_erased_lineage!r}"
+                )
             base_version, retrain = self._base(superseded)
-            replaced = (store.manifest(dataset_id).get("supersedes") if hasattr(store, "superseded") else None)
+            replaced = store.manifest(dataset_id).get("supersedes") if hasattr(store, "superseded") else None
             if replaced and self.registry.dataset_outcome(replaced) is not None:
                 # an erasure's re-seal of a window trained before: the erased records leave through replays
                 if not retrain:
-                    raise Refused(f"an erasure's re-seal of {replaced}, which was trained before: the models trained on it are "
-                                  "flagged, and later cycles replay this version" + (
-                                      "" if self.policy.on_erased_lineage == "retrain" else
-                                      " ([trainer] on_erased_lineage = report: nothing is retrained)"))
+                    raise Refused(
+                        f"an erasure's re-seal of {replaced}, which was trained before: the models trained on it are "
+                        "flagged, and later cycles replay this version"
+                        + (
+                            ""
+                            if self.policy.on_erased_lineage == "retrain"
+                            else " ([trainer] on_erased_lineage = report: nothing is retrained)"
+                        )
+                    )
                 newest = latest_of(store)
                 trained_id = newest[-1]["dataset_id"] if newest else dataset_id  # the newest window, and its replays
             golden_version, golden = self.golden.current()
@@ -203,7 +244,8 @@ class Cycle:
             index = contamination.ContaminationIndex(golden, threshold=self.policy.contamination_jaccard)
             try:  # records too close to a golden item are dropped; too many of them refuse the dataset
                 (train, validation, pairs, pairs_validation), dropped = contamination.drop(
-                    index, (train, validation, pairs, pairs_validation), self.policy.contamination_max_share)
+                    index, (train, validation, pairs, pairs_validation), self.policy.contamination_max_share
+                )
             except contamination.TooContaminated as exc:
                 raise Refused(f"contaminated: {exc}") from None
             replayed = self._replay(store, trained_id, index, train)
@@ -214,19 +256,41 @@ class Cycle:
 
         incumbent = load(self.registry.path(base_version))
         before = evaluate(incumbent, golden, validation, self.policy.max_new_tokens, policy=self.policy)
-        log.info("training", extra={"dataset_id": trained_id, "base_model": base_version, "examples": len(train),
-                                    "pairs": len(pairs), "epochs": self.policy.epochs, "lora": self.policy.lora,
-                                    "replayed": len(replayed), **({"retrain": retrain} if retrain else {})})
+        log.info(
+            "training",
+            extra={
+                "dataset_id": trained_id,
+                "base_model": base_version,
+                "examples": len(train),
+                "pairs": len(pairs),
+                "epochs": self.policy.epochs,
+                "lora": self.policy.lora,
+                "replayed": len(replayed),
+                **({"retrain": retrain} if retrain else {}),
+            },
+        )
         lineage = sorted({trained_id, *replayed} | set(self.registry.lineage(base_version)))
         tainted = sorted(d for d in lineage if (superseded.get(d) or {}).get("reason") == "erasure")
         candidate = incumbent  # trained in place: the incumbent's metrics were taken before
-        trained = recipe.train(candidate, train, pairs, self.policy, self.metrics.step if self.metrics is not None else None,
-                               self.registry.root / ".checkpoints" / f"{trained_id}-{base_version}")
+        trained = recipe.train(
+            candidate,
+            train,
+            pairs,
+            self.policy,
+            self.metrics.step if self.metrics is not None else None,
+            self.registry.root / ".checkpoints" / f"{trained_id}-{base_version}",
+        )
         report = trained.sft
         if report.prompt_truncated or report.too_long:
-            log.warning("examples longer than max_length", extra={
-                "dataset_id": trained_id, "max_length": report.max_length, "prompt_truncated": report.prompt_truncated,
-                "too_long_left_out": report.too_long})
+            log.warning(
+                "examples longer than max_length",
+                extra={
+                    "dataset_id": trained_id,
+                    "max_length": report.max_length,
+                    "prompt_truncated": report.prompt_truncated,
+                    "too_long_left_out": report.too_long,
+                },
+            )
         after = evaluate(candidate, golden, validation, self.policy.max_new_tokens, policy=self.policy)
         decision = promotion.decide(after, before, self.policy)  # paired, with its interval
         version = self.registry.next_version()
@@ -236,29 +300,72 @@ class Cycle:
         created = now_ms()
         outcome = "candidate" if decision.passed else "rejected"
         event = ModelEvent(
-            event_id=uuid.uuid4().hex, event_type=outcome, created_at=created, version=version, dataset_id=trained_id,
-            base_model=base_version, gate_passed=decision.passed, reasons=decision.reasons,
-            metrics={**after.metrics(), **decision.interval, "contamination_dropped": float(dropped.hits),
-                     "eval_seconds": after.seconds, "prompt_truncated": float(report.prompt_truncated),
-                     "too_long": float(report.too_long)},
-            incumbent_metrics=before.metrics(), deltas=decision.deltas,
-            hyperparameters=recipe.hyperparameters(self.policy, candidate.base_kind, candidate.model.config.model_type),
+            event_id=uuid.uuid4().hex,
+            event_type=outcome,
+            created_at=created,
+            version=version,
+            dataset_id=trained_id,
+            base_model=base_version,
+            gate_passed=decision.passed,
+            reasons=decision.reasons,
+            metrics={
+                **after.metrics(),
+                **decision.interval,
+                "contamination_dropped": float(dropped.hits),
+                "eval_seconds": after.seconds,
+                "prompt_truncated": float(report.prompt_truncated),
+                "too_long": float(report.too_long),
+            },
+            incumbent_metrics=before.metrics(),
+            deltas=decision.deltas,
+            hyperparameters=recipe.hyperparameters(
+                self.policy, candidate.base_kind, candidate.model.config.model_type
+            ),
             file_hashes=hashes,
-            golden_version=golden_version or "", examples=report.examples, train_seconds=report.seconds,
+            golden_version=golden_version or "",
+            examples=report.examples,
+            train_seconds=report.seconds,
             first_event_time=first_event_time,
             time_to_improvement_ms=(created - first_event_time) if decision.passed and first_event_time else None,
-            datasets=lineage, tainted_by_erasure=tainted)
-        self.registry.register(version, staged, {**event.to_dict(), "status": outcome, **trained.summary(),
-                                                 "replayed_datasets": replayed, "lineage": lineage,
-                                                 **({"retrained": retrain, "ready_dataset_id": dataset_id} if retrain else {})})
+            datasets=lineage,
+            tainted_by_erasure=tainted,
+        )
+        self.registry.register(
+            version,
+            staged,
+            {
+                **event.to_dict(),
+                "status": outcome,
+                **trained.summary(),
+                "replayed_datasets": replayed,
+                "lineage": lineage,
+                **({"retrained": retrain, "ready_dataset_id": dataset_id} if retrain else {}),
+            },
+        )
         if self.metrics is not None:
-            self.metrics.cycle(outcome, after.metrics(), decision.deltas, report.examples_per_s,
-                               report.examples * report.epochs, event.time_to_improvement_ms)
-        log.info("candidate evaluated", extra={"dataset_id": trained_id, "version": version, "outcome": outcome,
-                                               "overall": round(after.overall, 4), "delta": round(decision.deltas.get("overall", 0.0), 4)})
+            self.metrics.cycle(
+                outcome,
+                after.metrics(),
+                decision.deltas,
+                report.examples_per_s,
+                report.examples * report.epochs,
+                event.time_to_improvement_ms,
+            )
+        log.info(
+            "candidate evaluated",
+            extra={
+                "dataset_id": trained_id,
+                "version": version,
+                "outcome": outcome,
+                "overall": round(after.overall, 4),
+                "delta": round(decision.deltas.get("overall", 0.0), 4),
+            },
+        )
         return CycleResult(outcome, event)
 
-    def _replay(self, store: Any, dataset_id: str, index: contamination.ContaminationIndex, train: list[Example]) -> list[str]:
+    def _replay(
+        self, store: Any, dataset_id: str, index: contamination.ContaminationIndex, train: list[Example]
+    ) -> list[str]:
         """Adds the earlier windows' SFT train records to `train`; a dataset the golden set now finds
         contaminated (the set grew since) is left out. Returns the ids replayed."""
         if self.policy.replay_datasets <= 0:

@@ -115,7 +115,7 @@ def extract_json(text: str):
     for opener, closer in (("{", "}"), ("[", "]")):
         i, j = text.find(opener), text.rfind(closer)
         if 0 <= i < j:
-            candidates.append(text[i:j + 1])
+            candidates.append(text[i : j + 1])
     for c in candidates:
         try:
             return json.loads(c)
@@ -138,7 +138,11 @@ def _subset_valid(value, schema: dict) -> bool:
         ok = False
         for k in kinds:
             if k == "integer":
-                ok = ok or (isinstance(value, int) and not isinstance(value, bool)) or (isinstance(value, float) and value.is_integer())
+                ok = (
+                    ok
+                    or (isinstance(value, int) and not isinstance(value, bool))
+                    or (isinstance(value, float) and value.is_integer())
+                )
             elif k == "number":
                 ok = ok or (isinstance(value, (int, float)) and not isinstance(value, bool))
             elif k in _TYPES:
@@ -165,7 +169,9 @@ def _subset_valid(value, schema: dict) -> bool:
                     return False
             elif schema.get("additionalProperties") is False:
                 return False
-            elif isinstance(schema.get("additionalProperties"), dict) and not _subset_valid(v, schema["additionalProperties"]):
+            elif isinstance(schema.get("additionalProperties"), dict) and not _subset_valid(
+                v, schema["additionalProperties"]
+            ):
                 return False
     if isinstance(value, list):
         if len(value) < schema.get("minItems", 0) or len(value) > schema.get("maxItems", float("inf")):
@@ -213,19 +219,32 @@ class Judge:
     names the full .../chat/completions). Asked whether the answer says what the reference says, it
     answers a score from 0 to 10; the item scores that over 10. Off unless [trainer] judge_url is set."""
 
-    PROMPT = ("You grade an answer against a reference answer. Question:\n{q}\n\nReference answer:\n{e}\n\n"
-              "Answer to grade:\n{a}\n\nReply with one integer from 0 (wrong) to 10 (fully correct), nothing else.")
+    PROMPT = (
+        "You grade an answer against a reference answer. Question:\n{q}\n\nReference answer:\n{e}\n\n"
+        "Answer to grade:\n{a}\n\nReply with one integer from 0 (wrong) to 10 (fully correct), nothing else."
+    )
 
     def __init__(self, url: str, model: str = "", timeout: float = 30.0, api_key: str = ""):
-        self.url = url.rstrip("/") if url.rstrip("/").endswith("/chat/completions") else url.rstrip("/") + "/chat/completions"
+        self.url = (
+            url.rstrip("/") if url.rstrip("/").endswith("/chat/completions") else url.rstrip("/") + "/chat/completions"
+        )
         self.model, self.timeout, self.api_key = model, timeout, api_key
 
     def grade(self, question: str, expected: str, answer: str) -> float:
         import urllib.request
 
-        body = json.dumps({"model": self.model, "temperature": 0, "max_tokens": 4, "messages": [
-            {"role": "user", "content": self.PROMPT.format(q=question, e=expected, a=answer)}]}).encode()
-        headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {self.api_key}"} if self.api_key else {})}
+        body = json.dumps(
+            {
+                "model": self.model,
+                "temperature": 0,
+                "max_tokens": 4,
+                "messages": [{"role": "user", "content": self.PROMPT.format(q=question, e=expected, a=answer)}],
+            }
+        ).encode()
+        headers = {
+            "Content-Type": "application/json",
+            **({"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}),
+        }
         request = urllib.request.Request(self.url, data=body, headers=headers, method="POST")
         with urllib.request.urlopen(request, timeout=self.timeout) as response:
             reply = json.loads(response.read())
@@ -234,9 +253,15 @@ class Judge:
         return 0.0 if value is None else max(0.0, min(1.0, value / 10.0))
 
 
-SCORERS: dict[str, Callable[[str, str], float]] = {"exact": score_exact, "contains": score_contains, "sql": score_sql,
-                                                   "f1": score_f1, "numeric": score_numeric, "json": score_json,
-                                                   "regex": score_regex}
+SCORERS: dict[str, Callable[[str, str], float]] = {
+    "exact": score_exact,
+    "contains": score_contains,
+    "sql": score_sql,
+    "f1": score_f1,
+    "numeric": score_numeric,
+    "json": score_json,
+    "regex": score_regex,
+}
 
 
 def item_options(item: GoldenItem) -> dict:
@@ -295,9 +320,16 @@ def score(items: Sequence[GoldenItem], answers: Sequence[str], judge: "Judge | N
         counts[task] = counts.get(task, 0) + 1
     by_task = {t: sums[t] / counts[t] for t in sorted(sums)}
     overall = sum(sums.values()) / len(items) if items else 0.0
-    return EvalResult(overall=overall, by_task=by_task, items=len(items), items_by_task=dict(sorted(counts.items())),
-                      answers=list(answers), scores=scores, item_ids=[i.id for i in items],
-                      item_tasks=[i.task_type or "-" for i in items])
+    return EvalResult(
+        overall=overall,
+        by_task=by_task,
+        items=len(items),
+        items_by_task=dict(sorted(counts.items())),
+        answers=list(answers),
+        scores=scores,
+        item_ids=[i.id for i in items],
+        item_tasks=[i.task_type or "-" for i in items],
+    )
 
 
 def answer(loaded: LoadedModel, prompts: Sequence[str], max_new_tokens: int = 32, batch_size: int = 32) -> list[str]:
@@ -312,19 +344,30 @@ def answer(loaded: LoadedModel, prompts: Sequence[str], max_new_tokens: int = 32
     try:
         with torch.no_grad():
             for start in range(0, len(prompts), batch_size):
-                texts = [loaded.prompt_text(p) for p in prompts[start:start + batch_size]]
+                texts = [loaded.prompt_text(p) for p in prompts[start : start + batch_size]]
                 enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(loaded.device)
-                gen = loaded.model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
-                                            pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
-                for row in gen[:, enc["input_ids"].shape[1]:]:
+                gen = loaded.model.generate(
+                    **enc,
+                    max_new_tokens=max_new_tokens,
+                    do_sample=False,
+                    pad_token_id=tok.pad_token_id,
+                    eos_token_id=tok.eos_token_id,
+                )
+                for row in gen[:, enc["input_ids"].shape[1] :]:
                     out.append(tok.decode(row, skip_special_tokens=True).strip())
     finally:
         tok.padding_side = side
     return out
 
 
-def evaluate(loaded: LoadedModel, golden: Sequence[GoldenItem], validation: Sequence[Example] = (),
-             max_new_tokens: int = 32, policy=None, judge: Judge | None = None) -> EvalResult:
+def evaluate(
+    loaded: LoadedModel,
+    golden: Sequence[GoldenItem],
+    validation: Sequence[Example] = (),
+    max_new_tokens: int = 32,
+    policy=None,
+    judge: Judge | None = None,
+) -> EvalResult:
     """Answer every golden item (batched; items grouped by their own max_new_tokens, else the
     default), score them, and time it. `policy` gives the batch size and the judge's URL."""
     from trainer.train import perplexity

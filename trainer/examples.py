@@ -4,7 +4,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-SCORERS = ("exact", "contains", "sql", "f1", "numeric", "json", "regex", "judge")  # how a golden item's answer is judged (trainer/evaluate.py)
+SCORERS = (
+    "exact",
+    "contains",
+    "sql",
+    "f1",
+    "numeric",
+    "json",
+    "regex",
+    "judge",
+)  # how a golden item's answer is judged (trainer/evaluate.py)
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,7 +37,8 @@ class GoldenItem:
     expected: str
     task_type: str = ""
     scorer: str = "exact"
-    options: str = ""  # a JSON object: generation (max_new_tokens) and scorer settings (tolerance, rel_tolerance, flags)
+    # a JSON object: generation (max_new_tokens) and scorer settings (tolerance, rel_tolerance, flags)
+    options: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,7 +49,9 @@ class Pair:
     chosen: str
     rejected: str
     task_type: str = ""
-    messages: tuple = field(default=(), hash=False, compare=False)  # the prompt side in chat form (preference_record v2)
+    messages: tuple = field(
+        default=(), hash=False, compare=False
+    )  # the prompt side in chat form (preference_record v2)
 
 
 def chat_turns(messages) -> tuple:
@@ -51,9 +63,14 @@ def chat_turns(messages) -> tuple:
         if m.get("name"):
             turn["name"] = m["name"]
         if m.get("tool_calls"):
-            turn["tool_calls"] = [{"id": c.get("id") or "", "type": "function",
-                                   "function": {"name": c["name"], "arguments": c.get("arguments") or ""}}
-                                  for c in m["tool_calls"]]
+            turn["tool_calls"] = [
+                {
+                    "id": c.get("id") or "",
+                    "type": "function",
+                    "function": {"name": c["name"], "arguments": c.get("arguments") or ""},
+                }
+                for c in m["tool_calls"]
+            ]
         if m.get("tool_call_id"):
             turn["tool_call_id"] = m["tool_call_id"]
         out.append(turn)

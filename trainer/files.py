@@ -20,8 +20,9 @@ class RecordFileError(ValueError):
     """A record file could not be read; the message is one line and holds no field values."""
 
 
-def read_rows(path: str | Path, required: tuple[str, ...],
-              optional: tuple[str, ...] = ()) -> list[tuple[int, dict[str, str]]]:
+def read_rows(
+    path: str | Path, required: tuple[str, ...], optional: tuple[str, ...] = ()
+) -> list[tuple[int, dict[str, str]]]:
     """The rows of a `.jsonl` or `.csv` file as (line number, {field: text}) pairs, checked.
 
     Every row has each `required` field as a non-blank string; optional fields appear only when the
@@ -29,8 +30,9 @@ def read_rows(path: str | Path, required: tuple[str, ...],
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix not in FORMATS:
-        raise RecordFileError(f"{path}: unsupported file type {_name(suffix or '(none)')}; "
-                              f"accepted: {', '.join(FORMATS)}")
+        raise RecordFileError(
+            f"{path}: unsupported file type {_name(suffix or '(none)')}; accepted: {', '.join(FORMATS)}"
+        )
     try:
         data = path.read_bytes()
     except FileNotFoundError:
@@ -49,8 +51,9 @@ def read_rows(path: str | Path, required: tuple[str, ...],
     return rows
 
 
-def _jsonl_rows(path: Path, data: bytes, required: tuple[str, ...],
-                accepted: tuple[str, ...]) -> list[tuple[int, dict[str, str]]]:
+def _jsonl_rows(
+    path: Path, data: bytes, required: tuple[str, ...], accepted: tuple[str, ...]
+) -> list[tuple[int, dict[str, str]]]:
     rows: list[tuple[int, dict[str, str]]] = []
     for number, raw in enumerate(data.split(b"\n"), start=1):
         if number == 1 and raw.startswith(b"\xef\xbb\xbf"):
@@ -74,15 +77,15 @@ def _jsonl_rows(path: Path, data: bytes, required: tuple[str, ...],
         _check_fields(path, number, obj.keys(), accepted)
         for key, value in obj.items():
             if not isinstance(value, str):
-                raise RecordFileError(f"{path}:{number}: field {_name(key)} must be a string, "
-                                      f"got {_json_type(value)}")
+                raise RecordFileError(f"{path}:{number}: field {_name(key)} must be a string, got {_json_type(value)}")
         _check_required(path, number, obj, required)
         rows.append((number, obj))
     return rows
 
 
-def _csv_rows(path: Path, data: bytes, required: tuple[str, ...],
-              accepted: tuple[str, ...]) -> list[tuple[int, dict[str, str]]]:
+def _csv_rows(
+    path: Path, data: bytes, required: tuple[str, ...], accepted: tuple[str, ...]
+) -> list[tuple[int, dict[str, str]]]:
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as e:
@@ -115,12 +118,14 @@ def _csv_rows(path: Path, data: bytes, required: tuple[str, ...],
             _check_fields(path, number, header, accepted)
             missing = [f for f in required if f not in seen]
             if missing:
-                raise RecordFileError(f"{path}:{number}: header lacks required "
-                                      f"column{'s' if len(missing) > 1 else ''} {_names(missing)}")
+                raise RecordFileError(
+                    f"{path}:{number}: header lacks required column{'s' if len(missing) > 1 else ''} {_names(missing)}"
+                )
             continue
         if len(cells) > len(header):
-            raise RecordFileError(f"{path}:{number}: row has {len(cells)} cells but the header "
-                                  f"has {len(header)} columns")
+            raise RecordFileError(
+                f"{path}:{number}: row has {len(cells)} cells but the header has {len(header)} columns"
+            )
         row = dict(zip(header, cells))
         _check_required(path, number, row, required)
         rows.append((number, row))
@@ -130,8 +135,10 @@ def _csv_rows(path: Path, data: bytes, required: tuple[str, ...],
 def _check_fields(path: Path, number: int, names, accepted: tuple[str, ...]) -> None:
     unknown = sorted(set(names) - set(accepted))
     if unknown:
-        raise RecordFileError(f"{path}:{number}: unknown field{'s' if len(unknown) > 1 else ''} "
-                              f"{_names(unknown)}; accepted: {', '.join(accepted)}")
+        raise RecordFileError(
+            f"{path}:{number}: unknown field{'s' if len(unknown) > 1 else ''} "
+            f"{_names(unknown)}; accepted: {', '.join(accepted)}"
+        )
 
 
 def _check_required(path: Path, number: int, row: dict[str, str], required: tuple[str, ...]) -> None:

@@ -83,12 +83,15 @@ def load_items(path: str | Path) -> list[GoldenItem]:
             raise RecordFileError(f"{path}:{number}: field 'scorer' must be one of {', '.join(SCORERS)}")
         item_id = row.get("id", "").strip()
         if item_id and not ID_PATTERN.fullmatch(item_id):
-            raise RecordFileError(f"{path}:{number}: field 'id' must be 1-64 letters, digits, '.', '_', ':' "
-                                  f"or '-' (got {len(item_id)} characters)")
+            raise RecordFileError(
+                f"{path}:{number}: field 'id' must be 1-64 letters, digits, '.', '_', ':' "
+                f"or '-' (got {len(item_id)} characters)"
+            )
         first = prompts.setdefault(normalise(row["prompt"]), number)
         if first != number:
-            raise RecordFileError(f"{path}:{number}: same prompt as line {first} "
-                                  "(after normalising case and whitespace)")
+            raise RecordFileError(
+                f"{path}:{number}: same prompt as line {first} (after normalising case and whitespace)"
+            )
         item_id = item_id or default_id(row["prompt"])
         first = ids.setdefault(item_id, number)
         if first != number:
@@ -102,7 +105,9 @@ def load_items(path: str | Path) -> list[GoldenItem]:
             if not isinstance(parsed, dict):
                 raise RecordFileError(f"{path}:{number}: field 'options' must be a JSON object")
             options = json.dumps(parsed, sort_keys=True)
-        items.append(GoldenItem(item_id, row["prompt"], row["expected"], row.get("task_type", "").strip(), scorer, options))
+        items.append(
+            GoldenItem(item_id, row["prompt"], row["expected"], row.get("task_type", "").strip(), scorer, options)
+        )
     return items
 
 
@@ -118,8 +123,11 @@ class GoldenStore:
     def _names(self) -> list[str]:
         if not self.directory.is_dir():
             return []
-        found = [(int(m.group(1)), m.group(0)[:-len(".jsonl")])
-                 for m in (VERSION_PATTERN.fullmatch(p.name) for p in self.directory.iterdir()) if m]
+        found = [
+            (int(m.group(1)), m.group(0)[: -len(".jsonl")])
+            for m in (VERSION_PATTERN.fullmatch(p.name) for p in self.directory.iterdir())
+            if m
+        ]
         return [name for _, name in sorted(found)]
 
     def _known(self, version: str) -> Path:
@@ -179,8 +187,14 @@ class GoldenStore:
         out = []
         for name in self._names():
             items = self.load(name)
-            out.append({"version": name, "items": len(items), "sha256": self.digest(name),
-                        "task_types": dict(sorted(Counter(i.task_type for i in items).items()))})
+            out.append(
+                {
+                    "version": name,
+                    "items": len(items),
+                    "sha256": self.digest(name),
+                    "task_types": dict(sorted(Counter(i.task_type for i in items).items())),
+                }
+            )
         return out
 
     def digest(self, version: str) -> str:
@@ -190,8 +204,11 @@ class GoldenStore:
 
 def _serialise(items: list[GoldenItem]) -> bytes:
     # an item without options is written as before options existed, so an unchanged set keeps its bytes
-    lines = (json.dumps({k: v for k, v in asdict(i).items() if k != "options" or v}, sort_keys=True, ensure_ascii=False) + "\n"
-             for i in sorted(items, key=lambda i: i.id))
+    lines = (
+        json.dumps({k: v for k, v in asdict(i).items() if k != "options" or v}, sort_keys=True, ensure_ascii=False)
+        + "\n"
+        for i in sorted(items, key=lambda i: i.id)
+    )
     return "".join(lines).encode("utf-8")
 
 

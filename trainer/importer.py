@@ -38,7 +38,7 @@ def smollm2_gguf() -> Path:
 
 
 def default_name(path: Path) -> str:
-    stem = path.name[:-len(".gguf")] if path.name.endswith(".gguf") else path.name
+    stem = path.name[: -len(".gguf")] if path.name.endswith(".gguf") else path.name
     stem = re.sub(r"\.(Q\d\w*|F16|F32|BF16)$", "", stem, flags=re.IGNORECASE)  # the quantisation is gone once imported
     name = re.sub(r"[^A-Za-z0-9._-]+", "-", stem).strip("-._").lower()
     return name[:64] or "base"
@@ -65,8 +65,10 @@ def _plain(model: Any) -> Any:
     missing, unexpected = fresh.load_state_dict(model.state_dict(), strict=False)
     tied = {"lm_head.weight"} if getattr(config, "tie_word_embeddings", False) else set()
     if set(missing) - tied or unexpected:
-        raise ValueError(f"rebuilt model does not match the loaded one (missing {sorted(missing)[:3]}, "
-                         f"unexpected {sorted(unexpected)[:3]})")
+        raise ValueError(
+            f"rebuilt model does not match the loaded one (missing {sorted(missing)[:3]}, "
+            f"unexpected {sorted(unexpected)[:3]})"
+        )
     if tied:
         fresh.tie_weights()
     return fresh.eval()
@@ -107,12 +109,22 @@ def import_base(registry: Any, path: str | Path, name: str | None = None) -> dic
     path = Path(path).expanduser()
     name = name or default_name(path)
     if not NAME_PATTERN.fullmatch(name):
-        raise ValueError(f"base name must be 1-64 letters, digits, '.', '_' or '-' and start with a letter or digit, got {name!r}")
+        raise ValueError(
+            f"base name must be 1-64 letters, digits, '.', '_' or '-' and start with a letter or digit, got {name!r}"
+        )
     loaded, source = load_source(path)
     staged = registry.staging(f"base-{name}")
     save(loaded, staged)
-    meta = {"name": name, "base_kind": "pretrained", **source, "architecture": loaded.model.config.model_type,
-            "model_class": type(loaded.model).__name__, "parameters": loaded.parameters,
-            "max_length": loaded.max_length, "created_at": int(time.time() * 1000), "file_hashes": file_hashes(staged)}
+    meta = {
+        "name": name,
+        "base_kind": "pretrained",
+        **source,
+        "architecture": loaded.model.config.model_type,
+        "model_class": type(loaded.model).__name__,
+        "parameters": loaded.parameters,
+        "max_length": loaded.max_length,
+        "created_at": int(time.time() * 1000),
+        "file_hashes": file_hashes(staged),
+    }
     registry.register_base(name, staged, meta)
     return registry.base(name)

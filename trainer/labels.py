@@ -38,7 +38,8 @@ def load_labels(path: str | Path) -> list[Example]:
         key = (normalise(row["prompt"]), normalise(row["target"]))
         first = seen.setdefault(key, number)
         if first != number:
-            raise RecordFileError(f"{path}:{number}: same prompt and target as line {first} "
-                                  "(after normalising case and whitespace)")
+            raise RecordFileError(
+                f"{path}:{number}: same prompt and target as line {first} (after normalising case and whitespace)"
+            )
         examples.append(Example(row["prompt"], row["target"], row.get("task_type", "").strip()))
     return examples

@@ -21,7 +21,8 @@ DEFAULT_CHAT_TEMPLATE = (
     "{% elif m['role'] in ('system', 'developer', 'tool') %}<|{{ m['role'] }}|>{{ m['content'] }}<|end|>"
     "{% else %}<|assistant|>{{ m['content'] }}{% for c in m.get('tool_calls') or [] %}"
     "<|call|>{{ c['function']['name'] }}({{ c['function']['arguments'] }}){% endfor %}<|end|>{% endif %}{% endfor %}"
-    "{% if add_generation_prompt %}<|assistant|>{% endif %}")
+    "{% if add_generation_prompt %}<|assistant|>{% endif %}"
+)
 
 
 @dataclass(frozen=True)
@@ -45,7 +46,8 @@ class LoadedModel:
     model: Any  # a transformers PreTrainedModel (causal LM)
     tokenizer: Any  # its PreTrainedTokenizerFast
     device: str
-    base_kind: str = "scratch"  # "pretrained": learning rates, warm-up and LoRA default differently (trainer/recipe.py)
+    # "pretrained": learning rates, warm-up and LoRA default differently (trainer/recipe.py)
+    base_kind: str = "scratch"
 
     @property
     def parameters(self) -> int:
@@ -63,7 +65,7 @@ class LoadedModel:
                 limits.append(value)
                 break
         tok_limit = getattr(self.tokenizer, "model_max_length", None)
-        if isinstance(tok_limit, int) and 0 < tok_limit < 10 ** 9:
+        if isinstance(tok_limit, int) and 0 < tok_limit < 10**9:
             limits.append(tok_limit)
         return min(limits)
 
@@ -77,8 +79,9 @@ class LoadedModel:
             return self.tokenizer.apply_chat_template(turns, tokenize=False, add_generation_prompt=True)
         except Exception:  # jinja2's TemplateError, raised by the template itself
             flat = "\n\n".join(f"{t['role']}: {t.get('content') or ''}" for t in turns)
-            return self.tokenizer.apply_chat_template([{"role": "user", "content": flat}], tokenize=False,
-                                                      add_generation_prompt=True)
+            return self.tokenizer.apply_chat_template(
+                [{"role": "user", "content": flat}], tokenize=False, add_generation_prompt=True
+            )
 
     def target_text(self, target: str) -> str:
         return target + (self.tokenizer.eos_token or "")
@@ -118,15 +121,32 @@ def build_default(corpus: Iterable[str], arch: Architecture = Architecture(), se
     from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
 
     bpe = ByteLevelBPETokenizer()
-    bpe.train_from_iterator(list(corpus), vocab_size=arch.vocab_size, min_frequency=2, show_progress=False,
-                            special_tokens=[PAD, USER, ASSISTANT, END])
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe._tokenizer, pad_token=PAD, eos_token=END, bos_token=END,
-                                        additional_special_tokens=[USER, ASSISTANT])
+    bpe.train_from_iterator(
+        list(corpus),
+        vocab_size=arch.vocab_size,
+        min_frequency=2,
+        show_progress=False,
+        special_tokens=[PAD, USER, ASSISTANT, END],
+    )
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=bpe._tokenizer,
+        pad_token=PAD,
+        eos_token=END,
+        bos_token=END,
+        additional_special_tokens=[USER, ASSISTANT],
+    )
     tokenizer.chat_template = DEFAULT_CHAT_TEMPLATE
     torch.manual_seed(seed)
-    config = GPT2Config(vocab_size=len(tokenizer), n_embd=arch.n_embd, n_layer=arch.n_layer, n_head=arch.n_head,
-                        n_positions=arch.n_positions, bos_token_id=tokenizer.eos_token_id,
-                        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    config = GPT2Config(
+        vocab_size=len(tokenizer),
+        n_embd=arch.n_embd,
+        n_layer=arch.n_layer,
+        n_head=arch.n_head,
+        n_positions=arch.n_positions,
+        bos_token_id=tokenizer.eos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
     model = GPT2LMHeadModel(config)
     device, _ = device_and_dtype()
     return LoadedModel(model.to(device), tokenizer, device)

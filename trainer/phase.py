@@ -19,7 +19,9 @@ def phase_of(quality: float | None) -> str:
 def stagnant_cycles(models: list[dict]) -> int:
     """Training cycles in a row, up to the latest, whose overall delta against the incumbent was not
     positive (the seed's stagnation); `models` are registry metadata, in any order."""
-    cycles = sorted((m for m in models if m.get("event_type") in ("candidate", "rejected")), key=lambda m: m.get("created_at", 0))
+    cycles = sorted(
+        (m for m in models if m.get("event_type") in ("candidate", "rejected")), key=lambda m: m.get("created_at", 0)
+    )
     n = 0
     for m in cycles:
         n = 0 if (m.get("deltas") or {}).get("overall", 0.0) > 0 else n + 1

@@ -85,7 +85,7 @@ def _encode_pairs(loaded: LoadedModel, pairs: Sequence[Pair], max_length: int):
 def _pair_batches(loaded: LoadedModel, encoded, n: int, batch_size: int, order: Sequence[int]):
     """(index chunk, ids, mask, labels) with a chunk's chosen rows followed by its rejected rows."""
     for start in range(0, len(order), batch_size):
-        chunk = list(order[start:start + batch_size])
+        chunk = list(order[start : start + batch_size])
         rows = chunk + [n + i for i in chunk]
         for ids, mask, labels in batches(encoded, len(rows), loaded.tokenizer.pad_token_id, loaded.device, rows):
             yield chunk, ids, mask, labels
@@ -103,8 +103,8 @@ def pair_logps(loaded: LoadedModel, pairs: Sequence[Pair], max_length: int = 256
     with torch.no_grad():
         for chunk, ids, mask, labels in _pair_batches(loaded, encoded, n, batch_size, range(n)):
             logps = sequence_logps(loaded.model, ids, mask, labels)[0].cpu()
-            chosen[chunk] = logps[:len(chunk)]
-            rejected[chunk] = logps[len(chunk):]
+            chosen[chunk] = logps[: len(chunk)]
+            rejected[chunk] = logps[len(chunk) :]
     return chosen, rejected
 
 
@@ -116,8 +116,12 @@ def preference_stats(chosen, rejected) -> tuple[float, float]:
     return float((margins > 0).sum()) / n, float(margins.sum()) / n
 
 
-def prefer(loaded: LoadedModel, pairs: Sequence[Pair], config: PreferenceConfig,
-           progress: Callable[[int, int, float], None] | None = None) -> PreferenceReport:
+def prefer(
+    loaded: LoadedModel,
+    pairs: Sequence[Pair],
+    config: PreferenceConfig,
+    progress: Callable[[int, int, float], None] | None = None,
+) -> PreferenceReport:
     """Train in place on `pairs`. `progress(epoch, step, loss)` after every step."""
     import torch
 
@@ -159,6 +163,16 @@ def prefer(loaded: LoadedModel, pairs: Sequence[Pair], config: PreferenceConfig,
     model.eval()
     chosen, rejected = pair_logps(loaded, pairs, config.max_length, encoded=encoded)
     accuracy_after, margin_after = preference_stats(chosen, rejected)
-    return PreferenceReport(pairs=n, epochs=config.epochs, steps=step, seconds=seconds, first_loss=first or math.log(2),
-                            final_loss=losses[-1], accuracy_before=accuracy_before, accuracy_after=accuracy_after,
-                            margin_before=margin_before, margin_after=margin_after, losses=losses)
+    return PreferenceReport(
+        pairs=n,
+        epochs=config.epochs,
+        steps=step,
+        seconds=seconds,
+        first_loss=first or math.log(2),
+        final_loss=losses[-1],
+        accuracy_before=accuracy_before,
+        accuracy_after=accuracy_after,
+        margin_before=margin_before,
+        margin_after=margin_after,
+        losses=losses,
+    )

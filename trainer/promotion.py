@@ -38,8 +38,9 @@ class Decision:
     interval: dict[str, float] = field(default_factory=dict)
 
 
-def paired_interval(differences: Sequence[float], confidence: float = 0.95, resamples: int = RESAMPLES,
-                    seed: int = SEED) -> tuple[float, float, float]:
+def paired_interval(
+    differences: Sequence[float], confidence: float = 0.95, resamples: int = RESAMPLES, seed: int = SEED
+) -> tuple[float, float, float]:
     """(mean, low, high): the mean paired difference and its percentile bootstrap interval."""
     import numpy as np
 
@@ -56,8 +57,13 @@ def paired_interval(differences: Sequence[float], confidence: float = 0.95, resa
     return mean, float(low), float(high)
 
 
-def decide_paired(candidate: Sequence[float], incumbent: Sequence[float], tasks: Sequence[str], policy: TrainerPolicy,
-                  against: str = "incumbent") -> Decision:
+def decide_paired(
+    candidate: Sequence[float],
+    incumbent: Sequence[float],
+    tasks: Sequence[str],
+    policy: TrainerPolicy,
+    against: str = "incumbent",
+) -> Decision:
     """The gate on per-item scores of the same golden items, in the same order."""
     if len(candidate) != len(incumbent) or len(candidate) != len(tasks):
         raise ValueError(f"paired scores differ in length: {len(candidate)}, {len(incumbent)}, {len(tasks)} tasks")
@@ -79,7 +85,9 @@ def decide_paired(candidate: Sequence[float], incumbent: Sequence[float], tasks:
         interval[f"delta_low.{key}"], interval[f"delta_high.{key}"] = lo, hi
         if hi < -policy.max_task_regression:
             reasons.append(f"task_regressed:{task or '-'}:{m:+.4f}[{lo:+.4f},{hi:+.4f}]")
-    return Decision(not reasons, reasons or [f"improved_over_{against}:{mean:+.4f}[{low:+.4f},{high:+.4f}]"], deltas, interval)
+    return Decision(
+        not reasons, reasons or [f"improved_over_{against}:{mean:+.4f}[{low:+.4f},{high:+.4f}]"], deltas, interval
+    )
 
 
 def decide(candidate, incumbent, policy: TrainerPolicy) -> Decision:
@@ -100,8 +108,11 @@ def decide(candidate, incumbent, policy: TrainerPolicy) -> Decision:
 def _decide_points(candidate: Mapping[str, float], incumbent: Mapping[str, float], policy: TrainerPolicy) -> Decision:
     candidate = candidate.metrics() if hasattr(candidate, "metrics") else candidate
     incumbent = incumbent.metrics() if hasattr(incumbent, "metrics") else incumbent
-    deltas = {k: candidate.get(k, 0.0) - incumbent.get(k, 0.0)
-              for k in sorted(set(candidate) | set(incumbent)) if k == "overall" or k.startswith("task.")}
+    deltas = {
+        k: candidate.get(k, 0.0) - incumbent.get(k, 0.0)
+        for k in sorted(set(candidate) | set(incumbent))
+        if k == "overall" or k.startswith("task.")
+    }
     reasons = []
     if deltas.get("overall", 0.0) <= policy.min_improvement:
         reasons.append(f"overall_delta_below_threshold:{deltas.get('overall', 0.0):+.4f}<={policy.min_improvement}")

@@ -194,9 +194,16 @@ class Registry:
         raw = self.redis.hget(self.datasets_key, dataset_id)
         return json.loads(raw) if raw else None
 
-    def record_outcome(self, dataset_id: str, outcome: str, version: str, event: dict, announced: bool = False) -> None:
-        self.redis.hset(self.datasets_key, dataset_id,
-                        json.dumps({"outcome": outcome, "version": version, "announced": announced, "event": event}, sort_keys=True))
+    def record_outcome(
+        self, dataset_id: str, outcome: str, version: str, event: dict, announced: bool = False
+    ) -> None:
+        self.redis.hset(
+            self.datasets_key,
+            dataset_id,
+            json.dumps(
+                {"outcome": outcome, "version": version, "announced": announced, "event": event}, sort_keys=True
+            ),
+        )
 
     def mark_announced(self, dataset_id: str) -> None:
         rec = self.dataset_outcome(dataset_id)

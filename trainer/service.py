@@ -47,13 +47,18 @@ class ModelsAnnouncer:
 
     def send(self, topic: str, key: bytes, value: bytes) -> None:
         errors = []
-        self.producer.produce(topic, key=key, value=value, on_delivery=lambda err, _m: errors.append(err) if err else None)
+        self.producer.produce(
+            topic, key=key, value=value, on_delivery=lambda err, _m: errors.append(err) if err else None
+        )
         if self.producer.flush(30) or errors:
             raise RuntimeError(f"{topic}: not acknowledged: {errors[:1]}")
 
     def announce(self, event: ModelEvent) -> None:
-        self.send(self.settings.topic_models, (event.version or event.dataset_id).encode(),
-                  self.codec.encode("model_event", event.to_dict()))
+        self.send(
+            self.settings.topic_models,
+            (event.version or event.dataset_id).encode(),
+            self.codec.encode("model_event", event.to_dict()),
+        )
 
     def close(self) -> None:
         """Flushed and shut: a producer left to the garbage collector keeps its broker connections and
@@ -73,13 +78,24 @@ YEAR_3000_MS = 32_503_680_000_000  # an event time past it is no time at all
 def check_ready(ready: DatasetReady) -> DatasetReady:
     """The rules a ready event must meet beyond its schema (messages name fields, never values)."""
     i = ready.dataset_id
-    if (not isinstance(i, str) or not i.strip() or len(i) > MAX_ID_CHARS or "/" in i or "\\" in i or i.startswith(".")
-            or any(ord(ch) < 32 for ch in i)):
-        raise InvalidEvent(f"dataset_ready.dataset_id must be a dataset id: 1 to {MAX_ID_CHARS} characters, no path "
-                           "separator or control character, not starting with '.'")
+    if (
+        not isinstance(i, str)
+        or not i.strip()
+        or len(i) > MAX_ID_CHARS
+        or "/" in i
+        or "\\" in i
+        or i.startswith(".")
+        or any(ord(ch) < 32 for ch in i)
+    ):
+        raise InvalidEvent(
+            f"dataset_ready.dataset_id must be a dataset id: 1 to {MAX_ID_CHARS} characters, no path "
+            "separator or control character, not starting with '.'"
+        )
     t = ready.first_event_time
     if isinstance(t, bool) or not isinstance(t, int) or not 0 <= t < YEAR_3000_MS:
-        raise InvalidEvent("dataset_ready.first_event_time must be 0 or milliseconds since the epoch before the year 3000")
+        raise InvalidEvent(
+            "dataset_ready.first_event_time must be 0 or milliseconds since the epoch before the year 3000"
+        )
     return ready
 
 
@@ -92,21 +108,34 @@ def read_ready(codec: Codec, source: Source) -> DatasetReady:
 
 
 class TrainerService:
-    def __init__(self, settings: Settings, cycle: Cycle, registry: Registry, store: Any, metrics: Any = None,
-                 codec: Codec | None = None):
+    def __init__(
+        self,
+        settings: Settings,
+        cycle: Cycle,
+        registry: Registry,
+        store: Any,
+        metrics: Any = None,
+        codec: Codec | None = None,
+    ):
         self.settings = settings
         self.cycle = cycle
         self.registry = registry
         self.store = store
         self.metrics = metrics
         self.codec = codec or Codec()
-        self.consumer = Consumer({"bootstrap.servers": settings.broker_url, "group.id": f"{settings.app_id}-trainer",
-                                  "enable.auto.commit": False, "auto.offset.reset": "earliest",
-                                  # a cycle may train for a long time between polls
-                                  "max.poll.interval.ms": 6 * 3600 * 1000,
-                                  # static membership: a restarted trainer takes its partition back at once
-                                  # instead of waiting out the rebalance (as long as the poll interval)
-                                  "group.instance.id": f"{settings.app_id}-trainer-{settings.worker_id or 'main'}"})
+        self.consumer = Consumer(
+            {
+                "bootstrap.servers": settings.broker_url,
+                "group.id": f"{settings.app_id}-trainer",
+                "enable.auto.commit": False,
+                "auto.offset.reset": "earliest",
+                # a cycle may train for a long time between polls
+                "max.poll.interval.ms": 6 * 3600 * 1000,
+                # static membership: a restarted trainer takes its partition back at once
+                # instead of waiting out the rebalance (as long as the poll interval)
+                "group.instance.id": f"{settings.app_id}-trainer-{settings.worker_id or 'main'}",
+            }
+        )
         self.consumer.subscribe([settings.topic_datasets_ready])
         self._rested = False  # the last step ended in a rest (its next poll waits longer: flywheel/consumers.py)
         self.out = ModelsAnnouncer(settings, self.codec)
@@ -147,8 +176,10 @@ class TrainerService:
             failures = self._failures[where] = self._failures.get(where, 0) + 1
             if failures < CYCLE_ATTEMPTS:
                 raise
-            log.error("cycle failed on every attempt", extra={"dataset_id": ready.dataset_id, "attempts": failures,
-                                                              "error": type(exc).__name__})
+            log.error(
+                "cycle failed on every attempt",
+                extra={"dataset_id": ready.dataset_id, "attempts": failures, "error": type(exc).__name__},
+            )
             del self._failures[where]
             return self._dead_letter(src, exc, reason="cycle_failed", where="trainer cycle")
         self._failures.pop(where, None)
@@ -193,7 +224,9 @@ class TrainerService:
             self.metrics.stagnant.set(self.metrics.stagnant_count)
 
     def run(self, stop: threading.Event) -> None:
-        log.info("trainer started", extra={"topic": self.settings.topic_datasets_ready, "models": str(self.registry.root)})
+        log.info(
+            "trainer started", extra={"topic": self.settings.topic_datasets_ready, "models": str(self.registry.root)}
+        )
         observed, delay = 0.0, RETRY_FIRST_S
         try:
             self.observe_stagnation()
@@ -207,8 +240,14 @@ class TrainerService:
                 self.step()
                 delay = RETRY_FIRST_S
             except Exception as exc:  # broker or Redis away: the offset is not committed, so the cycle runs again
-                log.error("trainer retrying", extra={"error": type(exc).__name__, "retry_in_s": delay,
-                                                     "detail": str(exc)[:300] if is_infrastructure(exc) else detail_of(exc)})
+                log.error(
+                    "trainer retrying",
+                    extra={
+                        "error": type(exc).__name__,
+                        "retry_in_s": delay,
+                        "detail": str(exc)[:300] if is_infrastructure(exc) else detail_of(exc),
+                    },
+                )
                 stop.wait(delay)
                 delay = min(RETRY_MAX_S, delay * 2)
         self.close()
@@ -227,9 +266,17 @@ def build(settings: Settings, metrics: Any = None):
     from trainer.golden import GoldenStore
 
     policy = GatePolicy.load(settings.gate_policy)
-    registry = Registry(settings.models_dir, redis.Redis.from_url(settings.redis_url, socket_timeout=30), settings.app_id)
+    registry = Registry(
+        settings.models_dir, redis.Redis.from_url(settings.redis_url, socket_timeout=30), settings.app_id
+    )
     golden = GoldenStore(settings.golden_path)
-    return registry, golden, Cycle(registry, golden, policy.trainer, metrics), DatasetStore(settings.datasets_url), policy
+    return (
+        registry,
+        golden,
+        Cycle(registry, golden, policy.trainer, metrics),
+        DatasetStore(settings.datasets_url),
+        policy,
+    )
 
 
 def run_trainer(settings: Settings) -> None:

@@ -14,15 +14,60 @@ from typing import Callable, Sequence
 
 from trainer.examples import Example, GoldenItem
 
-TABLES = ("users", "orders", "invoices", "payments", "products", "customers", "sessions", "events", "tickets",
-          "refunds", "shipments", "reviews", "accounts", "devices", "coupons", "carts")
-CAPITALS = {"France": "Paris", "Spain": "Madrid", "Italy": "Rome", "Germany": "Berlin", "Japan": "Tokyo",
-            "Canada": "Ottawa", "Egypt": "Cairo", "Peru": "Lima", "Kenya": "Nairobi", "Norway": "Oslo",
-            "Greece": "Athens", "Chile": "Santiago", "Austria": "Vienna", "Poland": "Warsaw", "Cuba": "Havana",
-            "Ireland": "Dublin"}
-CURRENCIES = {"France": "euro", "Spain": "euro", "Italy": "euro", "Germany": "euro", "Japan": "yen", "Canada": "dollar",
-              "Egypt": "pound", "Peru": "sol", "Kenya": "shilling", "Norway": "krone", "Greece": "euro", "Chile": "peso",
-              "Austria": "euro", "Poland": "zloty", "Cuba": "peso", "Ireland": "euro"}
+TABLES = (
+    "users",
+    "orders",
+    "invoices",
+    "payments",
+    "products",
+    "customers",
+    "sessions",
+    "events",
+    "tickets",
+    "refunds",
+    "shipments",
+    "reviews",
+    "accounts",
+    "devices",
+    "coupons",
+    "carts",
+)
+CAPITALS = {
+    "France": "Paris",
+    "Spain": "Madrid",
+    "Italy": "Rome",
+    "Germany": "Berlin",
+    "Japan": "Tokyo",
+    "Canada": "Ottawa",
+    "Egypt": "Cairo",
+    "Peru": "Lima",
+    "Kenya": "Nairobi",
+    "Norway": "Oslo",
+    "Greece": "Athens",
+    "Chile": "Santiago",
+    "Austria": "Vienna",
+    "Poland": "Warsaw",
+    "Cuba": "Havana",
+    "Ireland": "Dublin",
+}
+CURRENCIES = {
+    "France": "euro",
+    "Spain": "euro",
+    "Italy": "euro",
+    "Germany": "euro",
+    "Japan": "yen",
+    "Canada": "dollar",
+    "Egypt": "pound",
+    "Peru": "sol",
+    "Kenya": "shilling",
+    "Norway": "krone",
+    "Greece": "euro",
+    "Chile": "peso",
+    "Austria": "euro",
+    "Poland": "zloty",
+    "Cuba": "peso",
+    "Ireland": "euro",
+}
 PRODUCTS = ("router", "printer", "laptop", "headset", "camera", "monitor", "keyboard", "tablet", "speaker", "watch")
 
 
@@ -37,26 +82,38 @@ class Task:
 
 
 TASKS: dict[str, Task] = {
-    "sql": Task("sql",
-                ("How many rows are in the {x} table?", "Count the rows of table {x}.", "Write SQL that counts all {x}."),
-                ("How many rows does the {x} table have?",),
-                lambda: TABLES, lambda x: f"SELECT COUNT(*) FROM {x};", scorer="sql"),
-    "qa": Task("qa",
-               ("What is the capital of {x}?", "Name the capital city of {x}.", "Which city is the capital of {x}?"),
-               ("What is the capital city of {x}?",),
-               lambda: tuple(CAPITALS), lambda x: CAPITALS[x]),
-    "support": Task("support",
-                    ("My {x} will not turn on.", "The {x} I bought does not start.", "How do I fix a dead {x}?"),
-                    ("My {x} does not start.",),
-                    lambda: PRODUCTS, lambda x: f"Hold the {x} power button for ten seconds, then plug it in again.",
-                    scorer="contains"),
+    "sql": Task(
+        "sql",
+        ("How many rows are in the {x} table?", "Count the rows of table {x}.", "Write SQL that counts all {x}."),
+        ("How many rows does the {x} table have?",),
+        lambda: TABLES,
+        lambda x: f"SELECT COUNT(*) FROM {x};",
+        scorer="sql",
+    ),
+    "qa": Task(
+        "qa",
+        ("What is the capital of {x}?", "Name the capital city of {x}.", "Which city is the capital of {x}?"),
+        ("What is the capital city of {x}?",),
+        lambda: tuple(CAPITALS),
+        lambda x: CAPITALS[x],
+    ),
+    "support": Task(
+        "support",
+        ("My {x} will not turn on.", "The {x} I bought does not start.", "How do I fix a dead {x}?"),
+        ("My {x} does not start.",),
+        lambda: PRODUCTS,
+        lambda x: f"Hold the {x} power button for ten seconds, then plug it in again.",
+        scorer="contains",
+    ),
     # the long tail: rare in traffic and absent from a cold start on the three above, so only production
     # traffic (corrections) can teach it
-    "currency": Task("currency",
-                     ("What currency is used in {x}?", "Which currency do people pay with in {x}?",
-                      "Name the currency of {x}."),
-                     ("What is the currency of {x}?",),
-                     lambda: tuple(CURRENCIES), lambda x: CURRENCIES[x]),
+    "currency": Task(
+        "currency",
+        ("What currency is used in {x}?", "Which currency do people pay with in {x}?", "Name the currency of {x}."),
+        ("What is the currency of {x}?",),
+        lambda: tuple(CURRENCIES),
+        lambda x: CURRENCIES[x],
+    ),
 }
 
 
@@ -90,6 +147,13 @@ def golden(tasks: Sequence[str] = tuple(TASKS)) -> list[GoldenItem]:
         t = task(name)
         for template in t.golden_templates:
             for subject in t.subjects():
-                items.append(GoldenItem(id=f"syn-{name}-{subject.lower()}", prompt=template.format(x=subject),
-                                        expected=t.answer(subject), task_type=name, scorer=t.scorer))
+                items.append(
+                    GoldenItem(
+                        id=f"syn-{name}-{subject.lower()}",
+                        prompt=template.format(x=subject),
+                        expected=t.answer(subject),
+                        task_type=name,
+                        scorer=t.scorer,
+                    )
+                )
     return items

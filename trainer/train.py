@@ -100,9 +100,9 @@ def fit(prompt: list[int], target: list[int], max_length: int) -> tuple[list[int
     if len(prompt) + len(target) > max_length:
         room = max_length - len(target)
         if room >= 1:
-            prompt, status = prompt[len(prompt) - room:], "prompt_cut"
+            prompt, status = prompt[len(prompt) - room :], "prompt_cut"
         else:
-            prompt, target, status = prompt[-1:], target[:max_length - 1], "too_long"
+            prompt, target, status = prompt[-1:], target[: max_length - 1], "too_long"
     return prompt + target, [IGNORE] * len(prompt) + target, status
 
 
@@ -126,22 +126,27 @@ def effective_max_length(loaded: LoadedModel, max_length: int) -> int:
     return max(2, min(max_length, limit) if max_length > 0 else limit)
 
 
-def batches(encoded: Sequence[tuple[list[int], list[int]]], batch_size: int, pad_id: int, device: str,
-            order: Sequence[int] | None = None):
+def batches(
+    encoded: Sequence[tuple[list[int], list[int]]],
+    batch_size: int,
+    pad_id: int,
+    device: str,
+    order: Sequence[int] | None = None,
+):
     """Right-padded tensors (input_ids, attention_mask, labels), `batch_size` examples at a time."""
     import torch
 
     order = list(order) if order is not None else list(range(len(encoded)))
     for start in range(0, len(order), batch_size):
-        chunk = [encoded[i] for i in order[start:start + batch_size]]
+        chunk = [encoded[i] for i in order[start : start + batch_size]]
         width = max(len(ids) for ids, _ in chunk)
         ids = torch.full((len(chunk), width), pad_id, dtype=torch.long)
         mask = torch.zeros((len(chunk), width), dtype=torch.long)
         labels = torch.full((len(chunk), width), IGNORE, dtype=torch.long)
         for row, (x, y) in enumerate(chunk):
-            ids[row, :len(x)] = torch.tensor(x)
-            mask[row, :len(x)] = 1
-            labels[row, :len(y)] = torch.tensor(y)
+            ids[row, : len(x)] = torch.tensor(x)
+            mask[row, : len(x)] = 1
+            labels[row, : len(y)] = torch.tensor(y)
         yield ids.to(device), mask.to(device), labels.to(device)
 
 
@@ -175,9 +180,13 @@ def _load_checkpoint(directory: Path | None, fingerprint: str) -> dict | None:
     return state if state.get("fingerprint") == fingerprint else None
 
 
-def fine_tune(loaded: LoadedModel, examples: Sequence[Example], config: TrainConfig,
-              progress: Callable[[int, int, float], None] | None = None,
-              checkpoint_dir: str | Path | None = None) -> TrainReport:
+def fine_tune(
+    loaded: LoadedModel,
+    examples: Sequence[Example],
+    config: TrainConfig,
+    progress: Callable[[int, int, float], None] | None = None,
+    checkpoint_dir: str | Path | None = None,
+) -> TrainReport:
     """Train in place. `progress(epoch, step, loss)` after every optimiser step. With
     `checkpoint_dir` and `config.checkpoint_steps`, a checkpoint is written there every so many
     steps and a run with the same data and config resumes from it."""
@@ -231,7 +240,9 @@ def fine_tune(loaded: LoadedModel, examples: Sequence[Example], config: TrainCon
     model.train()
     started = time.perf_counter()
     for epoch in range(start_epoch, config.epochs):
-        order = torch.randperm(len(encoded), generator=torch.Generator().manual_seed(config.seed * 1000 + epoch)).tolist()
+        order = torch.randperm(
+            len(encoded), generator=torch.Generator().manual_seed(config.seed * 1000 + epoch)
+        ).tolist()
         epoch_loss, n = epoch_sums if epoch == start_epoch else (0.0, 0)
         skip = (step - epoch * steps_per_epoch) * accumulation  # batches of this epoch done before a resume
         group: list = []
@@ -264,19 +275,40 @@ def fine_tune(loaded: LoadedModel, examples: Sequence[Example], config: TrainCon
                 progress(epoch, step, value)
             if directory is not None and step % config.checkpoint_steps == 0 and step < total:
                 done_epoch = step % steps_per_epoch == 0
-                _save_checkpoint(directory, {
-                    "fingerprint": fingerprint, "step": step, "first": first, "tokens": tokens,
-                    "losses": losses + ([epoch_loss / max(1, n)] if done_epoch else []),
-                    "epoch": epoch + 1 if done_epoch else epoch, "epoch_sums": (0.0, 0) if done_epoch else (epoch_loss, n),
-                    "weights": {k: p.detach().cpu().clone() for k, p in named},
-                    "optimiser": optimiser.state_dict(), "schedule": schedule.state_dict(), "rng": torch.get_rng_state()})
+                _save_checkpoint(
+                    directory,
+                    {
+                        "fingerprint": fingerprint,
+                        "step": step,
+                        "first": first,
+                        "tokens": tokens,
+                        "losses": losses + ([epoch_loss / max(1, n)] if done_epoch else []),
+                        "epoch": epoch + 1 if done_epoch else epoch,
+                        "epoch_sums": (0.0, 0) if done_epoch else (epoch_loss, n),
+                        "weights": {k: p.detach().cpu().clone() for k, p in named},
+                        "optimiser": optimiser.state_dict(),
+                        "schedule": schedule.state_dict(),
+                        "rng": torch.get_rng_state(),
+                    },
+                )
         losses.append(epoch_loss / max(1, n))
     model.eval()
     if directory is not None and directory.exists():
         shutil.rmtree(directory, ignore_errors=True)
-    return TrainReport(examples=len(encoded), epochs=config.epochs, steps=step, seconds=time.perf_counter() - started,
-                       first_loss=first or 0.0, final_loss=losses[-1], losses=losses, prompt_truncated=cut,
-                       too_long=too_long, max_length=max_length, tokens=tokens, resumed_from=resumed_from)
+    return TrainReport(
+        examples=len(encoded),
+        epochs=config.epochs,
+        steps=step,
+        seconds=time.perf_counter() - started,
+        first_loss=first or 0.0,
+        final_loss=losses[-1],
+        losses=losses,
+        prompt_truncated=cut,
+        too_long=too_long,
+        max_length=max_length,
+        tokens=tokens,
+        resumed_from=resumed_from,
+    )
 
 
 def perplexity(loaded: LoadedModel, examples: Sequence[Example], max_length: int = 256, batch_size: int = 64) -> float:
@@ -293,8 +325,9 @@ def perplexity(loaded: LoadedModel, examples: Sequence[Example], max_length: int
         for ids, mask, labels in batches(encoded, batch_size, loaded.tokenizer.pad_token_id, loaded.device):
             logits = loaded.model(input_ids=ids, attention_mask=mask).logits[:, :-1].float()
             target = labels[:, 1:]
-            loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)), target.reshape(-1),
-                                                     ignore_index=IGNORE, reduction="sum")
+            loss = torch.nn.functional.cross_entropy(
+                logits.reshape(-1, logits.size(-1)), target.reshape(-1), ignore_index=IGNORE, reduction="sum"
+            )
             total += float(loss)
             tokens += int((target != IGNORE).sum())
     return math.exp(min(50.0, total / max(1, tokens)))

@@ -35,7 +35,10 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from google.protobuf import json_format
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest, ExportTraceServiceResponse
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest,
+    ExportTraceServiceResponse,
+)
 
 from flywheel.importers import SkipLine, feedback_actions
 
@@ -76,7 +79,9 @@ def _hex_ids_to_base64(obj: Any) -> None:
         node = stack.pop()
         if isinstance(node, dict):
             for k, v in node.items():
-                if k in ("traceId", "spanId", "parentSpanId", "trace_id", "span_id", "parent_span_id") and isinstance(v, str):
+                if k in ("traceId", "spanId", "parentSpanId", "trace_id", "span_id", "parent_span_id") and isinstance(
+                    v, str
+                ):
                     try:
                         node[k] = base64.b64encode(bytes.fromhex(v)).decode()
                     except ValueError:
@@ -126,8 +131,13 @@ def _parts_text(parts: Any) -> tuple[str, list[dict], str | None]:
             texts.append(str(p.get("content", p.get("text", ""))))
         elif kind == "tool_call":
             args = p.get("arguments")
-            calls.append({"id": str(p.get("id") or ""), "name": str(p.get("name") or ""),
-                          "arguments": args if isinstance(args, str) else json.dumps(args, ensure_ascii=False)})
+            calls.append(
+                {
+                    "id": str(p.get("id") or ""),
+                    "name": str(p.get("name") or ""),
+                    "arguments": args if isinstance(args, str) else json.dumps(args, ensure_ascii=False),
+                }
+            )
         elif kind == "tool_call_response":
             answered = str(p.get("id") or "")
             resp = p.get("response", p.get("result"))
@@ -151,8 +161,15 @@ def genai_messages(value: Any) -> list[dict]:
             text, calls, answered = _parts_text(m.get("parts"))
         else:  # {"role", "content"} as some instrumentations write it
             text, calls, answered = str(m.get("content") or ""), [], m.get("tool_call_id")
-        out.append({"role": m.get("role"), "content": text, "name": m.get("name"), "tool_calls": calls,
-                    "tool_call_id": answered})
+        out.append(
+            {
+                "role": m.get("role"),
+                "content": text,
+                "name": m.get("name"),
+                "tool_calls": calls,
+                "tool_call_id": answered,
+            }
+        )
     return out
 
 
@@ -160,16 +177,26 @@ def _indexed(attrs: Mapping[str, Any], prefix: str) -> list[dict]:
     """OpenLLMetry's `gen_ai.prompt.0.role`, `gen_ai.prompt.0.content`, ..."""
     out, i = [], 0
     while f"{prefix}.{i}.content" in attrs or f"{prefix}.{i}.role" in attrs:
-        out.append({"role": attrs.get(f"{prefix}.{i}.role") or ("assistant" if "completion" in prefix else "user"),
-                    "content": str(attrs.get(f"{prefix}.{i}.content") or ""), "name": None, "tool_calls": [],
-                    "tool_call_id": None})
+        out.append(
+            {
+                "role": attrs.get(f"{prefix}.{i}.role") or ("assistant" if "completion" in prefix else "user"),
+                "content": str(attrs.get(f"{prefix}.{i}.content") or ""),
+                "name": None,
+                "tool_calls": [],
+                "tool_call_id": None,
+            }
+        )
         i += 1
     return out
 
 
 def is_genai(attrs: Mapping[str, Any]) -> bool:
-    return ("gen_ai.input.messages" in attrs or "gen_ai.output.messages" in attrs
-            or "gen_ai.prompt.0.content" in attrs or "gen_ai.completion.0.content" in attrs)
+    return (
+        "gen_ai.input.messages" in attrs
+        or "gen_ai.output.messages" in attrs
+        or "gen_ai.prompt.0.content" in attrs
+        or "gen_ai.completion.0.content" in attrs
+    )
 
 
 def _ms(nanos: int) -> int:
@@ -198,7 +225,9 @@ def map_request(req: ExportTraceServiceRequest) -> Mapped:
                     else:
                         for ev in span.events:
                             if ev.name in FEEDBACK_NAMES:
-                                _feedback({**attrs, **attributes(ev.attributes)}, _ms(ev.time_unix_nano), out, None, attrs)
+                                _feedback(
+                                    {**attrs, **attributes(ev.attributes)}, _ms(ev.time_unix_nano), out, None, attrs
+                                )
                 except SkipLine as exc:
                     out.rejected.append(str(exc))
     return out
@@ -218,48 +247,75 @@ def _map_llm_span(span, attrs: Mapping[str, Any], out: Mapped) -> str:
         if isinstance(t, Mapping) and (t.get("name") or (t.get("function") or {}).get("name")):
             fn = t.get("function") if isinstance(t.get("function"), Mapping) else t
             params = fn.get("parameters")
-            tools.append({"name": str(fn.get("name")), "description": _str(fn.get("description")),
-                          "parameters": params if isinstance(params, str) else ("" if params is None else json.dumps(params, sort_keys=True))})
-    rid = _str(attrs.get("gen_ai.response.id") or attrs.get("flywheel.request_id")) or \
-        f"otel-{span.trace_id.hex()}-{span.span_id.hex()}"
+            tools.append(
+                {
+                    "name": str(fn.get("name")),
+                    "description": _str(fn.get("description")),
+                    "parameters": params
+                    if isinstance(params, str)
+                    else ("" if params is None else json.dumps(params, sort_keys=True)),
+                }
+            )
+    rid = (
+        _str(attrs.get("gen_ai.response.id") or attrs.get("flywheel.request_id"))
+        or f"otel-{span.trace_id.hex()}-{span.span_id.hex()}"
+    )
     meta = {}
-    for key in ("gen_ai.usage.input_tokens", "gen_ai.usage.output_tokens", "gen_ai.provider.name", "gen_ai.system",
-                "gen_ai.operation.name"):
+    for key in (
+        "gen_ai.usage.input_tokens",
+        "gen_ai.usage.output_tokens",
+        "gen_ai.provider.name",
+        "gen_ai.system",
+        "gen_ai.operation.name",
+    ):
         if attrs.get(key) is not None:
             meta[key] = _str(attrs[key])
     reasons = attrs.get("gen_ai.response.finish_reasons")
     if reasons:
-        meta["gen_ai.response.finish_reasons"] = ",".join(map(str, reasons)) if isinstance(reasons, list) else _str(reasons)
+        meta["gen_ai.response.finish_reasons"] = (
+            ",".join(map(str, reasons)) if isinstance(reasons, list) else _str(reasons)
+        )
     context = attrs.get("flywheel.retrieved_context")
     if isinstance(context, str):
         context = [context]
     start, end = span.start_time_unix_nano, span.end_time_unix_nano
-    out.interactions.append({
-        "request_id": rid,
-        "session_id": _str(attrs.get("gen_ai.conversation.id") or attrs.get("session.id")),
-        "user_id": _str(attrs.get("user.id") or attrs.get("enduser.id")) or "otel",
-        "model_version": _str(attrs.get("gen_ai.response.model") or attrs.get("gen_ai.request.model")) or "unknown",
-        "event_time": _ms(end or start),
-        "latency_ms": (end - start) / 1e6 if end and start and end >= start else None,
-        "system": system if isinstance(system, str) else "",
-        "messages": messages,
-        "tools": tools,
-        "response": "\n".join(m["content"] for m in answer if m["content"]),
-        "response_tool_calls": [c for m in answer for c in m["tool_calls"]],
-        "retrieved_context": [str(c) for c in context] if isinstance(context, list) else None,
-        "task_type": _str(attrs.get("flywheel.task_type")), "variant": _str(attrs.get("flywheel.variant")),
-        "metadata": {**meta, "source": "otlp"},
-    })
+    out.interactions.append(
+        {
+            "request_id": rid,
+            "session_id": _str(attrs.get("gen_ai.conversation.id") or attrs.get("session.id")),
+            "user_id": _str(attrs.get("user.id") or attrs.get("enduser.id")) or "otel",
+            "model_version": _str(attrs.get("gen_ai.response.model") or attrs.get("gen_ai.request.model"))
+            or "unknown",
+            "event_time": _ms(end or start),
+            "latency_ms": (end - start) / 1e6 if end and start and end >= start else None,
+            "system": system if isinstance(system, str) else "",
+            "messages": messages,
+            "tools": tools,
+            "response": "\n".join(m["content"] for m in answer if m["content"]),
+            "response_tool_calls": [c for m in answer for c in m["tool_calls"]],
+            "retrieved_context": [str(c) for c in context] if isinstance(context, list) else None,
+            "task_type": _str(attrs.get("flywheel.task_type")),
+            "variant": _str(attrs.get("flywheel.variant")),
+            "metadata": {**meta, "source": "otlp"},
+        }
+    )
     return rid
 
 
-def _feedback(attrs: Mapping[str, Any], time_ms: int, out: Mapped, rid: str | None, span_attrs: Mapping[str, Any]) -> None:
+def _feedback(
+    attrs: Mapping[str, Any], time_ms: int, out: Mapped, rid: str | None, span_attrs: Mapping[str, Any]
+) -> None:
     target = _str(attrs.get("gen_ai.response.id") or attrs.get("flywheel.request_id")) or rid
     if not target:
         raise SkipLine("a feedback event that names no request (gen_ai.response.id or flywheel.request_id)")
-    fb = {"feedback": attrs.get("feedback.value"), "rating": attrs.get("feedback.rating"),
-          "correction": attrs.get("feedback.correction")}
+    fb = {
+        "feedback": attrs.get("feedback.value"),
+        "rating": attrs.get("feedback.rating"),
+        "correction": attrs.get("feedback.correction"),
+    }
     user = _str(attrs.get("user.id") or attrs.get("enduser.id") or span_attrs.get("user.id")) or "otel"
-    session = _str(attrs.get("gen_ai.conversation.id") or attrs.get("session.id") or span_attrs.get("gen_ai.conversation.id"))
+    session = _str(
+        attrs.get("gen_ai.conversation.id") or attrs.get("session.id") or span_attrs.get("gen_ai.conversation.id")
+    )
     for a in feedback_actions({k: v for k, v in fb.items() if v is not None}):
         out.actions.append({"request_id": target, "user_id": user, "session_id": session, "event_time": time_ms, **a})

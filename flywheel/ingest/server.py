@@ -68,8 +68,9 @@ class Counters:
         self.refused[error] = self.refused.get(error, 0) + 1
 
 
-def validate(codec: Codec, producer: FlywheelProducer, kind: str, obj: Any, *, now_ms: int, max_ahead_ms: int
-             ) -> tuple[Interaction | UserAction, bytes]:
+def validate(
+    codec: Codec, producer: FlywheelProducer, kind: str, obj: Any, *, now_ms: int, max_ahead_ms: int
+) -> tuple[Interaction | UserAction, bytes]:
     """One event's JSON value -> (record, the bytes to produce); raises Refused with the join's reason."""
     try:
         record = codec.decode_json_value(kind, obj)  # the schema checked here: encoding needs no second check
@@ -81,7 +82,9 @@ def validate(codec: Codec, producer: FlywheelProducer, kind: str, obj: Any, *, n
     except FutureEvent as exc:
         raise Refused(400, FutureEvent.reason, str(exc), kind=kind) from None
     except (InvalidEvent, EncodeError, TypeError) as exc:
-        raise Refused(400, "invalid_event", str(exc) if isinstance(exc, InvalidEvent) else type(exc).__name__, kind=kind) from None
+        raise Refused(
+            400, "invalid_event", str(exc) if isinstance(exc, InvalidEvent) else type(exc).__name__, kind=kind
+        ) from None
     limit = producer.settings.max_event_bytes
     if len(value) > limit:  # the join's own bound (FLYWHEEL_MAX_EVENT_BYTES)
         raise Refused(400, "oversized", f"{len(value)} bytes is over the limit of {limit}", kind=kind)
@@ -89,9 +92,18 @@ def validate(codec: Codec, producer: FlywheelProducer, kind: str, obj: Any, *, n
 
 
 class IngestServer:
-    def __init__(self, producer: FlywheelProducer, tokens: Sequence[str], *, codec: Codec | None = None,
-                 max_pending: int = 10_000, max_batch: int = 1000, delivery_timeout_s: float = 30.0,
-                 retry_after_s: int = 1, max_event_ahead_ms: int | None = None):
+    def __init__(
+        self,
+        producer: FlywheelProducer,
+        tokens: Sequence[str],
+        *,
+        codec: Codec | None = None,
+        max_pending: int = 10_000,
+        max_batch: int = 1000,
+        delivery_timeout_s: float = 30.0,
+        retry_after_s: int = 1,
+        max_event_ahead_ms: int | None = None,
+    ):
         self.producer = producer
         self.codec = codec or producer.codec
         self.tokens = [t.encode() for t in tokens if t]
@@ -100,8 +112,11 @@ class IngestServer:
         self.delivery_timeout_s = delivery_timeout_s
         self.retry_after_s = retry_after_s
         self.max_ahead_ms = producer.settings.max_event_ahead_ms if max_event_ahead_ms is None else max_event_ahead_ms
-        self.batch_limits = replace(self.codec.limits, max_depth=self.codec.limits.max_depth + 2,
-                                    max_items=max(self.codec.limits.max_items, max_batch))
+        self.batch_limits = replace(
+            self.codec.limits,
+            max_depth=self.codec.limits.max_depth + 2,
+            max_items=max(self.codec.limits.max_items, max_batch),
+        )
         self.counters = Counters()
         self._stop = threading.Event()
         self._poller: threading.Thread | None = None
@@ -110,10 +125,16 @@ class IngestServer:
     def app(self, max_body_bytes: int = 16 * 1024 * 1024) -> web.Application:
         self.max_body_bytes = max_body_bytes
         app = web.Application(client_max_size=max_body_bytes)
-        app.add_routes([web.post("/v1/interactions", self._one("interaction")), web.post("/v1/actions", self._one("action")),
-                        web.post("/v1/batch", self._batch), web.post("/v1/openai", self._openai),
-                        web.post("/v1/traces", self._traces),
-                        web.get("/healthz", self._health)])
+        app.add_routes(
+            [
+                web.post("/v1/interactions", self._one("interaction")),
+                web.post("/v1/actions", self._one("action")),
+                web.post("/v1/batch", self._batch),
+                web.post("/v1/openai", self._openai),
+                web.post("/v1/traces", self._traces),
+                web.get("/healthz", self._health),
+            ]
+        )
         app.on_startup.append(self._start)
         app.on_cleanup.append(self._cleanup)
         return app
@@ -188,7 +209,9 @@ class IngestServer:
                 raise Refused(400, exc.reason, exc.detail) from None
             if not isinstance(obj, dict) or set(obj) - {"interactions", "actions"}:
                 raise Refused(400, "invalid_batch", 'a batch is {"interactions": [...], "actions": [...]}')
-            lists = [(kind, obj.get(key) or []) for kind, key in (("interaction", "interactions"), ("action", "actions"))]
+            lists = [
+                (kind, obj.get(key) or []) for kind, key in (("interaction", "interactions"), ("action", "actions"))
+            ]
             if any(not isinstance(items, list) for _, items in lists):
                 raise Refused(400, "invalid_batch", "interactions and actions must be arrays")
             total = sum(len(items) for _, items in lists)
@@ -198,7 +221,9 @@ class IngestServer:
             for kind, items in lists:
                 for i, item in enumerate(items):
                     try:
-                        out.append(validate(self.codec, self.producer, kind, item, now_ms=now, max_ahead_ms=self.max_ahead_ms))
+                        out.append(
+                            validate(self.codec, self.producer, kind, item, now_ms=now, max_ahead_ms=self.max_ahead_ms)
+                        )
                     except Refused as exc:
                         exc.extra["index"] = i
                         raise
@@ -226,7 +251,9 @@ class IngestServer:
             except FutureEvent as exc:
                 raise Refused(400, FutureEvent.reason, str(exc)) from None
             except (InvalidEvent, TypeError, ValueError) as exc:
-                raise Refused(400, "invalid_event", str(exc) if isinstance(exc, InvalidEvent) else type(exc).__name__) from None
+                raise Refused(
+                    400, "invalid_event", str(exc) if isinstance(exc, InvalidEvent) else type(exc).__name__
+                ) from None
 
         return await self._handle(request, parse)
 
@@ -238,8 +265,9 @@ class IngestServer:
         try:
             from flywheel.ingest import otlp
         except ImportError:  # opentelemetry-proto is not installed
-            return web.json_response({"error": "not_implemented", "detail": "install opentelemetry-proto for /v1/traces"},
-                                     status=501)
+            return web.json_response(
+                {"error": "not_implemented", "detail": "install opentelemetry-proto for /v1/traces"}, status=501
+            )
         ctype = request.headers.get("Content-Type", "application/x-protobuf").lower()
         self.counters.requests += 1
         try:
@@ -266,7 +294,9 @@ class IngestServer:
             resp = await self._send(events)
             if resp.status != 200:
                 return resp
-            self.counters.refused["otlp_span_rejected"] = self.counters.refused.get("otlp_span_rejected", 0) + len(rejected)
+            self.counters.refused["otlp_span_rejected"] = self.counters.refused.get("otlp_span_rejected", 0) + len(
+                rejected
+            )
             data, out_type = otlp.response_body(len(rejected), "; ".join(rejected[:3]), ctype)
             return web.Response(body=data, content_type=out_type)
         except Refused as exc:
@@ -276,9 +306,18 @@ class IngestServer:
 
     async def _health(self, request: web.Request) -> web.Response:
         c = self.counters
-        return web.json_response({"ok": True, "pending": self.producer.pending, "max_pending": self.max_pending,
-                                  "requests": c.requests, "accepted_events": c.accepted_events, "refused": c.refused,
-                                  "throttled": c.throttled, "delivery_failed": c.delivery_failed})
+        return web.json_response(
+            {
+                "ok": True,
+                "pending": self.producer.pending,
+                "max_pending": self.max_pending,
+                "requests": c.requests,
+                "accepted_events": c.accepted_events,
+                "refused": c.refused,
+                "throttled": c.throttled,
+                "delivery_failed": c.delivery_failed,
+            }
+        )
 
     # -- producing ---------------------------------------------------------------------------------
     async def _send(self, events: list[tuple[Any, bytes]]) -> web.Response:
@@ -286,22 +325,36 @@ class IngestServer:
             return web.json_response({"accepted": 0, "request_ids": []})
         if self.producer.pending + len(events) > self.max_pending:
             self.counters.throttled += 1
-            raise Refused(429, "busy", f"{self.producer.pending} events wait for the broker (limit {self.max_pending}); "
-                                       f"retry after {self.retry_after_s} s")
+            raise Refused(
+                429,
+                "busy",
+                f"{self.producer.pending} events wait for the broker (limit {self.max_pending}); "
+                f"retry after {self.retry_after_s} s",
+            )
         loop = asyncio.get_running_loop()
         futures = []
         for event, value in events:  # nothing between these calls yields: the batch is queued whole
             fut = loop.create_future()
             try:
-                self.producer.send_encoded(event, value, on_delivery=lambda err, fut=fut: loop.call_soon_threadsafe(_settle, fut, err))
+                self.producer.send_encoded(
+                    event, value, on_delivery=lambda err, fut=fut: loop.call_soon_threadsafe(_settle, fut, err)
+                )
             except BufferError:  # librdkafka's own queue is full (its limits are set far above max_pending)
                 if not futures:
                     self.counters.throttled += 1
-                    raise Refused(429, "busy", "the producer queue is full", ) from None
+                    raise Refused(
+                        429,
+                        "busy",
+                        "the producer queue is full",
+                    ) from None
                 await asyncio.wait(futures, timeout=self.delivery_timeout_s)
-                raise Refused(503, "partially_queued", f"{len(futures)} of {len(events)} events were queued before the "
-                                                      "producer queue filled; they are in Kafka unless reported failed",
-                              queued=len(futures)) from None
+                raise Refused(
+                    503,
+                    "partially_queued",
+                    f"{len(futures)} of {len(events)} events were queued before the "
+                    "producer queue filled; they are in Kafka unless reported failed",
+                    queued=len(futures),
+                ) from None
             futures.append(fut)
         try:
             errors = await asyncio.wait_for(asyncio.gather(*futures), self.delivery_timeout_s)
@@ -310,8 +363,11 @@ class IngestServer:
         failed = [e for e in errors if e is not None]
         if failed:
             self.counters.delivery_failed += len(failed)
-            return web.json_response({"error": "delivery_failed", "detail": str(failed[0])[:200], "failed": len(failed)},
-                                     status=503, headers={"Retry-After": str(self.retry_after_s)})
+            return web.json_response(
+                {"error": "delivery_failed", "detail": str(failed[0])[:200], "failed": len(failed)},
+                status=503,
+                headers={"Retry-After": str(self.retry_after_s)},
+            )
         self.counters.accepted_events += len(events)
         return web.json_response({"accepted": len(events), "request_ids": [e.request_id for e, _ in events]})
 
@@ -329,16 +385,26 @@ def tokens_from(env_value: str, token_file: str | None) -> list[str]:
     return tokens
 
 
-def serve(settings, *, host: str, port: int, tokens: Sequence[str], max_pending: int, max_batch: int,
-          retry_after_s: int = 1) -> None:
+def serve(
+    settings, *, host: str, port: int, tokens: Sequence[str], max_pending: int, max_batch: int, retry_after_s: int = 1
+) -> None:
     """Run until SIGTERM/SIGINT (blocks). Prints one JSON line when listening."""
-    producer = FlywheelProducer(settings, max_block_s=0.0, config={
-        "queue.buffering.max.messages": max(100_000, 2 * (max_pending + max_batch)),
-        "queue.buffering.max.kbytes": 1_048_576, "client.id": "flywheel-ingest"})
+    producer = FlywheelProducer(
+        settings,
+        max_block_s=0.0,
+        config={
+            "queue.buffering.max.messages": max(100_000, 2 * (max_pending + max_batch)),
+            "queue.buffering.max.kbytes": 1_048_576,
+            "client.id": "flywheel-ingest",
+        },
+    )
     server = IngestServer(producer, tokens, max_pending=max_pending, max_batch=max_batch, retry_after_s=retry_after_s)
     app = server.app()
 
     def announce(_msg: str) -> None:
-        print(json.dumps({"ingest": f"http://{host}:{port}", "auth": bool(tokens), "max_pending": max_pending}), flush=True)
+        print(
+            json.dumps({"ingest": f"http://{host}:{port}", "auth": bool(tokens), "max_pending": max_pending}),
+            flush=True,
+        )
 
     web.run_app(app, host=host, port=port, print=announce, shutdown_timeout=60.0, access_log=None)

@@ -23,9 +23,22 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from flywheel.policy.datasets import DatasetPolicy
-from flywheel.policy.gate import (LOCATION_MODES, PII_ENTITIES, PII_MODES, POSITIVE_ACTIONS, SECRET_MODES, TEXT_FIELDS,
-                                  ActionFilter, DuplicateFilter, GroundingFilter, KeepRateFilter, LengthFilter, PiiFilter,
-                                  QualityFilter, ToxicityFilter)
+from flywheel.policy.gate import (
+    LOCATION_MODES,
+    PII_ENTITIES,
+    PII_MODES,
+    POSITIVE_ACTIONS,
+    SECRET_MODES,
+    TEXT_FIELDS,
+    ActionFilter,
+    DuplicateFilter,
+    GroundingFilter,
+    KeepRateFilter,
+    LengthFilter,
+    PiiFilter,
+    QualityFilter,
+    ToxicityFilter,
+)
 from flywheel.policy.guards import GUARD_ACTIONS, MONITORS, GuardPolicy
 from flywheel.policy.loader import PolicyError, build, plain, toml_value
 from flywheel.policy.review import REVIEW_STAGES, ReviewPolicy
@@ -33,10 +46,31 @@ from flywheel.policy.rollout import RolloutPolicy
 from flywheel.policy.trainer import PREFERENCE_METHODS, TrainerPolicy
 
 __all__ = [
-    "GatePolicy", "PolicyError", "ActionFilter", "LengthFilter", "QualityFilter", "ToxicityFilter", "PiiFilter",
-    "GroundingFilter", "DuplicateFilter", "KeepRateFilter", "ReviewPolicy", "DatasetPolicy", "TrainerPolicy",
-    "RolloutPolicy", "GuardPolicy", "POSITIVE_ACTIONS", "TEXT_FIELDS", "PII_MODES", "SECRET_MODES", "LOCATION_MODES",
-    "PII_ENTITIES", "REVIEW_STAGES", "PREFERENCE_METHODS", "MONITORS", "GUARD_ACTIONS",
+    "GatePolicy",
+    "PolicyError",
+    "ActionFilter",
+    "LengthFilter",
+    "QualityFilter",
+    "ToxicityFilter",
+    "PiiFilter",
+    "GroundingFilter",
+    "DuplicateFilter",
+    "KeepRateFilter",
+    "ReviewPolicy",
+    "DatasetPolicy",
+    "TrainerPolicy",
+    "RolloutPolicy",
+    "GuardPolicy",
+    "POSITIVE_ACTIONS",
+    "TEXT_FIELDS",
+    "PII_MODES",
+    "SECRET_MODES",
+    "LOCATION_MODES",
+    "PII_ENTITIES",
+    "REVIEW_STAGES",
+    "PREFERENCE_METHODS",
+    "MONITORS",
+    "GUARD_ACTIONS",
 ]
 
 
@@ -76,7 +110,9 @@ class GatePolicy:
         return {"stamp": self.stamp, **self.to_dict()}
 
     def sections(self) -> list[tuple[str, Any]]:
-        return [(f.name, getattr(self, f.name)) for f in fields(self) if dataclasses.is_dataclass(getattr(self, f.name))]
+        return [
+            (f.name, getattr(self, f.name)) for f in fields(self) if dataclasses.is_dataclass(getattr(self, f.name))
+        ]
 
     @classmethod
     def load(cls, path: str | Path | None) -> "GatePolicy":

@@ -7,7 +7,7 @@ from typing import Mapping
 
 from flywheel.policy.loader import Check, at_least
 
-__all__ = ['DatasetPolicy']
+__all__ = ["DatasetPolicy"]
 
 
 @dataclass(frozen=True)
@@ -15,7 +15,8 @@ class DatasetPolicy:
     """How sealed windows become training datasets (the seed's Sections 05, 07 and 09)."""
 
     window_days: int = 7  # tumbling event-time windows of one to four weeks
-    lag_days: int = 14  # a window is sealed only when the watermark passes its end plus this: never train on this week's data
+    # a window is sealed only when the watermark passes its end plus this: never train on this week's data
+    lag_days: int = 14
     validation_share: float = 0.10  # by hash of request_id: the same request is always on the same side
     dedupe: bool = True  # one record per normalised (prompt, target) in a window
     task_caps: Mapping[str, int] = field(default_factory=dict)  # most SFT records per task type (stratification)
@@ -43,9 +44,14 @@ class DatasetPolicy:
             bad("[datasets] lag_days", f"must be within 0..56, got {self.lag_days}")
         if not 0.0 <= self.validation_share < 1.0:
             bad("[datasets] validation_share", f"must be within 0..1 (exclusive of 1), got {self.validation_share}")
-        at_least(bad, 0, ("[datasets] default_task_cap", self.default_task_cap), ("[datasets] top_k", self.top_k),
-                 ("[datasets] regeneration_gap_minutes", self.regeneration_gap_minutes),
-                 *((f"[datasets.task_caps] {k}", v) for k, v in self.task_caps.items()))
+        at_least(
+            bad,
+            0,
+            ("[datasets] default_task_cap", self.default_task_cap),
+            ("[datasets] top_k", self.top_k),
+            ("[datasets] regeneration_gap_minutes", self.regeneration_gap_minutes),
+            *((f"[datasets.task_caps] {k}", v) for k, v in self.task_caps.items()),
+        )
         if self.shard_records < 1:
             bad("[datasets] shard_records", f"must be >= 1, got {self.shard_records}")
         if not 1 <= self.curriculum_buckets <= 100:

@@ -8,9 +8,22 @@ from typing import Mapping
 from flywheel.policy.loader import Check, at_least, within_01
 from schemas.records import ACTIONS
 
-__all__ = ["POSITIVE_ACTIONS", "TEXT_FIELDS", "PII_MODES", "SECRET_MODES", "LOCATION_MODES", "PII_ENTITIES",
-           "ActionFilter", "LengthFilter", "QualityFilter", "ToxicityFilter", "PiiFilter", "GroundingFilter",
-           "DuplicateFilter", "KeepRateFilter"]
+__all__ = [
+    "POSITIVE_ACTIONS",
+    "TEXT_FIELDS",
+    "PII_MODES",
+    "SECRET_MODES",
+    "LOCATION_MODES",
+    "PII_ENTITIES",
+    "ActionFilter",
+    "LengthFilter",
+    "QualityFilter",
+    "ToxicityFilter",
+    "PiiFilter",
+    "GroundingFilter",
+    "DuplicateFilter",
+    "KeepRateFilter",
+]
 
 POSITIVE_ACTIONS = ("accepted", "copied", "corrected")
 TEXT_FIELDS = ("prompt", "response", "correction", "target")
@@ -19,14 +32,64 @@ SECRET_MODES = ("reject", "redact")
 LOCATION_MODES = ("personal", "all")
 # what `[pii] entities` may name: the redactor's recognizers (streams/gate/pii/; a test keeps the two equal)
 PII_ENTITIES = (
-    "EMAIL_ADDRESS", "PHONE_NUMBER", "CREDIT_CARD", "IBAN_CODE", "IP_ADDRESS", "MAC_ADDRESS", "US_SSN", "CRYPTO", "URL",
-    "STREET_ADDRESS", "USERNAME", "UK_NHS", "UK_NINO", "UK_PASSPORT", "UK_DRIVING_LICENCE", "LICENSE_PLATE", "ES_NIF",
-    "ES_NIE", "IT_FISCAL_CODE", "IT_IDENTITY_CARD", "IT_PASSPORT", "IT_DRIVER_LICENSE", "SG_NRIC_FIN", "AU_TFN", "AU_ABN",
-    "AU_ACN", "AU_MEDICARE", "IN_PAN", "IN_AADHAAR", "IN_PASSPORT", "IN_VOTER", "US_PASSPORT", "US_DRIVER_LICENSE",
-    "US_ITIN", "DE_TAX_ID", "DE_PASSPORT", "DE_ID_CARD", "DE_SOCIAL_SECURITY", "PL_PESEL", "SE_PERSONNUMMER",
-    "FI_PERSONAL_IDENTITY_CODE", "CA_SIN", "KR_RRN", "TH_TNIN", "PASSPORT_NUMBER", "DRIVER_LICENSE", "TAX_ID",
-    "ID_NUMBER", "DATE_OF_BIRTH", "API_KEY", "AWS_ACCESS_KEY", "AWS_SECRET_KEY", "JWT", "PASSWORD", "PRIVATE_KEY",
-    "SECRET", "PERSON", "LOCATION",
+    "EMAIL_ADDRESS",
+    "PHONE_NUMBER",
+    "CREDIT_CARD",
+    "IBAN_CODE",
+    "IP_ADDRESS",
+    "MAC_ADDRESS",
+    "US_SSN",
+    "CRYPTO",
+    "URL",
+    "STREET_ADDRESS",
+    "USERNAME",
+    "UK_NHS",
+    "UK_NINO",
+    "UK_PASSPORT",
+    "UK_DRIVING_LICENCE",
+    "LICENSE_PLATE",
+    "ES_NIF",
+    "ES_NIE",
+    "IT_FISCAL_CODE",
+    "IT_IDENTITY_CARD",
+    "IT_PASSPORT",
+    "IT_DRIVER_LICENSE",
+    "SG_NRIC_FIN",
+    "AU_TFN",
+    "AU_ABN",
+    "AU_ACN",
+    "AU_MEDICARE",
+    "IN_PAN",
+    "IN_AADHAAR",
+    "IN_PASSPORT",
+    "IN_VOTER",
+    "US_PASSPORT",
+    "US_DRIVER_LICENSE",
+    "US_ITIN",
+    "DE_TAX_ID",
+    "DE_PASSPORT",
+    "DE_ID_CARD",
+    "DE_SOCIAL_SECURITY",
+    "PL_PESEL",
+    "SE_PERSONNUMMER",
+    "FI_PERSONAL_IDENTITY_CODE",
+    "CA_SIN",
+    "KR_RRN",
+    "TH_TNIN",
+    "PASSPORT_NUMBER",
+    "DRIVER_LICENSE",
+    "TAX_ID",
+    "ID_NUMBER",
+    "DATE_OF_BIRTH",
+    "API_KEY",
+    "AWS_ACCESS_KEY",
+    "AWS_SECRET_KEY",
+    "JWT",
+    "PASSWORD",
+    "PRIVATE_KEY",
+    "SECRET",
+    "PERSON",
+    "LOCATION",
 )
 
 
@@ -58,9 +121,18 @@ class QualityFilter:
 
     enabled: bool = True
     threshold: float = 0.6
-    action_base: Mapping[str, float] = field(default_factory=lambda: {
-        "corrected": 0.80, "copied": 0.75, "accepted": 0.70, "thumbs_up": 0.65, "rated": 0.50,
-        "regenerated": 0.15, "abandoned": 0.20, "thumbs_down": 0.05})
+    action_base: Mapping[str, float] = field(
+        default_factory=lambda: {
+            "corrected": 0.80,
+            "copied": 0.75,
+            "accepted": 0.70,
+            "thumbs_up": 0.65,
+            "rated": 0.50,
+            "regenerated": 0.15,
+            "abandoned": 0.20,
+            "thumbs_down": 0.05,
+        }
+    )
     thumbs_weight: float = 0.10  # per net thumb, at most one either way
     rating_weight: float = 0.20  # rating 5 adds this, 1 takes it away, 3 is neutral
     quick_action_ms: int = 2_000  # an accept or copy faster than this was not read
@@ -73,8 +145,11 @@ class QualityFilter:
         unknown = set(self.action_base) - set(ACTIONS)
         if unknown:
             bad("[quality.action_base]", f"unknown actions {sorted(unknown)}; known: {', '.join(ACTIONS)}")
-        within_01(bad, ("[quality] threshold", self.threshold),
-                   *((f"[quality.action_base] {k}", v) for k, v in self.action_base.items()))
+        within_01(
+            bad,
+            ("[quality] threshold", self.threshold),
+            *((f"[quality.action_base] {k}", v) for k, v in self.action_base.items()),
+        )
         at_least(bad, 0, ("[quality] quick_action_ms", self.quick_action_ms))
 
 
@@ -84,7 +159,8 @@ class ToxicityFilter:
     threshold: float = 0.1
     checkpoint: str = ""  # a detoxify checkpoint file; empty: the profanity-check model the package ships
     config_dir: str = ""  # Hugging Face config + tokenizer directory for the checkpoint
-    fields: tuple[str, ...] = ("prompt", "response", "target")  # the response too: it is the rejected side of preference pairs
+    # the response too: it is the rejected side of preference pairs
+    fields: tuple[str, ...] = ("prompt", "response", "target")
     device: str = "cpu"
 
     def check(self, bad: Check) -> None:

@@ -7,9 +7,16 @@ from typing import Mapping
 
 from flywheel.policy.loader import Check, at_least
 
-__all__ = ['MONITORS', 'GUARD_ACTIONS', 'GuardPolicy']
+__all__ = ["MONITORS", "GUARD_ACTIONS", "GuardPolicy"]
 
-MONITORS = ("deadletter_rate", "empty_rate", "pass_rate_shift", "action_mix_shift", "task_mix_shift", "acceptance_drop")
+MONITORS = (
+    "deadletter_rate",
+    "empty_rate",
+    "pass_rate_shift",
+    "action_mix_shift",
+    "task_mix_shift",
+    "acceptance_drop",
+)
 GUARD_ACTIONS = ("pause_rollout", "hold_datasets")
 
 
@@ -31,17 +38,30 @@ class GuardPolicy:
     max_task_mix_shift: float = 0.20  # total variation distance of the task types
     max_acceptance_drop: float = 0.10  # a model version's acceptance, recent against its own baseline
     evaluate_interval_s: float = 10.0
-    actions: Mapping[str, tuple[str, ...]] = field(default_factory=lambda: {
-        "deadletter_rate": ("hold_datasets",), "empty_rate": ("pause_rollout",), "pass_rate_shift": ("hold_datasets",),
-        "action_mix_shift": ("pause_rollout",), "task_mix_shift": (), "acceptance_drop": ("pause_rollout", "hold_datasets")})
+    actions: Mapping[str, tuple[str, ...]] = field(
+        default_factory=lambda: {
+            "deadletter_rate": ("hold_datasets",),
+            "empty_rate": ("pause_rollout",),
+            "pass_rate_shift": ("hold_datasets",),
+            "action_mix_shift": ("pause_rollout",),
+            "task_mix_shift": (),
+            "acceptance_drop": ("pause_rollout", "hold_datasets"),
+        }
+    )
 
     def bound(self, monitor: str) -> float:
         return getattr(self, f"max_{monitor}")
 
     def check(self, bad: Check) -> None:
-        at_least(bad, 1, ("[guards] bucket_s", self.bucket_s), ("[guards] recent_buckets", self.recent_buckets),
-                 ("[guards] baseline_buckets", self.baseline_buckets), ("[guards] min_recent", self.min_recent),
-                 ("[guards] min_baseline", self.min_baseline))
+        at_least(
+            bad,
+            1,
+            ("[guards] bucket_s", self.bucket_s),
+            ("[guards] recent_buckets", self.recent_buckets),
+            ("[guards] baseline_buckets", self.baseline_buckets),
+            ("[guards] min_recent", self.min_recent),
+            ("[guards] min_baseline", self.min_baseline),
+        )
         for m in MONITORS:
             if not 0.0 < self.bound(m) < 1.0:
                 bad(f"[guards] max_{m}", f"must be within 0..1 (exclusive), got {self.bound(m)}")
@@ -53,5 +73,7 @@ class GuardPolicy:
             if m not in MONITORS:
                 bad(f"[guards.actions] {m}", f"unknown monitor; known: {', '.join(MONITORS)}")
             if set(acts) - set(GUARD_ACTIONS):
-                bad(f"[guards.actions] {m}", f"unknown actions {sorted(set(acts) - set(GUARD_ACTIONS))}; known: "
-                    f"{', '.join(GUARD_ACTIONS)}")
+                bad(
+                    f"[guards.actions] {m}",
+                    f"unknown actions {sorted(set(acts) - set(GUARD_ACTIONS))}; known: {', '.join(GUARD_ACTIONS)}",
+                )

@@ -65,10 +65,11 @@ def build(cls: Any, raw: Any, source: str, section: str = ""):
         f = known.get(key)
         if f is None:
             hint = difflib.get_close_matches(key, known, n=1)
-            raise PolicyError(f"{source}: {where}: unknown key {key!r}" + (f" (did you mean {hint[0]!r}?)" if hint else
-                                                                            f"; known: {', '.join(known)}"))
-        values[key] = _value(hints[key], value, source, f"{section}.{key}" if section else key,
-                             getattr(defaults, key))
+            raise PolicyError(
+                f"{source}: {where}: unknown key {key!r}"
+                + (f" (did you mean {hint[0]!r}?)" if hint else f"; known: {', '.join(known)}")
+            )
+        values[key] = _value(hints[key], value, source, f"{section}.{key}" if section else key, getattr(defaults, key))
     return cls(**values)
 
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from flywheel.policy.loader import Check, at_least, within_01
 
-__all__ = ['PREFERENCE_METHODS', 'TrainerPolicy']
+__all__ = ["PREFERENCE_METHODS", "TrainerPolicy"]
 
 PREFERENCE_METHODS = ("dpo", "off")
 
@@ -22,19 +22,27 @@ class TrainerPolicy:
     seed: int = 0
     min_improvement: float = 0.0  # the candidate's overall golden score must beat the incumbent's by more than this
     max_task_regression: float = 0.02  # and no task type may fall by more than this
-    contamination_jaccard: float = 0.8  # a training prompt this similar to a golden prompt (word 3-shingles) refuses the dataset
+    # a training prompt this similar to a golden prompt (word 3-shingles) refuses the dataset
+    contamination_jaccard: float = 0.8
     max_new_tokens: int = 32  # longest answer generated for a golden item
     pretrained_finetune: str = "lora"  # a pretrained base trains "lora" (adapters, merged) or "full" (every weight); lora = true forces LoRA on any base
-    pretrained_learning_rate: float = 0.00002  # full fine-tuning of a pretrained base (learning_rate is the scratch model's)
+    # full fine-tuning of a pretrained base (learning_rate is the scratch model's)
+    pretrained_learning_rate: float = 0.00002
     lora_learning_rate: float = 0.0002  # LoRA on a pretrained base
-    warmup_ratio: float = 0.03  # pretrained bases: share of the optimiser steps the rate ramps up linearly (the scratch model: none)
-    lr_schedule: str = "cosine"  # pretrained bases, after warm-up: "cosine" or "linear" decay to 0 (the scratch model: linear to 5 %)
+    # pretrained bases: share of the optimiser steps the rate ramps up linearly (the scratch model: none)
+    warmup_ratio: float = 0.03
+    # pretrained bases, after warm-up: "cosine" or "linear" decay to 0 (the scratch model: linear to 5 %)
+    lr_schedule: str = "cosine"
     grad_accumulation: int = 1  # batches whose gradients add up before one optimiser step
-    checkpoint_steps: int = 200  # optimiser steps between checkpoints under the registry (a crashed cycle resumes there); 0: none
-    mixed_precision: str = "bf16"  # on a GPU: forward and backward under bf16 autocast over fp32 weights; "off": fp32 throughout
+    # optimiser steps between checkpoints under the registry (a crashed cycle resumes there); 0: none
+    checkpoint_steps: int = 200
+    # on a GPU: forward and backward under bf16 autocast over fp32 weights; "off": fp32 throughout
+    mixed_precision: str = "bf16"
     eval_batch_size: int = 16  # golden prompts answered together
-    promotion_confidence: float = 0.95  # the paired interval (candidate - incumbent) whose lower bound must clear min_improvement
-    contamination_max_share: float = 0.2  # records near a golden item are dropped; a larger share dropped refuses the dataset
+    # the paired interval (candidate - incumbent) whose lower bound must clear min_improvement
+    promotion_confidence: float = 0.95
+    # records near a golden item are dropped; a larger share dropped refuses the dataset
+    contamination_max_share: float = 0.2
     judge_url: str = ""  # an OpenAI-compatible endpoint (.../v1) for golden items scored "judge"; empty: off
     judge_model: str = ""  # the model name sent to it
     lora: bool = False  # train low-rank adapters (peft) instead of every weight; merged into the saved model
@@ -53,23 +61,38 @@ class TrainerPolicy:
     def check(self, bad: Check) -> None:
         if not 1 <= self.epochs <= 3:
             bad("[trainer] epochs", f"must be within 1..3 (the seed's 1-3 epochs), got {self.epochs}")
-        within_01(bad, ("[trainer] min_improvement", self.min_improvement),
-                  ("[trainer] max_task_regression", self.max_task_regression),
-                  ("[trainer] contamination_jaccard", self.contamination_jaccard))
+        within_01(
+            bad,
+            ("[trainer] min_improvement", self.min_improvement),
+            ("[trainer] max_task_regression", self.max_task_regression),
+            ("[trainer] contamination_jaccard", self.contamination_jaccard),
+        )
         if self.learning_rate <= 0:
             bad("[trainer] learning_rate", f"must be > 0, got {self.learning_rate}")
         if not 0.0 <= self.lora_dropout < 1.0:
             bad("[trainer] lora_dropout", f"must be within 0..1 (exclusive of 1), got {self.lora_dropout}")
         if self.preference not in PREFERENCE_METHODS:
-            bad("[trainer] preference", f"must be one of {', '.join(map(repr, PREFERENCE_METHODS))}, got {self.preference!r}")
+            bad(
+                "[trainer] preference",
+                f"must be one of {', '.join(map(repr, PREFERENCE_METHODS))}, got {self.preference!r}",
+            )
         if not 1 <= self.dpo_epochs <= 3:
             bad("[trainer] dpo_epochs", f"must be within 1..3, got {self.dpo_epochs}")
-        for where, value in [("[trainer] dpo_beta", self.dpo_beta), ("[trainer] dpo_learning_rate", self.dpo_learning_rate)]:
+        for where, value in [
+            ("[trainer] dpo_beta", self.dpo_beta),
+            ("[trainer] dpo_learning_rate", self.dpo_learning_rate),
+        ]:
             if value <= 0:
                 bad(where, f"must be > 0, got {value}")
         at_least(bad, 0, ("[trainer] dpo_nll_weight", self.dpo_nll_weight))
         if not 0 <= self.replay_datasets <= 52:
             bad("[trainer] replay_datasets", f"must be within 0..52, got {self.replay_datasets}")
-        at_least(bad, 1, ("[trainer] batch_size", self.batch_size), ("[trainer] max_length", self.max_length),
-                 ("[trainer] max_new_tokens", self.max_new_tokens), ("[trainer] lora_r", self.lora_r),
-                 ("[trainer] lora_alpha", self.lora_alpha))
+        at_least(
+            bad,
+            1,
+            ("[trainer] batch_size", self.batch_size),
+            ("[trainer] max_length", self.max_length),
+            ("[trainer] max_new_tokens", self.max_new_tokens),
+            ("[trainer] lora_r", self.lora_r),
+            ("[trainer] lora_alpha", self.lora_alpha),
+        )

@@ -43,8 +43,16 @@ from schemas.codec import Codec
 from schemas.records import TrainingCandidate
 from streams.datasets import card, content, intake, spool
 from streams.datasets.chat import ChatLayout
-from flywheel.datastore import (RECORD_USERS, DatasetStore, ShardWriter, content_id, dataset_id as make_dataset_id, manifest_json,
-                                    user_hash, user_key64)
+from flywheel.datastore import (
+    RECORD_USERS,
+    DatasetStore,
+    ShardWriter,
+    content_id,
+    dataset_id as make_dataset_id,
+    manifest_json,
+    user_hash,
+    user_key64,
+)
 from streams.datasets.windows import WindowSpan
 from flywheel.policy import DatasetPolicy, GatePolicy
 from streams.join.labels import pair_regenerations
@@ -71,13 +79,20 @@ class LogReader:
     """Reads offset ranges of topic partitions, in order, without a consumer group."""
 
     def __init__(self, settings: Settings):
-        self.consumer = Consumer({"bootstrap.servers": settings.broker_url, "group.id": f"{settings.app_id}-datasets-reader",
-                                  "enable.auto.commit": False, "enable.partition.eof": True,
-                                  "fetch.max.bytes": 16 * 1024 * 1024,
-                                      # the embedded broker answers a fetch with all it has, past fetch.max.bytes
-                                      "receive.message.max.bytes": 1024 * 1024 * 1024, "queued.max.messages.kbytes": 65536,
-                                  # fetch again only once the queue runs low: past its end, a fetch is wasted
-                                  "queued.min.messages": 4000})
+        self.consumer = Consumer(
+            {
+                "bootstrap.servers": settings.broker_url,
+                "group.id": f"{settings.app_id}-datasets-reader",
+                "enable.auto.commit": False,
+                "enable.partition.eof": True,
+                "fetch.max.bytes": 16 * 1024 * 1024,
+                # the embedded broker answers a fetch with all it has, past fetch.max.bytes
+                "receive.message.max.bytes": 1024 * 1024 * 1024,
+                "queued.max.messages.kbytes": 65536,
+                # fetch again only once the queue runs low: past its end, a fetch is wasted
+                "queued.min.messages": 4000,
+            }
+        )
 
     def read(self, topic: str, partition: int, first: int, stop: int) -> Iterator[Any]:
         if stop <= first:
@@ -139,6 +154,7 @@ class SealResult:
 
 
 # -- one partition's share of a seal (runs in a pool process; everything it gets is picklable) --------
+
 
 @dataclass(frozen=True)
 class PartitionRead:
@@ -204,7 +220,9 @@ def spooled(job: PartitionRead) -> bool:
     return spool.complete(job.spool, job.first, job.stop, job.members)
 
 
-def read_candidates(codec: Codec, job: PartitionRead, from_spool: bool, rejected: list | None = None) -> Iterator[TrainingCandidate]:
+def read_candidates(
+    codec: Codec, job: PartitionRead, from_spool: bool, rejected: list | None = None
+) -> Iterator[TrainingCandidate]:
     """The window's candidates of one partition, in offset order. One that does not decode is
     skipped, and handed to `rejected` when given (for its dead letter): the gate writes only what
     it encoded itself, so such a record came from elsewhere, and the builder's read path (which
@@ -213,24 +231,37 @@ def read_candidates(codec: Codec, job: PartitionRead, from_spool: bool, rejected
         yield c
 
 
-def read_frames(codec: Codec, job: PartitionRead, from_spool: bool, rejected: list | None = None
-                ) -> Iterator[tuple[int, bytes, Mapping[str, bytes], TrainingCandidate]]:
+def read_frames(
+    codec: Codec, job: PartitionRead, from_spool: bool, rejected: list | None = None
+) -> Iterator[tuple[int, bytes, Mapping[str, bytes], TrainingCandidate]]:
     """`read_candidates`, each with its offset, bytes and headers."""
     if from_spool:
         frames: Iterable[tuple[int, bytes, Mapping[str, bytes]]] = (
-            (offset, value, headers or {}) for offset, value, headers in spool.read(job.spool))
+            (offset, value, headers or {}) for offset, value, headers in spool.read(job.spool)
+        )
         yield from _decoded(codec, job, frames, rejected)
         return
     reader = LogReader(job.settings)
     try:
-        yield from _decoded(codec, job, ((m.offset(), m.value() or b"", message_headers(m))
-                                         for m in reader.read(job.topic, job.partition, job.first, job.stop)), rejected)
+        yield from _decoded(
+            codec,
+            job,
+            (
+                (m.offset(), m.value() or b"", message_headers(m))
+                for m in reader.read(job.topic, job.partition, job.first, job.stop)
+            ),
+            rejected,
+        )
     finally:
         reader.close()
 
 
-def _decoded(codec: Codec, job: PartitionRead, frames: Iterable[tuple[int, bytes, Mapping[str, bytes]]],
-             rejected: list | None = None) -> Iterator[tuple[int, bytes, Mapping[str, bytes], TrainingCandidate]]:
+def _decoded(
+    codec: Codec,
+    job: PartitionRead,
+    frames: Iterable[tuple[int, bytes, Mapping[str, bytes]]],
+    rejected: list | None = None,
+) -> Iterator[tuple[int, bytes, Mapping[str, bytes], TrainingCandidate]]:
     for offset, value, headers in frames:
         try:
             c = intake.decode_candidate(codec, value, headers)
@@ -250,9 +281,14 @@ def _reject(rejected: list, r: intake.Rejected) -> None:
         rejected.append(None)  # counted only
 
 
-def prepare_entry(c: TrainingCandidate, validation_share: float, pair_keys: frozenset[str] = frozenset(),
-                  user: str | None = None, key: bytes = b"", layout: ChatLayout | None = None
-                  ) -> tuple[bytes | None, TrainingCandidate | None]:
+def prepare_entry(
+    c: TrainingCandidate,
+    validation_share: float,
+    pair_keys: frozenset[str] = frozenset(),
+    user: str | None = None,
+    key: bytes = b"",
+    layout: ChatLayout | None = None,
+) -> tuple[bytes | None, TrainingCandidate | None]:
     """Pass 1's work on one admitted candidate that can meet its content: its scratch entry (None
     when it makes no record) and its pairing facts (None unless it may answer a regeneration).
     Pure; what it accepts, pass 2 can write (the records fit their Avro schemas)."""
@@ -264,12 +300,25 @@ def prepare_entry(c: TrainingCandidate, validation_share: float, pair_keys: froz
     pref = content.preference_base_record(c, validation_share, layout=layout)
     if sft is None and pref is None and successor is None:
         return None, facts
-    payload = marshal.dumps((c.request_id, sft, pref, successor, c.task_type or "-", c.user_action, c.label or "-",
-                             user_hash(c.user_id, key) if user is None else user, c.timestamp))
+    payload = marshal.dumps(
+        (
+            c.request_id,
+            sft,
+            pref,
+            successor,
+            c.task_type or "-",
+            c.user_action,
+            c.label or "-",
+            user_hash(c.user_id, key) if user is None else user,
+            c.timestamp,
+        )
+    )
     return payload, facts
 
 
-def admitted(c: TrainingCandidate, inputs: SealInputs, seen: set[int], dropped: dict[str, int], user: str | None = None) -> bool:
+def admitted(
+    c: TrainingCandidate, inputs: SealInputs, seen: set[int], dropped: dict[str, int], user: str | None = None
+) -> bool:
     """Not a replay (a request id seen before in this partition: ids are the key, so a replay lands
     on the same partition), not an erased user, not failed in review, in the gold set when review
     is required."""
@@ -290,8 +339,13 @@ def admitted(c: TrainingCandidate, inputs: SealInputs, seen: set[int], dropped: 
     return True
 
 
-def observe_partition(job: PartitionRead, pair_keys: frozenset[str] = frozenset(), validation_share: float = 0.0,
-                      codec: Codec | None = None, layout: ChatLayout | None = None) -> PartitionFacts:
+def observe_partition(
+    job: PartitionRead,
+    pair_keys: frozenset[str] = frozenset(),
+    validation_share: float = 0.0,
+    codec: Codec | None = None,
+    layout: ChatLayout | None = None,
+) -> PartitionFacts:
     """Pass 1 of one partition of the passed topic: statistics and offers, and the partition's
     records (built but for the window's part of their priority) into its scratch file."""
     codec = codec or _process_codec()
@@ -312,8 +366,19 @@ def observe_partition(job: PartitionRead, pair_keys: frozenset[str] = frozenset(
                 stats.add(c)
                 offers.add(c)  # a few numbers per record; the window's part of the priority comes at finish
             except Exception as exc:  # one candidate's content broke the build: it fails alone
-                _reject(rejected, intake.Rejected(intake.UNPROCESSABLE, f"{type(exc).__name__} while building its records",
-                                                  job.topic, job.partition, offset, value, None, dict(headers)))
+                _reject(
+                    rejected,
+                    intake.Rejected(
+                        intake.UNPROCESSABLE,
+                        f"{type(exc).__name__} while building its records",
+                        job.topic,
+                        job.partition,
+                        offset,
+                        value,
+                        None,
+                        dict(headers),
+                    ),
+                )
                 continue
             if pairing is not None:
                 facts.append(pairing)
@@ -321,7 +386,9 @@ def observe_partition(job: PartitionRead, pair_keys: frozenset[str] = frozenset(
                 scratch.write(entry.pack(len(payload), c.timestamp, content.tie_hash(c.request_id)))
                 scratch.write(payload)
     _count_rejected(dropped, rejected)
-    return PartitionFacts(job.partition, stats, offers, dropped, facts, from_spool, [r for r in rejected if r is not None])
+    return PartitionFacts(
+        job.partition, stats, offers, dropped, facts, from_spool, [r for r in rejected if r is not None]
+    )
 
 
 def _count_rejected(dropped: dict[str, int], rejected: list) -> None:
@@ -369,15 +436,23 @@ def write_partition(plan: PartitionPlan) -> PartitionOutput:
         name = split if bucket is None else f"{split}-b{bucket:02d}"
         if (kind, name) not in writers:
             schema = "sft_record" if kind == "sft" else "preference_record"
-            writers[(kind, name)] = ShardWriter(fs, f"{plan.staging}/{kind}", f"{name}-p{job.partition:03d}", schema,
-                                                p.shard_records, seed=f"{plan.seed}/{kind}/{name}")
+            writers[(kind, name)] = ShardWriter(
+                fs,
+                f"{plan.staging}/{kind}",
+                f"{name}-p{job.partition:03d}",
+                schema,
+                p.shard_records,
+                seed=f"{plan.seed}/{kind}/{name}",
+            )
         return writers[(kind, name)]
 
     def count(group: str, value: str) -> None:
         counts[group][value] = counts[group].get(value, 0) + 1
 
     try:
-        for request_id, sft, pref, successor, task_type, user_action, label, user, timestamp in _scratch_entries(job.scratch):
+        for request_id, sft, pref, successor, task_type, user_action, label, user, timestamp in _scratch_entries(
+            job.scratch
+        ):
             wrote = False
             if sft is not None and content.tie_hash(request_id) in plan.kept:
                 sft = content.with_context(sft, plan.stats, context)
@@ -391,8 +466,13 @@ def write_partition(plan: PartitionPlan) -> PartitionOutput:
                 count("split", f"preference.{pref['split']}")
                 wrote = True
             if successor is not None and request_id in plan.pairs:
-                rp = content.regeneration_pair_record(plan.pairs[request_id], TrainingCandidate.from_dict(successor),
-                                                      plan.stats, vs, layout=ChatLayout.of(p))
+                rp = content.regeneration_pair_record(
+                    plan.pairs[request_id],
+                    TrainingCandidate.from_dict(successor),
+                    plan.stats,
+                    vs,
+                    layout=ChatLayout.of(p),
+                )
                 if rp is not None:
                     writer("preference", rp["split"], None).add(rp, content.chat_preference(rp))
                     count("split", f"preference.{rp['split']}")
@@ -406,7 +486,7 @@ def write_partition(plan: PartitionPlan) -> PartitionOutput:
                 record_users.append(content.tie_hash(request_id))
                 first_event_time = timestamp if first_event_time is None else min(first_event_time, timestamp)
         shards = []
-        for (kind, name) in sorted(writers):
+        for kind, name in sorted(writers):
             for entry in writers.pop((kind, name)).close():
                 shards.append({**entry, "kind": kind, "split": name, "partition": job.partition})
     finally:
@@ -435,9 +515,21 @@ class WindowBuilder:
                 first, stop = span.spans[source]
                 # a span a clock reset reopened is read from the log: its spool lacks what was late before the reset
                 members = -1 if source in span.log_only else span.source_members.get(source, -1)
-                jobs.append(PartitionRead(self.settings, t, partition, first, stop, span.start_ms, span.end_ms, inputs,
-                                          copies.path(span.index, source), members,
-                                          os.path.join(scratch, f"p{partition:05d}.records") if scratch else ""))
+                jobs.append(
+                    PartitionRead(
+                        self.settings,
+                        t,
+                        partition,
+                        first,
+                        stop,
+                        span.start_ms,
+                        span.end_ms,
+                        inputs,
+                        copies.path(span.index, source),
+                        members,
+                        os.path.join(scratch, f"p{partition:05d}.records") if scratch else "",
+                    )
+                )
         return jobs
 
     # -- sealing -----------------------------------------------------------------------------------
@@ -447,11 +539,18 @@ class WindowBuilder:
         if not inputs.key:
             from flywheel.pseudonyms import resolve_key
 
-            inputs = SealInputs(inputs.erased, inputs.gold, inputs.verdict_offsets, inputs.failed, resolve_key(self.settings))
+            inputs = SealInputs(
+                inputs.erased, inputs.gold, inputs.verdict_offsets, inputs.failed, resolve_key(self.settings)
+            )
         offsets = {s: list(span.spans[s]) for s in sorted(span.spans)}
         # what was read names the staging; what was written names the dataset (its content id)
-        inputs_id = make_dataset_id(span.start_ms, span.end_ms, self.policy.stamp,
-                                    {**offsets, "verdicts": dict(sorted(inputs.verdict_offsets.items()))}, inputs.digest())
+        inputs_id = make_dataset_id(
+            span.start_ms,
+            span.end_ms,
+            self.policy.stamp,
+            {**offsets, "verdicts": dict(sorted(inputs.verdict_offsets.items()))},
+            inputs.digest(),
+        )
         done = self._sealed_from(inputs_id)
         if done is not None:
             return SealResult(done["dataset_id"], self.store.uri(done["dataset_id"]), done, False)
@@ -473,11 +572,27 @@ class WindowBuilder:
             shutil.rmtree(scratch, ignore_errors=True)
         ds_id = manifest["dataset_id"]
         self.store.publish(ds_id, staged_as=inputs_id)
-        log.info("dataset sealed", extra={"dataset_id": ds_id, "window_start": span.start_ms, "records": manifest["counts"]["records"],
-                                          "seconds": round(time.perf_counter() - started, 2), "workers": workers,
-                                          "from_spool": spooled, "partitions": len(jobs)})
-        return SealResult(ds_id, self.store.uri(ds_id), manifest, True, spooled, len(jobs) - spooled,
-                          [r for r in rejected if r is not None])
+        log.info(
+            "dataset sealed",
+            extra={
+                "dataset_id": ds_id,
+                "window_start": span.start_ms,
+                "records": manifest["counts"]["records"],
+                "seconds": round(time.perf_counter() - started, 2),
+                "workers": workers,
+                "from_spool": spooled,
+                "partitions": len(jobs),
+            },
+        )
+        return SealResult(
+            ds_id,
+            self.store.uri(ds_id),
+            manifest,
+            True,
+            spooled,
+            len(jobs) - spooled,
+            [r for r in rejected if r is not None],
+        )
 
     def _sealed_from(self, inputs_id: str) -> dict | None:
         """The manifest of a dataset this builder sealed already from exactly these inputs (a re-run
@@ -507,13 +622,21 @@ class WindowBuilder:
                 parts.append(np.frombuffer(f.read(), dtype="<u8"))
         return np.unique(np.concatenate(parts)) if parts else None
 
-    def _rejected(self, span: WindowSpan, inputs: SealInputs, rejected: list | None = None) -> Iterator[TrainingCandidate]:
+    def _rejected(
+        self, span: WindowSpan, inputs: SealInputs, rejected: list | None = None
+    ) -> Iterator[TrainingCandidate]:
         """The window's rejected candidates (regenerations are rejected: no SFT label), read in this process."""
         for job in self._jobs(span, self.settings.topic_rejected, inputs):
             yield from read_candidates(self.codec, job, spooled(job), rejected)
 
-    def _read_rejected(self, span: WindowSpan, inputs: SealInputs, selection: content.Selection | None,
-                       pairs: bool, rejected: list | None = None) -> dict[str, list[TrainingCandidate]]:
+    def _read_rejected(
+        self,
+        span: WindowSpan,
+        inputs: SealInputs,
+        selection: content.Selection | None,
+        pairs: bool,
+        rejected: list | None = None,
+    ) -> dict[str, list[TrainingCandidate]]:
         """One read of the window's rejected candidates: their quality scores for the keep band
         (`selection`), and pair_key -> text-free stand-ins of the regenerated ones (`pairs`)."""
         facts: dict[str, list[TrainingCandidate]] = {}
@@ -534,24 +657,45 @@ class WindowBuilder:
     def _regenerated_texts(self, span: WindowSpan, inputs: SealInputs, wanted: set[str]) -> dict[str, str]:
         return {c.request_id: c.response for c in self._rejected(span, inputs) if c.request_id in wanted}
 
-    def _write(self, span: WindowSpan, inputs: SealInputs, ds_id: str, offsets: dict, jobs: list[PartitionRead],
-               run: Callable[[Callable, Iterable], Iterator], rejected: list | None = None,
-               extra: Mapping[str, Any] | None = None) -> tuple[dict, int]:
+    def _write(
+        self,
+        span: WindowSpan,
+        inputs: SealInputs,
+        ds_id: str,
+        offsets: dict,
+        jobs: list[PartitionRead],
+        run: Callable[[Callable, Iterable], Iterator],
+        rejected: list | None = None,
+        extra: Mapping[str, Any] | None = None,
+    ) -> tuple[dict, int]:
         p = self.policy.datasets
 
         # pass 1: statistics, the selection's facts, regeneration candidates (no texts kept)
         rejected = [] if rejected is None else rejected  # what fails to decode or build: the caller's dead letters
         band = self.policy.keep_rate
-        selection = content.Selection(p, keep_band=content.KeepBand(band.band[1], band.min_samples) if band.enabled else None,
-                                      near_duplicates=self.policy.duplicates.enabled, prior_keys=self._prior_keys(span))
-        pair_facts = self._read_rejected(span, inputs, selection if band.enabled else None, p.pair_regenerations, rejected)
+        selection = content.Selection(
+            p,
+            keep_band=content.KeepBand(band.band[1], band.min_samples) if band.enabled else None,
+            near_duplicates=self.policy.duplicates.enabled,
+            prior_keys=self._prior_keys(span),
+        )
+        pair_facts = self._read_rejected(
+            span, inputs, selection if band.enabled else None, p.pair_regenerations, rejected
+        )
         stats = content.WindowStats()
         dropped: dict[str, int] = {}
         _count_rejected(dropped, rejected)  # the rejected topic's (the passed topic's partitions count their own)
         ties_of: dict[int, Any] = {}
         spooled = 0
-        for part in run(functools.partial(observe_partition, pair_keys=frozenset(pair_facts), validation_share=p.validation_share,
-                                          layout=ChatLayout.of(p)), jobs):
+        for part in run(
+            functools.partial(
+                observe_partition,
+                pair_keys=frozenset(pair_facts),
+                validation_share=p.validation_share,
+                layout=ChatLayout.of(p),
+            ),
+            jobs,
+        ):
             spooled += part.spooled
             rejected += part.rejected
             stats.merge(part.stats)
@@ -562,9 +706,12 @@ class WindowBuilder:
             for f in part.pair_facts:
                 pair_facts[f.pair_key].append(f)
         selection.finish(stats)
-        successors = {successor.request_id: regenerated.request_id  # successor -> the regenerated request it answers
-                      for regenerated, successor in pair_regenerations([f for group in pair_facts.values() for f in group],
-                                                                       max_gap_ms=p.regeneration_gap_minutes * 60_000)}
+        successors = {
+            successor.request_id: regenerated.request_id  # successor -> the regenerated request it answers
+            for regenerated, successor in pair_regenerations(
+                [f for group in pair_facts.values() for f in group], max_gap_ms=p.regeneration_gap_minutes * 60_000
+            )
+        }
         del pair_facts
         texts = self._regenerated_texts(span, inputs, set(successors.values())) if successors else {}
         pairs = {succ: texts[regen] for succ, regen in successors.items() if regen in texts}
@@ -572,8 +719,19 @@ class WindowBuilder:
         # pass 2: write what was kept, partition by partition, offset by offset
         staging = self.store.staging(ds_id)
         seed = f"{span.start_ms}/{span.end_ms}/{self.policy.stamp}"
-        plans = [PartitionPlan(job, p, stats, frozenset(selection.kept_among(ties_of.pop(job.partition, ()))), pairs,
-                               self.store.url, staging, seed) for job in jobs]
+        plans = [
+            PartitionPlan(
+                job,
+                p,
+                stats,
+                frozenset(selection.kept_among(ties_of.pop(job.partition, ()))),
+                pairs,
+                self.store.url,
+                staging,
+                seed,
+            )
+            for job in jobs
+        ]
         counts: dict[str, dict[str, int]] = {"split": {}, "task_type": {}, "user_action": {}, "label": {}}
         users: set[str] = set()
         shards: list[dict] = []
@@ -587,12 +745,17 @@ class WindowBuilder:
                 for value, n in values.items():
                     counts[group][value] = counts[group].get(value, 0) + n
             if out.first_event_time is not None:
-                first_event_time = out.first_event_time if first_event_time is None else min(first_event_time, out.first_event_time)
+                first_event_time = (
+                    out.first_event_time if first_event_time is None else min(first_event_time, out.first_event_time)
+                )
         shards.sort(key=lambda sh: (sh["kind"], sh["split"], sh["partition"], sh["path"]))
         fs = self.store.fs
         files = {sh["path"]: sh["sha256"] for sh in shards}
-        for name, body in (("users.txt", "".join(u + "\n" for u in sorted(users)).encode()), (KEYS_FILE, selection.kept_keys()),
-                           (RECORD_USERS, record_users_bin(record_users))):
+        for name, body in (
+            ("users.txt", "".join(u + "\n" for u in sorted(users)).encode()),
+            (KEYS_FILE, selection.kept_keys()),
+            (RECORD_USERS, record_users_bin(record_users)),
+        ):
             with fs.open(f"{staging}/{name}", "wb") as f:
                 f.write(body)
             files[name] = hashlib.sha256(body).hexdigest()
@@ -602,25 +765,37 @@ class WindowBuilder:
             "inputs_id": ds_id,  # what was read: a re-run from the same offsets finds this dataset
             "builder_version": BUILDER_VERSION,
             "files": files,
-            "window": {"index": span.index, "start_ms": span.start_ms, "end_ms": span.end_ms,
-                       "days": (span.end_ms - span.start_ms) // 86_400_000,
-                       # the gate's decisions in the window (collected) and those it passed: velocity per cycle
-                       "decisions": span.members,
-                       "passed": sum(n for source, n in span.source_members.items()
-                                     if parse_source(source)[0] == self.settings.topic_passed)},
+            "window": {
+                "index": span.index,
+                "start_ms": span.start_ms,
+                "end_ms": span.end_ms,
+                "days": (span.end_ms - span.start_ms) // 86_400_000,
+                # the gate's decisions in the window (collected) and those it passed: velocity per cycle
+                "decisions": span.members,
+                "passed": sum(
+                    n
+                    for source, n in span.source_members.items()
+                    if parse_source(source)[0] == self.settings.topic_passed
+                ),
+            },
             "lag_ms": self.policy.datasets.lag_days * 86_400_000,
             "policy_version": self.policy.stamp,
             "source_offsets": {s: {"first": o[0], "stop": o[1]} for s, o in offsets.items()},
             "verdict_offsets": dict(sorted(inputs.verdict_offsets.items())),
             "review_required": inputs.gold is not None,
             "erasure": {"digest": inputs.digest(), "ids": len(inputs.erased)},
-            "counts": {"records": sum(counts["split"].values()), **{k: dict(sorted(v.items())) for k, v in counts.items()}},
+            "counts": {
+                "records": sum(counts["split"].values()),
+                **{k: dict(sorted(v.items())) for k, v in counts.items()},
+            },
             "dropped": dict(sorted(dropped.items())),
             "late_events": span.late,
             "first_event_time": first_event_time if first_event_time is not None else span.first_event_time,
             "users": len(users),
             "shards": shards,
-            "schemas": {name: self.codec.current(name).fingerprint.hex() for name in ("sft_record", "preference_record")},
+            "schemas": {
+                name: self.codec.current(name).fingerprint.hex() for name in ("sft_record", "preference_record")
+            },
             "curriculum": p.curriculum,
             "pseudonym_key": pseudonym_fingerprint(inputs.key),  # which key users.txt and record-users.bin are under
             **dict(extra or {}),
@@ -633,8 +808,16 @@ class WindowBuilder:
 
 def _pairing_facts(c: TrainingCandidate) -> TrainingCandidate:
     """What the join's pairing rule reads, without the texts (a window holds many regenerations)."""
-    return TrainingCandidate(request_id=c.request_id, timestamp=c.timestamp, user_id="", session_id="", prompt="",
-                             response="", user_action=c.user_action, pair_key=c.pair_key)
+    return TrainingCandidate(
+        request_id=c.request_id,
+        timestamp=c.timestamp,
+        user_id="",
+        session_id="",
+        prompt="",
+        response="",
+        user_action=c.user_action,
+        pair_key=c.pair_key,
+    )
 
 
 def message_headers(message) -> dict[str, bytes]:
@@ -649,7 +832,9 @@ def erased_forms(user_id: str, key: bytes, older: Iterable[bytes] = ()) -> set[s
     and `SealInputs.erased` hold: never the id."""
     from streams.gate.filters import pseudonymous_id
 
-    legacy = "pii-" + hashlib.sha256(user_id.encode("utf-8")).hexdigest()[:24]  # the gate's unkeyed stand-in, before builder 5
+    legacy = (
+        "pii-" + hashlib.sha256(user_id.encode("utf-8")).hexdigest()[:24]
+    )  # the gate's unkeyed stand-in, before builder 5
     out = set()
     for k in (key, *older):
         for form in (user_id, pseudonymous_id(user_id, k), legacy):
@@ -686,8 +871,14 @@ def read_to_end(settings: Settings, topic: str, idle_timeout: float = 10.0) -> I
     commit. Raises (the broker is away) when the ends are not reached: never a partial read."""
     import uuid
 
-    consumer = Consumer({"bootstrap.servers": settings.broker_url, "group.id": f"{settings.app_id}-datasets-scan-{uuid.uuid4().hex[:8]}",
-                         "enable.auto.commit": False, "auto.offset.reset": "earliest"})
+    consumer = Consumer(
+        {
+            "bootstrap.servers": settings.broker_url,
+            "group.id": f"{settings.app_id}-datasets-scan-{uuid.uuid4().hex[:8]}",
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+        }
+    )
     try:
         md = consumer.list_topics(topic, timeout=10).topics.get(topic)
         if md is None or md.error is not None:
@@ -705,7 +896,9 @@ def read_to_end(settings: Settings, topic: str, idle_timeout: float = 10.0) -> I
             m = consumer.poll(0.2)
             if m is None:
                 if time.monotonic() - last > idle_timeout:
-                    raise RuntimeError(f"the broker stopped answering while {topic} was read (partitions {sorted(ends)} left)")
+                    raise RuntimeError(
+                        f"the broker stopped answering while {topic} was read (partitions {sorted(ends)} left)"
+                    )
                 continue
             if m.error():
                 continue
@@ -724,14 +917,20 @@ def review_sets(verdicts: Iterable[Any], safety_floor: int) -> tuple[frozenset[s
     by: dict[str, dict[str, Any]] = {}
     for v in verdicts:
         by.setdefault(v.request_id, {})[v.reviewer] = v
-    failed = frozenset(rid for rid, r in by.items() if any(not v.passed or v.safety < safety_floor for v in r.values()))
-    gold = frozenset(rid for rid, r in by.items()
-                     if rid not in failed and all(bool(v.passed) and bool(v.gate_passed) for v in r.values()))
+    failed = frozenset(
+        rid for rid, r in by.items() if any(not v.passed or v.safety < safety_floor for v in r.values())
+    )
+    gold = frozenset(
+        rid
+        for rid, r in by.items()
+        if rid not in failed and all(bool(v.passed) and bool(v.gate_passed) for v in r.values())
+    )
     return gold, failed
 
 
-def read_verdicts(reader_settings: Settings, codec: Codec, safety_floor: int
-                  ) -> tuple[frozenset[str], frozenset[str], dict[str, int], list[intake.Rejected]]:
+def read_verdicts(
+    reader_settings: Settings, codec: Codec, safety_floor: int
+) -> tuple[frozenset[str], frozenset[str], dict[str, int], list[intake.Rejected]]:
     """`review_sets` over the whole verdicts topic, how far it was read, and the records that are no
     valid verdict (for their dead letters; they count for nothing)."""
     verdicts = []

@@ -60,9 +60,13 @@ def funnel(manifest: Mapping[str, Any]) -> dict:
     (by split), and what the builder dropped, by reason."""
     w = manifest.get("window") or {}
     counts = manifest.get("counts") or {}
-    return {"decisions": int(w.get("decisions", 0) or 0), "passed": int(w.get("passed", 0) or 0),
-            "records": int(counts.get("records", 0) or 0), "splits": dict(sorted((counts.get("split") or {}).items())),
-            "dropped": dict(sorted((manifest.get("dropped") or {}).items()))}
+    return {
+        "decisions": int(w.get("decisions", 0) or 0),
+        "passed": int(w.get("passed", 0) or 0),
+        "records": int(counts.get("records", 0) or 0),
+        "splits": dict(sorted((counts.get("split") or {}).items())),
+        "dropped": dict(sorted((manifest.get("dropped") or {}).items())),
+    }
 
 
 def _yaml_scalar(value: Any) -> str:
@@ -81,8 +85,11 @@ _PLAIN_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*")
 def _key(k: Any) -> str:
     """A mapping key: plain when it is a simple name (config_name, sft.train), else quoted."""
     k = str(k)
-    return k if _PLAIN_KEY.fullmatch(k) and k.lower() not in ("true", "false", "null", "yes", "no", "on", "off") \
+    return (
+        k
+        if _PLAIN_KEY.fullmatch(k) and k.lower() not in ("true", "false", "null", "yes", "no", "on", "off")
         else json.dumps(k, ensure_ascii=False)
+    )
 
 
 def _yaml(value: Any, indent: int = 0) -> list[str]:
@@ -95,7 +102,9 @@ def _yaml(value: Any, indent: int = 0) -> list[str]:
                 lines.append(f"{pad}{_key(k)}:")
                 lines += _yaml(v, indent + 2)
             else:
-                lines.append(f"{pad}{_key(k)}: {_yaml_scalar(v) if not isinstance(v, (Mapping, list)) else ('{}' if isinstance(v, Mapping) else '[]')}")
+                lines.append(
+                    f"{pad}{_key(k)}: {_yaml_scalar(v) if not isinstance(v, (Mapping, list)) else ('{}' if isinstance(v, Mapping) else '[]')}"
+                )
     elif isinstance(value, list):
         for item in value:
             sub = _yaml(item, indent + 2) if isinstance(item, (Mapping, list)) else [f"{pad}  {_yaml_scalar(item)}"]
@@ -121,8 +130,14 @@ def render(manifest: Mapping[str, Any]) -> str:
         "configs": cfgs,
         "flywheel": {
             "dataset_id": ds,
-            "window": {"index": w.get("index"), "start": _iso(w.get("start_ms")), "end": _iso(w.get("end_ms")),
-                       "start_ms": w.get("start_ms"), "end_ms": w.get("end_ms"), "days": w.get("days")},
+            "window": {
+                "index": w.get("index"),
+                "start": _iso(w.get("start_ms")),
+                "end": _iso(w.get("end_ms")),
+                "start_ms": w.get("start_ms"),
+                "end_ms": w.get("end_ms"),
+                "days": w.get("days"),
+            },
             "policy_version": manifest.get("policy_version"),
             "builder_version": manifest.get("builder_version"),
             "supersedes": manifest.get("supersedes"),
@@ -134,8 +149,10 @@ def render(manifest: Mapping[str, Any]) -> str:
     rows = "\n".join(f"| {reason} | {n} |" for reason, n in f["dropped"].items()) or "| (none) | 0 |"
     splits = "\n".join(f"| {name} | {n} |" for name, n in f["splits"].items()) or "| (none) | 0 |"
     names = [c["config_name"] for c in cfgs]
-    load = "\n".join(f'load_dataset("{ds or "DIR"}", "{n}")  # splits: {", ".join(d["split"] for d in c["data_files"])}'
-                     for n, c in zip(names, cfgs))
+    load = "\n".join(
+        f'load_dataset("{ds or "DIR"}", "{n}")  # splits: {", ".join(d["split"] for d in c["data_files"])}'
+        for n, c in zip(names, cfgs)
+    )
     body = f"""
 # flywheel dataset `{ds}`
 

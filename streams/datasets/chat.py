@@ -45,15 +45,19 @@ class ChatLayout:
         """The layout a DatasetPolicy names (its chat_* keys); the default for anything else."""
         if policy is None:
             return DEFAULT_LAYOUT
-        return cls(getattr(policy, "chat_context", cls.context),
-                   getattr(policy, "chat_context_template", cls.context_template),
-                   getattr(policy, "chat_passage_template", cls.passage_template))
+        return cls(
+            getattr(policy, "chat_context", cls.context),
+            getattr(policy, "chat_context_template", cls.context_template),
+            getattr(policy, "chat_passage_template", cls.passage_template),
+        )
 
     def passages(self, context: Sequence[str]) -> str:
         """The context block: every non-empty passage through the passage template, joined, put in the
         context template. Literal braces in passages are safe (only the templates are formatted)."""
-        items = [self.passage_template.replace("{n}", str(i)).replace("{text}", p)
-                 for i, p in enumerate((p for p in context if p and p.strip()), 1)]
+        items = [
+            self.passage_template.replace("{n}", str(i)).replace("{text}", p)
+            for i, p in enumerate((p for p in context if p and p.strip()), 1)
+        ]
         if not items:
             return ""
         return self.context_template.replace("{passages}", "\n\n".join(items))
@@ -74,8 +78,12 @@ def _turn(m: Mapping[str, Any]) -> dict:
     return out
 
 
-def prompt_messages(system: str, messages: Sequence[Mapping[str, Any]], context: Sequence[str] | None,
-                    layout: ChatLayout = DEFAULT_LAYOUT) -> list[dict]:
+def prompt_messages(
+    system: str,
+    messages: Sequence[Mapping[str, Any]],
+    context: Sequence[str] | None,
+    layout: ChatLayout = DEFAULT_LAYOUT,
+) -> list[dict]:
     """The prompt side of a training record (see the module's doc). Turns are in the schema's
     Message shape (every key; None for absent ones), so they encode as Avro as they are."""
     block = layout.passages(context or ())
@@ -96,8 +104,15 @@ def prompt_messages(system: str, messages: Sequence[Mapping[str, Any]], context:
             out.append(message("user", block))
         if last and block and placement == "user":
             m = {**m, "content": f"{block}\n\n{m.get('content') or ''}"}
-        out.append(message(m["role"], m.get("content") or "", name=m.get("name"), tool_calls=m.get("tool_calls") or (),
-                           tool_call_id=m.get("tool_call_id")))
+        out.append(
+            message(
+                m["role"],
+                m.get("content") or "",
+                name=m.get("name"),
+                tool_calls=m.get("tool_calls") or (),
+                tool_call_id=m.get("tool_call_id"),
+            )
+        )
     return out
 
 
@@ -124,6 +139,10 @@ def tools_key(record: Mapping[str, Any]) -> dict:
             parameters = json.loads(t["parameters"]) if t.get("parameters") else {}
         except ValueError:
             parameters = {}
-        out.append({"type": "function", "function": {"name": t["name"], "description": t.get("description") or "",
-                                                      "parameters": parameters}})
+        out.append(
+            {
+                "type": "function",
+                "function": {"name": t["name"], "description": t.get("description") or "", "parameters": parameters},
+            }
+        )
     return {"tools": out}

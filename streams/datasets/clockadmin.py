@@ -67,9 +67,11 @@ def load(redis_client: Any, settings: Settings) -> Saved | None:
 
 # -- show ------------------------------------------------------------------------------------------
 
+
 def rows(clock: WindowClock, topics: dict[str, str], now_ms: int, max_ahead_ms: int) -> list[dict]:
     """One row per source, then one for the clock as a whole. `topics` names the kind of each topic
     (passed, rejected); `suspect` marks a clock further ahead of now than the event-time bound."""
+
     def ahead(t: int | None) -> bool:
         return t is not None and max_ahead_ms >= 0 and t > now_ms + max_ahead_ms
 
@@ -79,31 +81,62 @@ def rows(clock: WindowClock, topics: dict[str, str], now_ms: int, max_ahead_ms: 
         high = clock.high(source)
         topic = source.rpartition("/")[0]
         windows = [i for i, span in spans.items() if span is not None and source in span.spans]
-        out.append({"role": "datasets", "partition": partition_of(source), "topic": topics.get(topic, topic), "source": source,
-                    "high_ms": high, "high": iso(high), "ahead_s": None if high is None else round((high - now_ms) / 1000),
-                    "position": clock.position(source), "idle": clock.is_idle(source), "open_windows": windows,
-                    "suspect": ahead(high)})
+        out.append(
+            {
+                "role": "datasets",
+                "partition": partition_of(source),
+                "topic": topics.get(topic, topic),
+                "source": source,
+                "high_ms": high,
+                "high": iso(high),
+                "ahead_s": None if high is None else round((high - now_ms) / 1000),
+                "position": clock.position(source),
+                "idle": clock.is_idle(source),
+                "open_windows": windows,
+                "suspect": ahead(high),
+            }
+        )
     wm = clock.watermark
     open_windows = []
     for i, span in spans.items():
         start, _, boundary = clock.bounds(i)
-        open_windows.append({"index": i, "start": iso(start), "boundary": iso(boundary), "members": span.members if span else 0,
-                             "suspect": ahead(start)})
+        open_windows.append(
+            {
+                "index": i,
+                "start": iso(start),
+                "boundary": iso(boundary),
+                "members": span.members if span else 0,
+                "suspect": ahead(start),
+            }
+        )
     newest = clock.newest_sealed
-    out.append({"role": "datasets", "partition": None, "watermark_ms": wm, "watermark": iso(wm), "open": open_windows,
-                "newest_sealed": newest, "newest_sealed_start": iso(clock.bounds(newest)[0]) if newest is not None else None,
-                "suspect": ahead(wm) or any(w["suspect"] for w in open_windows)
-                or (newest is not None and ahead(clock.bounds(newest)[0]))})
+    out.append(
+        {
+            "role": "datasets",
+            "partition": None,
+            "watermark_ms": wm,
+            "watermark": iso(wm),
+            "open": open_windows,
+            "newest_sealed": newest,
+            "newest_sealed_start": iso(clock.bounds(newest)[0]) if newest is not None else None,
+            "suspect": ahead(wm)
+            or any(w["suspect"] for w in open_windows)
+            or (newest is not None and ahead(clock.bounds(newest)[0])),
+        }
+    )
     return out
 
 
 # -- reset -----------------------------------------------------------------------------------------
 
+
 def sources_of(clock: WindowClock, partition: int) -> list[str]:
     return [s for s in clock.sources if partition_of(s) == partition]
 
 
-def plan(clock: WindowClock, partition: int, to_ms: int, stored_windows: Iterable[int] = ()) -> tuple[WindowClock, ClockReset]:
+def plan(
+    clock: WindowClock, partition: int, to_ms: int, stored_windows: Iterable[int] = ()
+) -> tuple[WindowClock, ClockReset]:
     """The clock after the reset (a copy; `clock` is left as it is) and what changed."""
     sources = sources_of(clock, partition)
     if not sources:
@@ -120,27 +153,39 @@ def consequences(change: ClockReset, clock: WindowClock) -> list[str]:
         return [f"nothing to reset: no clock of this partition stands after {t}"]
     lines = []
     for source, (before, after) in sorted(change.sources.items()):
-        lines.append(f"{source}: its clock goes back from {iso(before)} to {iso(after)}; nothing is re-read (its position "
-                     f"stays at offset {clock.position(source)})")
+        lines.append(
+            f"{source}: its clock goes back from {iso(before)} to {iso(after)}; nothing is re-read (its position "
+            f"stays at offset {clock.position(source)})"
+        )
     for index, source, members in change.spans_dropped:
-        lines.append(f"window {index} (from {iso(clock.bounds(index)[0])}): the {members} member(s) read from {source} "
-                     f"all lie after {t} and are forgotten (they stay in the log; no dataset will hold them)")
+        lines.append(
+            f"window {index} (from {iso(clock.bounds(index)[0])}): the {members} member(s) read from {source} "
+            f"all lie after {t} and are forgotten (they stay in the log; no dataset will hold them)"
+        )
     for index in change.windows_dropped:
         lines.append(f"window {index} (from {iso(clock.bounds(index)[0])}) is left with no member and is dropped")
     for index, source, stop in change.spans_reopened:
-        lines.append(f"window {index} (boundary {iso(clock.bounds(index)[2])}) is open again on {source} (it was crossed at "
-                     f"offset {stop}): what was counted late there since is a member again, read from the log at the seal")
+        lines.append(
+            f"window {index} (boundary {iso(clock.bounds(index)[2])}) is open again on {source} (it was crossed at "
+            f"offset {stop}): what was counted late there since is a member again, read from the log at the seal"
+        )
     if change.unsealed:
-        lines.append(f"window(s) {change.unsealed} start after {t} and no longer count as sealed; any dataset sealed for "
-                     "them stays in the store (remove it by hand if it should not be trained on)")
+        lines.append(
+            f"window(s) {change.unsealed} start after {t} and no longer count as sealed; any dataset sealed for "
+            "them stays in the store (remove it by hand if it should not be trained on)"
+        )
     before, after = change.newest_sealed
     if before != after:
-        lines.append(f"the newest sealed window goes from {before} to {after}: windows before it that were sealed stay "
-                     "sealed (the store's datasets say which), later ones seal as the watermark reaches them")
+        lines.append(
+            f"the newest sealed window goes from {before} to {after}: windows before it that were sealed stay "
+            "sealed (the store's datasets say which), later ones seal as the watermark reaches them"
+        )
     if change.late_forgotten:
         lines.append(f"{change.late_forgotten} late record count(s) of windows after {t} are forgotten")
-    lines.append("records that arrive from now on are judged against the event-time bound: one dated too far ahead is "
-                 "dead-lettered (future_event) and moves no clock")
+    lines.append(
+        "records that arrive from now on are judged against the event-time bound: one dated too far ahead is "
+        "dead-lettered (future_event) and moves no clock"
+    )
     return lines
 
 
@@ -156,8 +201,14 @@ def holder(redis_client: Any, settings: Settings) -> str | None:
     return None if held is None else held.decode(errors="replace")
 
 
-def reset(redis_client: Any, settings: Settings, partition: int, to_ms: int, stored_windows: Iterable[int] = (),
-          apply: bool = False) -> tuple[ClockReset, WindowClock]:
+def reset(
+    redis_client: Any,
+    settings: Settings,
+    partition: int,
+    to_ms: int,
+    stored_windows: Iterable[int] = (),
+    apply: bool = False,
+) -> tuple[ClockReset, WindowClock]:
     """Plan the reset of `partition`'s clock to `to_ms`, and with `apply` write it, holding the
     builder's lease: refused (ClockAdminError) while a builder holds it. Returns what changed and
     the clock before."""
@@ -166,8 +217,10 @@ def reset(redis_client: Any, settings: Settings, partition: int, to_ms: int, sto
     mark = RESET_MARK + json.dumps({"partition": partition, "to_ms": to_ms}).encode()
     key = _lease(settings)
     if apply and not redis_client.set(key, mark, nx=True, px=RESET_LEASE_MS):
-        raise ClockAdminError(f"the dataset builder is running (its lease: {holder(redis_client, settings)}): stop it first "
-                              "(a builder that stopped without letting go holds it 30 s more)")
+        raise ClockAdminError(
+            f"the dataset builder is running (its lease: {holder(redis_client, settings)}): stop it first "
+            "(a builder that stopped without letting go holds it 30 s more)"
+        )
     try:
         saved = load(redis_client, settings)
         if saved is None:

@@ -75,6 +75,7 @@ DROP_REASONS = ("duplicate", "task_cap", "top_k")  # and, when on, keep_band and
 
 # -- small pure functions --------------------------------------------------------------------------
 
+
 def _h64(text: str, person: bytes) -> int:
     return int.from_bytes(blake2b(text.encode("utf-8"), digest_size=8, person=person).digest(), "big")
 
@@ -127,8 +128,12 @@ def difficulty(c: TrainingCandidate) -> float:
         target = c.target or (c.correction if _corrected(c) else c.response) or ""
     w = DIFFICULTY_WEIGHTS
     length = min(1.0, len(target.split()) / LENGTH_SATURATION_WORDS)
-    value = (w["length"] * length + w["correction"] * (1.0 if _corrected(c) else 0.0)
-             + w["uncertainty"] * _unit(c.uncertainty) + w["quality"] * (1.0 - _unit(c.quality_score)))
+    value = (
+        w["length"] * length
+        + w["correction"] * (1.0 if _corrected(c) else 0.0)
+        + w["uncertainty"] * _unit(c.uncertainty)
+        + w["quality"] * (1.0 - _unit(c.quality_score))
+    )
     return round(min(1.0, max(0.0, value)), 6)
 
 
@@ -142,6 +147,7 @@ def curriculum_bucket(difficulty: float, buckets: int) -> int:
 
 # -- window statistics -----------------------------------------------------------------------------
 
+
 class WindowStats:
     """Pass-1 accumulator: traffic per task type and acceptance per (task type, model version).
 
@@ -149,8 +155,14 @@ class WindowStats:
     under "other". Every candidate is an outcome; accepted/copied ones count as accepted.
     """
 
-    def __init__(self, changed_delta: float = CHANGED_DELTA, changed_min_samples: int = CHANGED_MIN_SAMPLES,
-                 rare_share: float = RARE_SHARE, max_tracked: int = MAX_TRACKED, baseline_model: str = ""):
+    def __init__(
+        self,
+        changed_delta: float = CHANGED_DELTA,
+        changed_min_samples: int = CHANGED_MIN_SAMPLES,
+        rare_share: float = RARE_SHARE,
+        max_tracked: int = MAX_TRACKED,
+        baseline_model: str = "",
+    ):
         self.changed_delta = changed_delta
         self.changed_min_samples = changed_min_samples
         self.rare_share = rare_share
@@ -226,12 +238,16 @@ class WindowStats:
 
     def to_dict(self) -> dict[str, Any]:
         """A summary for the manifest."""
-        return {"total": self.total, "task_types": dict(sorted(self.tasks.items())),
-                "changed": sorted(f"{t}/{v}" for t, vs in self.versions.items() for v in vs if self.changed(t, v)),
-                "rare": sorted(t for t in self.tasks if self.rare(t))}
+        return {
+            "total": self.total,
+            "task_types": dict(sorted(self.tasks.items())),
+            "changed": sorted(f"{t}/{v}" for t, vs in self.versions.items() for v in vs if self.changed(t, v)),
+            "rare": sorted(t for t in self.tasks if self.rare(t)),
+        }
 
 
 # -- priority --------------------------------------------------------------------------------------
+
 
 def base_priority(c: TrainingCandidate) -> tuple[float, list[str]]:
     """The part of the priority that depends on the record alone: correction and uncertainty."""
@@ -268,12 +284,18 @@ def priority(c: TrainingCandidate, stats: WindowStats) -> tuple[float, list[str]
 
 # -- records ---------------------------------------------------------------------------------------
 
+
 def _policy(c: TrainingCandidate, policy_version: str | None) -> str:
     return c.policy_version if policy_version is None else policy_version
 
 
-def sft_record(c: TrainingCandidate, stats: WindowStats, validation_share: float,
-               policy_version: str | None = None, layout: ChatLayout | None = None) -> dict | None:
+def sft_record(
+    c: TrainingCandidate,
+    stats: WindowStats,
+    validation_share: float,
+    policy_version: str | None = None,
+    layout: ChatLayout | None = None,
+) -> dict | None:
     """The SftRecord (schemas/avro/sft_record.v2.avsc) of an SFT-labelled candidate, or None.
 
     `policy_version` defaults to the stamp the gate left on the candidate; `layout` (streams/datasets/
@@ -282,8 +304,9 @@ def sft_record(c: TrainingCandidate, stats: WindowStats, validation_share: float
     return None if record is None else with_context(record, stats)
 
 
-def sft_base_record(c: TrainingCandidate, validation_share: float, policy_version: str | None = None,
-                    layout: ChatLayout | None = None) -> dict | None:
+def sft_base_record(
+    c: TrainingCandidate, validation_share: float, policy_version: str | None = None, layout: ChatLayout | None = None
+) -> dict | None:
     """`sft_record` with only the record's own part of the priority: what can be built before the
     window's statistics are complete (`with_context` adds the rest)."""
     target = sft_target(c)
@@ -306,16 +329,20 @@ def sft_base_record(c: TrainingCandidate, validation_share: float, policy_versio
         "event_time": int(c.timestamp),
         "policy_version": _policy(c, policy_version),
         **_conversation(c, layout),
-        "target_tool_calls": [dict(t) for t in c.response_tool_calls] if target == c.response and not _corrected(c) else [],
+        "target_tool_calls": [dict(t) for t in c.response_tool_calls]
+        if target == c.response and not _corrected(c)
+        else [],
     }
 
 
 def _conversation(c: TrainingCandidate, layout: ChatLayout | None) -> dict:
     """The chat-form parts of a record: what the model saw, laid out (streams/datasets/chat.py)."""
     messages = c.messages or ([message("user", c.prompt)] if c.prompt else [])
-    return {"messages": prompt_messages(c.system, messages, c.retrieved_context, layout or DEFAULT_LAYOUT),
-            "context": [p for p in (c.retrieved_context or ()) if isinstance(p, str)],
-            "tools": [dict(t) for t in c.tools]}
+    return {
+        "messages": prompt_messages(c.system, messages, c.retrieved_context, layout or DEFAULT_LAYOUT),
+        "context": [p for p in (c.retrieved_context or ()) if isinstance(p, str)],
+        "tools": [dict(t) for t in c.tools],
+    }
 
 
 def with_context(record: dict, stats: WindowStats, cache: dict | None = None) -> dict:
@@ -335,20 +362,27 @@ def with_context(record: dict, stats: WindowStats, cache: dict | None = None) ->
 
 
 def _pair_ok(prompt: Any, chosen: Any, rejected: Any) -> bool:
-    return (all(isinstance(t, str) and t.strip() for t in (prompt, chosen, rejected))
-            and normalise_text(chosen) != normalise_text(rejected))
+    return all(isinstance(t, str) and t.strip() for t in (prompt, chosen, rejected)) and normalise_text(
+        chosen
+    ) != normalise_text(rejected)
 
 
-def preference_record(c: TrainingCandidate, stats: WindowStats, validation_share: float,
-                      policy_version: str | None = None, layout: ChatLayout | None = None) -> dict | None:
+def preference_record(
+    c: TrainingCandidate,
+    stats: WindowStats,
+    validation_share: float,
+    policy_version: str | None = None,
+    layout: ChatLayout | None = None,
+) -> dict | None:
     """The PreferenceRecord of a candidate that carries a pair (a correction: chosen = the correction,
     rejected = the response), or None: no pair, an empty side, or both sides the same text."""
     record = preference_base_record(c, validation_share, policy_version, layout)
     return None if record is None else with_context(record, stats)
 
 
-def preference_base_record(c: TrainingCandidate, validation_share: float, policy_version: str | None = None,
-                           layout: ChatLayout | None = None) -> dict | None:
+def preference_base_record(
+    c: TrainingCandidate, validation_share: float, policy_version: str | None = None, layout: ChatLayout | None = None
+) -> dict | None:
     """`preference_record` with only the record's own part of the priority (see `sft_base_record`)."""
     if not _pair_ok(c.prompt, c.pair_chosen, c.pair_rejected):
         return None
@@ -370,9 +404,14 @@ def preference_base_record(c: TrainingCandidate, validation_share: float, policy
     }
 
 
-def regeneration_pair_record(regenerated: TrainingCandidate | str, successor: TrainingCandidate, stats: WindowStats,
-                             validation_share: float, policy_version: str | None = None,
-                             layout: ChatLayout | None = None) -> dict | None:
+def regeneration_pair_record(
+    regenerated: TrainingCandidate | str,
+    successor: TrainingCandidate,
+    stats: WindowStats,
+    validation_share: float,
+    policy_version: str | None = None,
+    layout: ChatLayout | None = None,
+) -> dict | None:
     """The pair a regeneration makes: prompt of the successor, chosen = the successor's SFT target,
     rejected = the regenerated response (a candidate, or its response text). None when the successor
     has no target or both sides are the same text.
@@ -409,6 +448,7 @@ def regeneration_pair_record(regenerated: TrainingCandidate | str, successor: Tr
 
 # -- selection -------------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class KeepBand:
     """The seed's "keep the top 20-30 % of logged examples", decided over a whole window: per task
@@ -444,8 +484,14 @@ class Selection:
     Without `stats` (or for offers made without a model_version), the offered priorities are final.
     """
 
-    def __init__(self, policy: DatasetPolicy, *, keep_band: KeepBand | None = None, near_duplicates: bool = False,
-                 prior_keys: Any = None):
+    def __init__(
+        self,
+        policy: DatasetPolicy,
+        *,
+        keep_band: KeepBand | None = None,
+        near_duplicates: bool = False,
+        prior_keys: Any = None,
+    ):
         self.policy = policy
         self.keep_band = keep_band
         self.near_duplicates = near_duplicates
@@ -459,8 +505,18 @@ class Selection:
     def offered(self) -> int:
         return len(self.log)
 
-    def offer(self, request_id: str, task_type: str, dedupe_key: int, priority: float,
-              model_version: str | None = None, *, event_time: int = 0, score: float = 0.0, near: bytes = b"") -> None:
+    def offer(
+        self,
+        request_id: str,
+        task_type: str,
+        dedupe_key: int,
+        priority: float,
+        model_version: str | None = None,
+        *,
+        event_time: int = 0,
+        score: float = 0.0,
+        near: bytes = b"",
+    ) -> None:
         self._accepting()
         self.log.append(tie_hash(request_id), task_type, dedupe_key, priority, model_version, event_time, score, near)
 
@@ -541,8 +597,9 @@ class Selection:
         task_of_group = np.array([log.task_index(t) for t, _ in log.groups], dtype=np.int64)
         offer_task = task_of_group[group]
         scores = np.concatenate([np.array(log.scores, dtype=np.float64), np.array(log.other_scores, dtype=np.float64)])
-        ties = np.concatenate([tie, np.frombuffer(log.other_ties, dtype=np.uint64) if len(log.other_ties)
-                               else np.zeros(0, np.uint64)])
+        ties = np.concatenate(
+            [tie, np.frombuffer(log.other_ties, dtype=np.uint64) if len(log.other_ties) else np.zeros(0, np.uint64)]
+        )
         tasks = np.concatenate([offer_task, np.array(log.other_tasks, dtype=np.int64)])
         inside = np.zeros(len(ties), dtype=bool)
         for t in np.unique(tasks):
@@ -665,8 +722,17 @@ class OfferLog:
         tie, task_type, key, prio, version = facts
         self.append(tie, task_type, key, prio, version, c.timestamp, c.quality_score, c.dedup_keys)
 
-    def append(self, tie: int, task_type: str, key: int, prio: float, version: str | None, event_time: int,
-               score: float, near: bytes) -> None:
+    def append(
+        self,
+        tie: int,
+        task_type: str,
+        key: int,
+        prio: float,
+        version: str | None,
+        event_time: int,
+        score: float,
+        near: bytes,
+    ) -> None:
         g = self._group_of.get((task_type, version))
         if g is None:
             g = self._group_of[(task_type, version)] = len(self.groups)
@@ -716,7 +782,7 @@ class OfferLog:
         else:  # a part written with another band count: its keys are padded or cut to this one's
             ow = other.bands * NEAR_KEY_BYTES
             for i in range(len(other)):
-                self.near.extend(bytes(other.near[i * ow:(i + 1) * ow])[:width].ljust(width, b"\0"))
+                self.near.extend(bytes(other.near[i * ow : (i + 1) * ow])[:width].ljust(width, b"\0"))
         retask = [self.task_index(t) for t in other.tasks]
         self.other_tasks.extend(retask[t] for t in other.other_tasks)
         self.other_scores.extend(other.other_scores)
@@ -758,6 +824,7 @@ def _push_bounded(heap: list, limit: int, prio: float, tie: int, index: int, ali
 
 # -- chat formats ----------------------------------------------------------------------------------
 
+
 def _prompt_turns(record: Mapping[str, Any]) -> list[dict]:
     """A record's prompt side as JSONL chat turns: its laid-out `messages` (v2), else the prompt (v1)."""
     if record.get("messages"):
@@ -769,8 +836,11 @@ def chat_sft(record: Mapping[str, Any]) -> dict:
     """An SftRecord in the chat "messages" format (system prompt, history and retrieved context as
     laid out in the record, then the target), with its metadata."""
     return {
-        "messages": _prompt_turns(record) + [chat.answer_turn(record["target"], record.get("target_tool_calls") or ())],
-        "metadata": {k: record[k] for k in ("request_id", "task_type", "split", "difficulty", "priority", "priority_reasons")},
+        "messages": _prompt_turns(record)
+        + [chat.answer_turn(record["target"], record.get("target_tool_calls") or ())],
+        "metadata": {
+            k: record[k] for k in ("request_id", "task_type", "split", "difficulty", "priority", "priority_reasons")
+        },
         **chat.tools_key(record),
     }
 
@@ -781,6 +851,8 @@ def chat_preference(record: Mapping[str, Any]) -> dict:
         "prompt": _prompt_turns(record),
         "chosen": [{"role": "assistant", "content": record["chosen"]}],
         "rejected": [{"role": "assistant", "content": record["rejected"]}],
-        "metadata": {k: record[k] for k in ("request_id", "task_type", "split", "source", "priority", "priority_reasons")},
+        "metadata": {
+            k: record[k] for k in ("request_id", "task_type", "split", "source", "priority", "priority_reasons")
+        },
         **chat.tools_key(record),
     }

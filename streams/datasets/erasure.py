@@ -96,6 +96,7 @@ def main_pseudonym(user_id: str, key: bytes) -> str:
 
 # -- the erased list ------------------------------------------------------------------------------------
 
+
 def record(client, settings, policy, pseudonyms: Iterable[str], at_ms: int) -> None:
     """Add pseudonyms to the erased list; an entry that is there already keeps the later expiry."""
     expires = expiry_ms(settings, policy, at_ms)
@@ -159,6 +160,7 @@ def note(client, settings, pseudonym: str, **fields: Any) -> dict:
 
 # -- the review queue -----------------------------------------------------------------------------------
 
+
 def remove_from_review(client, settings, pseudonyms: frozenset[str] | set[str], key: bytes) -> list[str]:
     """Remove the review queue's items whose candidate belongs to one of these users (by pseudonym).
     Returns the request ids removed."""
@@ -196,6 +198,7 @@ def review_items_of(client, settings, pseudonyms: frozenset[str] | set[str], key
 
 
 # -- datasets -------------------------------------------------------------------------------------------
+
 
 def legacy_hashes(user_id: str) -> set[str]:
     """What users.txt of a dataset sealed before keyed pseudonyms (builder 4) holds for the user: plain
@@ -248,7 +251,9 @@ def reseal(builder, store, old_id: str, erased: frozenset[str], key: bytes, code
     if not store.exists(old_id):
         entry = store.superseded().get(old_id)
         if entry is None:
-            return Resealed(old_id, mode="failed", reason="the dataset is no longer in the store and no version replaced it")
+            return Resealed(
+                old_id, mode="failed", reason="the dataset is no longer in the store and no version replaced it"
+            )
         m = store.manifest(entry["by"]) if store.exists(entry["by"]) else None
         result = SealResult(entry["by"], store.uri(entry["by"]), m, False) if m is not None else None
         return Resealed(old_id, entry["by"], "done", users=list(entry.get("users", [])), result=result)
@@ -260,8 +265,10 @@ def reseal(builder, store, old_id: str, erased: frozenset[str], key: bytes, code
     settings = builder.settings
     why = ""
     if manifest.get("policy_version") != builder.policy.stamp:
-        why = (f"sealed under policy {manifest.get('policy_version')}, and the builder runs {builder.policy.stamp}: "
-               "the window cannot be sealed again under its own policy")
+        why = (
+            f"sealed under policy {manifest.get('policy_version')}, and the builder runs {builder.policy.stamp}: "
+            "the window cannot be sealed again under its own policy"
+        )
     else:
         try:
             span = span_from_manifest(manifest, settings.topic_passed)
@@ -269,20 +276,35 @@ def reseal(builder, store, old_id: str, erased: frozenset[str], key: bytes, code
             inputs, _ = seal_inputs(settings, manifest, codec, safety_floor, erased=erased, key=key)
         except VerifyError as exc:
             why = str(exc)
-    extra = {"supersedes": old_id, "resealed": {"reason": "erasure", "mode": "shards" if why else "log",
-                                                "builder_version": str(manifest.get("builder_version", ""))}}
+    extra = {
+        "supersedes": old_id,
+        "resealed": {
+            "reason": "erasure",
+            "mode": "shards" if why else "log",
+            "builder_version": str(manifest.get("builder_version", "")),
+        },
+    }
     if not why:
         result = builder.seal(span, inputs, extra)
         return Resealed(old_id, result.dataset_id, "log", "", users, result, time.perf_counter() - started)
-    log.warning("erasure: the log no longer holds the window; the dataset's shards are rewritten without the user",
-                extra={"dataset_id": old_id, "reason": why[:300]})
+    log.warning(
+        "erasure: the log no longer holds the window; the dataset's shards are rewritten without the user",
+        extra={"dataset_id": old_id, "reason": why[:300]},
+    )
     extra["resealed"]["why"] = why[:500]
     try:
         new_id, m = rewrite_without(store, manifest, erased, extra)
     except CannotErase as exc:
         return Resealed(old_id, mode="failed", reason=f"{why}; {exc}", users=users)
-    return Resealed(old_id, new_id, "shards", why, users, SealResult(new_id, store.uri(new_id), m, True),
-                    time.perf_counter() - started)
+    return Resealed(
+        old_id,
+        new_id,
+        "shards",
+        why,
+        users,
+        SealResult(new_id, store.uri(new_id), m, True),
+        time.perf_counter() - started,
+    )
 
 
 def finish(store, done: Resealed, at_ms: int | None = None) -> list[str]:
@@ -292,21 +314,31 @@ def finish(store, done: Resealed, at_ms: int | None = None) -> list[str]:
     if done.new_id is None or done.new_id == done.old_id:
         return []
     at_ms = int(time.time() * 1000) if at_ms is None else at_ms
-    replaced = [done.old_id] + [m["dataset_id"] for m in store.list()
-                                if m.get("supersedes") == done.old_id and m["dataset_id"] != done.new_id]
+    replaced = [done.old_id] + [
+        m["dataset_id"] for m in store.list() if m.get("supersedes") == done.old_id and m["dataset_id"] != done.new_id
+    ]
     deleted = []
     for old in replaced:
         if old == done.new_id:
             continue
-        store.mark_superseded(old, done.new_id, at=at_ms, reason="erasure", mode=done.mode, users=done.users,
-                              **({"why": done.reason[:500]} if done.reason else {}))
+        store.mark_superseded(
+            old,
+            done.new_id,
+            at=at_ms,
+            reason="erasure",
+            mode=done.mode,
+            users=done.users,
+            **({"why": done.reason[:500]} if done.reason else {}),
+        )
     for old in replaced:
         if old != done.new_id and store.delete(old):
             deleted.append(old)
     return deleted
 
 
-def rewrite_without(store, manifest: Mapping[str, Any], erased: frozenset[str], extra: Mapping[str, Any]) -> tuple[str, dict]:
+def rewrite_without(
+    store, manifest: Mapping[str, Any], erased: frozenset[str], extra: Mapping[str, Any]
+) -> tuple[str, dict]:
     """The dataset's shards less the records of the erased users (by its record-users.bin), published
     as a new version (a new content id). Records are not re-selected: what the window's selection
     kept stays, less those records. Raises CannotErase when the dataset has no record-users.bin."""
@@ -315,14 +347,24 @@ def rewrite_without(store, manifest: Mapping[str, Any], erased: frozenset[str], 
 
     from streams.datasets import content
     from streams.datasets.builder import KEYS_FILE, records_of
-    from flywheel.datastore import (DEFLATE_LEVEL, RECORD_USERS, USERS, _schema, content_id, manifest_json, sync_marker,
-                                        user_key64)
+    from flywheel.datastore import (
+        DEFLATE_LEVEL,
+        RECORD_USERS,
+        USERS,
+        _schema,
+        content_id,
+        manifest_json,
+        sync_marker,
+        user_key64,
+    )
 
     old_id = manifest["dataset_id"]
     files = dict(manifest.get("files") or {})
     if RECORD_USERS not in files:
-        raise CannotErase(f"{old_id} has no {RECORD_USERS} (sealed by builder version {manifest.get('builder_version')}): "
-                          "its records cannot be told apart by user")
+        raise CannotErase(
+            f"{old_id} has no {RECORD_USERS} (sealed by builder version {manifest.get('builder_version')}): "
+            "its records cannot be told apart by user"
+        )
     users_body = _read(store, f"{old_id}/{USERS}")
     listed = set(users_body.split())
     present = sorted(p for p in erased if p.encode() in listed)
@@ -343,16 +385,22 @@ def rewrite_without(store, manifest: Mapping[str, Any], erased: frozenset[str], 
             for r in records:
                 if content.tie_hash(r["request_id"]) in ties:
                     removed.setdefault(r["request_id"], {}).update(
-                        {k: r.get(k) for k in ("task_type", "user_action", "label") if r.get(k) is not None})
+                        {k: r.get(k) for k in ("task_type", "user_action", "label") if r.get(k) is not None}
+                    )
                     if sh["kind"] == "sft":
                         removed_keys.add(content.dedupe_key(r["prompt"], r["target"]))
             if len(kept) == len(records):
                 body = data
             else:
                 out = io.BytesIO()
-                writer = fastavro.write.Writer(out, _schema("sft_record" if sh["kind"] == "sft" else "preference_record"),
-                                               codec="deflate", validator=False, compression_level=DEFLATE_LEVEL,
-                                               sync_marker=sync_marker(seed, sh["path"]))
+                writer = fastavro.write.Writer(
+                    out,
+                    _schema("sft_record" if sh["kind"] == "sft" else "preference_record"),
+                    codec="deflate",
+                    validator=False,
+                    compression_level=DEFLATE_LEVEL,
+                    sync_marker=sync_marker(seed, sh["path"]),
+                )
                 for r in kept:
                     writer.write(r)
                 writer.flush()
@@ -373,7 +421,10 @@ def rewrite_without(store, manifest: Mapping[str, Any], erased: frozenset[str], 
     pairs = np.frombuffer(pairs_body, dtype="<u8").reshape(-1, 2)
     if len(pairs) and present:
         pairs = pairs[~np.isin(pairs[:, 0], np.array([user_key64(p) for p in present], dtype="<u8"))]
-    bodies = {USERS: b"".join(u + b"\n" for u in remaining_users), RECORD_USERS: np.ascontiguousarray(pairs, dtype="<u8").tobytes()}
+    bodies = {
+        USERS: b"".join(u + b"\n" for u in remaining_users),
+        RECORD_USERS: np.ascontiguousarray(pairs, dtype="<u8").tobytes(),
+    }
     if KEYS_FILE in files:
         keys = np.frombuffer(_read(store, f"{old_id}/{KEYS_FILE}"), dtype="<u8")
         if removed_keys:
@@ -404,15 +455,31 @@ def rewrite_without(store, manifest: Mapping[str, Any], erased: frozenset[str], 
                 counts[group][value] -= 1
                 if not counts[group][value]:
                     del counts[group][value]
-    new_id = content_id(w["start_ms"], w["end_ms"], manifest.get("policy_version", ""), str(manifest.get("builder_version", "")),
-                        new_files)
+    new_id = content_id(
+        w["start_ms"],
+        w["end_ms"],
+        manifest.get("policy_version", ""),
+        str(manifest.get("builder_version", "")),
+        new_files,
+    )
     m = {**json.loads(json.dumps(manifest)), **dict(extra)}
-    m.update({"dataset_id": new_id, "files": dict(sorted(new_files.items())), "shards": shards, "counts": counts,
-              "users": len(remaining_users)})
+    m.update(
+        {
+            "dataset_id": new_id,
+            "files": dict(sorted(new_files.items())),
+            "shards": shards,
+            "counts": counts,
+            "users": len(remaining_users),
+        }
+    )
     m["dropped"] = dict(sorted({**(m.get("dropped") or {}), "erased_after_seal": len(removed)}.items()))
-    m["resealed"] = {**m["resealed"], "records_removed": len(removed),
-                     "note": "records not re-selected; the removed records' near-duplicate band keys stay in " + KEYS_FILE}
+    m["resealed"] = {
+        **m["resealed"],
+        "records_removed": len(removed),
+        "note": "records not re-selected; the removed records' near-duplicate band keys stay in " + KEYS_FILE,
+    }
     from streams.datasets import card
+
     card.write(fs, staging, m)  # the dataset card of the new version (README.md, not in `files`)
     with fs.open(f"{staging}/manifest.json", "wb") as f:
         f.write(manifest_json(m))
@@ -434,12 +501,14 @@ def _read(store, path: str) -> bytes:
 
 # -- models ---------------------------------------------------------------------------------------------
 
+
 def tainted(lineage: Iterable[str], superseded: Mapping[str, Mapping[str, Any]]) -> list[str]:
     """The dataset versions of a lineage that an erasure's re-seal has since replaced."""
     return sorted(d for d in set(lineage) if (superseded.get(d) or {}).get("reason") == "erasure")
 
 
 # -- `flywheel erasure status USER` ---------------------------------------------------------------------
+
 
 def _iso(ms: float | None) -> str | None:
     if ms is None:
@@ -471,8 +540,16 @@ def _topic_retention(settings) -> dict[str, int]:
         return {}
 
 
-def status(settings, user_id: str, redis_client, store, registry=None, policy=None, key: bytes | None = None,
-           now_ms: int | None = None) -> dict:
+def status(
+    settings,
+    user_id: str,
+    redis_client,
+    store,
+    registry=None,
+    policy=None,
+    key: bytes | None = None,
+    now_ms: int | None = None,
+) -> dict:
     """Everywhere the user's data may still exist, what was removed, and when the rest expires."""
     from flywheel.pseudonyms import fingerprint, key_source, resolve_keys
     from streams.datasets.builder import erased_forms
@@ -502,17 +579,28 @@ def status(settings, user_id: str, redis_client, store, registry=None, policy=No
 
     topics = []
     for role, topic, what in (
-            ("interactions", settings.topic_interactions, "the app's requests and responses, with the user id as sent"),
-            ("actions", settings.topic_actions, "the user's actions on them"),
-            ("candidates", settings.topic_candidates, "joined candidates (user id as sent)"),
-            ("passed", settings.topic_passed, "the gate's passed candidates (an id holding personal data pseudonymised)"),
-            ("rejected", settings.topic_rejected, "the gate's rejected candidates"),
-            ("deadletter", settings.topic_deadletter, "dead letters: the original bytes of whatever failed"),
-            ("erasure", settings.topic_erasure, "the erasure request itself, with the id"),
-            ("join-state", settings.changelog_topic("join-state"), "the join's pending requests until they settle "
-                                                                   "(compacted: a settled request's state is replaced)")):
-        topics.append({"topic": topic, "role": role, "holds": what, "retention_ms": retention.get(topic, settings.retention_ms),
-                       "may_hold_until": _iso(until(topic)) if role != "join-state" else "until the request settles"})
+        ("interactions", settings.topic_interactions, "the app's requests and responses, with the user id as sent"),
+        ("actions", settings.topic_actions, "the user's actions on them"),
+        ("candidates", settings.topic_candidates, "joined candidates (user id as sent)"),
+        ("passed", settings.topic_passed, "the gate's passed candidates (an id holding personal data pseudonymised)"),
+        ("rejected", settings.topic_rejected, "the gate's rejected candidates"),
+        ("deadletter", settings.topic_deadletter, "dead letters: the original bytes of whatever failed"),
+        ("erasure", settings.topic_erasure, "the erasure request itself, with the id"),
+        (
+            "join-state",
+            settings.changelog_topic("join-state"),
+            "the join's pending requests until they settle (compacted: a settled request's state is replaced)",
+        ),
+    ):
+        topics.append(
+            {
+                "topic": topic,
+                "role": role,
+                "holds": what,
+                "retention_ms": retention.get(topic, settings.retention_ms),
+                "may_hold_until": _iso(until(topic)) if role != "join-state" else "until the request settles",
+            }
+        )
     ledger = store.superseded()
     resealed_for_user = {entry.get("by") for entry in ledger.values() if set(entry.get("users", [])) & forms}
     datasets = []
@@ -520,15 +608,30 @@ def status(settings, user_id: str, redis_client, store, registry=None, policy=No
         ds = m["dataset_id"]
         holds = [p for p in (forms if m.get("pseudonym_key") else forms | legacy) if store.holds_user(ds, p)]
         if holds or ds in resealed_for_user:
-            datasets.append({"dataset_id": ds, "window_start": _iso(m["window"]["start_ms"]),
-                             "state": "holds the user: re-seal pending" if holds else "re-sealed without the user",
-                             **({"supersedes": m["supersedes"], "mode": (m.get("resealed") or {}).get("mode")}
-                                if m.get("supersedes") else {})})
+            datasets.append(
+                {
+                    "dataset_id": ds,
+                    "window_start": _iso(m["window"]["start_ms"]),
+                    "state": "holds the user: re-seal pending" if holds else "re-sealed without the user",
+                    **(
+                        {"supersedes": m["supersedes"], "mode": (m.get("resealed") or {}).get("mode")}
+                        if m.get("supersedes")
+                        else {}
+                    ),
+                }
+            )
     for old, entry in sorted(ledger.items()):
         if set(entry.get("users", [])) & forms:
-            datasets.append({"dataset_id": old, "state": "deleted", "superseded_by": entry.get("by"),
-                             "at": _iso(entry.get("at")), "mode": entry.get("mode"),
-                             **({"why": entry["why"]} if entry.get("why") else {})})
+            datasets.append(
+                {
+                    "dataset_id": old,
+                    "state": "deleted",
+                    "superseded_by": entry.get("by"),
+                    "at": _iso(entry.get("at")),
+                    "mode": entry.get("mode"),
+                    **({"why": entry["why"]} if entry.get("why") else {}),
+                }
+            )
     state = redis_client.get(f"{settings.app_id}:datasets:state")
     pending, failed = [], {}
     if state:
@@ -548,28 +651,43 @@ def status(settings, user_id: str, redis_client, store, registry=None, policy=No
             lineage = set(meta.get("lineage") or meta.get("datasets") or [])
             hit = sorted(lineage & (user_versions | held_now))
             if hit:
-                models.append({"version": meta["version"], "trained_on": hit, "production": meta["version"] == production,
-                               "tainted_by_erasure": tainted(lineage, ledger), "retire": bool(meta.get("retire")),
-                               "status": meta.get("status")})
+                models.append(
+                    {
+                        "version": meta["version"],
+                        "trained_on": hit,
+                        "production": meta["version"] == production,
+                        "tainted_by_erasure": tainted(lineage, ledger),
+                        "retire": bool(meta.get("retire")),
+                        "status": meta.get("status"),
+                    }
+                )
     review_left = review_items_of(redis_client, settings, forms, key)
     spool_note = "the builder's seal spool holds open windows' candidates on its local disk until each window seals"
-    removed = {"review_items": rec.get("review_removed", []), "datasets_replaced": sorted(
-        d["dataset_id"] for d in datasets if d["state"] == "deleted")}
+    removed = {
+        "review_items": rec.get("review_removed", []),
+        "datasets_replaced": sorted(d["dataset_id"] for d in datasets if d["state"] == "deleted"),
+    }
     rest = [t["may_hold_until"] for t in topics if t["may_hold_until"] and t["may_hold_until"][0].isdigit()]
     return {
-        "user": main[:16], "pseudonym_key": key_source(settings), "erasure_requested": requested,
-        "requested_at": _iso(at), "erased_list_entry_expires": _iso(expires),
+        "user": main[:16],
+        "pseudonym_key": key_source(settings),
+        "erasure_requested": requested,
+        "requested_at": _iso(at),
+        "erased_list_entry_expires": _iso(expires),
         "topics": topics,
         "review_queue": {"items_left": len(review_left), "removed": len(removed["review_items"])},
         "dedup_index": "none in Redis: the gate's near-duplicate check runs in memory; datasets keep 64-bit key hashes (dedup-keys.bin)",
         "seal_spool": spool_note,
         "datasets": datasets,
-        "datasets_under_other_keys": [m["dataset_id"] for m in store.list()
-                                      if m.get("pseudonym_key") and m["pseudonym_key"] not in known_keys],
+        "datasets_under_other_keys": [
+            m["dataset_id"] for m in store.list() if m.get("pseudonym_key") and m["pseudonym_key"] not in known_keys
+        ],
         "pending_reseals": pending,
-        "models": models, "removed": removed,
-        "rest_expires_by": max(rest) if rest else ("never (retention -1)" if any(t["may_hold_until"] == "never (retention -1)"
-                                                                                 for t in topics) else None),
+        "models": models,
+        "removed": removed,
+        "rest_expires_by": max(rest)
+        if rest
+        else ("never (retention -1)" if any(t["may_hold_until"] == "never (retention -1)" for t in topics) else None),
     }
 
 
@@ -577,8 +695,10 @@ def lines(report: Mapping[str, Any]) -> list[str]:
     """The status as text: pseudonyms and ids, never the user id or any text."""
     out = [f"user {report['user']}… (keyed pseudonym; key: {report['pseudonym_key']})"]
     if report["erasure_requested"]:
-        out.append(f"erasure requested {report['requested_at'] or '(time not recorded)'}; the erased-list entry expires "
-                   f"{report['erased_list_entry_expires']}")
+        out.append(
+            f"erasure requested {report['requested_at'] or '(time not recorded)'}; the erased-list entry expires "
+            f"{report['erased_list_entry_expires']}"
+        )
     else:
         out.append("no erasure requested (or its entry expired)")
     out.append("topics (records before the request stay until retention):")
@@ -593,14 +713,19 @@ def lines(report: Mapping[str, Any]) -> list[str]:
         extra = ", ".join(f"{k} {d[k]}" for k in ("supersedes", "superseded_by", "mode", "at", "why") if d.get(k))
         out.append(f"  {d['dataset_id']}: {d['state']}" + (f" ({extra})" if extra else ""))
     if report.get("datasets_under_other_keys"):
-        out.append("datasets whose users.txt is under a key no longer configured (cannot be checked; add the old key "
-                   f"after the current one in FLYWHEEL_PSEUDONYM_KEY): {', '.join(report['datasets_under_other_keys'])}")
+        out.append(
+            "datasets whose users.txt is under a key no longer configured (cannot be checked; add the old key "
+            f"after the current one in FLYWHEEL_PSEUDONYM_KEY): {', '.join(report['datasets_under_other_keys'])}"
+        )
     if report["pending_reseals"]:
         out.append(f"pending re-seals: {', '.join(report['pending_reseals'])}")
     out.append("models:" if report["models"] else "models: none trained on the user's data")
     for m in report["models"]:
-        out.append(f"  {m['version']}: trained on {', '.join(m['trained_on'])}"
-                   + (" (production)" if m["production"] else "") + (" - tainted by erasure" if m["tainted_by_erasure"] else "")
-                   + (", to be retired" if m["retire"] else ""))
+        out.append(
+            f"  {m['version']}: trained on {', '.join(m['trained_on'])}"
+            + (" (production)" if m["production"] else "")
+            + (" - tainted by erasure" if m["tainted_by_erasure"] else "")
+            + (", to be retired" if m["retire"] else "")
+        )
     out.append(f"the rest expires by retention: {report['rest_expires_by']}")
     return out

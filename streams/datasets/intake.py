@@ -74,10 +74,17 @@ class Rejected:
 
     def dead_letter(self, failed_at: int) -> DeadLetter:
         """Its dead letter, which always encodes: headers of any shape become text -> bytes."""
-        return DeadLetter(reason=self.reason, detail=_text(self.detail), source_topic=_text(self.topic),
-                          source_partition=self.partition, source_offset=self.offset, value=bytes(self.value or b""),
-                          key=None if self.key is None else bytes(self.key), headers=_header_bytes(self.headers),
-                          failed_at=failed_at)
+        return DeadLetter(
+            reason=self.reason,
+            detail=_text(self.detail),
+            source_topic=_text(self.topic),
+            source_partition=self.partition,
+            source_offset=self.offset,
+            value=bytes(self.value or b""),
+            key=None if self.key is None else bytes(self.key),
+            headers=_header_bytes(self.headers),
+            failed_at=failed_at,
+        )
 
 
 def _text(value) -> str:
@@ -93,8 +100,15 @@ def _header_bytes(headers) -> dict[str, bytes]:
     return out
 
 
-def rejected(err: RecordError, topic: str, partition: int, offset: int, value: bytes | None, key: bytes | None = None,
-             headers: Mapping[str, bytes] | None = None) -> Rejected:
+def rejected(
+    err: RecordError,
+    topic: str,
+    partition: int,
+    offset: int,
+    value: bytes | None,
+    key: bytes | None = None,
+    headers: Mapping[str, bytes] | None = None,
+) -> Rejected:
     return Rejected(err.reason, err.detail, topic, partition, offset, value or b"", key, dict(headers or {}))
 
 
@@ -105,8 +119,11 @@ def _json(headers: Mapping[str, bytes]) -> bool:
 
 def _no_tick(kind: str, headers: Mapping[str, bytes]) -> None:
     if headers and TICK_HEADER in headers:
-        raise RecordError(UNEXPECTED_TICK, f"a {TICK_HEADER} record where {kind} events are expected: "
-                                           "the dataset builder takes no event time from ticks")
+        raise RecordError(
+            UNEXPECTED_TICK,
+            f"a {TICK_HEADER} record where {kind} events are expected: "
+            "the dataset builder takes no event time from ticks",
+        )
 
 
 def _decode(codec: Codec, name: str, value: bytes | None, headers: Mapping[str, bytes]) -> dict:
@@ -139,7 +156,9 @@ def check_time(kind: str, t: int, record_timestamp_ms: int | None, now_ms: int, 
     return t
 
 
-def decode_candidate(codec: Codec, value: bytes | None, headers: Mapping[str, bytes] | None = None) -> TrainingCandidate:
+def decode_candidate(
+    codec: Codec, value: bytes | None, headers: Mapping[str, bytes] | None = None
+) -> TrainingCandidate:
     """A candidate of the gate's outputs, in full, or RecordError."""
     headers = headers or {}
     _no_tick("candidate", headers)
@@ -149,8 +168,15 @@ def decode_candidate(codec: Codec, value: bytes | None, headers: Mapping[str, by
     return c
 
 
-def candidate_time(codec: Codec, value: bytes | None, headers: Mapping[str, bytes] | None, *, record_timestamp_ms: int | None,
-                   now_ms: int, max_ahead_ms: int) -> int:
+def candidate_time(
+    codec: Codec,
+    value: bytes | None,
+    headers: Mapping[str, bytes] | None,
+    *,
+    record_timestamp_ms: int | None,
+    now_ms: int,
+    max_ahead_ms: int,
+) -> int:
     """The event time the window clock takes from one record of the gate's outputs, or RecordError.
 
     Read from the bytes without a decode where the schema allows (the cost of the builder's read

@@ -58,7 +58,15 @@ from flywheel.settings import DAY_MS, Settings
 from schemas.codec import Codec
 from schemas.records import DatasetReady
 from streams.datasets import erasure, intake
-from streams.datasets.builder import SealInputs, SealResult, WindowBuilder, erased_forms, read_to_end, read_verdicts, source_name
+from streams.datasets.builder import (
+    SealInputs,
+    SealResult,
+    WindowBuilder,
+    erased_forms,
+    read_to_end,
+    read_verdicts,
+    source_name,
+)
 from streams.datasets.builder import message_headers as _headers
 from streams.datasets.spool import WindowSpool
 from flywheel.datastore import DatasetStore
@@ -77,11 +85,15 @@ STANDBY_POLL_S = 1.0  # how often a standby builder looks whether the lease is f
 RESET_MARK = b"reset:"  # the lease's value while `flywheel clocks reset` holds it
 
 # compare-and-set on the lease: refresh (or let go of) it only while it holds our own value
-_LEASE_REFRESH = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) else return 0 end"
+_LEASE_REFRESH = (
+    "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) else return 0 end"
+)
 _LEASE_RELEASE = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) else return 0 end"
 # the builder's state is written only while the lease holds the writer's value (and the lease is refreshed)
-_LEASE_SAVE = ("if redis.call('get', KEYS[1]) ~= ARGV[1] then return 0 end "
-               "redis.call('pexpire', KEYS[1], ARGV[2]) redis.call('set', KEYS[2], ARGV[3]) return 1")
+_LEASE_SAVE = (
+    "if redis.call('get', KEYS[1]) ~= ARGV[1] then return 0 end "
+    "redis.call('pexpire', KEYS[1], ARGV[2]) redis.call('set', KEYS[2], ARGV[3]) return 1"
+)
 
 
 def lease_key(settings: Settings) -> str:
@@ -119,8 +131,9 @@ def _cause(exc: BaseException) -> str:
         return "lease"
     if isinstance(exc, RedisError):
         return "redis"
-    if isinstance(exc, KafkaException) or (isinstance(exc, RuntimeError) and any(
-            word in str(exc) for word in ("broker", "acknowledged", "topic"))):
+    if isinstance(exc, KafkaException) or (
+        isinstance(exc, RuntimeError) and any(word in str(exc) for word in ("broker", "acknowledged", "topic"))
+    ):
         return "broker"
     if isinstance(exc, OSError):
         return "disk"
@@ -128,8 +141,15 @@ def _cause(exc: BaseException) -> str:
 
 
 class DatasetService:
-    def __init__(self, settings: Settings, policy: GatePolicy, store: DatasetStore, redis_client: Any,
-                 metrics: Any = None, codec: Codec | None = None):
+    def __init__(
+        self,
+        settings: Settings,
+        policy: GatePolicy,
+        store: DatasetStore,
+        redis_client: Any,
+        metrics: Any = None,
+        codec: Codec | None = None,
+    ):
         self.settings = settings
         self.policy = policy
         self.store = store
@@ -140,11 +160,20 @@ class DatasetService:
         self.spool = WindowSpool(settings.seal_spool_dir)
         self.state_key = state_key(settings)
         self.lease_key = lease_key(settings)
-        self.lease_value = json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "since": int(time.time() * 1000),
-                                       "id": os.urandom(6).hex()}, sort_keys=True).encode()
+        self.lease_value = json.dumps(
+            {
+                "host": socket.gethostname(),
+                "pid": os.getpid(),
+                "since": int(time.time() * 1000),
+                "id": os.urandom(6).hex(),
+            },
+            sort_keys=True,
+        ).encode()
         self.erased_key = erasure.erased_key(settings)  # sorted set: keyed pseudonym -> when the entry may go
         self.key: bytes | None = None  # the pseudonym key (flywheel/pseudonyms.py), taken at load
-        self.pending: list[str] = []  # datasets to re-seal without erased users, oldest window first (saved with the state)
+        self.pending: list[
+            str
+        ] = []  # datasets to re-seal without erased users, oldest window first (saved with the state)
         self.reseal_failed: dict[str, str] = {}  # datasets whose re-seal cannot be done here, and why (saved)
         self.resealed: list = []  # this step's re-seals (erasure.Resealed)
         self.window_ms = policy.datasets.window_days * DAY_MS
@@ -152,7 +181,9 @@ class DatasetService:
         self.consumer: Consumer | None = None
         self.clock: WindowClock | None = None
         self.erasure_positions: dict[int, int] = {}
-        self.verdicts_checked: dict[str, int] = {}  # verdict partition -> offset below which bad verdicts were dead-lettered
+        self.verdicts_checked: dict[
+            str, int
+        ] = {}  # verdict partition -> offset below which bad verdicts were dead-lettered
         self._last_seen: dict[str, float] = {}
         self._last_check = 0.0
         self._rested = False  # the last step ended in a rest (its next poll waits longer: flywheel/consumers.py)
@@ -176,7 +207,9 @@ class DatasetService:
                 "flywheel_datasets_deadletters_total",
                 "Records the dataset builder sent to the dead-letter topic, by input (passed, rejected, erasure, verdicts) "
                 "and reason code (future_event, undecodable, invalid_event, unexpected_tick, ...)",
-                ["input", "reason"], registry=metrics.registry)
+                ["input", "reason"],
+                registry=metrics.registry,
+            )
         self.reseals = getattr(metrics, "builder_reseals", None)
         if metrics is not None and self.reseals is None:
             from prometheus_client import Counter, Gauge
@@ -185,10 +218,14 @@ class DatasetService:
                 "flywheel_datasets_reseals_total",
                 "Sealed datasets replaced by a version without erased users, by mode: log (sealed again from the log), "
                 "shards (the log no longer holds the window: its shards rewritten), failed (neither could be done)",
-                ["mode"], registry=metrics.registry)
+                ["mode"],
+                registry=metrics.registry,
+            )
             metrics.builder_reseal_pending = Gauge(
-                "flywheel_datasets_reseals_pending", "Sealed datasets waiting to be re-sealed without erased users",
-                registry=metrics.registry)
+                "flywheel_datasets_reseals_pending",
+                "Sealed datasets waiting to be re-sealed without erased users",
+                registry=metrics.registry,
+            )
 
     # -- state ---------------------------------------------------------------------------------------
     def _sources(self) -> list[str]:
@@ -203,11 +240,17 @@ class DatasetService:
 
     def _consumer(self) -> Consumer:
         if self.consumer is None:
-            self.consumer = Consumer({"bootstrap.servers": self.settings.broker_url, "group.id": f"{self.settings.app_id}-datasets",
-                                      "enable.auto.commit": False, "auto.offset.reset": "earliest",
-                                      "fetch.max.bytes": 16 * 1024 * 1024,
-                                      # the embedded broker answers a fetch with all it has, past fetch.max.bytes
-                                      "receive.message.max.bytes": 1024 * 1024 * 1024})
+            self.consumer = Consumer(
+                {
+                    "bootstrap.servers": self.settings.broker_url,
+                    "group.id": f"{self.settings.app_id}-datasets",
+                    "enable.auto.commit": False,
+                    "auto.offset.reset": "earliest",
+                    "fetch.max.bytes": 16 * 1024 * 1024,
+                    # the embedded broker answers a fetch with all it has, past fetch.max.bytes
+                    "receive.message.max.bytes": 1024 * 1024 * 1024,
+                }
+            )
         return self.consumer
 
     def load(self) -> None:
@@ -237,7 +280,11 @@ class DatasetService:
         for s in sources:
             topic, _, p = s.rpartition("/")
             assignment.append(TopicPartition(topic, int(p), self.clock.position(s)))
-        md = self._consumer().list_topics(self.settings.topic_erasure, timeout=10).topics.get(self.settings.topic_erasure)
+        md = (
+            self._consumer()
+            .list_topics(self.settings.topic_erasure, timeout=10)
+            .topics.get(self.settings.topic_erasure)
+        )
         if md is not None and md.error is None:
             for p in md.partitions:
                 assignment.append(TopicPartition(self.settings.topic_erasure, p, self.erasure_positions.get(p, 0)))
@@ -259,8 +306,9 @@ class DatasetService:
             state["reseal"] = self.pending
         if self.reseal_failed:
             state["reseal_failed"] = self.reseal_failed
-        if not self.redis.eval(_LEASE_SAVE, 2, self.lease_key, self.state_key, self.lease_value, self.lease_ms,
-                               json.dumps(state)):
+        if not self.redis.eval(
+            _LEASE_SAVE, 2, self.lease_key, self.state_key, self.lease_value, self.lease_ms, json.dumps(state)
+        ):
             self._lease_lost = True
             raise self._lost()
 
@@ -280,15 +328,21 @@ class DatasetService:
                     break
                 continue
             if held.startswith(RESET_MARK):
-                raise LeaseHeld("`flywheel clocks reset` holds the builder's lease: waiting for it", _holder(held), reset=True)
+                raise LeaseHeld(
+                    "`flywheel clocks reset` holds the builder's lease: waiting for it", _holder(held), reset=True
+                )
             raise LeaseHeld(f"another dataset builder holds the lease: {_holder(held)}", _holder(held))
         else:
-            raise LeaseHeld(f"the lease changed hands while it was claimed: {_holder(r.get(self.lease_key))}",
-                            _holder(r.get(self.lease_key)))
+            raise LeaseHeld(
+                f"the lease changed hands while it was claimed: {_holder(r.get(self.lease_key))}",
+                _holder(r.get(self.lease_key)),
+            )
         self._lease_lost = False
         if self._lease_stop is None:
             self._lease_stop = threading.Event()
-            threading.Thread(target=self._keep_lease, args=(self._lease_stop,), name="datasets-lease", daemon=True).start()
+            threading.Thread(
+                target=self._keep_lease, args=(self._lease_stop,), name="datasets-lease", daemon=True
+            ).start()
 
     def _keep_lease(self, stop: threading.Event) -> None:
         while not stop.wait(LEASE_REFRESH_S):
@@ -312,8 +366,11 @@ class DatasetService:
         except Exception:  # noqa: BLE001 - only for the message
             value = b"unknown"
         held = _holder(value)
-        return LeaseLost(f"the builder's lease is no longer its own (now held by {held})", held,
-                         reset=value is not None and value.startswith(RESET_MARK))
+        return LeaseLost(
+            f"the builder's lease is no longer its own (now held by {held})",
+            held,
+            reset=value is not None and value.startswith(RESET_MARK),
+        )
 
     def _release_lease(self) -> None:
         if self._lease_stop is not None:
@@ -345,10 +402,14 @@ class DatasetService:
             return False
         self.load()
         before, self._stood_by = self._stood_by, None
-        if before is not None and before.holder == "nobody":  # its own lease lapsed (a long pause): it stepped down and back
+        if (
+            before is not None and before.holder == "nobody"
+        ):  # its own lease lapsed (a long pause): it stepped down and back
             log.warning("dataset builder active: its lease had lapsed; it goes on from the saved state")
         elif before is not None and not before.reset:
-            log.warning(f"dataset builder active: took the lease from {before.holder}", extra={"previous": before.holder})
+            log.warning(
+                f"dataset builder active: took the lease from {before.holder}", extra={"previous": before.holder}
+            )
             takeovers = getattr(self.metrics, "takeovers", None)
             if takeovers is not None:
                 takeovers.inc()
@@ -425,8 +486,14 @@ class DatasetService:
             self._last_seen[source] = now
             headers = _headers(m)
             try:
-                event_time = intake.candidate_time(self.codec, m.value(), headers, record_timestamp_ms=_record_ts(m),
-                                                   now_ms=now_ms, max_ahead_ms=self.settings.max_event_ahead_ms)
+                event_time = intake.candidate_time(
+                    self.codec,
+                    m.value(),
+                    headers,
+                    record_timestamp_ms=_record_ts(m),
+                    now_ms=now_ms,
+                    max_ahead_ms=self.settings.max_event_ahead_ms,
+                )
             except intake.RecordError as exc:  # it moves the position, never the clock
                 self.clock.skip(source, m.offset())
                 dead.append(intake.rejected(exc, m.topic(), m.partition(), m.offset(), m.value(), m.key(), headers))
@@ -469,17 +536,27 @@ class DatasetService:
         return self._hold is not None
 
     def run(self, stop: threading.Event) -> None:
-        log.info("dataset builder started", extra={"store": self.store.uri(""), "window_days": self.policy.datasets.window_days,
-                                                   "lag_days": self.policy.datasets.lag_days})
+        log.info(
+            "dataset builder started",
+            extra={
+                "store": self.store.uri(""),
+                "window_days": self.policy.datasets.window_days,
+                "lag_days": self.policy.datasets.lag_days,
+            },
+        )
         self._stop = stop
         while not stop.is_set():
             try:
                 self.step()
-            except Exception as exc:  # broker, Redis or disk away (no record's content gets here): wait, go on from the saved state
+            except (
+                Exception
+            ) as exc:  # broker, Redis or disk away (no record's content gets here): wait, go on from the saved state
                 cause = _cause(exc)
-                log.error(f"dataset builder stopped ({cause}): retrying from the saved state",
-                          exc_info=cause == "bug",
-                          extra={"cause": cause, "error": type(exc).__name__, "detail": str(exc)[:300]})
+                log.error(
+                    f"dataset builder stopped ({cause}): retrying from the saved state",
+                    exc_info=cause == "bug",
+                    extra={"cause": cause, "error": type(exc).__name__, "detail": str(exc)[:300]},
+                )
                 stop.wait(2.0)
         self.close()
 
@@ -499,14 +576,24 @@ class DatasetService:
     def producer(self) -> Producer:
         if self._producer is None:
             conf = {k: v for k, v in DEFAULT_CONFIG.items() if k != "client.id"}
-            self._producer = Producer({**conf, "bootstrap.servers": self.settings.broker_url, "client.id": "flywheel-datasets",
-                                       "logger": logging.getLogger("flywheel.datasets.librdkafka")})
+            self._producer = Producer(
+                {
+                    **conf,
+                    "bootstrap.servers": self.settings.broker_url,
+                    "client.id": "flywheel-datasets",
+                    "logger": logging.getLogger("flywheel.datasets.librdkafka"),
+                }
+            )
         return self._producer
 
     def _input(self, topic: str) -> str:
         s = self.settings
-        return {s.topic_passed: "passed", s.topic_rejected: "rejected", s.topic_erasure: "erasure",
-                s.topic_verdicts: "verdicts"}.get(topic, "other")
+        return {
+            s.topic_passed: "passed",
+            s.topic_rejected: "rejected",
+            s.topic_erasure: "erasure",
+            s.topic_verdicts: "verdicts",
+        }.get(topic, "other")
 
     def send_dead(self, rejected: Iterable[intake.Rejected]) -> int:
         """Dead letters on their topic, acknowledged before this returns (else the broker is away: raise)."""
@@ -515,10 +602,22 @@ class DatasetService:
             return 0
         producer, errors, now_ms = self.producer(), [], int(time.time() * 1000)
         for r in rejected:
-            producer.produce(self.settings.topic_deadletter, key=r.key, value=self.codec.encode("deadletter", r.dead_letter(now_ms).to_dict()),
-                             on_delivery=lambda err, _m: errors.append(err) if err else None)
-            log.warning("dead letter", extra={"reason": r.reason, "detail": r.detail, "topic": r.topic, "partition": r.partition,
-                                              "offset": r.offset})
+            producer.produce(
+                self.settings.topic_deadletter,
+                key=r.key,
+                value=self.codec.encode("deadletter", r.dead_letter(now_ms).to_dict()),
+                on_delivery=lambda err, _m: errors.append(err) if err else None,
+            )
+            log.warning(
+                "dead letter",
+                extra={
+                    "reason": r.reason,
+                    "detail": r.detail,
+                    "topic": r.topic,
+                    "partition": r.partition,
+                    "offset": r.offset,
+                },
+            )
         if producer.flush(30) or errors:
             raise RuntimeError(f"dead letters were not acknowledged by the broker: {errors[:1]}")
         if self.deadletters is not None:
@@ -565,14 +664,30 @@ class DatasetService:
         now_ms = int(time.time() * 1000)
         erasure.record(self.redis, self.settings, self.policy, forms, max(now_ms, int(req.requested_at or 0)))
         removed = erasure.remove_from_review(self.redis, self.settings, forms, self.key)
-        held = [d for d in erasure.affected(self.store, forms, erasure.legacy_hashes(req.user_id)) if d not in self.pending]
+        held = [
+            d for d in erasure.affected(self.store, forms, erasure.legacy_hashes(req.user_id)) if d not in self.pending
+        ]
         self.pending = self._in_window_order(self.pending + held)
-        erasure.note(self.redis, self.settings, erasure.main_pseudonym(req.user_id, self.key),
-                     requested_at=int(req.requested_at or now_ms), read_at=now_ms, review_removed=removed, datasets=held)
+        erasure.note(
+            self.redis,
+            self.settings,
+            erasure.main_pseudonym(req.user_id, self.key),
+            requested_at=int(req.requested_at or now_ms),
+            read_at=now_ms,
+            review_removed=removed,
+            datasets=held,
+        )
         if self.metrics is not None:
             self.metrics.erasures.inc()
-        log.info("erasure recorded", extra={"partition": m.partition(), "offset": m.offset(), "review_items_removed": len(removed),
-                                            "datasets_to_reseal": len(held)})
+        log.info(
+            "erasure recorded",
+            extra={
+                "partition": m.partition(),
+                "offset": m.offset(),
+                "review_items_removed": len(removed),
+                "datasets_to_reseal": len(held),
+            },
+        )
 
     def _in_window_order(self, ids: list[str]) -> list[str]:
         order = {m["dataset_id"]: i for i, m in enumerate(self.store.list())}
@@ -589,18 +704,31 @@ class DatasetService:
             log.info("erasure: re-seal started", extra={"dataset_id": old})
             erased = erasure.current(self.redis, self.settings)
             with paused(self.consumer):
-                done = erasure.reseal(self.builder, self.store, old, erased, self.key, self.codec, self.policy.review.safety_floor)
+                done = erasure.reseal(
+                    self.builder, self.store, old, erased, self.key, self.codec, self.policy.review.safety_floor
+                )
             self._fence()  # lost meanwhile: the next holder re-seals it again (the same content id) and goes on
             if done.mode == "failed":
                 self.reseal_failed[old] = done.reason[:500]
-                log.error("erasure: the dataset cannot be re-sealed without the user", extra={"dataset_id": old, "reason": done.reason[:300]})
+                log.error(
+                    "erasure: the dataset cannot be re-sealed without the user",
+                    extra={"dataset_id": old, "reason": done.reason[:300]},
+                )
             else:
                 if done.result is not None:
                     self.announce(done.result)
                 deleted = erasure.finish(self.store, done)
                 self.reseal_failed.pop(old, None)
-                log.info("erasure: dataset re-sealed", extra={"dataset_id": old, "new_dataset_id": done.new_id, "mode": done.mode,
-                                                               "seconds": round(done.seconds, 2), "deleted": deleted})
+                log.info(
+                    "erasure: dataset re-sealed",
+                    extra={
+                        "dataset_id": old,
+                        "new_dataset_id": done.new_id,
+                        "mode": done.mode,
+                        "seconds": round(done.seconds, 2),
+                        "deleted": deleted,
+                    },
+                )
             if self.reseals is not None and done.mode != "done":
                 self.reseals.labels(done.mode).inc()
             self.pending.pop(0)
@@ -628,7 +756,9 @@ class DatasetService:
         with paused(self.consumer):  # nothing to fetch for while the seal has the cores
             result = self.builder.seal(span, self.inputs())
         self._fence()  # lost during the seal: the next holder seals the window (the same inputs, the same dataset) and announces it
-        self.send_dead(result.rejected)  # candidates that failed at the seal (a re-seal after a crash may send them again)
+        self.send_dead(
+            result.rejected
+        )  # candidates that failed at the seal (a re-seal after a crash may send them again)
         self.announce(result)
         self.clock.seal(span.index)
         self.save()
@@ -643,19 +773,33 @@ class DatasetService:
             if intake.dataset_ready_id(self.codec, m.value(), _headers(m)) == result.dataset_id:
                 return False
         m = result.manifest
-        event = DatasetReady(dataset_id=result.dataset_id, uri=result.uri, window_start=m["window"]["start_ms"],
-                             window_end=m["window"]["end_ms"], lag_ms=m["lag_ms"], policy_version=m["policy_version"],
-                             counts={k: int(v) for k, v in m["counts"]["split"].items()} | {"records": m["counts"]["records"]}
-                             | {f"window.{k}": int(m["window"][k]) for k in ("decisions", "passed") if k in m["window"]},
-                             first_event_time=int(m["first_event_time"] or 0), sealed_at=int(time.time() * 1000))
+        event = DatasetReady(
+            dataset_id=result.dataset_id,
+            uri=result.uri,
+            window_start=m["window"]["start_ms"],
+            window_end=m["window"]["end_ms"],
+            lag_ms=m["lag_ms"],
+            policy_version=m["policy_version"],
+            counts={k: int(v) for k, v in m["counts"]["split"].items()}
+            | {"records": m["counts"]["records"]}
+            | {f"window.{k}": int(m["window"][k]) for k in ("decisions", "passed") if k in m["window"]},
+            first_event_time=int(m["first_event_time"] or 0),
+            sealed_at=int(time.time() * 1000),
+        )
         errors = []
         producer = self.producer()
-        producer.produce(self.settings.topic_datasets_ready, key=result.dataset_id.encode(),
-                         value=self.codec.encode("dataset_ready", event.to_dict()),
-                         on_delivery=lambda err, _m: errors.append(err) if err else None)
+        producer.produce(
+            self.settings.topic_datasets_ready,
+            key=result.dataset_id.encode(),
+            value=self.codec.encode("dataset_ready", event.to_dict()),
+            on_delivery=lambda err, _m: errors.append(err) if err else None,
+        )
         if producer.flush(30) or errors:
             raise RuntimeError(f"the ready event of {result.dataset_id} was not acknowledged: {errors[:1]}")
-        log.info("dataset ready", extra={"dataset_id": result.dataset_id, "uri": result.uri, "records": m["counts"]["records"]})
+        log.info(
+            "dataset ready",
+            extra={"dataset_id": result.dataset_id, "uri": result.uri, "records": m["counts"]["records"]},
+        )
         return True
 
 
@@ -677,8 +821,13 @@ def run_datasets(settings: Settings) -> None:
     policy = GatePolicy.load(settings.gate_policy)
     metrics = DatasetMetrics()
     serve_metrics(metrics.registry, settings.datasets_metrics_port)
-    service = DatasetService(settings, policy, DatasetStore(settings.datasets_url),
-                             redis.Redis.from_url(settings.redis_url, socket_timeout=10, socket_connect_timeout=5), metrics)
+    service = DatasetService(
+        settings,
+        policy,
+        DatasetStore(settings.datasets_url),
+        redis.Redis.from_url(settings.redis_url, socket_timeout=10, socket_connect_timeout=5),
+        metrics,
+    )
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())

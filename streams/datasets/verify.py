@@ -46,8 +46,19 @@ USERS = "users.txt"
 # manifest fields (dotted paths) two seals of the same inputs may write differently: none
 VOLATILE: tuple[str, ...] = ()
 # manifest fields the rebuild takes from the manifest (what the seal read): equal by construction
-CARRIED: tuple[str, ...] = ("window.index", "window.start_ms", "window.end_ms", "window.decisions", "window.passed",
-                            "late_events", "source_offsets", "verdict_offsets", "review_required", "supersedes", "resealed")
+CARRIED: tuple[str, ...] = (
+    "window.index",
+    "window.start_ms",
+    "window.end_ms",
+    "window.decisions",
+    "window.passed",
+    "late_events",
+    "source_offsets",
+    "verdict_offsets",
+    "review_required",
+    "supersedes",
+    "resealed",
+)
 # what a re-seal adds to the manifest (the rebuild carries it over): never part of the content id
 RESEAL_FIELDS = ("supersedes", "resealed")
 MAX_IDS = 1000  # request ids listed per kind of difference and file (the counts are always whole)
@@ -58,6 +69,7 @@ class VerifyError(RuntimeError):
 
 
 # -- the differences ------------------------------------------------------------------------------------
+
 
 @dataclass
 class RecordDiff:
@@ -87,7 +99,8 @@ class FileDiff:
     sealed_sha256: str | None = None
     rebuilt_sha256: str | None = None
     first_difference: int | None = None  # byte offset
-    matches_manifest: bool | None = None  # the sealed file against its own manifest entry (False: changed after the seal)
+    # the sealed file against its own manifest entry (False: changed after the seal)
+    matches_manifest: bool | None = None
     records: RecordDiff | None = None
     unreadable: str | None = None  # why records could not be compared
     users: dict | None = None  # users.txt: {"missing": n, "extra": n}
@@ -118,13 +131,14 @@ class Report:
 
 # -- pure comparison ------------------------------------------------------------------------------------
 
+
 def first_difference(a: bytes, b: bytes) -> int | None:
     """The first byte offset where `a` and `b` differ (the shorter one's length when one is a prefix), or None."""
     if a == b:
         return None
     n, block = min(len(a), len(b)), 1 << 16
     for at in range(0, n, block):
-        x, y = a[at:at + block], b[at:at + block]
+        x, y = a[at : at + block], b[at : at + block]
         if x != y:
             return at + next((i for i in range(min(len(x), len(y))) if x[i] != y[i]), min(len(x), len(y)))
     return n
@@ -232,7 +246,9 @@ def _flat(manifest: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def compare_manifests(sealed: Mapping[str, Any], rebuilt: Mapping[str, Any], volatile: Iterable[str] = VOLATILE) -> list[dict]:
+def compare_manifests(
+    sealed: Mapping[str, Any], rebuilt: Mapping[str, Any], volatile: Iterable[str] = VOLATILE
+) -> list[dict]:
     """The manifest fields that differ, {"field", "sealed", "rebuilt"} (None: absent; "…": not a plain value),
     leaving out `volatile` fields and everything under them."""
     skip = tuple(volatile)
@@ -246,7 +262,9 @@ def compare_manifests(sealed: Mapping[str, Any], rebuilt: Mapping[str, Any], vol
     return out
 
 
-def compare_file(path: str, sealed: bytes | None, rebuilt: bytes | None, entry: Mapping[str, Any] | None = None) -> FileDiff | None:
+def compare_file(
+    path: str, sealed: bytes | None, rebuilt: bytes | None, entry: Mapping[str, Any] | None = None
+) -> FileDiff | None:
     """One file of the dataset: None when the bytes are the same; else what differs. `entry` is the
     file's shard entry in the sealed manifest (sha256, bytes), to tell a file changed after the seal."""
     import hashlib
@@ -257,7 +275,9 @@ def compare_file(path: str, sealed: bytes | None, rebuilt: bytes | None, entry: 
     if sealed is not None:
         d.sealed_bytes, d.sealed_sha256 = len(sealed), hashlib.sha256(sealed).hexdigest()
         if entry is not None and "sha256" in entry:
-            d.matches_manifest = d.sealed_sha256 == entry["sha256"] and d.sealed_bytes == entry.get("bytes", d.sealed_bytes)
+            d.matches_manifest = d.sealed_sha256 == entry["sha256"] and d.sealed_bytes == entry.get(
+                "bytes", d.sealed_bytes
+            )
     if rebuilt is not None:
         d.rebuilt_bytes, d.rebuilt_sha256 = len(rebuilt), hashlib.sha256(rebuilt).hexdigest()
     if d.status != "differs":
@@ -289,6 +309,7 @@ def compare_file(path: str, sealed: bytes | None, rebuilt: bytes | None, entry: 
 
 # -- what the seal read ---------------------------------------------------------------------------------
 
+
 def span_from_manifest(manifest: Mapping[str, Any], passed_topic: str):
     """The WindowSpan the seal sealed, every source to be read from the log. Member counts per
     source are not recorded (only their sums: `window.decisions`, `window.passed`); they count
@@ -312,13 +333,27 @@ def span_from_manifest(manifest: Mapping[str, Any], passed_topic: str):
         members[passed_sources[0]] = passed
     if other_sources:
         members[other_sources[0]] = max(0, decisions - passed)
-    return WindowSpan(index=index, start_ms=start, end_ms=end, boundary_ms=end + lag, spans=spans, members=decisions,
-                      first_event_time=int(first_event or 0), late=late, source_members=members,
-                      log_only=frozenset(spans))
+    return WindowSpan(
+        index=index,
+        start_ms=start,
+        end_ms=end,
+        boundary_ms=end + lag,
+        spans=spans,
+        members=decisions,
+        first_event_time=int(first_event or 0),
+        late=late,
+        source_members=members,
+        log_only=frozenset(spans),
+    )
 
 
-def match_erasures(requests: Sequence[tuple[int, int, int, Iterable[str]]], gold: frozenset[str] | None, digest: str,
-                   ids: int, failed: frozenset[str] = frozenset()) -> tuple[frozenset[str] | None, int]:
+def match_erasures(
+    requests: Sequence[tuple[int, int, int, Iterable[str]]],
+    gold: frozenset[str] | None,
+    digest: str,
+    ids: int,
+    failed: frozenset[str] = frozenset(),
+) -> tuple[frozenset[str] | None, int]:
     """The erasure set whose SealInputs digest (with `gold`) is `digest`: all the requests' ids, else
     the ids of the first n requests in (time, partition, offset) order, for the n that match.
     Returns (the set, n), or (None, 0) when none does. `requests`: (time, partition, offset, forms)."""
@@ -341,6 +376,7 @@ def match_erasures(requests: Sequence[tuple[int, int, int, Iterable[str]]], gold
 
 # -- I/O -----------------------------------------------------------------------------------------------
 
+
 def _read(settings, topic: str, stops: Mapping[int, int] | None = None) -> Iterable[Any]:
     """A topic's records (below `stops[partition]` when given), none when the topic does not exist."""
     from confluent_kafka import Consumer, TopicPartition
@@ -357,7 +393,9 @@ def _read(settings, topic: str, stops: Mapping[int, int] | None = None) -> Itera
         for p, stop in (stops or {}).items():
             low, high = probe.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
             if low > 0 or high < stop:
-                raise VerifyError(f"{topic}/{p} no longer holds offsets 0..{stop} that the seal read (it holds {low}..{high})")
+                raise VerifyError(
+                    f"{topic}/{p} no longer holds offsets 0..{stop} that the seal read (it holds {low}..{high})"
+                )
     finally:
         probe.close()
     for m in read_to_end(settings, topic):
@@ -381,14 +419,22 @@ def _check_log(settings, span) -> None:
             topic, _, p = source.rpartition("/")
             low, high = c.get_watermark_offsets(TopicPartition(topic, int(p)), timeout=10)
             if low > first or high < stop:
-                raise VerifyError(f"the log no longer holds what the seal read from {source}: offsets {first}..{stop}, "
-                                  f"the log holds {low}..{high}")
+                raise VerifyError(
+                    f"the log no longer holds what the seal read from {source}: offsets {first}..{stop}, "
+                    f"the log holds {low}..{high}"
+                )
     finally:
         c.close()
 
 
-def seal_inputs(settings, manifest: Mapping[str, Any], codec, safety_floor: int = 3, erased: frozenset[str] | None = None,
-                key: bytes | None = None) -> tuple[Any, dict]:
+def seal_inputs(
+    settings,
+    manifest: Mapping[str, Any],
+    codec,
+    safety_floor: int = 3,
+    erased: frozenset[str] | None = None,
+    key: bytes | None = None,
+) -> tuple[Any, dict]:
     """SealInputs as the seal had them (gold as of the recorded verdict offsets, the erasure set that
     gives the recorded digest), and what was found, for the report. With `erased` (keyed pseudonyms:
     an erasure's re-seal), that erasure set instead of the one read from the erasure topic."""
@@ -424,7 +470,9 @@ def seal_inputs(settings, manifest: Mapping[str, Any], codec, safety_floor: int 
         except intake.RecordError:
             continue
         kind, ts = m.timestamp()
-        requests.append((ts if kind and ts > 0 else 0, m.partition(), m.offset(), erased_forms(req.user_id, key, older)))
+        requests.append(
+            (ts if kind and ts > 0 else 0, m.partition(), m.offset(), erased_forms(req.user_id, key, older))
+        )
     want = manifest.get("erasure") or {}
     erased, n = match_erasures(requests, gold, str(want.get("digest", "")), int(want.get("ids", 0)), failed)
     found["erasure"] = {"requests": len(requests), "ids": int(want.get("ids", 0)), "matched": erased is not None}
@@ -474,7 +522,9 @@ def _inside(path: str, root: str) -> bool:
     return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
 
 
-def verify(settings, policy, store, dataset_id: str, scratch: str | None = None, workers: int = 1, codec=None) -> Report:
+def verify(
+    settings, policy, store, dataset_id: str, scratch: str | None = None, workers: int = 1, codec=None
+) -> Report:
     """Rebuild `dataset_id` from the log into a scratch directory (under `scratch`, default the system's
     temporary directory; removed afterwards) and compare. Raises KeyError (no such dataset) or
     VerifyError (it cannot be rebuilt here)."""
@@ -487,27 +537,38 @@ def verify(settings, policy, store, dataset_id: str, scratch: str | None = None,
     codec = codec or Codec()
     manifest = store.manifest(dataset_id)
     if str(manifest.get("builder_version")) != BUILDER_VERSION:
-        raise VerifyError(f"{dataset_id} was sealed by builder version {manifest.get('builder_version')} and this is "
-                          f"version {BUILDER_VERSION}: a rebuild here differs by construction")
+        raise VerifyError(
+            f"{dataset_id} was sealed by builder version {manifest.get('builder_version')} and this is "
+            f"version {BUILDER_VERSION}: a rebuild here differs by construction"
+        )
     if manifest.get("policy_version") != policy.stamp:
-        raise VerifyError(f"{dataset_id} was sealed under policy {manifest.get('policy_version')} and the policy here is "
-                          f"{policy.stamp}: give that policy's file with --policy")
+        raise VerifyError(
+            f"{dataset_id} was sealed under policy {manifest.get('policy_version')} and the policy here is "
+            f"{policy.stamp}: give that policy's file with --policy"
+        )
     span = span_from_manifest(manifest, settings.topic_passed)
     _check_log(settings, span)
     inputs, found = seal_inputs(settings, manifest, codec, policy.review.safety_floor)
     report = Report(dataset_id, inputs=found)
     if not found["erasure"]["matched"]:
-        report.notes.append(f"no erasure set read from {settings.topic_erasure} gives the manifest's erasure digest "
-                            f"(it covers the erasure set and the gold set; the seal had {found['erasure']['ids']} erased "
-                            f"ids): rebuilt with {found['erasure']['used']}")
+        report.notes.append(
+            f"no erasure set read from {settings.topic_erasure} gives the manifest's erasure digest "
+            f"(it covers the erasure set and the gold set; the seal had {found['erasure']['ids']} erased "
+            f"ids): rebuilt with {found['erasure']['used']}"
+        )
     local = isinstance(store.fs, LocalFileSystem)
     if local and scratch is None and _inside(tempfile.gettempdir(), store.root):
-        raise VerifyError(f"the temporary directory lies inside the store ({store.root}): give --scratch DIR outside it")
+        raise VerifyError(
+            f"the temporary directory lies inside the store ({store.root}): give --scratch DIR outside it"
+        )
     if scratch is not None and local and _inside(scratch, store.root):
         raise VerifyError(f"--scratch {scratch} lies inside the store ({store.root}): the rebuild never writes there")
     with tempfile.TemporaryDirectory(prefix="flywheel-verify-", dir=scratch) as tmp:
-        rebuild = settings.replace(seal_spool=os.path.join(tmp, "spool"), dataset_store=os.path.join(tmp, "store"),
-                                   seal_workers=max(1, workers))
+        rebuild = settings.replace(
+            seal_spool=os.path.join(tmp, "spool"),
+            dataset_store=os.path.join(tmp, "store"),
+            seal_workers=max(1, workers),
+        )
         scratch_store = DatasetStore(rebuild.datasets_url)
         found["earlier_datasets"] = copy_earlier(store, scratch_store, span.start_ms)
         builder_log = logging.getLogger("flywheel.datasets")
@@ -515,7 +576,8 @@ def verify(settings, policy, store, dataset_id: str, scratch: str | None = None,
         builder_log.setLevel(logging.ERROR)  # "spool incomplete, reading the log": as intended here
         try:
             result = WindowBuilder(rebuild, policy, scratch_store, codec).seal(
-                span, inputs, {k: manifest[k] for k in RESEAL_FIELDS if k in manifest})
+                span, inputs, {k: manifest[k] for k in RESEAL_FIELDS if k in manifest}
+            )
         finally:
             builder_log.setLevel(level)
         report.rebuilt_id = result.dataset_id
@@ -523,7 +585,9 @@ def verify(settings, policy, store, dataset_id: str, scratch: str | None = None,
     return report
 
 
-def _compare_dirs(report: Report, store, dataset_id: str, scratch_store, rebuilt_id: str, manifest: Mapping[str, Any]) -> None:
+def _compare_dirs(
+    report: Report, store, dataset_id: str, scratch_store, rebuilt_id: str, manifest: Mapping[str, Any]
+) -> None:
     sealed_files = _files(store.fs, store.path(dataset_id))
     rebuilt_files = _files(scratch_store.fs, scratch_store.path(rebuilt_id))
     entries = {sh["path"]: sh for sh in manifest.get("shards", []) if isinstance(sh, Mapping) and "path" in sh}
@@ -545,6 +609,7 @@ def _bytes(store, path: str) -> bytes:
 
 
 # -- the command ----------------------------------------------------------------------------------------
+
 
 def summary(report: Report) -> list[str]:
     """The report as lines of text: request ids and field names, never texts."""
@@ -571,7 +636,9 @@ def _describe(d: FileDiff) -> str:
         return f"{d.path}: in the store, not in the rebuild"
     if d.status == "extra":
         return f"{d.path}: in the rebuild, not in the store"
-    parts = [f"{d.path}: bytes differ at byte {d.first_difference} (sealed {d.sealed_bytes} bytes, rebuilt {d.rebuilt_bytes})"]
+    parts = [
+        f"{d.path}: bytes differ at byte {d.first_difference} (sealed {d.sealed_bytes} bytes, rebuilt {d.rebuilt_bytes})"
+    ]
     if d.matches_manifest is False:
         parts.append("the stored file no longer matches its manifest entry: it changed after the seal")
     if d.unreadable:
@@ -579,21 +646,29 @@ def _describe(d: FileDiff) -> str:
     if d.users is not None:
         parts.append(f"user hashes: {d.users['missing']} missing from the rebuild, {d.users['extra']} extra")
     if d.fields is not None:
-        parts.append("fields: " + ", ".join(f"{f['field']} (sealed {f['sealed']!r}, rebuilt {f['rebuilt']!r})" for f in d.fields[:20])
-                     + (f", ... ({len(d.fields) - 20} more)" if len(d.fields) > 20 else ""))
+        parts.append(
+            "fields: "
+            + ", ".join(f"{f['field']} (sealed {f['sealed']!r}, rebuilt {f['rebuilt']!r})" for f in d.fields[:20])
+            + (f", ... ({len(d.fields) - 20} more)" if len(d.fields) > 20 else "")
+        )
     r = d.records
     if r is not None:
         if r.same_records:
             parts.append(f"the same {r.sealed} records")
         else:
             if r.missing_count:
-                parts.append(f"{r.missing_count} records missing from the rebuild ({_ids(r.missing, r.missing_count)})")
+                parts.append(
+                    f"{r.missing_count} records missing from the rebuild ({_ids(r.missing, r.missing_count)})"
+                )
             if r.extra_count:
                 parts.append(f"{r.extra_count} extra records in the rebuild ({_ids(r.extra, r.extra_count)})")
             if r.differing_count:
-                parts.append(f"{r.differing_count} records differ (" + "; ".join(
-                    f"{x['request_id']}: {', '.join(x['fields'][:8])}" for x in r.differing[:10])
-                    + (", ..." if r.differing_count > 10 else "") + ")")
+                parts.append(
+                    f"{r.differing_count} records differ ("
+                    + "; ".join(f"{x['request_id']}: {', '.join(x['fields'][:8])}" for x in r.differing[:10])
+                    + (", ..." if r.differing_count > 10 else "")
+                    + ")"
+                )
             if r.reordered:
                 parts.append("the same records in another order")
     return "; ".join(parts)
@@ -609,8 +684,14 @@ def main(args, settings) -> int:
 
     try:
         policy = GatePolicy.load(args.policy or settings.gate_policy)
-        report = verify(settings, policy, DatasetStore(settings.datasets_url), args.dataset_id, scratch=args.scratch,
-                        workers=args.workers)
+        report = verify(
+            settings,
+            policy,
+            DatasetStore(settings.datasets_url),
+            args.dataset_id,
+            scratch=args.scratch,
+            workers=args.workers,
+        )
     except KeyError as exc:
         print(f"flywheel: error: {exc.args[0] if exc.args else exc}", file=sys.stderr)
         return 2

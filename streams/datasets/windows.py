@@ -389,8 +389,9 @@ class WindowClock:
             self._sealed -= set(unsealed)
         late = [i for i in self.late_counts if self.bounds(i)[0] > to_ms]
         forgotten = sum(self.late_counts.pop(i) for i in late)
-        return ClockReset(to_ms, moved, spans_dropped, windows_dropped, reopened, unsealed,
-                          (before, self._newest_sealed), forgotten)
+        return ClockReset(
+            to_ms, moved, spans_dropped, windows_dropped, reopened, unsealed, (before, self._newest_sealed), forgotten
+        )
 
     # -- state -----------------------------------------------------------------------------------
 

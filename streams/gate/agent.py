@@ -25,7 +25,15 @@ from typing import Any, Callable, Sequence
 from flywheel.settings import DAY_MS, Settings
 from schemas.codec import Codec
 from schemas.records import DeadLetter
-from flywheel.deadletter import UNPROCESSABLE, DeadLetters, Source, isolating, read_candidate, read_candidates, source_of
+from flywheel.deadletter import (
+    UNPROCESSABLE,
+    DeadLetters,
+    Source,
+    isolating,
+    read_candidate,
+    read_candidates,
+    source_of,
+)
 from streams.gate.pipeline import Decision, Gate
 from flywheel.metrics import consumer_metrics
 from streams.metrics import GateMetrics
@@ -44,14 +52,16 @@ def gate_group(settings: Settings) -> str:
 # -- the per-record path, without a broker ----------------------------------------------------------
 
 
-
-def decide(gate: Gate, codec: Codec, sources: Sequence[Source]) -> tuple[list[tuple[Decision, Source]], list[tuple[Source, Exception]]]:
+def decide(
+    gate: Gate, codec: Codec, sources: Sequence[Source]
+) -> tuple[list[tuple[Decision, Source]], list[tuple[Source, Exception]]]:
     """The decisions on a batch. A stage that raises rejects what it checked with filter_error (the
     pipeline's rule); anything else a candidate's content makes the pipeline raise would hold the
     whole batch, so the batch is decided again one candidate at a time and the one that still
     raises comes back as a failure. Redis errors (`gate.transient`) and other infrastructure
     errors propagate, for the caller to retry. Candidates are decoded afresh for every attempt: a
     failed attempt may have redacted its copies already."""
+
     def run(batch: Sequence[Source]) -> list[tuple[Decision, Source]]:
         return list(zip(gate.decide([read_candidate(codec, s) for s in batch]), batch))
 
@@ -63,7 +73,9 @@ def encode_decision(codec: Codec, decision: Decision) -> bytes:
     return codec.encode("candidate", decision.candidate.to_dict())
 
 
-def gate_record(gate: Gate, codec: Codec, source: Source, dead: DeadLetters | None = None) -> tuple[bool, bytes] | DeadLetter:
+def gate_record(
+    gate: Gate, codec: Codec, source: Source, dead: DeadLetters | None = None
+) -> tuple[bool, bytes] | DeadLetter:
     """One record through the gate's whole per-record path: (passed, the decision's bytes), or its
     dead letter. Never raises for the record's sake (the fuzz tests hold it to that)."""
     dead = dead or DeadLetters("gate")
@@ -73,7 +85,7 @@ def gate_record(gate: Gate, codec: Codec, source: Source, dead: DeadLetters | No
     decided, failed = decide(gate, codec, [source])
     if failed:
         return dead.letter(source, failed[0][1], default_reason=UNPROCESSABLE)
-    (d, _), = decided
+    ((d, _),) = decided
     try:
         return d.passed, encode_decision(codec, d)
     except Exception as exc:
@@ -81,8 +93,15 @@ def gate_record(gate: Gate, codec: Codec, source: Source, dead: DeadLetters | No
 
 
 class GateRunner(BatchRunner):
-    def __init__(self, settings: Settings, build: Callable[[], Gate], codec: Codec, metrics: GateMetrics,
-                 redis_client: Any, send: Callable[..., Any]):
+    def __init__(
+        self,
+        settings: Settings,
+        build: Callable[[], Gate],
+        codec: Codec,
+        metrics: GateMetrics,
+        redis_client: Any,
+        send: Callable[..., Any],
+    ):
         super().__init__(settings, codec, redis_client, send, "gate")
         self.metrics = metrics
         self._build = build
@@ -96,19 +115,32 @@ class GateRunner(BatchRunner):
         if self.gate is None:
             started = time.perf_counter()
             self.gate = await self._off_loop(self._build)
-            saved = await self._retrying("restore keep rate", lambda: self._off_loop(self.redis.get, f"{self.prefix}:keeprate"))
+            saved = await self._retrying(
+                "restore keep rate", lambda: self._off_loop(self.redis.get, f"{self.prefix}:keeprate")
+            )
             if saved and self.gate.keep_rate is not None:
                 self.gate.keep_rate.restore(saved)
-            log.info("gate ready", extra={"policy": self.gate.stamp, "stages": [s.name for s in self.gate.stages],
-                                          "seconds": round(time.perf_counter() - started, 2)})
+            log.info(
+                "gate ready",
+                extra={
+                    "policy": self.gate.stamp,
+                    "stages": [s.name for s in self.gate.stages],
+                    "seconds": round(time.perf_counter() - started, 2),
+                },
+            )
 
     async def process(self, events: Sequence[Any]) -> None:
         await self.start()
         started = time.perf_counter()
         candidates, dead = read_candidates(self.codec, [source_of(e.message) for e in events], self.dead)
         fresh = await self._unseen(candidates)
-        decided, failed = (await self._retrying("decide", lambda: self._off_loop(decide, self.gate, self.codec, [s for _, s in fresh]))
-                           if fresh else ([], []))
+        decided, failed = (
+            await self._retrying(
+                "decide", lambda: self._off_loop(decide, self.gate, self.codec, [s for _, s in fresh])
+            )
+            if fresh
+            else ([], [])
+        )
         dead += [self.dead.letter(src, exc, default_reason=UNPROCESSABLE) for src, exc in failed]
         outputs = []
         for d, src in decided:
@@ -173,6 +205,7 @@ class GateRunner(BatchRunner):
                 m.latency.observe(max(0.0, now - src.timestamp_ms / 1000))
         m.batch_size.observe(n_events)
         m.batch_seconds.observe(time.perf_counter() - started)
+
 
 def add_gate_agent(app, settings: Settings, runner: GateRunner):
     """Register the gate on the Faust app: a short loop, the work is in `runner`."""

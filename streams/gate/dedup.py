@@ -146,9 +146,7 @@ class IndexEntry:
 class BandStore(Protocol):
     """Storage of the index; a store chooses its own layout for the tokens it is given."""
 
-    def lookup(
-        self, exact: Sequence[str], bands: Sequence[Sequence[str]]
-    ) -> tuple[list[str | None], list[set[str]]]:
+    def lookup(self, exact: Sequence[str], bands: Sequence[Sequence[str]]) -> tuple[list[str | None], list[set[str]]]:
         """For item i: the id recorded under exact[i] (or None) and the union of the ids in its
         bucket tokens bands[i]. One round trip for the whole batch."""
         ...
@@ -170,9 +168,7 @@ class MemoryBandStore:
         self.buckets: dict[str, set[str]] = {}
         self.sigs: dict[str, bytes] = {}
 
-    def lookup(
-        self, exact: Sequence[str], bands: Sequence[Sequence[str]]
-    ) -> tuple[list[str | None], list[set[str]]]:
+    def lookup(self, exact: Sequence[str], bands: Sequence[Sequence[str]]) -> tuple[list[str | None], list[set[str]]]:
         found = [self.exact.get(e) for e in exact]
         empty: set[str] = set()
         members = [set().union(*(self.buckets.get(t, empty) for t in tokens)) for tokens in bands]
@@ -255,7 +251,7 @@ class DuplicateIndex:
         m = self._minhash(normalise(text))
         sig = m.hashvalues.astype(_SIG_DTYPE, copy=False).tobytes()
         r = self.rows * 4
-        return b"".join(hashlib.blake2b(sig[i * r:(i + 1) * r], digest_size=8).digest() for i in range(self.bands))
+        return b"".join(hashlib.blake2b(sig[i * r : (i + 1) * r], digest_size=8).digest() for i in range(self.bands))
 
     def _prepare(self, item_id: str, text: str) -> _Prepared:
         cached = self._cache.get((item_id, text))

@@ -50,9 +50,19 @@ def read_jsonl(lines: Iterable[str]) -> Iterator[tuple[int, TrainingCandidate | 
 
 def explain_line(d: Decision, show_text: bool = False) -> dict:
     c = d.candidate
-    out = {"request_id": c.request_id, "verdict": "passed" if d.passed else "rejected", "reasons": d.reasons,
-           "removed_by": d.removed_by, "quality_score": c.quality_score, "scores": c.scores, "notes": c.notes,
-           "redactions": c.redactions, "user_action": c.user_action, "task_type": c.task_type, "policy": c.policy_version}
+    out = {
+        "request_id": c.request_id,
+        "verdict": "passed" if d.passed else "rejected",
+        "reasons": d.reasons,
+        "removed_by": d.removed_by,
+        "quality_score": c.quality_score,
+        "scores": c.scores,
+        "notes": c.notes,
+        "redactions": c.redactions,
+        "user_action": c.user_action,
+        "task_type": c.task_type,
+        "policy": c.policy_version,
+    }
     if show_text:
         out["text"] = {f: getattr(c, f) for f in TEXT_FIELDS if getattr(c, f)}
     return out
@@ -83,16 +93,27 @@ class Funnel:
             stages.append({"filter": stage.name, "removed": removed, "remaining": remaining - removed})
             remaining -= removed
         keep = gate.keep_rate
-        return {"summary": {"candidates": self.total, "passed": self.passed,
-                            "pass_rate": round(self.passed / self.total, 4) if self.total else None,
-                            "funnel": stages, "reasons": dict(self.reasons.most_common()),
-                            "keep_band": list(keep.band) if keep else None,
-                            "keep_position": {t: keep.position(t) for t in sorted(keep.tasks)} if keep else None,
-                            "policy": gate.stamp}}
+        return {
+            "summary": {
+                "candidates": self.total,
+                "passed": self.passed,
+                "pass_rate": round(self.passed / self.total, 4) if self.total else None,
+                "funnel": stages,
+                "reasons": dict(self.reasons.most_common()),
+                "keep_band": list(keep.band) if keep else None,
+                "keep_position": {t: keep.position(t) for t in sorted(keep.tasks)} if keep else None,
+                "policy": gate.stamp,
+            }
+        }
 
 
-def explain(candidates: Iterable[TrainingCandidate], gate: Gate, batch_size: int = 64,
-            show_text: bool = False, funnel: Funnel | None = None) -> Iterator[dict]:
+def explain(
+    candidates: Iterable[TrainingCandidate],
+    gate: Gate,
+    batch_size: int = 64,
+    show_text: bool = False,
+    funnel: Funnel | None = None,
+) -> Iterator[dict]:
     funnel = funnel if funnel is not None else Funnel()
     batch: list[TrainingCandidate] = []
 

@@ -77,6 +77,7 @@ class Stage(ABC):
 
 # -- privacy ---------------------------------------------------------------------------------------
 
+
 class PiiStage(Stage):
     """Redacts every text field of the candidate, whatever else happens to it: rejected candidates
     are written out too, so they must be as clean as the ones that pass.
@@ -160,6 +161,7 @@ def pseudonymous_id(value: str, key: bytes | None = None) -> str:
 def _text_slots(c: TrainingCandidate, with_echoes: bool = False):
     """(text, setter) for every free-text field of a candidate, the conversation's included;
     with_echoes: (text, setter, whether it is a conversation text that may repeat an earlier one)."""
+
     def setter(name):
         return lambda v: setattr(c, name, v)
 
@@ -177,6 +179,7 @@ def _text_slots(c: TrainingCandidate, with_echoes: bool = False):
 
 
 # -- content ---------------------------------------------------------------------------------------
+
 
 class ActionStage(Stage):
     name = "action"
@@ -258,7 +261,6 @@ class ToxicityStage(Stage):
             if score > self.threshold:  # the seed: toxicity_classifier(...) > 0.1 fails
                 item.reject(self.name, "toxic")
 
-
     def _texts(self, item):
         """The fields' texts; with "prompt", every user turn of the conversation too (the prompt is its
         last), with "response", every earlier assistant turn: a conversation is trained on whole."""
@@ -294,6 +296,7 @@ class GroundingStage(Stage):
 
 # -- against what passed before ------------------------------------------------------------------
 
+
 def dedup_text(item: Item) -> str:
     return item.candidate.prompt + "\n" + item.target
 
@@ -326,7 +329,9 @@ def build_stages(policy: GatePolicy, *, redactor=None, scorer=None, index=None, 
         stages.append(ActionStage(p.action.allowed))
     if p.length.enabled:
         stages.append(LengthStage(p.length.min_words, p.length.min_tokens, tokenizer))
-    stages.append(QualityStage(p.quality, reject=p.quality.enabled))  # always scored (datasets and review sort by it); rejects only when enabled
+    stages.append(
+        QualityStage(p.quality, reject=p.quality.enabled)
+    )  # always scored (datasets and review sort by it); rejects only when enabled
     if p.toxicity.enabled:
         stages.append(ToxicityStage(scorer, p.toxicity.threshold, p.toxicity.fields))
     if p.grounding.enabled:

@@ -17,9 +17,11 @@ from typing import Sequence
 
 _SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(])|\n+")
 _TOKEN = re.compile(r"[A-Za-z][A-Za-z'\-]*|\d+(?:[.,]\d+)*")
-_STOP = frozenset("""a an and are as at be been but by can could did do does for from had has have he her his how i if in
+_STOP = frozenset(
+    """a an and are as at be been but by can could did do does for from had has have he her his how i if in
 into is it its just may might more most no not of on or our she should so some such than that the their them then there
-these they this those to too was we were what when where which who why will with would you your about also very""".split())
+these they this those to too was we were what when where which who why will with would you your about also very""".split()
+)
 
 
 @dataclass(frozen=True)

@@ -40,9 +40,15 @@ def reason_code(stage: str, code: str) -> str:
 
 
 class Gate:
-    def __init__(self, policy: GatePolicy, stages: Sequence[Stage], *,
-                 observe_stage: Callable[[str, float, int], None] | None = None, retries: int = 1,
-                 transient: tuple[type[BaseException], ...] = ()):
+    def __init__(
+        self,
+        policy: GatePolicy,
+        stages: Sequence[Stage],
+        *,
+        observe_stage: Callable[[str, float, int], None] | None = None,
+        retries: int = 1,
+        transient: tuple[type[BaseException], ...] = (),
+    ):
         self.policy = policy
         self.stages = list(stages)
         self.stamp = policy.stamp
@@ -97,8 +103,15 @@ class Gate:
             except Exception as exc:  # a model failing: retried, then rejected, never passed
                 for item in todo:  # a half-run stage may have added reasons: start the retry clean
                     item.reasons = [r for r in item.reasons if r[0] != stage.name]
-                log.warning("gate stage failed", extra={"stage": stage.name, "attempt": attempt + 1,
-                                                        "error": type(exc).__name__, "candidates": len(todo)})
+                log.warning(
+                    "gate stage failed",
+                    extra={
+                        "stage": stage.name,
+                        "attempt": attempt + 1,
+                        "error": type(exc).__name__,
+                        "candidates": len(todo),
+                    },
+                )
         else:
             self._run_one_by_one(stage, todo)
         self.observe_stage(stage.name, time.perf_counter() - started, len(todo))
@@ -131,9 +144,15 @@ class Gate:
         return Decision(c, not item.reasons, c.reasons, list(item.reasons))
 
 
-def build_gate(policy: GatePolicy, *, redis_client=None, key_prefix: str = "flywheel",
-               observe_stage: Callable[[str, float, int], None] | None = None, spacy_cache: str | None = None,
-               threads: int | None = None) -> Gate:
+def build_gate(
+    policy: GatePolicy,
+    *,
+    redis_client=None,
+    key_prefix: str = "flywheel",
+    observe_stage: Callable[[str, float, int], None] | None = None,
+    spacy_cache: str | None = None,
+    threads: int | None = None,
+) -> Gate:
     """A gate with the real components the policy asks for. Heavy imports happen here, once."""
     p = policy
     redactor = scorer = index = tokenizer = None
@@ -141,8 +160,12 @@ def build_gate(policy: GatePolicy, *, redis_client=None, key_prefix: str = "flyw
         # spacy_cache: no longer used (the redactor needs no blank pipeline on disk); kept for callers
         from streams.gate.pii import DEFAULT_ENTITIES, Redactor
 
-        redactor = Redactor(entities=p.pii.entities or DEFAULT_ENTITIES, score_threshold=p.pii.score_threshold,
-                            ner_model=p.pii.ner_model, locations=p.pii.locations)
+        redactor = Redactor(
+            entities=p.pii.entities or DEFAULT_ENTITIES,
+            score_threshold=p.pii.score_threshold,
+            ner_model=p.pii.ner_model,
+            locations=p.pii.locations,
+        )
         if threads is not None and redactor.ner:
             # The NER model's matrix products run in numpy's BLAS, which starts a thread per core:
             # hold it to the gate's threads (FLYWHEEL_GATE_THREADS), as torch is, so that two
@@ -158,8 +181,12 @@ def build_gate(policy: GatePolicy, *, redis_client=None, key_prefix: str = "flyw
     if p.duplicates.enabled:  # keys only: the dataset builder decides duplicates over a window
         from streams.gate.dedup import DuplicateIndex, MemoryBandStore
 
-        index = DuplicateIndex(MemoryBandStore(), threshold=p.duplicates.jaccard, num_perm=p.duplicates.num_perm,
-                               shingle_size=p.duplicates.shingle_size)
+        index = DuplicateIndex(
+            MemoryBandStore(),
+            threshold=p.duplicates.jaccard,
+            num_perm=p.duplicates.num_perm,
+            shingle_size=p.duplicates.shingle_size,
+        )
     if p.length.enabled and p.length.tokenizer:
         tokenizer = load_tokenizer(p.length.tokenizer)
     stages = build_stages(p, redactor=redactor, scorer=scorer, index=index, tokenizer=tokenizer)
@@ -181,4 +208,6 @@ def load_tokenizer(path: str):
     try:
         return AutoTokenizer.from_pretrained(path, local_files_only=True)
     except (OSError, ValueError) as exc:
-        raise TokenizerError(f"[length] tokenizer {path!r} does not load offline: {str(exc).splitlines()[0]}") from None
+        raise TokenizerError(
+            f"[length] tokenizer {path!r} does not load offline: {str(exc).splitlines()[0]}"
+        ) from None

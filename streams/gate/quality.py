@@ -24,7 +24,9 @@ from flywheel.policy import QualityFilter
 
 _REFUSALS = re.compile(
     r"\b(as an ai( language model)?|i('m| am) (just )?an ai|i cannot (help|assist) with|i can't (help|assist) with|"
-    r"i('m| am) (not able|unable) to (help|assist|provide))\b", re.IGNORECASE)
+    r"i('m| am) (not able|unable) to (help|assist|provide))\b",
+    re.IGNORECASE,
+)
 _WORD = re.compile(r"\w+", re.UNICODE)
 _ENDS_CLEAN = re.compile(r"""[.!?:;)\]}"'`»…。]\s*$|```\s*$|^\s*$""")
 
@@ -50,7 +52,7 @@ class FormatCheck:
 
 def check_format(text: str) -> FormatCheck:
     words = _WORD.findall(text.lower())
-    trigrams = [tuple(words[i:i + 3]) for i in range(len(words) - 2)]
+    trigrams = [tuple(words[i : i + 3]) for i in range(len(words) - 2)]
     repetition = 1.0 - len(set(trigrams)) / len(trigrams) if trigrams else 0.0
     stripped = text.rstrip()
     code_like = "\n" in stripped and stripped.splitlines()[-1].startswith((" ", "\t"))
@@ -78,7 +80,11 @@ def quality_terms(c, q: QualityFilter) -> dict[str, float]:
         terms["thumbs"] = q.thumbs_weight * max(-1, min(1, c.thumbs))
     if c.rating is not None:
         terms["rating"] = q.rating_weight * (float(c.rating) - 3.0) / 2.0
-    if c.user_action in ("accepted", "copied") and c.time_to_action_ms is not None and c.time_to_action_ms < q.quick_action_ms:
+    if (
+        c.user_action in ("accepted", "copied")
+        and c.time_to_action_ms is not None
+        and c.time_to_action_ms < q.quick_action_ms
+    ):
         terms["quick_action"] = -q.quick_action_penalty
     if c.user_action == "corrected" and c.correction:
         terms["rewrite"] = -q.rewrite_weight * max(0.0, 1.0 - 2.0 * kept_share(c.response, c.correction))

@@ -136,9 +136,16 @@ class DetoxifyScorer:
 
     name = "detoxify"
 
-    def __init__(self, checkpoint: str, config_dir: str = "", *, device: str = "cpu",
-                 batch_size: int = DEFAULT_BATCH_SIZE, max_chars: int = DEFAULT_MAX_CHARS,
-                 threads: int | None = None):
+    def __init__(
+        self,
+        checkpoint: str,
+        config_dir: str = "",
+        *,
+        device: str = "cpu",
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        max_chars: int = DEFAULT_MAX_CHARS,
+        threads: int | None = None,
+    ):
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         if max_chars < 1:
@@ -151,10 +158,15 @@ class DetoxifyScorer:
         cfg_dir = config_dir or str(arch.get("model_type", ""))
         where = "config_dir" if config_dir else "the checkpoint's config.arch.args.model_type"
         if not cfg_dir or not Path(cfg_dir).expanduser().is_dir():
-            fix = ("set config_dir to a directory holding the model's config.json and tokenizer files" if config_dir
-                   else "rewrite it to a local directory holding the model's config.json and tokenizer files, or set "
-                        "config_dir to such a directory and have the model_type in the Hugging Face cache")
-            raise ToxicityModelError(f"toxicity checkpoint {path}: {where} {cfg_dir!r} is not a local directory; {fix}")
+            fix = (
+                "set config_dir to a directory holding the model's config.json and tokenizer files"
+                if config_dir
+                else "rewrite it to a local directory holding the model's config.json and tokenizer files, or set "
+                "config_dir to such a directory and have the model_type in the Hugging Face cache"
+            )
+            raise ToxicityModelError(
+                f"toxicity checkpoint {path}: {where} {cfg_dir!r} is not a local directory; {fix}"
+            )
         if not (Path(cfg_dir).expanduser() / "config.json").is_file():
             raise ToxicityModelError(f"toxicity checkpoint {path}: {where} {cfg_dir!r} has no config.json")
         cfg_dir = str(Path(cfg_dir).expanduser())
@@ -163,9 +175,14 @@ class DetoxifyScorer:
 
         self._torch = torch
         model_type = str(arch.get("model_type", ""))
-        hint = "" if Path(model_type).expanduser().is_dir() else (
-            f" (detoxify also reads the checkpoint's config.arch.args.model_type {model_type!r}, not a local "
-            "directory: it must be in the Hugging Face cache, or be rewritten to a local directory)")
+        hint = (
+            ""
+            if Path(model_type).expanduser().is_dir()
+            else (
+                f" (detoxify also reads the checkpoint's config.arch.args.model_type {model_type!r}, not a local "
+                "directory: it must be in the Hugging Face cache, or be rewritten to a local directory)"
+            )
+        )
         self.model, self.tokenizer, self.classes = _load_detoxify(path, cfg_dir, device, hint)
         self.model.eval()
         self.threads = threads or default_threads()
@@ -177,10 +194,18 @@ class DetoxifyScorer:
         self.max_length = _max_tokens(self.tokenizer, self.model.config)
         self.checkpoint = str(path)
         self.load_seconds = time.perf_counter() - t0
-        log.info("toxicity model loaded", extra={"scorer": self.name, "checkpoint": self.checkpoint,
-                                                 "config_dir": cfg_dir, "classes": list(self.classes),
-                                                 "device": device, "threads": self.threads,
-                                                 "load_s": round(self.load_seconds, 3)})
+        log.info(
+            "toxicity model loaded",
+            extra={
+                "scorer": self.name,
+                "checkpoint": self.checkpoint,
+                "config_dir": cfg_dir,
+                "classes": list(self.classes),
+                "device": device,
+                "threads": self.threads,
+                "load_s": round(self.load_seconds, 3),
+            },
+        )
 
     def score(self, texts: Sequence[str]) -> list[float]:
         torch = self._torch
@@ -190,9 +215,14 @@ class DetoxifyScorer:
         todo.sort(key=lambda i: min(len(texts[i]), self.max_chars))
         with torch.inference_mode():
             for start in range(0, len(todo), self.batch_size):
-                chunk = todo[start:start + self.batch_size]
-                enc = self.tokenizer([texts[i][:self.max_chars] for i in chunk], return_tensors="pt",
-                                     padding=True, truncation=True, max_length=self.max_length)
+                chunk = todo[start : start + self.batch_size]
+                enc = self.tokenizer(
+                    [texts[i][: self.max_chars] for i in chunk],
+                    return_tensors="pt",
+                    padding=True,
+                    truncation=True,
+                    max_length=self.max_length,
+                )
                 logits = self.model(**enc.to(self.device))[0]
                 worst = torch.sigmoid(logits.float()).amax(dim=1).cpu().tolist()
                 for i, s in zip(chunk, worst, strict=True):
@@ -248,14 +278,17 @@ class ProfanityScorer:
         return f"ProfanityScorer(calibrated={self.calibrated})"
 
 
-def load_scorer(checkpoint: str = "", config_dir: str = "", *, device: str = "cpu",
-                threads: int | None = None) -> ToxicityScorer:
+def load_scorer(
+    checkpoint: str = "", config_dir: str = "", *, device: str = "cpu", threads: int | None = None
+) -> ToxicityScorer:
     """A detoxify scorer when a checkpoint is configured, else the profanity-check model."""
     if checkpoint and checkpoint.strip():
         return DetoxifyScorer(checkpoint.strip(), config_dir.strip(), device=device, threads=threads)
     if config_dir and config_dir.strip():
-        raise ToxicityModelError(f"toxicity config_dir {config_dir!r} is set but checkpoint is empty; "
-                                 "set both for a detoxify model, or neither for profanity-check")
+        raise ToxicityModelError(
+            f"toxicity config_dir {config_dir!r} is set but checkpoint is empty; "
+            "set both for a detoxify model, or neither for profanity-check"
+        )
     return ProfanityScorer()
 
 
@@ -273,25 +306,31 @@ def _read_arch(path: Path) -> dict:
     try:
         loaded = torch.load(path, map_location="cpu", weights_only=False, mmap=zipfile.is_zipfile(path))
     except Exception as e:
-        raise ToxicityModelError(f"toxicity checkpoint {path} is not a readable torch checkpoint "
-                                 f"(corrupt, truncated or another format): {_one_line(e)}") from None
+        raise ToxicityModelError(
+            f"toxicity checkpoint {path} is not a readable torch checkpoint "
+            f"(corrupt, truncated or another format): {_one_line(e)}"
+        ) from None
     if not isinstance(loaded, dict) or "config" not in loaded or "state_dict" not in loaded:
-        raise ToxicityModelError(f"toxicity checkpoint {path} is not a detoxify checkpoint: "
-                                 "it needs the keys 'config' and 'state_dict'")
+        raise ToxicityModelError(
+            f"toxicity checkpoint {path} is not a detoxify checkpoint: it needs the keys 'config' and 'state_dict'"
+        )
     arch = _dig(loaded, "config", "arch", "args")
     classes = _dig(loaded, "config", "dataset", "args", "classes")
     for value, where in ((arch, "config.arch.args"), (classes, "config.dataset.args.classes")):
         if value is None:
             raise ToxicityModelError(f"toxicity checkpoint {path} is not a detoxify checkpoint: it has no {where}")
     if not isinstance(arch, dict) or not isinstance(classes, (list, tuple)):
-        raise ToxicityModelError(f"toxicity checkpoint {path} is not a detoxify checkpoint: "
-                                 "config.arch.args must be a mapping and config.dataset.args.classes a list")
+        raise ToxicityModelError(
+            f"toxicity checkpoint {path} is not a detoxify checkpoint: "
+            "config.arch.args must be a mapping and config.dataset.args.classes a list"
+        )
     missing = [k for k in ("model_type", "model_name", "tokenizer_name", "num_classes") if k not in arch]
     if missing:
         raise ToxicityModelError(f"toxicity checkpoint {path}: config.arch.args lacks {', '.join(missing)}")
     if not classes or len(classes) != arch["num_classes"]:
-        raise ToxicityModelError(f"toxicity checkpoint {path}: {len(classes)} class names "
-                                 f"but num_classes={arch['num_classes']}")
+        raise ToxicityModelError(
+            f"toxicity checkpoint {path}: {len(classes)} class names but num_classes={arch['num_classes']}"
+        )
     return dict(arch)
 
 
@@ -321,17 +360,20 @@ def _load_detoxify(path: Path, cfg_dir: str, device: str, hint: str = ""):
 
         d = Detoxify(checkpoint=str(path), huggingface_config_path=cfg_dir, device=device)
     except Exception as e:
-        raise ToxicityModelError(f"toxicity checkpoint {path} (config {cfg_dir}) does not load on "
-                                 f"device {device!r}: {_one_line(e)}{hint}") from None
+        raise ToxicityModelError(
+            f"toxicity checkpoint {path} (config {cfg_dir}) does not load on device {device!r}: {_one_line(e)}{hint}"
+        ) from None
     finally:
         hf_log.handlers = handlers
         if bar:
             hf_logging.enable_progress_bar()
     missing = caught.missing()
     if missing:
-        raise ToxicityModelError(f"toxicity checkpoint {path} lacks weights the model {d.model.__class__.__name__} "
-                                 f"(config {cfg_dir}) needs, so they would be random: {', '.join(missing[:3])}"
-                                 f"{', ...' if len(missing) > 3 else ''}")
+        raise ToxicityModelError(
+            f"toxicity checkpoint {path} lacks weights the model {d.model.__class__.__name__} "
+            f"(config {cfg_dir}) needs, so they would be random: {', '.join(missing[:3])}"
+            f"{', ...' if len(missing) > 3 else ''}"
+        )
     for text in caught.others():
         log.warning("transformers: %s", text)
     return d.model, d.tokenizer, list(d.class_names)
@@ -352,8 +394,11 @@ class _Caught(logging.Handler):
         out = []
         for m in self.messages:
             if "LOAD REPORT" in m:
-                out += [line.split("|")[0].strip() for line in m.splitlines()
-                        if "|" in line and "MISSING" in line.split("|")[1]]
+                out += [
+                    line.split("|")[0].strip()
+                    for line in m.splitlines()
+                    if "|" in line and "MISSING" in line.split("|")[1]
+                ]
         return out
 
     def others(self) -> list[str]:

@@ -22,8 +22,15 @@ MAX_TRACKED = 50  # task types, and model versions, counted by name; the rest as
 
 
 class GuardRunner(BatchRunner):
-    def __init__(self, settings: Settings, keeper: GuardKeeper, codec: Codec, metrics: GuardMetrics, redis_client: Any,
-                 send: Callable[..., Any]):
+    def __init__(
+        self,
+        settings: Settings,
+        keeper: GuardKeeper,
+        codec: Codec,
+        metrics: GuardMetrics,
+        redis_client: Any,
+        send: Callable[..., Any],
+    ):
         super().__init__(settings, codec, redis_client, send, "guards")
         self.keeper = keeper
         self.metrics = metrics
@@ -38,9 +45,14 @@ class GuardRunner(BatchRunner):
         An undecodable candidate is the gate's to dead-letter; here it is only not counted."""
         kinds = [(self._kind.get(e.message.topic), e) for e in events]
         candidates = await self._read([e for kind, e in kinds if kind is None])
-        fields = merge([deadletter_fields(self.codec, e.message.value) if kind == MALFORMED else {kind: 1}
-                        for kind, e in kinds if kind] +
-                       [candidate_fields(c, self.tasks, self.versions) for c, _ in candidates])
+        fields = merge(
+            [
+                deadletter_fields(self.codec, e.message.value) if kind == MALFORMED else {kind: 1}
+                for kind, e in kinds
+                if kind
+            ]
+            + [candidate_fields(c, self.tasks, self.versions) for c, _ in candidates]
+        )
         if fields:
             await self._retrying("count", lambda: self._off_loop(self.keeper.store.add, fields))
         for kind in ("passed", "rejected", MALFORMED, USER_TIMING):
@@ -78,8 +90,9 @@ class GuardRunner(BatchRunner):
         for a in actions:
             if a.taken:
                 self.metrics.actions.labels(a.monitor, a.action).inc()
-            self.log.warning("guard action", extra={"monitor": a.monitor, "action": a.action, "taken": a.taken,
-                                                    "reason": a.reason})
+            self.log.warning(
+                "guard action", extra={"monitor": a.monitor, "action": a.action, "taken": a.taken, "reason": a.reason}
+            )
         self.metrics.observe(judgement.signals, judgement.satisfaction, judgement.holds, HOLD_TARGETS)
         return events
 
@@ -103,8 +116,14 @@ def guard_record(codec: Codec, src, tasks: Cap, versions: Cap, dead: DeadLetters
 def add_guard_agents(app, settings: Settings, runner: GuardRunner):
     """Register on the Faust app: one short loop over the four topics, and the judging timer."""
     s = settings
-    source = app.topic(s.topic_candidates, s.topic_passed, s.topic_rejected, s.topic_deadletter, key_serializer="raw",
-                       value_serializer="raw")
+    source = app.topic(
+        s.topic_candidates,
+        s.topic_passed,
+        s.topic_rejected,
+        s.topic_deadletter,
+        key_serializer="raw",
+        value_serializer="raw",
+    )
 
     @app.agent(source, name="guards-count")
     async def count(stream):

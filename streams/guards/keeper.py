@@ -36,8 +36,12 @@ class Judgement:
     firing: dict[str, int] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
-        return {"monitors": [s.to_dict() for s in self.signals], "firing_since": self.firing, "holds": self.holds,
-                "satisfaction": self.satisfaction}
+        return {
+            "monitors": [s.to_dict() for s in self.signals],
+            "firing_since": self.firing,
+            "holds": self.holds,
+            "satisfaction": self.satisfaction,
+        }
 
 
 @dataclass(frozen=True)
@@ -57,8 +61,12 @@ class GuardKeeper:
     def judge(self, now_s: float | None = None) -> Judgement:
         recent, baseline = self.store.windows(now_s)
         latest = merge(recent)
-        return Judgement(evaluate(latest, merge(baseline), self.policy), satisfaction(latest), self.store.holds(),
-                         self.store.firing())
+        return Judgement(
+            evaluate(latest, merge(baseline), self.policy),
+            satisfaction(latest),
+            self.store.holds(),
+            self.store.firing(),
+        )
 
     def act(self, judgement: Judgement) -> tuple[list[Action], list[ModelEvent]]:
         """Under the lock: start and clear monitors, take the actions of those that start firing."""
@@ -74,15 +82,24 @@ class GuardKeeper:
                     reason = f"guard:{s.monitor}:{s.value:.3f}>{s.bound}"
                     for action in self.policy.actions.get(s.monitor, ()):
                         if action == "hold_datasets" and s.monitor not in before:
-                            actions.append(Action(s.monitor, action, self.store.hold("datasets", s.monitor, reason), reason))
+                            actions.append(
+                                Action(s.monitor, action, self.store.hold("datasets", s.monitor, reason), reason)
+                            )
                         elif action == "pause_rollout":
                             event = self._pause(since, reason)
                             if event is not None or s.monitor not in before:
                                 actions.append(Action(s.monitor, action, event is not None, reason))
                             events += [event] if event is not None else []
                     if s.monitor not in before:
-                        log.warning("guard firing", extra={"monitor": s.monitor, "value": round(s.value, 4), "bound": s.bound,
-                                                           "detail": s.detail})
+                        log.warning(
+                            "guard firing",
+                            extra={
+                                "monitor": s.monitor,
+                                "value": round(s.value, 4),
+                                "bound": s.bound,
+                                "detail": s.detail,
+                            },
+                        )
                 elif s.monitor in before:
                     if s.judged:
                         log.info("guard cleared", extra={"monitor": s.monitor, "value": round(s.value, 4)})
@@ -107,5 +124,8 @@ class GuardKeeper:
 
 def keeper_for(redis_client: Any, app_id: str, policy) -> GuardKeeper:
     """From the whole policy file: the guards' section, and the rollout's for the controller it pauses."""
-    return GuardKeeper(GuardStore(redis_client, app_id, policy.guards), RolloutController(redis_client, app_id, policy.rollout),
-                       policy.guards)
+    return GuardKeeper(
+        GuardStore(redis_client, app_id, policy.guards),
+        RolloutController(redis_client, app_id, policy.rollout),
+        policy.guards,
+    )

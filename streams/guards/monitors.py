@@ -47,8 +47,14 @@ class Signal:
     detail: str = ""
 
     def to_dict(self) -> dict:
-        return {"monitor": self.monitor, "value": round(self.value, 6), "bound": self.bound, "firing": self.firing,
-                "judged": self.judged, "detail": self.detail}
+        return {
+            "monitor": self.monitor,
+            "value": round(self.value, 6),
+            "bound": self.bound,
+            "firing": self.firing,
+            "judged": self.judged,
+            "detail": self.detail,
+        }
 
 
 def merge(buckets: Iterable[Counts]) -> dict[str, int]:
@@ -92,7 +98,7 @@ def two_proportions(x1: int, n1: int, x2: int, n2: int) -> float:
 
 
 def distribution(counts: Counts, prefix: str) -> dict[str, int]:
-    return {k[len(prefix):]: int(n) for k, n in counts.items() if k.startswith(prefix) and int(n) > 0}
+    return {k[len(prefix) :]: int(n) for k, n in counts.items() if k.startswith(prefix) and int(n) > 0}
 
 
 def mix_shift(recent: Mapping[str, int], baseline: Mapping[str, int]) -> tuple[float, float]:
@@ -130,8 +136,12 @@ def satisfaction(counts: Counts) -> dict[str, dict[str, float]]:
         if n <= 0:
             continue
         thumbs = f.get("thumbs_up", 0) + f.get("thumbs_down", 0)
-        out[version] = {"requests": float(n), "acceptance": f.get("accepted", 0) / n, "feedback": thumbs / n,
-                        "positive": f.get("thumbs_up", 0) / thumbs if thumbs else 0.0}
+        out[version] = {
+            "requests": float(n),
+            "acceptance": f.get("accepted", 0) / n,
+            "feedback": thumbs / n,
+            "positive": f.get("thumbs_up", 0) / thumbs if thumbs else 0.0,
+        }
     return out
 
 
@@ -153,15 +163,34 @@ def evaluate(recent: Counts, baseline: Counts, policy: GuardPolicy) -> list[Sign
     signals.append(rate("empty_rate", int(recent.get("empty", 0))))
 
     passed, decided = int(recent.get("passed", 0)), int(recent.get("passed", 0)) + int(recent.get("rejected", 0))
-    b_passed, b_decided = int(baseline.get("passed", 0)), int(baseline.get("passed", 0)) + int(baseline.get("rejected", 0))
+    b_passed, b_decided = (
+        int(baseline.get("passed", 0)),
+        int(baseline.get("passed", 0)) + int(baseline.get("rejected", 0)),
+    )
     if decided < g.min_recent or b_decided < g.min_baseline:
-        signals.append(Signal("pass_rate_shift", 0.0, g.max_pass_rate_shift, False, False,
-                              f"decisions {decided}/{b_decided} (recent/baseline)"))
+        signals.append(
+            Signal(
+                "pass_rate_shift",
+                0.0,
+                g.max_pass_rate_shift,
+                False,
+                False,
+                f"decisions {decided}/{b_decided} (recent/baseline)",
+            )
+        )
     else:
         shift = abs(passed / decided - b_passed / b_decided)
         p = two_proportions(passed, decided, b_passed, b_decided)
-        signals.append(Signal("pass_rate_shift", shift, g.max_pass_rate_shift, shift > g.max_pass_rate_shift and p < g.alpha,
-                              True, f"{b_passed / b_decided:.3f}->{passed / decided:.3f} p={p:.2g}"))
+        signals.append(
+            Signal(
+                "pass_rate_shift",
+                shift,
+                g.max_pass_rate_shift,
+                shift > g.max_pass_rate_shift and p < g.alpha,
+                True,
+                f"{b_passed / b_decided:.3f}->{passed / decided:.3f} p={p:.2g}",
+            )
+        )
 
     b_n = int(baseline.get("requests", 0))
     for monitor, prefix in (("action_mix_shift", "action:"), ("task_mix_shift", "task:")):
@@ -181,8 +210,14 @@ def evaluate(recent: Counts, baseline: Counts, policy: GuardPolicy) -> list[Sign
         r_acc, b_acc = f.get("accepted", 0) / r_n, b_v.get("accepted", 0) / b_v["requests"]
         drop = b_acc - r_acc
         p = two_proportions(f.get("accepted", 0), r_n, b_v.get("accepted", 0), b_v["requests"])
-        s = Signal("acceptance_drop", drop, g.max_acceptance_drop, drop > g.max_acceptance_drop and p < g.alpha, True,
-                   f"{version}: {b_acc:.3f}->{r_acc:.3f} p={p:.2g}")
+        s = Signal(
+            "acceptance_drop",
+            drop,
+            g.max_acceptance_drop,
+            drop > g.max_acceptance_drop and p < g.alpha,
+            True,
+            f"{version}: {b_acc:.3f}->{r_acc:.3f} p={p:.2g}",
+        )
         if not worst.judged or (s.firing, s.value) > (worst.firing, worst.value):
             worst = s
     signals.append(worst)

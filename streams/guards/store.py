@@ -62,7 +62,7 @@ class GuardStore:
         for b in range(first, current):
             pipe.hgetall(f"{self.prefix}:b:{b}")
         buckets = [{_text(k): int(v) for k, v in raw.items()} for raw in pipe.execute()]
-        return buckets[g.baseline_buckets:], buckets[:g.baseline_buckets]
+        return buckets[g.baseline_buckets :], buckets[: g.baseline_buckets]
 
     # -- what fires, and the holds ------------------------------------------------------------------
     def firing(self) -> dict[str, int]:

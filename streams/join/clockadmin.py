@@ -70,8 +70,10 @@ def names(settings: Settings) -> tuple[str, str]:
 
 # -- reading ---------------------------------------------------------------------------------------
 
-def read_states(settings: Settings, partitions: Iterable[int] | None = None, timeout_s: float = 30.0
-                ) -> tuple[dict[int, dict[bytes, StateHead]], dict[int, int]]:
+
+def read_states(
+    settings: Settings, partitions: Iterable[int] | None = None, timeout_s: float = 30.0
+) -> tuple[dict[int, dict[bytes, StateHead]], dict[int, int]]:
     """The join's state as the changelog holds it now (latest value per key, tombstones applied):
     heads per partition, and per partition how many values were not join states."""
     import time
@@ -79,9 +81,15 @@ def read_states(settings: Settings, partitions: Iterable[int] | None = None, tim
     from confluent_kafka import Consumer, TopicPartition
 
     topic, _ = names(settings)
-    consumer = Consumer({"bootstrap.servers": settings.broker_url, "group.id": f"flywheel-clocks-{uuid.uuid4().hex[:8]}",
-                         "enable.auto.commit": False, "auto.offset.reset": "earliest",
-                         "receive.message.max.bytes": 1024 * 1024 * 1024})
+    consumer = Consumer(
+        {
+            "bootstrap.servers": settings.broker_url,
+            "group.id": f"flywheel-clocks-{uuid.uuid4().hex[:8]}",
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+            "receive.message.max.bytes": 1024 * 1024 * 1024,
+        }
+    )
     try:
         md = consumer.list_topics(topic, timeout=10).topics.get(topic)
         if md is None or md.error is not None:
@@ -89,7 +97,9 @@ def read_states(settings: Settings, partitions: Iterable[int] | None = None, tim
         wanted = sorted(md.partitions) if partitions is None else sorted(set(partitions))
         missing = [p for p in wanted if p not in md.partitions]
         if missing:
-            raise ClockAdminError(f"the join's changelog has no partition {missing[0]} (it has {sorted(md.partitions)})")
+            raise ClockAdminError(
+                f"the join's changelog has no partition {missing[0]} (it has {sorted(md.partitions)})"
+            )
         heads: dict[int, dict[bytes, StateHead]] = {p: {} for p in wanted}
         unreadable: dict[int, int] = {p: 0 for p in wanted}
         ends = {}
@@ -137,7 +147,9 @@ def running_members(settings: Settings) -> list[str]:
     try:
         desc = admin.describe_consumer_groups([group], request_timeout=10)[group].result()
     except Exception as exc:
-        raise ClockAdminError(f"could not ask the broker whether the join is running ({type(exc).__name__}: {exc})") from None
+        raise ClockAdminError(
+            f"could not ask the broker whether the join is running ({type(exc).__name__}: {exc})"
+        ) from None
     return [f"{m.client_id}@{m.host}" for m in desc.members]
 
 
@@ -166,8 +178,16 @@ def scrape(url: str, timeout_s: float = 1.0) -> str:
 
 # -- pure views ------------------------------------------------------------------------------------
 
-def rows(heads: Mapping[int, Mapping[bytes, StateHead]], unreadable: Mapping[int, int], settle_window_ms: int,
-         marker_horizon_ms: int, now_ms: int, max_ahead_ms: int, watermarks: Mapping[int, int] | None = None) -> list[dict]:
+
+def rows(
+    heads: Mapping[int, Mapping[bytes, StateHead]],
+    unreadable: Mapping[int, int],
+    settle_window_ms: int,
+    marker_horizon_ms: int,
+    now_ms: int,
+    max_ahead_ms: int,
+    watermarks: Mapping[int, int] | None = None,
+) -> list[dict]:
     """One row per partition of the join's state."""
     out = []
     for p in sorted(heads):
@@ -177,27 +197,42 @@ def rows(heads: Mapping[int, Mapping[bytes, StateHead]], unreadable: Mapping[int
         newest = max(times) if times else None
         bound = now_ms + max_ahead_ms if max_ahead_ms >= 0 else None
         wm = (watermarks or {}).get(p)
-        out.append({
-            "role": "join", "partition": p, "states": len(states), "pending": len(pending), "settled": len(states) - len(pending),
-            "max_event_time_ms": newest, "max_event_time": iso(newest),
-            "ahead_s": None if newest is None else round((newest - now_ms) / 1000),
-            "max_pending_due_ms": max((h.due for h in pending), default=None),
-            "max_pending_due": iso(max((h.due for h in pending), default=None)),
-            "ahead_states": 0 if bound is None else sum(t > bound for t in times),
-            "unreadable": unreadable.get(p, 0),
-            "watermark_ms": wm, "watermark": iso(wm),
-            "suspect": bound is not None and ((newest is not None and newest > bound) or (wm is not None and wm > bound)),
-        })
+        out.append(
+            {
+                "role": "join",
+                "partition": p,
+                "states": len(states),
+                "pending": len(pending),
+                "settled": len(states) - len(pending),
+                "max_event_time_ms": newest,
+                "max_event_time": iso(newest),
+                "ahead_s": None if newest is None else round((newest - now_ms) / 1000),
+                "max_pending_due_ms": max((h.due for h in pending), default=None),
+                "max_pending_due": iso(max((h.due for h in pending), default=None)),
+                "ahead_states": 0 if bound is None else sum(t > bound for t in times),
+                "unreadable": unreadable.get(p, 0),
+                "watermark_ms": wm,
+                "watermark": iso(wm),
+                "suspect": bound is not None
+                and ((newest is not None and newest > bound) or (wm is not None and wm > bound)),
+            }
+        )
     return out
 
 
-def plan(heads: Mapping[bytes, StateHead], to_ms: int, settle_window_ms: int, marker_horizon_ms: int) -> list[StateHead]:
+def plan(
+    heads: Mapping[bytes, StateHead], to_ms: int, settle_window_ms: int, marker_horizon_ms: int
+) -> list[StateHead]:
     """The states of one partition a reset to `to_ms` deletes: those whose event time lies after it."""
-    return sorted((h for h in heads.values() if h.event_time(settle_window_ms, marker_horizon_ms) > to_ms),
-                  key=lambda h: (h.due, h.key))
+    return sorted(
+        (h for h in heads.values() if h.event_time(settle_window_ms, marker_horizon_ms) > to_ms),
+        key=lambda h: (h.due, h.key),
+    )
 
 
-def consequences(doomed: list[StateHead], partition: int, to_ms: int, settle_window_ms: int, marker_horizon_ms: int) -> list[str]:
+def consequences(
+    doomed: list[StateHead], partition: int, to_ms: int, settle_window_ms: int, marker_horizon_ms: int
+) -> list[str]:
     t = iso(to_ms)
     if not doomed:
         return [f"nothing to reset: no join state of partition {partition} stands for events after {t}"]
@@ -208,34 +243,54 @@ def consequences(doomed: list[StateHead], partition: int, to_ms: int, settle_win
         newest = max(h.event_time(settle_window_ms, marker_horizon_ms) for h in pending)
         sample = ", ".join(h.key.decode(errors="replace")[:64] for h in pending[:SAMPLE_KEYS])
         more = f" and {len(pending) - SAMPLE_KEYS} more" if len(pending) > SAMPLE_KEYS else ""
-        lines.append(f"partition {partition}: {len(pending)} pending request(s) whose events lie after {t} (the newest at "
-                     f"{iso(newest)}) are deleted from the join's state: {sample}{more}")
-        lines.append("their interactions and actions are gone from the join: no candidate will be emitted for them, and an "
-                     "action that arrives later for one of them is dead-lettered as an orphan_action; the records stay in the "
-                     "log and are not read again (the join's committed offsets are past them)")
+        lines.append(
+            f"partition {partition}: {len(pending)} pending request(s) whose events lie after {t} (the newest at "
+            f"{iso(newest)}) are deleted from the join's state: {sample}{more}"
+        )
+        lines.append(
+            "their interactions and actions are gone from the join: no candidate will be emitted for them, and an "
+            "action that arrives later for one of them is dead-lettered as an orphan_action; the records stay in the "
+            "log and are not read again (the join's committed offsets are past them)"
+        )
     if settled:
-        lines.append(f"partition {partition}: {len(settled)} settled marker(s) of requests after {t} are deleted: their "
-                     "candidates were emitted already; a replay of their events would be joined again")
-    lines.append("the join's event-time clock itself lives in the worker's memory: it is built again from the records "
-                 "after the committed offsets when the worker starts, and from now on the event-time bound dead-letters "
-                 "a record dated too far ahead (future_event) instead of letting it move the clock")
+        lines.append(
+            f"partition {partition}: {len(settled)} settled marker(s) of requests after {t} are deleted: their "
+            "candidates were emitted already; a replay of their events would be joined again"
+        )
+    lines.append(
+        "the join's event-time clock itself lives in the worker's memory: it is built again from the records "
+        "after the committed offsets when the worker starts, and from now on the event-time bound dead-letters "
+        "a record dated too far ahead (future_event) instead of letting it move the clock"
+    )
     return lines
 
 
 # -- writing ---------------------------------------------------------------------------------------
+
 
 def delete_states(settings: Settings, partition: int, keys: Iterable[bytes]) -> int:
     """Tombstones for `keys` on the changelog's `partition`, acknowledged by the broker."""
     from confluent_kafka import Producer
 
     topic, _ = names(settings)
-    producer = Producer({"bootstrap.servers": settings.broker_url, "acks": "all", "enable.idempotence": True,
-                         "client.id": "flywheel-clocks"})
+    producer = Producer(
+        {
+            "bootstrap.servers": settings.broker_url,
+            "acks": "all",
+            "enable.idempotence": True,
+            "client.id": "flywheel-clocks",
+        }
+    )
     errors: list[Any] = []
     n = 0
     for key in keys:
-        producer.produce(topic, key=key, value=None, partition=partition,
-                         on_delivery=lambda err, _m: errors.append(err) if err else None)
+        producer.produce(
+            topic,
+            key=key,
+            value=None,
+            partition=partition,
+            on_delivery=lambda err, _m: errors.append(err) if err else None,
+        )
         n += 1
         producer.poll(0)
     if producer.flush(30) or errors:

@@ -223,7 +223,11 @@ class JoinCore:
             return self._dead(rec, "invalid_event", str(exc))
         key = event.request_id.encode()
         if rec.key is not None and rec.key != key:
-            return self._dead(rec, "invalid_event", "record key must be the request_id, so interactions and actions meet on one partition")
+            return self._dead(
+                rec,
+                "invalid_event",
+                "record key must be the request_id, so interactions and actions meet on one partition",
+            )
         self._observe(rec.partition, rec.kind, event.event_time)
         if rec.kind == INTERACTION:
             self._apply_interaction(rec, key, event, current)
@@ -237,12 +241,16 @@ class JoinCore:
         """A tick moves event time on its partition: only a well-formed, plausible, (with a tick key)
         signed one, never further ahead of the wall clock than the bound."""
         if not (0 < len(tick) <= 16 and tick.isdigit()):
-            return self._dead(rec, "invalid_event", f"{TICK_HEADER} header must be integer milliseconds, got {tick[:40]!r}")
+            return self._dead(
+                rec, "invalid_event", f"{TICK_HEADER} header must be integer milliseconds, got {tick[:40]!r}"
+            )
         t = int(tick)
         if not MIN_EVENT_TIME_MS <= t < MAX_EVENT_TIME_MS:
             return self._dead(rec, "invalid_event", f"{TICK_HEADER} {t} is not milliseconds since the epoch")
         if not tick_authentic(self.tick_key, tick, rec.headers.get(TICK_MAC_HEADER)):
-            return self._dead(rec, "unauthenticated_tick", f"a tick without a valid {TICK_MAC_HEADER} (a tick key is configured)")
+            return self._dead(
+                rec, "unauthenticated_tick", f"a tick without a valid {TICK_MAC_HEADER} (a tick key is configured)"
+            )
         try:
             check_event_time_ahead("tick", t, self._reference(rec), self.max_event_ahead_ms)
         except FutureEvent as exc:
@@ -291,11 +299,19 @@ class JoinCore:
         self._save(key, state, reschedule=reschedule)
 
     def _dead(self, rec: Record, reason: str, detail: str) -> None:
-        self.out.deadletters.append(DeadLetter(
-            reason=reason, detail=detail, source_topic=rec.topic, source_partition=rec.partition,
-            source_offset=rec.offset, key=rec.key, value=rec.value or b"", headers=dict(rec.headers or {}),
-            failed_at=int(time.time() * 1000),
-        ))
+        self.out.deadletters.append(
+            DeadLetter(
+                reason=reason,
+                detail=detail,
+                source_topic=rec.topic,
+                source_partition=rec.partition,
+                source_offset=rec.offset,
+                key=rec.key,
+                value=rec.value or b"",
+                headers=dict(rec.headers or {}),
+                failed_at=int(time.time() * 1000),
+            )
+        )
 
     # -- event time ------------------------------------------------------------------------------
     def watermark(self, partition: int, caught_up: Collection[str] | dict[str, int] = ()) -> int | None:
@@ -353,21 +369,38 @@ class JoinCore:
             else:
                 actions.append(a.action)
         candidate = build_candidate(
-            state.interaction, actions, settle_window_ms=self.settle_window_ms, settled_at=state.due,
+            state.interaction,
+            actions,
+            settle_window_ms=self.settle_window_ms,
+            settled_at=state.due,
         )
-        self.out.candidates.append(Emitted(
-            key=key, partition=state.partition, value=self.codec.encode("candidate", candidate.to_dict()),
-            user_action=candidate.user_action, label=candidate.label, trigger_timestamp_ms=trigger_ts,
-        ))
+        self.out.candidates.append(
+            Emitted(
+                key=key,
+                partition=state.partition,
+                value=self.codec.encode("candidate", candidate.to_dict()),
+                user_action=candidate.user_action,
+                label=candidate.label,
+                trigger_timestamp_ms=trigger_ts,
+            )
+        )
         state.settle(state.due + self.marker_horizon_ms)
         self._save(key, state, reschedule=state.due)
 
     def _unsettleable(self, key: bytes, state: JoinState, exc: Exception) -> None:
-        self.out.deadletters.append(DeadLetter(
-            reason="unprocessable", detail=f"{type(exc).__name__} while building this request's candidate",
-            source_topic=self.topic_interactions, source_partition=state.partition, source_offset=-1, key=key,
-            value=state.interaction_data or b"", headers={}, failed_at=int(time.time() * 1000),
-        ))
+        self.out.deadletters.append(
+            DeadLetter(
+                reason="unprocessable",
+                detail=f"{type(exc).__name__} while building this request's candidate",
+                source_topic=self.topic_interactions,
+                source_partition=state.partition,
+                source_offset=-1,
+                key=key,
+                value=state.interaction_data or b"",
+                headers={},
+                failed_at=int(time.time() * 1000),
+            )
+        )
         for a in state.actions:
             self._dead_pending(key, state, a, "unprocessable", "its request's candidate could not be built")
         state.settle(state.due + self.marker_horizon_ms)
@@ -375,16 +408,27 @@ class JoinCore:
 
     def _orphan(self, key: bytes, state: JoinState) -> None:
         for a in state.actions:
-            self._dead_pending(key, state, a, "orphan_action", "no interaction with this request_id arrived within the settle window")
+            self._dead_pending(
+                key, state, a, "orphan_action", "no interaction with this request_id arrived within the settle window"
+            )
         state.deleted = True
         self._save(key, state)
 
     def _dead_pending(self, key: bytes, state: JoinState, action: PendingAction, reason: str, detail: str) -> None:
         """A held action leaves as a dead letter (bytes in the current schema version, original offset)."""
-        self.out.deadletters.append(DeadLetter(
-            reason=reason, detail=detail, source_topic=self.action_topic, source_partition=state.partition,
-            source_offset=action.offset, key=key, value=action.data, headers={}, failed_at=int(time.time() * 1000),
-        ))
+        self.out.deadletters.append(
+            DeadLetter(
+                reason=reason,
+                detail=detail,
+                source_topic=self.action_topic,
+                source_partition=state.partition,
+                source_offset=action.offset,
+                key=key,
+                value=action.data,
+                headers={},
+                failed_at=int(time.time() * 1000),
+            )
+        )
 
     def drain(self) -> JoinOutput:
         """Outputs of the batch; the state changes go to the store first, so that a commit after
@@ -400,4 +444,3 @@ class JoinCore:
         for p in sorted({r.partition for r in records}):
             self.advance(p, caught_up(p) if callable(caught_up) else caught_up)
         return self.drain()
-

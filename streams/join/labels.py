@@ -59,7 +59,11 @@ def primary_action(actions: Sequence[UserAction]) -> UserAction | None:
         rank = _RANK.get(a.action)
         if rank is None:
             continue
-        if best is None or rank < _RANK[best.action] or (rank == _RANK[best.action] and a.event_time > best.event_time):
+        if (
+            best is None
+            or rank < _RANK[best.action]
+            or (rank == _RANK[best.action] and a.event_time > best.event_time)
+        ):
             best = a  # same kind twice: the later one wins (a second correction replaces the first)
     return best
 
@@ -166,7 +170,9 @@ def build_candidate(
     )
 
 
-def pair_regenerations(candidates: Iterable[TrainingCandidate], *, max_gap_ms: int) -> list[tuple[TrainingCandidate, TrainingCandidate]]:
+def pair_regenerations(
+    candidates: Iterable[TrainingCandidate], *, max_gap_ms: int
+) -> list[tuple[TrainingCandidate, TrainingCandidate]]:
     """(regenerated, successor) pairs: the successor is the first later request of the same session
     and prompt that the user accepted, copied or corrected, within `max_gap_ms` of event time.
 
@@ -182,7 +188,7 @@ def pair_regenerations(candidates: Iterable[TrainingCandidate], *, max_gap_ms: i
         for i, c in enumerate(group):
             if c.user_action != "regenerated":
                 continue
-            for later in group[i + 1:]:
+            for later in group[i + 1 :]:
                 if later.timestamp - c.timestamp > max_gap_ms:
                     break
                 if later.user_action in SFT_ACTIONS:

@@ -77,7 +77,8 @@ class JoinService(Service):
         self.changelog = BatchSink(lambda: self.producer)
         self.store = ChangelogStore(join_changelog(settings), self.changelog)
         self.core = JoinCore(
-            codec, self.store,
+            codec,
+            self.store,
             settle_window_ms=settings.settle_window_ms,
             watermark_delay_ms=settings.watermark_delay_ms,
             marker_horizon_ms=settings.marker_horizon_ms,
@@ -101,8 +102,13 @@ class JoinService(Service):
     # -- lifecycle -------------------------------------------------------------------------------
     async def on_start(self) -> None:
         s = self.settings
-        self.producer = AIOKafkaProducer(bootstrap_servers=s.broker_url, acks="all", linger_ms=5,
-                                         max_batch_size=1024 * 1024, max_request_size=8 * 1024 * 1024)
+        self.producer = AIOKafkaProducer(
+            bootstrap_servers=s.broker_url,
+            acks="all",
+            linger_ms=5,
+            max_batch_size=1024 * 1024,
+            max_request_size=8 * 1024 * 1024,
+        )
         await self.producer.start()
         self.consumer = AIOKafkaConsumer(
             bootstrap_servers=s.broker_url,
@@ -177,9 +183,15 @@ class JoinService(Service):
                 tp = TopicPartition(topic, p)
                 self._next_offset[tp] = await self.consumer.position(tp)
                 self._last_record_ms[tp] = _wall_ms()
-        log.info("join partitions assigned", extra={"partitions": sorted(partitions), "restored": sorted(new),
-                                                    "states": self.core.pending,
-                                                    "seconds": round(time.perf_counter() - started, 3)})
+        log.info(
+            "join partitions assigned",
+            extra={
+                "partitions": sorted(partitions),
+                "restored": sorted(new),
+                "states": self.core.pending,
+                "seconds": round(time.perf_counter() - started, 3),
+            },
+        )
 
     def caught_up(self, partition: int) -> dict[str, int]:
         """Inputs of this partition that are idle, each with how far (ms) its event-time clock may be
@@ -213,8 +225,18 @@ class JoinService(Service):
         for tp, messages in fetched.items():
             kind = self.kinds[tp.topic]
             for m in messages:
-                apply(Record(kind, tp.topic, tp.partition, m.offset, m.key, m.value,
-                             {k.lower(): v for k, v in m.headers} if m.headers else {}, m.timestamp))
+                apply(
+                    Record(
+                        kind,
+                        tp.topic,
+                        tp.partition,
+                        m.offset,
+                        m.key,
+                        m.value,
+                        {k.lower(): v for k, v in m.headers} if m.headers else {},
+                        m.timestamp,
+                    )
+                )
             consumed[kind] += len(messages)
             self._next_offset[tp] = messages[-1].offset + 1
             self._last_record_ms[tp] = _wall_ms()
@@ -266,8 +288,9 @@ class JoinService(Service):
         for c in out.candidates:
             self.outputs.add(self.settings.topic_candidates, c.partition, c.key, c.value)
         for d in out.deadletters:
-            self.outputs.add(self.settings.topic_deadletter, d.source_partition, d.key,
-                             self.codec.encode("deadletter", d.to_dict()))
+            self.outputs.add(
+                self.settings.topic_deadletter, d.source_partition, d.key, self.codec.encode("deadletter", d.to_dict())
+            )
         await self.outputs.flush()
         await self.changelog.flush()
 
@@ -290,9 +313,17 @@ class JoinService(Service):
                 m.latency.observe(max(0.0, now_ms - c.trigger_timestamp_ms) / 1000)
         for d in out.deadletters:
             m.deadletters.labels(d.reason).inc()
-            log.log(logging.DEBUG if d.reason in EXPECTED_REASONS else logging.WARNING, "dead letter",
-                    extra={"reason": d.reason, "detail": d.detail, "topic": d.source_topic,
-                           "partition": d.source_partition, "offset": d.source_offset})
+            log.log(
+                logging.DEBUG if d.reason in EXPECTED_REASONS else logging.WARNING,
+                "dead letter",
+                extra={
+                    "reason": d.reason,
+                    "detail": d.detail,
+                    "topic": d.source_topic,
+                    "partition": d.source_partition,
+                    "offset": d.source_offset,
+                },
+            )
         m.duplicates.inc(self.core.stats.pop("duplicates", 0))
         m.pending.set(self.core.pending)
         m.batch_seconds.observe(time.perf_counter() - started)

@@ -75,12 +75,12 @@ def decode_state(codec: Codec, raw: bytes) -> JoinState:
         if version != VERSION:
             raise StateFormatError(f"join state version {version} is not {VERSION}")
         pos = _HEAD.size
-        seen = {raw[pos + 8 * i: pos + 8 * i + 8] for i in range(n_seen)}
+        seen = {raw[pos + 8 * i : pos + 8 * i + 8] for i in range(n_seen)}
         pos += 8 * n_seen
         interaction = interaction_data = None
         if flags & HAS_INTERACTION:
             (n,) = _LEN.unpack_from(raw, pos)
-            interaction_data = raw[pos + 4: pos + 4 + n]
+            interaction_data = raw[pos + 4 : pos + 4 + n]
             pos += 4 + n
             interaction = Interaction.from_dict(codec.decode_avro("interaction", interaction_data))
         (n_actions,) = _COUNT.unpack_from(raw, pos)
@@ -88,7 +88,7 @@ def decode_state(codec: Codec, raw: bytes) -> JoinState:
         actions = []
         for _ in range(n_actions):
             offset, n = _ACTION.unpack_from(raw, pos)
-            data = raw[pos + 12: pos + 12 + n]
+            data = raw[pos + 12 : pos + 12 + n]
             pos += 12 + n
             actions.append(PendingAction(offset, UserAction.from_dict(codec.decode_avro("action", data)), data))
     except struct.error as exc:

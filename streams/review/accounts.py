@@ -43,7 +43,9 @@ class Reviewers:
     def add(self, name: str) -> str:
         """Creates the reviewer; returns the token, which is shown once and never stored."""
         if not NAME_RE.match(name):
-            raise AccountError(f"reviewer name {name!r} must be 1-64 letters, digits or _.@- and start with a letter or digit")
+            raise AccountError(
+                f"reviewer name {name!r} must be 1-64 letters, digits or _.@- and start with a letter or digit"
+            )
         token = TOKEN_PREFIX + secrets.token_urlsafe(32)
         record = json.dumps({"token_sha256": _digest(token), "created_at": int(time.time() * 1000)})
         if not self.redis.hsetnx(f"{self.prefix}:reviewers", name, record):
@@ -62,8 +64,10 @@ class Reviewers:
 
     def list(self) -> list[dict[str, Any]]:
         rows = self.redis.hgetall(f"{self.prefix}:reviewers")
-        return sorted(({"name": k.decode(), "created_at": json.loads(v)["created_at"]} for k, v in rows.items()),
-                      key=lambda r: r["name"])
+        return sorted(
+            ({"name": k.decode(), "created_at": json.loads(v)["created_at"]} for k, v in rows.items()),
+            key=lambda r: r["name"],
+        )
 
     def authenticate(self, token: str) -> str | None:
         """The reviewer a token belongs to, or None."""

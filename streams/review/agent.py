@@ -31,9 +31,9 @@ from streams.runner import BatchRunner
 SNAPSHOT_S = 30.0
 
 
-
-
-def sample_record(sampler: ReviewSampler, candidate: TrainingCandidate, gate_passed: bool, source: str) -> SampleDecision:
+def sample_record(
+    sampler: ReviewSampler, candidate: TrainingCandidate, gate_passed: bool, source: str
+) -> SampleDecision:
     """One candidate's sampling decision, its item ready for the queue (serialised once here, so
     an item that cannot be written fails with its record, not in the queue's retries)."""
     decision = sampler.decide(candidate, gate_passed, source)
@@ -42,14 +42,15 @@ def sample_record(sampler: ReviewSampler, candidate: TrainingCandidate, gate_pas
     return decision
 
 
-def review_record(sampler: ReviewSampler, codec: Codec, source: Source, gate_passed: bool,
-                  dead: DeadLetters) -> SampleDecision | DeadLetter:
+def review_record(
+    sampler: ReviewSampler, codec: Codec, source: Source, gate_passed: bool, dead: DeadLetters
+) -> SampleDecision | DeadLetter:
     """One gate decision's whole per-record path: its sampling decision, or its dead letter. Never
     raises for the record's sake (the fuzz tests hold it to that)."""
     candidates, letters = read_candidates(codec, [source], dead)
     if letters:
         return letters[0]
-    (c, _), = candidates
+    ((c, _),) = candidates
     try:
         return sample_record(sampler, c, gate_passed, f"{source.topic}/{source.partition}/{source.offset}")
     except Exception as exc:
@@ -57,8 +58,16 @@ def review_record(sampler: ReviewSampler, codec: Codec, source: Source, gate_pas
 
 
 class ReviewRunner(BatchRunner):
-    def __init__(self, settings: Settings, policy: ReviewPolicy, codec: Codec, metrics: SamplerMetrics,
-                 redis_client: Any, send: Callable[..., Any], window_days: int = 7):
+    def __init__(
+        self,
+        settings: Settings,
+        policy: ReviewPolicy,
+        codec: Codec,
+        metrics: SamplerMetrics,
+        redis_client: Any,
+        send: Callable[..., Any],
+        window_days: int = 7,
+    ):
         super().__init__(settings, codec, redis_client, send, "review")
         self.policy = policy
         self.metrics = metrics
@@ -96,10 +105,14 @@ class ReviewRunner(BatchRunner):
         (Redis away: the whole batch again). A candidate whose sampling raises is left out and
         returned, for its dead letter."""
         s = self.settings
-        batch = [(c, src.topic == s.topic_passed, f"{src.topic}/{src.partition}/{src.offset}", src) for c, src in candidates]
+        batch = [
+            (c, src.topic == s.topic_passed, f"{src.topic}/{src.partition}/{src.offset}", src) for c, src in candidates
+        ]
         for window in {self.sampler.window_of(c.timestamp) for c, _, _, _ in batch}:
             counts = self.queue.window_counts(window)
-            self.sampler.sync_window(window, {("" if task == "-" else task): n for task, n in counts.items() if task != "*"})
+            self.sampler.sync_window(
+                window, {("" if task == "-" else task): n for task, n in counts.items() if task != "*"}
+            )
         decisions, failed = [], []
         for c, gate_passed, where, src in batch:  # in order: each decision sees the statistics of those before it
             try:

@@ -20,7 +20,9 @@ from schemas.records import REVIEW_SCORES, ReviewVerdict
 from streams.gate.filters import REASONS
 from flywheel.policy import GatePolicy
 
-QUALITY_CODES = frozenset(REASONS["quality"]) | {"below_keep_quantile"}  # the gate cut by keep rate until builder 4: old verdicts say so
+QUALITY_CODES = frozenset(REASONS["quality"]) | {
+    "below_keep_quantile"
+}  # the gate cut by keep rate until builder 4: old verdicts say so
 _TIE = 1e-9  # weighted agreements closer than this (relative to the total weight) are ties
 
 
@@ -61,11 +63,17 @@ def observations(verdicts: Iterable[ReviewVerdict]) -> list[Observation]:
     for rid, vs in _by_item(_distinct(verdicts)).items():
         first = vs[0]
         p = first.sample_probability
-        out.append(Observation(
-            request_id=rid, task_type=next((v.task_type for v in vs if v.task_type), ""), gate_passed=first.gate_passed,
-            quality=float(first.quality_score), reviewer_passed=all(v.passed for v in vs),
-            weight=1.0 / p if p > 0 else 1.0,
-            quality_decisive=all(code in QUALITY_CODES for code in first.gate_reasons)))
+        out.append(
+            Observation(
+                request_id=rid,
+                task_type=next((v.task_type for v in vs if v.task_type), ""),
+                gate_passed=first.gate_passed,
+                quality=float(first.quality_score),
+                reviewer_passed=all(v.passed for v in vs),
+                weight=1.0 / p if p > 0 else 1.0,
+                quality_decisive=all(code in QUALITY_CODES for code in first.gate_reasons),
+            )
+        )
     return out
 
 
@@ -88,8 +96,10 @@ def reviewer_agreement(verdicts: Iterable[ReviewVerdict]) -> dict[str, Any]:
         "items": n,
         "agreement": sum(len({v.passed for v in vs}) == 1 for vs in shared) / n if n else None,
         "cohen_kappa": _kappa([vs[0].passed for vs in shared], [vs[1].passed for vs in shared]),
-        "mean_abs_diff": {s: (sum(abs(getattr(vs[0], s) - getattr(vs[1], s)) for vs in shared) / n if n else None)
-                          for s in REVIEW_SCORES},
+        "mean_abs_diff": {
+            s: (sum(abs(getattr(vs[0], s) - getattr(vs[1], s)) for vs in shared) / n if n else None)
+            for s in REVIEW_SCORES
+        },
     }
 
 
@@ -107,10 +117,16 @@ def gate_vs_review(obs: Sequence[Observation]) -> dict[str, Any]:
         f1 = 2 * precision * recall / (precision + recall) if precision + recall > 0 else 0.0
     # what the gate let through and people failed: the records a failed verdict withdrew from datasets
     passed_failed = [o for o in obs if o.gate_passed and not o.reviewer_passed]
-    return {"n": len(obs), "weight": total, "agreement": agree / total if total > 0 else None,
-            "precision": precision, "recall": recall, "f1": f1,
-            "gate_passed_reviewer_failed": len(passed_failed),
-            "gate_passed_reviewer_failed_share": (sum(o.weight for o in passed_failed) / gate) if gate > 0 else None}
+    return {
+        "n": len(obs),
+        "weight": total,
+        "agreement": agree / total if total > 0 else None,
+        "precision": precision,
+        "recall": recall,
+        "f1": f1,
+        "gate_passed_reviewer_failed": len(passed_failed),
+        "gate_passed_reviewer_failed_share": (sum(o.weight for o in passed_failed) / gate) if gate > 0 else None,
+    }
 
 
 def _agreement_at(obs: Sequence[Observation], t: float) -> float | None:
@@ -125,8 +141,14 @@ def propose_threshold(obs: Sequence[Observation], current: float, min_observatio
     observations; ties go to the candidate closest to `current`, so the threshold only moves for a reason."""
     decisive = [o for o in obs if o.quality_decisive]
     n = len(decisive)
-    out: dict[str, Any] = {"threshold": None, "current": current, "agreement_at_current": _agreement_at(decisive, current),
-                           "agreement_at_proposed": None, "n": n, "reason": ""}
+    out: dict[str, Any] = {
+        "threshold": None,
+        "current": current,
+        "agreement_at_current": _agreement_at(decisive, current),
+        "agreement_at_proposed": None,
+        "n": n,
+        "reason": "",
+    }
     if n < min_observations:
         out["reason"] = f"{n} observations, need {min_observations}"
         return out
@@ -176,7 +198,7 @@ def calibrate(verdicts: Iterable[ReviewVerdict], policy: GatePolicy, min_observa
 
 
 def next_version(version: str) -> str:
-    """"default-1" -> "default-2", "prod" -> "prod-2", "v3.1-7" -> "v3.1-8"."""
+    """ "default-1" -> "default-2", "prod" -> "prod-2", "v3.1-7" -> "v3.1-8"."""
     m = re.fullmatch(r"(.*)-(\d+)", version)
     return f"{m.group(1)}-{int(m.group(2)) + 1}" if m else f"{version}-2"
 

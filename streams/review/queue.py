@@ -31,7 +31,8 @@ PRIORITY_SPAN = 10**13  # score = rank * span + enqueued ms: class order first, 
 REAP_BATCH = 200
 SCAN_LIMIT = 1000  # most ready items a lease looks through for one this reviewer has not seen
 
-_REAP = """
+_REAP = (
+    """
 local function reap(p, now)
   local expired = redis.call('ZRANGEBYSCORE', p..':leases', '-inf', now, 'LIMIT', 0, %d)
   for _, id in ipairs(expired) do
@@ -48,9 +49,12 @@ local function reap(p, now)
   end
   return #expired
 end
-""" % REAP_BATCH
+"""
+    % REAP_BATCH
+)
 
-_ENQUEUE = """
+_ENQUEUE = (
+    """
 local p, now, budget, ttl = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 local out = {}
 for i = 5, #ARGV, 6 do
@@ -77,9 +81,13 @@ for i = 5, #ARGV, 6 do
   end
 end
 return out
-""" % PRIORITY_SPAN
+"""
+    % PRIORITY_SPAN
+)
 
-_LEASE = _REAP + """
+_LEASE = (
+    _REAP
+    + """
 local p, now, span, who, lease_id = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4], ARGV[5]
 reap(p, now)
 local held = redis.call('HGET', p..':holding', who)
@@ -108,7 +116,9 @@ for offset = 0, %d - 1, 50 do
   end
 end
 return false
-""" % SCAN_LIMIT
+"""
+    % SCAN_LIMIT
+)
 
 # ARGV: p, now, who, lease_id, id, passed ('1'|'0'), verdict json, known ttl
 _SUBMIT = """
@@ -184,7 +194,9 @@ class QueueStats:
     leased: int
     oldest_age_s: float  # of the oldest item not yet fully reviewed; 0 when empty
     outbox: int  # verdicts not yet on Kafka
-    counts: dict[str, int]  # queued, verdicts, passed, failed, agree, disagree, expired, skipped, completed, over_budget
+    counts: dict[
+        str, int
+    ]  # queued, verdicts, passed, failed, agree, disagree, expired, skipped, completed, over_budget
 
     @property
     def depth(self) -> int:
@@ -220,7 +232,14 @@ class ReviewQueue:
         args: list[Any] = [self.prefix, now, budget, KNOWN_TTL_S]
         for item in items:
             item.enqueued_at = now
-            args += [item.item_id, item.to_json(), item.priority, item.reviews_needed, item.window, item.task_type or "-"]
+            args += [
+                item.item_id,
+                item.to_json(),
+                item.priority,
+                item.reviews_needed,
+                item.window,
+                item.task_type or "-",
+            ]
         return [s.decode() if isinstance(s, bytes) else s for s in self._enqueue(args=args)]
 
     def lease(self, reviewer: str) -> Lease | None:
@@ -234,8 +253,18 @@ class ReviewQueue:
     def submit(self, lease: Lease, reviewer: str, verdict: ReviewVerdict) -> int:
         """Ends the lease and records the verdict for the relay, in one step. Returns the round."""
         verdict.check()
-        status, rounds = self._submit(args=[self.prefix, self._now(), reviewer, lease.lease_id, lease.item.item_id,
-                                            "1" if verdict.passed else "0", json.dumps(verdict.to_dict()), KNOWN_TTL_S])
+        status, rounds = self._submit(
+            args=[
+                self.prefix,
+                self._now(),
+                reviewer,
+                lease.lease_id,
+                lease.item.item_id,
+                "1" if verdict.passed else "0",
+                json.dumps(verdict.to_dict()),
+                KNOWN_TTL_S,
+            ]
+        )
         if _text(status) != "ok":
             raise LeaseLost(f"the lease on {lease.item.item_id} ended before the verdict; it was not recorded")
         return int(rounds)

@@ -66,18 +66,27 @@ def entry_source(topic: str, fields: Mapping[Any, Any]) -> Source:
     return Source(topic, -1, -1, None, value)
 
 
-def relay_record(codec: Codec, topic: str, entry_id: Any, fields: Mapping[Any, Any],
-                 dead: DeadLetters) -> tuple[ReviewVerdict, bytes, bytes] | DeadLetter:
+def relay_record(
+    codec: Codec, topic: str, entry_id: Any, fields: Mapping[Any, Any], dead: DeadLetters
+) -> tuple[ReviewVerdict, bytes, bytes] | DeadLetter:
     """One outbox entry: (verdict, key, value) to send, or its dead letter (counted once sent)."""
     try:
         return outbox_entry(codec, fields)
     except Exception as exc:  # this entry's fault: it must not hold the others
-        return dead.letter(entry_source(topic, fields), exc, count=False, where=f"relay, outbox entry {_text(entry_id)}")
+        return dead.letter(
+            entry_source(topic, fields), exc, count=False, where=f"relay, outbox entry {_text(entry_id)}"
+        )
 
 
 class VerdictRelay:
-    def __init__(self, settings: Settings, queue: ReviewQueue, codec: Codec | None = None,
-                 on_sent: Callable[[list], None] | None = None, metrics: ConsumerMetrics | None = None):
+    def __init__(
+        self,
+        settings: Settings,
+        queue: ReviewQueue,
+        codec: Codec | None = None,
+        on_sent: Callable[[list], None] | None = None,
+        metrics: ConsumerMetrics | None = None,
+    ):
         self.topic = settings.topic_verdicts
         self.deadletter_topic = settings.topic_deadletter
         self.dead = DeadLetters("relay", metrics or consumer_metrics(), log)
@@ -85,8 +94,14 @@ class VerdictRelay:
         self.codec = codec or Codec()
         self.on_sent = on_sent
         conf = {k: v for k, v in DEFAULT_CONFIG.items() if k != "client.id"}
-        self.producer = Producer({**conf, "bootstrap.servers": settings.broker_url, "client.id": "flywheel-review",
-                                  "logger": logging.getLogger("flywheel.review.librdkafka")})
+        self.producer = Producer(
+            {
+                **conf,
+                "bootstrap.servers": settings.broker_url,
+                "client.id": "flywheel-review",
+                "logger": logging.getLogger("flywheel.review.librdkafka"),
+            }
+        )
         self._lock = f"{queue.prefix}:relay-lock"
         self._me = secrets.token_hex(8)
         self._local = threading.Lock()
@@ -120,8 +135,11 @@ class VerdictRelay:
                 for eid, fields in entries:
                     got = relay_record(self.codec, self.topic, eid, fields, self.dead)
                     if isinstance(got, DeadLetter):
-                        self.producer.produce(self.deadletter_topic, value=self.codec.encode("deadletter", got.to_dict()),
-                                              on_delivery=delivered)
+                        self.producer.produce(
+                            self.deadletter_topic,
+                            value=self.codec.encode("deadletter", got.to_dict()),
+                            on_delivery=delivered,
+                        )
                         dead.append(got)
                         continue
                     verdict, key, value = got
@@ -131,8 +149,10 @@ class VerdictRelay:
                 if left or failures:
                     self.producer.purge(in_queue=True, in_flight=False)  # the outbox keeps them for the next try
                     self.producer.poll(0)
-                    raise RelayError(f"{left} verdicts not acknowledged, {len(failures)} failed"
-                                     + (f": {failures[0]}" if failures else ""))
+                    raise RelayError(
+                        f"{left} verdicts not acknowledged, {len(failures)} failed"
+                        + (f": {failures[0]}" if failures else "")
+                    )
                 self.queue.ack([_text(eid) for eid, _ in entries])
                 for dl in dead:
                     self.dead.sent(dl)

@@ -102,8 +102,14 @@ class _Task:
 class ReviewSampler:
     """Decides, candidate by candidate, what goes before people; see the module docstring."""
 
-    def __init__(self, policy: ReviewPolicy, seed: str = "flywheel", half_life: int = 500, max_tracked: int = 1000,
-                 window_days: int = 7):
+    def __init__(
+        self,
+        policy: ReviewPolicy,
+        seed: str = "flywheel",
+        half_life: int = 500,
+        max_tracked: int = 1000,
+        window_days: int = 7,
+    ):
         if half_life < 1:
             raise ValueError(f"half_life must be >= 1, got {half_life}")
         self.policy = policy
@@ -168,8 +174,11 @@ class ReviewSampler:
                 del self._share[old]
             seen_sampled[0] += 1
             # the rare minimum adds to the share, but never past the seed's 10 % ceiling for the window
-            if (rare and counts.get(c.task_type, 0) < r.rare_min_per_window
-                    and seen_sampled[1] + 1 <= SHARE_CEILING * seen_sampled[0]):
+            if (
+                rare
+                and counts.get(c.task_type, 0) < r.rare_min_per_window
+                and seen_sampled[1] + 1 <= SHARE_CEILING * seen_sampled[0]
+            ):
                 p = 1.0
         else:
             classes = ["gate_audit", *matched]
@@ -186,8 +195,16 @@ class ReviewSampler:
         if gate_passed and window in self._share:
             self._share[window][1] += 1
         overlap = unit_draw(self.seed, f"overlap:{c.request_id}") < r.overlap_share
-        item = ReviewItem(item_id=c.request_id, candidate=c.to_dict(), gate_passed=gate_passed, sampled_for=list(classes),
-                          probability=p, window=window, reviews_needed=2 if overlap else 1, source=source)
+        item = ReviewItem(
+            item_id=c.request_id,
+            candidate=c.to_dict(),
+            gate_passed=gate_passed,
+            sampled_for=list(classes),
+            probability=p,
+            window=window,
+            reviews_needed=2 if overlap else 1,
+            source=source,
+        )
         return SampleDecision(True, classes, p, item)
 
     def decide_batch(self, batch: Sequence[tuple[TrainingCandidate, bool, str]]) -> list[SampleDecision]:
@@ -242,7 +259,10 @@ class ReviewSampler:
         if self.policy.baseline_model:
             return self.policy.baseline_model
         # every version decays on the task's clock: compare counts brought to the same tick
-        return max(task.versions, key=lambda name: task.versions[name].n * self._decay ** (task.seen - task.versions[name].tick))
+        return max(
+            task.versions,
+            key=lambda name: task.versions[name].n * self._decay ** (task.seen - task.versions[name].tick),
+        )
 
     def _changed(self, task: _Task, version: str) -> bool:
         r = self.policy
@@ -274,14 +294,24 @@ class ReviewSampler:
     # -- snapshots ---------------------------------------------------------------------------------
 
     def to_json(self) -> str:
-        return json.dumps({
-            "tick": self._tick, "total": self._total,
-            "tasks": {name: {"traffic": t.traffic, "traffic_tick": t.traffic_tick, "seen": t.seen, "classes": t.classes,
-                             "versions": {v: [s.n, s.accepted, s.tick, s.raw] for v, s in t.versions.items()}}
-                      for name, t in self._tasks.items()},
-            "windows": {str(w): counts for w, counts in self._windows.items()},
-            "share": {str(w): f for w, f in self._share.items()},
-        })
+        return json.dumps(
+            {
+                "tick": self._tick,
+                "total": self._total,
+                "tasks": {
+                    name: {
+                        "traffic": t.traffic,
+                        "traffic_tick": t.traffic_tick,
+                        "seen": t.seen,
+                        "classes": t.classes,
+                        "versions": {v: [s.n, s.accepted, s.tick, s.raw] for v, s in t.versions.items()},
+                    }
+                    for name, t in self._tasks.items()
+                },
+                "windows": {str(w): counts for w, counts in self._windows.items()},
+                "share": {str(w): f for w, f in self._share.items()},
+            }
+        )
 
     def restore(self, raw: str | bytes) -> None:
         """Replace the statistics with a snapshot's, so a restarted worker decides as before."""
@@ -294,6 +324,15 @@ class ReviewSampler:
             classes = dict.fromkeys(PASSED_CLASSES, 0.0)
             classes.update({k: float(v) for k, v in t.get("classes", {}).items() if k in classes})
             self._tasks[name] = _Task(
-                traffic=float(t["traffic"]), traffic_tick=int(t["traffic_tick"]), seen=int(t["seen"]), classes=classes,
-                versions={v: _Version(float(n), float(acc), int(tick), int(rawn)) for v, (n, acc, tick, rawn) in t["versions"].items()})
-        self._windows = {int(w): {k: int(n) for k, n in counts.items()} for w, counts in saved.get("windows", {}).items()}
+                traffic=float(t["traffic"]),
+                traffic_tick=int(t["traffic_tick"]),
+                seen=int(t["seen"]),
+                classes=classes,
+                versions={
+                    v: _Version(float(n), float(acc), int(tick), int(rawn))
+                    for v, (n, acc, tick, rawn) in t["versions"].items()
+                },
+            )
+        self._windows = {
+            int(w): {k: int(n) for k, n in counts.items()} for w, counts in saved.get("windows", {}).items()
+        }

@@ -16,8 +16,16 @@ from typing import Any, Callable, Sequence
 from flywheel.settings import Settings
 from schemas.codec import Codec
 from schemas.records import MAX_ID_CHARS, DeadLetter, InvalidEvent, ModelEvent, TrainingCandidate
-from flywheel.deadletter import (UNPROCESSABLE, DeadLetters, Source, is_infrastructure, is_json, isolating, read_candidate,
-                                source_of)
+from flywheel.deadletter import (
+    UNPROCESSABLE,
+    DeadLetters,
+    Source,
+    is_infrastructure,
+    is_json,
+    isolating,
+    read_candidate,
+    source_of,
+)
 from flywheel.policy import RolloutPolicy
 from flywheel.metrics import consumer_metrics
 from streams.rollout.analysis import counts_of
@@ -32,7 +40,9 @@ def countable(c: TrainingCandidate) -> None:
     counts_of(c.actions or ([c.user_action] if c.user_action else []), c.response, c.latency_ms)
 
 
-def read_candidates(codec: Codec, sources: Sequence[Source], dead: DeadLetters) -> tuple[list[tuple[TrainingCandidate, Source]], list[DeadLetter]]:
+def read_candidates(
+    codec: Codec, sources: Sequence[Source], dead: DeadLetters
+) -> tuple[list[tuple[TrainingCandidate, Source]], list[DeadLetter]]:
     """The candidates to count; undecodable ones skipped (the gate's dead letters), uncountable ones
     dead letters of the rollout's own."""
     out, letters = [], []
@@ -64,8 +74,15 @@ def read_model_event(codec: Codec, source: Source) -> ModelEvent:
 
 
 class RolloutRunner(BatchRunner):
-    def __init__(self, settings: Settings, policy: RolloutPolicy, codec: Codec, metrics: RolloutMetrics,
-                 redis_client: Any, send: Callable[..., Any]):
+    def __init__(
+        self,
+        settings: Settings,
+        policy: RolloutPolicy,
+        codec: Codec,
+        metrics: RolloutMetrics,
+        redis_client: Any,
+        send: Callable[..., Any],
+    ):
         super().__init__(settings, codec, redis_client, send, "rollout")
         self.policy = policy
         self.metrics = metrics
@@ -85,7 +102,9 @@ class RolloutRunner(BatchRunner):
 
     def _count(self, batch) -> tuple[int, list]:
         """Off the loop: the batch at once; if a candidate's content makes that raise, one by one."""
-        done, failed = isolating(batch, lambda items: self.controller.count([(c, part, offset) for c, part, offset, _ in items]))
+        done, failed = isolating(
+            batch, lambda items: self.controller.count([(c, part, offset) for c, part, offset, _ in items])
+        )
         return sum(done), failed
 
     async def _write_dead(self, dead: Sequence[DeadLetter]) -> None:
@@ -125,8 +144,11 @@ class RolloutRunner(BatchRunner):
         state = self.controller.state()
         self.metrics.weight.set(state.weight if state.status in ("ramping", "watching") else 0.0)
         if state.rollout_id:
-            for arm, phase, version in (("incumbent", "ab", state.incumbent), ("candidate", "ab", state.candidate),
-                                        ("after", "watch", state.candidate)):
+            for arm, phase, version in (
+                ("incumbent", "ab", state.incumbent),
+                ("candidate", "ab", state.candidate),
+                ("after", "watch", state.candidate),
+            ):
                 self.metrics.observe(arm, self.controller.stats(state, phase, version))
         for e in events:
             self.metrics.decisions.labels(e.event_type.removeprefix("rollout_")).inc()

@@ -181,8 +181,11 @@ def combined(pairs: Sequence[tuple[ArmStats, ArmStats]]) -> tuple[float, float]:
     return total / weight, 1.0 / weight
 
 
-def compare(incumbent: ArmStats | Sequence[tuple[ArmStats, ArmStats]], candidate: ArmStats | None = None,
-            policy: RolloutPolicy | None = None) -> Comparison:
+def compare(
+    incumbent: ArmStats | Sequence[tuple[ArmStats, ArmStats]],
+    candidate: ArmStats | None = None,
+    policy: RolloutPolicy | None = None,
+) -> Comparison:
     """The test of no difference: over one (incumbent, candidate) pair, or over a list of ramp
     stages' pairs (`compare(stages, policy=policy)`)."""
     pairs = [(incumbent, candidate)] if candidate is not None else list(incumbent)
@@ -200,15 +203,24 @@ class Verdict:
     comparison: Comparison | None = None
 
 
-def decide(stage: int, stage_requests: int, incumbent: ArmStats, candidate: ArmStats, policy: RolloutPolicy,
-           stages: Sequence[tuple[ArmStats, ArmStats]] | None = None) -> Verdict:
+def decide(
+    stage: int,
+    stage_requests: int,
+    incumbent: ArmStats,
+    candidate: ArmStats,
+    policy: RolloutPolicy,
+    stages: Sequence[tuple[ArmStats, ArmStats]] | None = None,
+) -> Verdict:
     """During the A/B test. `stage` indexes `policy.ramp`; `stage_requests` are the candidate's
     requests since that stage began; `incumbent` and `candidate` are the arms over the whole test
     (guardrails, enough traffic), `stages` the arms per ramp stage (the test; default: one stage)."""
     if candidate.requests >= policy.guard_min_requests:
         if candidate.error_rate > policy.max_error_rate:
             return Verdict("rollback", f"guardrail:error_rate:{candidate.error_rate:.3f}>{policy.max_error_rate}")
-        if incumbent.mean_latency_ms and candidate.mean_latency_ms > policy.max_latency_ratio * incumbent.mean_latency_ms:
+        if (
+            incumbent.mean_latency_ms
+            and candidate.mean_latency_ms > policy.max_latency_ratio * incumbent.mean_latency_ms
+        ):
             ratio = candidate.mean_latency_ms / incumbent.mean_latency_ms
             return Verdict("rollback", f"guardrail:latency:{ratio:.2f}x>{policy.max_latency_ratio}x")
     c = compare(stages if stages else [(incumbent, candidate)], policy=policy)

@@ -152,8 +152,9 @@ class RolloutController:
         state = replace(state, reason=reason, updated_at=t, history=(state.history + [[t, action, reason]])[-50:])
         routing = Routing(production=state.incumbent, candidate=None)
         if state.status in ("ramping", "paused"):
-            routing = Routing(state.incumbent, state.candidate, state.weight if state.status == "ramping" else 0.0,
-                              state.rollout_id)
+            routing = Routing(
+                state.incumbent, state.candidate, state.weight if state.status == "ramping" else 0.0, state.rollout_id
+            )
         elif state.status in ("watching", "promoted"):
             routing = Routing(state.candidate)
         pipe = self.redis.pipeline(transaction=True)
@@ -162,14 +163,27 @@ class RolloutController:
         if routing.production:
             pipe.set(production_key(self.app_id), routing.production)
         pipe.execute()
-        log.info("rollout", extra={"action": action, "reason": reason, "candidate": state.candidate,
-                                   "incumbent": state.incumbent, "status": state.status, "weight": state.weight})
+        log.info(
+            "rollout",
+            extra={
+                "action": action,
+                "reason": reason,
+                "candidate": state.candidate,
+                "incumbent": state.incumbent,
+                "status": state.status,
+                "weight": state.weight,
+            },
+        )
         return state
 
     def _event(self, state: RolloutState, action: str, verdict: Verdict | None = None) -> ModelEvent:
         metrics: dict[str, float] = {"weight": state.weight, "stage": float(state.stage)}
         if state.rollout_id:
-            arms = [("incumbent", "ab", state.incumbent), ("candidate", "ab", state.candidate), ("after", "watch", state.candidate)]
+            arms = [
+                ("incumbent", "ab", state.incumbent),
+                ("candidate", "ab", state.candidate),
+                ("after", "watch", state.candidate),
+            ]
             for arm, phase, version in arms:
                 s = self.stats(state, phase, version)
                 if s.requests or phase == "ab":
@@ -177,9 +191,16 @@ class RolloutController:
                     metrics[f"{arm}.acceptance"] = s.acceptance
         if verdict is not None and verdict.comparison is not None:
             metrics.update(verdict.comparison.metrics())
-        return ModelEvent(event_id=uuid.uuid4().hex, event_type=f"rollout_{action}", created_at=now_ms(),
-                          version=state.candidate, base_model=state.incumbent, gate_passed=state.status != "rolled_back",
-                          reasons=[state.reason], metrics=metrics)
+        return ModelEvent(
+            event_id=uuid.uuid4().hex,
+            event_type=f"rollout_{action}",
+            created_at=now_ms(),
+            version=state.candidate,
+            base_model=state.incumbent,
+            gate_passed=state.status != "rolled_back",
+            reasons=[state.reason],
+            metrics=metrics,
+        )
 
     def start(self, candidate: str, incumbent: str | None = None) -> ModelEvent | None:
         """A candidate the trainer's gate passed: test it against production (or wait its turn)."""
@@ -193,8 +214,15 @@ class RolloutController:
         if not incumbent:
             log.warning("rollout not started: no production model", extra={"candidate": candidate})
             return None
-        fresh = RolloutState(rollout_id=f"{candidate}-{uuid.uuid4().hex[:6]}", incumbent=incumbent, candidate=candidate,
-                             status="ramping", stage=0, weight=self.policy.ramp[0], started_at=now_ms())
+        fresh = RolloutState(
+            rollout_id=f"{candidate}-{uuid.uuid4().hex[:6]}",
+            incumbent=incumbent,
+            candidate=candidate,
+            status="ramping",
+            stage=0,
+            weight=self.policy.ramp[0],
+            started_at=now_ms(),
+        )
         state = self._save(fresh, "started", f"ab:{incumbent}->{candidate}:{self.policy.ramp[0]}")
         return self._event(state, "started")
 
@@ -205,7 +233,9 @@ class RolloutController:
             return None
         if a == "ramp":
             cand = self.stats(state, "ab", state.candidate)
-            state = replace(state, stage=state.stage + 1, stage_start=cand.requests, weight=self.policy.ramp[state.stage + 1])
+            state = replace(
+                state, stage=state.stage + 1, stage_start=cand.requests, weight=self.policy.ramp[state.stage + 1]
+            )
         elif a == "promote":
             inc = self.stats(state, "ab", state.incumbent)
             state = replace(state, status="watching", weight=1.0, baseline=inc.acceptance, baseline_var=inc.variance())
@@ -236,8 +266,12 @@ class RolloutController:
                 verdict = decide(state.stage, cand.requests - state.stage_start, inc, cand, self.policy, stages)
                 event = self.apply(verdict, state)
             elif state.status == "watching":
-                event = self.apply(watch(state.baseline, self.stats(state, "watch", state.candidate), self.policy,
-                                         state.baseline_var), state)
+                event = self.apply(
+                    watch(
+                        state.baseline, self.stats(state, "watch", state.candidate), self.policy, state.baseline_var
+                    ),
+                    state,
+                )
             else:
                 event = None
             if event is not None:
@@ -257,11 +291,17 @@ class RolloutController:
         """`flywheel rollout promote | rollback | pause | resume`: a person's decision (or a guard's, with its
         reason), recorded like any other."""
         state = self.state()
-        allowed = {"promote": ("ramping", "paused"), "rollback": ("ramping", "paused", "watching"),
-                   "pause": ("ramping",), "resume": ("paused",)}[action]
+        allowed = {
+            "promote": ("ramping", "paused"),
+            "rollback": ("ramping", "paused", "watching"),
+            "pause": ("ramping",),
+            "resume": ("paused",),
+        }[action]
         if state.status not in allowed:
-            raise ValueError(f"cannot {action}: the rollout is {state.status}"
-                             + (f" ({state.incumbent} -> {state.candidate})" if state.candidate else ""))
+            raise ValueError(
+                f"cannot {action}: the rollout is {state.status}"
+                + (f" ({state.incumbent} -> {state.candidate})" if state.candidate else "")
+            )
         event = self.apply(Verdict(action, reason or f"manual:{who}"), state)
         assert event is not None
         return event

@@ -42,15 +42,21 @@ def _die_with_parent() -> None:
 class WorkerProcess:
     """`flywheel worker` in a child process, with its own /metrics port and log file."""
 
-    def __init__(self, settings: Settings, log_dir: Path, name: str = "worker",
-                 argv: tuple[str, ...] = ("-m", "flywheel.cli", "worker")):
+    def __init__(
+        self,
+        settings: Settings,
+        log_dir: Path,
+        name: str = "worker",
+        argv: tuple[str, ...] = ("-m", "flywheel.cli", "worker"),
+    ):
         self.port = free_port()
         self.log_path = Path(log_dir) / f"{name}-{time.time_ns()}.log"
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         env = settings_env(settings.replace(metrics_port=self.port))
         self._log = open(self.log_path, "wb")
-        self.proc = subprocess.Popen([sys.executable, *argv], env=env,
-                                     stdout=self._log, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
+        self.proc = subprocess.Popen(
+            [sys.executable, *argv], env=env, stdout=self._log, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent
+        )
 
     def metrics(self) -> str:
         import urllib.request
@@ -130,8 +136,14 @@ def settled(metrics, name: str, quiet: float = 3.0, timeout: float = 60.0) -> st
 def read_all(settings: Settings, topic: str, name: str, codec: Codec | None = None, idle: float = 2.0):
     """Every record of `topic`, decoded: list of (key, value bytes, decoded dict)."""
     codec = codec or Codec()
-    c = Consumer({"bootstrap.servers": settings.broker_url, "group.id": f"read-{time.time_ns()}",
-                  "enable.auto.commit": False, "auto.offset.reset": "earliest"})
+    c = Consumer(
+        {
+            "bootstrap.servers": settings.broker_url,
+            "group.id": f"read-{time.time_ns()}",
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+        }
+    )
     md = c.list_topics(topic, timeout=10).topics[topic]
     c.assign([TopicPartition(topic, p, -2) for p in md.partitions])
     ends = {p: c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in md.partitions}

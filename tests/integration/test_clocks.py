@@ -43,7 +43,9 @@ def ds_settings(settings, tmp_path):
 
 
 def producer(s) -> Producer:
-    return Producer({**{k: v for k, v in DEFAULT_CONFIG.items() if k != "client.id"}, "bootstrap.servers": s.broker_url})
+    return Producer(
+        {**{k: v for k, v in DEFAULT_CONFIG.items() if k != "client.id"}, "bootstrap.servers": s.broker_url}
+    )
 
 
 def send(s, records) -> None:
@@ -83,14 +85,24 @@ def step_until(svc, predicate, timeout: float = 30.0) -> list:
 
 
 def dead_letters(s) -> list[dict]:
-    return [d for _, _, d in read_all(s, s.topic_deadletter, "deadletter")] if sum(ends(s, s.topic_deadletter).values()) else []
+    return (
+        [d for _, _, d in read_all(s, s.topic_deadletter, "deadletter")]
+        if sum(ends(s, s.topic_deadletter).values())
+        else []
+    )
 
 
 def test_a_far_future_candidate_is_a_dead_letter_and_moves_no_window_clock(ds_settings):
     s = ds_settings
     now = int(time.time() * 1000)
     far = candidate(999, now + YEAR)
-    send(s, [(s.topic_passed, 0, c.request_id.encode(), enc(c), None) for c in [candidate(1, T0 + DAY_MS), far, candidate(2, T0 + 2 * DAY_MS)]])
+    send(
+        s,
+        [
+            (s.topic_passed, 0, c.request_id.encode(), enc(c), None)
+            for c in [candidate(1, T0 + DAY_MS), far, candidate(2, T0 + 2 * DAY_MS)]
+        ],
+    )
     metrics = DatasetMetrics()
     svc = close_after_test(_service(s, metrics=metrics))
     step_until(svc, caught_up(svc, s))
@@ -100,10 +112,13 @@ def test_a_far_future_candidate_is_a_dead_letter_and_moves_no_window_clock(ds_se
     assert svc.clock.span(T0 // WEEK).members == 2
     dead = dead_letters(s)
     assert [(d["reason"], d["source_topic"], d["source_partition"], d["source_offset"]) for d in dead] == [
-        ("future_event", s.topic_passed, 0, 1)]
+        ("future_event", s.topic_passed, 0, 1)
+    ]
     assert dead[0]["value"] == enc(far) and dead[0]["key"] == far.request_id.encode()
     assert "ahead of the wall clock" in dead[0]["detail"]
-    assert metric_value(_text(metrics), "flywheel_datasets_deadletters_total", input="passed", reason="future_event") == 1
+    assert (
+        metric_value(_text(metrics), "flywheel_datasets_deadletters_total", input="passed", reason="future_event") == 1
+    )
     # the saved state says the same: a restart does not read it again
     saved = json.loads(redis.Redis.from_url(s.redis_url).get(state_key(s)))
     assert WindowClock.from_json(saved["clock"]).high(source) == T0 + 2 * DAY_MS
@@ -112,7 +127,9 @@ def test_a_far_future_candidate_is_a_dead_letter_and_moves_no_window_clock(ds_se
 def _service(s, policy=None, metrics=None):
     from streams.datasets.service import DatasetService
 
-    return DatasetService(s, policy or GatePolicy(), DatasetStore(s.datasets_url), redis.Redis.from_url(s.redis_url), metrics)
+    return DatasetService(
+        s, policy or GatePolicy(), DatasetStore(s.datasets_url), redis.Redis.from_url(s.redis_url), metrics
+    )
 
 
 def _text(metrics) -> str:
@@ -126,13 +143,27 @@ def test_a_builder_fed_malformed_candidates_erasures_and_verdicts_keeps_sealing(
     codec = Codec()
     good = [candidate(i, T0 + i * 3_600_000) for i in range(30)]
     valid = enc(good[0])
-    broken_tail = enc(candidate(500, T0 + 5 * 3_600_000))[:-6]  # its event time reads, its body does not: found at the seal
+    broken_tail = enc(candidate(500, T0 + 5 * 3_600_000))[
+        :-6
+    ]  # its event time reads, its body does not: found at the seal
     garbage = [
         (s.topic_passed, 0, b"k1", b"\x00not a candidate", None),
-        (s.topic_passed, 1, b"k2", b'{"request_id": "x", "timestamp": 1e999}', [("content-type", b"application/json")]),
+        (
+            s.topic_passed,
+            1,
+            b"k2",
+            b'{"request_id": "x", "timestamp": 1e999}',
+            [("content-type", b"application/json")],
+        ),
         (s.topic_passed, 2, b"k3", b"[" * 50_000 + b"]" * 50_000, [("content-type", b"application/json")]),
         (s.topic_passed, 3, None, None, None),  # a tombstone
-        (s.topic_passed, 0, None, b"", [(TICK_HEADER, str(T0 + 30 * DAY_MS).encode())]),  # a tick would seal W0 at once
+        (
+            s.topic_passed,
+            0,
+            None,
+            b"",
+            [(TICK_HEADER, str(T0 + 30 * DAY_MS).encode())],
+        ),  # a tick would seal W0 at once
         (s.topic_rejected, 1, b"k4", valid[:20], None),
         (s.topic_passed, 2, b"k5", broken_tail, None),
         (s.topic_erasure, 0, b"u", b"\xc3\x01" + b"\x00" * 40, None),
@@ -145,7 +176,10 @@ def test_a_builder_fed_malformed_candidates_erasures_and_verdicts_keeps_sealing(
         p.produce(s.topic_passed, key=c.request_id.encode(), value=enc(c))
     for topic, partition, key, value, headers in garbage:
         p.produce(topic, key=key, value=value, partition=partition, headers=headers)
-    gold = [ReviewVerdict(f"{c.request_id}:alice", c.request_id, "alice", 4, 4, 5, True, T0, c.timestamp, True) for c in good]
+    gold = [
+        ReviewVerdict(f"{c.request_id}:alice", c.request_id, "alice", 4, 4, 5, True, T0, c.timestamp, True)
+        for c in good
+    ]
     for v in gold:
         p.produce(s.topic_verdicts, key=v.request_id.encode(), value=codec.encode("verdict", v.to_dict()))
     assert p.flush(30) == 0
@@ -156,24 +190,45 @@ def test_a_builder_fed_malformed_candidates_erasures_and_verdicts_keeps_sealing(
     step_until(svc, caught_up(svc, s))
     assert svc.clock.ready() == []  # the tick moved nothing
     # a due record on every partition: the window seals, with every good candidate and nothing else
-    send(s, [(s.topic_passed, part, f"due-{part}".encode(), enc(candidate(900 + part, T0 + 22 * DAY_MS)), None)
-             for part in range(s.partitions)])
+    send(
+        s,
+        [
+            (s.topic_passed, part, f"due-{part}".encode(), enc(candidate(900 + part, T0 + 22 * DAY_MS)), None)
+            for part in range(s.partitions)
+        ],
+    )
     first = run_until(svc, lambda r: len(r) >= 1)[0]
     m = first.manifest
     assert m["counts"]["records"] == len(good) and m["dropped"]["invalid.undecodable"] == 1
     dead = dead_letters(s)
     by_reason = sorted((d["source_topic"].rsplit(".", 1)[-1], d["reason"]) for d in dead)
-    assert by_reason == sorted([
-        ("passed", "undecodable"), ("passed", "not_finite"), ("passed", "too_deep"), ("passed", "undecodable"),
-        ("passed", "unexpected_tick"), ("rejected", "undecodable"), ("passed", "undecodable"),  # the broken tail, at the seal
-        ("erasure", "unknown_fingerprint"), ("erasure", "invalid_event"), ("verdicts", "undecodable"), ("verdicts", "unexpected_tick")])
+    assert by_reason == sorted(
+        [
+            ("passed", "undecodable"),
+            ("passed", "not_finite"),
+            ("passed", "too_deep"),
+            ("passed", "undecodable"),
+            ("passed", "unexpected_tick"),
+            ("rejected", "undecodable"),
+            ("passed", "undecodable"),  # the broken tail, at the seal
+            ("erasure", "unknown_fingerprint"),
+            ("erasure", "invalid_event"),
+            ("verdicts", "undecodable"),
+            ("verdicts", "unexpected_tick"),
+        ]
+    )
     tail = [d for d in dead if d["source_offset"] >= 0 and d["value"] == broken_tail]
     assert len(tail) == 1 and tail[0]["source_partition"] == 2
     assert metric_value(_text(metrics), "flywheel_datasets_deadletters_total") == len(dead)
     # the next window seals too, and the bad verdicts (read again by that seal) are not dead-lettered twice
     send(s, [(s.topic_passed, 0, b"w1", enc(candidate(960, T0 + WEEK + DAY_MS)), None)])
-    send(s, [(s.topic_passed, part, f"next-{part}".encode(), enc(candidate(950 + part, T0 + 29 * DAY_MS)), None)
-             for part in range(s.partitions)])
+    send(
+        s,
+        [
+            (s.topic_passed, part, f"next-{part}".encode(), enc(candidate(950 + part, T0 + 29 * DAY_MS)), None)
+            for part in range(s.partitions)
+        ],
+    )
     run_until(svc, lambda r: len(r) >= 1)
     assert len(dead_letters(s)) == len(dead)
 
@@ -183,11 +238,16 @@ def test_clocks_show_finds_a_poisoned_builder_and_reset_repairs_it(ds_settings, 
     old = ds_settings.replace(max_event_ahead_ms=-1, idle_partition_ms=600_000)
     now = int(time.time() * 1000)
     w0 = [candidate(i, T0 + i * 3_600_000) for i in range(12)]  # window W0 on partition 0 ...
-    after = [candidate(100 + i, T0 + 3 * DAY_MS + i * 3_600_000) for i in range(5)]  # ... and more of it after the poison
+    after = [
+        candidate(100 + i, T0 + 3 * DAY_MS + i * 3_600_000) for i in range(5)
+    ]  # ... and more of it after the poison
     far = candidate(999, now + YEAR)
     others = [candidate(200 + p, T0 + DAY_MS) for p in range(1, old.partitions)]
-    send(old, [(old.topic_passed, 0, c.request_id.encode(), enc(c), None) for c in w0 + [far] + after]
-         + [(old.topic_passed, p, c.request_id.encode(), enc(c), None) for p, c in enumerate(others, start=1)])
+    send(
+        old,
+        [(old.topic_passed, 0, c.request_id.encode(), enc(c), None) for c in w0 + [far] + after]
+        + [(old.topic_passed, p, c.request_id.encode(), enc(c), None) for p, c in enumerate(others, start=1)],
+    )
     svc = _service(old)
     step_until(svc, caught_up(svc, old))
     source = f"{old.topic_passed}/0"
@@ -237,8 +297,13 @@ def test_clocks_show_finds_a_poisoned_builder_and_reset_repairs_it(ds_settings, 
     svc = service(ds_settings)
     step_until(svc, caught_up(svc, ds_settings))
     assert svc.clock.high(source) == to and svc.clock.pending() == [T0 // WEEK]
-    send(ds_settings, [(ds_settings.topic_passed, p, f"due-{p}".encode(), enc(candidate(900 + p, T0 + 22 * DAY_MS)), None)
-                       for p in range(ds_settings.partitions)])
+    send(
+        ds_settings,
+        [
+            (ds_settings.topic_passed, p, f"due-{p}".encode(), enc(candidate(900 + p, T0 + 22 * DAY_MS)), None)
+            for p in range(ds_settings.partitions)
+        ],
+    )
     sealed = run_until(svc, lambda got: len(got) >= 1)[0]
     assert sealed.manifest["window"]["start_ms"] == T0
     assert sealed.manifest["counts"]["records"] == len(w0) + len(after) + len(others)
@@ -253,10 +318,16 @@ def test_clocks_show_and_reset_the_joins_state(ds_settings, monkeypatch, capsys)
     now = int(time.time() * 1000)
     settle = s.settle_window_ms
     topic = join_changelog(s)
-    states = {b"ok-1": JoinState(1, now - 60_000 + settle), b"poison": JoinState(1, now + YEAR + settle),
-              b"ok-2": JoinState(2, now - 120_000 + settle)}
-    send(s, [(topic, st.partition, key, encode_state(st), None) for key, st in states.items()]
-         + [(topic, 3, b"junk", b"\x09not a state", None)])
+    states = {
+        b"ok-1": JoinState(1, now - 60_000 + settle),
+        b"poison": JoinState(1, now + YEAR + settle),
+        b"ok-2": JoinState(2, now - 120_000 + settle),
+    }
+    send(
+        s,
+        [(topic, st.partition, key, encode_state(st), None) for key, st in states.items()]
+        + [(topic, 3, b"junk", b"\x09not a state", None)],
+    )
     for k, v in s.to_env().items():
         monkeypatch.setenv(k, v)
     monkeypatch.setenv("FLYWHEEL_METRICS_PORT", "0")
@@ -296,8 +367,9 @@ def test_clocks_show_and_reset_the_joins_state(ds_settings, monkeypatch, capsys)
 
 
 def _changelog(s, topic):
-    c = close_after_test(Consumer({"bootstrap.servers": s.broker_url, "group.id": f"cl-{time.time_ns()}",
-                                   "enable.partition.eof": True}))
+    c = close_after_test(
+        Consumer({"bootstrap.servers": s.broker_url, "group.id": f"cl-{time.time_ns()}", "enable.partition.eof": True})
+    )
     md = c.list_topics(topic, timeout=10).topics[topic]
     c.assign([TopicPartition(topic, p, 0) for p in md.partitions])
     out, eof, deadline = [], set(), time.monotonic() + 20

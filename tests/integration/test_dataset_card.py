@@ -77,8 +77,17 @@ def test_trl_sft_trainer_trains_a_step_on_a_sealed_dataset(sealed, tmp_path):
     train = datasets.load_dataset(store.uri(m["dataset_id"]), split="train").remove_columns(["metadata"])
     corpus = [t["content"] for r in train for t in r["messages"]]
     loaded = build_default(corpus)
-    args = trl.SFTConfig(output_dir=str(tmp_path / "out"), max_steps=1, per_device_train_batch_size=4, use_cpu=True,
-                         report_to=[], save_strategy="no", logging_steps=1, max_length=128, disable_tqdm=True)
+    args = trl.SFTConfig(
+        output_dir=str(tmp_path / "out"),
+        max_steps=1,
+        per_device_train_batch_size=4,
+        use_cpu=True,
+        report_to=[],
+        save_strategy="no",
+        logging_steps=1,
+        max_length=128,
+        disable_tqdm=True,
+    )
     t = trl.SFTTrainer(model=loaded.model, args=args, train_dataset=train, processing_class=loaded.tokenizer)
     before = {n: p.detach().clone() for n, p in loaded.model.named_parameters()}
     result = t.train()
@@ -87,7 +96,9 @@ def test_trl_sft_trainer_trains_a_step_on_a_sealed_dataset(sealed, tmp_path):
     print(json.dumps({"trl": trl.__version__, "loss": round(result.training_loss, 3), "rows": train.num_rows}))
 
 
-def test_datasets_export_shows_a_progress_bar_on_a_terminal_and_writes_the_records(sealed, tmp_path, monkeypatch, capsys):
+def test_datasets_export_shows_a_progress_bar_on_a_terminal_and_writes_the_records(
+    sealed, tmp_path, monkeypatch, capsys
+):
     import io
     import sys
 
@@ -109,12 +120,15 @@ def test_datasets_export_shows_a_progress_bar_on_a_terminal_and_writes_the_recor
     assert "export sft" in term.getvalue() and f"/{len(lines)} " in term.getvalue()  # the bar, with the total
     assert capsys.readouterr().out == ""
     monkeypatch.setattr(sys, "stderr", io.StringIO())  # not a terminal: nothing
-    assert main(["datasets", "export", m["dataset_id"], "--kind", "preference", "--out", str(tmp_path / "p.jsonl")]) == 0
+    assert (
+        main(["datasets", "export", m["dataset_id"], "--kind", "preference", "--out", str(tmp_path / "p.jsonl")]) == 0
+    )
     assert sys.stderr.getvalue() == ""
 
 
-def test_datasets_push_copies_what_a_reader_needs_to_a_directory_or_url_that_load_dataset_opens(sealed, tmp_path, monkeypatch,
-                                                                                                  capsys):
+def test_datasets_push_copies_what_a_reader_needs_to_a_directory_or_url_that_load_dataset_opens(
+    sealed, tmp_path, monkeypatch, capsys
+):
     from flywheel.cli import main
 
     store, m = sealed
@@ -124,10 +138,13 @@ def test_datasets_push_copies_what_a_reader_needs_to_a_directory_or_url_that_loa
     out = json.loads(capsys.readouterr().out)
     assert out["dataset_id"] == m["dataset_id"] and out["files"] == len(m["shards"]) + 2
     names = sorted(str(p.relative_to(dest)) for p in dest.rglob("*") if p.is_file())
-    assert names == sorted([sh["path"] for sh in m["shards"]] + ["README.md", "manifest.json"])  # no users.txt, no keys
+    assert names == sorted(
+        [sh["path"] for sh in m["shards"]] + ["README.md", "manifest.json"]
+    )  # no users.txt, no keys
     loaded = datasets.load_dataset(str(dest))
-    assert {s: d.num_rows for s, d in loaded.items()} == {k.split(".", 1)[1]: n for k, n in m["counts"]["split"].items()
-                                                         if k.startswith("sft.")}
+    assert {s: d.num_rows for s, d in loaded.items()} == {
+        k.split(".", 1)[1]: n for k, n in m["counts"]["split"].items() if k.startswith("sft.")
+    }
     assert main(["datasets", "push", m["dataset_id"], str(dest)]) == 0  # again: the same dataset, idempotent
     capsys.readouterr()
     (dest / "manifest.json").write_text(json.dumps({"dataset_id": "ds-other"}))

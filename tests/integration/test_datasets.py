@@ -34,25 +34,46 @@ T0 = (1_767_225_600_000 // WEEK) * WEEK  # the start of a window
 @pytest.fixture
 def ds_settings(settings, tmp_path):
     # a configured pseudonym key: builders of other app ids below seal the same bytes (users.txt is keyed)
-    s = settings.replace(dataset_store=str(tmp_path / "store"), idle_partition_ms=500, pseudonym_key="datasets test key")
+    s = settings.replace(
+        dataset_store=str(tmp_path / "store"), idle_partition_ms=500, pseudonym_key="datasets test key"
+    )
     create_topics(s)
     yield s
     forget_redis(s)
 
 
-def candidate(i: int, ts: int, user: str = "", action: str = "accepted", task: str = "qa", passed: bool = True,
-              pair_key: str = "") -> TrainingCandidate:
+def candidate(
+    i: int,
+    ts: int,
+    user: str = "",
+    action: str = "accepted",
+    task: str = "qa",
+    passed: bool = True,
+    pair_key: str = "",
+) -> TrainingCandidate:
     corrected = action == "corrected"
     target = f"the right answer number {i}, explained in enough words to be worth training on" if corrected else None
     return TrainingCandidate(
-        request_id=f"req-{i:05d}", timestamp=ts, user_id=user or f"user-{i % 7}", session_id=f"s{i}",
-        prompt=f"question number {i} about the product", response=f"answer number {i} with a few more words in it",
-        user_action=action, task_type=task, correction=target or "", model_version="m1",
+        request_id=f"req-{i:05d}",
+        timestamp=ts,
+        user_id=user or f"user-{i % 7}",
+        session_id=f"s{i}",
+        prompt=f"question number {i} about the product",
+        response=f"answer number {i} with a few more words in it",
+        user_action=action,
+        task_type=task,
+        correction=target or "",
+        model_version="m1",
         label=("sft_correction" if corrected else "sft_positive") if passed else "negative",
         target=target or (f"answer number {i} with a few more words in it" if passed else None),
-        pair_chosen=target, pair_rejected=f"answer number {i} with a few more words in it" if corrected else None,
-        pair_key=pair_key, quality_score=0.8 if passed else 0.2, scores={"quality": 0.8}, policy_version="default-1@x",
-        reasons=[] if passed else ["action_excluded"])
+        pair_chosen=target,
+        pair_rejected=f"answer number {i} with a few more words in it" if corrected else None,
+        pair_key=pair_key,
+        quality_score=0.8 if passed else 0.2,
+        scores={"quality": 0.8},
+        policy_version="default-1@x",
+        reasons=[] if passed else ["action_excluded"],
+    )
 
 
 def produce(s, cands: list[TrainingCandidate], topic: str | None = None) -> None:
@@ -66,13 +87,18 @@ def produce(s, cands: list[TrainingCandidate], topic: str | None = None) -> None
 
 def erase(s, user: str) -> None:
     p = Producer({**{k: v for k, v in DEFAULT_CONFIG.items() if k != "client.id"}, "bootstrap.servers": s.broker_url})
-    p.produce(s.topic_erasure, key=user.encode(), value=Codec().encode("erasure", ErasureRequest(user, int(time.time() * 1000)).to_dict()))
+    p.produce(
+        s.topic_erasure,
+        key=user.encode(),
+        value=Codec().encode("erasure", ErasureRequest(user, int(time.time() * 1000)).to_dict()),
+    )
     assert p.flush(30) == 0
 
 
 def service(s, policy: GatePolicy | None = None) -> DatasetService:
-    return close_after_test(DatasetService(s, policy or GatePolicy(), DatasetStore(s.datasets_url),
-                                           redis.Redis.from_url(s.redis_url)))
+    return close_after_test(
+        DatasetService(s, policy or GatePolicy(), DatasetStore(s.datasets_url), redis.Redis.from_url(s.redis_url))
+    )
 
 
 def run_until(svc: DatasetService, predicate, timeout: float = 60.0) -> list:
@@ -88,8 +114,10 @@ def run_until(svc: DatasetService, predicate, timeout: float = 60.0) -> list:
 def traffic() -> list[TrainingCandidate]:
     """Five weeks and a day of decisions, a few an hour, out of order within a day, with corrections and regenerations."""
     # a regenerated answer followed, in the same session and prompt, by an accepted one
-    out = [candidate(900, T0 + DAY_MS, action="regenerated", passed=False, pair_key="pk-1"),
-           candidate(901, T0 + DAY_MS + 60_000, action="accepted", pair_key="pk-1")]
+    out = [
+        candidate(900, T0 + DAY_MS, action="regenerated", passed=False, pair_key="pk-1"),
+        candidate(901, T0 + DAY_MS + 60_000, action="accepted", pair_key="pk-1"),
+    ]
     for i in range(600):
         ts = T0 + i * (36 * DAY_MS // 600) - (i % 5) * 3_600_000
         action = "corrected" if i % 9 == 0 else "accepted"
@@ -117,12 +145,20 @@ def test_windows_seal_two_weeks_late_into_reproducible_datasets_with_one_ready_e
         with store.open(f"{first['dataset_id']}/{shard['path']}") as f:
             data = f.read()
         assert hashlib.sha256(data).hexdigest() == shard["sha256"] and len(data) == shard["bytes"]
-    sft = [json.loads(line) for shard in first["shards"] if shard["kind"] == "sft" and shard["path"].endswith(".jsonl")
-           for line in store.open(f"{first['dataset_id']}/{shard['path']}").read().decode().splitlines()]
+    sft = [
+        json.loads(line)
+        for shard in first["shards"]
+        if shard["kind"] == "sft" and shard["path"].endswith(".jsonl")
+        for line in store.open(f"{first['dataset_id']}/{shard['path']}").read().decode().splitlines()
+    ]
     assert all([m["role"] for m in r["messages"]] == ["user", "assistant"] for r in sft)
     # the regeneration became a preference pair whose rejected side is the regenerated answer
-    pref = [json.loads(line) for shard in first["shards"] if shard["kind"] == "preference" and shard["path"].endswith(".jsonl")
-            for line in store.open(f"{first['dataset_id']}/{shard['path']}").read().decode().splitlines()]
+    pref = [
+        json.loads(line)
+        for shard in first["shards"]
+        if shard["kind"] == "preference" and shard["path"].endswith(".jsonl")
+        for line in store.open(f"{first['dataset_id']}/{shard['path']}").read().decode().splitlines()
+    ]
     assert any(p["rejected"][0]["content"] == "answer number 900 with a few more words in it" for p in pref)
 
     # exactly one ready event per dataset, even when announcing again (a crash after the event)
@@ -137,8 +173,12 @@ def test_windows_seal_two_weeks_late_into_reproducible_datasets_with_one_ready_e
 
     # reproducible: a fresh builder (no state, another store, two processes) over the same log gives
     # the same bytes, here read from the log: its spool is removed while a hold keeps the windows waiting
-    again = s.replace(app_id=s.app_id + "-again", dataset_store=str(tmp_path / "store-again"),
-                      topic_datasets_ready=s.topic_datasets_ready + ".again", seal_workers=2)
+    again = s.replace(
+        app_id=s.app_id + "-again",
+        dataset_store=str(tmp_path / "store-again"),
+        topic_datasets_ready=s.topic_datasets_ready + ".again",
+        seal_workers=2,
+    )
     create_topics(again)
     r = redis.Redis.from_url(again.redis_url)
     r.set(hold_key(again.app_id, "datasets"), json.dumps({"monitor": "test", "reason": "test", "since": 0}))
@@ -156,7 +196,10 @@ def test_windows_seal_two_weeks_late_into_reproducible_datasets_with_one_ready_e
     for m in listed:
         assert other.manifest(m["dataset_id"]) == m
         for shard in m["shards"]:
-            with store.open(f"{m['dataset_id']}/{shard['path']}") as a, other.open(f"{m['dataset_id']}/{shard['path']}") as b:
+            with (
+                store.open(f"{m['dataset_id']}/{shard['path']}") as a,
+                other.open(f"{m['dataset_id']}/{shard['path']}") as b,
+            ):
                 assert a.read() == b.read()
     forget_redis(again)
 
@@ -172,7 +215,9 @@ def test_late_events_are_counted_and_never_mixed_into_a_sealed_window(ds_setting
     assert DatasetStore(s.datasets_url).manifest(first.dataset_id)["counts"]["records"] == 50
 
 
-def test_a_crash_in_the_middle_of_a_write_leaves_nothing_and_the_next_run_completes_it(ds_settings, monkeypatch, tmp_path):
+def test_a_crash_in_the_middle_of_a_write_leaves_nothing_and_the_next_run_completes_it(
+    ds_settings, monkeypatch, tmp_path
+):
     s = ds_settings.replace(seal_workers=1)  # the crash is patched into this process
     produce(s, [candidate(i, T0 + i * 3_600_000) for i in range(80)] + [candidate(100, T0 + 22 * DAY_MS)])
     svc = service(s)
@@ -197,8 +242,11 @@ def test_a_crash_in_the_middle_of_a_write_leaves_nothing_and_the_next_run_comple
     assert done.manifest["counts"]["records"] == 80
     assert len(read_all(s, s.topic_datasets_ready, "dataset_ready")) == 1
     # the completed dataset is the one a clean run writes
-    clean = s.replace(app_id=s.app_id + "-clean", dataset_store=str(tmp_path / "clean"),
-                      topic_datasets_ready=s.topic_datasets_ready + ".clean")
+    clean = s.replace(
+        app_id=s.app_id + "-clean",
+        dataset_store=str(tmp_path / "clean"),
+        topic_datasets_ready=s.topic_datasets_ready + ".clean",
+    )
     create_topics(clean)
     assert run_until(service(clean), lambda r: len(r) >= 1)[0].dataset_id == done.dataset_id
     forget_redis(clean)
@@ -212,7 +260,9 @@ def test_erasure_removes_a_user_from_unsealed_windows_and_lists_sealed_datasets_
     svc = service(s)
     first = run_until(svc, lambda r: len(r) >= 1)[0]
     store = DatasetStore(s.datasets_url)
-    assert store.holds_user(first.dataset_id, user_hash("alice", key)) and store.holds_user(first.dataset_id, user_hash("bob", key))
+    assert store.holds_user(first.dataset_id, user_hash("alice", key)) and store.holds_user(
+        first.dataset_id, user_hash("bob", key)
+    )
 
     # alice asks to be erased: the sealed dataset is re-sealed without her (test_erasure.py); the next window leaves her out
     erase(s, "alice")
@@ -220,7 +270,9 @@ def test_erasure_removes_a_user_from_unsealed_windows_and_lists_sealed_datasets_
     produce(s, window3 + [candidate(300, T0 + 3 * WEEK + 22 * DAY_MS, user="carol")])
     sealed = run_until(svc, lambda r: any(x.manifest["window"]["start_ms"] == T0 + 3 * WEEK for x in r))
     later = next(x for x in sealed if x.manifest["window"]["start_ms"] == T0 + 3 * WEEK)
-    assert later.manifest["counts"]["records"] == 21 and later.manifest["dropped"]["erased"] == 20  # bob's 20 and carol's 1
+    assert (
+        later.manifest["counts"]["records"] == 21 and later.manifest["dropped"]["erased"] == 20
+    )  # bob's 20 and carol's 1
     assert not store.holds_user(later.dataset_id, user_hash("alice", key))
 
     import subprocess
@@ -228,8 +280,13 @@ def test_erasure_removes_a_user_from_unsealed_windows_and_lists_sealed_datasets_
 
     from tests.integration.helpers import settings_env
 
-    out = subprocess.run([sys.executable, "-m", "flywheel.cli", "datasets", "affected", "alice"], capture_output=True,
-                         text=True, env=settings_env(s), timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-m", "flywheel.cli", "datasets", "affected", "alice"],
+        capture_output=True,
+        text=True,
+        env=settings_env(s),
+        timeout=60,
+    )
     assert out.returncode == 0, out.stderr
     assert out.stdout.splitlines() == [] and not store.exists(first.dataset_id)  # no dataset holds her any more
 
@@ -242,10 +299,17 @@ def test_the_builder_service_exports_its_metrics_and_the_cli_reads_its_datasets(
     from tests.integration.helpers import metric_value, settings_env, wait_for
 
     s = ds_settings.replace(datasets_metrics_port=free_port())
-    produce(s, [candidate(i, T0 + i * 3_600_000, action="corrected" if i % 5 == 0 else "accepted") for i in range(30)]
-            + [candidate(100, T0 + 22 * DAY_MS)])
-    proc = subprocess.Popen([sys.executable, "-m", "flywheel.cli", "datasets", "run"], env=settings_env(s),
-                            stdout=subprocess.DEVNULL, stderr=open(tmp_path / "builder.log", "wb"))
+    produce(
+        s,
+        [candidate(i, T0 + i * 3_600_000, action="corrected" if i % 5 == 0 else "accepted") for i in range(30)]
+        + [candidate(100, T0 + 22 * DAY_MS)],
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "flywheel.cli", "datasets", "run"],
+        env=settings_env(s),
+        stdout=subprocess.DEVNULL,
+        stderr=open(tmp_path / "builder.log", "wb"),
+    )
     url = f"http://127.0.0.1:{s.datasets_metrics_port}/metrics"
 
     def scrape() -> str:
@@ -262,18 +326,29 @@ def test_the_builder_service_exports_its_metrics_and_the_cli_reads_its_datasets(
     finally:
         proc.terminate()
         assert proc.wait(30) == 0
-    assert metric_value(text, "flywheel_datasets_candidates_total", topic="passed", outcome="member") == 31  # and the later one
-    assert metric_value(text, "flywheel_datasets_records", split="sft.train") + \
-        metric_value(text, "flywheel_datasets_records", split="sft.validation") == 30
+    assert (
+        metric_value(text, "flywheel_datasets_candidates_total", topic="passed", outcome="member") == 31
+    )  # and the later one
+    assert (
+        metric_value(text, "flywheel_datasets_records", split="sft.train")
+        + metric_value(text, "flywheel_datasets_records", split="sft.validation")
+        == 30
+    )
     assert metric_value(text, "flywheel_datasets_examples_per_day") > 0
     assert metric_value(text, "flywheel_datasets_window_pass_ratio") == 1.0
     assert metric_value(text, "flywheel_datasets_windows", state="sealed") == 1
     assert metric_value(text, "flywheel_datasets_seal_seconds_count") == 1
 
     def cli(*argv):
-        r = subprocess.run([sys.executable, "-m", "flywheel.cli", "datasets", *argv], capture_output=True, text=True,
-                           env=settings_env(s), timeout=60)
+        r = subprocess.run(
+            [sys.executable, "-m", "flywheel.cli", "datasets", *argv],
+            capture_output=True,
+            text=True,
+            env=settings_env(s),
+            timeout=60,
+        )
         return r
+
     listed = [json.loads(line) for line in cli("list").stdout.splitlines()]
     assert len(listed) == 1 and listed[0]["records"] == 36
     ds = listed[0]["dataset_id"]
@@ -301,7 +376,9 @@ def test_with_review_required_only_the_gold_set_is_kept(ds_settings):
     p = Producer({**{k: v for k, v in DEFAULT_CONFIG.items() if k != "client.id"}, "bootstrap.servers": s.broker_url})
 
     def verdict(c, reviewer, passed):
-        return ReviewVerdict(f"{c.request_id}:{reviewer}", c.request_id, reviewer, 4, 4, 5, passed, T0, c.timestamp, True)
+        return ReviewVerdict(
+            f"{c.request_id}:{reviewer}", c.request_id, reviewer, 4, 4, 5, passed, T0, c.timestamp, True
+        )
 
     verdicts = [verdict(c, "alice", True) for c in cands[:8]]  # gold: 0-7 ...
     verdicts += [verdict(cands[0], "bob", False)]  # ... but an overlap reviewer failed 0
@@ -331,11 +408,17 @@ def test_a_failed_or_unsafe_verdict_keeps_its_candidate_out_of_datasets_and_repl
     p = Producer({**{k: v for k, v in DEFAULT_CONFIG.items() if k != "client.id"}, "bootstrap.servers": s.broker_url})
 
     def verdict(c, reviewer, passed, safety=5):
-        return ReviewVerdict(f"{c.request_id}:{reviewer}", c.request_id, reviewer, 4, 4, safety, passed, T0, c.timestamp, True)
+        return ReviewVerdict(
+            f"{c.request_id}:{reviewer}", c.request_id, reviewer, 4, 4, safety, passed, T0, c.timestamp, True
+        )
 
-    verdicts = [verdict(cands[0], "alice", True), verdict(cands[1], "alice", False),  # a failed verdict
-                verdict(cands[2], "alice", True, safety=2),  # passed, but unsafe: below the floor of 3
-                verdict(cands[3], "alice", True), verdict(cands[3], "bob", False)]  # one of two reviewers failed it
+    verdicts = [
+        verdict(cands[0], "alice", True),
+        verdict(cands[1], "alice", False),  # a failed verdict
+        verdict(cands[2], "alice", True, safety=2),  # passed, but unsafe: below the floor of 3
+        verdict(cands[3], "alice", True),
+        verdict(cands[3], "bob", False),
+    ]  # one of two reviewers failed it
     for v in verdicts:
         p.produce(s.topic_verdicts, key=v.request_id.encode(), value=codec.encode("verdict", v.to_dict()))
     assert p.flush(30) == 0

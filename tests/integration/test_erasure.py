@@ -39,7 +39,9 @@ LONG = 180.0
 
 @pytest.fixture
 def er(settings, tmp_path):
-    s = settings.replace(dataset_store=str(tmp_path / "store"), idle_partition_ms=500, seal_workers=1, pseudonym_key=KEY)
+    s = settings.replace(
+        dataset_store=str(tmp_path / "store"), idle_partition_ms=500, seal_workers=1, pseudonym_key=KEY
+    )
     create_topics(s)
     yield s
     forget_redis(s)
@@ -47,10 +49,19 @@ def er(settings, tmp_path):
 
 def users_of(w: int, n: int, users: tuple[str, ...], base: int) -> list[TrainingCandidate]:
     """`n` candidates of window `w`, users in turn, every fifth a correction (a preference pair too)."""
-    return [dataclasses.replace(candidate(base + i, T0 + w * WEEK + i * 3_000_000, user=users[i % len(users)],
-                                          action="corrected" if i % 5 == 0 else "accepted", task="qa" if i % 3 else "sql"),
-                                prompt=f"question number {base + i} about the product, asked by someone")
-            for i in range(n)]
+    return [
+        dataclasses.replace(
+            candidate(
+                base + i,
+                T0 + w * WEEK + i * 3_000_000,
+                user=users[i % len(users)],
+                action="corrected" if i % 5 == 0 else "accepted",
+                task="qa" if i % 3 else "sql",
+            ),
+            prompt=f"question number {base + i} about the product, asked by someone",
+        )
+        for i in range(n)
+    ]
 
 
 def due(at_day: int, i: int = 0) -> TrainingCandidate:
@@ -88,8 +99,9 @@ def step_until(svc, predicate, timeout: float = LONG) -> None:
 
 
 def cli(s, *argv: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "flywheel.cli", *argv], capture_output=True, text=True,
-                          env=settings_env(s), timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "flywheel.cli", *argv], capture_output=True, text=True, env=settings_env(s), timeout=120
+    )
 
 
 def review_item(c: TrainingCandidate) -> ReviewItem:
@@ -125,7 +137,9 @@ def test_sealed_datasets_are_resealed_without_the_user_byte_identical_to_a_seal_
     ready = [d["dataset_id"] for _, _, d in read_all(s, s.topic_datasets_ready, "dataset_ready")]
     assert sorted(ready) == sorted([d0, d1, n0, n1])
     # the review queue's items of the user are gone; the rest stay
-    assert r.hexists(f"{review_prefix(s)}:items", w0[1].request_id) and not r.hexists(f"{review_prefix(s)}:items", w0[0].request_id)
+    assert r.hexists(f"{review_prefix(s)}:items", w0[1].request_id) and not r.hexists(
+        f"{review_prefix(s)}:items", w0[0].request_id
+    )
     # the erased list holds keyed pseudonyms, never the id, each with the time it may go
     entries = dict(r.zrange(erasure.erased_key(s), 0, -1, withscores=True))
     assert {k.decode() for k in entries} == forms("alice") and not any(b"alice" in k for k in entries)
@@ -139,8 +153,11 @@ def test_sealed_datasets_are_resealed_without_the_user_byte_identical_to_a_seal_
     svc.close()
 
     # byte-identical to a seal of the same log by a builder that had alice erased from the start
-    clean = s.replace(app_id=s.app_id + "-clean", dataset_store=str(tmp_path / "clean"),
-                      topic_datasets_ready=s.topic_datasets_ready + ".clean")
+    clean = s.replace(
+        app_id=s.app_id + "-clean",
+        dataset_store=str(tmp_path / "clean"),
+        topic_datasets_ready=s.topic_datasets_ready + ".clean",
+    )
     create_topics(clean)
     erasure.record(r, clean, GatePolicy(), forms("alice"), int(time.time() * 1000))
     got = [x.dataset_id for x in run_until(service(clean), lambda x: len(x) >= 2, LONG)]
@@ -156,28 +173,44 @@ def test_sealed_datasets_are_resealed_without_the_user_byte_identical_to_a_seal_
     listed = [json.loads(line)["dataset_id"] for line in cli(s, "datasets", "list").stdout.splitlines()]
     assert listed == [n0, n1]
     gone = cli(s, "datasets", "export", d0)
-    assert gone.returncode == 2 and gone.stderr.strip() == (f"flywheel: error: {d0} was replaced by {n0} (an erasure re-sealed "
-                                                            f"its window): export {n0}")
+    assert gone.returncode == 2 and gone.stderr.strip() == (
+        f"flywheel: error: {d0} was replaced by {n0} (an erasure re-sealed its window): export {n0}"
+    )
     out = cli(s, "erasure", "status", "alice", "--json")
     assert out.returncode == 0, out.stderr
     report = json.loads(out.stdout)
     assert report["erasure_requested"] and report["review_queue"] == {"items_left": 0, "removed": 1}
     states = {d["dataset_id"]: d["state"] for d in report["datasets"]}
     assert states == {d0: "deleted", d1: "deleted", n0: "re-sealed without the user", n1: "re-sealed without the user"}
-    assert {t["role"] for t in report["topics"]} >= {"interactions", "candidates", "passed", "rejected", "deadletter", "erasure"}
+    assert {t["role"] for t in report["topics"]} >= {
+        "interactions",
+        "candidates",
+        "passed",
+        "rejected",
+        "deadletter",
+        "erasure",
+    }
     assert all(t["may_hold_until"] for t in report["topics"]) and report["rest_expires_by"]
     text = cli(s, "erasure", "status", "alice")
-    assert text.returncode == 0 and "alice" not in text.stdout and f"{d0}: deleted (superseded_by {n0}, mode log" in text.stdout
+    assert (
+        text.returncode == 0
+        and "alice" not in text.stdout
+        and f"{d0}: deleted (superseded_by {n0}, mode log" in text.stdout
+    )
     assert "review queue: 0 items left, 1 removed" in text.stdout and "may hold until" in text.stdout
     bad = cli(s, "erasure", "status", " ")
-    assert bad.returncode == 2 and bad.stderr.startswith("flywheel: error:") and len(bad.stderr.strip().splitlines()) == 1
+    assert (
+        bad.returncode == 2 and bad.stderr.startswith("flywheel: error:") and len(bad.stderr.strip().splitlines()) == 1
+    )
 
 
 def metered(s, metrics):
     from streams.datasets.service import DatasetService
     from tests.integration.helpers import close_after_test
 
-    return close_after_test(DatasetService(s, GatePolicy(), DatasetStore(s.datasets_url), redis.Redis.from_url(s.redis_url), metrics))
+    return close_after_test(
+        DatasetService(s, GatePolicy(), DatasetStore(s.datasets_url), redis.Redis.from_url(s.redis_url), metrics)
+    )
 
 
 def _text(metrics) -> str:
@@ -204,7 +237,9 @@ def test_an_erasure_that_arrives_while_a_window_is_sealed_is_applied_once(er, mo
     svc = service(s)
     d0 = run_until(svc, lambda r: len(r) >= 1, LONG)[0]
     store = DatasetStore(s.datasets_url)
-    assert d0.manifest["dropped"].get("erased", 0) == 0 and holds(store, d0.dataset_id, "alice")  # sealed before the request
+    assert d0.manifest["dropped"].get("erased", 0) == 0 and holds(
+        store, d0.dataset_id, "alice"
+    )  # sealed before the request
     step_until(svc, lambda: not store.exists(d0.dataset_id))
     (n0,) = [m["dataset_id"] for m in store.latest()]
     assert not holds(store, n0, "alice") and store.manifest(n0)["supersedes"] == d0.dataset_id
@@ -213,7 +248,9 @@ def test_an_erasure_that_arrives_while_a_window_is_sealed_is_applied_once(er, mo
     d1 = run_until(svc, lambda r: len(r) >= 1, LONG)[0]
     assert d1.manifest["dropped"]["erased"] == 15 and not holds(store, d1.dataset_id, "alice")
     step_until(svc, lambda: True, timeout=1)
-    assert [m["dataset_id"] for m in store.latest()] == [n0, d1.dataset_id] and list(store.superseded()) == [d0.dataset_id]
+    assert [m["dataset_id"] for m in store.latest()] == [n0, d1.dataset_id] and list(store.superseded()) == [
+        d0.dataset_id
+    ]
     ready = [d["dataset_id"] for _, _, d in read_all(s, s.topic_datasets_ready, "dataset_ready")]
     assert sorted(ready) == sorted([d0.dataset_id, n0, d1.dataset_id])
 
@@ -243,9 +280,17 @@ def test_when_the_log_no_longer_holds_the_window_the_shards_are_rewritten_withou
     assert jsonl_ids(store, n0) == {c.request_id for c in w0} - alice
     assert not holds(store, n0, "alice") and holds(store, n0, "bob") and m["users"] == before["users"] - 1
     assert m["resealed"]["records_removed"] == m["dropped"]["erased_after_seal"] == len(alice)
-    assert m["counts"]["records"] == sum(sh["records"] for sh in m["shards"] if sh["path"].endswith(".avro")) < before["counts"]["records"]
+    assert (
+        m["counts"]["records"]
+        == sum(sh["records"] for sh in m["shards"] if sh["path"].endswith(".avro"))
+        < before["counts"]["records"]
+    )
     for sh in m["shards"]:
-        assert hashlib.sha256(store.open(f"{n0}/{sh['path']}").read()).hexdigest() == sh["sha256"] == m["files"][sh["path"]]
+        assert (
+            hashlib.sha256(store.open(f"{n0}/{sh['path']}").read()).hexdigest()
+            == sh["sha256"]
+            == m["files"][sh["path"]]
+        )
     assert store.superseded()[d0]["mode"] == "shards" and "retention" in store.superseded()[d0]["why"]
     assert metric_value(_text(metrics), "flywheel_datasets_reseals_total", mode="shards") == 1
     report = erasure.status(s, "alice", redis.Redis.from_url(s.redis_url), store)
@@ -257,8 +302,13 @@ RESEAL_BUILDER = Path(__file__).with_name("reseal_builder.py")
 
 
 def start_builder(s, log: Path, pause: str = "") -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, str(RESEAL_BUILDER)], env={**settings_env(s), "RESEAL_PAUSE": pause},
-                            stdout=subprocess.DEVNULL, stderr=open(log, "ab"), preexec_fn=_die_with_parent)
+    return subprocess.Popen(
+        [sys.executable, str(RESEAL_BUILDER)],
+        env={**settings_env(s), "RESEAL_PAUSE": pause},
+        stdout=subprocess.DEVNULL,
+        stderr=open(log, "ab"),
+        preexec_fn=_die_with_parent,
+    )
 
 
 def test_a_builder_killed_during_a_reseal_twice_leaves_one_new_version_and_loses_no_erasure(er, tmp_path):
@@ -300,7 +350,11 @@ def test_a_builder_killed_during_a_reseal_twice_leaves_one_new_version_and_loses
     # 3: a builder runs to the end: the same new version (same inputs, same content), announced once, the old one gone
     c = start_builder(s, log)
     try:
-        wait_for(lambda: not store.exists(d0) and not json.loads(r.get(state_key(s))).get("reseal"), LONG, what="the re-seal done")
+        wait_for(
+            lambda: not store.exists(d0) and not json.loads(r.get(state_key(s))).get("reseal"),
+            LONG,
+            what="the re-seal done",
+        )
     finally:
         c.terminate()
         c.wait(30)

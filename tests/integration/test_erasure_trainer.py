@@ -30,7 +30,9 @@ POLICY = TrainerPolicy(epochs=1, replay_datasets=1, max_new_tokens=8)
 @pytest.fixture
 def tr(settings, tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    s = settings.replace(dataset_store=str(tmp_path / "store"), idle_partition_ms=500, seal_workers=1, pseudonym_key=KEY)
+    s = settings.replace(
+        dataset_store=str(tmp_path / "store"), idle_partition_ms=500, seal_workers=1, pseudonym_key=KEY
+    )
     create_topics(s)
     yield s
     forget_redis(s)
@@ -53,7 +55,9 @@ def test_a_user_erased_between_two_cycles_is_in_none_of_the_second_cycles_record
     assert bootstrap(registry, golden, POLICY, 80, tasks=("sql",)).version == "v0001"
 
     w0, w1 = users_of(0, 40, ("alice", "bob"), 0), users_of(1, 40, ("alice", "bob"), 100)
-    w0 = [dataclasses.replace(c, prompt=f"{c.prompt} ({c.user_id} {c.request_id})") for c in w0]  # whose is whose, by prompt
+    w0 = [
+        dataclasses.replace(c, prompt=f"{c.prompt} ({c.user_id} {c.request_id})") for c in w0
+    ]  # whose is whose, by prompt
     w1 = [dataclasses.replace(c, prompt=f"{c.prompt} ({c.user_id} {c.request_id})") for c in w1]
     produce(s, w0 + w1 + [due(22)])
     builder = dataset_service(s)
@@ -97,7 +101,10 @@ def test_a_user_erased_between_two_cycles_is_in_none_of_the_second_cycles_record
     assert any(f"(bob {c.request_id})" in p for p in second for c in w0 if c.user_id == "bob")  # the replay's, from n0
     events = [e for _, _, e in read_all(s, s.topic_models, "model_event")]
     flags = [e for e in events if e["event_type"] == "erasure_flagged"]
-    assert [(e["version"], e["tainted_by_erasure"]) for e in flags] == [("v0002", [d0]), ("v0002", [d0])]  # report, then retire
+    assert [(e["version"], e["tainted_by_erasure"]) for e in flags] == [
+        ("v0002", [d0]),
+        ("v0002", [d0]),
+    ]  # report, then retire
     assert "report only" in flags[0]["reasons"][-1] and "to retire" in flags[1]["reasons"][-1]
     (last,) = [e for e in events if e["version"] == "v0003"]  # (the topic's partitions keep no order between versions)
     assert last["base_model"] == "v0001"  # retrained from the newest clean model
@@ -105,7 +112,10 @@ def test_a_user_erased_between_two_cycles_is_in_none_of_the_second_cycles_record
     assert registry.show("v0003")["replayed_datasets"] == [n0]
     shown = json.loads(cli(s, "models", "show", "v0002").stdout)
     assert shown["tainted_by_erasure"] == [d0] and shown["erasure_replaced_by"] == {d0: n0} and shown["retire"]
-    listed = {json.loads(line)["version"]: json.loads(line)["tainted_by_erasure"] for line in cli(s, "models", "list").stdout.splitlines()}
+    listed = {
+        json.loads(line)["version"]: json.loads(line)["tainted_by_erasure"]
+        for line in cli(s, "models", "list").stdout.splitlines()
+    }
     assert listed == {"v0001": False, "v0002": True, "v0003": False}
     status = json.loads(cli(s, "erasure", "status", "alice", "--json").stdout)
     assert [(m["version"], m["trained_on"], m["production"]) for m in status["models"]] == [("v0002", [d0], True)]

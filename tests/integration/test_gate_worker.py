@@ -39,12 +39,16 @@ def test_gate_decides_every_candidate_once_redacts_and_counts(gate_settings, tmp
             send(traffic, producer, settle_window_ms=s.settle_window_ms, tail_ticks=True)
 
         def decided():
-            return (len({k for k, _, _ in read_all(s, s.topic_passed, "candidate")})
-                    + len({k for k, _, _ in read_all(s, s.topic_rejected, "candidate")}))
+            return len({k for k, _, _ in read_all(s, s.topic_passed, "candidate")}) + len(
+                {k for k, _, _ in read_all(s, s.topic_rejected, "candidate")}
+            )
 
         wait_for(lambda: decided() >= REQUESTS, 300, interval=3, what=f"{REQUESTS} gate decisions")
-        wait_for(lambda: metric_value(worker.metrics(), "flywheel_review_considered_total") >= REQUESTS, 60,
-                 what="every decision seen by the review sampler")
+        wait_for(
+            lambda: metric_value(worker.metrics(), "flywheel_review_considered_total") >= REQUESTS,
+            60,
+            what="every decision seen by the review sampler",
+        )
         metrics = worker.metrics()
     finally:
         assert worker.stop() == 0
@@ -98,14 +102,19 @@ def test_gate_decides_every_candidate_once_redacts_and_counts(gate_settings, tmp
         assert "grounding" in r["scores"] or {"grounding_skipped", "grounding_no_claims"} & set(r["notes"])
     reasons = {code for r in rejected.values() for code in r["reasons"]}
     assert {"action_excluded", "low_quality", "toxic"} <= reasons
-    assert not {"duplicate_exact", "duplicate_near", "below_keep_quantile"} & reasons  # decided at the seal, over a window
+    assert (
+        not {"duplicate_exact", "duplicate_near", "below_keep_quantile"} & reasons
+    )  # decided at the seal, over a window
     assert all(len(r["dedup_keys"]) == 8 * 11 for r in passed.values())  # the near-duplicate keys the seal reads
 
     # the metrics agree with the topics
     assert metric_value(metrics, "flywheel_gate_decisions_total", verdict="passed") == len(passed)
     assert metric_value(metrics, "flywheel_gate_decisions_total", verdict="rejected") == len(rejected)
     toxic_total = sum(1 for r in rejected.values() if "toxic" in r["reasons"])
-    assert metric_value(metrics, "flywheel_gate_filter_rejections_total", filter="toxicity", reason="toxic") == toxic_total
+    assert (
+        metric_value(metrics, "flywheel_gate_filter_rejections_total", filter="toxicity", reason="toxic")
+        == toxic_total
+    )
     assert metric_value(metrics, "flywheel_gate_filter_checked_total", filter="pii") == REQUESTS
     assert 0.2 < metric_value(metrics, "flywheel_gate_pass_ratio") < 0.6  # no keep band here: it cuts at the seal
     assert metric_value(metrics, "flywheel_gate_keep_band", edge="high") == 0.3
@@ -124,13 +133,18 @@ def test_gate_sends_undecodable_candidates_to_the_dead_letter_topic(gate_setting
 
     p = Producer({"bootstrap.servers": s.broker_url})
     p.produce(s.topic_candidates, key=b"bad-1", value=b"\xc3\x01not avro at all", partition=1)
-    p.produce(s.topic_candidates, key=b"bad-2", value=b"{}", headers={"content-type": b"application/json"}, partition=2)
+    p.produce(
+        s.topic_candidates, key=b"bad-2", value=b"{}", headers={"content-type": b"application/json"}, partition=2
+    )
     p.flush()
     worker = WorkerProcess(s, tmp_path)
     try:
         wait_for(lambda: len(read_all(s, s.topic_deadletter, "deadletter")) >= 2, 120, what="two dead letters")
         dead = {k: v for k, _, v in read_all(s, s.topic_deadletter, "deadletter")}
-        assert dead[b"bad-1"]["value"] == b"\xc3\x01not avro at all" and dead[b"bad-1"]["source_topic"] == s.topic_candidates
+        assert (
+            dead[b"bad-1"]["value"] == b"\xc3\x01not avro at all"
+            and dead[b"bad-1"]["source_topic"] == s.topic_candidates
+        )
         assert dead[b"bad-2"]["reason"] and dead[b"bad-2"]["source_partition"] == 2
         assert worker.proc.poll() is None  # still running
     finally:
@@ -155,16 +169,23 @@ def test_gate_killed_mid_stream_loses_nothing_and_decides_once(gate_settings, tm
         worker.kill9()
     worker = WorkerProcess(s, tmp_path, "second")
     try:
-        wait_for(lambda: len({k for k, _, _ in decisions()}) >= n, 300, interval=3, what=f"{n} decisions after the restart")
+        wait_for(
+            lambda: len({k for k, _, _ in decisions()}) >= n, 300, interval=3, what=f"{n} decisions after the restart"
+        )
         metrics = worker.metrics()
     finally:
         assert worker.stop() == 0
     by_request: dict[bytes, set] = {}
     for key, _, record in decisions():
         # every decision is a function of the candidate and the policy: the same through a kill -9
-        by_request.setdefault(key, set()).add((tuple(record["reasons"]), record["quality_score"], record["dedup_keys"]))
+        by_request.setdefault(key, set()).add(
+            (tuple(record["reasons"]), record["quality_score"], record["dedup_keys"])
+        )
     assert {k.decode() for k in by_request} == set(traffic.expected)
     # a copy written twice (killed between the write and its marker) carries the same decision
     assert all(len(v) == 1 for v in by_request.values())
     assert len(decisions()) - n <= 200  # at most the batches in flight when it died
-    assert metric_value(metrics, "flywheel_gate_decisions_total") + metric_value(metrics, "flywheel_gate_replays_total") > 0
+    assert (
+        metric_value(metrics, "flywheel_gate_decisions_total") + metric_value(metrics, "flywheel_gate_replays_total")
+        > 0
+    )

@@ -29,8 +29,15 @@ from tests.integration.test_rollout import joined
 
 pytestmark = pytest.mark.integration
 
-GUARDS = dict(bucket_s=1, recent_buckets=2, baseline_buckets=4, min_recent=40, min_baseline=80, evaluate_interval_s=0.3,
-              actions={"deadletter_rate": ("hold_datasets", "pause_rollout")})
+GUARDS = dict(
+    bucket_s=1,
+    recent_buckets=2,
+    baseline_buckets=4,
+    min_recent=40,
+    min_baseline=80,
+    evaluate_interval_s=0.3,
+    actions={"deadletter_rate": ("hold_datasets", "pause_rollout")},
+)
 SLOW_ROLLOUT = dict(stage_min_requests=100_000, max_requests=1_000_000, decide_interval_s=0.5)
 
 
@@ -41,8 +48,15 @@ def guard_settings(settings, tmp_path):
     path.write_text(policy.to_toml())
     from flywheel.topics import create_topics
 
-    s = settings.replace(roles="join,rollout,guards", gate_batch_size=200, gate_batch_ms=100, worker_id="guards-0",
-                         gate_policy=str(path), dataset_store=str(tmp_path / "store"), idle_partition_ms=500)
+    s = settings.replace(
+        roles="join,rollout,guards",
+        gate_batch_size=200,
+        gate_batch_ms=100,
+        worker_id="guards-0",
+        gate_policy=str(path),
+        dataset_store=str(tmp_path / "store"),
+        idle_partition_ms=500,
+    )
     create_topics(s)
     yield s
     forget_redis(s)
@@ -60,8 +74,9 @@ def requests(s, assigner: Assigner, n: int, rng: random.Random, garbage: int = 0
 
 
 def cli(s, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "flywheel.cli", *args], env=settings_env(s), capture_output=True, text=True,
-                          timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "flywheel.cli", *args], env=settings_env(s), capture_output=True, text=True, timeout=60
+    )
 
 
 def test_a_dead_letter_flood_pauses_the_rollout_and_holds_datasets_until_released(guard_settings, tmp_path):
@@ -94,13 +109,19 @@ def test_a_dead_letter_flood_pauses_the_rollout_and_holds_datasets_until_release
         wait_for(lambda: controller.state().status == "paused", 10, what="the rollout paused")
         assert controller.state().reason.startswith("guard:deadletter_rate:")
         assert assigner.assign("anyone") == "v0001" and assigner.routing().weight == 0.0
-        paused = [e for _, _, e in read_all(s, s.topic_models, "model_event", idle=1.0) if e["event_type"] == "rollout_pause"]
+        paused = [
+            e for _, _, e in read_all(s, s.topic_models, "model_event", idle=1.0) if e["event_type"] == "rollout_pause"
+        ]
         assert len(paused) == 1 and paused[0]["reasons"][0].startswith("guard:deadletter_rate:")
         body = worker.metrics()
         assert metric_value(body, "flywheel_guard_firing", monitor="deadletter_rate") == 1
         assert metric_value(body, "flywheel_guard_value", monitor="deadletter_rate") > 0.05  # the bound is 0.02
-        assert metric_value(body, "flywheel_guard_actions_total", monitor="deadletter_rate", action="hold_datasets") == 1
-        assert metric_value(body, "flywheel_guard_actions_total", monitor="deadletter_rate", action="pause_rollout") == 1
+        assert (
+            metric_value(body, "flywheel_guard_actions_total", monitor="deadletter_rate", action="hold_datasets") == 1
+        )
+        assert (
+            metric_value(body, "flywheel_guard_actions_total", monitor="deadletter_rate", action="pause_rollout") == 1
+        )
         assert metric_value(body, "flywheel_guard_hold", target="datasets") == 1
 
         status = json.loads(cli(s, "guards", "status").stdout)
@@ -120,7 +141,9 @@ def test_a_dead_letter_flood_pauses_the_rollout_and_holds_datasets_until_release
 def test_a_held_builder_seals_nothing_until_the_hold_is_released(guard_settings):
     s = guard_settings
     r = redis.Redis.from_url(s.redis_url)
-    produce_decisions(s, [decided(i, WINDOW_T0 + i * 3_600_000) for i in range(50)] + [decided(100, WINDOW_T0 + 22 * 86_400_000)])
+    produce_decisions(
+        s, [decided(i, WINDOW_T0 + i * 3_600_000) for i in range(50)] + [decided(100, WINDOW_T0 + 22 * 86_400_000)]
+    )
     from flywheel.policy import GuardPolicy
     from streams.guards.store import GuardStore
     from streams.metrics import DatasetMetrics

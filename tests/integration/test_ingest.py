@@ -36,8 +36,13 @@ class Ingest:
 
     def start(self, timeout: float = 60.0) -> "Ingest":
         env = {**settings_env(self.settings), "FLYWHEEL_INGEST_TOKENS": f"other-token,{TOKEN}"}
-        self.proc = subprocess.Popen([sys.executable, "-m", "flywheel.cli", "ingest", "--port", str(self.port), *self.extra],
-                                     env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "flywheel.cli", "ingest", "--port", str(self.port), *self.extra],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             assert self.proc.poll() is None, self.proc.stderr.read()[-2000:]
@@ -74,23 +79,49 @@ def ingest(settings):
 
 
 def interaction(rid: str, **kw) -> dict:
-    e = {"request_id": rid, "session_id": "s", "user_id": "u", "event_time": int(time.time() * 1000), "model_version": "m",
-         "messages": [{"role": "user", "content": f"question {rid} — ünï"}], "response": "answer",
-         "retrieved_context": ["a passage"]}
+    e = {
+        "request_id": rid,
+        "session_id": "s",
+        "user_id": "u",
+        "event_time": int(time.time() * 1000),
+        "model_version": "m",
+        "messages": [{"role": "user", "content": f"question {rid} — ünï"}],
+        "response": "answer",
+        "retrieved_context": ["a passage"],
+    }
     e.update(kw)
     return e
 
 
 def join_reason(kind: str, body: bytes) -> str | None:
     """What the join does with these bytes sent as a JSON record: its dead-letter reason, or None."""
-    j = JoinCore(codec, DictStore(), settle_window_ms=1800_000, watermark_delay_ms=0, marker_horizon_ms=86_400_000,
-                 max_event_bytes=256 * 1024, max_event_ahead_ms=15 * 60_000)
+    j = JoinCore(
+        codec,
+        DictStore(),
+        settle_window_ms=1800_000,
+        watermark_delay_ms=0,
+        marker_horizon_ms=86_400_000,
+        max_event_bytes=256 * 1024,
+        max_event_ahead_ms=15 * 60_000,
+    )
     try:
         key = json.loads(body).get("request_id", "").encode() or None
     except Exception:
         key = None
-    out = j.apply_all([Record(INTERACTION if kind == "interaction" else ACTION, "t", 0, 0, key, body,
-                              {"content-type": b"application/json"}, int(time.time() * 1000))])
+    out = j.apply_all(
+        [
+            Record(
+                INTERACTION if kind == "interaction" else ACTION,
+                "t",
+                0,
+                0,
+                key,
+                body,
+                {"content-type": b"application/json"},
+                int(time.time() * 1000),
+            )
+        ]
+    )
     return out.deadletters[0].reason if out.deadletters else None
 
 
@@ -101,7 +132,9 @@ def test_auth_and_refusals_are_the_joins_own(ingest):
         assert http.post("/v1/interactions", content=body).status_code == 401
         r = http.post("/v1/interactions", content=body, headers={"Authorization": "Bearer tok-wrong"})
         assert r.status_code == 401 and r.headers["WWW-Authenticate"] == "Bearer"
-        assert http.post("/v1/interactions", content=body, headers={"Authorization": f"Basic {TOKEN}"}).status_code == 401
+        assert (
+            http.post("/v1/interactions", content=body, headers={"Authorization": f"Basic {TOKEN}"}).status_code == 401
+        )
         r = http.post("/v1/interactions", content=body, headers=AUTH)
         assert r.status_code == 200 and r.json() == {"accepted": 1, "request_ids": ["r-auth"]}
 
@@ -110,22 +143,46 @@ def test_auth_and_refusals_are_the_joins_own(ingest):
             ("interaction", b"{" * 3 + b"[" * 40 + b"]" * 40 + b"}" * 3),
             ("interaction", b'{"request_id": "x", "oops": 1}'),
             ("interaction", json.dumps(interaction("r1", unknown_field="x")).encode()),
-            ("interaction", json.dumps(interaction("r2", messages=[{"role": "user", "content": "x"}] * 1025)).encode()),
+            (
+                "interaction",
+                json.dumps(interaction("r2", messages=[{"role": "user", "content": "x"}] * 1025)).encode(),
+            ),
             ("interaction", json.dumps(interaction("r3", messages=[{"role": "robot", "content": "x"}])).encode()),
             ("interaction", json.dumps(interaction("r4", messages=[{"role": "tool", "content": "x"}])).encode()),
-            ("interaction", json.dumps(interaction("r5", messages=[{"role": "user", "content": [[[[[["deep"]]]]]]}])).encode()),
+            (
+                "interaction",
+                json.dumps(interaction("r5", messages=[{"role": "user", "content": [[[[[["deep"]]]]]]}])).encode(),
+            ),
             ("interaction", json.dumps(interaction("r6", event_time=now + 3_600_000)).encode()),
             ("interaction", json.dumps(interaction("r7", event_time=1_700_000_000)).encode()),
-            ("interaction", json.dumps(interaction("", )).encode()),
+            (
+                "interaction",
+                json.dumps(
+                    interaction(
+                        "",
+                    )
+                ).encode(),
+            ),
             ("interaction", json.dumps(interaction("r8", latency_ms="fast")).encode()),
             ("interaction", json.dumps(interaction("r9", response="x" * 200_001)).encode()),
             ("interaction", b'{"request_id": "r10", "event_time": 1e999}'),
             ("interaction", b'{"request_id": "r11", "event_time": ' + b"9" * 5000 + b"}"),
             ("interaction", b"\xff\xfe not utf-8"),
             ("interaction", b"[1, 2]"),
-            ("action", json.dumps({"request_id": "r12", "user_id": "u", "event_time": now, "action": "loved"}).encode()),
-            ("action", json.dumps({"request_id": "r13", "user_id": "u", "event_time": now, "action": "corrected"}).encode()),
-            ("action", json.dumps({"request_id": "r14", "user_id": "u", "event_time": now, "action": "rated", "rating": 9}).encode()),
+            (
+                "action",
+                json.dumps({"request_id": "r12", "user_id": "u", "event_time": now, "action": "loved"}).encode(),
+            ),
+            (
+                "action",
+                json.dumps({"request_id": "r13", "user_id": "u", "event_time": now, "action": "corrected"}).encode(),
+            ),
+            (
+                "action",
+                json.dumps(
+                    {"request_id": "r14", "user_id": "u", "event_time": now, "action": "rated", "rating": 9}
+                ).encode(),
+            ),
         ]
         for kind, raw in hostile:
             r = http.post(f"/v1/{kind}s", content=raw, headers=AUTH)
@@ -133,38 +190,68 @@ def test_auth_and_refusals_are_the_joins_own(ingest):
             assert expected is not None, raw[:80]
             assert (r.status_code, r.json()["error"]) == (400, expected), (raw[:80], r.text[:300])
         # a batch is all or nothing; the refusal names the event
-        batch = {"interactions": [interaction("b1"), interaction("b2", messages=[{"role": "robot", "content": "x"}])],
-                 "actions": [{"request_id": "b1", "user_id": "u", "event_time": now, "action": "accepted"}]}
+        batch = {
+            "interactions": [interaction("b1"), interaction("b2", messages=[{"role": "robot", "content": "x"}])],
+            "actions": [{"request_id": "b1", "user_id": "u", "event_time": now, "action": "accepted"}],
+        }
         r = http.post("/v1/batch", json=batch, headers=AUTH)
         assert r.status_code == 400 and r.json()["error"] == "invalid_event" and r.json()["index"] == 1
         batch["interactions"].pop()
         r = http.post("/v1/batch", json=batch, headers=AUTH)
         assert r.status_code == 200 and r.json()["accepted"] == 2
-        assert http.post("/v1/batch", json={"interactions": [interaction(f"m{i}") for i in range(1001)]},
-                         headers=AUTH).json()["error"] == "too_many_items"
+        assert (
+            http.post(
+                "/v1/batch", json={"interactions": [interaction(f"m{i}") for i in range(1001)]}, headers=AUTH
+            ).json()["error"]
+            == "too_many_items"
+        )
         # an OpenAI-shaped call
-        r = http.post("/v1/openai", headers=AUTH, json={
-            "request": {"model": "gpt-x", "messages": [{"role": "user", "content": "hi"}]}, "user_id": "u-oa", "feedback": "up",
-            "response": {"id": "chatcmpl-h1", "created": now // 1000, "model": "gpt-x",
-                         "choices": [{"index": 0, "message": {"role": "assistant", "content": "hello"}}]}})
+        r = http.post(
+            "/v1/openai",
+            headers=AUTH,
+            json={
+                "request": {"model": "gpt-x", "messages": [{"role": "user", "content": "hi"}]},
+                "user_id": "u-oa",
+                "feedback": "up",
+                "response": {
+                    "id": "chatcmpl-h1",
+                    "created": now // 1000,
+                    "model": "gpt-x",
+                    "choices": [{"index": 0, "message": {"role": "assistant", "content": "hello"}}],
+                },
+            },
+        )
         assert r.status_code == 200 and r.json() == {"accepted": 2, "request_ids": ["chatcmpl-h1", "chatcmpl-h1"]}
         health = http.get("/healthz").json()
         assert health["accepted_events"] == 5 and health["refused"]["unauthorized"] == 3
     assert srv.stop() == 0
-    got = {codec.decode("interaction", m.value())["request_id"] for m in consume(srv.settings, srv.settings.topics.interactions, 3)}
+    got = {
+        codec.decode("interaction", m.value())["request_id"]
+        for m in consume(srv.settings, srv.settings.topics.interactions, 3)
+    }
     assert got == {"r-auth", "b1", "chatcmpl-h1"}
 
 
 def test_429_with_retry_after_when_the_producer_queue_is_full(ingest, settings):
     # a broker that does not answer: events wait in the producer queue, the budget fills
-    srv = ingest("--max-pending", "10", "--retry-after", "3", settings_=settings.replace(kafka_bootstrap=f"127.0.0.1:{free_port()}"))
+    srv = ingest(
+        "--max-pending",
+        "10",
+        "--retry-after",
+        "3",
+        settings_=settings.replace(kafka_bootstrap=f"127.0.0.1:{free_port()}"),
+    )
     srv.start()
     hung = {}
 
     def first():
         try:
-            hung["r"] = httpx.post(srv.url + "/v1/batch", headers=AUTH, timeout=120,
-                                   json={"interactions": [interaction(f"q{i}") for i in range(8)]})
+            hung["r"] = httpx.post(
+                srv.url + "/v1/batch",
+                headers=AUTH,
+                timeout=120,
+                json={"interactions": [interaction(f"q{i}") for i in range(8)]},
+            )
         except httpx.HTTPError as exc:
             hung["r"] = exc
 
@@ -174,7 +261,9 @@ def test_429_with_retry_after_when_the_producer_queue_is_full(ingest, settings):
     while httpx.get(srv.url + "/healthz").json()["pending"] < 8:
         assert time.monotonic() < deadline
         time.sleep(0.05)
-    r = httpx.post(srv.url + "/v1/batch", headers=AUTH, json={"interactions": [interaction(f"z{i}") for i in range(5)]})
+    r = httpx.post(
+        srv.url + "/v1/batch", headers=AUTH, json={"interactions": [interaction(f"z{i}") for i in range(5)]}
+    )
     assert r.status_code == 429 and r.headers["Retry-After"] == "3" and r.json()["error"] == "busy"
     assert httpx.get(srv.url + "/healthz").json()["throttled"] >= 1
     srv.proc.kill()
@@ -185,16 +274,20 @@ def test_no_event_lost_or_duplicated_across_a_restart(ingest, settings):
     srv = ingest("--max-pending", "2000").start()
     total, per_request, clients = 3000, 20, 4
     ids = [f"rs-{i:05d}" for i in range(total)]
-    chunks = [ids[i:i + per_request] for i in range(0, total, per_request)]
+    chunks = [ids[i : i + per_request] for i in range(0, total, per_request)]
     stats = {"retries": 0, "throttled": 0, "done": 0}
     lock = threading.Lock()
 
     def client(my_chunks):
         with httpx.Client(base_url=srv.url, timeout=60, headers=AUTH) as http:
             for chunk in my_chunks:
-                batch = {"interactions": [interaction(r) for r in chunk],
-                         "actions": [{"request_id": r, "user_id": "u", "event_time": int(time.time() * 1000), "action": "accepted"}
-                                     for r in chunk[::2]]}
+                batch = {
+                    "interactions": [interaction(r) for r in chunk],
+                    "actions": [
+                        {"request_id": r, "user_id": "u", "event_time": int(time.time() * 1000), "action": "accepted"}
+                        for r in chunk[::2]
+                    ],
+                }
                 while True:
                     try:
                         r = http.post("/v1/batch", json=batch)

@@ -37,10 +37,13 @@ NOT_IN_SDK = ["faust", "aiokafka", "mode", "redis", "torch", "transformers", "nu
 
 
 def run(*cmd, cwd=None, timeout=600, env=None) -> subprocess.CompletedProcess:
-    p = subprocess.run([str(c) for c in cmd], cwd=cwd, env={**ENV, **(env or {})}, capture_output=True, text=True,
-                       timeout=timeout)
+    p = subprocess.run(
+        [str(c) for c in cmd], cwd=cwd, env={**ENV, **(env or {})}, capture_output=True, text=True, timeout=timeout
+    )
     if p.returncode != 0:
-        raise AssertionError(f"{' '.join(map(str, cmd))} exited {p.returncode}\n{p.stdout[-3000:]}\n{p.stderr[-3000:]}")
+        raise AssertionError(
+            f"{' '.join(map(str, cmd))} exited {p.returncode}\n{p.stdout[-3000:]}\n{p.stderr[-3000:]}"
+        )
     return p
 
 
@@ -68,13 +71,22 @@ def dist(tmp_path_factory) -> dict:
     by the build backend pyproject.toml names (setuptools, as in the project's environment)."""
     out = tmp_path_factory.mktemp("dist")
     times: dict = {}
-    code = ("import sys; from setuptools import build_meta as b; "
-            "print(getattr(b, sys.argv[1])(sys.argv[2]))")
-    sdist = out / timed("sdist", times, sys.executable, "-c", code, "build_sdist", out, cwd=ROOT).stdout.strip().splitlines()[-1]
+    code = "import sys; from setuptools import build_meta as b; print(getattr(b, sys.argv[1])(sys.argv[2]))"
+    sdist = (
+        out
+        / timed("sdist", times, sys.executable, "-c", code, "build_sdist", out, cwd=ROOT)
+        .stdout.strip()
+        .splitlines()[-1]
+    )
     with tarfile.open(sdist) as tf:
         tf.extractall(out / "src", filter="data")
     (src,) = (out / "src").iterdir()
-    wheel = out / timed("wheel", times, sys.executable, "-c", code, "build_wheel", out, cwd=src).stdout.strip().splitlines()[-1]
+    wheel = (
+        out
+        / timed("wheel", times, sys.executable, "-c", code, "build_wheel", out, cwd=src)
+        .stdout.strip()
+        .splitlines()[-1]
+    )
     return {"sdist": sdist, "wheel": wheel, "out": out, "times": times}
 
 
@@ -88,8 +100,11 @@ def test_sdist_and_wheel_hold_the_packages_and_schemas(dist):
     for extra in ("sdk", "worker", "gate", "review", "trainer", "ingest", "embedded", "all"):
         assert f"Provides-Extra: {extra}\n" in meta, extra
     # the core (what [sdk] adds nothing to): the producer SDK's two packages, nothing else
-    core = sorted(line.split(":", 1)[1].strip() for line in meta.splitlines()
-                  if line.startswith("Requires-Dist:") and "extra ==" not in line)
+    core = sorted(
+        line.split(":", 1)[1].strip()
+        for line in meta.splitlines()
+        if line.startswith("Requires-Dist:") and "extra ==" not in line
+    )
     assert [c.split(">")[0].split("=")[0] for c in core] == ["confluent-kafka", "fastavro"], core
 
 
@@ -124,8 +139,11 @@ def test_sdk_extra_installs_with_the_resolver_and_only_the_producer(dist, tmp_pa
     admin = AdminClient({"bootstrap.servers": broker.bootstrap})
     for f in admin.create_topics([NewTopic(f"{topic}.{t}", 1, 1) for t in ("interactions", "actions")]).values():
         f.result(30)
-    env = {"FLYWHEEL_KAFKA_BOOTSTRAP": broker.bootstrap, "FLYWHEEL_TOPIC_INTERACTIONS": f"{topic}.interactions",
-           "FLYWHEEL_TOPIC_ACTIONS": f"{topic}.actions"}
+    env = {
+        "FLYWHEEL_KAFKA_BOOTSTRAP": broker.bootstrap,
+        "FLYWHEEL_TOPIC_INTERACTIONS": f"{topic}.interactions",
+        "FLYWHEEL_TOPIC_ACTIONS": f"{topic}.actions",
+    }
     out = run(py, "-c", SDK_SMOKE, *NOT_IN_SDK, cwd=tmp_path, env=env).stdout
     assert "sdk ok" in out
     freeze = run(*pip(py, "freeze")).stdout.lower()
@@ -151,8 +169,11 @@ def test_all_extra_installs_with_the_resolver_and_pip_check_is_clean(dist, tmp_p
     run(sys.executable, ROOT / "scripts" / "faust_wheel.py", wheels)
     py = venv(tmp_path / "all")
     times = {}
-    timed("install [all]", times, *pip(py, "install", "-q", "--no-compile", "-c", LOCK, "--find-links", wheels,
-                                       f"{dist['wheel']}[all]"))
+    timed(
+        "install [all]",
+        times,
+        *pip(py, "install", "-q", "--no-compile", "-c", LOCK, "--find-links", wheels, f"{dist['wheel']}[all]"),
+    )
     assert run(*pip(py, "check")).stdout.strip() == "No broken requirements found."
     assert "all ok" in run(py, "-c", ALL_SMOKE, cwd=tmp_path, timeout=300).stdout
     print(f"install times (s): {times}")
@@ -163,8 +184,13 @@ def test_without_the_rebuilt_faust_wheel_the_resolver_reports_the_click_conflict
     cannot share an environment under pip's resolver (a dry run: metadata only, seconds)."""
     py = venv(tmp_path / "conflict")
     hub = next(line.strip() for line in LOCK.read_text().splitlines() if line.lower().startswith("huggingface"))  # noqa
-    p = subprocess.run([str(c) for c in pip(py, "install", "--dry-run", "-q", "faust-streaming==0.15.3", hub)],
-                       env=ENV, capture_output=True, text=True, timeout=300)
+    p = subprocess.run(
+        [str(c) for c in pip(py, "install", "--dry-run", "-q", "faust-streaming==0.15.3", hub)],
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert p.returncode != 0
     text = p.stdout + p.stderr
     assert "click<8.4" in text.replace(" ", "") or "click" in text and "conflict" in text.lower(), text[-2000:]

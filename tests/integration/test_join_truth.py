@@ -61,9 +61,14 @@ def _settled(settings, n: int) -> None:
 
 
 @pytest.mark.parametrize("mode", ["live", "backlog"])
-@pytest.mark.parametrize("event_rate, requests", [(0.0066, FAST_REQUESTS), (0.05, REQUESTS), (5.0, REQUESTS)],
-                         ids=["five-weeks-in-seconds", "days", "default"])
-def test_every_request_is_labelled_as_the_traffic_meant_whatever_the_pace(settings, tmp_path, event_rate, requests, mode):
+@pytest.mark.parametrize(
+    "event_rate, requests",
+    [(0.0066, FAST_REQUESTS), (0.05, REQUESTS), (5.0, REQUESTS)],
+    ids=["five-weeks-in-seconds", "days", "default"],
+)
+def test_every_request_is_labelled_as_the_traffic_meant_whatever_the_pace(
+    settings, tmp_path, event_rate, requests, mode
+):
     settings = settings.replace(idle_input_ms=1_000)  # an idle input early: the race the old rule lost
     create_topics(settings)
     traffic = generate(TrafficSpec(requests=requests, seed=11, event_rate=event_rate), settings.settle_window_ms)

@@ -23,7 +23,9 @@ MIN = 60_000
 
 
 def _traffic(n: int, seed: int, settings):
-    spec = TrafficSpec(requests=n, seed=seed, event_rate=1.0, duplicate_rate=0.05, out_of_order_rate=0.1, late_rate=0.03)
+    spec = TrafficSpec(
+        requests=n, seed=seed, event_rate=1.0, duplicate_rate=0.05, out_of_order_rate=0.1, late_rate=0.03
+    )
     return generate(spec, settings.settle_window_ms)
 
 
@@ -33,9 +35,14 @@ def _check_candidates(settings, expected: dict[str, str]):
     for key, value, cand in records:
         assert key == cand["request_id"].encode()
         by_id.setdefault(cand["request_id"], []).append(value)
-    assert set(by_id) == set(expected), f"missing {len(set(expected) - set(by_id))}, unexpected {len(set(by_id) - set(expected))}"
-    wrong = {rid: (Codec().decode("candidate", vals[0])["user_action"], expected[rid])
-             for rid, vals in by_id.items() if Codec().decode("candidate", vals[0])["user_action"] != expected[rid]}
+    assert set(by_id) == set(expected), (
+        f"missing {len(set(expected) - set(by_id))}, unexpected {len(set(by_id) - set(expected))}"
+    )
+    wrong = {
+        rid: (Codec().decode("candidate", vals[0])["user_action"], expected[rid])
+        for rid, vals in by_id.items()
+        if Codec().decode("candidate", vals[0])["user_action"] != expected[rid]
+    }
     assert not wrong, f"{len(wrong)} wrong labels, e.g. {list(wrong.items())[:5]}"
     # a crash may re-send a candidate whose commit it did not see; the copy is byte-identical
     for rid, vals in by_id.items():
@@ -81,8 +88,12 @@ def test_kill_9_and_restart_lose_and_duplicate_nothing(settings, tmp_path):
         send(rest, producer, settle_window_ms=settings.settle_window_ms, tail_ticks=True)
     worker = WorkerProcess(settings, tmp_path, "second")
     try:
-        wait_for(lambda: len({k for k, _, _ in read_all(settings, settings.topic_candidates, "candidate")}) >= 10_000,
-                 240, interval=2, what="10,000 distinct candidates after the restart")
+        wait_for(
+            lambda: len({k for k, _, _ in read_all(settings, settings.topic_candidates, "candidate")}) >= 10_000,
+            240,
+            interval=2,
+            what="10,000 distinct candidates after the restart",
+        )
         time.sleep(3)
         records, by_id = _check_candidates(settings, traffic.expected)
         copies = len(records) - len(by_id)
@@ -102,25 +113,44 @@ def test_malformed_events_go_to_the_dead_letter_topic_and_the_worker_keeps_going
         (settings.topic_interactions, b"bad-1", b"\x00\x01 not avro", None, "undecodable"),
         (settings.topic_interactions, b"bad-2", b"\xc3\x01" + bytes(8) + b"x", None, "unknown_fingerprint"),
         (settings.topic_actions, b"bad-3", b"{oops", [("content-type", b"application/json")], "invalid_json"),
-        (settings.topic_actions, b"bad-4", json.dumps({"request_id": "bad-4", "user_id": "u", "event_time": t0,
-                                                       "action": "loved"}).encode(),
-         [("content-type", b"application/json")], "invalid_event"),
-        (settings.topic_interactions, b"bad-5", codec.encode("interaction", {**good_before, "request_id": "bad-5",
-                                                                              "response": "x" * 300_000}), None, "oversized"),
+        (
+            settings.topic_actions,
+            b"bad-4",
+            json.dumps({"request_id": "bad-4", "user_id": "u", "event_time": t0, "action": "loved"}).encode(),
+            [("content-type", b"application/json")],
+            "invalid_event",
+        ),
+        (
+            settings.topic_interactions,
+            b"bad-5",
+            codec.encode("interaction", {**good_before, "request_id": "bad-5", "response": "x" * 300_000}),
+            None,
+            "oversized",
+        ),
     ]
     p.produce(settings.topic_interactions, key=b"good-1", value=codec.encode("interaction", good_before))
     for topic, key, value, headers, _ in bad:
         p.produce(topic, key=key, value=value, headers=headers)
     good_after = Interaction("good-2", "s", "u", t0 + MIN, "m1", "p", "r").to_dict()
     p.produce(settings.topic_interactions, key=b"good-2", value=codec.encode("interaction", good_after))
-    p.produce(settings.topic_actions, key=b"good-2", value=codec.encode("action", UserAction("good-2", "u", t0 + 2 * MIN, "copied").to_dict()))
+    p.produce(
+        settings.topic_actions,
+        key=b"good-2",
+        value=codec.encode("action", UserAction("good-2", "u", t0 + 2 * MIN, "copied").to_dict()),
+    )
     p.flush()
     worker = WorkerProcess(settings, tmp_path)
     try:
         with FlywheelProducer(settings) as sdk:
             sdk.heartbeat(t0 + 120 * MIN)
-        wait_for(lambda: end_offsets(settings, settings.topic_deadletter) >= len(bad)
-                 and end_offsets(settings, settings.topic_candidates) >= 2, 60, what="dead letters and candidates")
+        wait_for(
+            lambda: (
+                end_offsets(settings, settings.topic_deadletter) >= len(bad)
+                and end_offsets(settings, settings.topic_candidates) >= 2
+            ),
+            60,
+            what="dead letters and candidates",
+        )
         letters = {d["key"]: d for _, _, d in read_all(settings, settings.topic_deadletter, "deadletter")}
         for topic, key, value, _, reason in bad:
             d = letters[key]
@@ -143,7 +173,11 @@ def test_two_workers_share_the_partitions_and_each_request_still_gives_one_candi
     second = WorkerProcess(settings.replace(worker_id="worker-b"), tmp_path, "b")
     try:
         # both in the group before traffic, each holding half of the partitions
-        wait_for(lambda: _assigned(first) == 2 and _assigned(second) == 2, 90, what="the partitions split between two workers")
+        wait_for(
+            lambda: _assigned(first) == 2 and _assigned(second) == 2,
+            90,
+            what="the partitions split between two workers",
+        )
         with FlywheelProducer(settings) as producer:
             send(traffic, producer, settle_window_ms=settings.settle_window_ms, tail_ticks=True)
         wait_for(lambda: end_offsets(settings, settings.topic_candidates) >= 4_000, 180, what="4,000 candidates")
@@ -159,19 +193,30 @@ def test_two_workers_share_the_partitions_and_each_request_still_gives_one_candi
 
 def _assigned(worker: WorkerProcess) -> int:
     """Partitions in the worker's latest 'join partitions assigned' log line."""
-    lines = [json.loads(line) for line in worker.log_path.read_text(errors="replace").splitlines()
-             if '"join partitions assigned"' in line]
+    lines = [
+        json.loads(line)
+        for line in worker.log_path.read_text(errors="replace").splitlines()
+        if '"join partitions assigned"' in line
+    ]
     return len(lines[-1]["partitions"]) if lines else -1
 
 
-@pytest.mark.parametrize("grace, second_signal, why", [
-    (3, False, "no clean stop in 3 s"),
-    (120, True, "a second signal"),
-])
-def test_a_stop_that_hangs_ends_after_the_grace_period_or_at_a_second_signal(settings, tmp_path, grace, second_signal, why):
+@pytest.mark.parametrize(
+    "grace, second_signal, why",
+    [
+        (3, False, "no clean stop in 3 s"),
+        (120, True, "a second signal"),
+    ],
+)
+def test_a_stop_that_hangs_ends_after_the_grace_period_or_at_a_second_signal(
+    settings, tmp_path, grace, second_signal, why
+):
     create_topics(settings)
-    worker = WorkerProcess(settings.replace(shutdown_grace_s=grace, worker_id="w"), tmp_path,
-                           argv=("-m", "tests.integration.hanging_worker"))
+    worker = WorkerProcess(
+        settings.replace(shutdown_grace_s=grace, worker_id="w"),
+        tmp_path,
+        argv=("-m", "tests.integration.hanging_worker"),
+    )
     try:
         wait_for(lambda: _assigned(worker) == settings.partitions, 90, what="the worker to take its partitions")
         began = time.monotonic()

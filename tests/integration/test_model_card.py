@@ -22,14 +22,31 @@ pytestmark = pytest.mark.integration
 transformers = pytest.importorskip("transformers")
 
 META = {  # what trainer/cycle.py registers for a candidate (the models event, the recipe's summary, lineage)
-    "event_type": "candidate", "status": "candidate", "dataset_id": "ds-window-3", "base_model": "v0001", "gate_passed": True,
+    "event_type": "candidate",
+    "status": "candidate",
+    "dataset_id": "ds-window-3",
+    "base_model": "v0001",
+    "gate_passed": True,
     "reasons": ["improved_over_incumbent:+0.1030[+0.0410,+0.1650]"],
-    "metrics": {"overall": 0.6125, "task.sql": 0.5, "task.qa": 0.7, "delta_low": 0.041, "delta_high": 0.165,
-                "delta_low.task.sql": -0.02, "delta_high.task.sql": 0.21, "paired_items": 80.0, "confidence": 0.95},
-    "incumbent_metrics": {"overall": 0.5095, "task.sql": 0.41, "task.qa": 0.6}, "deltas": {"overall": 0.103, "task.sql": 0.09},
+    "metrics": {
+        "overall": 0.6125,
+        "task.sql": 0.5,
+        "task.qa": 0.7,
+        "delta_low": 0.041,
+        "delta_high": 0.165,
+        "delta_low.task.sql": -0.02,
+        "delta_high.task.sql": 0.21,
+        "paired_items": 80.0,
+        "confidence": 0.95,
+    },
+    "incumbent_metrics": {"overall": 0.5095, "task.sql": 0.41, "task.qa": 0.6},
+    "deltas": {"overall": 0.103, "task.sql": 0.09},
     "hyperparameters": {"learning_rate": "0.0005", "epochs": "2", "batch_size": "8", "lora": "false"},
-    "golden_version": "g0002", "examples": 412, "lineage": ["ds-window-1", "ds-window-2", "ds-window-3"],
-    "datasets": ["ds-window-3"], "tainted_by_erasure": [],
+    "golden_version": "g0002",
+    "examples": 412,
+    "lineage": ["ds-window-1", "ds-window-2", "ds-window-3"],
+    "datasets": ["ds-window-3"],
+    "tainted_by_erasure": [],
 }
 
 
@@ -61,13 +78,22 @@ def test_a_registered_model_carries_its_card_and_loads_with_auto_model(registry)
     path = reg.path(version)
     text = (path / "README.md").read_text()
     meta = _front(text)
-    assert meta["library_name"] == "transformers" and meta["pipeline_tag"] == "text-generation" and meta["license"] is None
+    assert (
+        meta["library_name"] == "transformers"
+        and meta["pipeline_tag"] == "text-generation"
+        and meta["license"] is None
+    )
     fw = meta["flywheel"]
     assert fw["version"] == version and fw["base_model"] == "v0001" and fw["lineage"] == META["lineage"]
     assert fw["golden_version"] == "g0002" and fw["recipe"]["learning_rate"] == "0.0005"
     by_metric = {s["metric"]: s for s in fw["scores"]}
-    assert by_metric["overall"] == {"metric": "overall", "score": 0.6125, "incumbent": 0.5095, "delta": 0.103,
-                                    "interval": [0.041, 0.165]}
+    assert by_metric["overall"] == {
+        "metric": "overall",
+        "score": 0.6125,
+        "incumbent": 0.5095,
+        "delta": 0.103,
+        "interval": [0.041, 0.165],
+    }
     assert by_metric["task.sql"]["interval"] == [-0.02, 0.21] and by_metric["task.qa"]["interval"] is None
     assert "| overall | 0.6125 | 0.5095 | 0.1030 | [0.0410, 0.1650] |" in text
     assert "README.md" not in reg.show(version)["file_hashes"]  # the weights' hashes, as the trainer saved them
@@ -105,7 +131,9 @@ def test_models_export_writes_a_directory_or_url_that_loads(registry, redis_url,
 
 
 def test_the_card_of_an_imported_base_names_its_source():
-    text = card.render({"name": "smollm2", "base_kind": "pretrained", "source": "/x/SmolLM2.gguf", "architecture": "llama"})
+    text = card.render(
+        {"name": "smollm2", "base_kind": "pretrained", "source": "/x/SmolLM2.gguf", "architecture": "llama"}
+    )
     fw = _front(text)["flywheel"]
     assert fw["version"] == "smollm2" and fw["status"] == "base" and fw["source"] == "/x/SmolLM2.gguf"
     assert fw["scores"] == [] and "(not evaluated)" in text

@@ -32,31 +32,68 @@ codec = Codec()
 
 INPUT = [
     {"role": "user", "parts": [{"type": "text", "content": "What's the weather in Oslo? Use the tool."}]},
-    {"role": "assistant", "parts": [{"type": "tool_call", "id": "call_w1", "name": "weather", "arguments": {"city": "Oslo"}}]},
+    {
+        "role": "assistant",
+        "parts": [{"type": "tool_call", "id": "call_w1", "name": "weather", "arguments": {"city": "Oslo"}}],
+    },
     {"role": "tool", "parts": [{"type": "tool_call_response", "id": "call_w1", "response": "-3C, light snow"}]},
 ]
-OUTPUT = [{"role": "assistant", "parts": [{"type": "text", "content": "It is -3°C with light snow in Oslo."}], "finish_reason": "stop"}]
+OUTPUT = [
+    {
+        "role": "assistant",
+        "parts": [{"type": "text", "content": "It is -3°C with light snow in Oslo."}],
+        "finish_reason": "stop",
+    }
+]
 
 
 def emit(tracer, suffix: str) -> None:
     with tracer.start_as_current_span(f"chat weather-bot {suffix}", kind=SpanKind.CLIENT) as span:
-        span.set_attributes({
-            "gen_ai.operation.name": "chat", "gen_ai.provider.name": "openai", "gen_ai.request.model": "gpt-x",
-            "gen_ai.response.model": "gpt-x-2026", "gen_ai.response.id": f"chatcmpl-otel-{suffix}",
-            "gen_ai.conversation.id": "conv-9", "user.id": "u-otel", "gen_ai.usage.input_tokens": 120,
-            "gen_ai.usage.output_tokens": 30, "gen_ai.response.finish_reasons": ["stop"],
-            "gen_ai.input.messages": json.dumps(INPUT), "gen_ai.output.messages": json.dumps(OUTPUT),
-            "gen_ai.system_instructions": json.dumps([{"type": "text", "content": "You are a weather assistant."}]),
-            "gen_ai.tool.definitions": json.dumps([{"type": "function", "name": "weather", "description": "Current weather",
-                                                    "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}]),
-            "flywheel.retrieved_context": ["Oslo forecast: -3C, light snow until 18:00."],
-        })
+        span.set_attributes(
+            {
+                "gen_ai.operation.name": "chat",
+                "gen_ai.provider.name": "openai",
+                "gen_ai.request.model": "gpt-x",
+                "gen_ai.response.model": "gpt-x-2026",
+                "gen_ai.response.id": f"chatcmpl-otel-{suffix}",
+                "gen_ai.conversation.id": "conv-9",
+                "user.id": "u-otel",
+                "gen_ai.usage.input_tokens": 120,
+                "gen_ai.usage.output_tokens": 30,
+                "gen_ai.response.finish_reasons": ["stop"],
+                "gen_ai.input.messages": json.dumps(INPUT),
+                "gen_ai.output.messages": json.dumps(OUTPUT),
+                "gen_ai.system_instructions": json.dumps(
+                    [{"type": "text", "content": "You are a weather assistant."}]
+                ),
+                "gen_ai.tool.definitions": json.dumps(
+                    [
+                        {
+                            "type": "function",
+                            "name": "weather",
+                            "description": "Current weather",
+                            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+                        }
+                    ]
+                ),
+                "flywheel.retrieved_context": ["Oslo forecast: -3C, light snow until 18:00."],
+            }
+        )
         span.add_event("gen_ai.feedback", {"feedback.value": "thumbs_up"})
     # OpenLLMetry's older indexed attributes
     with tracer.start_as_current_span(f"openai.chat {suffix}") as span:
-        span.set_attributes({"gen_ai.system": "openai", "gen_ai.request.model": "gpt-y", "gen_ai.response.id": f"chatcmpl-old-{suffix}",
-                             "gen_ai.prompt.0.role": "user", "gen_ai.prompt.0.content": "2+2?",
-                             "gen_ai.completion.0.role": "assistant", "gen_ai.completion.0.content": "5", "enduser.id": "u-old"})
+        span.set_attributes(
+            {
+                "gen_ai.system": "openai",
+                "gen_ai.request.model": "gpt-y",
+                "gen_ai.response.id": f"chatcmpl-old-{suffix}",
+                "gen_ai.prompt.0.role": "user",
+                "gen_ai.prompt.0.content": "2+2?",
+                "gen_ai.completion.0.role": "assistant",
+                "gen_ai.completion.0.content": "5",
+                "enduser.id": "u-old",
+            }
+        )
     # a plain HTTP span: not an LLM call, ignored
     with tracer.start_as_current_span("GET /api/orders") as span:
         span.set_attributes({"http.request.method": "GET", "http.response.status_code": 200})
@@ -65,8 +102,14 @@ def emit(tracer, suffix: str) -> None:
         span.set_attributes({"gen_ai.input.messages": json.dumps(INPUT), "gen_ai.response.id": f"broken-{suffix}"})
     # feedback as a span of its own, later: a correction and a low rating on the old-style call
     with tracer.start_as_current_span("gen_ai.feedback") as span:
-        span.set_attributes({"gen_ai.response.id": f"chatcmpl-old-{suffix}", "user.id": "u-old",
-                             "feedback.correction": "2+2 is 4.", "feedback.rating": 1})
+        span.set_attributes(
+            {
+                "gen_ai.response.id": f"chatcmpl-old-{suffix}",
+                "user.id": "u-old",
+                "feedback.correction": "2+2 is 4.",
+                "feedback.rating": 1,
+            }
+        )
 
 
 def test_genai_spans_from_the_real_otel_sdk_become_interactions_and_actions(ingest, settings):
@@ -91,7 +134,12 @@ def test_genai_spans_from_the_real_otel_sdk_become_interactions_and_actions(inge
                         sp[k] = base64.b64decode(sp[k]).hex()
     r = httpx.post(srv.url + "/v1/traces", json=as_json, headers=AUTH)
     assert r.status_code == 200 and r.json()["partialSuccess"]["rejectedSpans"] == "1"
-    assert httpx.post(srv.url + "/v1/traces", content=b"\x00garbage", headers={**AUTH, "Content-Type": "application/x-protobuf"}).status_code == 400
+    assert (
+        httpx.post(
+            srv.url + "/v1/traces", content=b"\x00garbage", headers={**AUTH, "Content-Type": "application/x-protobuf"}
+        ).status_code
+        == 400
+    )
     assert httpx.post(srv.url + "/v1/traces", json=as_json).status_code == 401
     health = httpx.get(srv.url + "/healthz").json()
     assert health["refused"]["otlp_span_rejected"] == 2  # the broken span, once per export
@@ -99,19 +147,31 @@ def test_genai_spans_from_the_real_otel_sdk_become_interactions_and_actions(inge
 
     interactions = consume(settings, settings.topics.interactions, 4)
     actions = consume(settings, settings.topics.actions, 6)
-    recs = {codec.decode("interaction", m.value())["request_id"]: codec.decode("interaction", m.value()) for m in interactions}
+    recs = {
+        codec.decode("interaction", m.value())["request_id"]: codec.decode("interaction", m.value())
+        for m in interactions
+    }
     assert set(recs) == {"chatcmpl-otel-pb", "chatcmpl-old-pb", "chatcmpl-otel-js", "chatcmpl-old-js"}
     for suffix in ("pb", "js"):
         r = recs[f"chatcmpl-otel-{suffix}"]
         assert r["user_id"] == "u-otel" and r["session_id"] == "conv-9" and r["model_version"] == "gpt-x-2026"
         assert r["system"] == "You are a weather assistant." and r["response"] == "It is -3°C with light snow in Oslo."
         assert [m["role"] for m in r["messages"]] == ["user", "assistant", "tool"]
-        assert r["messages"][1]["tool_calls"] == [{"id": "call_w1", "name": "weather", "arguments": "{\"city\": \"Oslo\"}"}]
+        assert r["messages"][1]["tool_calls"] == [
+            {"id": "call_w1", "name": "weather", "arguments": '{"city": "Oslo"}'}
+        ]
         assert r["messages"][2]["tool_call_id"] == "call_w1" and r["messages"][2]["content"] == "-3C, light snow"
-        assert r["tools"][0]["name"] == "weather" and r["retrieved_context"] == ["Oslo forecast: -3C, light snow until 18:00."]
+        assert r["tools"][0]["name"] == "weather" and r["retrieved_context"] == [
+            "Oslo forecast: -3C, light snow until 18:00."
+        ]
         assert r["metadata"]["gen_ai.usage.input_tokens"] == "120" and r["latency_ms"] >= 0
         old = recs[f"chatcmpl-old-{suffix}"]
-        assert old["prompt"] == "2+2?" and old["response"] == "5" and old["user_id"] == "u-old" and old["model_version"] == "gpt-y"
+        assert (
+            old["prompt"] == "2+2?"
+            and old["response"] == "5"
+            and old["user_id"] == "u-old"
+            and old["model_version"] == "gpt-y"
+        )
     kinds = sorted(codec.decode("action", m.value())["action"] for m in actions)
     assert kinds == ["corrected", "corrected", "rated", "rated", "thumbs_up", "thumbs_up"]
 

@@ -54,15 +54,24 @@ def produce(s, records) -> None:
 
 def candidate(i: int) -> TrainingCandidate:
     return TrainingCandidate(
-        request_id=f"ok-{i:03d}", timestamp=T0 + i * 1000, user_id=f"u{i % 7}", session_id=f"s{i}",
+        request_id=f"ok-{i:03d}",
+        timestamp=T0 + i * 1000,
+        user_id=f"u{i % 7}",
+        session_id=f"s{i}",
         prompt=f"How do I reset my password, case {i}?",
-        response=f"Open the settings page, choose security, then reset password and follow the e-mail link, case {i}. " * 3,
-        user_action="accepted", task_type="support", model_version="m1", actions=["accepted"])
+        response=f"Open the settings page, choose security, then reset password and follow the e-mail link, case {i}. "
+        * 3,
+        user_action="accepted",
+        task_type="support",
+        model_version="m1",
+        actions=["accepted"],
+    )
 
 
 def poison_candidates(s) -> dict[bytes, tuple[bytes, dict, set[str]]]:
     """Malformed records for a candidate topic: key -> (value, headers, acceptable reasons)."""
     valid = CODEC.encode("candidate", candidate(999).to_dict())
+
     def as_json(c: TrainingCandidate, **changes) -> dict:  # JSON has no bytes: such fields take their defaults
         return {**{k: v for k, v in c.to_dict().items() if not isinstance(v, bytes)}, **changes}
 
@@ -71,14 +80,17 @@ def poison_candidates(s) -> dict[bytes, tuple[bytes, dict, set[str]]]:
     return {
         b"poison-bytes": (b"not avro at all", {}, {"undecodable"}),
         b"poison-marker": (MAGIC + CODEC.current("candidate").fingerprint + b"\xff\xfe garbage", {}, {"undecodable"}),
-        b"poison-truncated": (valid[:len(valid) // 2], {}, {"undecodable"}),
+        b"poison-truncated": (valid[: len(valid) // 2], {}, {"undecodable"}),
         b"poison-deep-json": (b"[" * 100_000 + b"]" * 100_000, JSON, {"too_deep", "invalid_json"}),
         # invalid_event too: since candidate v3 the codec refuses every JSON candidate (its bytes field's
         # default, "", reads as a str); either way the record is dead-lettered and nothing waits behind it
         b"poison-surrogate": (json.dumps(surrogate).encode(), JSON, {"unencodable", "invalid_event"}),
         b"poison-empty-id": (json.dumps(empty_id).encode(), JSON, {"invalid_candidate", "invalid_event"}),
-        b"poison-other-event": (CODEC.encode("model_event", ModelEvent(event_id="e", event_type="candidate", created_at=T0).to_dict()),
-                                {}, {"invalid_event"}),
+        b"poison-other-event": (
+            CODEC.encode("model_event", ModelEvent(event_id="e", event_type="candidate", created_at=T0).to_dict()),
+            {},
+            {"invalid_event"},
+        ),
     }
 
 
@@ -101,22 +113,38 @@ def test_the_gate_and_the_review_sampler_dead_letter_poison_and_go_on(poison_set
             key, (value, headers, _) = poison.pop()
             records.append((s.topic_candidates, key, value, headers))
     assert not poison
-    review_bad = {b"review-bytes": (b"\x00\x01 not a decision", {}, {"undecodable"}),
-                  b"review-surrogate": (bad[b"poison-surrogate"][0], JSON, {"unencodable", "invalid_event"})}
+    review_bad = {
+        b"review-bytes": (b"\x00\x01 not a decision", {}, {"undecodable"}),
+        b"review-surrogate": (bad[b"poison-surrogate"][0], JSON, {"unencodable", "invalid_event"}),
+    }
     worker = WorkerProcess(s, tmp_path)
     try:
         produce(s, records + [(s.topic_passed, k, v, h) for k, (v, h, _) in review_bad.items()])
 
         def decided() -> set[bytes]:
-            return {k for k, _, d in read_all(s, s.topic_passed, "candidate", LENIENT) + read_all(s, s.topic_rejected, "candidate")
-                    if d is not None}
+            return {
+                k
+                for k, _, d in read_all(s, s.topic_passed, "candidate", LENIENT)
+                + read_all(s, s.topic_rejected, "candidate")
+                if d is not None
+            }
 
-        wait_for(lambda: {c.request_id.encode() for c in valid} <= decided(), 240, interval=2,
-                 what="a decision on every valid candidate")
-        wait_for(lambda: len(read_all(s, s.topic_deadletter, "deadletter")) >= len(bad) + len(review_bad), 120,
-                 what="a dead letter for every poison record")
-        wait_for(lambda: metric_value(worker.metrics(), "flywheel_review_considered_total") >= len(valid), 120,
-                 what="every decision considered by the review sampler")
+        wait_for(
+            lambda: {c.request_id.encode() for c in valid} <= decided(),
+            240,
+            interval=2,
+            what="a decision on every valid candidate",
+        )
+        wait_for(
+            lambda: len(read_all(s, s.topic_deadletter, "deadletter")) >= len(bad) + len(review_bad),
+            120,
+            what="a dead letter for every poison record",
+        )
+        wait_for(
+            lambda: metric_value(worker.metrics(), "flywheel_review_considered_total") >= len(valid),
+            120,
+            what="every decision considered by the review sampler",
+        )
         metrics = worker.metrics()
         assert worker.proc.poll() is None, worker.log_tail()  # still running
     finally:
@@ -133,7 +161,9 @@ def test_the_gate_and_the_review_sampler_dead_letter_poison_and_go_on(poison_set
 
     passed = [r for r in read_all(s, s.topic_passed, "candidate", LENIENT) if r[2] is not None]
     rejected = read_all(s, s.topic_rejected, "candidate")
-    assert sorted(k for k, _, _ in passed + rejected if k.startswith(b"ok-")) == sorted(c.request_id.encode() for c in valid)
+    assert sorted(k for k, _, _ in passed + rejected if k.startswith(b"ok-")) == sorted(
+        c.request_id.encode() for c in valid
+    )
     assert metric_value(metrics, "flywheel_consumer_deadletters_total", consumer="gate") == len(bad)
     assert metric_value(metrics, "flywheel_consumer_deadletters_total", consumer="review") == len(review_bad)
     assert metric_value(metrics, "flywheel_gate_decisions_total") == len(valid)
@@ -181,8 +211,11 @@ def test_the_verdict_relay_dead_letters_outbox_entries_it_cannot_send_and_sends_
     assert {d["source_topic"] for d in dead} == {s.topic_verdicts} and {d["source_offset"] for d in dead} == {-1}
     assert sorted(d["reason"] for d in dead) == sorted(["invalid_event"] * 5 + ["unencodable"] * 2)
     assert all("outbox entry" in d["detail"] for d in dead)
-    total = sum(metrics.registry.get_sample_value("flywheel_consumer_deadletters_total", {"consumer": "relay", "reason": r}) or 0
-                for r in ("invalid_event", "unencodable"))
+    total = sum(
+        metrics.registry.get_sample_value("flywheel_consumer_deadletters_total", {"consumer": "relay", "reason": r})
+        or 0
+        for r in ("invalid_event", "unencodable")
+    )
     assert total == len(dead)
     client.close()
 
@@ -203,21 +236,38 @@ def test_the_trainer_dead_letters_poison_ready_events_and_handles_the_valid_one(
     store.publish("ds-ok")
 
     def ready(dataset_id: str, **changes) -> dict:
-        return {**DatasetReady(dataset_id=dataset_id, uri=f"{s.datasets_url}/{dataset_id}", window_start=T0,
-                               window_end=T0 + 7 * 86_400_000, lag_ms=1000, policy_version="p@1", counts={"records": 1},
-                               first_event_time=T0, sealed_at=T0).to_dict(), **changes}
+        return {
+            **DatasetReady(
+                dataset_id=dataset_id,
+                uri=f"{s.datasets_url}/{dataset_id}",
+                window_start=T0,
+                window_end=T0 + 7 * 86_400_000,
+                lag_ms=1000,
+                policy_version="p@1",
+                counts={"records": 1},
+                first_event_time=T0,
+                sealed_at=T0,
+            ).to_dict(),
+            **changes,
+        }
 
     bad = {
         b"bytes": (b"garbage", {}, "undecodable"),
         b"deep": (b"[" * 100_000 + b"]" * 100_000, JSON, {"too_deep", "invalid_json"}),
         b"path": (json.dumps(ready("../../etc")).encode(), JSON, "invalid_event"),
-        b"time": (CODEC.encode("dataset_ready", ready("ds-ok", first_event_time=-2**63)), {}, "invalid_event"),
-        b"other": (CODEC.encode("model_event", ModelEvent(event_id="e", event_type="candidate", created_at=T0).to_dict()), {},
-                   "invalid_event"),
+        b"time": (CODEC.encode("dataset_ready", ready("ds-ok", first_event_time=-(2**63))), {}, "invalid_event"),
+        b"other": (
+            CODEC.encode("model_event", ModelEvent(event_id="e", event_type="candidate", created_at=T0).to_dict()),
+            {},
+            "invalid_event",
+        ),
         b"unknown": (CODEC.encode("dataset_ready", ready("ds-never-published")), {}, "unknown_dataset"),
     }
-    produce(s, [(s.topic_datasets_ready, k, v, h) for k, (v, h, _) in bad.items()]
-            + [(s.topic_datasets_ready, b"ds-ok", CODEC.encode("dataset_ready", ready("ds-ok")), {})])
+    produce(
+        s,
+        [(s.topic_datasets_ready, k, v, h) for k, (v, h, _) in bad.items()]
+        + [(s.topic_datasets_ready, b"ds-ok", CODEC.encode("dataset_ready", ready("ds-ok")), {})],
+    )
 
     registry, _golden, cycle, ds_store, _ = build(s)
     svc = TrainerService(s, cycle, registry, ds_store)
@@ -225,8 +275,16 @@ def test_the_trainer_dead_letters_poison_ready_events_and_handles_the_valid_one(
     runner = threading.Thread(target=svc.run, args=(stop,), daemon=True)
     runner.start()
     try:
-        wait_for(lambda: [e for _, _, e in read_all(s, s.topic_models, "model_event")], 120, what="the valid event's outcome")
-        wait_for(lambda: len(read_all(s, s.topic_deadletter, "deadletter")) >= len(bad), 60, what="every poison event dead-lettered")
+        wait_for(
+            lambda: [e for _, _, e in read_all(s, s.topic_models, "model_event")],
+            120,
+            what="the valid event's outcome",
+        )
+        wait_for(
+            lambda: len(read_all(s, s.topic_deadletter, "deadletter")) >= len(bad),
+            60,
+            what="every poison event dead-lettered",
+        )
         assert runner.is_alive()  # the trainer stays up
     finally:
         stop.set()

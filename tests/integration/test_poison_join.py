@@ -31,8 +31,14 @@ def poison(settings, round_: int) -> list[tuple[str, bytes | None, bytes, list |
     """(topic, key, value, headers, partition, reason): one of every class, keyed so it is findable."""
     now = int(time.time() * 1000)
     codec = Codec()
-    good = {"session_id": "s", "user_id": "u-poison", "event_time": now - 3_600_000, "model_version": "m",
-            "prompt": "a question", "response": "an answer"}
+    good = {
+        "session_id": "s",
+        "user_id": "u-poison",
+        "event_time": now - 3_600_000,
+        "model_version": "m",
+        "prompt": "a question",
+        "response": "an answer",
+    }
     inter, act = settings.topic_interactions, settings.topic_actions
 
     def interaction_json(rid: str, **fields) -> bytes:
@@ -44,21 +50,87 @@ def poison(settings, round_: int) -> list[tuple[str, bytes | None, bytes, list |
     avro = codec.encode("interaction", {**good, "request_id": k("cut").decode()})
     out = [
         (inter, k("deep"), b"[" * 60_000 + b"]" * 60_000, JSON, None, "too_deep"),  # ~120 KB, under the size limit
-        (inter, k("nested-map"), interaction_json(k("nested-map").decode(), metadata={"a": {"b": {"c": {"d": {"e": {"f": {"g": {"h": 1}}}}}}}}), JSON, None, "too_deep"),
-        (inter, k("keys"), interaction_json(k("keys").decode(), metadata={f"k{i}": "v" for i in range(500)}), JSON, None, "too_many_keys"),
-        (inter, k("items"), interaction_json(k("items").decode(), retrieved_context=["doc"] * 5000), JSON, None, "too_many_items"),
-        (act, k("bigint"), json.dumps({"request_id": k("bigint").decode(), "user_id": "u", "action": "accepted"}).encode()
-         .replace(b'"action"', b'"event_time": ' + b"9" * 5000 + b', "action"'), JSON, None, "int_out_of_range"),
-        (act, k("inf"), json.dumps({"request_id": k("inf").decode(), "user_id": "u", "action": "accepted"}).encode()
-         .replace(b'"action"', b'"event_time": 1e999, "action"'), JSON, None, "not_finite"),
-        (act, k("float-time"), json.dumps({"request_id": k("float-time").decode(), "user_id": "u", "event_time": now - 1.5,
-                                           "action": "accepted"}).encode(), JSON, None, "invalid_event"),
+        (
+            inter,
+            k("nested-map"),
+            interaction_json(
+                k("nested-map").decode(), metadata={"a": {"b": {"c": {"d": {"e": {"f": {"g": {"h": 1}}}}}}}}
+            ),
+            JSON,
+            None,
+            "too_deep",
+        ),
+        (
+            inter,
+            k("keys"),
+            interaction_json(k("keys").decode(), metadata={f"k{i}": "v" for i in range(500)}),
+            JSON,
+            None,
+            "too_many_keys",
+        ),
+        (
+            inter,
+            k("items"),
+            interaction_json(k("items").decode(), retrieved_context=["doc"] * 5000),
+            JSON,
+            None,
+            "too_many_items",
+        ),
+        (
+            act,
+            k("bigint"),
+            json.dumps({"request_id": k("bigint").decode(), "user_id": "u", "action": "accepted"})
+            .encode()
+            .replace(b'"action"', b'"event_time": ' + b"9" * 5000 + b', "action"'),
+            JSON,
+            None,
+            "int_out_of_range",
+        ),
+        (
+            act,
+            k("inf"),
+            json.dumps({"request_id": k("inf").decode(), "user_id": "u", "action": "accepted"})
+            .encode()
+            .replace(b'"action"', b'"event_time": 1e999, "action"'),
+            JSON,
+            None,
+            "not_finite",
+        ),
+        (
+            act,
+            k("float-time"),
+            json.dumps(
+                {"request_id": k("float-time").decode(), "user_id": "u", "event_time": now - 1.5, "action": "accepted"}
+            ).encode(),
+            JSON,
+            None,
+            "invalid_event",
+        ),
         (inter, k("garbage"), bytes(range(256)) * 3, None, None, "undecodable"),
         (inter, k("cut"), avro[: len(avro) // 2], None, None, "undecodable"),
-        (inter, k("future"), codec.encode("interaction", {**good, "request_id": k("future").decode(), "event_time": YEAR_3000_MS}),
-         None, None, "future_event"),
-        (act, k("future-act"), json.dumps({"request_id": k("future-act").decode(), "user_id": "u", "event_time": now + 86_400_000,
-                                           "action": "accepted"}).encode(), JSON, None, "future_event"),
+        (
+            inter,
+            k("future"),
+            codec.encode("interaction", {**good, "request_id": k("future").decode(), "event_time": YEAR_3000_MS}),
+            None,
+            None,
+            "future_event",
+        ),
+        (
+            act,
+            k("future-act"),
+            json.dumps(
+                {
+                    "request_id": k("future-act").decode(),
+                    "user_id": "u",
+                    "event_time": now + 86_400_000,
+                    "action": "accepted",
+                }
+            ).encode(),
+            JSON,
+            None,
+            "future_event",
+        ),
     ]
     for p in range(settings.partitions):  # a far-future tick and a tick that is no number on every partition
         out.append((inter, None, b"", [(TICK_HEADER, str(YEAR_3000_MS).encode())], p, "future_event"))
@@ -68,7 +140,9 @@ def poison(settings, round_: int) -> list[tuple[str, bytes | None, bytes, list |
 
 
 def produce_poison(settings, records) -> None:
-    p = Producer({"bootstrap.servers": settings.broker_url, "partitioner": "murmur2_random", "message.max.bytes": 1_000_000})
+    p = Producer(
+        {"bootstrap.servers": settings.broker_url, "partitioner": "murmur2_random", "message.max.bytes": 1_000_000}
+    )
     for topic, key, value, headers, partition, _ in records:
         kw = {"partition": partition} if partition is not None else {}
         p.produce(topic, key=key, value=value, headers=headers, **kw)
@@ -77,13 +151,15 @@ def produce_poison(settings, records) -> None:
 
 def part(traffic: Traffic, lo: float, hi: float) -> Traffic:
     n = len(traffic.events)
-    return Traffic(events=traffic.events[int(n * lo): int(n * hi)], expected=traffic.expected)
+    return Traffic(events=traffic.events[int(n * lo) : int(n * hi)], expected=traffic.expected)
 
 
 def test_poison_among_real_traffic_across_a_restart_and_a_kill_9(settings, tmp_path):
     settings = settings.replace(worker_id="worker-0")
     create_topics(settings)
-    spec = TrafficSpec(requests=3_000, seed=11, event_rate=0.2, duplicate_rate=0.05, out_of_order_rate=0.1, late_rate=0.03)
+    spec = TrafficSpec(
+        requests=3_000, seed=11, event_rate=0.2, duplicate_rate=0.05, out_of_order_rate=0.1, late_rate=0.03
+    )
     traffic = generate(spec, settings.settle_window_ms)
     rounds = [poison(settings, r) for r in range(3)]
     late = set()
@@ -100,15 +176,23 @@ def test_poison_among_real_traffic_across_a_restart_and_a_kill_9(settings, tmp_p
             worker = WorkerProcess(settings, tmp_path, "second")
             produce_poison(settings, rounds[1])
             send(part(traffic, 1 / 3, 2 / 3), sdk, settle_window_ms=settings.settle_window_ms, tail_ticks=False)
-            wait_for(lambda: end_offsets(settings, settings.topic_candidates) > 1_300, 120, what="candidates of the second third")
+            wait_for(
+                lambda: end_offsets(settings, settings.topic_candidates) > 1_300,
+                120,
+                what="candidates of the second third",
+            )
             assert worker.proc.poll() is None, worker.log_tail()
             worker.kill9()
             # round 2: poison, the rest of the traffic and its closing ticks, read by a restarted worker
             produce_poison(settings, rounds[2])
             send(part(traffic, 2 / 3, 1), sdk, settle_window_ms=settings.settle_window_ms, tail_ticks=True)
         worker = WorkerProcess(settings, tmp_path, "third")
-        wait_for(lambda: len({k for k, _, _ in read_all(settings, settings.topic_candidates, "candidate")}) >= 3_000,
-                 240, interval=2, what="3,000 distinct candidates")
+        wait_for(
+            lambda: len({k for k, _, _ in read_all(settings, settings.topic_candidates, "candidate")}) >= 3_000,
+            240,
+            interval=2,
+            what="3,000 distinct candidates",
+        )
         time.sleep(2)
         assert worker.proc.poll() is None, worker.log_tail()
         # every good request: exactly one candidate (copies after the kill are byte-identical), the intended label

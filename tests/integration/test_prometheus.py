@@ -21,9 +21,13 @@ from flywheel.topics import create_topics
 from flywheel.policy import GatePolicy
 from tests.integration.helpers import WorkerProcess, settings_env, wait_for
 
-pytestmark = [pytest.mark.integration,
-              pytest.mark.skipif(shutil.which("prometheus") is None,
-                                 reason="prometheus not installed (scripts/bootstrap.sh installs Debian's package)")]
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(
+        shutil.which("prometheus") is None,
+        reason="prometheus not installed (scripts/bootstrap.sh installs Debian's package)",
+    ),
+]
 
 RULES = Path(__file__).resolve().parents[2] / "deploy" / "prometheus" / "alerts.yml"
 
@@ -62,8 +66,18 @@ scrape_configs:
       - targets: ['127.0.0.1:{target_port}']
 """)
         log = open(tmp_path / "prometheus.log", "wb")
-        procs.append(subprocess.Popen(["prometheus", f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-                                       f"--web.listen-address=127.0.0.1:{port}"], stdout=log, stderr=subprocess.STDOUT))
+        procs.append(
+            subprocess.Popen(
+                [
+                    "prometheus",
+                    f"--config.file={config}",
+                    f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+                    f"--web.listen-address=127.0.0.1:{port}",
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        )
         wait_for(lambda: value(port, "up") == 1, 60, what="prometheus to scrape the worker")
         return port
 
@@ -78,7 +92,9 @@ scrape_configs:
 
 def test_prometheus_scrapes_a_worker_whose_metrics_move_and_the_rules_evaluate(settings, tmp_path, prometheus):
     policy = tmp_path / "policy.toml"  # one-second buckets: the guards' recent window fills in seconds
-    policy.write_text(GatePolicy().with_version("prom-test", guards={"bucket_s": 1, "evaluate_interval_s": 0.5}).to_toml())
+    policy.write_text(
+        GatePolicy().with_version("prom-test", guards={"bucket_s": 1, "evaluate_interval_s": 0.5}).to_toml()
+    )
     s = settings.replace(roles="join,guards", gate_policy=str(policy))
     create_topics(s)
     worker = WorkerProcess(s, tmp_path)
@@ -90,7 +106,9 @@ def test_prometheus_scrapes_a_worker_whose_metrics_move_and_the_rules_evaluate(s
         traffic = generate(TrafficSpec(requests=300, seed=3, event_rate=1.0), s.settle_window_ms)
         with FlywheelProducer(s) as producer:
             send(traffic, producer, settle_window_ms=s.settle_window_ms, tail_ticks=True)
-        wait_for(lambda: value(port, "sum(flywheel_candidates_total)") >= 300, 90, what="candidates seen by prometheus")
+        wait_for(
+            lambda: value(port, "sum(flywheel_candidates_total)") >= 300, 90, what="candidates seen by prometheus"
+        )
         assert value(port, "sum(flywheel_events_consumed_total)") > before + 300
         assert value(port, 'sum(flywheel_events_consumed_total{input="action"})') > 0
         assert value(port, 'sum(flywheel_guard_counted_total{kind="requests"})') >= 300
@@ -99,29 +117,66 @@ def test_prometheus_scrapes_a_worker_whose_metrics_move_and_the_rules_evaluate(s
         rules = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v1/rules", timeout=5).read())["data"]
         loaded = [r for g in rules["groups"] for r in g["rules"]]
         assert {r["name"] for r in loaded} >= {"FlywheelNoCandidates", "FlywheelDeadLetters", "FlywheelFeedbackSparse"}
-        wait_for(lambda: all(r.get("lastEvaluation", "").startswith("20") and r["health"] == "ok" for g in json.loads(
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v1/rules", timeout=5).read())["data"]["groups"]
-            for r in g["rules"]), 30, what="every rule evaluated healthy")
+        wait_for(
+            lambda: all(
+                r.get("lastEvaluation", "").startswith("20") and r["health"] == "ok"
+                for g in json.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v1/rules", timeout=5).read())[
+                    "data"
+                ]["groups"]
+                for r in g["rules"]
+            ),
+            30,
+            what="every rule evaluated healthy",
+        )
         # traffic is flowing and joining: the stalled-pipeline alert stays quiet
-        alerts = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v1/alerts", timeout=5).read())["data"]["alerts"]
+        alerts = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v1/alerts", timeout=5).read())[
+            "data"
+        ]["alerts"]
         assert not [a for a in alerts if a["labels"]["alertname"] in ("FlywheelNoCandidates", "FlywheelTargetDown")]
         # the actions-per-request ratio the feedback-sparsity alert watches, from real scraped series
-        ratio = value(port, 'sum(flywheel_events_consumed_total{input="action"}) / '
-                            'sum(flywheel_events_consumed_total{input="interaction"})')
+        ratio = value(
+            port,
+            'sum(flywheel_events_consumed_total{input="action"}) / '
+            'sum(flywheel_events_consumed_total{input="interaction"})',
+        )
         assert 0.5 < ratio < 3
 
         # `flywheel report --prometheus` reads the same history: acceptance per version as a series
-        wait_for(lambda: value(port, "count(max_over_time(flywheel_satisfaction_acceptance_ratio[5m]))") >= 1, 30,
-                 what="satisfaction scraped")
-        done = subprocess.run([sys.executable, "-m", "flywheel.cli", "report", "--prometheus", f"http://127.0.0.1:{port}",
-                               "--since-days", "1", "--json", "--html", str(tmp_path / "report.html")],
-                              env=settings_env(s), capture_output=True, text=True, timeout=120)
+        wait_for(
+            lambda: value(port, "count(max_over_time(flywheel_satisfaction_acceptance_ratio[5m]))") >= 1,
+            30,
+            what="satisfaction scraped",
+        )
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "flywheel.cli",
+                "report",
+                "--prometheus",
+                f"http://127.0.0.1:{port}",
+                "--since-days",
+                "1",
+                "--json",
+                "--html",
+                str(tmp_path / "report.html"),
+            ],
+            env=settings_env(s),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert done.returncode == 0, done.stderr
         series = json.loads(done.stdout)["series"]
         assert series["Acceptance per model version"]["sim-model-v1"], series
         assert (tmp_path / "report.html").read_text().count("<svg") == 4
-        bad = subprocess.run([sys.executable, "-m", "flywheel.cli", "report", "--prometheus", "http://127.0.0.1:1"],
-                             env=settings_env(s), capture_output=True, text=True, timeout=60)
+        bad = subprocess.run(
+            [sys.executable, "-m", "flywheel.cli", "report", "--prometheus", "http://127.0.0.1:1"],
+            env=settings_env(s),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "cannot query Prometheus" in bad.stderr
     finally:
         worker.stop()

@@ -36,12 +36,31 @@ SCORES = {"accuracy": "4", "helpfulness": "4", "safety": "4", "passed": "1"}
 
 
 def item(n: int = 1, probability: float = 0.5, reviews_needed: int = 2, **candidate) -> ReviewItem:
-    c = {"request_id": f"req-{n}", "timestamp": T0 + n, "prompt": f"What is {n}+{n}?", "response": str(2 * n),
-         "task_type": "math", "model_version": "m-1", "quality_score": 0.9, "scores": {"quality": 0.9},
-         "reasons": ["ok_reason"], "policy_version": "p-3", "correction": "", "retrieved_context": None}
+    c = {
+        "request_id": f"req-{n}",
+        "timestamp": T0 + n,
+        "prompt": f"What is {n}+{n}?",
+        "response": str(2 * n),
+        "task_type": "math",
+        "model_version": "m-1",
+        "quality_score": 0.9,
+        "scores": {"quality": 0.9},
+        "reasons": ["ok_reason"],
+        "policy_version": "p-3",
+        "correction": "",
+        "retrieved_context": None,
+    }
     c.update(candidate)
-    return ReviewItem(f"req-{n}", c, gate_passed=False, sampled_for=["gate_audit", "random"], probability=probability,
-                      window=3, reviews_needed=reviews_needed, source=f"topic/1/{40 + n}")
+    return ReviewItem(
+        f"req-{n}",
+        c,
+        gate_passed=False,
+        sampled_for=["gate_audit", "random"],
+        probability=probability,
+        window=3,
+        reviews_needed=reviews_needed,
+        source=f"topic/1/{40 + n}",
+    )
 
 
 # -- fixtures: a real Redis, a real queue and real accounts under a prefix of the test's own ----------------
@@ -162,8 +181,9 @@ def test_lost_leases_answer_409_and_record_nothing(queue, reviewers):
         # the same form sent eight times at once (a double click, and more): one verdict, seven 409s. Requests
         # that re-find the lease after the first verdict are refused there; those that found it before are
         # refused by the queue's submit (the lease ended between the two): which ones do is up to the threads
-        answers = await asyncio.gather(*(http.post("/verdict", data=form, headers=session, allow_redirects=False)
-                                         for _ in range(8)))
+        answers = await asyncio.gather(
+            *(http.post("/verdict", data=form, headers=session, allow_redirects=False) for _ in range(8))
+        )
         assert sorted(r.status for r in answers) == [303] + [409] * 7
         assert [v.request_id for _, v in queue.outbox()] == ["req-1"] and counts(queue)["verdicts"] == 1
         # and once more, later: that lease is used up
@@ -218,12 +238,20 @@ def test_login_sets_a_strict_httponly_cookie_and_logout_ends_it(client, prefix, 
         assert resp.status == 401 and "That token was not accepted." in await resp.text()
         resp = await http.post("/login", data={"token": token, "login_csrf": "other"}, allow_redirects=False)
         assert resp.status == 403
-        resp = await http.post("/login", data={"token": token, "login_csrf": login_csrf},
-                               headers={"Referer": "http://evil.example/page"}, allow_redirects=False)
+        resp = await http.post(
+            "/login",
+            data={"token": token, "login_csrf": login_csrf},
+            headers={"Referer": "http://evil.example/page"},
+            allow_redirects=False,
+        )
         assert resp.status == 403
         assert sessions() == [] and COOKIE not in resp.cookies
-        resp = await http.post("/login", data={"token": token, "login_csrf": login_csrf},
-                               headers={"Origin": "null"}, allow_redirects=False)
+        resp = await http.post(
+            "/login",
+            data={"token": token, "login_csrf": login_csrf},
+            headers={"Origin": "null"},
+            allow_redirects=False,
+        )
         assert resp.status == 303 and resp.headers["Location"] == "/"
         cookie = resp.cookies[COOKIE]
         assert cookie["httponly"] and cookie["samesite"] == "Strict" and cookie["path"] == "/"
@@ -361,5 +389,9 @@ def test_the_app_flushes_the_relay_right_after_a_verdict(settings, queue, review
     assert set(got) == {"req-1", "req-2"} and len(records) == 2
     assert (got["req-1"]["passed"], got["req-2"]["passed"]) == (True, False)
     for key, _, v in records:
-        assert key.decode() == v["request_id"] and v["reviewer"] == "alice" and v["verdict_id"] == f"{v['request_id']}:alice"
+        assert (
+            key.decode() == v["request_id"]
+            and v["reviewer"] == "alice"
+            and v["verdict_id"] == f"{v['request_id']}:alice"
+        )
         assert v["sample_probability"] == 0.5 and v["gate_passed"] is False and v["task_type"] == "math"

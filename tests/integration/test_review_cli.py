@@ -35,7 +35,9 @@ def cli_settings(settings):
 
 def flywheel(settings, *argv, env_extra=None):
     env = {**settings_env(settings), **(env_extra or {})}
-    return subprocess.run([sys.executable, "-m", "flywheel.cli", *argv], capture_output=True, text=True, timeout=120, env=env)
+    return subprocess.run(
+        [sys.executable, "-m", "flywheel.cli", *argv], capture_output=True, text=True, timeout=120, env=env
+    )
 
 
 def test_review_status_prints_the_queue(cli_settings):
@@ -63,7 +65,9 @@ def test_reviewers_add_list_remove(cli_settings):
     bad = flywheel(s, "reviewers", "add", "no spaces")
     assert bad.returncode == 2 and "reviewer name" in bad.stderr
     listed = flywheel(s, "reviewers", "list")
-    assert [json.loads(line)["name"] for line in listed.stdout.splitlines()] == ["alice"] and token not in listed.stdout
+    assert [json.loads(line)["name"] for line in listed.stdout.splitlines()] == [
+        "alice"
+    ] and token not in listed.stdout
     assert flywheel(s, "reviewers", "remove", "alice").returncode == 0
     assert accounts.authenticate(token) is None
 
@@ -74,12 +78,26 @@ def constructed_verdicts(n: int = 400, seed: int = 3) -> list[ReviewVerdict]:
     for i in range(n):
         q = round(rng.random(), 4)
         gate_passed = q >= 0.6  # the current policy's threshold
-        out.append(ReviewVerdict(
-            verdict_id=f"r{i}:alice", request_id=f"r{i}", reviewer="alice", accuracy=4, helpfulness=4, safety=5,
-            passed=q >= RIGHT, reviewed_at=T0 + i, event_time=T0 + i, gate_passed=gate_passed,
-            task_type=rng.choice(["qa", "sql"]), quality_score=q, gate_scores={"quality": q},
-            gate_reasons=[] if gate_passed else ["low_quality"], sample_probability=rng.choice([0.07, 0.5, 1.0]),
-            policy_version="default-1"))
+        out.append(
+            ReviewVerdict(
+                verdict_id=f"r{i}:alice",
+                request_id=f"r{i}",
+                reviewer="alice",
+                accuracy=4,
+                helpfulness=4,
+                safety=5,
+                passed=q >= RIGHT,
+                reviewed_at=T0 + i,
+                event_time=T0 + i,
+                gate_passed=gate_passed,
+                task_type=rng.choice(["qa", "sql"]),
+                quality_score=q,
+                gate_scores={"quality": q},
+                gate_reasons=[] if gate_passed else ["low_quality"],
+                sample_probability=rng.choice([0.07, 0.5, 1.0]),
+                policy_version="default-1",
+            )
+        )
     return out
 
 

@@ -32,8 +32,14 @@ from tests.integration.helpers import metric_value, read_all, wait_for
 pytestmark = pytest.mark.integration
 
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 T0 = 1_767_225_600_000  # 2026-01-01
 XSS = '<script>window.__xss=1</script><img src=x onerror="window.__xss=2">'
 
@@ -46,8 +52,11 @@ def browser():
     if not os.path.exists(CHROMIUM):
         if os.environ.get("FLYWHEEL_SKIP_BROWSER") == "1":
             pytest.skip(f"{CHROMIUM} is missing and FLYWHEEL_SKIP_BROWSER=1")
-        pytest.fail(f"the review page tests need Debian's Chromium at {CHROMIUM} (apt-get install chromium); "
-                    "set FLYWHEEL_SKIP_BROWSER=1 to skip them instead", pytrace=False)
+        pytest.fail(
+            f"the review page tests need Debian's Chromium at {CHROMIUM} (apt-get install chromium); "
+            "set FLYWHEEL_SKIP_BROWSER=1 to skip them instead",
+            pytrace=False,
+        )
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
@@ -128,14 +137,33 @@ def site_factory(settings):
 
 def make_item(n: int, run: str, prompt: str = "", reviews_needed: int = 1, **candidate) -> ReviewItem:
     request_id = f"req-{run}-{n}"
-    fields = dict(request_id=request_id, timestamp=T0 + n, user_id="u-1", session_id="s-1",
-                  prompt=prompt or f"What is {n} plus {n}?", response=f"It is {2 * n}.", user_action="accepted",
-                  task_type="qa", quality_score=0.82, model_version="m-2026-01", policy_version="policy-7",
-                  scores={"quality": 0.82, "toxicity": 0.01}, reasons=[], retrieved_context=[f"passage about {n}"])
+    fields = dict(
+        request_id=request_id,
+        timestamp=T0 + n,
+        user_id="u-1",
+        session_id="s-1",
+        prompt=prompt or f"What is {n} plus {n}?",
+        response=f"It is {2 * n}.",
+        user_action="accepted",
+        task_type="qa",
+        quality_score=0.82,
+        model_version="m-2026-01",
+        policy_version="policy-7",
+        scores={"quality": 0.82, "toxicity": 0.01},
+        reasons=[],
+        retrieved_context=[f"passage about {n}"],
+    )
     fields.update(candidate)
-    return ReviewItem(item_id=request_id, candidate=TrainingCandidate(**fields).to_dict(), gate_passed=True,
-                      sampled_for=["random"], probability=0.25, window=0, reviews_needed=reviews_needed,
-                      source=f"t/0/{n}")
+    return ReviewItem(
+        item_id=request_id,
+        candidate=TrainingCandidate(**fields).to_dict(),
+        gate_passed=True,
+        sampled_for=["random"],
+        probability=0.25,
+        window=0,
+        reviews_needed=reviews_needed,
+        source=f"t/0/{n}",
+    )
 
 
 # -- helpers ----------------------------------------------------------------------------------------------
@@ -222,8 +250,10 @@ def test_three_items_judged_with_the_keyboard_reach_the_verdicts_topic(site_fact
     first = page.inner_text("#item-id")
     assert page.get_attribute("#verdict", "data-current") == "accuracy"
     # keys typed into a text field stay there
-    page.evaluate("() => { const i = document.createElement('input'); i.type = 'text'; i.id = 'note';"
-                  " document.querySelector('main').prepend(i); i.focus(); }")
+    page.evaluate(
+        "() => { const i = document.createElement('input'); i.type = 'text'; i.id = 'note';"
+        " document.querySelector('main').prepend(i); i.focus(); }"
+    )
     page.keyboard.type("4px1s")
     assert page.input_value("#note") == "4px1s"
     assert page.locator("#verdict input:checked").count() == 0
@@ -274,14 +304,29 @@ def test_three_items_judged_with_the_keyboard_reach_the_verdicts_topic(site_fact
         assert 0 <= v["seconds_spent"] < 60
         assert abs(v["reviewed_at"] - time.time() * 1000) < 120_000
     stats = site.queue.stats()
-    assert (stats.counts["verdicts"], stats.counts["passed"], stats.counts["failed"], stats.counts["completed"]) == (3, 2, 1, 3)
+    assert (stats.counts["verdicts"], stats.counts["passed"], stats.counts["failed"], stats.counts["completed"]) == (
+        3,
+        2,
+        1,
+        3,
+    )
 
 
 def test_an_xss_payload_shows_as_text_and_never_runs(site_factory, page):
     site = site_factory()
     run = uuid.uuid4().hex[:6]
-    item = make_item(1, run, prompt=f"Explain this: {XSS}", response=XSS, correction=XSS, task_type=XSS,
-                     model_version=XSS, retrieved_context=[XSS], scores={XSS: 0.5}, reasons=[XSS])
+    item = make_item(
+        1,
+        run,
+        prompt=f"Explain this: {XSS}",
+        response=XSS,
+        correction=XSS,
+        task_type=XSS,
+        model_version=XSS,
+        retrieved_context=[XSS],
+        scores={XSS: 0.5},
+        reasons=[XSS],
+    )
     item.sampled_for = ["random", XSS]
     site.queue.enqueue([item])
     token = site.reviewers.add("carol")
@@ -318,7 +363,9 @@ def test_sign_in_csrf_validation_and_lost_leases_over_http(site_factory):
     assert r.status == 401 and 'action="/login"' in r.body and r.header("WWW-Authenticate").startswith("Bearer")
     assert "script-src 'nonce-" in r.header("Content-Security-Policy")
     assert call(site, "GET", "/", headers={"Accept": "application/json"}).status == 401
-    assert call(site, "POST", "/verdict", form={"accuracy": 3, "helpfulness": 3, "safety": 3, "passed": 1}).status == 401
+    assert (
+        call(site, "POST", "/verdict", form={"accuracy": 3, "helpfulness": 3, "safety": 3, "passed": 1}).status == 401
+    )
     assert call(site, "POST", "/skip", form={}).status == 401
     assert call(site, "GET", "/", headers={"Authorization": "Bearer fwr_not-a-real-token"}).status == 401
     assert call(site, "GET", "/", headers={"Cookie": f"{COOKIE}=forged-session-id"}).status == 401
@@ -329,13 +376,23 @@ def test_sign_in_csrf_validation_and_lost_leases_over_http(site_factory):
     login_csrf, login_cookie = form_page.field("login_csrf"), cookie_value(form_page, "flywheel_login")
     jar = {"Cookie": f"flywheel_login={login_cookie}"}
     r = call(site, "POST", "/login", form={"token": "fwr_wrong", "login_csrf": login_csrf}, headers=jar)
-    assert r.status == 401 and "That token was not accepted." in r.body and not any(c.startswith(COOKIE) for c in r.cookies())
+    assert (
+        r.status == 401
+        and "That token was not accepted." in r.body
+        and not any(c.startswith(COOKIE) for c in r.cookies())
+    )
     assert call(site, "POST", "/login", form={"token": token, "login_csrf": login_csrf}).status == 403
-    r = call(site, "POST", "/login", form={"token": token, "login_csrf": login_csrf},
-             headers={**jar, "Origin": "http://evil.example"})
+    r = call(
+        site,
+        "POST",
+        "/login",
+        form={"token": token, "login_csrf": login_csrf},
+        headers={**jar, "Origin": "http://evil.example"},
+    )
     assert r.status == 403 and not any(c.startswith(COOKIE) for c in r.cookies())
-    r = call(site, "POST", "/login", form={"token": token, "login_csrf": login_csrf},
-             headers={**jar, "Origin": site.base})
+    r = call(
+        site, "POST", "/login", form={"token": token, "login_csrf": login_csrf}, headers={**jar, "Origin": site.base}
+    )
     assert r.status == 303 and r.header("Location") == "/"
     session_cookie = next(c for c in r.cookies() if c.startswith(COOKIE + "="))
     attrs = session_cookie.lower()
@@ -351,24 +408,40 @@ def test_sign_in_csrf_validation_and_lost_leases_over_http(site_factory):
     bearer = call(site, "GET", "/", headers={"Authorization": f"Bearer {token}"})
     assert bearer.status == 200 and bearer.field("lease_id") == lease_id and bearer.field("item_id") == item_id
 
-    good = {"csrf": csrf, "item_id": item_id, "lease_id": lease_id, "accuracy": "4", "helpfulness": "4", "safety": "5",
-            "passed": "1"}
+    good = {
+        "csrf": csrf,
+        "item_id": item_id,
+        "lease_id": lease_id,
+        "accuracy": "4",
+        "helpfulness": "4",
+        "safety": "5",
+        "passed": "1",
+    }
     # CSRF: wrong, missing, and from another site
     assert call(site, "POST", "/verdict", form={**good, "csrf": "nope"}, headers=cookie).status == 403
-    assert call(site, "POST", "/verdict", form={k: v for k, v in good.items() if k != "csrf"}, headers=cookie).status == 403
+    assert (
+        call(site, "POST", "/verdict", form={k: v for k, v in good.items() if k != "csrf"}, headers=cookie).status
+        == 403
+    )
     assert call(site, "POST", "/verdict", form=good, headers={**cookie, "Origin": "http://evil.example"}).status == 403
     # scores: out of range, missing, not a number; pass/fail missing
-    for bad, words in (({"accuracy": "7"}, "accuracy must be a whole number from 1 to 5"),
-                       ({"helpfulness": ""}, "helpfulness is missing"),
-                       ({"safety": "2.5"}, "safety must be"),
-                       ({"passed": ""}, "choose pass or fail")):
+    for bad, words in (
+        ({"accuracy": "7"}, "accuracy must be a whole number from 1 to 5"),
+        ({"helpfulness": ""}, "helpfulness is missing"),
+        ({"safety": "2.5"}, "safety must be"),
+        ({"passed": ""}, "choose pass or fail"),
+    ):
         r = call(site, "POST", "/verdict", form={**good, **bad}, headers=cookie)
         assert r.status == 400 and words in r.body, (bad, r.status)
     assert nothing_written()
 
     # the lease expires and bob takes the item: alice's verdict is refused
-    later = ReviewQueue(site.client, site.prefix, lease_ms=site.queue.lease_ms,
-                        clock=lambda: time.time() + site.queue.lease_ms / 1000 + 5)
+    later = ReviewQueue(
+        site.client,
+        site.prefix,
+        lease_ms=site.queue.lease_ms,
+        clock=lambda: time.time() + site.queue.lease_ms / 1000 + 5,
+    )
     bobs = later.lease("bob")
     assert bobs is not None and bobs.item.item_id == item_id
     r = call(site, "POST", "/verdict", form=good, headers=cookie)
@@ -384,7 +457,14 @@ def test_sign_in_csrf_validation_and_lost_leases_over_http(site_factory):
     r = call(site, "POST", "/verdict", form=good, headers=cookie)
     assert r.status == 303 and r.header("Location") == "/"
     [(_, v)] = site.queue.outbox()
-    assert (v.request_id, v.reviewer, v.accuracy, v.helpfulness, v.safety, v.passed) == (f"req-{run}-2", "alice", 4, 4, 5, False)
+    assert (v.request_id, v.reviewer, v.accuracy, v.helpfulness, v.safety, v.passed) == (
+        f"req-{run}-2",
+        "alice",
+        4,
+        4,
+        5,
+        False,
+    )
     assert 1.0 <= v.seconds_spent < 30
     # the same form again: its lease is used up
     assert call(site, "POST", "/verdict", form=good, headers=cookie).status == 409
@@ -452,8 +532,14 @@ def test_metrics_show_the_queue_and_the_verdicts_moving(site_factory):
 
     for passed in ("1", "0"):
         page_ = call(site, "GET", "/", headers=auth)
-        form = {"item_id": page_.field("item_id"), "lease_id": page_.field("lease_id"),
-                "accuracy": "5", "helpfulness": "4", "safety": "5", "passed": passed}
+        form = {
+            "item_id": page_.field("item_id"),
+            "lease_id": page_.field("lease_id"),
+            "accuracy": "5",
+            "helpfulness": "4",
+            "safety": "5",
+            "passed": passed,
+        }
         assert call(site, "POST", "/verdict", form=form, headers=auth).status == 303  # a bearer needs no CSRF token
     call(site, "GET", "/", headers=auth)  # leases the third
 

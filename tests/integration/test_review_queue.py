@@ -24,21 +24,51 @@ class Clock:
 
 
 def item(i: int, cls: str = "random", need: int = 1, task: str = "qa", window: int = 2900) -> ReviewItem:
-    cand = {"request_id": f"r{i}", "timestamp": 1_760_000_000_000 + i, "task_type": task, "prompt": f"prompt {i}",
-            "response": "response", "quality_score": 0.7, "scores": {"quality": 0.7}, "reasons": []}
+    cand = {
+        "request_id": f"r{i}",
+        "timestamp": 1_760_000_000_000 + i,
+        "task_type": task,
+        "prompt": f"prompt {i}",
+        "response": "response",
+        "quality_score": 0.7,
+        "scores": {"quality": 0.7},
+        "reasons": [],
+    }
     return ReviewItem(f"r{i}", cand, True, [cls], 0.07, window, reviews_needed=need, source=f"t/0/{i}")
 
 
 def verdict(lease, reviewer: str, passed: bool = True) -> ReviewVerdict:
     c = lease.item.candidate
-    return ReviewVerdict(f"{lease.item.item_id}:{reviewer}", lease.item.item_id, reviewer, 4, 4, 5, passed,
-                         int(time.time() * 1000), c["timestamp"], True, task_type=c["task_type"], review_round=lease.round)
+    return ReviewVerdict(
+        f"{lease.item.item_id}:{reviewer}",
+        lease.item.item_id,
+        reviewer,
+        4,
+        4,
+        5,
+        passed,
+        int(time.time() * 1000),
+        c["timestamp"],
+        True,
+        task_type=c["task_type"],
+        review_round=lease.round,
+    )
 
 
 def test_priority_order_then_first_come(client, prefix):
     q = ReviewQueue(client, prefix, clock=Clock())
-    assert q.enqueue([item(1, "random"), item(2, "rare_task"), item(3, "correction"), item(4, "uncertainty"),
-                      item(5, "correction")]) == ["queued"] * 5
+    assert (
+        q.enqueue(
+            [
+                item(1, "random"),
+                item(2, "rare_task"),
+                item(3, "correction"),
+                item(4, "uncertainty"),
+                item(5, "correction"),
+            ]
+        )
+        == ["queued"] * 5
+    )
     order = []
     while (lease := q.lease("alice")) is not None:
         order.append(lease.item.item_id)
@@ -187,8 +217,9 @@ def test_reviewer_accounts_store_only_hashes(client, prefix):
     token = accounts.add("alice")
     assert accounts.authenticate(token) == "alice"
     assert accounts.authenticate(token + "x") is None and accounts.authenticate("") is None
-    dump = b"".join(v for k in client.scan_iter(f"{prefix}:*") if client.type(k) == b"hash"
-                    for v in client.hgetall(k).values()) + b"".join(client.hkeys(f"{prefix}:tokens"))
+    dump = b"".join(
+        v for k in client.scan_iter(f"{prefix}:*") if client.type(k) == b"hash" for v in client.hgetall(k).values()
+    ) + b"".join(client.hkeys(f"{prefix}:tokens"))
     assert token.encode() not in dump
     with pytest.raises(AccountError, match="exists"):
         accounts.add("alice")
@@ -229,7 +260,10 @@ def test_relay_moves_verdicts_to_the_topic_once(relay_settings, client):
     assert q.stats().outbox == 0
     got = read_all(settings, settings.topic_verdicts, "verdict")
     assert sorted((k.decode(), d["reviewer"], d["passed"]) for k, _, d in got) == [
-        ("r0", "alice", True), ("r1", "bob", False), ("r2", "carol", True)]
+        ("r0", "alice", True),
+        ("r1", "bob", False),
+        ("r2", "carol", True),
+    ]
     relay.close()
 
 

@@ -26,13 +26,26 @@ def review_settings(settings):
     forget_redis(s)
 
 
-def candidate(i: int, action: str = "accepted", task: str = "qa", reasons: list[str] | None = None) -> TrainingCandidate:
+def candidate(
+    i: int, action: str = "accepted", task: str = "qa", reasons: list[str] | None = None
+) -> TrainingCandidate:
     return TrainingCandidate(
-        request_id=f"req-{i:05d}", timestamp=T0 + i * 1000, user_id=f"u{i % 50}", session_id=f"s{i}",
-        prompt=f"question {i}", response=f"answer {i} " * 10, user_action=action, task_type=task,
-        correction="better answer" if action == "corrected" else "", label="sft_correction" if action == "corrected" else "sft_positive",
-        model_version="m1", quality_score=0.8 if reasons is None else 0.3, scores={"quality": 0.8 if reasons is None else 0.3},
-        reasons=reasons or [], policy_version="default-1@x")
+        request_id=f"req-{i:05d}",
+        timestamp=T0 + i * 1000,
+        user_id=f"u{i % 50}",
+        session_id=f"s{i}",
+        prompt=f"question {i}",
+        response=f"answer {i} " * 10,
+        user_action=action,
+        task_type=task,
+        correction="better answer" if action == "corrected" else "",
+        label="sft_correction" if action == "corrected" else "sft_positive",
+        model_version="m1",
+        quality_score=0.8 if reasons is None else 0.3,
+        scores={"quality": 0.8 if reasons is None else 0.3},
+        reasons=reasons or [],
+        policy_version="default-1@x",
+    )
 
 
 def produce(s, records: list[tuple[str, bytes, bytes]]) -> None:
@@ -46,7 +59,9 @@ def test_sampler_queues_prioritised_items_once_and_survives_kill(review_settings
     s = review_settings
     create_topics(s)
     codec = Codec()
-    passed = [candidate(i, "corrected" if i % 10 == 0 else "accepted") for i in range(1500)]  # room under the 10 % ceiling
+    passed = [
+        candidate(i, "corrected" if i % 10 == 0 else "accepted") for i in range(1500)
+    ]  # room under the 10 % ceiling
     rare = [candidate(5000 + i, task="rare") for i in range(20)]  # 1.3 % of traffic: the long tail
     audit = [candidate(2000 + i, reasons=["low_quality"]) for i in range(300)]
     toxic = [candidate(3000 + i, reasons=["toxic"]) for i in range(100)]
@@ -57,12 +72,18 @@ def test_sampler_queues_prioritised_items_once_and_survives_kill(review_settings
     worker = WorkerProcess(s, tmp_path)
     try:
         produce(s, encoded(s.topic_passed, passed) + [(s.topic_passed, b"bad", b"not avro at all")])
-        wait_for(lambda: metric_value(worker.metrics(), "flywheel_review_considered_total") >= len(passed), 120,
-                 what="the common traffic considered")
+        wait_for(
+            lambda: metric_value(worker.metrics(), "flywheel_review_considered_total") >= len(passed),
+            120,
+            what="the common traffic considered",
+        )
         produce(s, encoded(s.topic_passed, rare) + encoded(s.topic_rejected, audit + toxic))
         total = len(passed) + len(rare) + len(audit) + len(toxic)
-        wait_for(lambda: metric_value(worker.metrics(), "flywheel_review_considered_total") >= total, 120,
-                 what=f"{total} candidates considered")
+        wait_for(
+            lambda: metric_value(worker.metrics(), "flywheel_review_considered_total") >= total,
+            120,
+            what=f"{total} candidates considered",
+        )
         first = worker.metrics()
         worker.kill9()  # the batch offsets may not be committed: the replay must queue nothing twice
     finally:
@@ -104,9 +125,14 @@ def test_sampler_queues_prioritised_items_once_and_survives_kill(review_settings
     # that was not sampled before may be now: once, as a new item, never a second copy of a queued one.
     worker = WorkerProcess(s, tmp_path)
     try:
-        produce(s, [(s.topic_passed, c.request_id.encode(), codec.encode("candidate", c.to_dict())) for c in passed[:100]])
-        wait_for(lambda: metric_value(worker.metrics(), "flywheel_review_considered_total") >= 100, 120,
-                 what="replayed candidates considered")
+        produce(
+            s, [(s.topic_passed, c.request_id.encode(), codec.encode("candidate", c.to_dict())) for c in passed[:100]]
+        )
+        wait_for(
+            lambda: metric_value(worker.metrics(), "flywheel_review_considered_total") >= 100,
+            120,
+            what="replayed candidates considered",
+        )
         second = settled(worker.metrics, "flywheel_review_considered_total")  # replays of the killed run too
     finally:
         assert worker.stop() == 0

@@ -34,7 +34,9 @@ def ro_settings(settings, tmp_path):
     policy = GatePolicy().with_version("rollout-test", rollout=FAST)
     path = tmp_path / "policy.toml"
     path.write_text(policy.to_toml())
-    s = settings.replace(roles="rollout", gate_batch_size=200, gate_batch_ms=100, worker_id="rollout-0", gate_policy=str(path))
+    s = settings.replace(
+        roles="rollout", gate_batch_size=200, gate_batch_ms=100, worker_id="rollout-0", gate_policy=str(path)
+    )
     create_topics(s)
     yield s
     forget_redis(s)
@@ -42,9 +44,19 @@ def ro_settings(settings, tmp_path):
 
 def joined(version: str, accepted: bool, user: str) -> TrainingCandidate:
     action = "accepted" if accepted else "regenerated"
-    return TrainingCandidate(request_id=uuid.uuid4().hex, timestamp=T0, user_id=user, session_id="s", prompt="question",
-                             response="an answer of some words", user_action=action, actions=[action], model_version=version,
-                             latency_ms=100.0, policy_version="p@1")
+    return TrainingCandidate(
+        request_id=uuid.uuid4().hex,
+        timestamp=T0,
+        user_id=user,
+        session_id="s",
+        prompt="question",
+        response="an answer of some words",
+        user_action=action,
+        actions=[action],
+        model_version=version,
+        latency_ms=100.0,
+        policy_version="p@1",
+    )
 
 
 def traffic(s, assigner: Assigner, acceptance: dict[str, float], n: int, rng: random.Random) -> dict[str, int]:
@@ -61,13 +73,22 @@ def traffic(s, assigner: Assigner, acceptance: dict[str, float], n: int, rng: ra
 
 
 def announce_candidate(s, version: str) -> None:
-    e = ModelEvent(event_id=uuid.uuid4().hex, event_type="candidate", created_at=T0, version=version, base_model="v0001",
-                   gate_passed=True, reasons=["improved"])
+    e = ModelEvent(
+        event_id=uuid.uuid4().hex,
+        event_type="candidate",
+        created_at=T0,
+        version=version,
+        base_model="v0001",
+        gate_passed=True,
+        reasons=["improved"],
+    )
     produce(s, [(s.topic_models, version.encode(), Codec().encode("model_event", e.to_dict()))])
 
 
 def rollout_events(s) -> list[dict]:
-    return [e for _, _, e in read_all(s, s.topic_models, "model_event", idle=1.0) if e["event_type"].startswith("rollout_")]
+    return [
+        e for _, _, e in read_all(s, s.topic_models, "model_event", idle=1.0) if e["event_type"].startswith("rollout_")
+    ]
 
 
 def run_until(s, worker, assigner, acceptance, final: str, rng, rounds: int = 60) -> list[dict]:
@@ -139,15 +160,24 @@ def test_a_worse_candidate_is_rolled_back_and_people_can_override(ro_settings, t
         assert paused.returncode == 0, paused.stderr
         assert assigner.routing().weight == 0.0 and assigner.assign("user-1") == "v0001"
         again = subprocess.run(cli + ["pause"], env=env, capture_output=True, text=True, timeout=60)
-        assert again.returncode == 2 and again.stderr.count("\n") == 1 and "cannot pause: the rollout is paused" in again.stderr
+        assert (
+            again.returncode == 2
+            and again.stderr.count("\n") == 1
+            and "cannot pause: the rollout is paused" in again.stderr
+        )
         promoted = subprocess.run(cli + ["promote"], env=env, capture_output=True, text=True, timeout=60)
         assert promoted.returncode == 0, promoted.stderr
-        status = json.loads(subprocess.run(cli + ["status"], env=env, capture_output=True, text=True, timeout=60).stdout)
+        status = json.loads(
+            subprocess.run(cli + ["status"], env=env, capture_output=True, text=True, timeout=60).stdout
+        )
         assert status["state"]["status"] == "watching" and status["production"] == "v0003"
         _, action, reason = status["state"]["history"][-1]
         assert action == "promote" and reason.startswith("manual:")
-        wait_for(lambda: any(e["event_type"] == "rollout_promote" and e["version"] == "v0003" for e in rollout_events(s)),
-                 30, what="the manual promotion's event")
+        wait_for(
+            lambda: any(e["event_type"] == "rollout_promote" and e["version"] == "v0003" for e in rollout_events(s)),
+            30,
+            what="the manual promotion's event",
+        )
     finally:
         worker.stop()
 
@@ -158,7 +188,9 @@ def test_a_replayed_batch_is_not_counted_twice(ro_settings):
     r.set(f"{s.app_id}:models:production", "v0001")
     controller = RolloutController(r, s.app_id, RolloutPolicy(**FAST))
     assert controller.start("v0002") is not None
-    batch = [(joined("v0001" if i % 2 else "v0002", i % 3 == 0, f"u{i}"), "flywheel.candidates/0", i) for i in range(100)]
+    batch = [
+        (joined("v0001" if i % 2 else "v0002", i % 3 == 0, f"u{i}"), "flywheel.candidates/0", i) for i in range(100)
+    ]
     assert controller.count(batch) == 100
     assert controller.count(batch[50:] + [(joined("v0002", True, "x"), "flywheel.candidates/0", 100)]) == 1
     state = controller.state()

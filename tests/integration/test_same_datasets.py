@@ -37,17 +37,35 @@ min_samples = 10
 
 def fresh(settings, tag: str, tmp_path: Path):
     run = f"{tag}{uuid.uuid4().hex[:6]}"
-    names = {f.replace("topic_", ""): f for f in ("topic_interactions", "topic_actions", "topic_candidates", "topic_deadletter",
-                                                      "topic_passed", "topic_rejected", "topic_verdicts",
-                                                      "topic_datasets_ready", "topic_erasure", "topic_models")}
+    names = {
+        f.replace("topic_", ""): f
+        for f in (
+            "topic_interactions",
+            "topic_actions",
+            "topic_candidates",
+            "topic_deadletter",
+            "topic_passed",
+            "topic_rejected",
+            "topic_verdicts",
+            "topic_datasets_ready",
+            "topic_erasure",
+            "topic_models",
+        )
+    }
     policy = tmp_path / "policy.toml"
     policy.write_text(POLICY)
     # one pseudonym key for every way (users.txt holds keyed pseudonyms: the bytes are the same under one key)
-    s = settings.replace(app_id=f"same-{run}", roles="join,gate", gate_policy=str(policy), idle_partition_ms=500,
-                         pseudonym_key="same-datasets test key",
-                         dataset_store=str(tmp_path / f"store-{run}"), data_dir=str(tmp_path / f"data-{run}"),
-                         seal_spool=str(tmp_path / f"spool-{run}"),
-                         **{field: f"t{run}.{name}" for name, field in names.items()})
+    s = settings.replace(
+        app_id=f"same-{run}",
+        roles="join,gate",
+        gate_policy=str(policy),
+        idle_partition_ms=500,
+        pseudonym_key="same-datasets test key",
+        dataset_store=str(tmp_path / f"store-{run}"),
+        data_dir=str(tmp_path / f"data-{run}"),
+        seal_spool=str(tmp_path / f"spool-{run}"),
+        **{field: f"t{run}.{name}" for name, field in names.items()},
+    )
     create_topics(s)
     return s
 
@@ -58,11 +76,17 @@ def decided(s) -> int:
 
 def seal_all(s, tmp_path: Path, expected_windows: int) -> dict[int, tuple[str, dict[str, str]]]:
     """Run the builder until it has sealed `expected_windows`; {window start: (dataset id, file sha256s)}."""
-    builder = subprocess.Popen([sys.executable, "-m", "flywheel.cli", "datasets", "run"], env=settings_env(s),
-                               stdout=subprocess.DEVNULL, stderr=open(tmp_path / f"builder-{s.app_id}.log", "wb"))
+    builder = subprocess.Popen(
+        [sys.executable, "-m", "flywheel.cli", "datasets", "run"],
+        env=settings_env(s),
+        stdout=subprocess.DEVNULL,
+        stderr=open(tmp_path / f"builder-{s.app_id}.log", "wb"),
+    )
     store = DatasetStore(s.datasets_url)
     try:
-        wait_for(lambda: len(store.list()) >= expected_windows, 240, interval=1, what=f"{expected_windows} sealed windows")
+        wait_for(
+            lambda: len(store.list()) >= expected_windows, 240, interval=1, what=f"{expected_windows} sealed windows"
+        )
         time.sleep(2)  # nothing more should come
     finally:
         builder.terminate()
@@ -83,6 +107,7 @@ def until_decided(s, n: int, workers: list[WorkerProcess], timeout: float = 240)
         for w in workers:
             assert w.proc.poll() is None, w.log_tail()
         return decided(s) >= n
+
     wait_for(done, timeout, interval=0.5, what=f"{n} gate decisions")
 
 
@@ -107,8 +132,12 @@ def run_way(way: str, settings, tmp_path: Path, traffic: Traffic, expected_windo
                 send(traffic, sdk, settle_window_ms=s.settle_window_ms, tail_ticks=True)
             for k, share in enumerate((0.25, 0.6)):
                 w = WorkerProcess(s.replace(worker_id="w-0"), tmp_path, f"{way}-{k}")
-                wait_for(lambda: decided(s) >= n * share or w.proc.poll() is not None, 240, interval=0.2,
-                         what=f"{share:.0%} of the decisions")
+                wait_for(
+                    lambda: decided(s) >= n * share or w.proc.poll() is not None,
+                    240,
+                    interval=0.2,
+                    what=f"{share:.0%} of the decisions",
+                )
                 w.kill9()
             workers.append(WorkerProcess(s.replace(worker_id="w-0"), tmp_path, f"{way}-last"))
         until_decided(s, n, workers)
@@ -121,15 +150,23 @@ def run_way(way: str, settings, tmp_path: Path, traffic: Traffic, expected_windo
 
 
 def test_the_same_traffic_seals_the_same_datasets_whatever_carried_it(settings, tmp_path):
-    spec = TrafficSpec(requests=REQUESTS, seed=19, event_rate=REQUESTS / (22 * 86_400), duplicate_rate=0.05,
-                       out_of_order_rate=0.1, late_rate=0.03)
+    spec = TrafficSpec(
+        requests=REQUESTS,
+        seed=19,
+        event_rate=REQUESTS / (22 * 86_400),
+        duplicate_rate=0.05,
+        out_of_order_rate=0.1,
+        late_rate=0.03,
+    )
     traffic = generate(spec, settings.settle_window_ms)
     times = [e.record["event_time"] for e in traffic.events if e.kind == "interaction"]
     last = max(times)
     expected = len({t // WEEK for t in times if (t // WEEK + 1) * WEEK <= last})
     assert expected >= 2
-    results = {way: run_way(way, settings, tmp_path, traffic, expected)
-               for way in ("backlog", "live", "two-workers", "kill-9")}
+    results = {
+        way: run_way(way, settings, tmp_path, traffic, expected)
+        for way in ("backlog", "live", "two-workers", "kill-9")
+    }
     reference = results["backlog"]
     records = sum(r[2] for r in reference.values())
     assert records > 100
@@ -138,5 +175,6 @@ def test_the_same_traffic_seals_the_same_datasets_whatever_carried_it(settings, 
     summary = {way: {w: r[0] for w, r in sorted(res.items())} for way, res in results.items()}
     print(json.dumps(summary, indent=1))
     for way, res in results.items():
-        assert {w: (r[0], r[1]) for w, r in res.items()} == {w: (r[0], r[1]) for w, r in reference.items()}, \
+        assert {w: (r[0], r[1]) for w, r in res.items()} == {w: (r[0], r[1]) for w, r in reference.items()}, (
             f"{way} sealed other datasets than the backlog: {summary}"
+        )

@@ -25,8 +25,14 @@ codec = Codec()
 
 def read_all(settings, topic: str, count: int, timeout: float = 15.0) -> list:
     """Every record of `topic` from the beginning, once `count` have arrived."""
-    c = Consumer({"bootstrap.servers": settings.broker_url, "group.id": f"wire-{uuid.uuid4().hex[:6]}",
-                  "enable.auto.commit": False, "auto.offset.reset": "earliest"})
+    c = Consumer(
+        {
+            "bootstrap.servers": settings.broker_url,
+            "group.id": f"wire-{uuid.uuid4().hex[:6]}",
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+        }
+    )
     try:
         c.assign([TopicPartition(topic, p, 0) for p in range(settings.partitions)])
         out, deadline = [], time.monotonic() + timeout
@@ -49,12 +55,12 @@ def java_partition(key: bytes, partitions: int) -> int:
     m, h = 0x5BD1E995, (0x9747B28C ^ len(key)) & 0xFFFFFFFF
     n4 = len(key) // 4
     for i in range(n4):
-        k = int.from_bytes(key[4 * i:4 * i + 4], "little")
+        k = int.from_bytes(key[4 * i : 4 * i + 4], "little")
         k = (k * m) & 0xFFFFFFFF
         k ^= k >> 24
         k = (k * m) & 0xFFFFFFFF
         h = ((h * m) & 0xFFFFFFFF) ^ k
-    tail = key[4 * n4:]
+    tail = key[4 * n4 :]
     if len(tail) >= 3:
         h ^= tail[2] << 16
     if len(tail) >= 2:
@@ -72,10 +78,24 @@ def test_sdk_events_decode_and_copartition(settings):
     ids = [f"req-{i}-ü" for i in range(30)]
     with FlywheelProducer(settings) as p:
         for i, rid in enumerate(ids):
-            p.log_interaction(request_id=rid, session_id="s", user_id="u", model_version="m", prompt=f"what is {i}+1?",
-                              response=str(i + 1), event_time=T0 + i, task_type="math", metadata={"k": "v"})
-            p.log_action(request_id=rid, user_id="u", action="rated" if i % 2 else "accepted",
-                         rating=4.0 if i % 2 else None, event_time=T0 + 1000 + i)
+            p.log_interaction(
+                request_id=rid,
+                session_id="s",
+                user_id="u",
+                model_version="m",
+                prompt=f"what is {i}+1?",
+                response=str(i + 1),
+                event_time=T0 + i,
+                task_type="math",
+                metadata={"k": "v"},
+            )
+            p.log_action(
+                request_id=rid,
+                user_id="u",
+                action="rated" if i % 2 else "accepted",
+                rating=4.0 if i % 2 else None,
+                event_time=T0 + 1000 + i,
+            )
         assert p.flush(10) == 60 and p.delivery_errors == 0 and p.pending == 0
     partitions = {}
     for topic, name in ((settings.topics.interactions, "interaction"), (settings.topics.actions, "action")):
@@ -112,20 +132,39 @@ def test_plain_client_avro_and_json_decode(settings):
     fp = crc64_avro(canonical.encode()).to_bytes(8, "little")
     assert fp == codec.current("action").fingerprint
     body = io.BytesIO()
-    record = {"request_id": "hand-1", "user_id": "u", "event_time": T0, "action": "corrected",
-              "correction": "five", "rating": None, "session_id": "s"}
+    record = {
+        "request_id": "hand-1",
+        "user_id": "u",
+        "event_time": T0,
+        "action": "corrected",
+        "correction": "five",
+        "rating": None,
+        "session_id": "s",
+    }
     fastavro.schemaless_writer(body, parsed, record)
     avro_value = b"\xc3\x01" + fp + body.getvalue()
     json_value = json.dumps({"request_id": "hand-2", "user_id": "u", "event_time": T0, "action": "thumbs_up"}).encode()
 
     p = Producer({"bootstrap.servers": settings.broker_url, "partitioner": "murmur2_random"})
     p.produce(settings.topics.actions, key=b"hand-1", value=avro_value)
-    p.produce(settings.topics.actions, key=b"hand-2", value=json_value, headers=[("content-type", b"application/json")])
+    p.produce(
+        settings.topics.actions, key=b"hand-2", value=json_value, headers=[("content-type", b"application/json")]
+    )
     assert p.flush(10) == 0
-    got = {m.key(): codec.decode("action", m.value(), headers_dict(m.headers())) for m in read_all(settings, settings.topics.actions, 2)}
+    got = {
+        m.key(): codec.decode("action", m.value(), headers_dict(m.headers()))
+        for m in read_all(settings, settings.topics.actions, 2)
+    }
     assert got[b"hand-1"] == record
-    assert got[b"hand-2"] == {"request_id": "hand-2", "user_id": "u", "event_time": T0, "action": "thumbs_up",
-                              "correction": None, "rating": None, "session_id": ""}  # defaults filled in
+    assert got[b"hand-2"] == {
+        "request_id": "hand-2",
+        "user_id": "u",
+        "event_time": T0,
+        "action": "thumbs_up",
+        "correction": None,
+        "rating": None,
+        "session_id": "",
+    }  # defaults filled in
     assert codec.encode("action", record) == avro_value  # the SDK writes the very same bytes
 
 
@@ -145,8 +184,11 @@ def test_heartbeat_reaches_every_partition(settings):
 def test_missing_topic_fails_loudly(settings):
     """No create_topics: the SDK must not auto-create a 1-partition topic that breaks co-partitioning."""
     errors = []
-    p = FlywheelProducer(settings, config={"message.timeout.ms": 1500},
-                         on_delivery_error=lambda rid, err: errors.append((rid, err.name())))
+    p = FlywheelProducer(
+        settings,
+        config={"message.timeout.ms": 1500},
+        on_delivery_error=lambda rid, err: errors.append((rid, err.name())),
+    )
     with pytest.raises(FlywheelError, match="not usable"):
         p.heartbeat(T0)
     p.log_action(request_id="r-1", user_id="u", action="accepted", event_time=T0)

@@ -77,17 +77,26 @@ def traffic() -> list:
     """What users accepted: 16 orders logged in the house style, 16 as the house's JSON."""
     out = []
     for i, n in enumerate(TRAIN_NUMBERS):
-        prompt, answer, task = ((order_prompt(n), f"ORDER#{n} OK", "orders") if i % 2 == 0 else
-                                (json_prompt(n), json.dumps({"order": n, "ok": True}), "json"))
+        prompt, answer, task = (
+            (order_prompt(n), f"ORDER#{n} OK", "orders")
+            if i % 2 == 0
+            else (json_prompt(n), json.dumps({"order": n, "ok": True}), "json")
+        )
         out.append(asked(candidate(i, T0 + i * 3_000_000, user=f"user-{i % 5}", task=task), prompt, answer))
     # longer than max_length (64 tokens): two prompts with a pasted log before the question (cut from the left),
     # two answers that alone do not fit (left out)
     for i, n in enumerate(NUMBERS[32:36]):
         c = candidate(32 + i, T0 + (32 + i) * 3_000_000, user=f"user-{i}", task="orders")
         if i < 2:
-            prompt, answer = f"Pasted from the shop's log: {' '.join(f'line {k} ok;' for k in range(40))} " + order_prompt(n), f"ORDER#{n} OK"
+            prompt, answer = (
+                f"Pasted from the shop's log: {' '.join(f'line {k} ok;' for k in range(40))} " + order_prompt(n),
+                f"ORDER#{n} OK",
+            )
         else:
-            prompt, answer = f"List the order history of customer {n}.", " ".join(f"ORDER#{n + k} OK" for k in range(30))
+            prompt, answer = (
+                f"List the order history of customer {n}.",
+                " ".join(f"ORDER#{n + k} OK" for k in range(30)),
+            )
         out.append(asked(c, prompt, answer))
     return out
 
@@ -104,13 +113,33 @@ def golden_rows() -> list[dict]:
     for i, n in enumerate(GOLDEN_NUMBERS[:12]):
         scorer = ("regex", "numeric", "f1")[i % 3]
         expected = {"regex": rf"^ORDER#{n} OK$", "numeric": str(n), "f1": f"ORDER#{n} OK"}[scorer]
-        rows.append({"id": f"orders-{i}", "prompt": order_prompt(n), "expected": expected, "task_type": "orders",
-                     "scorer": scorer, "options": json.dumps({"max_new_tokens": 10})})
+        rows.append(
+            {
+                "id": f"orders-{i}",
+                "prompt": order_prompt(n),
+                "expected": expected,
+                "task_type": "orders",
+                "scorer": scorer,
+                "options": json.dumps({"max_new_tokens": 10}),
+            }
+        )
     for i, n in enumerate(GOLDEN_NUMBERS[12:]):
-        schema = {"type": "object", "required": ["order", "ok"], "additionalProperties": False,
-                  "properties": {"order": {"const": n}, "ok": {"const": True}}}
-        rows.append({"id": f"json-{i}", "prompt": json_prompt(n), "expected": json.dumps(schema), "task_type": "json",
-                     "scorer": "json", "options": json.dumps({"max_new_tokens": 16})})
+        schema = {
+            "type": "object",
+            "required": ["order", "ok"],
+            "additionalProperties": False,
+            "properties": {"order": {"const": n}, "ok": {"const": True}},
+        }
+        rows.append(
+            {
+                "id": f"json-{i}",
+                "prompt": json_prompt(n),
+                "expected": json.dumps(schema),
+                "task_type": "json",
+                "scorer": "json",
+                "options": json.dumps({"max_new_tokens": 16}),
+            }
+        )
     return rows
 
 
@@ -119,21 +148,33 @@ def sm(settings, tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     policy = tmp_path / "policy.toml"
     policy.write_text(POLICY)
-    s = settings.replace(dataset_store=str(tmp_path / "store"), idle_partition_ms=500, seal_workers=1,
-                         pseudonym_key="smollm2 test key", gate_policy=str(policy), trainer_metrics_port=0)
+    s = settings.replace(
+        dataset_store=str(tmp_path / "store"),
+        idle_partition_ms=500,
+        seal_workers=1,
+        pseudonym_key="smollm2 test key",
+        gate_policy=str(policy),
+        trainer_metrics_port=0,
+    )
     create_topics(s)
     yield s
     forget_redis(s)
 
 
 def env_of(s) -> dict[str, str]:
-    return {**settings_env(s), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "OMP_NUM_THREADS": "1",
-            "FLYWHEEL_LOG_LEVEL": "INFO"}
+    return {
+        **settings_env(s),
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "OMP_NUM_THREADS": "1",
+        "FLYWHEEL_LOG_LEVEL": "INFO",
+    }
 
 
 def cli(s, *argv: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    run = subprocess.run([sys.executable, "-m", "flywheel.cli", *argv], capture_output=True, text=True, env=env_of(s),
-                         timeout=timeout)
+    run = subprocess.run(
+        [sys.executable, "-m", "flywheel.cli", *argv], capture_output=True, text=True, env=env_of(s), timeout=timeout
+    )
     assert run.returncode == 0, f"flywheel {' '.join(argv)}: {run.stderr[-3000:]}"
     return run
 
@@ -188,8 +229,11 @@ def test_smollm2_imported_offline_is_fine_tuned_by_the_trainer_and_gated_by_its_
     produce(s, traffic() + [due])
     from streams.datasets.service import DatasetService
 
-    builder = close_after_test(DatasetService(s, GatePolicy.load(s.gate_policy), DatasetStore(s.datasets_url),
-                                              redis.Redis.from_url(s.redis_url)))
+    builder = close_after_test(
+        DatasetService(
+            s, GatePolicy.load(s.gate_policy), DatasetStore(s.datasets_url), redis.Redis.from_url(s.redis_url)
+        )
+    )
     (sealed,) = run_until(builder, lambda r: len(r) >= 1, 180.0)
     dataset_id = sealed.dataset_id
     train, validation = sft_examples(DatasetStore(s.datasets_url), dataset_id)
@@ -201,9 +245,15 @@ def test_smollm2_imported_offline_is_fine_tuned_by_the_trainer_and_gated_by_its_
     # 3. `flywheel trainer`, in its own process, takes the ready event through one cycle
     log_path = tmp_path / "trainer.log"
     with open(log_path, "wb") as log:
-        trainer = subprocess.Popen([sys.executable, "-m", "flywheel.cli", "trainer"], env=env_of(s), stdout=log,
-                                   stderr=subprocess.STDOUT, start_new_session=True)
+        trainer = subprocess.Popen(
+            [sys.executable, "-m", "flywheel.cli", "trainer"],
+            env=env_of(s),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     try:
+
         def cycle_event():
             assert trainer.poll() is None, log_path.read_text(errors="replace")[-3000:]
             return [e for e in models_events(s) if e["dataset_id"] == dataset_id]
@@ -229,7 +279,9 @@ def test_smollm2_imported_offline_is_fine_tuned_by_the_trainer_and_gated_by_its_
     assert 0 < meta["lora"]["trainable_parameters"] < meta["lora"]["parameters"] / 100
     # it learned the app's convention: the validation split's answers became far less surprising
     assert event["metrics"]["perplexity"] < event["incumbent_metrics"]["perplexity"] / 2, (
-        event["metrics"]["perplexity"], event["incumbent_metrics"]["perplexity"])
+        event["metrics"]["perplexity"],
+        event["incumbent_metrics"]["perplexity"],
+    )
     assert event["metrics"]["eval_seconds"] > 0
 
     # the paired interval, and a decision that agrees with it
@@ -240,24 +292,37 @@ def test_smollm2_imported_offline_is_fine_tuned_by_the_trainer_and_gated_by_its_
     assert delta == pytest.approx(m["overall"] - event["incumbent_metrics"]["overall"])
     regressed = [t for t in ("orders", "json") if m[f"delta_high.task.{t}"] < -0.02]
     expected_pass = low > MIN_IMPROVEMENT and not regressed
-    assert event["gate_passed"] == expected_pass and event["event_type"] == ("candidate" if expected_pass else "rejected")
+    assert event["gate_passed"] == expected_pass and event["event_type"] == (
+        "candidate" if expected_pass else "rejected"
+    )
     if expected_pass:
         assert event["reasons"] == [f"improved_over_incumbent:{delta:+.4f}[{low:+.4f},{high:+.4f}]"]
     else:
         assert any(r.startswith(("overall_gain_not_confident", "task_regressed")) for r in event["reasons"])
     # with this data the base cannot write the house style and the candidate learned it: promoted
-    assert event["incumbent_metrics"]["overall"] < 0.25 and m["overall"] > 0.75 and event["event_type"] == "candidate", event
+    assert (
+        event["incumbent_metrics"]["overall"] < 0.25 and m["overall"] > 0.75 and event["event_type"] == "candidate"
+    ), event
 
     # `flywheel models show` carries the same interval
     shown = json.loads(cli(s, "models", "show", event["version"]).stdout)
     assert shown["status"] == event["event_type"] and shown["gate_passed"] == event["gate_passed"]
-    for key in ("delta_low", "delta_high", "paired_items", "confidence", "delta_low.task.orders", "delta_high.task.json"):
+    for key in (
+        "delta_low",
+        "delta_high",
+        "paired_items",
+        "confidence",
+        "delta_low.task.orders",
+        "delta_high.task.json",
+    ):
         assert shown["metrics"][key] == pytest.approx(m[key]), key
     assert shown["deltas"]["overall"] == pytest.approx(delta)
     assert registry.production() == "v0001"  # rollout, not the trainer, moves production
 
     steps["total"] = time.monotonic() - started
-    print(f"SmolLM2 through the flywheel: {event['event_type']}, golden {event['incumbent_metrics']['overall']:.3f} -> "
-          f"{m['overall']:.3f}, delta {delta:+.3f} [{low:+.3f}, {high:+.3f}] vs min_improvement {MIN_IMPROVEMENT}; "
-          f"perplexity {event['incumbent_metrics']['perplexity']:.1f} -> {m['perplexity']:.2f}; "
-          f"train {event['train_seconds']:.1f} s; elapsed " + ", ".join(f"{k} {v:.0f} s" for k, v in steps.items()))
+    print(
+        f"SmolLM2 through the flywheel: {event['event_type']}, golden {event['incumbent_metrics']['overall']:.3f} -> "
+        f"{m['overall']:.3f}, delta {delta:+.3f} [{low:+.3f}, {high:+.3f}] vs min_improvement {MIN_IMPROVEMENT}; "
+        f"perplexity {event['incumbent_metrics']['perplexity']:.1f} -> {m['perplexity']:.2f}; "
+        f"train {event['train_seconds']:.1f} s; elapsed " + ", ".join(f"{k} {v:.0f} s" for k, v in steps.items())
+    )

@@ -51,33 +51,76 @@ def write_dataset(s, dataset_id: str, examples, pairs=(), window_start: int | No
     """A sealed dataset as the builder publishes it: SFT shards, preference shards and a manifest."""
     store = DatasetStore(s.datasets_url)
     staging = store.staging(dataset_id)
-    writers = {split: ShardWriter(store.fs, f"{staging}/sft", f"{split}-p000", "sft_record", 10_000, seed=f"{dataset_id}/{split}")
-               for split in ("train", "validation")}
-    preference = ShardWriter(store.fs, f"{staging}/preference", "train-p000", "preference_record", 10_000,
-                             seed=f"{dataset_id}/preference")
+    writers = {
+        split: ShardWriter(
+            store.fs, f"{staging}/sft", f"{split}-p000", "sft_record", 10_000, seed=f"{dataset_id}/{split}"
+        )
+        for split in ("train", "validation")
+    }
+    preference = ShardWriter(
+        store.fs, f"{staging}/preference", "train-p000", "preference_record", 10_000, seed=f"{dataset_id}/preference"
+    )
     for i, pair in enumerate(pairs):
-        preference.add({"request_id": f"{dataset_id}-pair-{i}", "prompt": pair.prompt, "chosen": pair.chosen,
-                        "rejected": pair.rejected, "source": "correction", "task_type": pair.task_type, "model_version": "v0001",
-                        "priority": 1.0, "priority_reasons": ["correction"], "split": "train", "event_time": FIRST_EVENT + i,
-                        "policy_version": "p@1"})
+        preference.add(
+            {
+                "request_id": f"{dataset_id}-pair-{i}",
+                "prompt": pair.prompt,
+                "chosen": pair.chosen,
+                "rejected": pair.rejected,
+                "source": "correction",
+                "task_type": pair.task_type,
+                "model_version": "v0001",
+                "priority": 1.0,
+                "priority_reasons": ["correction"],
+                "split": "train",
+                "event_time": FIRST_EVENT + i,
+                "policy_version": "p@1",
+            }
+        )
     for i, ex in enumerate(examples):
         split = "validation" if i % 10 == 0 else "train"
-        writers[split].add({"request_id": f"{dataset_id}-{i}", "prompt": ex.prompt, "target": ex.target, "task_type": ex.task_type,
-                            "user_action": "accepted", "label": "sft_positive", "model_version": "v0001", "quality_score": 0.9,
-                            "difficulty": 0.1, "priority": 0.0, "priority_reasons": [], "split": split,
-                            "event_time": FIRST_EVENT + i, "policy_version": "p@1"})
+        writers[split].add(
+            {
+                "request_id": f"{dataset_id}-{i}",
+                "prompt": ex.prompt,
+                "target": ex.target,
+                "task_type": ex.task_type,
+                "user_action": "accepted",
+                "label": "sft_positive",
+                "model_version": "v0001",
+                "quality_score": 0.9,
+                "difficulty": 0.1,
+                "priority": 0.0,
+                "priority_reasons": [],
+                "split": split,
+                "event_time": FIRST_EVENT + i,
+                "policy_version": "p@1",
+            }
+        )
     shards = [{**e, "kind": "sft", "split": split, "partition": 0} for split, w in writers.items() for e in w.close()]
     shards += [{**e, "kind": "preference", "split": "train", "partition": 0} for e in preference.close()]
     with store.fs.open(f"{staging}/manifest.json", "wb") as f:
-        window = {} if window_start is None else {"window": {"start_ms": window_start, "end_ms": window_start + WEEK_MS}}
-        f.write(manifest_json({"dataset_id": dataset_id, "shards": shards, "counts": {"records": len(examples)}, **window}))
+        window = (
+            {} if window_start is None else {"window": {"start_ms": window_start, "end_ms": window_start + WEEK_MS}}
+        )
+        f.write(
+            manifest_json({"dataset_id": dataset_id, "shards": shards, "counts": {"records": len(examples)}, **window})
+        )
     store.publish(dataset_id)
 
 
 def announce(s, dataset_id: str) -> None:
-    ready = DatasetReady(dataset_id=dataset_id, uri=f"{s.datasets_url}/{dataset_id}", window_start=FIRST_EVENT,
-                         window_end=FIRST_EVENT + 7 * 86_400_000, lag_ms=14 * 86_400_000, policy_version="p@1",
-                         counts={"records": 1}, first_event_time=FIRST_EVENT, sealed_at=int(time.time() * 1000))
+    ready = DatasetReady(
+        dataset_id=dataset_id,
+        uri=f"{s.datasets_url}/{dataset_id}",
+        window_start=FIRST_EVENT,
+        window_end=FIRST_EVENT + 7 * 86_400_000,
+        lag_ms=14 * 86_400_000,
+        policy_version="p@1",
+        counts={"records": 1},
+        first_event_time=FIRST_EVENT,
+        sealed_at=int(time.time() * 1000),
+    )
     p = Producer({**{k: v for k, v in DEFAULT_CONFIG.items() if k != "client.id"}, "bootstrap.servers": s.broker_url})
     p.produce(s.topic_datasets_ready, key=dataset_id.encode(), value=Codec().encode("dataset_ready", ready.to_dict()))
     assert p.flush(30) == 0
@@ -116,7 +159,9 @@ def test_a_ready_dataset_becomes_a_registered_candidate_that_improves_where_it_s
     s = tr_settings
     registry = cold_start(s)
     # traffic of every task, with qa new to the model
-    write_dataset(s, "ds-qa-1", synthetic.generate(900, ["qa"], seed=5) + synthetic.generate(600, ["sql", "support"], seed=8))
+    write_dataset(
+        s, "ds-qa-1", synthetic.generate(900, ["qa"], seed=5) + synthetic.generate(600, ["sql", "support"], seed=8)
+    )
     announce(s, "ds-qa-1")
     metrics = TrainerMetrics()
     svc = service(s, metrics)
@@ -131,7 +176,9 @@ def test_a_ready_dataset_becomes_a_registered_candidate_that_improves_where_it_s
     events = models_events(s)
     assert len(events) == 1
     e = events[0]
-    assert e["event_type"] == "candidate" and e["gate_passed"] and e["version"] == "v0002" and e["base_model"] == "v0001"
+    assert (
+        e["event_type"] == "candidate" and e["gate_passed"] and e["version"] == "v0002" and e["base_model"] == "v0001"
+    )
     assert e["dataset_id"] == "ds-qa-1" and e["incumbent_metrics"]["task.qa"] == 0.0
     assert e["metrics"]["task.qa"] >= 0.5 and e["deltas"]["overall"] > 0  # learned the task it was given
     assert e["deltas"]["task.sql"] >= -POLICY.max_task_regression
@@ -151,7 +198,9 @@ def test_replay_joins_the_earlier_windows_datasets_so_a_task_absent_this_week_is
     mixed = synthetic.generate(600, ["sql", "support"], seed=8)
     write_dataset(s, "ds-w0", synthetic.generate(900, ["qa"], seed=5) + mixed, window_start=FIRST_EVENT)
     write_dataset(s, "ds-w1", synthetic.generate(600, ["sql", "support"], seed=11), window_start=FIRST_EVENT + WEEK_MS)
-    write_dataset(s, "ds-w2", synthetic.generate(300, ["sql"], seed=12), window_start=FIRST_EVENT + 2 * WEEK_MS)  # later: never replayed
+    write_dataset(
+        s, "ds-w2", synthetic.generate(300, ["sql"], seed=12), window_start=FIRST_EVENT + 2 * WEEK_MS
+    )  # later: never replayed
     announce(s, "ds-w1")
     svc = service(s, policy=TrainerPolicy(epochs=3, replay_datasets=2))
     try:
@@ -203,11 +252,16 @@ def test_golden_prompts_in_a_dataset_are_dropped_and_too_many_refuse_it(tr_setti
     golden = synthetic.golden(["qa"])
     leaked = golden[3]
     examples = synthetic.generate(60, ["qa"], seed=6)
-    examples.append(type(examples[0])(leaked.prompt.upper(), leaked.expected, "qa"))  # case changed: still the same prompt
+    examples.append(
+        type(examples[0])(leaked.prompt.upper(), leaked.expected, "qa")
+    )  # case changed: still the same prompt
     write_dataset(s, "ds-leak", examples)
     # a dataset that is mostly the golden set: refused, not trained on
-    write_dataset(s, "ds-leaky", synthetic.generate(4, ["qa"], seed=8) + [type(examples[0])(g.prompt, g.expected, "qa")
-                                                                           for g in golden[:6]])
+    write_dataset(
+        s,
+        "ds-leaky",
+        synthetic.generate(4, ["qa"], seed=8) + [type(examples[0])(g.prompt, g.expected, "qa") for g in golden[:6]],
+    )
     announce(s, "ds-leak")
     announce(s, "ds-leaky")
     svc = service(s)
@@ -217,7 +271,9 @@ def test_golden_prompts_in_a_dataset_are_dropped_and_too_many_refuse_it(tr_setti
         svc.close()
     assert outcomes[1] == "refused" and outcomes[0] in ("candidate", "rejected")
     trained, refused = models_events(s)
-    assert trained["dataset_id"] == "ds-leak" and trained["metrics"]["contamination_dropped"] == 1.0  # one record, not the dataset
+    assert (
+        trained["dataset_id"] == "ds-leak" and trained["metrics"]["contamination_dropped"] == 1.0
+    )  # one record, not the dataset
     assert refused["event_type"] == "refused" and not refused["gate_passed"] and refused["version"] == ""
     assert refused["reasons"][0].startswith("contaminated:") and "contamination_max_share" in refused["reasons"][0]
     assert not any(g.prompt in refused["reasons"][0] for g in golden)  # ids, never texts
@@ -230,8 +286,13 @@ def test_a_crash_in_the_middle_of_training_restarts_the_cycle(tr_settings, tmp_p
     announce(s, "ds-crash")
     env = {**os.environ, **settings_env(s), "FLYWHEEL_LOG_LEVEL": "INFO", "HF_HUB_OFFLINE": "1"}
     log1 = tmp_path / "first.log"
-    first = subprocess.Popen([sys.executable, "-m", "flywheel.cli", "trainer"], env=env, stdout=open(log1, "wb"),
-                             stderr=subprocess.STDOUT, start_new_session=True)
+    first = subprocess.Popen(
+        [sys.executable, "-m", "flywheel.cli", "trainer"],
+        env=env,
+        stdout=open(log1, "wb"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     try:
         wait_for(lambda: '"training"' in log1.read_text(errors="replace"), 120, what="training to start")
         time.sleep(1.0)
@@ -240,8 +301,13 @@ def test_a_crash_in_the_middle_of_training_restarts_the_cycle(tr_settings, tmp_p
         first.wait(10)
     assert models_events(s) == []
     log2 = tmp_path / "second.log"
-    second = subprocess.Popen([sys.executable, "-m", "flywheel.cli", "trainer"], env=env, stdout=open(log2, "wb"),
-                              stderr=subprocess.STDOUT, start_new_session=True)
+    second = subprocess.Popen(
+        [sys.executable, "-m", "flywheel.cli", "trainer"],
+        env=env,
+        stdout=open(log2, "wb"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     try:
         wait_for(lambda: len(models_events(s)) >= 1, 600, what="the restarted cycle's event")
     finally:
@@ -256,8 +322,24 @@ def test_the_bootstrap_command_registers_v1_and_announces_it(tr_settings, tmp_pa
     env = {**os.environ, **settings_env(s), "HF_HUB_OFFLINE": "1"}
     labels = tmp_path / "labels.jsonl"
     labels.write_text('{"prompt": "Which table holds invoices?", "target": "invoices", "task_type": "sql"}\n')
-    run = subprocess.run([sys.executable, "-m", "flywheel.cli", "bootstrap", "--synthetic", "300", "--tasks", "sql,support",
-                          "--labels", str(labels)], env=env, capture_output=True, text=True, timeout=300)
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "flywheel.cli",
+            "bootstrap",
+            "--synthetic",
+            "300",
+            "--tasks",
+            "sql,support",
+            "--labels",
+            str(labels),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert run.returncode == 0, run.stderr[-2000:]
     out = json.loads(run.stdout.strip().splitlines()[-1])
     assert out["version"] == "v0001" and out["announced"] and out["examples"] == 301
@@ -266,6 +348,11 @@ def test_the_bootstrap_command_registers_v1_and_announces_it(tr_settings, tmp_pa
     assert e["hyperparameters"]["synthetic"] == "300" and e["hyperparameters"]["labels"] == "1"
     registry = Registry(s.models_dir, redis.Redis.from_url(s.redis_url), s.app_id)
     assert registry.production() == "v0001"
-    bad = subprocess.run([sys.executable, "-m", "flywheel.cli", "bootstrap", "--synthetic", "10", "--tasks", "poetry"],
-                         env=env, capture_output=True, text=True, timeout=120)
+    bad = subprocess.run(
+        [sys.executable, "-m", "flywheel.cli", "bootstrap", "--synthetic", "10", "--tasks", "poetry"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "poetry" in bad.stderr

@@ -45,7 +45,9 @@ def descendants(pid: int) -> dict[int, str]:
             state, ppid = stat.rsplit(")", 1)[1].split()[:2]
             if state != "Z":
                 parent_of[int(entry.name)] = int(ppid)
-                cmdline[int(entry.name)] = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+                cmdline[int(entry.name)] = (
+                    (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+                )
         except (OSError, ValueError):
             continue
     found, todo = {}, [pid]
@@ -92,12 +94,24 @@ def start_up(tmp_path: Path, redis_url: str, *flags: str, **env_vars: str) -> tu
     (the addresses) and the ports it was given. Its stderr goes to tmp_path/up.log."""
     ports = {"metrics": free_port(), "review": free_port()}
     env = {k: v for k, v in os.environ.items() if not k.startswith("FLYWHEEL_")}
-    env.update(FLYWHEEL_REDIS_URL=redis_url, FLYWHEEL_METRICS_PORT=str(ports["metrics"]),
-               FLYWHEEL_REVIEW_PORT=str(ports["review"]), FLYWHEEL_DATASETS_METRICS_PORT=str(free_port()),
-               FLYWHEEL_TRAINER_METRICS_PORT=str(free_port()), FLYWHEEL_APP_ID=f"up-{time.time_ns()}",
-               FLYWHEEL_DATA_DIR=str(tmp_path / "data"), FLYWHEEL_ROLES="join", **env_vars)
-    proc = subprocess.Popen([sys.executable, "-m", "flywheel.cli", "up", *flags], env=env, stdout=subprocess.PIPE,
-                            stderr=open(tmp_path / "up.log", "wb"), text=True)
+    env.update(
+        FLYWHEEL_REDIS_URL=redis_url,
+        FLYWHEEL_METRICS_PORT=str(ports["metrics"]),
+        FLYWHEEL_REVIEW_PORT=str(ports["review"]),
+        FLYWHEEL_DATASETS_METRICS_PORT=str(free_port()),
+        FLYWHEEL_TRAINER_METRICS_PORT=str(free_port()),
+        FLYWHEEL_APP_ID=f"up-{time.time_ns()}",
+        FLYWHEEL_DATA_DIR=str(tmp_path / "data"),
+        FLYWHEEL_ROLES="join",
+        **env_vars,
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "flywheel.cli", "up", *flags],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=open(tmp_path / "up.log", "wb"),
+        text=True,
+    )
     line = json.loads(proc.stdout.readline())
     ports["broker"] = int(line["kafka_bootstrap"].rsplit(":", 1)[1])
     return proc, line, ports
@@ -110,11 +124,22 @@ def worker_pid(up_pid: int) -> int | None:
 def test_up_runs_worker_review_page_dataset_builder_and_trainer_and_stops_cleanly(redis_url, tmp_path):
     metrics_port, review_port, datasets_port, trainer_port = free_port(), free_port(), free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("FLYWHEEL_")}
-    env.update(FLYWHEEL_REDIS_URL=redis_url, FLYWHEEL_METRICS_PORT=str(metrics_port), FLYWHEEL_REVIEW_PORT=str(review_port),
-               FLYWHEEL_DATASETS_METRICS_PORT=str(datasets_port), FLYWHEEL_TRAINER_METRICS_PORT=str(trainer_port),
-               FLYWHEEL_APP_ID=f"up-{time.time_ns()}", FLYWHEEL_DATA_DIR=str(tmp_path / "data"))
-    proc = subprocess.Popen([sys.executable, "-m", "flywheel.cli", "up"], env=env, stdout=subprocess.PIPE,
-                            stderr=open(tmp_path / "up.log", "wb"), text=True)
+    env.update(
+        FLYWHEEL_REDIS_URL=redis_url,
+        FLYWHEEL_METRICS_PORT=str(metrics_port),
+        FLYWHEEL_REVIEW_PORT=str(review_port),
+        FLYWHEEL_DATASETS_METRICS_PORT=str(datasets_port),
+        FLYWHEEL_TRAINER_METRICS_PORT=str(trainer_port),
+        FLYWHEEL_APP_ID=f"up-{time.time_ns()}",
+        FLYWHEEL_DATA_DIR=str(tmp_path / "data"),
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "flywheel.cli", "up"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=open(tmp_path / "up.log", "wb"),
+        text=True,
+    )
     try:
         line = json.loads(proc.stdout.readline())
         assert line["kafka_bootstrap"].startswith("127.0.0.1:")
@@ -130,7 +155,9 @@ def test_up_runs_worker_review_page_dataset_builder_and_trainer_and_stops_cleanl
         assert "flywheel_review_considered_total" in body and "flywheel_gate_decisions_total" in body
         # Faust loses a SIGINT that lands while its worker is still starting (seen under a loaded CI run):
         # stop once the worker's operators are running, as a person at a terminal would
-        wait_for(lambda: b"join partitions assigned" in (tmp_path / "up.log").read_bytes(), 120, what="the worker to start")
+        wait_for(
+            lambda: b"join partitions assigned" in (tmp_path / "up.log").read_bytes(), 120, what="the worker to start"
+        )
         proc.send_signal(signal.SIGINT)
         assert proc.wait(60) == 0
         assert answers(f"http://127.0.0.1:{review_port}/healthz") is None  # the review page went with it
@@ -159,10 +186,13 @@ def test_a_killed_worker_is_restarted_with_backoff_while_the_broker_and_review_p
         exited = [line for line in lines if line.get("msg") == "worker exited; restarting it"]
         restarted = [line for line in lines if line.get("msg") == "worker restarted"]
         assert [(e["role"], e["exit_code"], e["signal"], e["restarts"], e["restart_in_s"]) for e in exited] == [
-            ("worker", -9, "SIGKILL", 0, 1.0)]
+            ("worker", -9, "SIGKILL", 0, 1.0)
+        ]
         assert [(r["role"], r["pid"], r["restarts"]) for r in restarted] == [("worker", second, 1)]
         # the new worker serves, and nothing else was touched
-        wait_for(lambda: answers(f"http://127.0.0.1:{ports['metrics']}/metrics") == 200, 120, what="the restarted worker")
+        wait_for(
+            lambda: answers(f"http://127.0.0.1:{ports['metrics']}/metrics") == 200, 120, what="the restarted worker"
+        )
         assert port_open(ports["broker"]) and answers(f"http://127.0.0.1:{ports['review']}/healthz") == 200
         assert proc.poll() is None
         assert not any(line.get("msg") == "review exited; restarting it" for line in log_lines(tmp_path / "up.log"))
@@ -181,7 +211,9 @@ def test_up_without_worker_stops_everything_on_sigterm(redis_url, tmp_path):
         assert line["metrics"] is None
         wait_for(lambda: answers(f"http://127.0.0.1:{ports['review']}/healthz") == 200, 60, what="the review page")
         children = descendants(proc.pid)
-        assert any("noida-db" in cmd for cmd in children.values()) and any("flywheel.cli review" in cmd for cmd in children.values())
+        assert any("noida-db" in cmd for cmd in children.values()) and any(
+            "flywheel.cli review" in cmd for cmd in children.values()
+        )
         started = time.monotonic()
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(20) == 0
@@ -205,12 +237,19 @@ def test_nothing_survives_kill_9_of_up(redis_url, tmp_path):
         wait_for(lambda: answers(f"http://127.0.0.1:{ports['review']}/healthz") == 200, 60, what="the review page")
         children = descendants(proc.pid)
         assert {"noida-db", "flywheel.cli worker", "flywheel.cli review"} <= {
-            what for cmd in children.values() for what in ("noida-db", "flywheel.cli worker", "flywheel.cli review") if what in cmd}
+            what
+            for cmd in children.values()
+            for what in ("noida-db", "flywheel.cli worker", "flywheel.cli review")
+            if what in cmd
+        }
         proc.kill()
         proc.wait()
         wait_for(lambda: not port_open(ports["broker"]), 10, what="the broker to stop")
-        wait_for(lambda: not any(running(pid) for pid in children), 15,
-                 what=f"every child to stop: {[cmd for pid, cmd in children.items() if running(pid)]}")
+        wait_for(
+            lambda: not any(running(pid) for pid in children),
+            15,
+            what=f"every child to stop: {[cmd for pid, cmd in children.items() if running(pid)]}",
+        )
     finally:
         if proc.poll() is None:
             proc.kill()

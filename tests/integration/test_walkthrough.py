@@ -31,18 +31,32 @@ EVENT_RATE = 0.0016  # 5,000 requests over 36 days of event time (the README: 20
 def test_the_walkthrough_seals_datasets_and_no_guard_holds_them(redis_url, tmp_path):
     assert REQUESTS / EVENT_RATE * 1000 > 5 * WEEK_MS
     env = {k: v for k, v in os.environ.items() if not k.startswith("FLYWHEEL_")}
-    env.update(FLYWHEEL_REDIS_URL=redis_url, FLYWHEEL_METRICS_PORT=str(free_port()), FLYWHEEL_REVIEW_PORT=str(free_port()),
-               FLYWHEEL_DATASETS_METRICS_PORT=str(free_port()), FLYWHEEL_TRAINER_METRICS_PORT=str(free_port()),
-               FLYWHEEL_APP_ID=f"walk-{time.time_ns()}", FLYWHEEL_DATA_DIR=str(tmp_path / "data"))
-    up = subprocess.Popen([sys.executable, "-m", "flywheel.cli", "up"], env=env, stdout=subprocess.PIPE,
-                          stderr=open(tmp_path / "up.log", "wb"), text=True)
+    env.update(
+        FLYWHEEL_REDIS_URL=redis_url,
+        FLYWHEEL_METRICS_PORT=str(free_port()),
+        FLYWHEEL_REVIEW_PORT=str(free_port()),
+        FLYWHEEL_DATASETS_METRICS_PORT=str(free_port()),
+        FLYWHEEL_TRAINER_METRICS_PORT=str(free_port()),
+        FLYWHEEL_APP_ID=f"walk-{time.time_ns()}",
+        FLYWHEEL_DATA_DIR=str(tmp_path / "data"),
+    )
+    up = subprocess.Popen(
+        [sys.executable, "-m", "flywheel.cli", "up"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=open(tmp_path / "up.log", "wb"),
+        text=True,
+    )
 
     def flywheel(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "flywheel.cli", *args], env=env, capture_output=True, text=True,
-                              timeout=120)
+        return subprocess.run(
+            [sys.executable, "-m", "flywheel.cli", *args], env=env, capture_output=True, text=True, timeout=120
+        )
 
     try:
-        env["FLYWHEEL_KAFKA_BOOTSTRAP"] = json.loads(up.stdout.readline())["kafka_bootstrap"]  # the second shell's export
+        env["FLYWHEEL_KAFKA_BOOTSTRAP"] = json.loads(up.stdout.readline())[
+            "kafka_bootstrap"
+        ]  # the second shell's export
         wait_for(lambda: b"join partitions assigned" in (tmp_path / "up.log").read_bytes(), 120, what="the worker")
         sim = flywheel("simulate", "--requests", str(REQUESTS), "--event-rate", str(EVENT_RATE))
         assert sim.returncode == 0, sim.stderr[-2000:]

@@ -56,8 +56,12 @@ def test_sigterm_under_load_stops_cleanly_in_seconds_and_the_next_run_loses_noth
         if when == "gate mid-backlog":  # models loaded, a batch or two decided
             wait_for(lambda: _gate_decided(first) >= 128, 180, interval=0.1, what="the gate's first decisions")
         else:  # the guards have counted every candidate; the gate's first batch waits for its models (seconds)
-            wait_for(lambda: metric_value(first.metrics(), "flywheel_guard_counted_total") >= len(traffic.expected),
-                     180, interval=0.1, what="the guards to count every candidate")
+            wait_for(
+                lambda: metric_value(first.metrics(), "flywheel_guard_counted_total") >= len(traffic.expected),
+                180,
+                interval=0.1,
+                what="the guards to count every candidate",
+            )
             time.sleep(0.5)
             assert '"gate ready"' not in first.log_tail(100_000) and _gate_decided(first) == 0
         began = time.monotonic()
@@ -78,8 +82,12 @@ def test_sigterm_under_load_stops_cleanly_in_seconds_and_the_next_run_loses_noth
 
     second = WorkerProcess(s, tmp_path, "second")
     try:
-        wait_for(lambda: end_offsets(s, s.topic_passed) + end_offsets(s, s.topic_rejected) >= len(traffic.expected),
-                 120, interval=1, what=f"{len(traffic.expected)} gate decisions after the restart")
+        wait_for(
+            lambda: end_offsets(s, s.topic_passed) + end_offsets(s, s.topic_rejected) >= len(traffic.expected),
+            120,
+            interval=1,
+            what=f"{len(traffic.expected)} gate decisions after the restart",
+        )
         time.sleep(2)  # anything extra would show up now
     finally:
         assert second.stop() == 0, second.log_tail()

@@ -8,30 +8,68 @@ import pytest
 
 from schemas.records import ReviewVerdict
 from flywheel.policy import GatePolicy
-from streams.review.calibrate import (calibrate, calibrated_policy, gate_vs_review, next_version, observations,
-                                      propose_threshold, reviewer_agreement)
+from streams.review.calibrate import (
+    calibrate,
+    calibrated_policy,
+    gate_vs_review,
+    next_version,
+    observations,
+    propose_threshold,
+    reviewer_agreement,
+)
 
 T0 = 1_760_000_000_000
 PROBS = (1.0, 0.5, 0.07, 0.01)  # varied inclusion probabilities: weights 1, 2, ~14.3, 100
 
 
-def verdict(rid: str, passed: bool, *, reviewer: str = "ann", vid: str = "", quality: float = 0.5, gate_passed: bool | None = None,
-            reasons: list[str] | None = None, p: float = 1.0, task: str = "chat", at: int = 0,
-            scores: tuple[int, int, int] = (4, 4, 5)) -> ReviewVerdict:
+def verdict(
+    rid: str,
+    passed: bool,
+    *,
+    reviewer: str = "ann",
+    vid: str = "",
+    quality: float = 0.5,
+    gate_passed: bool | None = None,
+    reasons: list[str] | None = None,
+    p: float = 1.0,
+    task: str = "chat",
+    at: int = 0,
+    scores: tuple[int, int, int] = (4, 4, 5),
+) -> ReviewVerdict:
     if gate_passed is None:
         gate_passed = quality >= 0.6
     if reasons is None:
         reasons = [] if gate_passed else ["low_quality"]
-    return ReviewVerdict(verdict_id=vid or f"{rid}/{reviewer}", request_id=rid, reviewer=reviewer, accuracy=scores[0],
-                         helpfulness=scores[1], safety=scores[2], passed=passed, reviewed_at=T0 + at, event_time=T0,
-                         gate_passed=gate_passed, task_type=task, quality_score=quality, gate_reasons=reasons,
-                         sample_probability=p)
+    return ReviewVerdict(
+        verdict_id=vid or f"{rid}/{reviewer}",
+        request_id=rid,
+        reviewer=reviewer,
+        accuracy=scores[0],
+        helpfulness=scores[1],
+        safety=scores[2],
+        passed=passed,
+        reviewed_at=T0 + at,
+        event_time=T0,
+        gate_passed=gate_passed,
+        task_type=task,
+        quality_score=quality,
+        gate_reasons=reasons,
+        sample_probability=p,
+    )
 
 
 def separable(n: int = 200, cut: float = 0.62) -> list[ReviewVerdict]:
     """Reviewers pass exactly the candidates with quality >= cut; qualities spread over 0..1."""
-    return [verdict(f"r{i}", passed=(q := round(i / (n - 1), 4)) >= cut, quality=q, p=PROBS[i % 4],
-                    task=("chat", "code")[i % 2]) for i in range(n)]
+    return [
+        verdict(
+            f"r{i}",
+            passed=(q := round(i / (n - 1), 4)) >= cut,
+            quality=q,
+            p=PROBS[i % 4],
+            task=("chat", "code")[i % 2],
+        )
+        for i in range(n)
+    ]
 
 
 def test_separable_reviews_give_a_threshold_between_the_classes_and_full_agreement():
@@ -80,11 +118,13 @@ def test_ties_keep_the_threshold_closest_to_the_current_one():
 
 
 def test_precision_and_recall_are_weighted():
-    vs = [verdict("a", True, gate_passed=True, p=1.0),    # weight 1: both pass
-          verdict("b", False, gate_passed=True, p=0.5),   # weight 2: gate passed, people failed
-          verdict("c", True, gate_passed=False, p=0.25),  # weight 4: gate failed, people passed
-          verdict("d", False, gate_passed=False, p=1.0),  # weight 1: both fail
-          verdict("e", True, gate_passed=True, p=0.1)]    # weight 10: both pass
+    vs = [
+        verdict("a", True, gate_passed=True, p=1.0),  # weight 1: both pass
+        verdict("b", False, gate_passed=True, p=0.5),  # weight 2: gate passed, people failed
+        verdict("c", True, gate_passed=False, p=0.25),  # weight 4: gate failed, people passed
+        verdict("d", False, gate_passed=False, p=1.0),  # weight 1: both fail
+        verdict("e", True, gate_passed=True, p=0.1),
+    ]  # weight 10: both pass
     g = gate_vs_review(observations(vs))
     assert g["n"] == 5 and g["weight"] == pytest.approx(18)
     assert g["agreement"] == pytest.approx(12 / 18)
@@ -92,7 +132,9 @@ def test_precision_and_recall_are_weighted():
     assert g["recall"] == pytest.approx(11 / 15)  # (1 + 10) / (1 + 10 + 4)
     assert g["f1"] == pytest.approx(11 / 14)  # 2PR / (P + R)
     empty = gate_vs_review([])
-    assert empty["agreement"] is None and empty["precision"] is None and empty["recall"] is None and empty["f1"] is None
+    assert (
+        empty["agreement"] is None and empty["precision"] is None and empty["recall"] is None and empty["f1"] is None
+    )
     none_passed = gate_vs_review(observations([verdict("x", False, gate_passed=False)]))
     assert none_passed["agreement"] == 1.0 and none_passed["precision"] is None and none_passed["recall"] is None
 
@@ -111,8 +153,11 @@ def test_reviewer_agreement_and_kappa():
         first, second = ("bob", "ann") if i == 4 else ("ann", "bob")
         vs.append(verdict(f"i{i}", p2, reviewer=second, at=20, scores=(a2, 3, 5)))  # listed first, reviewed second
         vs.append(verdict(f"i{i}", p1, reviewer=first, at=10, scores=(a1, 3, 5)))
-    vs += [verdict("i5", True, reviewer="ann", at=1), verdict("i5", True, reviewer="bob", at=2),
-           verdict("i5", False, reviewer="cy", at=3)]  # three reviewers: not unanimous; first two agree
+    vs += [
+        verdict("i5", True, reviewer="ann", at=1),
+        verdict("i5", True, reviewer="bob", at=2),
+        verdict("i5", False, reviewer="cy", at=3),
+    ]  # three reviewers: not unanimous; first two agree
     vs.append(verdict("solo", True, reviewer="ann"))  # one reviewer: not counted
     r = reviewer_agreement(vs)
     assert r["items"] == 6
@@ -133,10 +178,12 @@ def test_a_resent_verdict_counts_once():
 
 
 def test_quality_decisive_only_when_the_quality_score_alone_decided():
-    vs = [verdict("pass", True, gate_passed=True, reasons=[]),
-          verdict("low", True, gate_passed=False, reasons=["low_quality", "below_keep_quantile"]),
-          verdict("tox", True, gate_passed=False, reasons=["low_quality", "toxic"]),
-          verdict("err", True, gate_passed=False, reasons=["filter_error:quality"])]
+    vs = [
+        verdict("pass", True, gate_passed=True, reasons=[]),
+        verdict("low", True, gate_passed=False, reasons=["low_quality", "below_keep_quantile"]),
+        verdict("tox", True, gate_passed=False, reasons=["low_quality", "toxic"]),
+        verdict("err", True, gate_passed=False, reasons=["filter_error:quality"]),
+    ]
     decisive = {o.request_id: o.quality_decisive for o in observations(vs)}
     assert decisive == {"pass": True, "low": True, "tox": False, "err": False}
 
@@ -157,6 +204,8 @@ def test_calibrate_reports_overall_by_task_type_and_a_new_policy():
     assert new.stamp != policy.stamp
 
 
-@pytest.mark.parametrize("old, new", [("default-1", "default-2"), ("prod", "prod-2"), ("v3.1-7", "v3.1-8"), ("team-09", "team-10")])
+@pytest.mark.parametrize(
+    "old, new", [("default-1", "default-2"), ("prod", "prod-2"), ("v3.1-7", "v3.1-8"), ("team-09", "team-10")]
+)
 def test_next_version(old, new):
     assert next_version(old) == new

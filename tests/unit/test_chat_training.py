@@ -28,9 +28,18 @@ def test_the_whole_conversation_and_its_context_reach_the_rendered_prompt(loaded
     ids, labels, status = encode_status(loaded, ex, 512)
     assert status == "ok" and len(ids) == len(labels)
     # the single-turn record renders exactly as before conversations existed
-    single = content.sft_record(TrainingCandidate("r1", 1_800_000_000_000, "u", "s", "2+2?", "4", "accepted", label="sft_positive",
-                                                  target="4"), content.WindowStats(), 0.1)
-    assert loaded.prompt_text("2+2?", chat_turns(single["messages"])) == loaded.prompt_text("2+2?") == "<|user|>2+2?<|assistant|>"
+    single = content.sft_record(
+        TrainingCandidate(
+            "r1", 1_800_000_000_000, "u", "s", "2+2?", "4", "accepted", label="sft_positive", target="4"
+        ),
+        content.WindowStats(),
+        0.1,
+    )
+    assert (
+        loaded.prompt_text("2+2?", chat_turns(single["messages"]))
+        == loaded.prompt_text("2+2?")
+        == "<|user|>2+2?<|assistant|>"
+    )
 
 
 def test_a_template_that_refuses_a_role_gets_the_conversation_as_one_turn(loaded):
@@ -57,11 +66,19 @@ def test_the_trainer_reads_a_chat_records_conversation_from_the_sealed_shards():
     from trainer.cycle import preference_pairs, sft_examples
 
     codec = Codec()
-    c = conversation_candidate(user_action="corrected", label="sft_correction", correction="Up to 5 days.", target="Up to 5 days.",
-                               pair_chosen="Up to 5 days.", pair_rejected="Refunds take up to 5 business days.")
+    c = conversation_candidate(
+        user_action="corrected",
+        label="sft_correction",
+        correction="Up to 5 days.",
+        target="Up to 5 days.",
+        pair_chosen="Up to 5 days.",
+        pair_rejected="Refunds take up to 5 business days.",
+    )
     files = {}
-    for kind, schema, record in (("sft", "sft_record", content.sft_record(c, content.WindowStats(), 0.0)),
-                                 ("preference", "preference_record", content.preference_record(c, content.WindowStats(), 0.0))):
+    for kind, schema, record in (
+        ("sft", "sft_record", content.sft_record(c, content.WindowStats(), 0.0)),
+        ("preference", "preference_record", content.preference_record(c, content.WindowStats(), 0.0)),
+    ):
         buf = io.BytesIO()
         fastavro.writer(buf, codec.current(schema).parsed, [record])
         files[f"ds/{kind}/train.avro"] = buf.getvalue()
@@ -74,7 +91,14 @@ def test_the_trainer_reads_a_chat_records_conversation_from_the_sealed_shards():
             return io.BytesIO(files[path])
 
     [train], [] = sft_examples(Store(), "ds")
-    assert train.target == "Up to 5 days." and [m["role"] for m in train.messages] == ["system", "user", "assistant", "tool", "assistant", "user"]
+    assert train.target == "Up to 5 days." and [m["role"] for m in train.messages] == [
+        "system",
+        "user",
+        "assistant",
+        "tool",
+        "assistant",
+        "user",
+    ]
     assert train.messages[2]["tool_calls"][0]["function"]["name"] == "lookup_order"
     [pair], [] = preference_pairs(Store(), "ds")
     assert pair.messages == train.messages

@@ -58,14 +58,18 @@ def test_a_reset_sets_a_poisoned_source_back_and_reopens_what_the_far_future_rec
     assert c.pending() == [W0, W0 + 1]
     assert sorted(change.spans_reopened) == [(W0, A, 5), (W0 + 1, A, 5)]
     span = c.span(W0)
-    assert span.spans[A] == (0, 8) and span.log_only == frozenset({A})  # the seal reads [0, 8) from the log: 6 and 7 too
+    assert span.spans[A] == (0, 8) and span.log_only == frozenset(
+        {A}
+    )  # the seal reads [0, 8) from the log: 6 and 7 too
     assert change.late_forgotten == 0 and change.changed
     # from now on the source is on time again: a record of the open window is a member
     assert c.observe(A, 8, day(4)).kind == MEMBER
     # and the state keeps the reopened span's mark across a restart
     again = WindowClock.from_json(c.to_json())
     assert again.to_json() == c.to_json() and again.span(W0).log_only == frozenset({A})
-    assert WindowClock.from_json(WindowClock(WEEK, LAG, [A]).to_json()).to_json() == WindowClock(WEEK, LAG, [A]).to_json()
+    assert (
+        WindowClock.from_json(WindowClock(WEEK, LAG, [A]).to_json()).to_json() == WindowClock(WEEK, LAG, [A]).to_json()
+    )
 
 
 def test_a_reset_to_a_time_the_clock_has_not_reached_changes_nothing():
@@ -93,7 +97,9 @@ def test_a_far_future_seal_no_longer_makes_every_window_count_as_sealed_after_a_
     assert c.is_sealed(W0 + 4)  # every window of today counts as sealed: all of today's records come late
     assert c.observe(A, 5, day(32)).kind == LATE
     today = day(60)
-    change = c.reset([A], today, stored_windows=[W0, W0 + 4, far])  # the store holds the datasets of W0, W0 + 4 and far
+    change = c.reset(
+        [A], today, stored_windows=[W0, W0 + 4, far]
+    )  # the store holds the datasets of W0, W0 + 4 and far
     assert far in change.unsealed and change.newest_sealed == (max(ready), W0 + 4)
     assert c.is_sealed(W0) and c.is_sealed(W0 + 4) and not c.is_sealed(W0 + 5) and not c.is_sealed(far)
     assert c.observe(A, 6, day(50)).kind == MEMBER  # window W0 + 7, whose boundary (day 70) is still ahead
@@ -107,7 +113,11 @@ def test_builder_rows_mark_the_poisoned_source_and_the_far_window():
     assert not by_source[B]["suspect"] and by_source[RA]["topic"] == "rejected"
     assert by_source[A]["open_windows"] == [W0, W0 + 1, c.window_of(FAR)]
     whole = rows[-1]
-    assert whole["partition"] is None and whole["suspect"] and [w["suspect"] for w in whole["open"]] == [False, False, True]
+    assert (
+        whole["partition"] is None
+        and whole["suspect"]
+        and [w["suspect"] for w in whole["open"]] == [False, False, True]
+    )
     assert json.loads(json.dumps(rows)) == rows  # JSON lines as they are
     text = table(rows, NOW, 15 * 60_000)
     assert "t.passed/0" not in text and "! " in text and "+" in text
@@ -125,7 +135,9 @@ def test_builder_plan_leaves_the_clock_alone_and_says_what_it_would_do():
     with pytest.raises(ds_admin.ClockAdminError, match="no partition 7"):
         ds_admin.plan(c, 7, NOW)
     _, nothing = ds_admin.plan(c, 1, NOW)
-    assert ds_admin.consequences(nothing, c) == [f"nothing to reset: no clock of this partition stands after {ds_admin.iso(NOW)}"]
+    assert ds_admin.consequences(nothing, c) == [
+        f"nothing to reset: no clock of this partition stands after {ds_admin.iso(NOW)}"
+    ]
 
 
 # -- the join -----------------------------------------------------------------------------------------
@@ -153,10 +165,14 @@ def test_join_state_heads_are_read_from_the_changelog_bytes():
 
 
 def test_join_rows_plan_and_consequences():
-    heads = {0: {b"ok": head("ok", JoinState(0, NOW - 60_000 + SETTLE)),
-                 b"poison": head("poison", JoinState(0, FAR + SETTLE)),
-                 b"done": head("done", _settled(0, NOW - DAY))},
-             1: {}}
+    heads = {
+        0: {
+            b"ok": head("ok", JoinState(0, NOW - 60_000 + SETTLE)),
+            b"poison": head("poison", JoinState(0, FAR + SETTLE)),
+            b"done": head("done", _settled(0, NOW - DAY)),
+        },
+        1: {},
+    }
     rows = join_admin.rows(heads, {0: 1}, SETTLE, HORIZON, NOW, 15 * 60_000, {0: FAR // 1000 * 1000})
     r0, r1 = rows
     assert (r0["states"], r0["pending"], r0["settled"], r0["ahead_states"], r0["unreadable"]) == (3, 2, 1, 1, 1)
@@ -165,7 +181,12 @@ def test_join_rows_plan_and_consequences():
     doomed = join_admin.plan(heads[0], NOW, SETTLE, HORIZON)
     assert [h.key for h in doomed] == [b"poison"]
     text = "\n".join(join_admin.consequences(doomed, 0, NOW, SETTLE, HORIZON))
-    assert "1 pending request(s)" in text and "poison" in text and "orphan_action" in text and "gone from the join" in text
+    assert (
+        "1 pending request(s)" in text
+        and "poison" in text
+        and "orphan_action" in text
+        and "gone from the join" in text
+    )
     assert join_admin.consequences([], 0, NOW, SETTLE, HORIZON)[0].startswith("nothing to reset")
     # a reset to a time before today's requests deletes them too: the plan says so
     assert {h.key for h in join_admin.plan(heads[0], NOW - 2 * DAY, SETTLE, HORIZON)} == {b"ok", b"poison", b"done"}
@@ -180,15 +201,22 @@ def _settled(partition: int, event_time: int) -> JoinState:
 
 
 def test_live_watermarks_are_read_from_the_metrics_text():
-    text = ('# HELP flywheel_join_watermark_seconds x\nflywheel_join_watermark_seconds{partition="0"} 1.8e+09\n'
-            'flywheel_join_watermark_seconds{partition="12"} 1796636922.5\nflywheel_other 1\n')
+    text = (
+        '# HELP flywheel_join_watermark_seconds x\nflywheel_join_watermark_seconds{partition="0"} 1.8e+09\n'
+        'flywheel_join_watermark_seconds{partition="12"} 1796636922.5\nflywheel_other 1\n'
+    )
     assert join_admin.live_watermarks(text) == {0: 1_800_000_000_000, 12: 1_796_636_922_500}
 
 
 # -- the command ----------------------------------------------------------------------------------------
 
+
 def test_times_are_iso_ms_or_now():
-    assert parse_time("2026-12-07T10:00:00Z") == parse_time("2026-12-07T10:00:00") == parse_time("2026-12-07T11:00:00+01:00")
+    assert (
+        parse_time("2026-12-07T10:00:00Z")
+        == parse_time("2026-12-07T10:00:00")
+        == parse_time("2026-12-07T11:00:00+01:00")
+    )
     assert parse_time("1796636922000") == 1_796_636_922_000
     assert abs(parse_time("now") - parse_time(str(parse_time("now")))) < 1000
     for bad in ("yesterday", "1796636922", "99999999999999999"):
@@ -196,13 +224,16 @@ def test_times_are_iso_ms_or_now():
             parse_time(bad)
 
 
-@pytest.mark.parametrize("argv, needle", [
-    (["clocks"], "COMMAND"),
-    (["clocks", "reset", "--partition", "0", "--to", "now"], "--role"),
-    (["clocks", "reset", "--role", "datasets", "--partition", "-1", "--to", "now"], "--partition"),
-    (["clocks", "reset", "--role", "datasets", "--partition", "0", "--to", "soon"], "--to"),
-    (["clocks", "show", "--role", "gate"], "--role"),
-])
+@pytest.mark.parametrize(
+    "argv, needle",
+    [
+        (["clocks"], "COMMAND"),
+        (["clocks", "reset", "--partition", "0", "--to", "now"], "--role"),
+        (["clocks", "reset", "--role", "datasets", "--partition", "-1", "--to", "now"], "--partition"),
+        (["clocks", "reset", "--role", "datasets", "--partition", "0", "--to", "soon"], "--to"),
+        (["clocks", "show", "--role", "gate"], "--role"),
+    ],
+)
 def test_wrong_arguments_give_one_line_and_exit_2(argv, needle, capsys):
     from flywheel.cli import main
 

@@ -23,7 +23,9 @@ def test_fingerprint_is_crc64_avro_little_endian():
 
 
 def test_round_trip_and_layout():
-    i = Interaction("r1", "s1", "u1", T0, "m1", "p", "r", task_type="qa", retrieved_context=["doc"], metadata={"k": "v"})
+    i = Interaction(
+        "r1", "s1", "u1", T0, "m1", "p", "r", task_type="qa", retrieved_context=["doc"], metadata={"k": "v"}
+    )
     data = codec.encode("interaction", i.to_dict())
     assert data[:2] == MAGIC and data[2:10] == codec.current("interaction").fingerprint
     body = fastavro.schemaless_reader(io.BytesIO(data[10:]), codec.current("interaction").parsed, None)
@@ -43,15 +45,28 @@ def test_every_new_field_has_a_default():
 def test_bytes_written_with_the_previous_version_still_decode():
     v1, v2, v3 = codec.versions("interaction")[:3]
     assert v1.version == 1 and v3 is codec.current("interaction")
-    old = {"request_id": "r1", "session_id": "s", "user_id": "u", "event_time": T0, "model_version": "m0",
-           "variant": "", "task_type": "", "prompt": "p", "response": "r", "retrieved_context": None, "latency_ms": 12.5}
+    old = {
+        "request_id": "r1",
+        "session_id": "s",
+        "user_id": "u",
+        "event_time": T0,
+        "model_version": "m0",
+        "variant": "",
+        "task_type": "",
+        "prompt": "p",
+        "response": "r",
+        "retrieved_context": None,
+        "latency_ms": 12.5,
+    }
     for version in (v1, v2):
         data = codec.encode("interaction", old, version=version)
         assert data[2:10] == version.fingerprint != v3.fingerprint
         record = codec.decode("interaction", data)
         assert record["latency_ms"] == 12.5 and record["uncertainty"] is None and record["metadata"] == {}
         # a single-turn event is a one-turn conversation
-        assert record["messages"] == [{"role": "user", "content": "p", "name": None, "tool_calls": [], "tool_call_id": None}]
+        assert record["messages"] == [
+            {"role": "user", "content": "p", "name": None, "tool_calls": [], "tool_call_id": None}
+        ]
         # upgrade gives bytes in the current version
         rec, current = codec.upgrade("interaction", data)
         assert current[2:10] == v3.fingerprint and codec.decode("interaction", current) == rec
@@ -62,7 +77,11 @@ def test_json_events_are_validated_against_the_same_schema():
     raw = json.dumps({"request_id": "r", "user_id": "u", "event_time": T0, "action": "copied"}).encode()
     assert codec.decode("action", raw, headers)["correction"] is None
     with pytest.raises(DecodeError) as e:
-        codec.decode("action", json.dumps({"request_id": "r", "user_id": "u", "event_time": T0, "action": "loved"}).encode(), headers)
+        codec.decode(
+            "action",
+            json.dumps({"request_id": "r", "user_id": "u", "event_time": T0, "action": "loved"}).encode(),
+            headers,
+        )
     assert e.value.reason == "invalid_event"
     with pytest.raises(DecodeError) as e:
         codec.decode("action", json.dumps({"request_id": "r", "event_time": T0, "action": "copied"}).encode(), headers)
@@ -72,11 +91,14 @@ def test_json_events_are_validated_against_the_same_schema():
     assert e.value.reason == "invalid_json"
 
 
-@pytest.mark.parametrize("data, reason", [
-    (b"", "undecodable"),
-    (b"plain text", "undecodable"),
-    (MAGIC + b"\x00" * 8 + b"body", "unknown_fingerprint"),
-])
+@pytest.mark.parametrize(
+    "data, reason",
+    [
+        (b"", "undecodable"),
+        (b"plain text", "undecodable"),
+        (MAGIC + b"\x00" * 8 + b"body", "unknown_fingerprint"),
+    ],
+)
 def test_decode_errors_name_their_reason(data, reason):
     with pytest.raises(DecodeError) as e:
         codec.decode("interaction", data)
@@ -104,8 +126,15 @@ def test_read_long_takes_the_event_time_from_the_bytes_without_decoding():
     from schemas.records import TrainingCandidate
 
     codec = Codec()
-    c = TrainingCandidate(request_id="r-" + "x" * 300, timestamp=1_767_225_600_123, user_id="u", session_id="s",
-                          prompt="p", response="r", user_action="accepted")
+    c = TrainingCandidate(
+        request_id="r-" + "x" * 300,
+        timestamp=1_767_225_600_123,
+        user_id="u",
+        session_id="s",
+        prompt="p",
+        response="r",
+        user_action="accepted",
+    )
     data = codec.encode("candidate", c.to_dict())
     assert codec.read_long("candidate", data, "timestamp") == 1_767_225_600_123
     negative = codec.encode("candidate", {**c.to_dict(), "timestamp": -5})

@@ -8,8 +8,7 @@ from fractions import Fraction
 
 import pytest
 
-from trainer.contamination import (ContaminationIndex, ContaminationReport, Hit, jaccard, normalise, scan,
-                                   shingles)
+from trainer.contamination import ContaminationIndex, ContaminationReport, Hit, jaccard, normalise, scan, shingles
 from trainer.examples import GoldenItem
 
 TWELVE = "please summarise the attached quarterly sales report for the board meeting tomorrow"
@@ -99,9 +98,11 @@ def test_boundary_where_threshold_times_size_rounds_up_is_still_found():
 
 def test_best_near_hit_wins_and_ties_go_to_the_smaller_id():
     base = "alpha beta gamma delta epsilon zeta eta theta iota kappa"  # 10 words -> 8 shingles
-    items = [GoldenItem("g-far", base + " lambda mu", "x"),  # 8 of 10 -> 0.8
-             GoldenItem("g-near", base + " lambda", "x"),  # 8 of 9
-             GoldenItem("g-aaa", "lambda " + base, "x")]  # 8 of 9 too, and the smaller id
+    items = [
+        GoldenItem("g-far", base + " lambda mu", "x"),  # 8 of 10 -> 0.8
+        GoldenItem("g-near", base + " lambda", "x"),  # 8 of 9
+        GoldenItem("g-aaa", "lambda " + base, "x"),
+    ]  # 8 of 9 too, and the smaller id
     assert ContaminationIndex(items).check(base) == Hit("g-aaa", "near", 8 / 9)
     assert ContaminationIndex(items[:2]).check(base) == Hit("g-near", "near", 8 / 9)
 
@@ -144,8 +145,12 @@ def test_index_rejects_bad_settings():
 def test_scan_report_and_reason():
     items = [GoldenItem("g-ab12", "What is the capital of France?", "Paris"), GoldenItem("g-cd34", TWELVE, "ok")]
     index = ContaminationIndex(items)
-    prompts = ["what is the CAPITAL of france?", "unrelated question about cooking pasta",
-               TWELVE.replace("tomorrow", "today"), "another unrelated prompt"]
+    prompts = [
+        "what is the CAPITAL of france?",
+        "unrelated question about cooking pasta",
+        TWELVE.replace("tomorrow", "today"),
+        "another unrelated prompt",
+    ]
     report = scan(index, prompts)
     assert report == ContaminationReport(4, 2, [Hit("g-ab12", "exact", 1.0), Hit("g-cd34", "near", 9 / 11)])
     reason = report.reason()
@@ -157,12 +162,15 @@ def test_scan_keeps_five_examples_and_counts_all():
     index = ContaminationIndex([GoldenItem("g-1", "one two three", "x")])
     report = scan(index, ["One two  three"] * 7 + ["nothing"])
     assert (report.checked, report.hits, len(report.examples)) == (8, 7, 5)
-    assert report.reason() == ("7 training prompts match golden items "
-                               "(first: g-1 exact, g-1 exact, g-1 exact, g-1 exact, g-1 exact)")
+    assert report.reason() == (
+        "7 training prompts match golden items (first: g-1 exact, g-1 exact, g-1 exact, g-1 exact, g-1 exact)"
+    )
 
 
 def test_reason_for_one_and_for_none():
     index = ContaminationIndex([GoldenItem("g-1", "one two three", "x")])
-    assert scan(index, ["one two three", "four"]).reason() == "1 training prompt matches golden items (first: g-1 exact)"
+    assert (
+        scan(index, ["one two three", "four"]).reason() == "1 training prompt matches golden items (first: g-1 exact)"
+    )
     assert scan(index, ["four", "five"]).reason() == "no training prompt matches a golden item (2 checked)"
     assert scan(index, []) == ContaminationReport(0, 0, [])

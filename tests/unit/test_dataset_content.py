@@ -10,9 +10,23 @@ from fastavro.validation import validate
 from schemas.codec import Codec
 from schemas.records import TrainingCandidate
 from streams.datasets import content
-from streams.datasets.content import (Selection, WindowStats, base_priority, chat_preference, chat_sft, curriculum_bucket,
-                                      dedupe_key, difficulty, preference_record, priority, regeneration_pair_record,
-                                      sft_record, sft_target, split_of, tie_hash)
+from streams.datasets.content import (
+    Selection,
+    WindowStats,
+    base_priority,
+    chat_preference,
+    chat_sft,
+    curriculum_bucket,
+    dedupe_key,
+    difficulty,
+    preference_record,
+    priority,
+    regeneration_pair_record,
+    sft_record,
+    sft_target,
+    split_of,
+    tie_hash,
+)
 from flywheel.policy import DatasetPolicy
 
 T0 = 1_760_000_000_000
@@ -23,18 +37,35 @@ SFT_FIELDS = [f["name"] for f in codec.current("sft_record").raw["fields"]]
 PREF_FIELDS = [f["name"] for f in codec.current("preference_record").raw["fields"]]
 
 
-def cand(i: int | str = 0, task: str = "chat", action: str = "accepted", version: str = "v1", **kw) -> TrainingCandidate:
-    label = kw.pop("label", {"accepted": "sft_positive", "copied": "sft_positive", "corrected": "sft_correction"}.get(action, "negative"))
+def cand(
+    i: int | str = 0, task: str = "chat", action: str = "accepted", version: str = "v1", **kw
+) -> TrainingCandidate:
+    label = kw.pop(
+        "label",
+        {"accepted": "sft_positive", "copied": "sft_positive", "corrected": "sft_correction"}.get(action, "negative"),
+    )
     response = kw.pop("response", f"response {i}")
     correction = kw.pop("correction", f"correction {i}" if action == "corrected" else "")
     target = kw.pop("target", correction if action == "corrected" else (response if label.startswith("sft") else None))
     if action == "corrected":
         kw.setdefault("pair_chosen", correction)
         kw.setdefault("pair_rejected", response)
-    return TrainingCandidate(request_id=f"r-{i}", timestamp=kw.pop("timestamp", T0), user_id=kw.pop("user_id", "user-1"),
-                             session_id="sess-1", prompt=kw.pop("prompt", f"prompt {i}"), response=response, user_action=action,
-                             correction=correction, task_type=task, model_version=version, label=label, target=target,
-                             policy_version=kw.pop("policy_version", "gate@abc"), **kw)
+    return TrainingCandidate(
+        request_id=f"r-{i}",
+        timestamp=kw.pop("timestamp", T0),
+        user_id=kw.pop("user_id", "user-1"),
+        session_id="sess-1",
+        prompt=kw.pop("prompt", f"prompt {i}"),
+        response=response,
+        user_action=action,
+        correction=correction,
+        task_type=task,
+        model_version=version,
+        label=label,
+        target=target,
+        policy_version=kw.pop("policy_version", "gate@abc"),
+        **kw,
+    )
 
 
 def stats_of(cands) -> WindowStats:
@@ -49,6 +80,7 @@ def policy(**kw) -> DatasetPolicy:
 
 
 # -- split and dedupe -------------------------------------------------------------------------------
+
 
 def test_split_is_stable_and_about_the_share():
     ids = [f"req-{i}" for i in range(20_000)]
@@ -74,14 +106,23 @@ def test_dedupe_key_normalises_case_and_whitespace_only():
 
 # -- difficulty -------------------------------------------------------------------------------------
 
+
 def test_difficulty_orders_constructed_examples():
     short = cand(1, target="ok", quality_score=0.9, response="ok")
     long = cand(2, response=" ".join(["word"] * 250), quality_score=0.9)
     corrected = cand(3, action="corrected", correction="ok fixed", quality_score=0.9)
     uncertain = cand(4, response="ok", quality_score=0.9, uncertainty=0.9)
     low_quality = cand(5, response="ok", quality_score=0.3)
-    d = {name: difficulty(c) for name, c in [("short", short), ("long", long), ("corrected", corrected),
-                                             ("uncertain", uncertain), ("low_quality", low_quality)]}
+    d = {
+        name: difficulty(c)
+        for name, c in [
+            ("short", short),
+            ("long", long),
+            ("corrected", corrected),
+            ("uncertain", uncertain),
+            ("low_quality", low_quality),
+        ]
+    }
     assert all(0.0 <= v <= 1.0 for v in d.values())
     # 0.016 < 0.106 < 0.241 < 0.267 < 0.307 with the documented weights
     assert d["short"] < d["low_quality"] < d["uncertain"] < d["corrected"] < d["long"]
@@ -105,6 +146,7 @@ def test_curriculum_buckets_cover_zero_to_one():
 
 
 # -- statistics and priority ------------------------------------------------------------------------
+
 
 def test_priority_reasons_and_values():
     s = stats_of([cand(i) for i in range(100)])
@@ -132,8 +174,12 @@ def test_rare_task_types_are_below_five_percent_of_the_window():
 
 def test_changed_behaviour_against_the_baseline_version():
     base = [cand(i, version="v1", action="accepted" if i % 10 < 8 else "regenerated") for i in range(100)]  # 80 %
-    worse = [cand(1000 + i, version="v2", action="accepted" if i % 10 < 6 else "regenerated") for i in range(40)]  # 60 %
-    same = [cand(2000 + i, version="v3", action="accepted" if i % 10 < 8 else "regenerated") for i in range(40)]  # 80 %
+    worse = [
+        cand(1000 + i, version="v2", action="accepted" if i % 10 < 6 else "regenerated") for i in range(40)
+    ]  # 60 %
+    same = [
+        cand(2000 + i, version="v3", action="accepted" if i % 10 < 8 else "regenerated") for i in range(40)
+    ]  # 80 %
     s = stats_of(base + worse + same)
     assert s.baseline("chat") == "v1"
     assert s.changed("chat", "v2") and not s.changed("chat", "v3") and not s.changed("chat", "v1")
@@ -143,11 +189,13 @@ def test_changed_behaviour_against_the_baseline_version():
     few = stats_of(base + worse[:29])
     assert not few.changed("chat", "v2")
     # a difference just under the delta is not a change
-    close = stats_of(base + [cand(3000 + i, version="v4", action="accepted" if i % 20 < 13 else "regenerated")
-                             for i in range(40)])  # 65 %: exactly the delta below
+    close = stats_of(
+        base + [cand(3000 + i, version="v4", action="accepted" if i % 20 < 13 else "regenerated") for i in range(40)]
+    )  # 65 %: exactly the delta below
     assert close.changed("chat", "v4")
-    closer = stats_of(base + [cand(4000 + i, version="v5", action="accepted" if i % 50 < 33 else "regenerated")
-                              for i in range(50)])  # 66 %: 0.14 below
+    closer = stats_of(
+        base + [cand(4000 + i, version="v5", action="accepted" if i % 50 < 33 else "regenerated") for i in range(50)]
+    )  # 66 %: 0.14 below
     assert not closer.changed("chat", "v5")
 
 
@@ -165,6 +213,7 @@ def test_stats_are_bounded():
 
 
 # -- records ----------------------------------------------------------------------------------------
+
 
 def test_sft_record_fields_and_schema():
     s = stats_of([cand(i) for i in range(50)])
@@ -205,7 +254,9 @@ def test_preference_record_from_a_correction():
     assert validate(r, PREF_SCHEMA, raise_errors=True)
     assert "user-1" not in repr(r)
     assert preference_record(cand(2), s, 0.1) is None  # no pair
-    assert preference_record(cand(3, action="corrected", correction="Response  3", response="response 3"), s, 0.1) is None
+    assert (
+        preference_record(cand(3, action="corrected", correction="Response  3", response="response 3"), s, 0.1) is None
+    )
 
 
 def test_regeneration_pair_record():
@@ -214,7 +265,12 @@ def test_regeneration_pair_record():
     successor = cand(2, action="accepted", response="good answer", timestamp=T0 + 1000, uncertainty=0.7)
     r = regeneration_pair_record(regenerated, successor, s, 0.1, "p@1")
     assert list(r) == PREF_FIELDS
-    assert (r["prompt"], r["chosen"], r["rejected"], r["source"]) == ("prompt 2", "good answer", "bad answer", "regeneration")
+    assert (r["prompt"], r["chosen"], r["rejected"], r["source"]) == (
+        "prompt 2",
+        "good answer",
+        "bad answer",
+        "regeneration",
+    )
     assert r["request_id"] == "r-2" and r["split"] == split_of("r-2", 0.1) and r["event_time"] == T0 + 1000
     assert r["model_version"] == "v0" and r["priority_reasons"] == ["uncertainty"]
     assert validate(r, PREF_SCHEMA, raise_errors=True)
@@ -227,6 +283,7 @@ def test_regeneration_pair_record():
 
 
 # -- selection --------------------------------------------------------------------------------------
+
 
 def run_selection(pol: DatasetPolicy, offers, stats=None) -> Selection:
     sel = Selection(pol)
@@ -256,14 +313,18 @@ def test_selection_drops_duplicates_keeping_the_earliest():
 
 
 def test_task_caps_keep_the_highest_priority():
-    offers = [(f"chat-{i}", "chat", i, float(i % 7)) for i in range(50)] + [(f"code-{i}", "code", 1000 + i, 0.0) for i in range(20)]
+    offers = [(f"chat-{i}", "chat", i, float(i % 7)) for i in range(50)] + [
+        (f"code-{i}", "code", 1000 + i, 0.0) for i in range(20)
+    ]
     sel = run_selection(policy(task_caps={"chat": 10}), offers)
     kept = [rid for rid, *_ in offers if sel.keep(rid)]
     chat = [rid for rid in kept if rid.startswith("chat")]
     assert len(chat) == 10 and len(kept) == 30  # code has no cap
     assert all(int(r.split("-")[1]) % 7 >= 5 for r in chat)  # priorities 6 (7 of them) and 5 (3 of 7)
     assert sum(int(r.split("-")[1]) % 7 == 6 for r in chat) == 7
-    fives = sorted((rid for rid, *_ in offers if rid.startswith("chat") and int(rid.split("-")[1]) % 7 == 5), key=tie_hash)
+    fives = sorted(
+        (rid for rid, *_ in offers if rid.startswith("chat") and int(rid.split("-")[1]) % 7 == 5), key=tie_hash
+    )
     assert [r for r in chat if int(r.split("-")[1]) % 7 == 5] == sorted(fives[:3], key=lambda r: int(r.split("-")[1]))
     assert sel.counts() == {"duplicate": 0, "task_cap": 40, "top_k": 0}
     default = run_selection(policy(default_task_cap=5, task_caps={"code": 0}), offers)
@@ -281,20 +342,24 @@ def test_top_k_keeps_the_k_best_overall_after_caps():
     assert both.counts() == {"duplicate": 0, "task_cap": 47, "top_k": 43}
     # ties: the lowest hash of the request id wins
     tied = run_selection(policy(top_k=3), [(f"t{i}", "chat", i, 1.0) for i in range(20)])
-    assert {f"t{i}" for i in range(20) if tied.keep(f"t{i}")} == set(sorted((f"t{i}" for i in range(20)), key=tie_hash)[:3])
+    assert {f"t{i}" for i in range(20) if tied.keep(f"t{i}")} == set(
+        sorted((f"t{i}" for i in range(20)), key=tie_hash)[:3]
+    )
 
 
 def test_selection_with_deferred_statistics_equals_final_priorities():
-    cands = ([cand(i, task="chat", uncertainty=(i % 10) / 10) for i in range(200)]
-             + [cand(500 + i, task="sql", uncertainty=0.5) for i in range(5)])  # sql is rare: 0.5 + 0.5 beats 0.9
+    cands = [cand(i, task="chat", uncertainty=(i % 10) / 10) for i in range(200)] + [
+        cand(500 + i, task="sql", uncertainty=0.5) for i in range(5)
+    ]  # sql is rare: 0.5 + 0.5 beats 0.9
     stats = stats_of(cands)
     pol = policy(top_k=20)
     deferred = Selection(pol)
     for c in cands:
         deferred.offer_candidate(c)
     deferred.finish(stats)
-    final = run_selection(pol, [(c.request_id, c.task_type, dedupe_key(c.prompt, sft_target(c)), priority(c, stats)[0])
-                                for c in cands])
+    final = run_selection(
+        pol, [(c.request_id, c.task_type, dedupe_key(c.prompt, sft_target(c)), priority(c, stats)[0]) for c in cands]
+    )
     kept = {c.request_id for c in cands if deferred.keep(c.request_id)}
     assert kept == {c.request_id for c in cands if final.keep(c.request_id)}
     assert {f"r-{500 + i}" for i in range(5)} <= kept  # the rare ones rank first
@@ -306,9 +371,11 @@ def test_partitions_read_apart_and_handed_over_in_order_select_as_one_reader_wou
     selection in partition order give the same kept set, drops and statistics as one sequential pass."""
     import pickle
 
-    cands = ([cand(i, task="chat", uncertainty=(i % 10) / 10, version="v1" if i % 3 else "v2") for i in range(300)]
-             + [cand(500 + i, task="sql", action="corrected") for i in range(8)]
-             + [cand(900 + i, task="chat", prompt="prompt 1", response="response 1") for i in range(4)])  # duplicates of r-1
+    cands = (
+        [cand(i, task="chat", uncertainty=(i % 10) / 10, version="v1" if i % 3 else "v2") for i in range(300)]
+        + [cand(500 + i, task="sql", action="corrected") for i in range(8)]
+        + [cand(900 + i, task="chat", prompt="prompt 1", response="response 1") for i in range(4)]
+    )  # duplicates of r-1
     parts = [cands[0::3], cands[1::3], cands[2::3]]
     pol = policy(top_k=40, task_caps={"chat": 60})
     one = Selection(pol)
@@ -328,9 +395,12 @@ def test_partitions_read_apart_and_handed_over_in_order_select_as_one_reader_wou
     apart.finish(merged)
     assert merged.to_dict() == stats_of(cands).to_dict()
     assert apart.counts() == one.counts() and apart.counts()["duplicate"] == 4
-    assert {c.request_id for c in cands if apart.keep(c.request_id)} == {c.request_id for c in cands if one.keep(c.request_id)}
-    assert apart.kept_among([tie_hash(c.request_id) for c in parts[1]]) == {tie_hash(c.request_id) for c in parts[1]
-                                                                             if one.keep(c.request_id)}
+    assert {c.request_id for c in cands if apart.keep(c.request_id)} == {
+        c.request_id for c in cands if one.keep(c.request_id)
+    }
+    assert apart.kept_among([tie_hash(c.request_id) for c in parts[1]]) == {
+        tie_hash(c.request_id) for c in parts[1] if one.keep(c.request_id)
+    }
 
 
 def test_selection_order_of_calls_is_enforced():
@@ -345,13 +415,23 @@ def test_selection_order_of_calls_is_enforced():
 
 # -- chat formats -----------------------------------------------------------------------------------
 
+
 def test_chat_formats():
     s = WindowStats()
     r = sft_record(cand(1), s, 0.1, "p")
     chat = chat_sft(r)
-    assert chat["messages"] == [{"role": "user", "content": "prompt 1"}, {"role": "assistant", "content": "response 1"}]
-    assert chat["metadata"] == {"request_id": "r-1", "task_type": "chat", "split": r["split"], "difficulty": r["difficulty"],
-                                "priority": 0.0, "priority_reasons": []}
+    assert chat["messages"] == [
+        {"role": "user", "content": "prompt 1"},
+        {"role": "assistant", "content": "response 1"},
+    ]
+    assert chat["metadata"] == {
+        "request_id": "r-1",
+        "task_type": "chat",
+        "split": r["split"],
+        "difficulty": r["difficulty"],
+        "priority": 0.0,
+        "priority_reasons": [],
+    }
     pref = preference_record(cand(2, action="corrected"), s, 0.1, "p")
     trl = chat_preference(pref)
     assert trl["prompt"] == [{"role": "user", "content": "prompt 2"}]
@@ -436,7 +516,8 @@ def test_a_small_task_is_not_cut_and_earlier_windows_keys_count():
 
     offers = [(f"s{i}", "rare", 500 + i, 0.0, i, 0.1, _near(900 + i)) for i in range(3)]
     prior = np.array([501, 902], dtype=np.uint64)  # s1's text and s2's band were kept by an earlier window
-    sel = run_timed(policy(), offers, near_duplicates=True, keep_band=content.KeepBand(high=0.2, min_samples=5),
-                    prior_keys=prior)
+    sel = run_timed(
+        policy(), offers, near_duplicates=True, keep_band=content.KeepBand(high=0.2, min_samples=5), prior_keys=prior
+    )
     assert [sel.keep(f"s{i}") for i in range(3)] == [True, False, False]
     assert np.frombuffer(sel.kept_keys(), dtype="<u8").tolist() == [500, 900]

@@ -22,8 +22,11 @@ def filled(tmp_path, offsets=(10, 11, 15), window=7) -> WindowSpool:
 
 def test_members_come_back_in_order_with_their_headers(tmp_path):
     sp = filled(tmp_path)
-    assert list(spool.read(sp.path(7, SRC))) == [(10, b"value-10", None), (11, b"value-11", None),
-                                                 (15, b"value-15", {"x-schema": b"candidate.v1"})]
+    assert list(spool.read(sp.path(7, SRC))) == [
+        (10, b"value-10", None),
+        (11, b"value-11", None),
+        (15, b"value-15", {"x-schema": b"candidate.v1"}),
+    ]
     assert sp.path(7, SRC).endswith(os.path.join("7", "flywheel.candidates.passed@3.spool"))
 
 

@@ -12,20 +12,35 @@ import fastavro
 import fsspec
 import pytest
 
-from flywheel.datastore import (DatasetStore, ShardWriter, dataset_id, manifest_json, sync_marker, user_hash,
-                                    users_txt)
+from flywheel.datastore import DatasetStore, ShardWriter, dataset_id, manifest_json, sync_marker, user_hash, users_txt
 
 T0 = 1_760_000_000_000  # 2025-10-09 UTC
 KEY = b"test pseudonym key"
 
 
 def sft(i: int, **kw) -> dict:
-    r = {"request_id": f"r-{i}", "prompt": f"Prompt {i} — ünïcode", "target": f"target {i} " * (i % 5 + 1), "task_type": "chat",
-         "user_action": "accepted", "label": "sft_positive", "model_version": "v1", "quality_score": 0.5 + i / 1000,
-         "difficulty": (i % 10) / 10, "priority": float(i % 3), "priority_reasons": ["uncertainty"] if i % 3 else [],
-         "split": "train", "event_time": T0 + i, "policy_version": "p@1",
-         "messages": [{"role": "user", "content": f"Prompt {i} — ünïcode", "name": None, "tool_calls": [], "tool_call_id": None}],
-         "context": [f"passage {i}"] if i % 2 else [], "tools": [], "target_tool_calls": []}
+    r = {
+        "request_id": f"r-{i}",
+        "prompt": f"Prompt {i} — ünïcode",
+        "target": f"target {i} " * (i % 5 + 1),
+        "task_type": "chat",
+        "user_action": "accepted",
+        "label": "sft_positive",
+        "model_version": "v1",
+        "quality_score": 0.5 + i / 1000,
+        "difficulty": (i % 10) / 10,
+        "priority": float(i % 3),
+        "priority_reasons": ["uncertainty"] if i % 3 else [],
+        "split": "train",
+        "event_time": T0 + i,
+        "policy_version": "p@1",
+        "messages": [
+            {"role": "user", "content": f"Prompt {i} — ünïcode", "name": None, "tool_calls": [], "tool_call_id": None}
+        ],
+        "context": [f"passage {i}"] if i % 2 else [],
+        "tools": [],
+        "target_tool_calls": [],
+    }
     r.update(kw)
     return r
 
@@ -45,7 +60,9 @@ def memory_store() -> DatasetStore:
     return DatasetStore(f"memory://store-{uuid.uuid4().hex}")
 
 
-def stage_dataset(store: DatasetStore, ds_id: str, records, window_start: int = T0, users=("alice", "bob")) -> list[dict]:
+def stage_dataset(
+    store: DatasetStore, ds_id: str, records, window_start: int = T0, users=("alice", "bob")
+) -> list[dict]:
     staging = store.staging(ds_id)
     shards = write(store.fs, f"{staging}/sft", records, seed=f"{ds_id}/sft/train")
     with store.fs.open(f"{staging}/users.txt", "wb") as f:
@@ -56,6 +73,7 @@ def stage_dataset(store: DatasetStore, ds_id: str, records, window_start: int = 
 
 
 # -- shards -----------------------------------------------------------------------------------------
+
 
 def test_same_records_give_byte_identical_shards(tmp_path):
     fs = local_fs()
@@ -70,8 +88,12 @@ def test_same_records_give_byte_identical_shards(tmp_path):
         assert pa.stat().st_size == entry["bytes"]
     # another seed: another sync marker, other bytes; the same records all the same
     c = write(fs, str(tmp_path / "c" / "sft"), records, seed="ds-2/sft/train")
-    assert [e["sha256"] for e in c if e["path"].endswith(".avro")] != [e["sha256"] for e in a if e["path"].endswith(".avro")]
-    assert [e["sha256"] for e in c if e["path"].endswith(".jsonl")] == [e["sha256"] for e in a if e["path"].endswith(".jsonl")]
+    assert [e["sha256"] for e in c if e["path"].endswith(".avro")] != [
+        e["sha256"] for e in a if e["path"].endswith(".avro")
+    ]
+    assert [e["sha256"] for e in c if e["path"].endswith(".jsonl")] == [
+        e["sha256"] for e in a if e["path"].endswith(".jsonl")
+    ]
     header = fastavro.reader(open(tmp_path / "a" / "sft" / "train-00000.avro", "rb"))
     assert set(header.metadata) == {"avro.schema", "avro.codec"} and header.metadata["avro.codec"] == "deflate"
     assert sync_marker("ds-1/sft/train", "train-00000") in (tmp_path / "a" / "sft" / "train-00000.avro").read_bytes()
@@ -79,10 +101,19 @@ def test_same_records_give_byte_identical_shards(tmp_path):
 
 def test_shards_roll_over_at_shard_records(tmp_path):
     entries = write(local_fs(), str(tmp_path / "sft"), [sft(i) for i in range(10)], shard_records=4)
-    assert [e["path"] for e in entries] == ["sft/train-00000.avro", "sft/train-00000.jsonl", "sft/train-00001.avro",
-                                            "sft/train-00001.jsonl", "sft/train-00002.avro", "sft/train-00002.jsonl"]
+    assert [e["path"] for e in entries] == [
+        "sft/train-00000.avro",
+        "sft/train-00000.jsonl",
+        "sft/train-00001.avro",
+        "sft/train-00001.jsonl",
+        "sft/train-00002.avro",
+        "sft/train-00002.jsonl",
+    ]
     assert [e["records"] for e in entries] == [4, 4, 4, 4, 2, 2]
-    assert write(local_fs(), str(tmp_path / "exact" / "sft"), [sft(i) for i in range(8)], shard_records=4)[-1]["path"] == "sft/train-00001.jsonl"
+    assert (
+        write(local_fs(), str(tmp_path / "exact" / "sft"), [sft(i) for i in range(8)], shard_records=4)[-1]["path"]
+        == "sft/train-00001.jsonl"
+    )
     assert write(local_fs(), str(tmp_path / "none"), []) == []
 
 
@@ -98,8 +129,10 @@ def test_jsonl_lines_equal_the_avro_records(tmp_path):
             lines = data.decode("utf-8").splitlines()
             assert len(lines) == e["records"]
             from_jsonl.extend(json.loads(line) for line in lines)
-            assert all(line == json.dumps(json.loads(line), sort_keys=True, ensure_ascii=False, separators=(",", ":"))
-                       for line in lines)
+            assert all(
+                line == json.dumps(json.loads(line), sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+                for line in lines
+            )
     assert from_avro == from_jsonl == records
     assert "ünïcode" in (tmp_path / "sft" / "train-00000.jsonl").read_text(encoding="utf-8")  # not \\u escaped
 
@@ -122,6 +155,7 @@ def test_a_separate_jsonl_object_and_a_bad_record(tmp_path):
 
 # -- staging and publish ----------------------------------------------------------------------------
 
+
 def test_staging_is_invisible_until_publish(tmp_path):
     store = DatasetStore(str(tmp_path / "datasets"))
     assert store.list() == []
@@ -135,7 +169,10 @@ def test_staging_is_invisible_until_publish(tmp_path):
     stage_dataset(store, "ds-a", [sft(i) for i in range(3)], window_start=T0)
     assert [m["dataset_id"] for m in store.list()] == ["ds-b"]
     store.publish("ds-a")
-    assert [m["dataset_id"] for m in store.list()] == ["ds-a", "ds-b"]  # by window start, not by name or time of publish
+    assert [m["dataset_id"] for m in store.list()] == [
+        "ds-a",
+        "ds-b",
+    ]  # by window start, not by name or time of publish
     manifest = store.manifest("ds-a")
     with store.open(f"ds-a/{manifest['shards'][0]['path']}") as f:
         assert hashlib.sha256(f.read()).hexdigest() == manifest["shards"][0]["sha256"]
@@ -169,9 +206,12 @@ def test_a_crashed_write_is_redone_from_scratch_with_the_same_bytes(tmp_path):
     assert stage_dataset(store, "ds-x", records) == clean_shards
     store.publish("ds-x")
     for shard in clean_shards:
-        assert (tmp_path / "crashed" / "ds-x" / shard["path"]).read_bytes() == (tmp_path / "clean" / "ds-x" / shard["path"]).read_bytes()
+        assert (tmp_path / "crashed" / "ds-x" / shard["path"]).read_bytes() == (
+            tmp_path / "clean" / "ds-x" / shard["path"]
+        ).read_bytes()
     assert sorted(p.name for p in (tmp_path / "crashed" / "ds-x" / "sft").iterdir()) == sorted(
-        p.name for p in (tmp_path / "clean" / "ds-x" / "sft").iterdir())
+        p.name for p in (tmp_path / "clean" / "ds-x" / "sft").iterdir()
+    )
 
 
 def test_publish_is_idempotent(tmp_path):
@@ -198,24 +238,39 @@ def test_holds_user(tmp_path):
     assert not store.holds_user("ds-u", user_hash("user-200", KEY))
     assert not store.holds_user("ds-u", "0" * 64) and not store.holds_user("ds-u", "f" * 64)
     # keyed (HMAC-SHA256), never a plain hash a known id reverses
-    assert user_hash("alice", KEY) == hmac.new(KEY, b"alice", "sha256").hexdigest() != hashlib.sha256(b"alice").hexdigest()
+    assert (
+        user_hash("alice", KEY)
+        == hmac.new(KEY, b"alice", "sha256").hexdigest()
+        != hashlib.sha256(b"alice").hexdigest()
+    )
     with pytest.raises(KeyError):
         store.holds_user("ds-missing", user_hash("alice", KEY))
 
 
 # -- ids and manifests ------------------------------------------------------------------------------
 
+
 def test_dataset_id_is_stable_and_sensitive_to_every_input():
-    args = dict(window_start=T0, window_end=T0 + 7 * 86_400_000, policy_stamp="default-1@abc",
-                source_offsets={"flywheel.candidates.passed/0": [10, 20], "verdicts": {"0": 5}}, erasure_digest="e0")
+    args = dict(
+        window_start=T0,
+        window_end=T0 + 7 * 86_400_000,
+        policy_stamp="default-1@abc",
+        source_offsets={"flywheel.candidates.passed/0": [10, 20], "verdicts": {"0": 5}},
+        erasure_digest="e0",
+    )
     ds = dataset_id(**args)
     assert ds == dataset_id(**args)
     assert ds.startswith("ds-20251009-") and len(ds) == len("ds-20251009-") + 12
     reordered = {**args, "source_offsets": {"verdicts": {"0": 5}, "flywheel.candidates.passed/0": [10, 20]}}
     assert dataset_id(**reordered) == ds
-    changes = [("window_start", T0 + 1), ("window_end", T0 + 1), ("policy_stamp", "default-1@abd"),
-               ("source_offsets", {"flywheel.candidates.passed/0": [10, 21], "verdicts": {"0": 5}}),
-               ("source_offsets", {"flywheel.candidates.passed/0": [10, 20], "verdicts": {"0": 6}}), ("erasure_digest", "e1")]
+    changes = [
+        ("window_start", T0 + 1),
+        ("window_end", T0 + 1),
+        ("policy_stamp", "default-1@abd"),
+        ("source_offsets", {"flywheel.candidates.passed/0": [10, 21], "verdicts": {"0": 5}}),
+        ("source_offsets", {"flywheel.candidates.passed/0": [10, 20], "verdicts": {"0": 6}}),
+        ("erasure_digest", "e1"),
+    ]
     ids = {dataset_id(**{**args, k: v}) for k, v in changes}
     assert len(ids) == len(changes) and ds not in ids
 
@@ -228,6 +283,7 @@ def test_manifest_json_is_canonical():
 
 
 # -- another fsspec backend -------------------------------------------------------------------------
+
 
 def test_memory_store_works_end_to_end():
     store = memory_store()

@@ -13,13 +13,34 @@ import pytest
 
 from schemas.records import ReviewVerdict
 from streams.datasets.builder import SealInputs, erased_forms, review_sets
-from streams.datasets.verify import (CARRIED, VOLATILE, FileDiff, Report, VerifyError, compare_file, compare_manifests,
-                                     compare_records, compare_users, field_diff, first_difference, match_erasures,
-                                     request_id, span_from_manifest, summary)
+from streams.datasets.verify import (
+    CARRIED,
+    VOLATILE,
+    FileDiff,
+    Report,
+    VerifyError,
+    compare_file,
+    compare_manifests,
+    compare_records,
+    compare_users,
+    field_diff,
+    first_difference,
+    match_erasures,
+    request_id,
+    span_from_manifest,
+    summary,
+)
 
 SECRET = "the user's private words"
-SCHEMA = {"type": "record", "name": "R", "fields": [{"name": "request_id", "type": "string"}, {"name": "prompt", "type": "string"},
-                                                      {"name": "priority", "type": "double"}]}
+SCHEMA = {
+    "type": "record",
+    "name": "R",
+    "fields": [
+        {"name": "request_id", "type": "string"},
+        {"name": "prompt", "type": "string"},
+        {"name": "priority", "type": "double"},
+    ],
+}
 
 
 def sft(rid: str, prompt: str = SECRET, priority: float = 1.0) -> dict:
@@ -27,8 +48,10 @@ def sft(rid: str, prompt: str = SECRET, priority: float = 1.0) -> dict:
 
 
 def chat(rid: str, answer: str = SECRET, priority: float = 1.0) -> dict:
-    return {"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": answer}],
-            "metadata": {"request_id": rid, "priority": priority, "split": "train"}}
+    return {
+        "messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": answer}],
+        "metadata": {"request_id": rid, "priority": priority, "split": "train"},
+    }
 
 
 def avro(records: list[dict]) -> bytes:
@@ -51,8 +74,14 @@ def test_first_difference():
 
 
 def test_field_diff_names_fields_not_values():
-    a = {"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": SECRET}], "metadata": {"priority": 1.0}}
-    b = {"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "other"}], "metadata": {"priority": 1}}
+    a = {
+        "messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": SECRET}],
+        "metadata": {"priority": 1.0},
+    }
+    b = {
+        "messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "other"}],
+        "metadata": {"priority": 1},
+    }
     assert field_diff(a, b) == ["messages[1].content", "metadata.priority"]  # 1.0 and 1 are not the same bytes
     assert field_diff({"x": 1}, {"y": 1}) == ["x", "y"]
     assert field_diff({"l": [1, 2]}, {"l": [1]}) == ["l"]
@@ -90,17 +119,31 @@ def test_compare_users_counts_only():
 
 def test_compare_manifests_by_field_with_shards_by_path():
     shard = {"path": "sft/train-p000-00000.avro", "sha256": "aa", "bytes": 10, "records": 2}
-    sealed = {"dataset_id": "ds-1", "counts": {"records": 2, "split": {"sft.train": 2}}, "shards": [shard],
-              "window": {"start_ms": 0}}
-    rebuilt = {"dataset_id": "ds-2", "counts": {"records": 3, "split": {"sft.train": 2, "sft.validation": 1}},
-               "shards": [{**shard, "sha256": "bb"}, {"path": "sft/validation-p000-00000.avro", "sha256": "cc", "bytes": 5, "records": 1}],
-               "window": {"start_ms": 0}}
+    sealed = {
+        "dataset_id": "ds-1",
+        "counts": {"records": 2, "split": {"sft.train": 2}},
+        "shards": [shard],
+        "window": {"start_ms": 0},
+    }
+    rebuilt = {
+        "dataset_id": "ds-2",
+        "counts": {"records": 3, "split": {"sft.train": 2, "sft.validation": 1}},
+        "shards": [
+            {**shard, "sha256": "bb"},
+            {"path": "sft/validation-p000-00000.avro", "sha256": "cc", "bytes": 5, "records": 1},
+        ],
+        "window": {"start_ms": 0},
+    }
     fields = {f["field"]: (f["sealed"], f["rebuilt"]) for f in compare_manifests(sealed, rebuilt)}
-    assert fields == {"dataset_id": ("ds-1", "ds-2"), "counts.records": (2, 3), "counts.split.sft.validation": (None, 1),
-                      "shards[sft/train-p000-00000.avro].sha256": ("aa", "bb"),
-                      "shards[sft/validation-p000-00000.avro].bytes": (None, 5),
-                      "shards[sft/validation-p000-00000.avro].records": (None, 1),
-                      "shards[sft/validation-p000-00000.avro].sha256": (None, "cc")}
+    assert fields == {
+        "dataset_id": ("ds-1", "ds-2"),
+        "counts.records": (2, 3),
+        "counts.split.sft.validation": (None, 1),
+        "shards[sft/train-p000-00000.avro].sha256": ("aa", "bb"),
+        "shards[sft/validation-p000-00000.avro].bytes": (None, 5),
+        "shards[sft/validation-p000-00000.avro].records": (None, 1),
+        "shards[sft/validation-p000-00000.avro].sha256": (None, "cc"),
+    }
     assert compare_manifests(sealed, sealed) == []
     assert [f["field"] for f in compare_manifests(sealed, rebuilt, volatile=("counts", "shards", "dataset_id"))] == []
     assert VOLATILE == () and "source_offsets" in CARRIED  # listed, explicitly
@@ -111,7 +154,7 @@ def test_compare_file_avro_shard_tampered_after_the_seal():
     entry = {"path": "sft/train-p000-00000.avro", "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
     assert compare_file(entry["path"], data, data, entry) is None
     at = len(data) - 20  # inside the deflated block
-    tampered = data[:at] + bytes([data[at] ^ 0xFF]) + data[at + 1:]
+    tampered = data[:at] + bytes([data[at] ^ 0xFF]) + data[at + 1 :]
     d = compare_file(entry["path"], tampered, data, entry)
     assert d.status == "differs" and d.first_difference == at and d.matches_manifest is False
     assert d.sealed_bytes == d.rebuilt_bytes == len(data)
@@ -119,18 +162,28 @@ def test_compare_file_avro_shard_tampered_after_the_seal():
     # the rebuild differs from an intact stored file: the store is what its manifest says, the log says otherwise
     other = avro([sft("a"), sft("b", priority=9.0)])
     d = compare_file(entry["path"], data, other, entry)
-    assert d.matches_manifest is True and d.records.missing == ["c"] and d.records.differing == [{"request_id": "b", "fields": ["priority"]}]
+    assert (
+        d.matches_manifest is True
+        and d.records.missing == ["c"]
+        and d.records.differing == [{"request_id": "b", "fields": ["priority"]}]
+    )
     assert SECRET not in json.dumps(d.__dict__, default=lambda o: o.__dict__)
 
 
 def test_compare_file_jsonl_users_manifest_missing_and_extra():
-    d = compare_file("sft/train-p000-00000.jsonl", jsonl([chat("a"), chat("b")]), jsonl([chat("a"), chat("b", answer="x")]))
+    d = compare_file(
+        "sft/train-p000-00000.jsonl", jsonl([chat("a"), chat("b")]), jsonl([chat("a"), chat("b", answer="x")])
+    )
     assert d.records.differing == [{"request_id": "b", "fields": ["messages[1].content"]}]
     d = compare_file("sft/train-p000-00000.jsonl", b"\xff\xfe not json\n", jsonl([chat("a")]))
     assert d.unreadable == "the sealed file cannot be read (UnicodeDecodeError)"
     d = compare_file("users.txt", b"a\nb\n", b"a\n")
     assert d.users == {"sealed": 2, "rebuilt": 1, "missing": 1, "extra": 0}
-    d = compare_file("manifest.json", json.dumps({"counts": {"records": 2}}).encode(), json.dumps({"counts": {"records": 1}}).encode())
+    d = compare_file(
+        "manifest.json",
+        json.dumps({"counts": {"records": 2}}).encode(),
+        json.dumps({"counts": {"records": 1}}).encode(),
+    )
     assert d.fields == [{"field": "counts.records", "sealed": 2, "rebuilt": 1}]
     assert compare_file("dedup-keys.bin", b"\x01", None).status == "missing"
     assert compare_file("dedup-keys.bin", None, b"\x01").status == "extra"
@@ -139,12 +192,28 @@ def test_compare_file_jsonl_users_manifest_missing_and_extra():
 
 
 def manifest(**changes) -> dict:
-    m = {"dataset_id": "ds-x", "window": {"index": 2920, "start_ms": 1_766_016_000_000, "end_ms": 1_766_620_800_000, "days": 7,
-                                          "decisions": 40, "passed": 30},
-         "lag_ms": 14 * 86_400_000, "late_events": 3, "first_event_time": 1_766_016_100_000,
-         "source_offsets": {"t.passed/0": {"first": 0, "stop": 12}, "t.passed/1": {"first": 5, "stop": 9},
-                            "t.rejected/0": {"first": 2, "stop": 7}},
-         "verdict_offsets": {}, "review_required": False, "erasure": {"digest": "x", "ids": 0}}
+    m = {
+        "dataset_id": "ds-x",
+        "window": {
+            "index": 2920,
+            "start_ms": 1_766_016_000_000,
+            "end_ms": 1_766_620_800_000,
+            "days": 7,
+            "decisions": 40,
+            "passed": 30,
+        },
+        "lag_ms": 14 * 86_400_000,
+        "late_events": 3,
+        "first_event_time": 1_766_016_100_000,
+        "source_offsets": {
+            "t.passed/0": {"first": 0, "stop": 12},
+            "t.passed/1": {"first": 5, "stop": 9},
+            "t.rejected/0": {"first": 2, "stop": 7},
+        },
+        "verdict_offsets": {},
+        "review_required": False,
+        "erasure": {"digest": "x", "ids": 0},
+    }
     m.update(changes)
     return m
 
@@ -167,20 +236,33 @@ def verdict(rid: str, reviewer: str, passed: bool, safety: int = 5) -> ReviewVer
 
 
 def test_gold_and_failed_as_the_seal_reads_verdicts():
-    vs = [verdict("a", "alice", True), verdict("b", "alice", True), verdict("b", "bob", False), verdict("c", "alice", False),
-          verdict("c", "alice", True), verdict("d", "bob", True, safety=2)]  # a reviewer's last verdict counts
+    vs = [
+        verdict("a", "alice", True),
+        verdict("b", "alice", True),
+        verdict("b", "bob", False),
+        verdict("c", "alice", False),
+        verdict("c", "alice", True),
+        verdict("d", "bob", True, safety=2),
+    ]  # a reviewer's last verdict counts
     gold, failed = review_sets(vs, safety_floor=3)
     assert gold == frozenset({"a", "c"}) and failed == frozenset({"b", "d"})  # d: passed, but unsafe
 
 
 def test_match_erasures_whole_topic_then_prefixes():
-    reqs = [(100, 0, 0, erased_forms("alice", b"k")), (200, 1, 0, erased_forms("bob", b"k")), (300, 0, 1, erased_forms("carol", b"k"))]
+    reqs = [
+        (100, 0, 0, erased_forms("alice", b"k")),
+        (200, 1, 0, erased_forms("bob", b"k")),
+        (300, 0, 1, erased_forms("carol", b"k")),
+    ]
     gold = frozenset({"r1"})
     whole = frozenset().union(*(r[3] for r in reqs))
     assert match_erasures(reqs, gold, SealInputs(whole, gold).digest(), len(whole)) == (whole, 3)
     # the seal saw alice and bob: carol asked later
     seen = erased_forms("alice", b"k") | erased_forms("bob", b"k")
-    assert match_erasures(list(reversed(reqs)), gold, SealInputs(frozenset(seen), gold).digest(), len(seen)) == (frozenset(seen), 2)
+    assert match_erasures(list(reversed(reqs)), gold, SealInputs(frozenset(seen), gold).digest(), len(seen)) == (
+        frozenset(seen),
+        2,
+    )
     assert match_erasures(reqs, None, SealInputs(frozenset(), None).digest(), 0) == (frozenset(), 0)
     assert match_erasures(reqs, gold, "not-a-digest", 2) == (None, 0)
     assert match_erasures([], None, SealInputs().digest(), 0) == (frozenset(), 0)
@@ -188,8 +270,12 @@ def test_match_erasures_whole_topic_then_prefixes():
 
 def test_summary_and_json_name_files_ids_and_fields():
     same = Report("ds-1", "ds-1", files_compared=5, records_compared=40)
-    assert same.identical and summary(same) == ["ds-1: rebuilt from the log: identical (5 files, 40 shard records compared)"]
-    d = compare_file("sft/train-p000-00000.jsonl", jsonl([chat("a"), chat("b")]), jsonl([chat("a", answer="x"), chat("c")]))
+    assert same.identical and summary(same) == [
+        "ds-1: rebuilt from the log: identical (5 files, 40 shard records compared)"
+    ]
+    d = compare_file(
+        "sft/train-p000-00000.jsonl", jsonl([chat("a"), chat("b")]), jsonl([chat("a", answer="x"), chat("c")])
+    )
     r = Report("ds-1", "ds-2", files_compared=5, files=[d, FileDiff("users.txt", "missing")], notes=["a note"])
     lines = summary(r)
     assert not r.identical and lines[0] == "ds-1: rebuilt from the log: DIFFERENT (2 of 5 files differ)"

@@ -262,9 +262,7 @@ def test_rereading_the_spans_gives_exactly_the_members():
         for span in sealed:
             for s, log in logs.items():
                 members = sorted(
-                    off
-                    for (src, off), o in outcomes.items()
-                    if src == s and o == Outcome(MEMBER, span.index)
+                    off for (src, off), o in outcomes.items() if src == s and o == Outcome(MEMBER, span.index)
                 )
                 if s not in span.spans:
                     assert members == []

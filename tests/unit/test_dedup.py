@@ -27,8 +27,9 @@ ROOT = Path(__file__).resolve().parents[2]
 def words(n: int, seed: int) -> list[str]:
     """n made-up words, all distinct within a text and unlikely to repeat across seeds."""
     rng = random.Random(seed)
-    return ["".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(rng.randint(3, 9))) + str(i)
-            for i in range(n)]
+    return [
+        "".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(rng.randint(3, 9))) + str(i) for i in range(n)
+    ]
 
 
 def text(n: int, seed: int) -> str:
@@ -54,18 +55,21 @@ def index(threshold: float = 0.85, store=None) -> DuplicateIndex:
 # --- normalise and shingles ------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("raw", "want"), [
-    ("Hello   World", "hello world"),
-    ("  Hello,\tWORLD!!\n", "hello world"),
-    ("\uff28\uff45\uff4c\uff4c\uff4f \ufb01ne", "hello fine"),  # full-width letters and the fi ligature (NFKC)
-    ("a\u00a0b\u2003c", "a b c"),  # no-break and em spaces are whitespace
-    ("Stra\u00dfe", "strasse"),  # case folding
-    ("don't (e.g.) 3.14 \u00ab\u00a1hola!\u00bb", "don't e.g 3.14 hola"),  # only the edges of a token
-    ("wait ... \u2014 what ?", "wait what"),  # tokens of punctuation only disappear
-    ("$5 C++ <b> \U0001f600", "$5 c++ <b> \U0001f600"),  # symbols are not punctuation
-    ("", ""),
-    (" \n\t ", ""),
-])
+@pytest.mark.parametrize(
+    ("raw", "want"),
+    [
+        ("Hello   World", "hello world"),
+        ("  Hello,\tWORLD!!\n", "hello world"),
+        ("\uff28\uff45\uff4c\uff4c\uff4f \ufb01ne", "hello fine"),  # full-width letters and the fi ligature (NFKC)
+        ("a\u00a0b\u2003c", "a b c"),  # no-break and em spaces are whitespace
+        ("Stra\u00dfe", "strasse"),  # case folding
+        ("don't (e.g.) 3.14 \u00ab\u00a1hola!\u00bb", "don't e.g 3.14 hola"),  # only the edges of a token
+        ("wait ... \u2014 what ?", "wait what"),  # tokens of punctuation only disappear
+        ("$5 C++ <b> \U0001f600", "$5 c++ <b> \U0001f600"),  # symbols are not punctuation
+        ("", ""),
+        (" \n\t ", ""),
+    ],
+)
 def test_normalise(raw, want):
     assert normalise(raw) == want
     assert normalise(want) == want  # idempotent
@@ -254,7 +258,7 @@ def test_batch_equals_one_at_a_time():
     batched, single = index(), index()
     passed = 0
     for start in range(0, len(items), 40):
-        batch = items[start:start + 40]
+        batch = items[start : start + 40]
         rs = batched.check(batch)
         batched.add([it for it, r in zip(batch, rs) if not r.is_duplicate])
         one = []
@@ -281,12 +285,15 @@ def test_signatures_are_the_same_across_instances_and_processes():
     assert ea.signature == eb.signature and ea.exact == eb.exact
     assert ea.bands == index()._prepare("z", SIGNATURE_PROBE).entry.bands
     assert set(ea.bands).isdisjoint(eb.bands)  # other b/r, other bucket namespace
-    code = ("from streams.gate.dedup import DuplicateIndex, MemoryBandStore; import sys; "
-            "e = DuplicateIndex(MemoryBandStore())._prepare('x', sys.argv[1]).entry; "
-            "print(e.signature.hex(), e.exact, ' '.join(e.bands))")
+    code = (
+        "from streams.gate.dedup import DuplicateIndex, MemoryBandStore; import sys; "
+        "e = DuplicateIndex(MemoryBandStore())._prepare('x', sys.argv[1]).entry; "
+        "print(e.signature.hex(), e.exact, ' '.join(e.bands))"
+    )
     env = dict(os.environ, PYTHONHASHSEED="12345")
-    out = subprocess.run([sys.executable, "-c", code, SIGNATURE_PROBE], cwd=ROOT, env=env,
-                         capture_output=True, text=True, check=True).stdout.split()
+    out = subprocess.run(
+        [sys.executable, "-c", code, SIGNATURE_PROBE], cwd=ROOT, env=env, capture_output=True, text=True, check=True
+    ).stdout.split()
     assert out == [ea.signature.hex(), ea.exact, *ea.bands]
 
 
@@ -296,8 +303,10 @@ def test_signature_is_pinned():
     key namespace) rather than this digest alone."""
     e = index()._prepare("x", SIGNATURE_PROBE).entry
     assert len(e.signature) == 128 * 4
-    assert e.exact == hashlib.blake2b(normalise(SIGNATURE_PROBE).encode(), digest_size=16,
-                                      person=b"flywheel-dedup-x").hexdigest()
+    assert (
+        e.exact
+        == hashlib.blake2b(normalise(SIGNATURE_PROBE).encode(), digest_size=16, person=b"flywheel-dedup-x").hexdigest()
+    )
     assert hashlib.sha256(e.signature).hexdigest()[:16] == "9f55820e55e6156f"
 
 

@@ -33,7 +33,10 @@ def k8s_docs() -> list[dict]:
 def test_compose_runs_every_part_with_health_checks():
     services = compose()["services"]
     assert {"kafka", "redis", "prometheus", "grafana", "worker", "review", "datasets", "trainer"} <= set(services)
-    assert services["kafka"]["image"].startswith("apache/kafka") and "controller" in services["kafka"]["environment"]["KAFKA_PROCESS_ROLES"]
+    assert (
+        services["kafka"]["image"].startswith("apache/kafka")
+        and "controller" in services["kafka"]["environment"]["KAFKA_PROCESS_ROLES"]
+    )
     assert services["worker"]["deploy"]["replicas"] >= 2
     for name in ("kafka", "redis", "worker", "review", "datasets", "trainer", "grafana"):
         assert "healthcheck" in services[name], name
@@ -41,7 +44,9 @@ def test_compose_runs_every_part_with_health_checks():
     assert any(v.startswith("./deploy/grafana/dashboards:") for v in services["grafana"]["volumes"])
     for name, svc in services.items():
         env = svc.get("environment") or {}
-        keys = {k for k in (env if isinstance(env, dict) else [e.split("=")[0] for e in env]) if k.startswith("FLYWHEEL_")}
+        keys = {
+            k for k in (env if isinstance(env, dict) else [e.split("=")[0] for e in env]) if k.startswith("FLYWHEEL_")
+        }
         assert keys <= ENV_KEYS, (name, keys - ENV_KEYS)
 
 
@@ -50,8 +55,12 @@ def test_docker_compose_config_accepts_the_file():
     probe = subprocess.run(["docker", "compose", "version"], capture_output=True, text=True)
     if probe.returncode != 0:
         pytest.skip("docker client without the compose plugin")
-    done = subprocess.run(["docker", "compose", "-f", str(ROOT / "docker-compose.yml"), "config", "-q"], capture_output=True,
-                          text=True, timeout=60)
+    done = subprocess.run(
+        ["docker", "compose", "-f", str(ROOT / "docker-compose.yml"), "config", "-q"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 0, done.stderr
 
 
@@ -68,12 +77,19 @@ def test_kubernetes_manifests():
         assert (K8S / resource).exists(), resource
     docs = k8s_docs()
     kinds = {(d["kind"], d["metadata"]["name"]) for d in docs}
-    assert {("StatefulSet", "flywheel-worker"), ("Deployment", "flywheel-review"), ("Deployment", "flywheel-datasets"),
-            ("Deployment", "flywheel-trainer"), ("Job", "flywheel-topics-create")} <= kinds, kinds
+    assert {
+        ("StatefulSet", "flywheel-worker"),
+        ("Deployment", "flywheel-review"),
+        ("Deployment", "flywheel-datasets"),
+        ("Deployment", "flywheel-trainer"),
+        ("Job", "flywheel-topics-create"),
+    } <= kinds, kinds
     for d in docs:
         if d["kind"] in ("StatefulSet", "Deployment"):
             notes = d["spec"]["template"]["metadata"]["annotations"]
-            assert notes["prometheus.io/scrape"] == "true" and notes["prometheus.io/port"].isdigit(), d["metadata"]["name"]
+            assert notes["prometheus.io/scrape"] == "true" and notes["prometheus.io/port"].isdigit(), d["metadata"][
+                "name"
+            ]
         if d["kind"] == "ConfigMap":
             keys = {k for k in d["data"] if k.startswith("FLYWHEEL_")}
             assert keys <= ENV_KEYS, keys - ENV_KEYS

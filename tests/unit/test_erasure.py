@@ -83,7 +83,9 @@ def test_the_key_is_the_configured_one_else_generated_once_in_redis(caplog):
     other = Settings(app_id=s.app_id)  # another process of the same flywheel: the same key
     pseudonyms._cache.clear()
     assert pseudonyms.resolve_key(other, r) == first
-    assert pseudonyms.fingerprint(first) != pseudonyms.fingerprint(b"x") and first.decode() not in pseudonyms.fingerprint(first)
+    assert pseudonyms.fingerprint(first) != pseudonyms.fingerprint(
+        b"x"
+    ) and first.decode() not in pseudonyms.fingerprint(first)
 
 
 def publish(store: DatasetStore, ds: str, start: int, **fields) -> None:
@@ -91,7 +93,11 @@ def publish(store: DatasetStore, ds: str, start: int, **fields) -> None:
     with store.fs.open(f"{staging}/users.txt", "wb") as f:
         f.write(b"")
     with store.fs.open(f"{staging}/manifest.json", "wb") as f:
-        f.write(manifest_json({"dataset_id": ds, "window": {"start_ms": start, "end_ms": start + WEEK}, "shards": [], **fields}))
+        f.write(
+            manifest_json(
+                {"dataset_id": ds, "window": {"start_ms": start, "end_ms": start + WEEK}, "shards": [], **fields}
+            )
+        )
     store.publish(ds)
 
 
@@ -105,7 +111,9 @@ def test_readers_take_the_newest_version_of_each_window(tmp_path, where):
     assert [m["dataset_id"] for m in store.latest()] == ["ds-c", "ds-b"]  # a reader in between takes the new one
     assert store.newest_version("ds-a") == "ds-c" and store.newest_version("ds-b") == "ds-b"
     store.mark_superseded("ds-a", "ds-c", reason="erasure", mode="log", users=["p1"], at=5)
-    store.mark_superseded("ds-a", "ds-c", reason="erasure", mode="log", users=["p1"], at=9)  # idempotent: keeps its time
+    store.mark_superseded(
+        "ds-a", "ds-c", reason="erasure", mode="log", users=["p1"], at=9
+    )  # idempotent: keeps its time
     assert store.superseded() == {"ds-a": {"by": "ds-c", "at": 5, "reason": "erasure", "mode": "log", "users": ["p1"]}}
     assert store.delete("ds-a") and not store.exists("ds-a") and not store.fs.exists(store.path("ds-a"))
     assert not store.delete("ds-a")
@@ -139,11 +147,15 @@ def test_the_erased_list_keeps_an_entry_until_retention_window_and_lag_have_pass
 
 def test_lineage_is_transitive_and_a_model_is_tainted_by_a_replaced_version(tmp_path):
     reg = Registry(str(tmp_path / "models"), FakeRedis(), "unit")
-    for v, meta in (("v0001", {"event_type": "bootstrap"}),
-                    ("v0002", {"dataset_id": "ds-0", "replayed_datasets": [], "base_model": "v0001"}),  # before lineage was kept
-                    ("v0003", {"dataset_id": "ds-1", "replayed_datasets": ["ds-0"], "base_model": "v0002",
-                               "lineage": ["ds-0", "ds-1"]}),
-                    ("v0004", {"dataset_id": "ds-2", "base_model": "v0001", "lineage": ["ds-1b", "ds-2"]})):
+    for v, meta in (
+        ("v0001", {"event_type": "bootstrap"}),
+        ("v0002", {"dataset_id": "ds-0", "replayed_datasets": [], "base_model": "v0001"}),  # before lineage was kept
+        (
+            "v0003",
+            {"dataset_id": "ds-1", "replayed_datasets": ["ds-0"], "base_model": "v0002", "lineage": ["ds-0", "ds-1"]},
+        ),
+        ("v0004", {"dataset_id": "ds-2", "base_model": "v0001", "lineage": ["ds-1b", "ds-2"]}),
+    ):
         (tmp_path / "models" / v).mkdir(parents=True)
         reg.redis.hset(reg.meta_key, v, json.dumps({**meta, "version": v}))
     assert reg.lineage("v0001") == [] and reg.lineage("v0002") == ["ds-0"] and reg.lineage("v0003") == ["ds-0", "ds-1"]
@@ -158,15 +170,39 @@ def test_lineage_is_transitive_and_a_model_is_tainted_by_a_replaced_version(tmp_
 
 
 def test_status_text_names_pseudonyms_and_ids_never_the_user():
-    report = {"user": "ab12cd34ef567890", "pseudonym_key": "FLYWHEEL_PSEUDONYM_KEY", "erasure_requested": True,
-              "requested_at": "2026-12-01T00:00:00Z", "erased_list_entry_expires": "2027-02-02T00:00:00Z",
-              "topics": [{"topic": "flywheel.interactions", "role": "interactions", "holds": "requests",
-                          "may_hold_until": "2027-01-12T00:00:00Z"}],
-              "review_queue": {"items_left": 0, "removed": 2}, "dedup_index": "none", "seal_spool": "open windows",
-              "datasets": [{"dataset_id": "ds-1", "state": "deleted", "superseded_by": "ds-2", "mode": "log"}],
-              "pending_reseals": [], "models": [{"version": "v0002", "trained_on": ["ds-1"], "production": True,
-                                                 "tainted_by_erasure": ["ds-1"], "retire": False}],
-              "rest_expires_by": "2027-01-12T00:00:00Z"}
+    report = {
+        "user": "ab12cd34ef567890",
+        "pseudonym_key": "FLYWHEEL_PSEUDONYM_KEY",
+        "erasure_requested": True,
+        "requested_at": "2026-12-01T00:00:00Z",
+        "erased_list_entry_expires": "2027-02-02T00:00:00Z",
+        "topics": [
+            {
+                "topic": "flywheel.interactions",
+                "role": "interactions",
+                "holds": "requests",
+                "may_hold_until": "2027-01-12T00:00:00Z",
+            }
+        ],
+        "review_queue": {"items_left": 0, "removed": 2},
+        "dedup_index": "none",
+        "seal_spool": "open windows",
+        "datasets": [{"dataset_id": "ds-1", "state": "deleted", "superseded_by": "ds-2", "mode": "log"}],
+        "pending_reseals": [],
+        "models": [
+            {
+                "version": "v0002",
+                "trained_on": ["ds-1"],
+                "production": True,
+                "tainted_by_erasure": ["ds-1"],
+                "retire": False,
+            }
+        ],
+        "rest_expires_by": "2027-01-12T00:00:00Z",
+    }
     text = "\n".join(erasure.lines(report))
-    assert "ds-1: deleted (superseded_by ds-2, mode log)" in text and "v0002: trained on ds-1 (production) - tainted" in text
+    assert (
+        "ds-1: deleted (superseded_by ds-2, mode log)" in text
+        and "v0002: trained on ds-1 (production) - tainted" in text
+    )
     assert "review queue: 0 items left, 2 removed" in text and "the rest expires by retention: 2027-01-12" in text

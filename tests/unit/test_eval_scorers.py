@@ -30,8 +30,13 @@ def test_numeric_with_tolerance():
 
 
 def test_json_against_a_schema():
-    schema = json.dumps({"type": "object", "required": ["city", "temp"],
-                         "properties": {"city": {"type": "string"}, "temp": {"type": "number"}}})
+    schema = json.dumps(
+        {
+            "type": "object",
+            "required": ["city", "temp"],
+            "properties": {"city": {"type": "string"}, "temp": {"type": "number"}},
+        }
+    )
     assert score_json('Here: ```json\n{"city": "Oslo", "temp": -3.5}\n```', schema) == 1.0
     assert score_json('{"city": "Oslo"}', schema) == 0.0
     assert score_json('{"city": "Oslo", "temp": "cold"}', schema) == 0.0
@@ -54,14 +59,26 @@ def test_regex():
 
 def test_options_carry_generation_settings_and_old_versions_keep_their_bytes(tmp_path):
     f = tmp_path / "g.jsonl"
-    f.write_text(json.dumps({"prompt": "pi?", "expected": "3.14", "scorer": "numeric",
-                             "options": json.dumps({"tolerance": 0.01, "max_new_tokens": 4})}) + "\n"
-                 + json.dumps({"prompt": "capital of France?", "expected": "Paris", "scorer": "f1"}) + "\n")
+    f.write_text(
+        json.dumps(
+            {
+                "prompt": "pi?",
+                "expected": "3.14",
+                "scorer": "numeric",
+                "options": json.dumps({"tolerance": 0.01, "max_new_tokens": 4}),
+            }
+        )
+        + "\n"
+        + json.dumps({"prompt": "capital of France?", "expected": "Paris", "scorer": "f1"})
+        + "\n"
+    )
     items = load_items(f)
     assert json.loads(items[0].options) == {"max_new_tokens": 4, "tolerance": 0.01}
     store = GoldenStore(tmp_path / "golden")
     v = store.add(items)
-    assert '"options"' not in store._path(v).read_text().splitlines()[1 - [i.prompt for i in store.load(v)].index("pi?")]
+    assert (
+        '"options"' not in store._path(v).read_text().splitlines()[1 - [i.prompt for i in store.load(v)].index("pi?")]
+    )
     assert store.add([]) == v  # nothing changed: no new version
     assert score(items, ["3.141", "Paris"]).scores == [1.0, 1.0]
 
@@ -113,8 +130,9 @@ def test_judge_through_a_local_openai_compatible_server():
 def test_contaminated_records_are_dropped_and_counted_and_only_a_large_share_refuses():
     golden = [GoldenItem("g1", "what is the capital of france today", "Paris")]
     index = contamination.ContaminationIndex(golden, threshold=0.8)
-    train = [Example("what is the capital of France today", "Paris")] + [Example(f"question number {i} about sql", "x")
-                                                                        for i in range(9)]
+    train = [Example("what is the capital of France today", "Paris")] + [
+        Example(f"question number {i} about sql", "x") for i in range(9)
+    ]
     (kept, val), report = contamination.drop(index, (train, []), max_share=0.2)
     assert len(kept) == 9 and val == [] and report.hits == 1 and report.checked == 10
     with pytest.raises(contamination.TooContaminated, match="contamination_max_share"):

@@ -36,32 +36,88 @@ MARKER = "SECRET-PII-marker jane.doe@example.com 536-22-1234"  # > 32 characters
 T0 = 1_767_225_600_000
 RAN: Counter = Counter()  # cases per consumer
 OUTCOMES: Counter = Counter()  # (consumer, "dead letter" | "used" | "skipped")
-SETTINGS = dict(deadline=None, database=None,
-                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.large_base_example,
-                                       HealthCheck.filter_too_much])
+SETTINGS = dict(
+    deadline=None,
+    database=None,
+    suppress_health_check=[
+        HealthCheck.too_slow,
+        HealthCheck.data_too_large,
+        HealthCheck.large_base_example,
+        HealthCheck.filter_too_much,
+    ],
+)
 
 
 # -- valid events to start from -----------------------------------------------------------------------
+
 
 def _full(name: str, record: dict) -> dict:
     return {**CODEC.current(name).field_defaults, **record}
 
 
 VALID = {
-    "candidate": _full("candidate", TrainingCandidate(
-        request_id="req-1", timestamp=T0, user_id="u1", session_id="s1", prompt=f"What is the capital of France? {MARKER}",
-        response="Paris is the capital of France, and it has been for a very long time, as every atlas says. " * 2,
-        user_action="accepted", task_type="qa", model_version="m1", actions=["accepted"], latency_ms=120.0,
-        uncertainty=0.2, metadata={"app": "x"}, scores={"quality": 0.8}).to_dict()),
-    "verdict": _full("verdict", ReviewVerdict(
-        verdict_id="req-1:alice", request_id="req-1", reviewer="alice", accuracy=4, helpfulness=4, safety=5, passed=True,
-        reviewed_at=T0, event_time=T0, gate_passed=True, task_type="qa", gate_scores={"quality": 0.8}).to_dict()),
-    "dataset_ready": _full("dataset_ready", DatasetReady(
-        dataset_id="ds-1", uri="file:///d/ds-1", window_start=T0, window_end=T0 + 7 * 86_400_000, lag_ms=1000,
-        policy_version="p@1", counts={"records": 10}, first_event_time=T0, sealed_at=T0).to_dict()),
-    "model_event": _full("model_event", ModelEvent(
-        event_id="e1", event_type="candidate", created_at=T0, version="v0002", dataset_id="ds-1", gate_passed=True,
-        metrics={"overall": 0.8}).to_dict()),
+    "candidate": _full(
+        "candidate",
+        TrainingCandidate(
+            request_id="req-1",
+            timestamp=T0,
+            user_id="u1",
+            session_id="s1",
+            prompt=f"What is the capital of France? {MARKER}",
+            response="Paris is the capital of France, and it has been for a very long time, as every atlas says. " * 2,
+            user_action="accepted",
+            task_type="qa",
+            model_version="m1",
+            actions=["accepted"],
+            latency_ms=120.0,
+            uncertainty=0.2,
+            metadata={"app": "x"},
+            scores={"quality": 0.8},
+        ).to_dict(),
+    ),
+    "verdict": _full(
+        "verdict",
+        ReviewVerdict(
+            verdict_id="req-1:alice",
+            request_id="req-1",
+            reviewer="alice",
+            accuracy=4,
+            helpfulness=4,
+            safety=5,
+            passed=True,
+            reviewed_at=T0,
+            event_time=T0,
+            gate_passed=True,
+            task_type="qa",
+            gate_scores={"quality": 0.8},
+        ).to_dict(),
+    ),
+    "dataset_ready": _full(
+        "dataset_ready",
+        DatasetReady(
+            dataset_id="ds-1",
+            uri="file:///d/ds-1",
+            window_start=T0,
+            window_end=T0 + 7 * 86_400_000,
+            lag_ms=1000,
+            policy_version="p@1",
+            counts={"records": 10},
+            first_event_time=T0,
+            sealed_at=T0,
+        ).to_dict(),
+    ),
+    "model_event": _full(
+        "model_event",
+        ModelEvent(
+            event_id="e1",
+            event_type="candidate",
+            created_at=T0,
+            version="v0002",
+            dataset_id="ds-1",
+            gate_passed=True,
+            metrics={"overall": 0.8},
+        ).to_dict(),
+    ),
 }
 FINGERPRINTS = sorted({v.fingerprint for name in CODEC.names() for v in CODEC.versions(name)})
 ENCODED = {name: CODEC.encode(name, rec) for name, rec in VALID.items()}
@@ -70,9 +126,38 @@ ENCODED = {name: CODEC.encode(name, rec) for name, rec in VALID.items()}
 # -- values and records ---------------------------------------------------------------------------
 
 BIG = 100_000
-STRINGS = ["", " ", "\x00", "\ud800", "a\udfffb", MARKER, MARKER * 2500, "a" * BIG, "é" * BIG, "\u202e" + MARKER,
-           "\n" * 1000, "../../etc/passwd", "-", "0" * 300]
-INTS = [0, -1, 1, -2**31, 2**31 - 1, 2**31, -2**63, 2**63 - 1, 2**63, -2**63 - 1, 2**64, 10**30, -10**30, 10**1000]
+STRINGS = [
+    "",
+    " ",
+    "\x00",
+    "\ud800",
+    "a\udfffb",
+    MARKER,
+    MARKER * 2500,
+    "a" * BIG,
+    "é" * BIG,
+    "\u202e" + MARKER,
+    "\n" * 1000,
+    "../../etc/passwd",
+    "-",
+    "0" * 300,
+]
+INTS = [
+    0,
+    -1,
+    1,
+    -(2**31),
+    2**31 - 1,
+    2**31,
+    -(2**63),
+    2**63 - 1,
+    2**63,
+    -(2**63) - 1,
+    2**64,
+    10**30,
+    -(10**30),
+    10**1000,
+]
 FLOATS = [math.nan, math.inf, -math.inf, 1e308, -1e308, -0.0, 5e-324]
 
 
@@ -88,26 +173,73 @@ def _nested(depth: int):
     return value
 
 
-WRONG = [None, True, False, [], {}, [1, MARKER, None], {"k": MARKER}, {"k": {"k": [1]}}, _nested(40), 1.5, "7",
-         {str(i): i for i in range(2000)}, list(range(5000))]
-json_trees = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=10),
-                          lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=5), inner, max_size=4),
-                          max_leaves=20)
-values = st.one_of(st.sampled_from(INTS), st.integers(), st.sampled_from(FLOATS), st.floats(), _pick(STRINGS),
-                   st.text(max_size=40), _pick(WRONG), json_trees,
-                   st.lists(st.sampled_from(STRINGS[:6] + ["accepted", "copied"]), max_size=4),
-                   st.dictionaries(st.sampled_from(STRINGS[:6] + ["quality"]), st.sampled_from(FLOATS + [0.5, 7]), max_size=3))
+WRONG = [
+    None,
+    True,
+    False,
+    [],
+    {},
+    [1, MARKER, None],
+    {"k": MARKER},
+    {"k": {"k": [1]}},
+    _nested(40),
+    1.5,
+    "7",
+    {str(i): i for i in range(2000)},
+    list(range(5000)),
+]
+json_trees = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=10),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=5), inner, max_size=4),
+    max_leaves=20,
+)
+values = st.one_of(
+    st.sampled_from(INTS),
+    st.integers(),
+    st.sampled_from(FLOATS),
+    st.floats(),
+    _pick(STRINGS),
+    st.text(max_size=40),
+    _pick(WRONG),
+    json_trees,
+    st.lists(st.sampled_from(STRINGS[:6] + ["accepted", "copied"]), max_size=4),
+    st.dictionaries(st.sampled_from(STRINGS[:6] + ["quality"]), st.sampled_from(FLOATS + [0.5, 7]), max_size=3),
+)
 
 # JSON texts no generator of objects would write: nested past any parser, numbers past any type, ...
 DEEP = 100_000
-JSON_TEXTS = [b"[" * DEEP + b"]" * DEEP, b'{"a":' * DEEP + b"1" + b"}" * DEEP, b"[]", b"null", b"1", b'"s"', b"NaN",
-              b"Infinity", b"-Infinity", b'{"request_id": 1e999}', b"1" * 5000, b"", b" ", b"{", b'{"a": }',
-              b"{" + b",".join(b'"k%d":1' % i for i in range(5000)) + b"}",
-              b'{"metadata": {' + b",".join(b'"k%d":"v"' % i for i in range(5000)) + b"}}",
-              b'{"request_id": "\\ud800", "dataset_id": "\\udfff", "verdict_id": "\\ud800"}',
-              b"\xff\xfe\x00garbage", b'{"request_id": "' + b"x" * 300_000 + b'"}', b'{"request_id": 12345678901234567890123}']
-HEADERS = [{}, JSON, {"content-type": b"application/json; charset=utf-8"}, {"content-type": b"text/plain"},
-           {"content-type": b""}, {"flywheel-tick": b"1767225600000"}, {"content-type": b"application/json", "x-odd": b"\xff"}]
+JSON_TEXTS = [
+    b"[" * DEEP + b"]" * DEEP,
+    b'{"a":' * DEEP + b"1" + b"}" * DEEP,
+    b"[]",
+    b"null",
+    b"1",
+    b'"s"',
+    b"NaN",
+    b"Infinity",
+    b"-Infinity",
+    b'{"request_id": 1e999}',
+    b"1" * 5000,
+    b"",
+    b" ",
+    b"{",
+    b'{"a": }',
+    b"{" + b",".join(b'"k%d":1' % i for i in range(5000)) + b"}",
+    b'{"metadata": {' + b",".join(b'"k%d":"v"' % i for i in range(5000)) + b"}}",
+    b'{"request_id": "\\ud800", "dataset_id": "\\udfff", "verdict_id": "\\ud800"}',
+    b"\xff\xfe\x00garbage",
+    b'{"request_id": "' + b"x" * 300_000 + b'"}',
+    b'{"request_id": 12345678901234567890123}',
+]
+HEADERS = [
+    {},
+    JSON,
+    {"content-type": b"application/json; charset=utf-8"},
+    {"content-type": b"text/plain"},
+    {"content-type": b""},
+    {"flywheel-tick": b"1767225600000"},
+    {"content-type": b"application/json", "x-odd": b"\xff"},
+]
 
 
 @dataclass(frozen=True)
@@ -135,7 +267,9 @@ def mutated(draw, name: str) -> Raw:
             return Raw(CODEC.encode(name, rec), draw(st.sampled_from(HEADERS[:1] * 5 + HEADERS)), "mutated-avro")
         except Exception:
             pass  # does not fit Avro: send it as JSON, as a producer without the schema would
-    plain = {k: v for k, v in rec.items() if not isinstance(v, bytes)}  # JSON has no bytes: such fields take their defaults
+    plain = {
+        k: v for k, v in rec.items() if not isinstance(v, bytes)
+    }  # JSON has no bytes: such fields take their defaults
     text = json.dumps(plain, allow_nan=True, ensure_ascii=draw(st.booleans()))
     return Raw(text.encode("utf-8", "surrogatepass"), draw(st.sampled_from([JSON] * 5 + HEADERS)), "mutated-json")
 
@@ -146,7 +280,7 @@ def damaged(draw, name: str) -> Raw:
     data = bytearray(ENCODED[name])
     how = draw(st.sampled_from(("truncate", "flip", "extend")))
     if how == "truncate":
-        data = data[:draw(st.integers(0, len(data) - 1))]
+        data = data[: draw(st.integers(0, len(data) - 1))]
     elif how == "flip":
         for _ in range(draw(st.integers(1, 4))):
             i = draw(st.integers(2 if draw(st.booleans()) else 10, len(data) - 1))
@@ -160,13 +294,19 @@ def records(name: str) -> st.SearchStrategy[Raw]:
     others = [n for n in ENCODED if n != name]
     return st.one_of(
         st.builds(lambda b, h: Raw(b, h, "random-bytes"), st.binary(max_size=600), st.sampled_from(HEADERS)),
-        st.builds(lambda fp, b, h: Raw(MAGIC + fp + b, h, "marker+fingerprint+garbage"), st.sampled_from(FINGERPRINTS),
-                  st.binary(max_size=300), st.sampled_from(HEADERS)),
+        st.builds(
+            lambda fp, b, h: Raw(MAGIC + fp + b, h, "marker+fingerprint+garbage"),
+            st.sampled_from(FINGERPRINTS),
+            st.binary(max_size=300),
+            st.sampled_from(HEADERS),
+        ),
         damaged(name),
         st.builds(lambda n, h: Raw(ENCODED[n], h, "another-event"), st.sampled_from(others), st.sampled_from(HEADERS)),
         st.builds(lambda b, h: Raw(b, h, "json-text"), _pick(JSON_TEXTS), st.sampled_from([JSON, JSON, {}])),
         st.builds(lambda t: Raw(t.encode("utf-8", "surrogatepass"), JSON, "json-random-text"), st.text(max_size=200)),
-        mutated(name), mutated(name), mutated(name),
+        mutated(name),
+        mutated(name),
+        mutated(name),
         st.builds(lambda h: Raw(ENCODED[name], h, "valid"), st.sampled_from(HEADERS[:1] + HEADERS[3:4])),
     )
 
@@ -185,7 +325,12 @@ def assert_good_dead_letter(dl: DeadLetter, src: Source, *, on_topic: bool = Tru
     assert len(dl.detail) <= 500
     assert dl.value == src.value  # the original bytes, untouched
     if on_topic:
-        assert (dl.source_topic, dl.source_partition, dl.source_offset, dl.key) == (src.topic, src.partition, src.offset, src.key)
+        assert (dl.source_topic, dl.source_partition, dl.source_offset, dl.key) == (
+            src.topic,
+            src.partition,
+            src.offset,
+            src.key,
+        )
         assert dl.headers == src.headers
     back = CODEC.decode("deadletter", CODEC.encode("deadletter", dl.to_dict()))
     assert back["value"] == src.value and back["reason"] == dl.reason
@@ -197,7 +342,9 @@ def report(request):
     total = sum(RAN.values())
     lines = [f"fuzzed consumers: {total} cases"]
     for name, n in sorted(RAN.items()):
-        split = ", ".join(f"{what} {OUTCOMES[(name, what)]}" for what in ("used", "dead letter", "skipped") if OUTCOMES[(name, what)])
+        split = ", ".join(
+            f"{what} {OUTCOMES[(name, what)]}" for what in ("used", "dead letter", "skipped") if OUTCOMES[(name, what)]
+        )
         lines.append(f"  {name}: {n} ({split})")
     reporter = request.config.pluginmanager.get_plugin("terminalreporter")
     capture = request.config.pluginmanager.get_plugin("capturemanager")
@@ -211,6 +358,7 @@ def report(request):
 
 
 # -- the gate -----------------------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def gate():
@@ -243,7 +391,10 @@ def test_a_batch_with_a_record_that_breaks_the_pipeline_fails_that_record_alone(
     one, and only that candidate fails (a stage's own failure is filter_error, the pipeline's rule)."""
     from streams.gate.agent import decide
 
-    good = [Source("t", 0, i, None, CODEC.encode("candidate", {**VALID["candidate"], "request_id": f"ok-{i}"})) for i in range(3)]
+    good = [
+        Source("t", 0, i, None, CODEC.encode("candidate", {**VALID["candidate"], "request_id": f"ok-{i}"}))
+        for i in range(3)
+    ]
     poison = Source("t", 0, 9, None, CODEC.encode("candidate", {**VALID["candidate"], "request_id": "poison"}))
     real = gate.decide
 
@@ -257,7 +408,9 @@ def test_a_batch_with_a_record_that_breaks_the_pipeline_fails_that_record_alone(
         decided, failed = decide(gate, CODEC, good[:2] + [poison] + good[2:])
     finally:
         del gate.decide  # the method again
-    assert [s.offset for _, s in decided] == [0, 1, 2] and [(s.offset, type(e).__name__) for s, e in failed] == [(9, "ZeroDivisionError")]
+    assert [s.offset for _, s in decided] == [0, 1, 2] and [(s.offset, type(e).__name__) for s, e in failed] == [
+        (9, "ZeroDivisionError")
+    ]
 
 
 def test_infrastructure_errors_are_not_blamed_on_a_record():
@@ -282,6 +435,7 @@ def test_infrastructure_errors_are_not_blamed_on_a_record():
 
 # -- the review sampler --------------------------------------------------------------------------------
 
+
 @settings(max_examples=1000, **SETTINGS)
 @given(raw=records("candidate"), gate_passed=st.booleans())
 def test_review_sampler_per_record_path_never_raises(raw, gate_passed):
@@ -304,6 +458,7 @@ _SAMPLER: dict = {}
 
 
 # -- the verdict relay ---------------------------------------------------------------------------------
+
 
 @st.composite
 def outbox_fields(draw) -> tuple[dict, str]:
@@ -346,10 +501,13 @@ def test_relay_per_record_path_never_raises(entry):
         assert "1767225600000-0" in out.detail
     else:
         verdict, key, value = out
-        assert CODEC.decode("verdict", value)["request_id"] == verdict.request_id and key == verdict.request_id.encode()
+        assert (
+            CODEC.decode("verdict", value)["request_id"] == verdict.request_id and key == verdict.request_id.encode()
+        )
 
 
 # -- the rollout ------------------------------------------------------------------------------------------
+
 
 @settings(max_examples=1200, **SETTINGS)
 @given(raw=records("candidate"))
@@ -395,8 +553,9 @@ def test_an_uncountable_candidate_is_a_dead_letter_of_the_rollout_and_the_rest_a
     import streams.rollout.agent as agent
 
     real = agent.read_candidate
-    agent.read_candidate = lambda codec, src: (TrainingCandidate.from_dict({**VALID["candidate"], "latency_ms": Odd(1.0)})
-                                               if src is odd else real(codec, src))
+    agent.read_candidate = lambda codec, src: (
+        TrainingCandidate.from_dict({**VALID["candidate"], "latency_ms": Odd(1.0)}) if src is odd else real(codec, src)
+    )
     try:
         counted, letters = read_candidates(CODEC, [good, odd], dead_letters("rollout"))
     finally:
@@ -406,6 +565,7 @@ def test_an_uncountable_candidate_is_a_dead_letter_of_the_rollout_and_the_rest_a
 
 
 # -- the guards -----------------------------------------------------------------------------------------
+
 
 @settings(max_examples=1200, **SETTINGS)
 @given(raw=records("candidate"))
@@ -429,6 +589,7 @@ _CAPS: dict = {}
 
 
 # -- the trainer ---------------------------------------------------------------------------------------
+
 
 class _Message:
     """A confluent-kafka message, as the trainer's consumer gives it."""
@@ -489,8 +650,17 @@ class _Cycle:
     def run(self, store, dataset_id, first_event_time=0):
         from trainer.cycle import CycleResult
 
-        return CycleResult("refused", ModelEvent(event_id="e", event_type="refused", created_at=T0, dataset_id=dataset_id,
-                                                 reasons=["no golden set"], first_event_time=first_event_time))
+        return CycleResult(
+            "refused",
+            ModelEvent(
+                event_id="e",
+                event_type="refused",
+                created_at=T0,
+                dataset_id=dataset_id,
+                reasons=["no golden set"],
+                first_event_time=first_event_time,
+            ),
+        )
 
 
 def _trainer():
@@ -548,7 +718,14 @@ def test_a_cycle_that_keeps_failing_on_one_event_becomes_a_dead_letter_infrastru
         with pytest.raises(redis.exceptions.ConnectionError):
             svc.handle(msg)
 
-    missing = _Message(Source("t.datasets.ready", 0, 8, b"k", CODEC.encode("dataset_ready", {**VALID["dataset_ready"],
-                                                                                          "dataset_id": "missing-1"})))
+    missing = _Message(
+        Source(
+            "t.datasets.ready",
+            0,
+            8,
+            b"k",
+            CODEC.encode("dataset_ready", {**VALID["dataset_ready"], "dataset_id": "missing-1"}),
+        )
+    )
     assert svc.handle(missing) == "dead_letter"
     assert CODEC.decode("deadletter", svc.out.sent[-1][2])["reason"] == "unknown_dataset"

@@ -11,13 +11,20 @@ import pytest
 from flywheel.cli import main
 from tests.fixtures.models import build_tiny_detoxify
 
-LONG = ("The capital of Australia is Canberra. It was chosen as a compromise between Sydney and Melbourne "
-        "and became the seat of government in 1927. Let me know if you would like more detail on its history.")
+LONG = (
+    "The capital of Australia is Canberra. It was chosen as a compromise between Sydney and Melbourne "
+    "and became the seat of government in 1927. Let me know if you would like more detail on its history."
+)
 
 
 def line(rid, **kw):
-    base = {"request_id": rid, "prompt": "What is the capital of Australia?", "response": LONG,
-            "user_action": "accepted", "task_type": "qa"}
+    base = {
+        "request_id": rid,
+        "prompt": "What is the capital of Australia?",
+        "response": LONG,
+        "user_action": "accepted",
+        "task_type": "qa",
+    }
     base.update(kw)
     return json.dumps(base)
 
@@ -33,16 +40,24 @@ def policy_file(tmp_path_factory):
 
 def test_explain_prints_every_decision_and_the_funnel(policy_file, tmp_path, capsys):
     f = tmp_path / "candidates.jsonl"
-    f.write_text("\n".join([
-        line("ok-1"),
-        line("dup-1", response=LONG.replace("more detail", "more details")),  # near duplicate of ok-1
-        line("toxic-1", response=LONG + " You are a stupid idiot."),
-        line("regen-1", user_action="regenerated", response="Sydney, I think."),
-        line("pii-1", prompt="Mail me at jane.doe@example.com: what is the capital of Australia?",
-             response=LONG.replace("Canberra. It", "Canberra (call 415-555-0123). It")),
-        "{not json",
-        json.dumps({"request_id": "x"}),
-    ]) + "\n")
+    f.write_text(
+        "\n".join(
+            [
+                line("ok-1"),
+                line("dup-1", response=LONG.replace("more detail", "more details")),  # near duplicate of ok-1
+                line("toxic-1", response=LONG + " You are a stupid idiot."),
+                line("regen-1", user_action="regenerated", response="Sydney, I think."),
+                line(
+                    "pii-1",
+                    prompt="Mail me at jane.doe@example.com: what is the capital of Australia?",
+                    response=LONG.replace("Canberra. It", "Canberra (call 415-555-0123). It"),
+                ),
+                "{not json",
+                json.dumps({"request_id": "x"}),
+            ]
+        )
+        + "\n"
+    )
     code = main(["gate", "explain", "--file", str(f), "--policy", str(policy_file), "--show-text"])
     out = capsys.readouterr()
     assert code == 1  # two lines were not candidates: said on stderr, one line each, the rest decided
@@ -76,11 +91,14 @@ def test_explain_without_show_text_prints_no_text(policy_file, tmp_path, capsys)
     assert "Canberra" not in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--file", "/nonexistent.jsonl"], "/nonexistent.jsonl: No such file or directory"),
-    (["--policy", "/nonexistent.toml", "--file", "-"], "no such policy file"),
-    (["--max", "0"], "must be greater than 0"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--file", "/nonexistent.jsonl"], "/nonexistent.jsonl: No such file or directory"),
+        (["--policy", "/nonexistent.toml", "--file", "-"], "no such policy file"),
+        (["--max", "0"], "must be greater than 0"),
+    ],
+)
 def test_explain_errors_are_one_line(args, message, capsys):
     with pytest.raises(SystemExit) if "--max" in args else _noop():
         code = main(["gate", "explain", *args])

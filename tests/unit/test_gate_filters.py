@@ -6,22 +6,42 @@ from __future__ import annotations
 import pytest
 
 from schemas.records import TrainingCandidate
-from streams.gate.filters import ActionStage, DuplicateStage, GroundingStage, Item, LengthStage, QualityStage, build_stages
+from streams.gate.filters import (
+    ActionStage,
+    DuplicateStage,
+    GroundingStage,
+    Item,
+    LengthStage,
+    QualityStage,
+    build_stages,
+)
 from streams.gate.grounding import grounding
 from streams.gate.keeprate import KeepRate
 from streams.gate.pipeline import Gate
 from flywheel.policy import GatePolicy, QualityFilter
 from streams.gate.quality import check_format, kept_share, quality_score, quality_terms
 
-ANSWER = ("The capital of Australia is Canberra. Canberra was chosen as a compromise between Sydney and Melbourne "
-          "and became the seat of government in 1927. Let me know if you would like a more detailed explanation.")
-CONTEXT = ["The capital of Australia is Canberra. Canberra was chosen as a compromise between Sydney and Melbourne "
-           "and became the seat of government in 1927."]
+ANSWER = (
+    "The capital of Australia is Canberra. Canberra was chosen as a compromise between Sydney and Melbourne "
+    "and became the seat of government in 1927. Let me know if you would like a more detailed explanation."
+)
+CONTEXT = [
+    "The capital of Australia is Canberra. Canberra was chosen as a compromise between Sydney and Melbourne "
+    "and became the seat of government in 1927."
+]
 
 
 def cand(**kw) -> TrainingCandidate:
-    base = dict(request_id="r1", timestamp=1_700_000_000_000, user_id="u1", session_id="s1",
-                prompt="What is the capital of Australia?", response=ANSWER, user_action="accepted", task_type="qa")
+    base = dict(
+        request_id="r1",
+        timestamp=1_700_000_000_000,
+        user_id="u1",
+        session_id="s1",
+        prompt="What is the capital of Australia?",
+        response=ANSWER,
+        user_action="accepted",
+        task_type="qa",
+    )
     base.update(kw)
     return TrainingCandidate(**base)
 
@@ -38,8 +58,18 @@ def codes(item):
 
 # -- action and length ------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("action, passes", [("accepted", True), ("copied", True), ("corrected", True),
-                                             ("regenerated", False), ("abandoned", False), ("thumbs_up", False)])
+
+@pytest.mark.parametrize(
+    "action, passes",
+    [
+        ("accepted", True),
+        ("copied", True),
+        ("corrected", True),
+        ("regenerated", False),
+        ("abandoned", False),
+        ("thumbs_up", False),
+    ],
+)
 def test_action_filter(action, passes):
     [item] = run(ActionStage(GatePolicy().action.allowed), cand(user_action=action))
     assert codes(item) == ([] if passes else ["action_excluded"])
@@ -47,8 +77,12 @@ def test_action_filter(action, passes):
 
 def test_length_counts_the_training_target_words():
     short = " ".join(["word"] * 19)
-    ok, too_short, corrected = run(LengthStage(20), cand(response=" ".join(["word"] * 20)), cand(response=short),
-                                   cand(user_action="corrected", response=ANSWER, correction=short))
+    ok, too_short, corrected = run(
+        LengthStage(20),
+        cand(response=" ".join(["word"] * 20)),
+        cand(response=short),
+        cand(user_action="corrected", response=ANSWER, correction=short),
+    )
     assert codes(ok) == [] and ok.candidate.scores["words"] == 20
     assert codes(too_short) == ["too_short"]
     assert codes(corrected) == ["too_short"]  # the correction is what a model would learn to say
@@ -133,24 +167,32 @@ def test_quality_stage_rejects_below_threshold_and_stores_the_score():
 
 # -- grounding -------------------------------------------------------------------------------------
 
+
 def test_grounding_supports_claims_the_context_holds():
     assert grounding(ANSWER, CONTEXT).score == 1.0
     wrong = ANSWER.replace("is Canberra", "is Sydney")
     g = grounding(wrong, CONTEXT)
     assert g.claims == 2 and g.supported == 1 and g.score == 0.5  # "Sydney" is in the context, but not as capital
-    assert grounding("Water boils at 90 degrees Celsius.", ["Water boils at 100 degrees Celsius at sea level."]).score == 0.0
+    assert (
+        grounding("Water boils at 90 degrees Celsius.", ["Water boils at 100 degrees Celsius at sea level."]).score
+        == 0.0
+    )
 
 
 def test_grounding_is_skipped_without_context_or_claims_and_says_so():
-    no_context, no_claims, wrong = run(GroundingStage(0.8, 0.5), cand(), cand(response="Happy to help with that!",
-                                                                                 retrieved_context=CONTEXT),
-                                       cand(response=ANSWER.replace("is Canberra", "is Sydney"), retrieved_context=CONTEXT))
+    no_context, no_claims, wrong = run(
+        GroundingStage(0.8, 0.5),
+        cand(),
+        cand(response="Happy to help with that!", retrieved_context=CONTEXT),
+        cand(response=ANSWER.replace("is Canberra", "is Sydney"), retrieved_context=CONTEXT),
+    )
     assert codes(no_context) == [] and no_context.notes == ["grounding_skipped"]
     assert codes(no_claims) == [] and no_claims.notes == ["grounding_no_claims"]
     assert codes(wrong) == ["ungrounded"] and wrong.candidate.scores["grounding"] == 0.5
 
 
 # -- keep rate -------------------------------------------------------------------------------------
+
 
 def test_keep_rate_cuts_at_the_rolling_quantile_per_task_type():
     keep = KeepRate(band=(0.2, 0.3), window=1000, min_samples=100)
@@ -184,9 +226,16 @@ def test_the_gate_estimates_the_keep_band_but_leaves_the_cut_to_the_seal():
     from streams.gate.pipeline import Gate
 
     rng = random.Random(4)
-    policy = GatePolicy.from_dict({"pii": {"enabled": False}, "duplicates": {"enabled": False},
-                                   "length": {"enabled": False}, "quality": {"enabled": False},
-                                   "toxicity": {"enabled": False}, "grounding": {"enabled": False}})
+    policy = GatePolicy.from_dict(
+        {
+            "pii": {"enabled": False},
+            "duplicates": {"enabled": False},
+            "length": {"enabled": False},
+            "quality": {"enabled": False},
+            "toxicity": {"enabled": False},
+            "grounding": {"enabled": False},
+        }
+    )
     gate = Gate(policy, build_stages(policy))
     decisions = [d for _ in range(5) for d in gate.decide([cand(quality_score=rng.random()) for _ in range(100)])]
     assert all(d.passed for d in decisions) and not any("below_keep_quantile" in d.reasons for d in decisions)
@@ -197,19 +246,25 @@ def test_the_duplicate_stage_writes_near_keys_that_near_copies_share():
     from streams.gate.dedup import DuplicateIndex, MemoryBandStore
 
     stage = DuplicateStage(DuplicateIndex(MemoryBandStore()))
-    text = ("The capital of Australia is Canberra. It was chosen as a compromise between Sydney and Melbourne, "
-            "and it has been the seat of government since 1927 when parliament first met there.")
-    items = [Item(cand(response=text)), Item(cand(response=text.replace("since 1927", "since the year 1927"))),
-             Item(cand(response="Paris is the capital of France and its largest city by far, on the Seine river.")),
-             Item(cand(response=text))]
+    text = (
+        "The capital of Australia is Canberra. It was chosen as a compromise between Sydney and Melbourne, "
+        "and it has been the seat of government since 1927 when parliament first met there."
+    )
+    items = [
+        Item(cand(response=text)),
+        Item(cand(response=text.replace("since 1927", "since the year 1927"))),
+        Item(cand(response="Paris is the capital of France and its largest city by far, on the Seine river.")),
+        Item(cand(response=text)),
+    ]
     stage.run(items)
-    keys = [[i.candidate.dedup_keys[k:k + 8] for k in range(0, len(i.candidate.dedup_keys), 8)] for i in items]
+    keys = [[i.candidate.dedup_keys[k : k + 8] for k in range(0, len(i.candidate.dedup_keys), 8)] for i in items]
     assert len(keys[0]) == 11 and keys[0] == keys[3]  # deterministic
     assert set(keys[0]) & set(keys[1]) and not set(keys[0]) & set(keys[2])
     assert not any(i.rejected for i in items)
 
 
 # -- the pipeline ----------------------------------------------------------------------------------
+
 
 class Broken:
     """A model that fails: a stand-in for an OOM or a corrupt checkpoint, not for a real scorer."""
@@ -229,8 +284,9 @@ class Broken:
 def _gate(scorer):
     from streams.gate.filters import build_stages
 
-    policy = GatePolicy.from_dict({"pii": {"enabled": False}, "duplicates": {"enabled": False},
-                                   "keep_rate": {"enabled": False}})
+    policy = GatePolicy.from_dict(
+        {"pii": {"enabled": False}, "duplicates": {"enabled": False}, "keep_rate": {"enabled": False}}
+    )
     return Gate(policy, build_stages(policy, scorer=scorer))
 
 
@@ -249,8 +305,9 @@ def test_a_candidate_that_breaks_a_filter_fails_alone():
                 raise ValueError("this model cannot read a snowman")
             return [0.0] * len(texts)
 
-    decisions = _gate(Fragile(failures=0)).decide([cand(request_id=f"r{i}") for i in range(3)] +
-                                                  [cand(request_id="snow", response=ANSWER + " \u2603")])
+    decisions = _gate(Fragile(failures=0)).decide(
+        [cand(request_id=f"r{i}") for i in range(3)] + [cand(request_id="snow", response=ANSWER + " \u2603")]
+    )
     assert [d.reasons for d in decisions] == [[], [], [], ["filter_error:toxicity"]]
 
 
@@ -281,12 +338,23 @@ def test_a_stage_is_its_hooks_not_its_class():
             for item in items:
                 item.candidate.response = "[withheld]"
 
-    policy = GatePolicy.from_dict({"evaluate_all": False, "pii": {"enabled": False}, "duplicates": {"enabled": False},
-                                   "keep_rate": {"enabled": False}})
+    policy = GatePolicy.from_dict(
+        {
+            "evaluate_all": False,
+            "pii": {"enabled": False},
+            "duplicates": {"enabled": False},
+            "keep_rate": {"enabled": False},
+        }
+    )
     shouty = Shouty()
     gate = Gate(policy, [ActionStage(policy.action.allowed), shouty])
-    ok, regenerated, snow = gate.decide([cand(request_id="ok"), cand(request_id="re", user_action="regenerated"),
-                                         cand(request_id="snow", response=ANSWER + " \u2603")])
+    ok, regenerated, snow = gate.decide(
+        [
+            cand(request_id="ok"),
+            cand(request_id="re", user_action="regenerated"),
+            cand(request_id="snow", response=ANSWER + " \u2603"),
+        ]
+    )
     assert ok.passed and ok.candidate.response == ANSWER.upper()
     # rejected by the action stage, and still seen by a stage that sees rejected candidates
     assert regenerated.reasons == ["action_excluded"] and regenerated.candidate.response == ANSWER.upper()

@@ -21,8 +21,10 @@ def test_defaults_are_the_seeds_numbers():
 
 def test_a_file_changes_only_what_it_names(tmp_path):
     f = tmp_path / "policy.toml"
-    f.write_text('version = "team-7"\n[quality]\nthreshold = 0.7\n[quality.action_base]\naccepted = 0.9\n'
-                 '[keep_rate]\nband = [0.1, 0.25]\n[pii]\nmode = "reject"\n')
+    f.write_text(
+        'version = "team-7"\n[quality]\nthreshold = 0.7\n[quality.action_base]\naccepted = 0.9\n'
+        '[keep_rate]\nband = [0.1, 0.25]\n[pii]\nmode = "reject"\n'
+    )
     p = GatePolicy.load(f)
     assert p.version == "team-7" and p.quality.threshold == 0.7 and p.pii.mode == "reject"
     assert p.quality.action_base["accepted"] == 0.9 and p.quality.action_base["corrected"] == 0.8
@@ -36,20 +38,23 @@ def test_stamp_changes_with_any_value_even_under_the_same_version():
     assert GatePolicy.from_dict({"version": "v1"}).stamp == a.stamp
 
 
-@pytest.mark.parametrize("text, message", [
-    ("[qualty]\nthreshold = 0.5\n", "unknown key 'qualty' (did you mean 'quality'?)"),
-    ("[quality]\ntreshold = 0.5\n", "[quality]: unknown key 'treshold' (did you mean 'threshold'?)"),
-    ("[quality]\nthreshold = 'high'\n", "quality.threshold must be a number, got str"),
-    ("[quality]\nthreshold = 1.5\n", "[quality] threshold: must be within 0..1, got 1.5"),
-    ("[action]\nallowed = ['accepted', 'liked']\n", "unknown actions ['liked']"),
-    ("[keep_rate]\nband = [0.4, 0.2]\n", "[keep_rate] band: must be [low, high]"),
-    ("[keep_rate]\nband = [0.4]\n", "keep_rate.band must be an array of 2"),
-    ("[pii]\nmode = 'mask'\n", "[pii] mode: must be 'redact' or 'reject'"),
-    ("[toxicity]\nfields = ['prompt', 'title']\n", "[toxicity] fields: must be some of"),
-    ("[length]\nenabled = 'yes'\n", "length.enabled must be true or false, got str"),
-    ("version = ''\n", "version: must not be empty"),
-    ("[quality\n", "not valid TOML"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("[qualty]\nthreshold = 0.5\n", "unknown key 'qualty' (did you mean 'quality'?)"),
+        ("[quality]\ntreshold = 0.5\n", "[quality]: unknown key 'treshold' (did you mean 'threshold'?)"),
+        ("[quality]\nthreshold = 'high'\n", "quality.threshold must be a number, got str"),
+        ("[quality]\nthreshold = 1.5\n", "[quality] threshold: must be within 0..1, got 1.5"),
+        ("[action]\nallowed = ['accepted', 'liked']\n", "unknown actions ['liked']"),
+        ("[keep_rate]\nband = [0.4, 0.2]\n", "[keep_rate] band: must be [low, high]"),
+        ("[keep_rate]\nband = [0.4]\n", "keep_rate.band must be an array of 2"),
+        ("[pii]\nmode = 'mask'\n", "[pii] mode: must be 'redact' or 'reject'"),
+        ("[toxicity]\nfields = ['prompt', 'title']\n", "[toxicity] fields: must be some of"),
+        ("[length]\nenabled = 'yes'\n", "length.enabled must be true or false, got str"),
+        ("version = ''\n", "version: must not be empty"),
+        ("[quality\n", "not valid TOML"),
+    ],
+)
 def test_mistakes_are_named(tmp_path, text, message):
     f = tmp_path / "bad.toml"
     f.write_text(text)
@@ -93,8 +98,9 @@ def test_the_shipped_policy_file_names_every_key_at_its_default():
     assert shipped.stamp == GatePolicy().stamp
 
     def keys(d, prefix=""):
-        return {prefix + k for k, v in d.items()} | {x for k, v in d.items() if isinstance(v, dict)
-                                                     for x in keys(v, prefix + k + ".")}
+        return {prefix + k for k, v in d.items()} | {
+            x for k, v in d.items() if isinstance(v, dict) for x in keys(v, prefix + k + ".")
+        }
 
     assert keys(tomllib.loads(path.read_text())) == keys(GatePolicy().to_dict())
 

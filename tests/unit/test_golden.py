@@ -51,18 +51,28 @@ def rows(path):
 
 # --- read_rows -------------------------------------------------------------------------------------
 
+
 def test_jsonl_rows_with_line_numbers_and_blank_lines(tmp_path):
-    path = write(tmp_path, "a.jsonl", jsonl({"prompt": "p1", "target": "t1"}) + "\n   \n"
-                 + jsonl({"prompt": "p2", "target": "t2", "task_type": "math"}))
-    assert rows(path) == [(1, {"prompt": "p1", "target": "t1"}),
-                          (4, {"prompt": "p2", "target": "t2", "task_type": "math"})]
+    path = write(
+        tmp_path,
+        "a.jsonl",
+        jsonl({"prompt": "p1", "target": "t1"})
+        + "\n   \n"
+        + jsonl({"prompt": "p2", "target": "t2", "task_type": "math"}),
+    )
+    assert rows(path) == [
+        (1, {"prompt": "p1", "target": "t1"}),
+        (4, {"prompt": "p2", "target": "t2", "task_type": "math"}),
+    ]
 
 
 def test_csv_rows_with_quoted_newlines_keep_the_starting_line(tmp_path):
     text = 'prompt,target,task_type\n"two\nlines",t1,chat\n\nsimple,"a, b",\n'
     path = write(tmp_path, "a.csv", text)
-    assert rows(path) == [(2, {"prompt": "two\nlines", "target": "t1", "task_type": "chat"}),
-                          (5, {"prompt": "simple", "target": "a, b", "task_type": ""})]
+    assert rows(path) == [
+        (2, {"prompt": "two\nlines", "target": "t1", "task_type": "chat"}),
+        (5, {"prompt": "simple", "target": "a, b", "task_type": ""}),
+    ]
 
 
 def test_csv_with_a_byte_order_mark_and_crlf(tmp_path):
@@ -84,8 +94,16 @@ def test_unsupported_extension(tmp_path):
     error(rows, path, None, "'.json'", ".jsonl, .csv")
 
 
-@pytest.mark.parametrize("name, text", [("a.jsonl", ""), ("b.jsonl", "\n  \n"), ("c.csv", ""),
-                                        ("d.csv", "prompt,target\n"), ("e.csv", "prompt,target\n,\n\n")])
+@pytest.mark.parametrize(
+    "name, text",
+    [
+        ("a.jsonl", ""),
+        ("b.jsonl", "\n  \n"),
+        ("c.csv", ""),
+        ("d.csv", "prompt,target\n"),
+        ("e.csv", "prompt,target\n,\n\n"),
+    ],
+)
 def test_empty_files(tmp_path, name, text):
     path = write(tmp_path, name, text)  # e.csv: a row of empty cells is skipped like a blank line
     error(rows, path, None, "no rows")
@@ -106,8 +124,9 @@ def test_duplicate_json_key(tmp_path):
     error(rows, path, 1, "field 'prompt' appears twice")
 
 
-@pytest.mark.parametrize("value, kind", [(7, "number"), (None, "null"), (True, "boolean"), ([SECRET], "array"),
-                                         ({"a": SECRET}, "object")])
+@pytest.mark.parametrize(
+    "value, kind", [(7, "number"), (None, "null"), (True, "boolean"), ([SECRET], "array"), ({"a": SECRET}, "object")]
+)
 def test_field_that_is_not_a_string(tmp_path, value, kind):
     path = write(tmp_path, "a.jsonl", jsonl({"prompt": "p", "target": "t"}, {"prompt": SECRET, "target": value}))
     error(rows, path, 2, f"field 'target' must be a string, got {kind}")
@@ -140,8 +159,11 @@ def test_csv_row_with_too_many_cells(tmp_path):
 
 
 def test_unknown_fields_jsonl_are_named_sorted_with_the_accepted_ones(tmp_path):
-    path = write(tmp_path, "a.jsonl", jsonl({"prompt": "p", "target": "t"},
-                                            {"prompt": "p2", "target": "t", "zeta": SECRET, "alpha": SECRET}))
+    path = write(
+        tmp_path,
+        "a.jsonl",
+        jsonl({"prompt": "p", "target": "t"}, {"prompt": "p2", "target": "t", "zeta": SECRET, "alpha": SECRET}),
+    )
     message = error(rows, path, 2, "unknown fields 'alpha', 'zeta'", "accepted: prompt, target, task_type")
     assert message.index("alpha") < message.index("zeta")
 
@@ -167,7 +189,9 @@ def test_malformed_csv_quoting(tmp_path):
 
 
 def test_invalid_utf8_jsonl(tmp_path):
-    data = jsonl({"prompt": "p", "target": "t"}).encode() + b'{"prompt": "' + SECRET.encode() + b'\xff", "target": "t"}\n'
+    data = (
+        jsonl({"prompt": "p", "target": "t"}).encode() + b'{"prompt": "' + SECRET.encode() + b'\xff", "target": "t"}\n'
+    )
     path = write(tmp_path, "a.jsonl", data)
     error(rows, path, 2, "not valid UTF-8")
 
@@ -187,9 +211,13 @@ def test_long_unknown_field_names_are_cut_short(tmp_path):
 
 # --- labels ----------------------------------------------------------------------------------------
 
+
 def test_load_labels_jsonl_and_csv_agree(tmp_path):
-    a = write(tmp_path, "l.jsonl", jsonl({"prompt": "What is 2+2?", "target": "4", "task_type": " math "},
-                                         {"prompt": "Say hi", "target": "hi"}))
+    a = write(
+        tmp_path,
+        "l.jsonl",
+        jsonl({"prompt": "What is 2+2?", "target": "4", "task_type": " math "}, {"prompt": "Say hi", "target": "hi"}),
+    )
     b = write(tmp_path, "l.csv", "prompt,target,task_type\nWhat is 2+2?,4, math \nSay hi,hi,\n")
     expected = [Example("What is 2+2?", "4", "math"), Example("Say hi", "hi", "")]
     assert load_labels(a) == expected
@@ -197,13 +225,23 @@ def test_load_labels_jsonl_and_csv_agree(tmp_path):
 
 
 def test_labels_same_prompt_with_different_targets_is_fine(tmp_path):
-    path = write(tmp_path, "l.jsonl", jsonl({"prompt": "Greet", "target": "hi"}, {"prompt": "Greet", "target": "hello"}))
+    path = write(
+        tmp_path, "l.jsonl", jsonl({"prompt": "Greet", "target": "hi"}, {"prompt": "Greet", "target": "hello"})
+    )
     assert [e.target for e in load_labels(path)] == ["hi", "hello"]
 
 
 def test_labels_duplicate_pair_names_both_lines(tmp_path):
-    path = write(tmp_path, "l.jsonl", jsonl({"prompt": SECRET, "target": "Four"}, {"prompt": "other", "target": "x"},
-                                            "", {"prompt": "  " + SECRET.upper() + " ", "target": "four\n"}))
+    path = write(
+        tmp_path,
+        "l.jsonl",
+        jsonl(
+            {"prompt": SECRET, "target": "Four"},
+            {"prompt": "other", "target": "x"},
+            "",
+            {"prompt": "  " + SECRET.upper() + " ", "target": "four\n"},
+        ),
+    )
     error(load_labels, path, 4, "same prompt and target as line 1")
 
 
@@ -219,6 +257,7 @@ def test_labels_reject_golden_fields(tmp_path):
 
 # --- golden items ----------------------------------------------------------------------------------
 
+
 def test_default_id_is_a_hash_of_the_normalised_prompt():
     want = "g-" + hashlib.blake2b(b"what is 2+2?").hexdigest()[:12]
     assert default_id("  What IS\t2+2? ") == want
@@ -226,34 +265,56 @@ def test_default_id_is_a_hash_of_the_normalised_prompt():
 
 
 def test_load_items_jsonl_and_csv_agree(tmp_path):
-    a = write(tmp_path, "g.jsonl", jsonl({"prompt": "What is 2+2?", "expected": "4", "task_type": "math"},
-                                         {"prompt": "Count users", "expected": "SELECT 1", "scorer": "sql", "id": "sql-1"}))
-    b = write(tmp_path, "g.csv", "prompt,expected,task_type,scorer,id\nWhat is 2+2?,4,math,,\nCount users,SELECT 1,,sql,sql-1\n")
-    expected = [GoldenItem(default_id("what is 2+2?"), "What is 2+2?", "4", "math", "exact"),
-                GoldenItem("sql-1", "Count users", "SELECT 1", "", "sql")]
+    a = write(
+        tmp_path,
+        "g.jsonl",
+        jsonl(
+            {"prompt": "What is 2+2?", "expected": "4", "task_type": "math"},
+            {"prompt": "Count users", "expected": "SELECT 1", "scorer": "sql", "id": "sql-1"},
+        ),
+    )
+    b = write(
+        tmp_path,
+        "g.csv",
+        "prompt,expected,task_type,scorer,id\nWhat is 2+2?,4,math,,\nCount users,SELECT 1,,sql,sql-1\n",
+    )
+    expected = [
+        GoldenItem(default_id("what is 2+2?"), "What is 2+2?", "4", "math", "exact"),
+        GoldenItem("sql-1", "Count users", "SELECT 1", "", "sql"),
+    ]
     assert load_items(a) == expected
     assert load_items(b) == expected
 
 
 def test_golden_unknown_scorer_lists_the_scorers(tmp_path):
-    path = write(tmp_path, "g.jsonl", jsonl({"prompt": "p", "expected": "e"}, {"prompt": "q", "expected": "e", "scorer": SECRET}))
+    path = write(
+        tmp_path,
+        "g.jsonl",
+        jsonl({"prompt": "p", "expected": "e"}, {"prompt": "q", "expected": "e", "scorer": SECRET}),
+    )
     error(load_items, path, 2, "field 'scorer' must be one of exact, contains, sql")
 
 
 def test_golden_same_prompt_after_normalising_names_both_lines(tmp_path):
-    path = write(tmp_path, "g.csv", f"prompt,expected\n{SECRET} now,a\nother,b\n\"{SECRET.upper()}\n now\",c\n")
+    path = write(tmp_path, "g.csv", f'prompt,expected\n{SECRET} now,a\nother,b\n"{SECRET.upper()}\n now",c\n')
     error(load_items, path, 4, "same prompt as line 2")
 
 
 def test_golden_duplicate_ids_name_both_lines(tmp_path):
-    path = write(tmp_path, "g.jsonl", jsonl({"prompt": "p", "expected": "e", "id": "a-1"},
-                                            {"prompt": SECRET, "expected": "e", "id": "a-1"}))
+    path = write(
+        tmp_path,
+        "g.jsonl",
+        jsonl({"prompt": "p", "expected": "e", "id": "a-1"}, {"prompt": SECRET, "expected": "e", "id": "a-1"}),
+    )
     error(load_items, path, 2, "same id as line 1")
 
 
 def test_golden_explicit_id_clashing_with_a_default_id(tmp_path):
-    path = write(tmp_path, "g.jsonl", jsonl({"prompt": "p", "expected": "e"},
-                                            {"prompt": SECRET, "expected": "e", "id": default_id("p")}))
+    path = write(
+        tmp_path,
+        "g.jsonl",
+        jsonl({"prompt": "p", "expected": "e"}, {"prompt": SECRET, "expected": "e", "id": default_id("p")}),
+    )
     error(load_items, path, 2, "same id as line 1")
 
 
@@ -268,6 +329,7 @@ def test_golden_missing_expected(tmp_path):
 
 
 # --- the store -------------------------------------------------------------------------------------
+
 
 def item(prompt: str, expected: str = "e", task: str = "", scorer: str = "exact", id: str = "") -> GoldenItem:
     return GoldenItem(id or default_id(prompt), prompt, expected, task, scorer)
@@ -287,8 +349,10 @@ def test_add_writes_canonical_sorted_lines(tmp_path):
     b, a = item("b prompt", id="b"), item("a prompt ü", task="t", id="a")
     assert store.add([b, a]) == "v0001"
     text = (tmp_path / "v0001.jsonl").read_text(encoding="utf-8")
-    assert text == ('{"expected": "e", "id": "a", "prompt": "a prompt ü", "scorer": "exact", "task_type": "t"}\n'
-                    '{"expected": "e", "id": "b", "prompt": "b prompt", "scorer": "exact", "task_type": ""}\n')
+    assert text == (
+        '{"expected": "e", "id": "a", "prompt": "a prompt ü", "scorer": "exact", "task_type": "t"}\n'
+        '{"expected": "e", "id": "b", "prompt": "b prompt", "scorer": "exact", "task_type": ""}\n'
+    )
     assert store.current() == ("v0001", [a, b])
     assert [p.name for p in tmp_path.iterdir()] == ["v0001.jsonl"]  # no temp file left behind
 
@@ -372,7 +436,9 @@ def test_versions_are_ordered_numerically_and_other_files_ignored(tmp_path):
 
 
 def test_loaded_file_round_trips_through_the_store(tmp_path):
-    path = write(tmp_path, "g.csv", "prompt,expected,task_type,scorer\nCapital of France?,Paris,geo,contains\n2+2?,4,math,\n")
+    path = write(
+        tmp_path, "g.csv", "prompt,expected,task_type,scorer\nCapital of France?,Paris,geo,contains\n2+2?,4,math,\n"
+    )
     store = GoldenStore(tmp_path / "store")
     loaded = load_items(path)
     store.add(loaded)

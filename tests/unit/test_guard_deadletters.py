@@ -22,15 +22,41 @@ from streams.join.service import EXPECTED_REASONS
 codec = Codec()
 
 # every reason a stage of the flywheel writes today, and a few it might write tomorrow
-MALFORMED_REASONS = ("undecodable", "invalid_json", "invalid_event", "oversized", "unknown_fingerprint", "future_event",
-                     "too_deep", "too_many_keys", "too_many_items", "too_long", "int_out_of_range", "not_finite",
-                     "too_many_actions", "duplicate_request", "unprocessable", "unencodable", "unauthenticated_tick",
-                     "invalid_candidate", "something_new")
+MALFORMED_REASONS = (
+    "undecodable",
+    "invalid_json",
+    "invalid_event",
+    "oversized",
+    "unknown_fingerprint",
+    "future_event",
+    "too_deep",
+    "too_many_keys",
+    "too_many_items",
+    "too_long",
+    "int_out_of_range",
+    "not_finite",
+    "too_many_actions",
+    "duplicate_request",
+    "unprocessable",
+    "unencodable",
+    "unauthenticated_tick",
+    "invalid_candidate",
+    "something_new",
+)
 
 
 def letter(reason: str) -> bytes:
-    return codec.encode("deadletter", DeadLetter(reason=reason, source_topic="flywheel.actions", source_partition=0,
-                                                 source_offset=7, value=b"x", failed_at=1).to_dict())
+    return codec.encode(
+        "deadletter",
+        DeadLetter(
+            reason=reason,
+            source_topic="flywheel.actions",
+            source_partition=0,
+            source_offset=7,
+            value=b"x",
+            failed_at=1,
+        ).to_dict(),
+    )
 
 
 @pytest.mark.parametrize("reason", sorted(USER_TIMING_REASONS))
@@ -78,8 +104,11 @@ class _Store:
 
 
 def _event(topic: str, value: bytes, offset: int):
-    return SimpleNamespace(message=SimpleNamespace(topic=topic, partition=0, offset=offset, key=None, value=value,
-                                                   headers=None, timestamp=None))
+    return SimpleNamespace(
+        message=SimpleNamespace(
+            topic=topic, partition=0, offset=offset, key=None, value=value, headers=None, timestamp=None
+        )
+    )
 
 
 def test_the_guards_runner_counts_dead_letters_by_reason():
@@ -87,8 +116,10 @@ def test_the_guards_runner_counts_dead_letters_by_reason():
     store = _Store()
     metrics = GuardMetrics()
     runner = GuardRunner(s, SimpleNamespace(store=store), codec, metrics, None, None)
-    events = [_event(s.topic_deadletter, letter(r), i)
-              for i, r in enumerate(["late_action", "orphan_action", "late_action", "undecodable", "future_event"])]
+    events = [
+        _event(s.topic_deadletter, letter(r), i)
+        for i, r in enumerate(["late_action", "orphan_action", "late_action", "undecodable", "future_event"])
+    ]
     events += [_event(s.topic_deadletter, b"\x00 not a dead letter", 9), _event(s.topic_passed, b"p", 10)]
     asyncio.run(runner.process(events))
     runner.executor.shutdown()

@@ -22,8 +22,16 @@ def draw(rng: random.Random, weights: dict[str, float]) -> str:
     return rng.choices(list(weights), list(weights.values()))[0]
 
 
-def traffic(rng: random.Random, n: int, actions=ACTIONS, tasks=TASKS, pass_rate: float = 0.7, dead_rate: float = 0.0,
-            empty_rate: float = 0.0, versions=(("v1", 0.6),)) -> dict[str, int]:
+def traffic(
+    rng: random.Random,
+    n: int,
+    actions=ACTIONS,
+    tasks=TASKS,
+    pass_rate: float = 0.7,
+    dead_rate: float = 0.0,
+    empty_rate: float = 0.0,
+    versions=(("v1", 0.6),),
+) -> dict[str, int]:
     """n joined requests as the agent counts them: actions, task types, gate decisions, dead letters,
     per-version acceptance."""
     out: dict[str, int] = {"requests": n}
@@ -31,7 +39,12 @@ def traffic(rng: random.Random, n: int, actions=ACTIONS, tasks=TASKS, pass_rate:
         a, t = draw(rng, actions), draw(rng, tasks)
         version, acceptance = versions[rng.randrange(len(versions))]
         accepted = rng.random() < acceptance
-        for k in (f"action:{a}", f"task:{t}", f"v:{version}:requests", "passed" if rng.random() < pass_rate else "rejected"):
+        for k in (
+            f"action:{a}",
+            f"task:{t}",
+            f"v:{version}:requests",
+            "passed" if rng.random() < pass_rate else "rejected",
+        ):
             out[k] = out.get(k, 0) + 1
         if accepted:
             out[f"v:{version}:accepted"] = out.get(f"v:{version}:accepted", 0) + 1
@@ -107,8 +120,16 @@ def test_acceptance_drop_names_the_version_that_fell_and_ignores_one_without_a_b
 
 
 def test_satisfaction_per_version():
-    figures = satisfaction({"v:v1:requests": 200, "v:v1:accepted": 150, "v:v1:thumbs_up": 15, "v:v1:thumbs_down": 5,
-                            "v:ns:v2:requests": 10, "requests": 210})
+    figures = satisfaction(
+        {
+            "v:v1:requests": 200,
+            "v:v1:accepted": 150,
+            "v:v1:thumbs_up": 15,
+            "v:v1:thumbs_down": 5,
+            "v:ns:v2:requests": 10,
+            "requests": 210,
+        }
+    )
     assert figures["v1"] == {"requests": 200.0, "acceptance": 0.75, "feedback": 0.1, "positive": 0.75}
     assert figures["ns:v2"]["acceptance"] == 0.0 and figures["ns:v2"]["positive"] == 0.0  # a version may hold a colon
 
@@ -126,16 +147,31 @@ def test_statistics():
 
 
 def candidate(**kw) -> TrainingCandidate:
-    base = dict(request_id="r", timestamp=0, user_id="u", session_id="s", prompt="p", response="fine answer",
-                user_action="accepted", task_type="qa", model_version="v1")
+    base = dict(
+        request_id="r",
+        timestamp=0,
+        user_id="u",
+        session_id="s",
+        prompt="p",
+        response="fine answer",
+        user_action="accepted",
+        task_type="qa",
+        model_version="v1",
+    )
     return TrainingCandidate(**{**base, **kw})
 
 
 def test_candidate_fields_and_caps():
     tasks, versions = Cap(2), Cap(2)
     f = candidate_fields(candidate(actions=["copied", "thumbs_up"]), tasks, versions)
-    assert f == {"requests": 1, "action:accepted": 1, "task:qa": 1, "v:v1:requests": 1, "v:v1:accepted": 1,
-                 "v:v1:thumbs_up": 1}
+    assert f == {
+        "requests": 1,
+        "action:accepted": 1,
+        "task:qa": 1,
+        "v:v1:requests": 1,
+        "v:v1:accepted": 1,
+        "v:v1:thumbs_up": 1,
+    }
     f = candidate_fields(candidate(user_action="", response="  ", task_type="sql", model_version=""), tasks, versions)
     assert f["action:none"] == 1 and f["empty"] == 1 and f["v:-:empty"] == 1 and f["task:sql"] == 1
     f = candidate_fields(candidate(user_action="shrugged", task_type="poetry", model_version="v9"), tasks, versions)
@@ -143,12 +179,19 @@ def test_candidate_fields_and_caps():
 
 
 def test_guard_policy_keys_are_checked():
-    p = GatePolicy.from_dict({"guards": {"max_pass_rate_shift": 0.3, "actions": {"task_mix_shift": ["hold_datasets"]}}})
+    p = GatePolicy.from_dict(
+        {"guards": {"max_pass_rate_shift": 0.3, "actions": {"task_mix_shift": ["hold_datasets"]}}}
+    )
     assert p.guards.actions["task_mix_shift"] == ("hold_datasets",)
     assert p.guards.actions["deadletter_rate"] == ("hold_datasets",)  # the other monitors keep their defaults
     assert GatePolicy.from_dict({}).to_toml() and GatePolicy.load(None).guards == GuardPolicy()
-    for raw, msg in [({"max_empty_rate": 1.5}, "[guards] max_empty_rate"), ({"bucket_s": 0}, "[guards] bucket_s"),
-                     ({"actions": {"vibes": []}}, "unknown monitor"), ({"actions": {"empty_rate": ["page"]}}, "unknown actions"),
-                     ({"alpha": 0}, "[guards] alpha"), ({"evaluate_interval_s": 0}, "[guards] evaluate_interval_s")]:
+    for raw, msg in [
+        ({"max_empty_rate": 1.5}, "[guards] max_empty_rate"),
+        ({"bucket_s": 0}, "[guards] bucket_s"),
+        ({"actions": {"vibes": []}}, "unknown monitor"),
+        ({"actions": {"empty_rate": ["page"]}}, "unknown actions"),
+        ({"alpha": 0}, "[guards] alpha"),
+        ({"evaluate_interval_s": 0}, "[guards] evaluate_interval_s"),
+    ]:
         with pytest.raises(PolicyError, match=msg.replace("[", r"\[").replace("]", r"\]")):
             GatePolicy.from_dict({"guards": raw})

@@ -14,7 +14,9 @@ codec = Codec()
 
 
 def core(store=None, **kw):
-    opts = dict(settle_window_ms=30 * MIN, watermark_delay_ms=0, marker_horizon_ms=24 * 60 * MIN, max_event_bytes=256 * 1024)
+    opts = dict(
+        settle_window_ms=30 * MIN, watermark_delay_ms=0, marker_horizon_ms=24 * 60 * MIN, max_event_bytes=256 * 1024
+    )
     opts.update(kw)
     return JoinCore(codec, DictStore() if store is None else store, **opts)
 
@@ -49,13 +51,15 @@ def cands(out):
 
 def test_action_before_interaction_and_precedence():
     j, log = core(), Log()
-    out = j.apply_all([
-        log.action("r1", T0 + MIN, "copied"),
-        log.action("r1", T0 + 2 * MIN, "accepted"),
-        log.interaction("r1", T0),
-        log.action("r1", T0 + 3 * MIN, "corrected", correction="four"),
-        log.action("r1", T0 + 4 * MIN, "thumbs_up"),
-    ])
+    out = j.apply_all(
+        [
+            log.action("r1", T0 + MIN, "copied"),
+            log.action("r1", T0 + 2 * MIN, "accepted"),
+            log.interaction("r1", T0),
+            log.action("r1", T0 + 3 * MIN, "corrected", correction="four"),
+            log.action("r1", T0 + 4 * MIN, "thumbs_up"),
+        ]
+    )
     assert out.candidates == []  # nothing settles before the window closes
     out = j.apply_all([log.tick(INTERACTION, T0 + 31 * MIN), log.tick(ACTION, T0 + 31 * MIN)])
     [c] = cands(out)
@@ -77,8 +81,14 @@ def test_no_action_is_abandoned_and_late_action_is_dead_lettered():
 
 def test_action_after_window_but_before_settle_is_not_counted():
     j, log = core(watermark_delay_ms=60 * MIN), Log()
-    out = j.apply_all([log.interaction("r1", T0), log.action("r1", T0 + 45 * MIN, "accepted"),
-                       log.tick(INTERACTION, T0 + 200 * MIN), log.tick(ACTION, T0 + 200 * MIN)])
+    out = j.apply_all(
+        [
+            log.interaction("r1", T0),
+            log.action("r1", T0 + 45 * MIN, "accepted"),
+            log.tick(INTERACTION, T0 + 200 * MIN),
+            log.tick(ACTION, T0 + 200 * MIN),
+        ]
+    )
     [c] = cands(out)
     assert c.user_action == "abandoned" and c.actions == []
     assert [d.reason for d in out.deadletters] == ["late_action"]
@@ -133,12 +143,22 @@ def test_bad_input_goes_to_dead_letter_and_keeps_going():
         log.rec(ACTION, b'{"request_id": "x"}', b"x", {"content-type": b"application/json"}),
         log.rec(ACTION, b"{not json", b"x", {"content-type": b"application/json"}),
         log.rec(INTERACTION, b"\xc3\x01" + b"x" * 5000),
-        log.action("r9", T0, "accepted", ),
+        log.action(
+            "r9",
+            T0,
+            "accepted",
+        ),
     ]
     bad[-1].key = b"other-key"
     out = j.apply_all(bad + [log.interaction("ok", T0)])
     assert [d.reason for d in out.deadletters] == [
-        "undecodable", "unknown_fingerprint", "invalid_event", "invalid_json", "oversized", "invalid_event"]
+        "undecodable",
+        "unknown_fingerprint",
+        "invalid_event",
+        "invalid_json",
+        "oversized",
+        "invalid_event",
+    ]
     assert all(d.value == r.value for d, r in zip(out.deadletters, bad))
     assert b"ok" in j.store
 
@@ -150,7 +170,9 @@ def test_json_events_join_like_avro():
     i = Interaction("rj", "s", "u1", T0, "m1", "p", "r").to_dict()
     a = {"request_id": "rj", "user_id": "u1", "event_time": T0 + MIN, "action": "copied"}
     h = {"content-type": b"application/json"}
-    j.apply_all([log.rec(INTERACTION, json.dumps(i).encode(), b"rj", h), log.rec(ACTION, json.dumps(a).encode(), b"rj", h)])
+    j.apply_all(
+        [log.rec(INTERACTION, json.dumps(i).encode(), b"rj", h), log.rec(ACTION, json.dumps(a).encode(), b"rj", h)]
+    )
     [c] = cands(j.apply_all([log.tick(INTERACTION, T0 + 31 * MIN), log.tick(ACTION, T0 + 31 * MIN)]))
     assert c.user_action == "copied" and c.label == "sft_positive"
 
@@ -162,7 +184,14 @@ def _events(n, seed):
         t = T0 + k * 10_000
         events.append(("i", f"r{k}", t))
         for _ in range(rng.randint(0, 2)):
-            events.append(("a", f"r{k}", t + rng.randint(0, 40 * MIN), rng.choice(["accepted", "copied", "regenerated", "thumbs_up"])))
+            events.append(
+                (
+                    "a",
+                    f"r{k}",
+                    t + rng.randint(0, 40 * MIN),
+                    rng.choice(["accepted", "copied", "regenerated", "thumbs_up"]),
+                )
+            )
     end = T0 + n * 10_000 + 100 * MIN
     return log, events, end
 
@@ -175,7 +204,7 @@ def _run(store, recs, batch, crash_at=None):
             j = core(store)  # a restart: state from the store, index rebuilt, clocks empty
             j.rebuild_index()
             crash_at = None
-        out.extend(j.apply_all(recs[s:s + batch]).candidates)
+        out.extend(j.apply_all(recs[s : s + batch]).candidates)
     return out
 
 
@@ -189,7 +218,7 @@ def test_replay_is_deterministic_and_restart_loses_and_duplicates_nothing():
     acts = sorted([r for r in recs if r.kind == ACTION], key=lambda r: codec.decode("action", r.value)["event_time"])
     tail = [log.tick(INTERACTION, end), log.tick(ACTION, end)]
     order_a = inter + acts + tail
-    order_b = [x for pair in zip(acts, inter) for x in pair] + inter[len(acts):] + acts[len(inter):] + tail
+    order_b = [x for pair in zip(acts, inter) for x in pair] + inter[len(acts) :] + acts[len(inter) :] + tail
     a = {e.key: e.value for e in _run(DictStore(), order_a, 17)}
     b = {e.key: e.value for e in _run(DictStore(), order_b, 50)}
     assert len(a) == 300 and a == b
@@ -203,8 +232,14 @@ def test_state_round_trips_through_its_changelog_format():
 
     log = Log()
     i, a = log.interaction("r1", T0), log.action("r1", T0 + MIN, "copied")
-    s = JoinState(3, T0 + 30 * MIN, Interaction.from_dict(codec.decode("interaction", i.value)), i.value,
-                  [PendingAction(7, UserAction.from_dict(codec.decode("action", a.value)), a.value)], {b"12345678"})
+    s = JoinState(
+        3,
+        T0 + 30 * MIN,
+        Interaction.from_dict(codec.decode("interaction", i.value)),
+        i.value,
+        [PendingAction(7, UserAction.from_dict(codec.decode("action", a.value)), a.value)],
+        {b"12345678"},
+    )
     back = decode_state(codec, encode_state(s))
     assert back == s
     s.settle(T0 + 99)

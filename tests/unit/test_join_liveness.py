@@ -41,7 +41,9 @@ def test_an_idle_input_counts_only_as_far_as_its_silence_not_to_the_other_inputs
 
 def test_live_a_partition_whose_actions_stopped_still_settles_once_the_silence_covers_the_window():
     j, log = core(), Log()
-    j.apply_all([log.interaction("r1", T0), log.action("r1", T0 + MIN, "accepted"), log.interaction("r2", T0 + 2 * MIN)])
+    j.apply_all(
+        [log.interaction("r1", T0), log.action("r1", T0 + MIN, "accepted"), log.interaction("r2", T0 + 2 * MIN)]
+    )
     # live, event time is wall time: interactions go on to T0+40min, actions have been silent since T0+1min
     j.apply_all([log.interaction("r3", T0 + 40 * MIN)])
     assert cands(idle(j, {ACTION: 20 * MIN})) == []  # actions known up to T0+21min: r1 is due at T0+30
@@ -70,6 +72,7 @@ def test_both_inputs_silent_move_together_from_the_slower_clock():
 def test_a_replay_labels_the_same_whatever_the_silences_in_between():
     """The same log in batches with silences of a few seconds between them, against the same log at
     once with ticks: identical candidates, byte for byte."""
+
     def run(silence_ms):
         j, log = core(watermark_delay_ms=MIN), Log()
         recs = []
@@ -83,9 +86,11 @@ def test_a_replay_labels_the_same_whatever_the_silences_in_between():
         acts = [r for r in recs if r.kind == ACTION]
         out = []
         for k in range(0, 200, 50):
-            out += j.apply_all(inter[k:k + 50], caught_up={ACTION: silence_ms}).candidates
-            out += j.apply_all(acts[k // 50 * 33:(k // 50 + 1) * 33], caught_up={INTERACTION: silence_ms}).candidates
-        out += j.apply_all(acts[132:] + [log.tick(INTERACTION, T0 + 60 * DAY), log.tick(ACTION, T0 + 60 * DAY)]).candidates
+            out += j.apply_all(inter[k : k + 50], caught_up={ACTION: silence_ms}).candidates
+            out += j.apply_all(acts[k // 50 * 33 : (k // 50 + 1) * 33], caught_up={INTERACTION: silence_ms}).candidates
+        out += j.apply_all(
+            acts[132:] + [log.tick(INTERACTION, T0 + 60 * DAY), log.tick(ACTION, T0 + 60 * DAY)]
+        ).candidates
         return sorted((e.key, e.value) for e in out)
 
     assert run(3_000) == run(0)

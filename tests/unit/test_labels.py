@@ -24,23 +24,26 @@ def label(actions, **kw):
     return build_candidate(interaction(**kw), actions, settle_window_ms=SETTLE, settled_at=T0 + SETTLE)
 
 
-@pytest.mark.parametrize("actions, user_action, lab, target", [
-    ([], "abandoned", "negative", None),
-    ([act("accepted")], "accepted", "sft_positive", "4"),
-    ([act("copied")], "copied", "sft_positive", "4"),
-    ([act("regenerated")], "regenerated", "negative", None),
-    ([act("abandoned")], "abandoned", "negative", None),
-    ([act("accepted", 2 * MIN), act("copied", MIN)], "copied", "sft_positive", "4"),
-    ([act("regenerated"), act("accepted", 2 * MIN)], "accepted", "sft_positive", "4"),
-    ([act("copied"), act("corrected", 2 * MIN, correction="four")], "corrected", "sft_correction", "four"),
-    ([act("thumbs_up")], "thumbs_up", "feedback_positive", "4"),
-    ([act("thumbs_down")], "thumbs_down", "negative", None),
-    ([act("rated", rating=5.0)], "rated", "feedback_positive", "4"),
-    ([act("rated", rating=3.0)], "rated", "unlabeled", None),
-    ([act("rated", rating=1.0)], "rated", "negative", None),
-    ([act("accepted"), act("thumbs_down", 2 * MIN)], "accepted", "sft_positive", "4"),
-    ([act("accepted", SETTLE + 1)], "abandoned", "negative", None),  # outside the window
-])
+@pytest.mark.parametrize(
+    "actions, user_action, lab, target",
+    [
+        ([], "abandoned", "negative", None),
+        ([act("accepted")], "accepted", "sft_positive", "4"),
+        ([act("copied")], "copied", "sft_positive", "4"),
+        ([act("regenerated")], "regenerated", "negative", None),
+        ([act("abandoned")], "abandoned", "negative", None),
+        ([act("accepted", 2 * MIN), act("copied", MIN)], "copied", "sft_positive", "4"),
+        ([act("regenerated"), act("accepted", 2 * MIN)], "accepted", "sft_positive", "4"),
+        ([act("copied"), act("corrected", 2 * MIN, correction="four")], "corrected", "sft_correction", "four"),
+        ([act("thumbs_up")], "thumbs_up", "feedback_positive", "4"),
+        ([act("thumbs_down")], "thumbs_down", "negative", None),
+        ([act("rated", rating=5.0)], "rated", "feedback_positive", "4"),
+        ([act("rated", rating=3.0)], "rated", "unlabeled", None),
+        ([act("rated", rating=1.0)], "rated", "negative", None),
+        ([act("accepted"), act("thumbs_down", 2 * MIN)], "accepted", "sft_positive", "4"),
+        ([act("accepted", SETTLE + 1)], "abandoned", "negative", None),  # outside the window
+    ],
+)
 def test_precedence_and_labels(actions, user_action, lab, target):
     c = label(actions)
     assert (c.user_action, c.label, c.target) == (user_action, lab, target)
@@ -66,8 +69,12 @@ def test_pair_key_ignores_case_and_spacing_and_needs_a_session():
 
 def _cand(rid, t, action, session="s1", prompt="What is 2+2?"):
     acts = [] if action == "abandoned" else [UserAction(rid, "u1", t + MIN, action)]
-    return build_candidate(interaction(rid, t, session, prompt, response=f"answer {rid}"), acts,
-                           settle_window_ms=SETTLE, settled_at=t + SETTLE)
+    return build_candidate(
+        interaction(rid, t, session, prompt, response=f"answer {rid}"),
+        acts,
+        settle_window_ms=SETTLE,
+        settled_at=t + SETTLE,
+    )
 
 
 def test_regenerated_pairs_with_the_next_accepted_response_of_the_same_session_and_prompt():

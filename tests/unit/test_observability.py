@@ -17,10 +17,49 @@ from trainer.phase import PHASES, phase_of, stagnant_cycles
 
 PROM = ROOT / "deploy" / "prometheus"
 GRAFANA = ROOT / "deploy" / "grafana"
-PROMQL_WORDS = {"sum", "max", "min", "avg", "count", "rate", "irate", "increase", "by", "without", "on", "ignoring", "and", "or",
-                "unless", "histogram_quantile", "time", "min_over_time", "max_over_time", "avg_over_time", "deriv", "clamp_min",
-                "clamp_max", "topk", "bottomk", "vector", "scalar", "abs", "delta", "label_replace", "group_left",
-                "group_right", "sort", "sort_desc", "offset", "bool", "le", "changes", "resets", "last_over_time", "absent"}
+PROMQL_WORDS = {
+    "sum",
+    "max",
+    "min",
+    "avg",
+    "count",
+    "rate",
+    "irate",
+    "increase",
+    "by",
+    "without",
+    "on",
+    "ignoring",
+    "and",
+    "or",
+    "unless",
+    "histogram_quantile",
+    "time",
+    "min_over_time",
+    "max_over_time",
+    "avg_over_time",
+    "deriv",
+    "clamp_min",
+    "clamp_max",
+    "topk",
+    "bottomk",
+    "vector",
+    "scalar",
+    "abs",
+    "delta",
+    "label_replace",
+    "group_left",
+    "group_right",
+    "sort",
+    "sort_desc",
+    "offset",
+    "bool",
+    "le",
+    "changes",
+    "resets",
+    "last_over_time",
+    "absent",
+}
 
 
 def catalogue() -> dict[str, tuple[str, tuple[str, ...]]]:
@@ -47,8 +86,11 @@ def metrics_in(expr: str) -> set[str]:
     bare = re.sub(r"\b(by|without|on|ignoring)\s*\([^)]*\)", "", bare)
     bare = re.sub(r'"[^"]*"', "", bare)
     bare = re.sub(r"\[[^\]]*\]", "", bare)
-    return {w for w in re.findall(r"\b[a-zA-Z_][a-zA-Z0-9_]*\b", bare)
-            if w not in PROMQL_WORDS and not re.fullmatch(r"\d+[smhdwy]?", w) and (w.startswith("flywheel_") or w == "up")}
+    return {
+        w
+        for w in re.findall(r"\b[a-zA-Z_][a-zA-Z0-9_]*\b", bare)
+        if w not in PROMQL_WORDS and not re.fullmatch(r"\d+[smhdwy]?", w) and (w.startswith("flywheel_") or w == "up")
+    }
 
 
 def test_every_metric_the_code_defines_is_catalogued_with_its_type_and_labels():
@@ -76,16 +118,29 @@ def test_alert_rules_use_only_catalogued_metrics_and_cover_the_issue():
         assert used <= known, (alert, used - known)
     diagnoses = {r["labels"].get("diagnosis") for g in rules["groups"] for r in g["rules"]}
     assert {"filter_too_strict", "review_backed_up", "feedback_too_sparse", "quality_flat"} <= diagnoses
-    assert {"FlywheelAcceptanceDrop", "FlywheelDeadLetters", "FlywheelNoCandidates", "FlywheelConsumerLag"} <= set(exprs)
+    assert {"FlywheelAcceptanceDrop", "FlywheelDeadLetters", "FlywheelNoCandidates", "FlywheelConsumerLag"} <= set(
+        exprs
+    )
     config = yaml.safe_load((PROM / "prometheus.yml").read_text())
     assert config["rule_files"] == ["alerts.yml"]
-    assert {j["job_name"] for j in config["scrape_configs"]} == {"flywheel-worker", "flywheel-review", "flywheel-datasets",
-                                                                  "flywheel-trainer"}
+    assert {j["job_name"] for j in config["scrape_configs"]} == {
+        "flywheel-worker",
+        "flywheel-review",
+        "flywheel-datasets",
+        "flywheel-trainer",
+    }
 
 
-@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool not installed (scripts/bootstrap.sh installs Debian's prometheus)")
+@pytest.mark.skipif(
+    shutil.which("promtool") is None,
+    reason="promtool not installed (scripts/bootstrap.sh installs Debian's prometheus)",
+)
 def test_promtool_checks_the_config_and_rules_and_their_unit_tests_pass():
-    for args in (["check", "config", "prometheus.yml"], ["check", "rules", "alerts.yml"], ["test", "rules", "alerts_test.yml"]):
+    for args in (
+        ["check", "config", "prometheus.yml"],
+        ["check", "rules", "alerts.yml"],
+        ["test", "rules", "alerts_test.yml"],
+    ):
         done = subprocess.run(["promtool", *args], cwd=PROM, capture_output=True, text=True, timeout=120)
         assert done.returncode == 0, done.stdout + done.stderr
     tested = set(re.findall(r"alertname: (\w+)", (PROM / "alerts_test.yml").read_text()))
@@ -137,6 +192,15 @@ def test_stagnant_cycles_count_the_latest_run_without_improvement():
         return {"event_type": kind, "created_at": t, "deltas": {"overall": delta}}
 
     assert stagnant_cycles([]) == 0
-    assert stagnant_cycles([model(3, 0.0, "rejected"), model(1, 0.1), model(2, -0.01, "rejected"),
-                            {"event_type": "bootstrap", "created_at": 0}]) == 2
+    assert (
+        stagnant_cycles(
+            [
+                model(3, 0.0, "rejected"),
+                model(1, 0.1),
+                model(2, -0.01, "rejected"),
+                {"event_type": "bootstrap", "created_at": 0},
+            ]
+        )
+        == 2
+    )
     assert stagnant_cycles([model(1, 0.0), model(2, 0.02)]) == 0

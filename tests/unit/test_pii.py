@@ -27,6 +27,7 @@ needs_ner = pytest.mark.skipif(not HAS_NER_MODEL, reason=f"spaCy model package {
 
 # -- offline guard ---------------------------------------------------------------------------------
 
+
 @contextlib.contextmanager
 def no_network():
     """Every way out of the process (DNS, connect) raises and is recorded."""
@@ -36,6 +37,7 @@ def no_network():
         def fn(*args, **kwargs):
             attempts.append(name)
             raise OSError(f"network disabled in tests ({name})")
+
         return fn
 
     with pytest.MonkeyPatch.context() as mp:
@@ -203,6 +205,7 @@ def test_ordinary_text_is_unchanged(redactor, text):
 
 # -- batch contract --------------------------------------------------------------------------------
 
+
 def test_batch_keeps_order_and_handles_empty_strings(redactor):
     texts = ["", "mail jane@example.com", "", "nothing here", "Call (555) 123-4567.", "", "SSN 536-22-1234"]
     out = redactor.redact(texts)
@@ -252,6 +255,7 @@ def test_entities(redactor):
 
 # -- determinism and overlaps ----------------------------------------------------------------------
 
+
 def test_same_input_same_output(redactor):
     texts = [t.format(v) for _, v, t in CORPUS]
     assert redactor.redact(texts) == redactor.redact(texts)
@@ -266,20 +270,25 @@ def _result(entity, start, end, score):
 def test_equal_spans_are_decided_by_score_then_name_not_by_order(redactor):
     text = "id 536-22-1234 end"
     a, b = _result("US_SSN", 3, 14, 0.5), _result("PHONE_NUMBER", 3, 14, 0.5)
-    assert redactor._anonymize(text, [a, b]) == redactor._anonymize(text, [b, a]) == Redaction(
-        "id <PHONE_NUMBER> end", {"PHONE_NUMBER": 1}
+    assert (
+        redactor._anonymize(text, [a, b])
+        == redactor._anonymize(text, [b, a])
+        == Redaction("id <PHONE_NUMBER> end", {"PHONE_NUMBER": 1})
     )
     c = _result("US_SSN", 3, 14, 0.9)
     assert redactor._anonymize(text, [b, c]).text == redactor._anonymize(text, [c, b]).text == "id <US_SSN> end"
 
 
-@pytest.mark.parametrize("spans", [
-    [("EMAIL_ADDRESS", 0, 10, 0.5), ("URL", 5, 15, 0.6)],  # partial overlap
-    [("EMAIL_ADDRESS", 0, 10, 0.9), ("URL", 5, 15, 0.6)],
-    [("URL", 0, 15, 0.5), ("EMAIL_ADDRESS", 4, 9, 0.9)],  # containment
-    [("URL", 0, 15, 0.5), ("EMAIL_ADDRESS", 2, 6, 0.4), ("PHONE_NUMBER", 5, 12, 0.7)],  # a chain
-    [("URL", 0, 15, 0.5), ("API_KEY", 3, 8, 1.0), ("PERSON", 0, 4, 0.85)],  # a secret inside
-])
+@pytest.mark.parametrize(
+    "spans",
+    [
+        [("EMAIL_ADDRESS", 0, 10, 0.5), ("URL", 5, 15, 0.6)],  # partial overlap
+        [("EMAIL_ADDRESS", 0, 10, 0.9), ("URL", 5, 15, 0.6)],
+        [("URL", 0, 15, 0.5), ("EMAIL_ADDRESS", 4, 9, 0.9)],  # containment
+        [("URL", 0, 15, 0.5), ("EMAIL_ADDRESS", 2, 6, 0.4), ("PHONE_NUMBER", 5, 12, 0.7)],  # a chain
+        [("URL", 0, 15, 0.5), ("API_KEY", 3, 8, 1.0), ("PERSON", 0, 4, 0.85)],  # a secret inside
+    ],
+)
 def test_overlapping_detections_leave_no_fragment(redactor, spans):
     text = "ABCDEFGHIJKLMNO tail"
     results = [_result(*s) for s in spans]
@@ -311,13 +320,77 @@ def test_overlapping_real_detections(redactor):
 
 # -- the shortcuts are exact -----------------------------------------------------------------------
 
+
 def _random_texts(seed: int, n: int) -> list[str]:
     rnd = random.Random(seed)
-    pieces = ["a", "B", "Jane", "Smith", " ", "  ", "\n", ".", ",", ":", "=", "@", "::", "-", "/", "(", ")", "'", '"',
-              "0", "1", "7", "42", "555", "2024", "536-22-1234", "ab:cd", "://", "Street", "Box", "passport", "DOB",
-              "born", "pwd", "password is", "secret", "token", "key", "api_key", "sk-", "ghp_", "AIza", "eyJ",
-              "-----BEGIN", "PRIVATE KEY", "at", "dot", "[at]", "gmail", "com", "NHS", "nie", "Kennzeichen",
-              "/home/", "/Users/", "Mr.", "Dear", "my name is", "tel", "phone", "Ä", "é", "ß", "\t", "#", "+"]
+    pieces = [
+        "a",
+        "B",
+        "Jane",
+        "Smith",
+        " ",
+        "  ",
+        "\n",
+        ".",
+        ",",
+        ":",
+        "=",
+        "@",
+        "::",
+        "-",
+        "/",
+        "(",
+        ")",
+        "'",
+        '"',
+        "0",
+        "1",
+        "7",
+        "42",
+        "555",
+        "2024",
+        "536-22-1234",
+        "ab:cd",
+        "://",
+        "Street",
+        "Box",
+        "passport",
+        "DOB",
+        "born",
+        "pwd",
+        "password is",
+        "secret",
+        "token",
+        "key",
+        "api_key",
+        "sk-",
+        "ghp_",
+        "AIza",
+        "eyJ",
+        "-----BEGIN",
+        "PRIVATE KEY",
+        "at",
+        "dot",
+        "[at]",
+        "gmail",
+        "com",
+        "NHS",
+        "nie",
+        "Kennzeichen",
+        "/home/",
+        "/Users/",
+        "Mr.",
+        "Dear",
+        "my name is",
+        "tel",
+        "phone",
+        "Ä",
+        "é",
+        "ß",
+        "\t",
+        "#",
+        "+",
+    ]
     return ["".join(rnd.choice(pieces) for _ in range(rnd.randint(1, 40))) for _ in range(n)]
 
 
@@ -377,8 +450,41 @@ def test_phone_gate_gives_the_same_results_as_the_plain_recognizer(redactor):
     plain = PhoneRecognizer(supported_regions=pii.PHONE_REGIONS, leniency=1)
     gated = next(r.recognizer for r in redactor.recognizers if r.name == "GatedPhoneRecognizer")
     rnd = random.Random(11)
-    pieces = ["0", "1", "2", "4", "5", "7", "9", "20", "7946", "0958", "555", "415", "2671", "44", "+", "(", ")",
-              "-", ".", " ", "  ", "\n", "x", "ext. ", "a", "Tel", "%", "$", ":30", "/", "\u00a0", "０", "１２"]
+    pieces = [
+        "0",
+        "1",
+        "2",
+        "4",
+        "5",
+        "7",
+        "9",
+        "20",
+        "7946",
+        "0958",
+        "555",
+        "415",
+        "2671",
+        "44",
+        "+",
+        "(",
+        ")",
+        "-",
+        ".",
+        " ",
+        "  ",
+        "\n",
+        "x",
+        "ext. ",
+        "a",
+        "Tel",
+        "%",
+        "$",
+        ":30",
+        "/",
+        "\u00a0",
+        "０",
+        "１２",
+    ]
     texts = ["".join(rnd.choice(pieces) for _ in range(rnd.randint(3, 40))) for _ in range(1500)]
     texts += [t.format(v) for e, v, t in CORPUS if e == "PHONE_NUMBER"]
     texts += ["line one\n+44 20 7946 0958\n020 7946 0958 x\n+1 415 555 2671:30", "a+44 20 7946 0958b\n\n"]
@@ -397,14 +503,17 @@ def test_phone_min_digits_holds_for_phonenumbers_metadata():
     def shortest(md):
         return min(n for n in md.general_desc.possible_length if n > 0)
 
-    intl = [len(str(md.country_code)) + shortest(md)
-            for md in [PhoneMetadata.metadata_for_region(r) for r in phonenumbers.SUPPORTED_REGIONS]
-            + [PhoneMetadata.metadata_for_nongeo_region(c) for c in COUNTRY_CODES_FOR_NON_GEO_REGIONS]]
+    intl = [
+        len(str(md.country_code)) + shortest(md)
+        for md in [PhoneMetadata.metadata_for_region(r) for r in phonenumbers.SUPPORTED_REGIONS]
+        + [PhoneMetadata.metadata_for_nongeo_region(c) for c in COUNTRY_CODES_FOR_NON_GEO_REGIONS]
+    ]
     national = [shortest(PhoneMetadata.metadata_for_region(r)) for r in pii.PHONE_REGIONS]
     assert min(intl + national) == pii.PHONE_MIN_DIGITS
 
 
 # -- offline, quiet, private -----------------------------------------------------------------------
+
 
 @pytest.mark.timeout(120)
 def test_offline_and_silent(caplog, capfd):
@@ -412,7 +521,10 @@ def test_offline_and_silent(caplog, capfd):
     with HF_HUB_OFFLINE=1 and every socket refused: it builds, redacts (secrets too: no plugin
     verifies a key over the network), tries no connection, and logs, warns and prints nothing."""
     caplog.set_level(logging.DEBUG)
-    secrets = ["stripe.api_key = 'sk_live_" + "a1B2c3D4e5F6g7H8i9J0k1L2" + "'", "token xoxb-123456789012-1234567890123-abcdefghijkl"]
+    secrets = [
+        "stripe.api_key = 'sk_live_" + "a1B2c3D4e5F6g7H8i9J0k1L2" + "'",
+        "token xoxb-123456789012-1234567890123-abcdefghijkl",
+    ]
     with no_network() as attempts, warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         r = Redactor(ner_model=NER_MODEL if HAS_NER_MODEL else "")
@@ -467,8 +579,11 @@ def test_the_cache_gives_what_a_miss_gives_and_keeps_no_text(redactor):
 NAMES = [
     ("My name is John Smith and I live in Boston.", ["John Smith", "Boston"], {"PERSON": 1, "LOCATION": 1}),
     ("Please forward this to Maria Garcia before Friday.", ["Maria Garcia"], {"PERSON": 1}),
-    ("Hi, I'm Priya Patel from Mumbai; call me at +44 20 7946 0958.", ["Priya Patel", "Mumbai", "7946"],
-     {"PERSON": 1, "LOCATION": 1, "PHONE_NUMBER": 1}),
+    (
+        "Hi, I'm Priya Patel from Mumbai; call me at +44 20 7946 0958.",
+        ["Priya Patel", "Mumbai", "7946"],
+        {"PERSON": 1, "LOCATION": 1, "PHONE_NUMBER": 1},
+    ),
     ("Dear Mr. Thompson, thanks for your order.", ["Thompson"], {"PERSON": 1}),
 ]
 

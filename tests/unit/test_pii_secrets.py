@@ -99,7 +99,9 @@ def test_pem_blocks_go_whole_header_to_footer(redactor):
         red = redactor.redact_one(f"why is this rejected?\n{block}\nthanks")
         assert red.text == "why is this rejected?\n<PRIVATE_KEY>\nthanks", red.text
     # Newlines written as \n inside a JSON string, and a block cut short.
-    red = redactor.redact_one('{"key": "-----BEGIN PRIVATE KEY-----\\n' + key("", 64) + '\\n-----END PRIVATE KEY-----\\n"}')
+    red = redactor.redact_one(
+        '{"key": "-----BEGIN PRIVATE KEY-----\\n' + key("", 64) + '\\n-----END PRIVATE KEY-----\\n"}'
+    )
     assert "BEGIN" not in red.text and key("", 64) not in red.text
     red = redactor.redact_one("-----BEGIN RSA PRIVATE KEY-----\n" + key("", 64) + "\n" + key("", 64))
     assert red.text == "<PRIVATE_KEY>"
@@ -122,7 +124,7 @@ def test_passwords_in_connection_strings(redactor, url, password):
 
 
 def test_env_files_and_assignments(redactor):
-    env = "DEBUG=false\nDB_USER=shop\nDB_PASSWORD=Gx7#Lm29qa\nSECRET_KEY=django-insecure-8f$k2(x)!m\nAPI_TOKEN=\"t0k_9bXq2\"\n"
+    env = 'DEBUG=false\nDB_USER=shop\nDB_PASSWORD=Gx7#Lm29qa\nSECRET_KEY=django-insecure-8f$k2(x)!m\nAPI_TOKEN="t0k_9bXq2"\n'
     red = redactor.redact_one(env)
     for value in ("Gx7#Lm29qa", "django-insecure-8f$k2(x)!m", "t0k_9bXq2"):
         assert value not in red.text, red.text
@@ -136,10 +138,10 @@ CLEAN = [
     'password = os.environ["DB_PASSWORD"]\nconn = psycopg2.connect(host=host, password=password)',
     "api_key = get_api_key()\nclient = Client(api_key=api_key)",
     "const secret = process.env.JWT_SECRET;",
-    "export OPENAI_API_KEY=\"your-api-key-here\"",
+    'export OPENAI_API_KEY="your-api-key-here"',
     "AWS_ACCESS_KEY_ID=${AWS_ACCESS_KEY_ID}",
     "# DATABASE_URL=postgres://USER:PASSWORD@HOST:5432/DB",
-    "curl -H \"Authorization: Bearer $TOKEN\" https://api.example.com",
+    'curl -H "Authorization: Bearer $TOKEN" https://api.example.com',
     "What's a good password manager for a family?",
     "My password keeps getting rejected; what are the password rules?",
     "The passcode screen appears after 5 minutes.",
@@ -153,7 +155,7 @@ CLEAN = [
     "id 123e4567-e89b-12d3-a456-426614174000 and trace 4bf92f3580b9ecd2d1d5b5b5a1b6e2f1",
     "The key insight is that the secret to good bread is time.",
     "AKIAXXXXXXXXXXXXXXXX is the placeholder the docs use",
-    "<input type=\"password\" name=\"password\" placeholder=\"Password\">",
+    '<input type="password" name="password" placeholder="Password">',
     "The pin on the breadboard is labelled GND.",
 ]
 
@@ -163,13 +165,30 @@ def test_what_is_not_a_secret(redactor, text):
     assert secrets_in(redactor, text) == {}
 
 
-@pytest.mark.parametrize("value, placeholder", [
-    ("${TOKEN}", True), ("$TOKEN", True), ("<your key>", True), ("your-api-key-here", True), ("xxxxxxxx", True),
-    ("****", True), ("PASSWORD", True), ("DB_PASSWORD", True), ("os.environ", True), ("process.env.JWT_SECRET", True),
-    ("get_secret()", True), ("settings.API_KEY", True), ("changeme", True), ("null", True),
-    ("hunter2!", False), ("Tr0ub4dor&3", False), ("MTYP6Xx8bjjyoamdjbWWIfxjJn.c0NDGO.TYZnAoKH", False),
-    ("dp.st.prd.A1b2C3d4E5f6", False), ("sunflower-88", False),
-])
+@pytest.mark.parametrize(
+    "value, placeholder",
+    [
+        ("${TOKEN}", True),
+        ("$TOKEN", True),
+        ("<your key>", True),
+        ("your-api-key-here", True),
+        ("xxxxxxxx", True),
+        ("****", True),
+        ("PASSWORD", True),
+        ("DB_PASSWORD", True),
+        ("os.environ", True),
+        ("process.env.JWT_SECRET", True),
+        ("get_secret()", True),
+        ("settings.API_KEY", True),
+        ("changeme", True),
+        ("null", True),
+        ("hunter2!", False),
+        ("Tr0ub4dor&3", False),
+        ("MTYP6Xx8bjjyoamdjbWWIfxjJn.c0NDGO.TYZnAoKH", False),
+        ("dp.st.prd.A1b2C3d4E5f6", False),
+        ("sunflower-88", False),
+    ],
+)
 def test_placeholders_and_references(value, placeholder):
     assert credentials.is_placeholder(value) is placeholder
 
@@ -215,17 +234,64 @@ def test_each_plugins_hints_hold_for_that_plugin():
     (analyze_string, line by line) finds nothing; on its own positives, the hints are there."""
     ds = next(r for r in Redactor().recognizers if r.name == "DetectSecretsRecognizer")
     rnd = random.Random(5)
-    pieces = ["a", "B", "0", "9", " ", "\n", ":", "=", "@", "/", ".", "-", "_", "'", '"', "key", "pass", "secret", "token",
-              "api", "aws", "AKIA", "AP", "AC", "SK", "gl", "GR1348941", "eyJ", "xox", "sk_live_", "SG.", "npm_", "pypi-",
-              "sq0csp-", "://", "PRIVATE KEY", "BEGIN", "cl", "sl", "-us", "12345678:", "MN", A, A.upper(), A.lower()]
+    pieces = [
+        "a",
+        "B",
+        "0",
+        "9",
+        " ",
+        "\n",
+        ":",
+        "=",
+        "@",
+        "/",
+        ".",
+        "-",
+        "_",
+        "'",
+        '"',
+        "key",
+        "pass",
+        "secret",
+        "token",
+        "api",
+        "aws",
+        "AKIA",
+        "AP",
+        "AC",
+        "SK",
+        "gl",
+        "GR1348941",
+        "eyJ",
+        "xox",
+        "sk_live_",
+        "SG.",
+        "npm_",
+        "pypi-",
+        "sq0csp-",
+        "://",
+        "PRIVATE KEY",
+        "BEGIN",
+        "cl",
+        "sl",
+        "-us",
+        "12345678:",
+        "MN",
+        A,
+        A.upper(),
+        A.lower(),
+    ]
     texts = ["".join(rnd.choice(pieces) for _ in range(rnd.randint(1, 60))) for _ in range(4000)]
     texts += [t.format(v) for t, v in FORMATS] + CLEAN
     checked = 0
     for secret_type, _, plugin, _, kwargs in ds.plugins:
         folded, exact, regex = credentials.DS_HINTS[secret_type]
         for text in texts:
-            hinted = (any(h in text.lower() for h in folded) or any(h in text for h in exact)
-                      or (regex is not None and regex.search(text) is not None))
+            hinted = (
+                any(h in text.lower() for h in folded)
+                or any(h in text for h in exact)
+                or (regex is not None and regex.search(text) is not None)
+            )
             if hinted:
                 continue
             checked += 1
@@ -248,10 +314,18 @@ def test_password_keys_and_hints_cover_every_password_word():
 
 # -- the gate's pii stage --------------------------------------------------------------------------
 
+
 def cand(**kw) -> TrainingCandidate:
-    base = dict(request_id="r1", timestamp=1_700_000_000_000, user_id="u1", session_id="s1",
-                prompt="How do I call the API?", response="Use the client library and pass your key.",
-                user_action="accepted", task_type="qa")
+    base = dict(
+        request_id="r1",
+        timestamp=1_700_000_000_000,
+        user_id="u1",
+        session_id="s1",
+        prompt="How do I call the API?",
+        response="Use the client library and pass your key.",
+        user_action="accepted",
+        task_type="qa",
+    )
     base.update(kw)
     return TrainingCandidate(**base)
 
@@ -264,9 +338,15 @@ def test_secret_found_is_a_reason_of_the_pii_stage():
 
 
 def test_a_candidate_with_a_key_is_rejected_and_redacted_in_every_field(redactor):
-    c = cand(prompt=f"my key is {STRIPE}, why 401?", response=f"Never share {STRIPE}: rotate it.",
-             correction=f"Rotate {STRIPE} now.", target=f"Rotate {STRIPE} now.", user_action="corrected",
-             retrieved_context=[f"log line: key={STRIPE}"], metadata={"note": f"pasted {STRIPE}"})
+    c = cand(
+        prompt=f"my key is {STRIPE}, why 401?",
+        response=f"Never share {STRIPE}: rotate it.",
+        correction=f"Rotate {STRIPE} now.",
+        target=f"Rotate {STRIPE} now.",
+        user_action="corrected",
+        retrieved_context=[f"log line: key={STRIPE}"],
+        metadata={"note": f"pasted {STRIPE}"},
+    )
     [item] = [Item(c)]
     PiiStage(redactor).run([item])
     assert ("pii", "secret_found") in item.reasons

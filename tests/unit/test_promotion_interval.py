@@ -13,8 +13,15 @@ POLICY = TrainerPolicy()
 
 
 def result(scores, tasks):
-    return EvalResult(overall=sum(scores) / len(scores), by_task={}, items=len(scores), items_by_task={},
-                      scores=list(scores), item_ids=[f"g{i}" for i in range(len(scores))], item_tasks=list(tasks))
+    return EvalResult(
+        overall=sum(scores) / len(scores),
+        by_task={},
+        items=len(scores),
+        items_by_task={},
+        scores=list(scores),
+        item_ids=[f"g{i}" for i in range(len(scores))],
+        item_tasks=list(tasks),
+    )
 
 
 def test_one_item_of_58_gained_is_noise_and_refused():

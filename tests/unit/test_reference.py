@@ -65,13 +65,23 @@ def test_the_metrics_page_names_what_serves_each_metric():
 
 
 def test_the_site_builds_strictly(tmp_path):
-    r = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(tmp_path / "site")], cwd=reference.ROOT,
-                       capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(tmp_path / "site")],
+        cwd=reference.ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     assert (tmp_path / "site" / "reference" / "cli" / "index.html").exists()
 
 
 def test_the_module_runs_as_a_command():
-    r = subprocess.run([sys.executable, "-m", "flywheel.reference", "--check"], cwd=reference.ROOT,
-                       capture_output=True, text=True, timeout=120)
+    r = subprocess.run(
+        [sys.executable, "-m", "flywheel.reference", "--check"],
+        cwd=reference.ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode == 0, r.stderr

@@ -20,8 +20,18 @@ T0 = 1_760_000_000_000
 
 
 def cand(i: int | str, task: str = "chat", action: str = "accepted", version: str = "v1", **kw) -> TrainingCandidate:
-    return TrainingCandidate(request_id=f"r-{i}", timestamp=kw.pop("timestamp", T0), user_id="u", session_id="s",
-                             prompt="p", response="r", user_action=action, task_type=task, model_version=version, **kw)
+    return TrainingCandidate(
+        request_id=f"r-{i}",
+        timestamp=kw.pop("timestamp", T0),
+        user_id="u",
+        session_id="s",
+        prompt="p",
+        response="r",
+        user_action=action,
+        task_type=task,
+        model_version=version,
+        **kw,
+    )
 
 
 def policy(**kw) -> ReviewPolicy:
@@ -48,9 +58,18 @@ def test_share_per_task_type_is_the_policy_share_without_priority_classes():
 
 def test_corrections_are_sampled_first_and_far_more_often_than_random_ones():
     s = ReviewSampler(ReviewPolicy())
-    ds = [s.decide(cand(i, action="corrected" if i % 50 == 0 else "accepted", correction="better" if i % 50 == 0 else "",
-                        uncertainty=0.9 if i % 100 == 0 else None), True)
-          for i in range(20_000)]
+    ds = [
+        s.decide(
+            cand(
+                i,
+                action="corrected" if i % 50 == 0 else "accepted",
+                correction="better" if i % 50 == 0 else "",
+                uncertainty=0.9 if i % 100 == 0 else None,
+            ),
+            True,
+        )
+        for i in range(20_000)
+    ]
     corr = [d for i, d in enumerate(ds) if i % 50 == 0]
     rand = [d for i, d in enumerate(ds) if i % 50 != 0]
     assert rate(corr) > 0.9  # 2 % corrections fit in the budget: p = 1 once the fractions settle
@@ -166,10 +185,19 @@ def test_decisions_are_deterministic_and_survive_a_snapshot():
     def stream():
         for i in range(6_000):
             passed = i % 7 != 0
-            yield (cand(i, task="rare" if i % 50 == 0 else "chat" if i % 3 else "code",
-                        action=("accepted", "regenerated", "corrected")[i % 3], correction="x",
-                        version="v2" if i % 5 == 0 else "v1", uncertainty=(i % 10) / 10,
-                        reasons=[] if passed else ["low_quality"]), passed, f"candidates/0/{i}")
+            yield (
+                cand(
+                    i,
+                    task="rare" if i % 50 == 0 else "chat" if i % 3 else "code",
+                    action=("accepted", "regenerated", "corrected")[i % 3],
+                    correction="x",
+                    version="v2" if i % 5 == 0 else "v1",
+                    uncertainty=(i % 10) / 10,
+                    reasons=[] if passed else ["low_quality"],
+                ),
+                passed,
+                f"candidates/0/{i}",
+            )
 
     def key(d: SampleDecision):
         return d.sampled, d.classes, d.probability, d.skipped, d.item.to_json() if d.item else None
@@ -213,7 +241,9 @@ def test_the_item_records_the_probability_the_draw_used():
     item = rejected.item
     assert item.item_id == "r-rej" and item.source == "candidates/3/42" and item.window == s.window_of(T0)
     assert item.candidate["request_id"] == "r-rej" and item.sampled_for == ["gate_audit"]
-    ds = [s.decide(cand(i, action="corrected" if i % 9 == 0 else "copied", correction="x"), True) for i in range(3_000)]
+    ds = [
+        s.decide(cand(i, action="corrected" if i % 9 == 0 else "copied", correction="x"), True) for i in range(3_000)
+    ]
     sampled = [d for d in ds if d.sampled]
     assert sampled and all(d.item.probability == d.probability for d in sampled)
     assert len({round(d.probability, 6) for d in sampled}) > 1  # corrections and random items differ

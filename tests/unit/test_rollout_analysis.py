@@ -50,7 +50,12 @@ def test_msprt_is_one_without_evidence_and_grows_with_it():
 
 def test_counts_of_one_request():
     assert counts_of(["copied", "thumbs_up"], "SELECT 1;", 120) == {
-        "requests": 1, "accepted": 1, "thumbs_up": 1, "latency_ms_sum": 120, "latency_n": 1}
+        "requests": 1,
+        "accepted": 1,
+        "thumbs_up": 1,
+        "latency_ms_sum": 120,
+        "latency_n": 1,
+    }
     assert counts_of([], "", None) == {"requests": 1, "empty": 1}
     assert counts_of(["regenerated", "abandoned"], "ok fine", -1) == {"requests": 1, "regenerated": 1, "abandoned": 1}
     assert degenerate("no no no no") and degenerate("   ") and not degenerate("no no no") and not degenerate("a b c d")
@@ -79,8 +84,13 @@ def test_too_few_requests_decide_nothing_and_a_full_stage_ramps():
 def test_guardrails_roll_back_on_errors_and_latency():
     errors = decide(0, 0, arm(500, 0.5), arm(100, 0.5, empty=10), POLICY)
     assert errors.action == "rollback" and errors.reason.startswith("guardrail:error_rate")
-    slow = decide(0, 0, arm(500, 0.5, latency_ms_sum=500 * 100, latency_n=500),
-                  arm(100, 0.5, latency_ms_sum=100 * 200, latency_n=100), POLICY)
+    slow = decide(
+        0,
+        0,
+        arm(500, 0.5, latency_ms_sum=500 * 100, latency_n=500),
+        arm(100, 0.5, latency_ms_sum=100 * 200, latency_n=100),
+        POLICY,
+    )
     assert slow.action == "rollback" and slow.reason.startswith("guardrail:latency:2.00x")
 
 
@@ -116,11 +126,18 @@ def test_equal_variants_are_falsely_rolled_out_at_most_at_the_stated_error_rate(
     assert outcomes.count("retire") >= n * 0.85  # the rest end inconclusive at max_requests
 
 
-@pytest.mark.parametrize("key,value,message", [
-    ("ramp", (0.5, 0.25), r"\[rollout\] ramp"), ("ramp", (), r"\[rollout\] ramp"), ("ramp", (0.5, 1.0), r"\[rollout\] ramp"),
-    ("alpha", 0.0, r"\[rollout\] alpha"), ("max_latency_ratio", 0.9, r"\[rollout\] max_latency_ratio"),
-    ("max_requests", 10, r"\[rollout\] max_requests"), ("watch_requests", 0, r"\[rollout\] watch_requests"),
-])
+@pytest.mark.parametrize(
+    "key,value,message",
+    [
+        ("ramp", (0.5, 0.25), r"\[rollout\] ramp"),
+        ("ramp", (), r"\[rollout\] ramp"),
+        ("ramp", (0.5, 1.0), r"\[rollout\] ramp"),
+        ("alpha", 0.0, r"\[rollout\] alpha"),
+        ("max_latency_ratio", 0.9, r"\[rollout\] max_latency_ratio"),
+        ("max_requests", 10, r"\[rollout\] max_requests"),
+        ("watch_requests", 0, r"\[rollout\] watch_requests"),
+    ],
+)
 def test_policy_refuses_bad_rollout_keys(key, value, message):
     with pytest.raises(PolicyError, match=message):
         GatePolicy().with_version("t", rollout={key: value})

@@ -31,8 +31,9 @@ def arm(users: np.ndarray, accepted: np.ndarray, members: np.ndarray, with_users
     if not with_users:  # the counts the controller kept before users were the unit
         return ArmStats(**base)
     n, a = n[seen], a[seen]
-    return ArmStats(**base, users=int(seen.sum()), sum_n2=int((n * n).sum()), sum_a2=int((a * a).sum()),
-                    sum_an=int((a * n).sum()))
+    return ArmStats(
+        **base, users=int(seen.sum()), sum_n2=int((n * n).sum()), sum_a2=int((a * a).sum()), sum_an=int((a * n).sum())
+    )
 
 
 def one_run(rng: np.random.Generator) -> tuple[bool, bool]:
@@ -63,7 +64,9 @@ def one_run(rng: np.random.Generator) -> tuple[bool, bool]:
             if decided[k]:
                 continue
             if with_users:
-                pairs = [(arm(c[0], a[0], incumbent_users, True), arm(c[1], a[1], incumbent_users, True)) for c, a in stages]
+                pairs = [
+                    (arm(c[0], a[0], incumbent_users, True), arm(c[1], a[1], incumbent_users, True)) for c, a in stages
+                ]
             else:  # pooled over the stages, requests independent: the analysis before this one
                 c0 = sum(c[0] for c, _ in stages)
                 c1 = sum(c[1] for c, _ in stages)
@@ -83,8 +86,10 @@ def test_users_as_the_unit_keep_the_false_decision_rate_at_alpha_where_requests_
     before = sum(r[0] for r in runs) / RUNS
     now = sum(r[1] for r in runs) / RUNS
     slack = 2 * math.sqrt(POLICY.alpha * (1 - POLICY.alpha) / RUNS)  # two standard errors at alpha
-    print(f"false decisions over {RUNS} A/A runs: requests as the unit {before:.3f}, users as the unit {now:.3f} "
-          f"(alpha {POLICY.alpha})")
+    print(
+        f"false decisions over {RUNS} A/A runs: requests as the unit {before:.3f}, users as the unit {now:.3f} "
+        f"(alpha {POLICY.alpha})"
+    )
     assert before > POLICY.alpha + 2 * slack, before  # the old analysis fails under real correlation ...
     assert now <= POLICY.alpha, now  # ... the new one holds its stated error rate
 

@@ -8,7 +8,12 @@ import time
 import pytest
 
 from flywheel.sdk import (
-    DEFAULT_CONFIG, BackpressureError, DeliveryError, EventTooLarge, FlywheelError, FlywheelProducer,
+    DEFAULT_CONFIG,
+    BackpressureError,
+    DeliveryError,
+    EventTooLarge,
+    FlywheelError,
+    FlywheelProducer,
 )
 from flywheel.settings import Settings
 from schemas.records import InvalidEvent
@@ -36,8 +41,15 @@ def producer(silent_bootstrap):
 
 
 def interaction(**over):
-    kw = dict(request_id="r-1", session_id="s-1", user_id="u-1", model_version="m-1",
-              prompt=SECRET, response="4", event_time=T)
+    kw = dict(
+        request_id="r-1",
+        session_id="s-1",
+        user_id="u-1",
+        model_version="m-1",
+        prompt=SECRET,
+        response="4",
+        event_time=T,
+    )
     kw.update(over)
     return kw
 
@@ -99,8 +111,9 @@ def _assert_clear(exc: Exception, field: str) -> None:
     assert SECRET not in msg  # privacy: prompt/context text never reaches an error message
 
 
-CASES = [("log_interaction", interaction, f, o) for f, o in INTERACTION_CASES] + \
-        [("log_action", action, f, o) for f, o in ACTION_CASES]
+CASES = [("log_interaction", interaction, f, o) for f, o in INTERACTION_CASES] + [
+    ("log_action", action, f, o) for f, o in ACTION_CASES
+]
 
 
 @pytest.mark.parametrize("call,build,field,over", CASES, ids=[f"{c[0][4:]}-{c[2]}-{i}" for i, c in enumerate(CASES)])
@@ -129,7 +142,9 @@ def test_oversized_event_names_size_and_limit(producer):
 
 def test_valid_events_are_queued_without_blocking(producer):
     began = time.monotonic()
-    producer.log_interaction(**interaction(retrieved_context=["a"], latency_ms=12, uncertainty=0.2, metadata={"k": "v"}))
+    producer.log_interaction(
+        **interaction(retrieved_context=["a"], latency_ms=12, uncertainty=0.2, metadata={"k": "v"})
+    )
     producer.log_action(**action(action="rated", rating=4))
     producer.log_action(**action(action="corrected", correction="5", event_time=None))
     assert time.monotonic() - began < 0.5
@@ -153,8 +168,11 @@ def test_closed_producer_refuses_events():
 
 def test_close_reports_undelivered_and_purges():
     seen = []
-    p = FlywheelProducer(Settings(kafka_bootstrap="127.0.0.1:1"), config={"log_level": 0},
-                         on_delivery_error=lambda rid, err: seen.append((rid, err.name())))
+    p = FlywheelProducer(
+        Settings(kafka_bootstrap="127.0.0.1:1"),
+        config={"log_level": 0},
+        on_delivery_error=lambda rid, err: seen.append((rid, err.name())),
+    )
     p.log_action(**action(request_id="r-9"))
     began = time.monotonic()
     with pytest.raises(DeliveryError, match="1 events still queued") as info:
@@ -177,8 +195,11 @@ def test_callback_exception_does_not_escape():
 
 
 def test_bounded_backpressure():
-    p = FlywheelProducer(Settings(kafka_bootstrap="127.0.0.1:1"), max_block_s=0.2,
-                         config={"log_level": 0, "queue.buffering.max.messages": 1})
+    p = FlywheelProducer(
+        Settings(kafka_bootstrap="127.0.0.1:1"),
+        max_block_s=0.2,
+        config={"log_level": 0, "queue.buffering.max.messages": 1},
+    )
     p.log_action(**action())
     began = time.monotonic()
     with pytest.raises(BackpressureError, match="send queue full") as info:

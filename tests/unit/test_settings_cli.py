@@ -31,15 +31,18 @@ def test_the_configuration_page_documents_every_setting():
         assert doc, f"{env} has no doc: the page would say nothing about it"
 
 
-@pytest.mark.parametrize("argv, needle", [
-    (["simulate", "--requests", "0"], "--requests"),
-    (["simulate", "--mix", "accepted"], "--mix"),
-    (["tail"], "topic"),
-    (["nonsense"], "invalid choice"),
-    (["datasets", "export", "ds-1", "--format", "parquet"], "--format"),
-    (["reviewers"], "COMMAND"),
-    (["calibrate", "--min-observations", "0"], "--min-observations"),
-])
+@pytest.mark.parametrize(
+    "argv, needle",
+    [
+        (["simulate", "--requests", "0"], "--requests"),
+        (["simulate", "--mix", "accepted"], "--mix"),
+        (["tail"], "topic"),
+        (["nonsense"], "invalid choice"),
+        (["datasets", "export", "ds-1", "--format", "parquet"], "--format"),
+        (["reviewers"], "COMMAND"),
+        (["calibrate", "--min-observations", "0"], "--min-observations"),
+    ],
+)
 def test_wrong_arguments_give_one_line_and_exit_2(argv, needle):
     r = subprocess.run([sys.executable, "-m", "flywheel.cli", *argv], capture_output=True, text=True, timeout=60)
     assert r.returncode == 2
@@ -48,15 +51,27 @@ def test_wrong_arguments_give_one_line_and_exit_2(argv, needle):
 
 
 def test_every_command_has_help():
-    for argv in (["--help"], ["up", "--help"], ["worker", "--help"], ["topics", "create", "--help"],
-                 ["simulate", "--help"], ["tail", "--help"], ["review", "--help"], ["reviewers", "add", "--help"],
-                 ["calibrate", "--help"], ["datasets", "run", "--help"], ["datasets", "export", "--help"],
-                 ["datasets", "affected", "--help"]):
+    for argv in (
+        ["--help"],
+        ["up", "--help"],
+        ["worker", "--help"],
+        ["topics", "create", "--help"],
+        ["simulate", "--help"],
+        ["tail", "--help"],
+        ["review", "--help"],
+        ["reviewers", "add", "--help"],
+        ["calibrate", "--help"],
+        ["datasets", "run", "--help"],
+        ["datasets", "export", "--help"],
+        ["datasets", "affected", "--help"],
+    ):
         r = subprocess.run([sys.executable, "-m", "flywheel.cli", *argv], capture_output=True, text=True, timeout=60)
         assert r.returncode == 0 and "usage:" in r.stdout
 
 
 def test_worker_without_a_broker_says_so():
     env = {k: v for k, v in __import__("os").environ.items() if not k.startswith("FLYWHEEL_")}
-    r = subprocess.run([sys.executable, "-m", "flywheel.cli", "worker"], capture_output=True, text=True, timeout=60, env=env)
+    r = subprocess.run(
+        [sys.executable, "-m", "flywheel.cli", "worker"], capture_output=True, text=True, timeout=60, env=env
+    )
     assert r.returncode == 2 and "FLYWHEEL_KAFKA_BOOTSTRAP" in r.stderr

@@ -44,8 +44,11 @@ def test_every_record_is_valid(traffic):
     for e in traffic.events:
         codec.check(e.kind, e.record)
         (Interaction if e.kind == "interaction" else UserAction).from_dict(e.record).check()
-    words = [len(e.record["response"].split()) for e in traffic.events
-             if e.kind == "interaction" and e.request_id not in traffic.personal and e.request_id not in traffic.toxic]
+    words = [
+        len(e.record["response"].split())
+        for e in traffic.events
+        if e.kind == "interaction" and e.request_id not in traffic.personal and e.request_id not in traffic.toxic
+    ]
     assert min(words) >= 20 and max(words) <= 80
     assert sum(e.kind == "interaction" for e in traffic.events) == len(traffic.expected) == 4000
 
@@ -89,10 +92,24 @@ def check_expectations(traffic, window) -> collections.Counter:
 def test_expectations_follow_the_rules(traffic):
     seen_kinds = check_expectations(traffic, WINDOW)
     # every outcome occurs, the feedback-only ones too
-    assert set(seen_kinds) == {"accepted", "copied", "corrected", "regenerated", "abandoned", "thumbs_up", "thumbs_down", "rated"}
+    assert set(seen_kinds) == {
+        "accepted",
+        "copied",
+        "corrected",
+        "regenerated",
+        "abandoned",
+        "thumbs_up",
+        "thumbs_down",
+        "rated",
+    }
     # precedence is exercised: some requests have two primary actions
-    assert sum(len({a for a in r.actions if a in ("corrected", "copied", "accepted", "regenerated")}) > 1
-               for r in traffic.requests) > 20
+    assert (
+        sum(
+            len({a for a in r.actions if a in ("corrected", "copied", "accepted", "regenerated")}) > 1
+            for r in traffic.requests
+        )
+        > 20
+    )
 
 
 def test_out_of_order_duplicates_and_late_are_present(traffic):
@@ -151,9 +168,17 @@ def test_the_join_agrees():
     """Run the real join state machine over the traffic, in send order, across partitions."""
     core_mod = pytest.importorskip("streams.join.core")
     window, delay, parts = 10 * 60_000, 60_000, 4
-    t = generate(TrafficSpec(1500, seed=11, start_ms=T0, duplicate_rate=0.2, out_of_order_rate=0.2, late_rate=0.1), window)
-    j = core_mod.JoinCore(codec, core_mod.DictStore(), settle_window_ms=window, watermark_delay_ms=delay,
-                          marker_horizon_ms=24 * 3_600_000, max_event_bytes=256 * 1024)
+    t = generate(
+        TrafficSpec(1500, seed=11, start_ms=T0, duplicate_rate=0.2, out_of_order_rate=0.2, late_rate=0.1), window
+    )
+    j = core_mod.JoinCore(
+        codec,
+        core_mod.DictStore(),
+        settle_window_ms=window,
+        watermark_delay_ms=delay,
+        marker_horizon_ms=24 * 3_600_000,
+        max_event_bytes=256 * 1024,
+    )
     offsets = collections.Counter()
     got: dict[str, str] = {}
 
@@ -167,7 +192,9 @@ def test_the_join_agrees():
 
     batch = []
     for e in t.events:
-        batch.append(rec(e.kind, sum(e.request_id.encode()) % parts, e.request_id.encode(), codec.encode(e.kind, e.record)))
+        batch.append(
+            rec(e.kind, sum(e.request_id.encode()) % parts, e.request_id.encode(), codec.encode(e.kind, e.record))
+        )
         if len(batch) == 40:
             run(batch)
             batch = []
@@ -235,9 +262,19 @@ def test_personal_data_and_abuse_are_in_the_texts_the_gate_sees(traffic):
     for rid, values in traffic.personal.items():
         text = interactions[rid]["prompt"] + " " + interactions[rid]["response"]
         assert all(v in text for v in values)
-    assert all("stupid" in interactions[rid]["response"] or "moron" in interactions[rid]["response"] for rid in traffic.toxic)
-    spec = TrafficSpec(4000, seed=7, start_ms=T0, duplicate_rate=0.1, out_of_order_rate=0.1, late_rate=0.05,
-                       pii_rate=0.0, toxic_rate=0.0)
+    assert all(
+        "stupid" in interactions[rid]["response"] or "moron" in interactions[rid]["response"] for rid in traffic.toxic
+    )
+    spec = TrafficSpec(
+        4000,
+        seed=7,
+        start_ms=T0,
+        duplicate_rate=0.1,
+        out_of_order_rate=0.1,
+        late_rate=0.05,
+        pii_rate=0.0,
+        toxic_rate=0.0,
+    )
     clean = generate(spec, WINDOW)
     assert not clean.personal and not clean.toxic
     # the join's traffic does not move when the rates do: same ids, same actions

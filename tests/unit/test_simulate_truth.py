@@ -23,8 +23,14 @@ codec = Codec()
 def join(t: Traffic, parts: int = 4, delay: int = 60_000):
     """The real join state machine over the traffic in send order: {request id: (user_action, actions)}
     and the request ids of its dead letters by reason."""
-    j = JoinCore(codec, DictStore(), settle_window_ms=WINDOW, watermark_delay_ms=delay,
-                 marker_horizon_ms=DAY, max_event_bytes=256 * 1024)
+    j = JoinCore(
+        codec,
+        DictStore(),
+        settle_window_ms=WINDOW,
+        watermark_delay_ms=delay,
+        marker_horizon_ms=DAY,
+        max_event_bytes=256 * 1024,
+    )
     offsets = collections.Counter()
     got, letters = {}, collections.defaultdict(set)
 
@@ -40,10 +46,12 @@ def join(t: Traffic, parts: int = 4, delay: int = 60_000):
         for d in out.deadletters:
             letters[d.reason].add(d.key.decode())
 
-    events = [rec(e.kind, sum(e.request_id.encode()) % parts, e.request_id.encode(), codec.encode(e.kind, e.record))
-              for e in t.events]
+    events = [
+        rec(e.kind, sum(e.request_id.encode()) % parts, e.request_id.encode(), codec.encode(e.kind, e.record))
+        for e in t.events
+    ]
     for k in range(0, len(events), 50):
-        run(events[k:k + 50])
+        run(events[k : k + 50])
     tick = str(t.last_event_time + WINDOW + delay + 1).encode()
     run([rec(k, p, None, b"", {TICK_HEADER: tick}) for p in range(parts) for k in ("interaction", "action")])
     return got, letters
@@ -61,7 +69,9 @@ def test_a_shift_moves_event_time_and_nothing_else():
     t = generate(TrafficSpec(300, seed=3, start_ms=T0), WINDOW)
     moved = t.shifted(7 * DAY)
     assert [e.event_time - 7 * DAY for e in moved.events] == [e.event_time for e in t.events]
-    assert [(e.kind, e.request_id, e.duplicate) for e in moved.events] == [(e.kind, e.request_id, e.duplicate) for e in t.events]
+    assert [(e.kind, e.request_id, e.duplicate) for e in moved.events] == [
+        (e.kind, e.request_id, e.duplicate) for e in t.events
+    ]
     assert moved.truth() == t.truth() and moved.intended_deadletters() == t.intended_deadletters()
     assert join(moved)[0] == join(t)[0]
 

@@ -10,17 +10,24 @@ import logging
 import pytest
 import torch
 
-from streams.gate.toxicity import (DetoxifyScorer, ProfanityScorer, ToxicityModelError, ToxicityScorer,
-                                   load_scorer)
+from streams.gate.toxicity import DetoxifyScorer, ProfanityScorer, ToxicityModelError, ToxicityScorer, load_scorer
 from tests.fixtures.models import CLASSES, build_tiny_detoxify
 
-TOXIC = ["You are an idiot.", "what a pathetic LOSER", "Your SQL is stupid and so are you!",
-         "Shut up, moron.", "idiots, all of them"]
-CLEAN = ["The answer is 42.", "SELECT name, COUNT(*) FROM users GROUP BY name;",
-         "Hi Sam, could we move our meeting to Thursday? Thanks, Alex",
-         "def reverse(s):\n    return s[::-1]",
-         "Summary: the team shipped the beta and will start the redesign next week.",
-         "You are right, thanks for the clear question."]
+TOXIC = [
+    "You are an idiot.",
+    "what a pathetic LOSER",
+    "Your SQL is stupid and so are you!",
+    "Shut up, moron.",
+    "idiots, all of them",
+]
+CLEAN = [
+    "The answer is 42.",
+    "SELECT name, COUNT(*) FROM users GROUP BY name;",
+    "Hi Sam, could we move our meeting to Thursday? Thanks, Alex",
+    "def reverse(s):\n    return s[::-1]",
+    "Summary: the team shipped the beta and will start the redesign next week.",
+    "You are right, thanks for the clear question.",
+]
 LONG_CLEAN = " ".join(["The report says the project is on plan and the team will review the next step."] * 6)
 LONG_TOXIC = LONG_CLEAN[:300] + " you idiot " + LONG_CLEAN[300:]
 
@@ -58,6 +65,7 @@ def _alter(ckpt, dest, change):
 
 
 # -- detoxify ----------------------------------------------------------------------------------------
+
 
 def test_detoxify_loads_through_load_scorer(detox, tiny_dir):
     assert isinstance(detox, DetoxifyScorer) and isinstance(detox, ToxicityScorer)
@@ -106,6 +114,7 @@ def test_detoxify_cuts_long_texts(ckpt):
 
 def test_detoxify_score_is_the_max_over_classes(ckpt, tmp_path):
     """A checkpoint whose only strong class is `threat` must still flag: the score is not `toxicity` alone."""
+
     def only_threat(loaded):
         sd = loaded["state_dict"]
         strong, threat = CLASSES.index("toxicity"), CLASSES.index("threat")
@@ -113,6 +122,7 @@ def test_detoxify_score_is_the_max_over_classes(ckpt, tmp_path):
             sd[key] = sd[key].clone()
             sd[key][[strong, threat]] = sd[key][[threat, strong]]
             sd[key][CLASSES.index("insult")] = sd[key][CLASSES.index("obscene")]
+
     scorer = DetoxifyScorer(str(_alter(ckpt, tmp_path / "threat.ckpt", only_threat)))
     toxic, clean = scorer.score(["you idiot", "hello there"])
     assert toxic > 0.5 and clean < 0.1
@@ -152,6 +162,7 @@ def test_scored_text_is_never_logged(ckpt, caplog):
 
 # -- load errors: one line naming the path ---------------------------------------------------------------
 
+
 def _garbage(ckpt, dest):
     dest.write_bytes(b"\x00not a checkpoint" * 10)
     return dest
@@ -182,27 +193,42 @@ def _missing_weights(ckpt, dest):
 def _wrong_shapes(ckpt, dest):
     def change(c):
         c["state_dict"]["classifier.weight"] = torch.zeros(6, 64)
+
     return _alter(ckpt, dest, change)
 
 
 def _remote_model_type(ckpt, dest):
     def change(c):
         c["config"]["arch"]["args"]["model_type"] = "bert-base-uncased"
+
     return _alter(ckpt, dest, change)
 
 
-@pytest.mark.parametrize("make, says", [
-    (None, "no such file"),
-    (_garbage, "not a readable torch checkpoint"),
-    (_truncated, "not a readable torch checkpoint"),
-    (_empty, "not a readable torch checkpoint"),
-    (_no_config, "needs the keys 'config' and 'state_dict'"),
-    (_no_classes, "config.dataset.args.classes"),
-    (_missing_weights, "classifier.weight"),
-    (_wrong_shapes, "does not load"),
-    (_remote_model_type, "'bert-base-uncased' is not a local directory"),
-], ids=["missing", "garbage", "truncated", "empty", "no-config", "no-classes", "missing-weights", "wrong-shapes",
-        "remote-model-type"])
+@pytest.mark.parametrize(
+    "make, says",
+    [
+        (None, "no such file"),
+        (_garbage, "not a readable torch checkpoint"),
+        (_truncated, "not a readable torch checkpoint"),
+        (_empty, "not a readable torch checkpoint"),
+        (_no_config, "needs the keys 'config' and 'state_dict'"),
+        (_no_classes, "config.dataset.args.classes"),
+        (_missing_weights, "classifier.weight"),
+        (_wrong_shapes, "does not load"),
+        (_remote_model_type, "'bert-base-uncased' is not a local directory"),
+    ],
+    ids=[
+        "missing",
+        "garbage",
+        "truncated",
+        "empty",
+        "no-config",
+        "no-classes",
+        "missing-weights",
+        "wrong-shapes",
+        "remote-model-type",
+    ],
+)
 def test_bad_checkpoint_says_which_path_and_what_in_one_line(ckpt, tmp_path, make, says):
     path = tmp_path / "bad.ckpt"
     if make is not None:
@@ -239,8 +265,9 @@ def test_transformers_load_report_is_not_printed(ckpt, tmp_path):
     assert not [m for m in seen if "LOAD REPORT" in m]
 
 
-@pytest.mark.parametrize("config_dir, says", [("/nonexistent/toxic-config", "is not a local directory"),
-                                              ("{tmp}", "has no config.json")])
+@pytest.mark.parametrize(
+    "config_dir, says", [("/nonexistent/toxic-config", "is not a local directory"), ("{tmp}", "has no config.json")]
+)
 def test_bad_config_dir_is_one_line(ckpt, tmp_path, config_dir, says):
     config_dir = config_dir.format(tmp=tmp_path)
     with pytest.raises(ToxicityModelError) as err:
@@ -255,6 +282,7 @@ def test_config_dir_without_checkpoint_is_a_mistake(tmp_path):
 
 # -- the fixture builder --------------------------------------------------------------------------------
 
+
 def test_builder_is_deterministic_and_takes_its_own_words(tmp_path, ckpt):
     again = torch.load(build_tiny_detoxify(tmp_path / "again"), weights_only=False)["state_dict"]
     first = torch.load(ckpt, weights_only=False)["state_dict"]
@@ -266,6 +294,7 @@ def test_builder_is_deterministic_and_takes_its_own_words(tmp_path, ckpt):
 
 
 # -- profanity-check -----------------------------------------------------------------------------------
+
 
 def test_profanity_is_the_default(profanity):
     assert isinstance(profanity, ProfanityScorer) and isinstance(profanity, ToxicityScorer)

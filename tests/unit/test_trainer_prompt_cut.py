@@ -25,8 +25,10 @@ def tiny():
 
 def lengths(loaded, ex: Example) -> tuple[int, int]:
     tok = loaded.tokenizer
-    return (len(tok(loaded.prompt_text(ex.prompt), add_special_tokens=False)["input_ids"]),
-            len(tok(loaded.target_text(ex.target), add_special_tokens=False)["input_ids"]))
+    return (
+        len(tok(loaded.prompt_text(ex.prompt), add_special_tokens=False)["input_ids"]),
+        len(tok(loaded.target_text(ex.target), add_special_tokens=False)["input_ids"]),
+    )
 
 
 def test_fit_cuts_the_prompt_from_the_left_and_never_the_target():
@@ -49,11 +51,11 @@ def test_a_long_prompt_keeps_its_end_the_question_and_the_answer_turn(tiny):
     assert prompt_len + target_len > 64
     ids, labels, status = encode_status(tiny, ex, 64)
     assert status == "prompt_cut" and len(ids) == 64
-    kept_prompt = ids[:64 - target_len]
+    kept_prompt = ids[: 64 - target_len]
     text = tiny.tokenizer.decode(kept_prompt)
     assert text.endswith(question + "<|assistant|>")  # the newest part of the prompt and the turn marker survive
     assert "<|user|>" not in text  # the oldest part went
-    assert labels[:64 - target_len] == [IGNORE] * (64 - target_len)
+    assert labels[: 64 - target_len] == [IGNORE] * (64 - target_len)
     target = [t for t in labels if t != IGNORE]
     assert tiny.tokenizer.decode(target) == "SELECT count(*) FROM users<|end|>"  # whole, with its end token
 
@@ -75,7 +77,11 @@ def test_fine_tune_counts_cut_prompts_and_leaves_out_targets_that_cannot_fit(tin
     assert (report.prompt_truncated, report.too_long) == (expect_cut, expect_out)
     assert report.examples == len(examples) - expect_out and report.max_length == limit
     summary = recipe.TrainingOutcome(report, None, None).summary()["training"]  # what the registry keeps
-    assert summary["prompt_truncated"] == expect_cut and summary["too_long"] == expect_out and summary["max_length"] == limit
+    assert (
+        summary["prompt_truncated"] == expect_cut
+        and summary["too_long"] == expect_out
+        and summary["max_length"] == limit
+    )
     with pytest.raises(ValueError, match="longer than 48 tokens"):
         fine_tune(tiny, long_targets, config)
 

@@ -18,8 +18,17 @@ from trainer.train import TrainConfig, fine_tune  # noqa: E402
 TINY = Architecture(vocab_size=400, n_embd=32, n_layer=2, n_head=2, n_positions=128)
 # 61 examples, batches of 8: 8 batches an epoch, the last one short; 3 batches a step: 3 steps an epoch, the
 # last of 2 batches; 3 epochs: 9 steps; a checkpoint every 2
-CONFIG = TrainConfig(epochs=3, learning_rate=3e-3, batch_size=8, max_length=96, seed=7, warmup_ratio=0.2,
-                     schedule="cosine", grad_accumulation=3, checkpoint_steps=2)
+CONFIG = TrainConfig(
+    epochs=3,
+    learning_rate=3e-3,
+    batch_size=8,
+    max_length=96,
+    seed=7,
+    warmup_ratio=0.2,
+    schedule="cosine",
+    grad_accumulation=3,
+    checkpoint_steps=2,
+)
 
 
 class Crash(Exception):
@@ -52,6 +61,7 @@ def crash_after(at: int):
         seen.append(step)
         if step == at:
             raise Crash(at)
+
     return progress, seen
 
 
@@ -70,7 +80,8 @@ def reference(initial, examples):
 
 @pytest.mark.parametrize("crash_at, resumes_at", [(3, 2), (5, 4), (7, 6), (9, 8)])
 def test_a_run_interrupted_mid_cycle_resumes_at_its_checkpoint_and_ends_as_if_never_interrupted(
-        initial, examples, reference, tmp_path, crash_at, resumes_at):
+    initial, examples, reference, tmp_path, crash_at, resumes_at
+):
     # the crash comes after step `crash_at`, before its checkpoint: 3: inside epoch 0 (checkpoint 2); 5: inside
     # epoch 1 (checkpoint 4: 3 batches of it skipped); 7: checkpoint 6, an epoch's last step; 9: the last step
     reference, ref_report, ref_steps = reference
@@ -84,7 +95,9 @@ def test_a_run_interrupted_mid_cycle_resumes_at_its_checkpoint_and_ends_as_if_ne
 
     second = load(initial, prefer_gpu=False)  # a new process: production loaded again from disk
     steps = []
-    report = fine_tune(second, examples, CONFIG, lambda e, s, loss: steps.append((s, loss)), checkpoint_dir=tmp_path / "ckpt")
+    report = fine_tune(
+        second, examples, CONFIG, lambda e, s, loss: steps.append((s, loss)), checkpoint_dir=tmp_path / "ckpt"
+    )
     assert report.resumed_from == resumes_at
     assert [s for s, _ in steps] == list(range(resumes_at + 1, 10))  # only the steps after the checkpoint ran
     assert steps == ref_steps[resumes_at:]  # each of them with the loss the uninterrupted run had
@@ -104,20 +117,30 @@ def test_a_checkpoint_of_other_data_or_settings_is_not_resumed(initial, examples
     report = fine_tune(load(initial, prefer_gpu=False), examples, other, checkpoint_dir=tmp_path / "ckpt")
     assert report.resumed_from == 0 and report.steps == 9
     with pytest.raises(Crash):
-        fine_tune(load(initial, prefer_gpu=False), examples, CONFIG, crash_after(4)[0], checkpoint_dir=tmp_path / "ckpt")
+        fine_tune(
+            load(initial, prefer_gpu=False), examples, CONFIG, crash_after(4)[0], checkpoint_dir=tmp_path / "ckpt"
+        )
     report = fine_tune(load(initial, prefer_gpu=False), examples[:-1], CONFIG, checkpoint_dir=tmp_path / "ckpt")
     assert report.resumed_from == 0  # one example fewer: another run
     # only the interval between checkpoints may change: the run is the same
     with pytest.raises(Crash):
-        fine_tune(load(initial, prefer_gpu=False), examples, CONFIG, crash_after(5)[0], checkpoint_dir=tmp_path / "ckpt")
-    report = fine_tune(load(initial, prefer_gpu=False), examples, dataclasses.replace(CONFIG, checkpoint_steps=3),
-                       checkpoint_dir=tmp_path / "ckpt")
+        fine_tune(
+            load(initial, prefer_gpu=False), examples, CONFIG, crash_after(5)[0], checkpoint_dir=tmp_path / "ckpt"
+        )
+    report = fine_tune(
+        load(initial, prefer_gpu=False),
+        examples,
+        dataclasses.replace(CONFIG, checkpoint_steps=3),
+        checkpoint_dir=tmp_path / "ckpt",
+    )
     assert report.resumed_from == 4
 
 
 def test_a_checkpoint_cut_short_by_the_crash_starts_the_run_over(initial, examples, reference, tmp_path):
     with pytest.raises(Crash):
-        fine_tune(load(initial, prefer_gpu=False), examples, CONFIG, crash_after(4)[0], checkpoint_dir=tmp_path / "ckpt")
+        fine_tune(
+            load(initial, prefer_gpu=False), examples, CONFIG, crash_after(4)[0], checkpoint_dir=tmp_path / "ckpt"
+        )
     path = tmp_path / "ckpt" / "checkpoint.pt"
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
     loaded = load(initial, prefer_gpu=False)
@@ -130,8 +153,17 @@ def test_a_checkpoint_cut_short_by_the_crash_starts_the_run_over(initial, exampl
 def test_lora_training_resumes_too_and_its_adapters_start_alike_whatever_ran_before(initial, examples, tmp_path):
     """The adapters' random initial values come from the policy's seed, not from whatever the process
     drew before (a trainer that has run other cycles), so the same data gives the same model."""
-    policy = TrainerPolicy(epochs=2, batch_size=8, lora=True, lora_r=4, lora_alpha=8, grad_accumulation=2,
-                           checkpoint_steps=3, seed=7, max_length=96)
+    policy = TrainerPolicy(
+        epochs=2,
+        batch_size=8,
+        lora=True,
+        lora_r=4,
+        lora_alpha=8,
+        grad_accumulation=2,
+        checkpoint_steps=3,
+        seed=7,
+        max_length=96,
+    )
 
     def run(noise: int, crash: int = 0, directory=None):
         loaded = load(initial, prefer_gpu=False)

@@ -106,29 +106,43 @@ def test_hyperparameters_record_what_decided_the_weights():
     assert h["dpo_beta"] == "0.1" and h["dpo_epochs"] == "1" and h["dpo_nll_weight"] == "1.0"
     off = recipe.hyperparameters(TrainerPolicy(preference="off"))
     assert off["lora"] == "off" and not any(k.startswith("dpo_") for k in off)
-    assert off["replay_datasets"] == "0" and recipe.hyperparameters(TrainerPolicy(replay_datasets=3))["replay_datasets"] == "3"
+    assert (
+        off["replay_datasets"] == "0"
+        and recipe.hyperparameters(TrainerPolicy(replay_datasets=3))["replay_datasets"] == "3"
+    )
 
 
 def test_replay_takes_one_dataset_per_earlier_window_newest_first():
     def m(ds, week):
         return {"dataset_id": ds, "window": {"start_ms": week * 7, "end_ms": week * 7 + 7}}
 
-    listed = [m("a", 0), m("b", 1), m("b-rebuilt", 1), m("c", 2), m("now", 3), m("later", 4), {"dataset_id": "no-window"}]
+    listed = [
+        m("a", 0),
+        m("b", 1),
+        m("b-rebuilt", 1),
+        m("c", 2),
+        m("now", 3),
+        m("later", 4),
+        {"dataset_id": "no-window"},
+    ]
     assert replay_ids(listed, m("now", 3), 2) == ["c", "b-rebuilt"]
     assert replay_ids(listed, m("now", 3), 10) == ["c", "b-rebuilt", "a"]
     assert replay_ids(listed, m("now", 3), 0) == [] and replay_ids(listed, m("a", 0), 5) == []
     assert replay_ids(listed, {"dataset_id": "no-window"}, 5) == []
 
 
-@pytest.mark.parametrize("key,value,message", [
-    ("preference", "ppo", "[trainer] preference"),
-    ("dpo_beta", 0.0, "[trainer] dpo_beta"),
-    ("dpo_nll_weight", -1.0, "[trainer] dpo_nll_weight"),
-    ("dpo_epochs", 4, "[trainer] dpo_epochs"),
-    ("lora_r", 0, "[trainer] lora_r"),
-    ("lora_dropout", 1.0, "[trainer] lora_dropout"),
-    ("replay_datasets", -1, "[trainer] replay_datasets"),
-])
+@pytest.mark.parametrize(
+    "key,value,message",
+    [
+        ("preference", "ppo", "[trainer] preference"),
+        ("dpo_beta", 0.0, "[trainer] dpo_beta"),
+        ("dpo_nll_weight", -1.0, "[trainer] dpo_nll_weight"),
+        ("dpo_epochs", 4, "[trainer] dpo_epochs"),
+        ("lora_r", 0, "[trainer] lora_r"),
+        ("lora_dropout", 1.0, "[trainer] lora_dropout"),
+        ("replay_datasets", -1, "[trainer] replay_datasets"),
+    ],
+)
 def test_policy_refuses_bad_training_keys(key, value, message):
     with pytest.raises(PolicyError, match=message.replace("[", r"\[").replace("]", r"\]")):
         GatePolicy().with_version("t", trainer={key: value})

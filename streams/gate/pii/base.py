@@ -24,8 +24,18 @@ import re
 from dataclasses import dataclass
 from typing import Callable, Iterable, Sequence
 
-__all__ = ["ContextWords", "PresidioRecognizer", "Recognizer", "RegexRecognizer", "Rule", "TextKeys", "fold", "result",
-           "text_keys", "word_keys"]
+__all__ = [
+    "ContextWords",
+    "PresidioRecognizer",
+    "Recognizer",
+    "RegexRecognizer",
+    "Rule",
+    "TextKeys",
+    "fold",
+    "result",
+    "text_keys",
+    "word_keys",
+]
 
 _LETTERS = re.compile(r"[^\W\d_]+")
 
@@ -119,7 +129,7 @@ class ContextWords:
         self.pattern = re.compile(rf"(?<![^\W_])(?:{'|'.join(parts)})", re.IGNORECASE)
 
     def near(self, text: str, start: int, end: int) -> bool:
-        window = text[max(0, start - self.before):start] + "\n" + text[end:end + self.after]
+        window = text[max(0, start - self.before) : start] + "\n" + text[end : end + self.after]
         return self.pattern.search(window) is not None
 
 
@@ -138,8 +148,14 @@ class Rule:
 class RegexRecognizer(Recognizer):
     """Rules over the whole text, with Python's `re` (all ours)."""
 
-    def __init__(self, name: str, rules: Sequence[Rule], trigger: re.Pattern | None,
-                 keys: frozenset[str] | None = None, hints: Sequence[str] | None = None):
+    def __init__(
+        self,
+        name: str,
+        rules: Sequence[Rule],
+        trigger: re.Pattern | None,
+        keys: frozenset[str] | None = None,
+        hints: Sequence[str] | None = None,
+    ):
         self.name = name
         self.rules = tuple(rules)
         self.entities = tuple(dict.fromkeys(r.entity for r in rules))
@@ -171,9 +187,17 @@ class PresidioRecognizer(Recognizer):
     (then its score is raised to at least `score_with_context`); without `context`, findings keep
     presidio's score (validated checksums score 1.0)."""
 
-    def __init__(self, recognizer, trigger: re.Pattern | None, *, context: ContextWords | None = None,
-                 case_sensitive: bool | None = True, score_with_context: float = 0.6, entity: str | None = None,
-                 hints: Sequence[str] | None = None):
+    def __init__(
+        self,
+        recognizer,
+        trigger: re.Pattern | None,
+        *,
+        context: ContextWords | None = None,
+        case_sensitive: bool | None = True,
+        score_with_context: float = 0.6,
+        entity: str | None = None,
+        hints: Sequence[str] | None = None,
+    ):
         import regex
 
         self.recognizer = recognizer

@@ -37,20 +37,40 @@ from streams.gate.pii.base import Recognizer, RegexRecognizer, Rule, fold, resul
 __all__ = ["SECRET_ENTITIES", "credential_recognizers", "is_placeholder", "shannon_entropy"]
 
 SECRET_ENTITIES: tuple[str, ...] = (
-    "API_KEY", "AWS_ACCESS_KEY", "AWS_SECRET_KEY", "JWT", "PASSWORD", "PRIVATE_KEY", "SECRET",
+    "API_KEY",
+    "AWS_ACCESS_KEY",
+    "AWS_SECRET_KEY",
+    "JWT",
+    "PASSWORD",
+    "PRIVATE_KEY",
+    "SECRET",
 )
 SCORE = 1.0
 
 # detect-secrets' secret types -> ours. Not used: the high-entropy plugins and IPPublicDetector.
 DS_TYPES = {
-    "Artifactory Credentials": "API_KEY", "AWS Access Key": "AWS_ACCESS_KEY",
-    "Azure Storage Account access key": "API_KEY", "Basic Auth Credentials": "PASSWORD",
-    "Cloudant Credentials": "PASSWORD", "Discord Bot Token": "API_KEY", "GitHub Token": "API_KEY",
-    "GitLab Token": "API_KEY", "IBM Cloud IAM Key": "API_KEY", "IBM COS HMAC Credentials": "SECRET",
-    "JSON Web Token": "JWT", "Mailchimp Access Key": "API_KEY",
-    "NPM tokens": "API_KEY", "OpenAI Token": "API_KEY", "Private Key": "PRIVATE_KEY", "PyPI Token": "API_KEY",
-    "SendGrid API Key": "API_KEY", "Slack Token": "API_KEY", "SoftLayer Credentials": "API_KEY",
-    "Square OAuth Secret": "SECRET", "Stripe Access Key": "API_KEY", "Telegram Bot Token": "API_KEY",
+    "Artifactory Credentials": "API_KEY",
+    "AWS Access Key": "AWS_ACCESS_KEY",
+    "Azure Storage Account access key": "API_KEY",
+    "Basic Auth Credentials": "PASSWORD",
+    "Cloudant Credentials": "PASSWORD",
+    "Discord Bot Token": "API_KEY",
+    "GitHub Token": "API_KEY",
+    "GitLab Token": "API_KEY",
+    "IBM Cloud IAM Key": "API_KEY",
+    "IBM COS HMAC Credentials": "SECRET",
+    "JSON Web Token": "JWT",
+    "Mailchimp Access Key": "API_KEY",
+    "NPM tokens": "API_KEY",
+    "OpenAI Token": "API_KEY",
+    "Private Key": "PRIVATE_KEY",
+    "PyPI Token": "API_KEY",
+    "SendGrid API Key": "API_KEY",
+    "Slack Token": "API_KEY",
+    "SoftLayer Credentials": "API_KEY",
+    "Square OAuth Secret": "SECRET",
+    "Stripe Access Key": "API_KEY",
+    "Telegram Bot Token": "API_KEY",
     "Twilio API Key": "API_KEY",
 }
 # Left out: the two high-entropy plugins (every word of prose is a candidate), the public-IP one (an
@@ -68,7 +88,11 @@ DS_HINTS: dict[str, tuple[tuple[str, ...], tuple[str, ...], re.Pattern | None]] 
     "Artifactory Credentials": ((), ("AKC", "AP"), None),
     "Azure Storage Account access key": ((), ("AccountKey=",), None),
     "Basic Auth Credentials": (("://",), (), None),
-    "Cloudant Credentials": (("cloudant.com",), (), re.compile(r"(?i)cl(?:oudant|ou)?[_-]?(?:api)?(?:key|pw|pass|token)")),
+    "Cloudant Credentials": (
+        ("cloudant.com",),
+        (),
+        re.compile(r"(?i)cl(?:oudant|ou)?[_-]?(?:api)?(?:key|pw|pass|token)"),
+    ),
     "Discord Bot Token": ((), (), re.compile(r"[MNO][\w-]{23}")),
     "GitHub Token": ((), ("ghp_", "gho_", "ghu_", "ghs_", "ghr_"), None),
     "GitLab Token": ((), ("gl", "GR1348941"), None),
@@ -82,7 +106,11 @@ DS_HINTS: dict[str, tuple[tuple[str, ...], tuple[str, ...], re.Pattern | None]] 
     "PyPI Token": ((), ("pypi-",), None),
     "SendGrid API Key": ((), ("SG.",), None),
     "Slack Token": (("xox", "hooks.slack.com"), (), None),
-    "SoftLayer Credentials": (("api.softlayer.com",), (), re.compile(r"(?i)(?:softlayer|sl)[_-]?(?:api)?[_-]?(?:key|pwd|pass|token)")),
+    "SoftLayer Credentials": (
+        ("api.softlayer.com",),
+        (),
+        re.compile(r"(?i)(?:softlayer|sl)[_-]?(?:api)?[_-]?(?:key|pwd|pass|token)"),
+    ),
     "Square OAuth Secret": ((), ("sq0csp-",), None),
     "Stripe Access Key": ((), ("k_live_",), None),
     "Telegram Bot Token": ((), (), re.compile(r"\d{8}:")),
@@ -96,8 +124,15 @@ def credential_recognizers(entities) -> list:
     if not set(entities) & set(SECRET_ENTITIES):
         return []
     wanted = set(entities)
-    out = [DetectSecretsRecognizer(wanted), _formats(), _pem(), _connection_strings(), _assignments(), _prose_passwords(),
-           _near_keyword()]
+    out = [
+        DetectSecretsRecognizer(wanted),
+        _formats(),
+        _pem(),
+        _connection_strings(),
+        _assignments(),
+        _prose_passwords(),
+        _near_keyword(),
+    ]
     for r in out:
         if isinstance(r, RegexRecognizer):
             r.rules = tuple(rule for rule in r.rules if rule.entity in wanted)
@@ -110,7 +145,8 @@ _PLACEHOLDER_WORDS = frozenset(
     "none null nil undefined true false yes no required optional empty string str int bytes bool text hidden "
     "password passwd pwd pass secret token key apikey api_key changeme change_me example sample dummy test "
     "placeholder redacted masked todo fixme xxx your_password your_token your_key value default apikey secretkey "
-    "accesskey privatekey authtoken".split())
+    "accesskey privatekey authtoken".split()
+)
 _PLACEHOLDER = re.compile(
     r"^(?:\$|%\(|\{|<|\[|\*+$|\.{3})"  # ${X}, $X, %(x)s, {{ x }}, <your key>, [key], ***, ... (also cut short: "<paste")
     r"|x{4,}|X{4,}|\*{3,}|\.{3}|…"  # AKIAXXXXXXXXXXXXXXXX, sk-...
@@ -152,6 +188,7 @@ def _widen(text: str, start: int, end: int) -> tuple[int, int]:
 
 # -- detect-secrets --------------------------------------------------------------------------------
 
+
 class DetectSecretsRecognizer(Recognizer):
     """detect-secrets' plugins through `analyze_string`, on the lines their regexes match."""
 
@@ -184,8 +221,11 @@ class DetectSecretsRecognizer(Recognizer):
         lower = fold(text)
         for secret_type, entity, plugin, trigger, kwargs in self.plugins:
             folded, exact, regex = DS_HINTS[secret_type]
-            if (not any(h in lower for h in folded) and not any(h in text for h in exact)
-                    and (regex is None or regex.search(text) is None)):
+            if (
+                not any(h in lower for h in folded)
+                and not any(h in text for h in exact)
+                and (regex is None or regex.search(text) is None)
+            ):
                 continue
             if not self._matches(plugin, trigger, text):
                 continue
@@ -221,12 +261,13 @@ def _lines(text: str) -> list[tuple[int, str]]:
             out.append((offset, line))
         else:
             for start in range(0, len(line), LINE_WINDOW - LINE_OVERLAP):
-                out.append((offset + start, line[start:start + LINE_WINDOW]))
+                out.append((offset + start, line[start : start + LINE_WINDOW]))
         offset += len(line) + 1
     return out
 
 
 # -- ours ------------------------------------------------------------------------------------------
+
 
 def _mixed(value: str) -> bool:
     """Random keys have digits and letters of both cases; identifiers and words rarely all three."""
@@ -238,29 +279,46 @@ def _formats() -> RegexRecognizer:
     b, e = r"(?<![\w-])", r"(?![\w-])"
     rules = [
         Rule("API_KEY", re.compile(rf"{b}sk-ant-[a-z]{{2,8}}\d{{2}}-[A-Za-z0-9_-]{{20,}}"), SCORE),  # Anthropic
-        Rule("API_KEY", re.compile(rf"{b}sk-(?!ant-)(?:[a-z]+-)?[A-Za-z0-9_-]{{20,}}"), SCORE,
-             validate=lambda v: _mixed(v[3:])),  # OpenAI: sk-, sk-proj-, sk-svcacct-, sk-admin-
+        Rule(
+            "API_KEY",
+            re.compile(rf"{b}sk-(?!ant-)(?:[a-z]+-)?[A-Za-z0-9_-]{{20,}}"),
+            SCORE,
+            validate=lambda v: _mixed(v[3:]),
+        ),  # OpenAI: sk-, sk-proj-, sk-svcacct-, sk-admin-
         Rule("API_KEY", re.compile(rf"{b}github_pat_[A-Za-z0-9_]{{40,}}"), SCORE),  # GitHub fine-grained
         Rule("API_KEY", re.compile(rf"{b}gh[pousr]_[A-Za-z0-9]{{30,}}{e}"), SCORE),  # GitHub classic
         Rule("API_KEY", re.compile(rf"{b}gl(?:pat|dt|rt|ptt|cbt|imt|oas|agent|ft|soat)-[A-Za-z0-9_-]{{20,}}"), SCORE),
         Rule("API_KEY", re.compile(rf"{b}AIza[0-9A-Za-z_-]{{35}}{e}"), SCORE),  # Google
-        Rule("API_KEY", re.compile(rf"{b}(?:hf|api_org)_[A-Za-z0-9]{{30,}}{e}"), SCORE,
-             validate=lambda v: any(c.isupper() for c in v) and any(c.islower() for c in v[3:])),  # Hugging Face
-        Rule("API_KEY", re.compile(rf"{b}(?:sk|rk|pk)_(?:live|test)_[0-9A-Za-z]{{16,}}"), SCORE,
-             validate=lambda v: not v.startswith("pk_test")),  # Stripe (a live publishable key identifies an account)
+        Rule(
+            "API_KEY",
+            re.compile(rf"{b}(?:hf|api_org)_[A-Za-z0-9]{{30,}}{e}"),
+            SCORE,
+            validate=lambda v: any(c.isupper() for c in v) and any(c.islower() for c in v[3:]),
+        ),  # Hugging Face
+        Rule(
+            "API_KEY",
+            re.compile(rf"{b}(?:sk|rk|pk)_(?:live|test)_[0-9A-Za-z]{{16,}}"),
+            SCORE,
+            validate=lambda v: not v.startswith("pk_test"),
+        ),  # Stripe (a live publishable key identifies an account)
         Rule("API_KEY", re.compile(rf"{b}whsec_[A-Za-z0-9]{{24,}}"), SCORE),  # Stripe webhook secret
         Rule("API_KEY", re.compile(rf"{b}xox[abposre]-[A-Za-z0-9-]{{10,}}"), SCORE),  # Slack
         Rule("API_KEY", re.compile(rf"{b}xapp-\d-[A-Z0-9]+-\d+-[a-z0-9]+"), SCORE),  # Slack app-level
         Rule("API_KEY", re.compile(rf"{b}SG\.[A-Za-z0-9_-]{{16,}}\.[A-Za-z0-9_-]{{16,}}"), SCORE),  # SendGrid
         Rule("API_KEY", re.compile(rf"{b}npm_[A-Za-z0-9]{{36}}{e}"), SCORE),
         Rule("API_KEY", re.compile(rf"{b}pypi-[A-Za-z0-9_-]{{50,}}"), SCORE),
-        Rule("API_KEY", re.compile(rf"{b}(?:lin_api|dp\.st\.[a-z]+|dop_v1|shpat|shpss|glsa|xkeysib)[._][A-Za-z0-9_.-]{{20,}}"),
-             SCORE),  # Linear, Doppler, DigitalOcean, Shopify, Grafana, Brevo
+        Rule(
+            "API_KEY",
+            re.compile(rf"{b}(?:lin_api|dp\.st\.[a-z]+|dop_v1|shpat|shpss|glsa|xkeysib)[._][A-Za-z0-9_.-]{{20,}}"),
+            SCORE,
+        ),  # Linear, Doppler, DigitalOcean, Shopify, Grafana, Brevo
         Rule("AWS_ACCESS_KEY", re.compile(rf"{b}(?:AKIA|ASIA|ABIA|ACCA|A3T[A-Z0-9])[0-9A-Z]{{16}}{e}"), SCORE),
         Rule("JWT", re.compile(rf"{b}eyJ[A-Za-z0-9_-]{{8,}}\.eyJ[A-Za-z0-9_-]{{8,}}\.[A-Za-z0-9_-]{{8,}}"), SCORE),
     ]
-    trigger = re.compile(r"sk-|_pat_|gh[pousr]_|gl[a-z]+-|AIza|hf_|api_org_|_live_|_test_|whsec_|xox|xapp-|SG\.|npm_|"
-                         r"pypi-|lin_api|dp\.st|dop_v1|shp|glsa|xkeysib|AKIA|ASIA|ABIA|ACCA|A3T|eyJ")
+    trigger = re.compile(
+        r"sk-|_pat_|gh[pousr]_|gl[a-z]+-|AIza|hf_|api_org_|_live_|_test_|whsec_|xox|xapp-|SG\.|npm_|"
+        r"pypi-|lin_api|dp\.st|dop_v1|shp|glsa|xkeysib|AKIA|ASIA|ABIA|ACCA|A3T|eyJ"
+    )
     # Documentation placeholders in these shapes ("AKIAXXXXXXXXXXXXXXXX", "sk-...xxxx") are no key.
     rules = [Rule(r.entity, r.pattern, r.score, validate=_not_placeholder(r.validate)) for r in rules]
     return RegexRecognizer("KeyFormatRecognizer", rules, trigger)
@@ -275,7 +333,9 @@ def _pem() -> RegexRecognizer:
     also when its newlines are written as '\\n' inside a JSON string."""
     head = r"-----BEGIN[ A-Z0-9]*PRIVATE KEY(?: BLOCK)?-----"
     full = re.compile(rf"{head}[\s\S]{{0,20000}}?-----END[ A-Z0-9]*PRIVATE KEY(?: BLOCK)?-----")
-    cut = re.compile(rf"{head}(?:(?:\s|\\n)+[A-Za-z0-9+/=:\-]{{8,}})*")  # a separator before each line: one way to split
+    cut = re.compile(
+        rf"{head}(?:(?:\s|\\n)+[A-Za-z0-9+/=:\-]{{8,}})*"
+    )  # a separator before each line: one way to split
     rules = [Rule("PRIVATE_KEY", full, SCORE), Rule("PRIVATE_KEY", cut, SCORE)]
     return RegexRecognizer("PrivateKeyBlockRecognizer", rules, re.compile("PRIVATE KEY"))
 
@@ -284,11 +344,18 @@ def _connection_strings() -> RegexRecognizer:
     """The password in a URL (any scheme: postgres, mysql, mongodb+srv, redis with an empty user,
     amqp, git over https) and in `Password=...;` / `AccountKey=...;` connection strings."""
     url = re.compile(r"(?i)\b[a-z][a-z0-9+.-]{1,20}://[^\s:/@'\"<>]*:(?P<pw>[^\s/@'\"<>]{1,200})@[\w\[.-]")
-    keyed = re.compile(r"(?i)(?<![\w-])(?:password|pwd|accountkey|sharedaccesskey|sharedsecret)\s*=\s*(?P<pw>[^;\s'\"]{3,300})")
-    rules = [Rule("PASSWORD", url, SCORE, group="pw", validate=lambda v: not is_placeholder(v)),
-             Rule("PASSWORD", keyed, SCORE, group="pw", validate=lambda v: not is_placeholder(v))]
-    return RegexRecognizer("ConnectionStringRecognizer", rules,
-                           re.compile(r"(?i)://[^\s@/]{0,300}@|password\s*=|pwd\s*=|key\s*=|secret\s*="))
+    keyed = re.compile(
+        r"(?i)(?<![\w-])(?:password|pwd|accountkey|sharedaccesskey|sharedsecret)\s*=\s*(?P<pw>[^;\s'\"]{3,300})"
+    )
+    rules = [
+        Rule("PASSWORD", url, SCORE, group="pw", validate=lambda v: not is_placeholder(v)),
+        Rule("PASSWORD", keyed, SCORE, group="pw", validate=lambda v: not is_placeholder(v)),
+    ]
+    return RegexRecognizer(
+        "ConnectionStringRecognizer",
+        rules,
+        re.compile(r"(?i)://[^\s@/]{0,300}@|password\s*=|pwd\s*=|key\s*=|secret\s*="),
+    )
 
 
 # Names that say secret; and qualifiers that say the value is not the secret itself.
@@ -296,7 +363,8 @@ _SECRET_NAME = r"(?:secret|token|passw(?:or)?d|pwd|passphrase|api[_-]?key|apikey
 _NOT_SECRET_NAME = re.compile(
     r"(?i)(?:max|min|num|count|limit|length|len|size|type|url|uri|file|path|name|_id\b|endpoint|expir|ttl|timeout|"
     r"header|field|param|prefix|hint|policy|rotation|manager|store|provider|version|tokens\b|tokenizer|usage|env|var|"
-    r"label|description|placeholder|format|algorithm|algo|hash|regex|pattern|validator|reset|confirm|strength)")
+    r"label|description|placeholder|format|algorithm|algo|hash|regex|pattern|validator|reset|confirm|strength)"
+)
 
 
 def _password_name(key: str) -> bool:
@@ -320,13 +388,31 @@ class _AssignmentRecognizer(RegexRecognizer):
     def __init__(self):
         env = re.compile(
             rf"(?im)^[ \t]*(?:export[ \t]+)?(?P<key>[A-Z0-9_.-]{{0,40}}{_SECRET_NAME}[A-Z0-9_.-]{{0,40}})[ \t]*=[ \t]*"
-            r"(?P<q>[\"']?)(?P<v>[^\n]*?)(?P=q)[ \t]*(?:[ \t]#[^\n]*)?$(?P<v2>)")
+            r"(?P<q>[\"']?)(?P<v>[^\n]*?)(?P=q)[ \t]*(?:[ \t]#[^\n]*)?$(?P<v2>)"
+        )
         code = re.compile(
             rf"(?i)(?<![\w.-])(?P<key>[\w.-]{{0,40}}{_SECRET_NAME}[\w.-]{{0,40}})[\"'\]]?[ \t]*(?:=|:|:=|=>)[ \t]*"
-            r"(?:(?P<q>[\"'`])(?P<v>[^\"'`\n]{4,300})(?P=q)|(?P<v2>[^\s\"'`,;{}()\[\]&]{4,}))")
-        super().__init__("AssignmentRecognizer", [], re.compile(rf"(?i){_SECRET_NAME}[\w.-]{{0,40}}[\"'\]]?[ \t]*(?:=|:)"),
-                         hints=("secret", "token", "passw", "pwd", "passphrase", "api", "access", "private", "auth",
-                                "credential", "signing", "encryption"))
+            r"(?:(?P<q>[\"'`])(?P<v>[^\"'`\n]{4,300})(?P=q)|(?P<v2>[^\s\"'`,;{}()\[\]&]{4,}))"
+        )
+        super().__init__(
+            "AssignmentRecognizer",
+            [],
+            re.compile(rf"(?i){_SECRET_NAME}[\w.-]{{0,40}}[\"'\]]?[ \t]*(?:=|:)"),
+            hints=(
+                "secret",
+                "token",
+                "passw",
+                "pwd",
+                "passphrase",
+                "api",
+                "access",
+                "private",
+                "auth",
+                "credential",
+                "signing",
+                "encryption",
+            ),
+        )
         # A secret name starts a run of letters ("DB_PASSWORD", "apiKey", "x-api-key") or, inside
         # one, follows other letters ("dbpassword", "stripesecret"): no keys then, the trigger decides.
         self.patterns = (env, code)
@@ -363,14 +449,53 @@ _NOT_A_PASSWORD = frozenset(
     "who where again also only just very really has have had does do did rejected accepted mandatory optional "
     "unknown forgotten lost str int bytes string none bool null true false hint reminder request requests updated "
     "update form page dialog login sign-in typed entered shared sharing leak leaked safe unsafe ok fine "
-    "ist war sind wird nicht falsch vergessen geändert est était n'est pas es era no è era non è is niet".split())
+    "ist war sind wird nicht falsch vergessen geändert est était n'est pas es era no è era non è is niet".split()
+)
 # Every word or phrase _PASSWORD_WORDS matches, for the recognizer's keys and hints (a test checks
 # them against the regex).
-PASSWORD_PHRASES = ("login", "logins", "log-in", "creds", "account", "password", "passwords", "passwd", "passwort", "kennwort", "pwd", "pw", "passcode", "pass code",
-                    "passphrase", "pass phrase", "pin", "pin code", "pin number", "pin-code", "wifi key", "wi-fi key",
-                    "wifi code", "wi-fi code", "wifi password", "code wifi", "code wi-fi", "clé wifi", "clé wi-fi",
-                    "mot de passe", "mdp", "code secret", "contraseña", "contrasena", "clave",
-                    "wachtwoord", "parola d'ordine", "codice pin", "credentials", "login credentials", "pass")
+PASSWORD_PHRASES = (
+    "login",
+    "logins",
+    "log-in",
+    "creds",
+    "account",
+    "password",
+    "passwords",
+    "passwd",
+    "passwort",
+    "kennwort",
+    "pwd",
+    "pw",
+    "passcode",
+    "pass code",
+    "passphrase",
+    "pass phrase",
+    "pin",
+    "pin code",
+    "pin number",
+    "pin-code",
+    "wifi key",
+    "wi-fi key",
+    "wifi code",
+    "wi-fi code",
+    "wifi password",
+    "code wifi",
+    "code wi-fi",
+    "clé wifi",
+    "clé wi-fi",
+    "mot de passe",
+    "mdp",
+    "code secret",
+    "contraseña",
+    "contrasena",
+    "clave",
+    "wachtwoord",
+    "parola d'ordine",
+    "codice pin",
+    "credentials",
+    "login credentials",
+    "pass",
+)
 _PASSWORD_KEYS = word_keys(PASSWORD_PHRASES)
 _PASSWORD_WORDS = (
     r"passwords?|passwd|passwort|kennwort|pwd|pw|passcode|pass ?code|passphrase|pass ?phrase|pin(?:[ -]?(?:code|number))?|"
@@ -393,14 +518,31 @@ class _ProsePasswordRecognizer(RegexRecognizer):
         value = r"(?P<q>[\"'`“‘]?)(?P<v>[^\s\"'`“”‘’]{3,64})"
         explicit = re.compile(rf"(?<![^\W_])(?i:{_PASSWORD_WORDS})(?![^\W_]){connect}{sep}{value}")
         pass_colon = re.compile(rf"(?<![^\W_])(?i:pass)(?![^\W_])[ \t]*[:=][ \t]*{value}")
-        bare = re.compile(rf"(?<![^\W_])(?i:{_PASSWORD_WORDS})(?![^\W_])[ \t]+(?P<q>)(?P<v>(?=[^\s]*[\d\W_])[^\s\"'`“”‘’]{{3,64}})")
-        super().__init__("ProsePasswordRecognizer", [Rule("PASSWORD", explicit, SCORE)], None, keys=_PASSWORD_KEYS,
-                         hints=tuple(sorted({p.split()[-1] if p.startswith(("mot ", "code ", "parola ", "codice ", "login "))
-                                             else p.split()[0] for p in PASSWORD_PHRASES})))
+        bare = re.compile(
+            rf"(?<![^\W_])(?i:{_PASSWORD_WORDS})(?![^\W_])[ \t]+(?P<q>)(?P<v>(?=[^\s]*[\d\W_])[^\s\"'`“”‘’]{{3,64}})"
+        )
+        super().__init__(
+            "ProsePasswordRecognizer",
+            [Rule("PASSWORD", explicit, SCORE)],
+            None,
+            keys=_PASSWORD_KEYS,
+            hints=tuple(
+                sorted(
+                    {
+                        p.split()[-1]
+                        if p.startswith(("mot ", "code ", "parola ", "codice ", "login "))
+                        else p.split()[0]
+                        for p in PASSWORD_PHRASES
+                    }
+                )
+            ),
+        )
         # "login is ops@example.com / Summer!2022", "creds: admin:Adm1n!": a user, then the password
-        pair = re.compile(r"(?<![^\W_])(?i:login|log-in|logins|credentials|creds|account)(?![^\W_])"
-                          r"(?:[ \t]+(?i:is|are|was|details|info))?[ \t]*[:=]?[ \t]+"
-                          r"[^\s/:]{2,64}[ \t]*(?:/|:)[ \t]*(?P<q>)(?P<v>(?=[^\s]*[\d\W_])[^\s\"'`]{4,64})")
+        pair = re.compile(
+            r"(?<![^\W_])(?i:login|log-in|logins|credentials|creds|account)(?![^\W_])"
+            r"(?:[ \t]+(?i:is|are|was|details|info))?[ \t]*[:=]?[ \t]+"
+            r"[^\s/:]{2,64}[ \t]*(?:/|:)[ \t]*(?P<q>)(?P<v>(?=[^\s]*[\d\W_])[^\s\"'`]{4,64})"
+        )
         self.patterns = (explicit, pass_colon, bare, pair)
 
     def find(self, text: str, keys: set[str] | None = None) -> list:
@@ -437,13 +579,25 @@ def _near_keyword() -> RegexRecognizer:
     "api key lin_...", "Bearer <token>"): the high-entropy plugins' job, limited to where a
     keyword says so. 16+ token characters, a digit and a letter, entropy of 3.5 bits a character."""
     words = r"secret|secret key|api[ _-]?key|apikey|access key|token|access token|auth token|bearer|key|credential|credentials"
-    pattern = re.compile(rf"(?<![^\W_])(?i:{words})(?![^\W_])[ \t:=\"'`]{{1,4}}(?P<v>[A-Za-z0-9_\-+/.~]{{15,1024}}[A-Za-z0-9_\-+/~]={{0,3}})")
+    pattern = re.compile(
+        rf"(?<![^\W_])(?i:{words})(?![^\W_])[ \t:=\"'`]{{1,4}}(?P<v>[A-Za-z0-9_\-+/.~]{{15,1024}}[A-Za-z0-9_\-+/~]={{0,3}})"
+    )
 
     def random_looking(value: str) -> bool:
         v = value.rstrip(".")
-        return (any(c.isdigit() for c in v) and any(c.isalpha() for c in v) and shannon_entropy(v) >= 3.5
-                and not is_placeholder(v) and "://" not in v and not re.fullmatch(r"[\w-]+\.(?:[a-z]{2,4})", v))
+        return (
+            any(c.isdigit() for c in v)
+            and any(c.isalpha() for c in v)
+            and shannon_entropy(v) >= 3.5
+            and not is_placeholder(v)
+            and "://" not in v
+            and not re.fullmatch(r"[\w-]+\.(?:[a-z]{2,4})", v)
+        )
 
     rule = Rule("SECRET", pattern, SCORE, group="v", validate=random_looking)
-    return RegexRecognizer("KeywordTokenRecognizer", [rule], re.compile(r"(?i)secret|key|token|bearer|credential"),
-                           keys=frozenset({"secr", "api", "apik", "acce", "auth", "toke", "bear", "key", "cred"}))
+    return RegexRecognizer(
+        "KeywordTokenRecognizer",
+        [rule],
+        re.compile(r"(?i)secret|key|token|bearer|credential"),
+        keys=frozenset({"secr", "api", "apik", "acce", "auth", "toke", "bear", "key", "cred"}),
+    )

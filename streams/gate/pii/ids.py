@@ -29,16 +29,64 @@ from streams.gate.pii.base import ContextWords, PresidioRecognizer, RegexRecogni
 
 __all__ = ["ID_ENTITIES", "id_recognizers"]
 
-_PASSPORT = ("passport", "passport no", "passport number", "passeport", "pasaporte", "passaporto", "reisepass",
-             "reisepassnummer", "passnummer", "paspoort", "paszport", "travel document")
-_DRIVING = ("driver's license", "driver's licence", "drivers license", "drivers licence", "driver license",
-            "driving licence", "driving license", "licence number", "license number", "licence no", "license no",
-            "dl number", "dvla", "führerschein", "fuehrerschein", "permis de conduire", "carnet de conducir",
-            "patente", "rijbewijs")
-_PLATE = ("licence plate", "license plate", "number plate", "registration plate", "registration number",
-          "vehicle registration", "car registration", "registration", "car reg", "reg no", "plate", "plates",
-          "kennzeichen", "nummernschild", "immatriculation", "plaque", "matrícula", "matricula", "placa", "targa",
-          "kenteken")
+_PASSPORT = (
+    "passport",
+    "passport no",
+    "passport number",
+    "passeport",
+    "pasaporte",
+    "passaporto",
+    "reisepass",
+    "reisepassnummer",
+    "passnummer",
+    "paspoort",
+    "paszport",
+    "travel document",
+)
+_DRIVING = (
+    "driver's license",
+    "driver's licence",
+    "drivers license",
+    "drivers licence",
+    "driver license",
+    "driving licence",
+    "driving license",
+    "licence number",
+    "license number",
+    "licence no",
+    "license no",
+    "dl number",
+    "dvla",
+    "führerschein",
+    "fuehrerschein",
+    "permis de conduire",
+    "carnet de conducir",
+    "patente",
+    "rijbewijs",
+)
+_PLATE = (
+    "licence plate",
+    "license plate",
+    "number plate",
+    "registration plate",
+    "registration number",
+    "vehicle registration",
+    "car registration",
+    "registration",
+    "car reg",
+    "reg no",
+    "plate",
+    "plates",
+    "kennzeichen",
+    "nummernschild",
+    "immatriculation",
+    "plaque",
+    "matrícula",
+    "matricula",
+    "placa",
+    "targa",
+    "kenteken",
+)
 
 # presidio recognizer -> (context words required near a finding, or None: stands alone; entity to report as)
 CONTEXT: dict[str, tuple[tuple[str, ...] | None, str | None]] = {
@@ -47,12 +95,16 @@ CONTEXT: dict[str, tuple[tuple[str, ...] | None, str | None]] = {
     "UkPassportRecognizer": (_PASSPORT, None),
     "UkDrivingLicenceRecognizer": (None, None),
     "UkVehicleRegistrationRecognizer": (_PLATE + ("reg", "vrn", "dvla", "v5c", "mot"), "LICENSE_PLATE"),
-    "EsNifRecognizer": (("dni", "nif", "documento nacional", "identidad", "identificación", "identificacion",
-                         "tax id"), None),
+    "EsNifRecognizer": (
+        ("dni", "nif", "documento nacional", "identidad", "identificación", "identificacion", "tax id"),
+        None,
+    ),
     "EsNieRecognizer": (("nie", "extranjero", "extranjería", "identidad", "identificación", "residencia"), None),
     "ItFiscalCodeRecognizer": (None, None),
-    "ItIdentityCardRecognizer": (("carta d'identità", "carta di identità", "carta identità", "identità", "cie",
-                                  "documento"), None),
+    "ItIdentityCardRecognizer": (
+        ("carta d'identità", "carta di identità", "carta identità", "identità", "cie", "documento"),
+        None,
+    ),
     "ItPassportRecognizer": (_PASSPORT, None),
     "ItDriverLicenseRecognizer": (_DRIVING, None),
     "SgFinRecognizer": (("nric", "fin", "ic number", "identity card", "identity number", "work pass"), None),
@@ -67,12 +119,24 @@ CONTEXT: dict[str, tuple[tuple[str, ...] | None, str | None]] = {
     "UsPassportRecognizer": (_PASSPORT, None),
     "UsLicenseRecognizer": (_DRIVING, "US_DRIVER_LICENSE"),
     "UsItinRecognizer": (("itin", "taxpayer", "tax id", "tin", "w-7"), None),
-    "DeTaxIdRecognizer": (("steuer-id", "steuerid", "steueridentifikationsnummer", "identifikationsnummer", "idnr",
-                           "steuernummer", "tax id"), None),
+    "DeTaxIdRecognizer": (
+        (
+            "steuer-id",
+            "steuerid",
+            "steueridentifikationsnummer",
+            "identifikationsnummer",
+            "idnr",
+            "steuernummer",
+            "tax id",
+        ),
+        None,
+    ),
     "DePassportRecognizer": (_PASSPORT, None),
     "DeIdCardRecognizer": (("personalausweis", "ausweis", "ausweisnummer", "id card", "identity card"), None),
-    "DeSocialSecurityRecognizer": (("rentenversicherung", "sozialversicherung", "versicherungsnummer", "svnr",
-                                    "rvnr"), None),
+    "DeSocialSecurityRecognizer": (
+        ("rentenversicherung", "sozialversicherung", "versicherungsnummer", "svnr", "rvnr"),
+        None,
+    ),
     "DeKfzRecognizer": (_PLATE, "LICENSE_PLATE"),
     "PlPeselRecognizer": (("pesel",), None),
     "SePersonnummerRecognizer": (("personnummer", "personal identity number", "samordningsnummer"), None),
@@ -86,23 +150,81 @@ CONTEXT: dict[str, tuple[tuple[str, ...] | None, str | None]] = {
 KEYWORDS: dict[str, tuple[str, ...]] = {
     "PASSPORT_NUMBER": _PASSPORT,
     "DRIVER_LICENSE": _DRIVING,
-    "TAX_ID": ("tax id", "tax number", "tax identification", "taxpayer id", "tin", "ein", "utr", "steuernummer",
-               "steuer-id", "numéro fiscal", "numero fiscal", "identifiant fiscal", "nif", "codice fiscale", "cpf",
-               "fiscaal nummer"),
-    "ID_NUMBER": ("id card", "identity card", "id number", "id no", "identity number", "national id",
-                  "personalausweis", "personalausweisnummer", "ausweisnummer", "carte d'identité",
-                  "carte d’identité", "carta d'identità", "carta di identità", "documento de identidad", "dni",
-                  "cédula", "cedula", "identiteitskaart", "bsn", "burgerservicenummer", "sofinummer", "member id",
-                  "membership number", "employee id", "employee number", "staff id", "student id", "patient id",
-                  "mrn", "medical record number", "insurance number", "policy number", "sécurité sociale",
-                  "securite sociale", "nir", "insee", "sozialversicherungsnummer", "social security", "ssn",
-                  "nhs number", "nino", "national insurance", "pps number", "personnummer", "pesel", "nie", "nif"),
+    "TAX_ID": (
+        "tax id",
+        "tax number",
+        "tax identification",
+        "taxpayer id",
+        "tin",
+        "ein",
+        "utr",
+        "steuernummer",
+        "steuer-id",
+        "numéro fiscal",
+        "numero fiscal",
+        "identifiant fiscal",
+        "nif",
+        "codice fiscale",
+        "cpf",
+        "fiscaal nummer",
+    ),
+    "ID_NUMBER": (
+        "id card",
+        "identity card",
+        "id number",
+        "id no",
+        "identity number",
+        "national id",
+        "personalausweis",
+        "personalausweisnummer",
+        "ausweisnummer",
+        "carte d'identité",
+        "carte d’identité",
+        "carta d'identità",
+        "carta di identità",
+        "documento de identidad",
+        "dni",
+        "cédula",
+        "cedula",
+        "identiteitskaart",
+        "bsn",
+        "burgerservicenummer",
+        "sofinummer",
+        "member id",
+        "membership number",
+        "employee id",
+        "employee number",
+        "staff id",
+        "student id",
+        "patient id",
+        "mrn",
+        "medical record number",
+        "insurance number",
+        "policy number",
+        "sécurité sociale",
+        "securite sociale",
+        "nir",
+        "insee",
+        "sozialversicherungsnummer",
+        "social security",
+        "ssn",
+        "nhs number",
+        "nino",
+        "national insurance",
+        "pps number",
+        "personnummer",
+        "pesel",
+        "nie",
+        "nif",
+    ),
 }
 
 _DIGIT = re.compile(r"\d")
 # The three without context words: what each pattern starts with (presidio's regexes, loosened).
 _STANDALONE_TRIGGERS = {
-    "ItFiscalCodeRecognizer": re.compile(r"(?i)[a-z]{6}[\dlmnp-v]{2}[a-z][\dlmnp-v]{2}[a-z][\dlmnp-v]{3}[a-z]"),  # (?i): its regex has it
+    "ItFiscalCodeRecognizer": re.compile(
+        r"(?i)[a-z]{6}[\dlmnp-v]{2}[a-z][\dlmnp-v]{2}[a-z][\dlmnp-v]{3}[a-z]"
+    ),  # (?i): its regex has it
     "UkNinoRecognizer": re.compile(r"[A-Za-z]{2} ?\d{2} ?\d{2} ?\d{2} ?[A-Da-d]"),
     "UkDrivingLicenceRecognizer": re.compile(r"[A-Z9]{5}\d{6}"),
 }
@@ -111,23 +233,44 @@ _STANDALONE_TRIGGERS = {
 def _presidio_entities() -> dict[str, str]:
     """recognizer class name -> the entity it reports (without importing presidio)."""
     own = {
-        "NhsRecognizer": "UK_NHS", "UkNinoRecognizer": "UK_NINO", "UkPassportRecognizer": "UK_PASSPORT",
-        "UkDrivingLicenceRecognizer": "UK_DRIVING_LICENCE", "EsNifRecognizer": "ES_NIF", "EsNieRecognizer": "ES_NIE",
-        "ItFiscalCodeRecognizer": "IT_FISCAL_CODE", "ItIdentityCardRecognizer": "IT_IDENTITY_CARD",
-        "ItPassportRecognizer": "IT_PASSPORT", "ItDriverLicenseRecognizer": "IT_DRIVER_LICENSE",
-        "SgFinRecognizer": "SG_NRIC_FIN", "AuTfnRecognizer": "AU_TFN", "AuAbnRecognizer": "AU_ABN",
-        "AuAcnRecognizer": "AU_ACN", "AuMedicareRecognizer": "AU_MEDICARE", "InPanRecognizer": "IN_PAN",
-        "InAadhaarRecognizer": "IN_AADHAAR", "InPassportRecognizer": "IN_PASSPORT", "InVoterRecognizer": "IN_VOTER",
-        "UsPassportRecognizer": "US_PASSPORT", "UsItinRecognizer": "US_ITIN", "DeTaxIdRecognizer": "DE_TAX_ID",
-        "DePassportRecognizer": "DE_PASSPORT", "DeIdCardRecognizer": "DE_ID_CARD",
-        "DeSocialSecurityRecognizer": "DE_SOCIAL_SECURITY", "PlPeselRecognizer": "PL_PESEL",
-        "SePersonnummerRecognizer": "SE_PERSONNUMMER", "FiPersonalIdentityCodeRecognizer": "FI_PERSONAL_IDENTITY_CODE",
-        "CaSinRecognizer": "CA_SIN", "KrRrnRecognizer": "KR_RRN", "ThTninRecognizer": "TH_TNIN",
+        "NhsRecognizer": "UK_NHS",
+        "UkNinoRecognizer": "UK_NINO",
+        "UkPassportRecognizer": "UK_PASSPORT",
+        "UkDrivingLicenceRecognizer": "UK_DRIVING_LICENCE",
+        "EsNifRecognizer": "ES_NIF",
+        "EsNieRecognizer": "ES_NIE",
+        "ItFiscalCodeRecognizer": "IT_FISCAL_CODE",
+        "ItIdentityCardRecognizer": "IT_IDENTITY_CARD",
+        "ItPassportRecognizer": "IT_PASSPORT",
+        "ItDriverLicenseRecognizer": "IT_DRIVER_LICENSE",
+        "SgFinRecognizer": "SG_NRIC_FIN",
+        "AuTfnRecognizer": "AU_TFN",
+        "AuAbnRecognizer": "AU_ABN",
+        "AuAcnRecognizer": "AU_ACN",
+        "AuMedicareRecognizer": "AU_MEDICARE",
+        "InPanRecognizer": "IN_PAN",
+        "InAadhaarRecognizer": "IN_AADHAAR",
+        "InPassportRecognizer": "IN_PASSPORT",
+        "InVoterRecognizer": "IN_VOTER",
+        "UsPassportRecognizer": "US_PASSPORT",
+        "UsItinRecognizer": "US_ITIN",
+        "DeTaxIdRecognizer": "DE_TAX_ID",
+        "DePassportRecognizer": "DE_PASSPORT",
+        "DeIdCardRecognizer": "DE_ID_CARD",
+        "DeSocialSecurityRecognizer": "DE_SOCIAL_SECURITY",
+        "PlPeselRecognizer": "PL_PESEL",
+        "SePersonnummerRecognizer": "SE_PERSONNUMMER",
+        "FiPersonalIdentityCodeRecognizer": "FI_PERSONAL_IDENTITY_CODE",
+        "CaSinRecognizer": "CA_SIN",
+        "KrRrnRecognizer": "KR_RRN",
+        "ThTninRecognizer": "TH_TNIN",
     }
     return {name: CONTEXT[name][1] or own[name] for name in CONTEXT}
 
 
-ID_ENTITIES: tuple[str, ...] = tuple(dict.fromkeys(list(_presidio_entities().values()) + list(KEYWORDS) + ["DATE_OF_BIRTH"]))
+ID_ENTITIES: tuple[str, ...] = tuple(
+    dict.fromkeys(list(_presidio_entities().values()) + list(KEYWORDS) + ["DATE_OF_BIRTH"])
+)
 
 
 def id_recognizers(entities) -> list:
@@ -143,8 +286,9 @@ def id_recognizers(entities) -> list:
         context = ContextWords(words) if words else None
         # With context words, the recognizer's keys are theirs (no word anywhere, no finding):
         # most texts with a digit have none, and 30 recognizers do not run.
-        out.append(PresidioRecognizer(recognizer, _STANDALONE_TRIGGERS.get(name, _DIGIT), context=context,
-                                      entity=report_as))
+        out.append(
+            PresidioRecognizer(recognizer, _STANDALONE_TRIGGERS.get(name, _DIGIT), context=context, entity=report_as)
+        )
     if wanted & set(KEYWORDS):
         out.append(_keyword_ids(wanted))
     if "LICENSE_PLATE" in wanted:
@@ -163,8 +307,10 @@ def _words_regex(words) -> str:
 # first group of up to three letters ("AB 123456"), every other group with a digit (so no word
 # after it is taken: "533380006 I think").
 _ID_GROUP = r"(?=[A-Z0-9]{0,40}\d)[A-Z0-9]{1,40}"  # with a digit; one way to match a run (no backtracking blow-up)
-_ID_TOKEN = (rf"(?<![\w-])(?P<id>(?:[A-Z]{{1,3}}[ -])?{_ID_GROUP}(?:[ /-]{_ID_GROUP}){{0,8}})"
-             r"(?![\w/-]|[.,]\d)")
+_ID_TOKEN = (
+    rf"(?<![\w-])(?P<id>(?:[A-Z]{{1,3}}[ -])?{_ID_GROUP}(?:[ /-]{_ID_GROUP}){{0,8}})"
+    r"(?![\w/-]|[.,]\d)"
+)
 
 
 def _id_shaped(value: str) -> bool:
@@ -195,8 +341,12 @@ def _plates() -> RegexRecognizer:
         return 4 <= len(alnum) <= 9 and any(c.isdigit() for c in alnum) and any(c.isalpha() for c in alnum)
 
     pattern = re.compile(rf"{_words_regex(words)}[^A-Z\d\n]{{0,30}}?{token}")
-    return RegexRecognizer("PlateRecognizer", [Rule("LICENSE_PLATE", pattern, 0.7, group="plate", validate=plate_shaped)],
-                           _DIGIT, keys=word_keys(words))
+    return RegexRecognizer(
+        "PlateRecognizer",
+        [Rule("LICENSE_PLATE", pattern, 0.7, group="plate", validate=plate_shaped)],
+        _DIGIT,
+        keys=word_keys(words),
+    )
 
 
 _MONTHS = (
@@ -217,9 +367,32 @@ _DATE = (
     r")(?![\w/.-]*\d)"
 )
 _BIRTH_BEFORE = (
-    "born", "birth", "date of birth", "birthdate", "birthday", "dob", "geboren", "geb.",
-    "geburtsdatum", "geburtstag", "né", "née", "naissance", "anniversaire", "nacido", "nacida", "nací", "naci",
-    "nacimiento", "cumpleaños", "nato", "nata", "nascita", "compleanno", "geboortedatum", "verjaardag",
+    "born",
+    "birth",
+    "date of birth",
+    "birthdate",
+    "birthday",
+    "dob",
+    "geboren",
+    "geb.",
+    "geburtsdatum",
+    "geburtstag",
+    "né",
+    "née",
+    "naissance",
+    "anniversaire",
+    "nacido",
+    "nacida",
+    "nací",
+    "naci",
+    "nacimiento",
+    "cumpleaños",
+    "nato",
+    "nata",
+    "nascita",
+    "compleanno",
+    "geboortedatum",
+    "verjaardag",
 )
 
 
@@ -231,6 +404,11 @@ def _dates_of_birth() -> list:
     # "b. 1961-02-28", "D.O.B. 04/05/1990" (medical notes): on their own recognizer (a one-letter
     # word would let the big one run on every text).
     short = re.compile(rf"(?<![^\W_])(?:b\.|(?i:d\.o\.b\.?))[^\d\n]{{0,6}}?{_DATE}")
-    return [RegexRecognizer("DateOfBirthRecognizer", rules, _DIGIT, keys=word_keys(_BIRTH_BEFORE)),
-            RegexRecognizer("BornShortRecognizer", [Rule("DATE_OF_BIRTH", short, 0.8, group="date")],
-                            re.compile(r"b\.[ \t]*\d|(?i:d\.o\.b)"))]
+    return [
+        RegexRecognizer("DateOfBirthRecognizer", rules, _DIGIT, keys=word_keys(_BIRTH_BEFORE)),
+        RegexRecognizer(
+            "BornShortRecognizer",
+            [Rule("DATE_OF_BIRTH", short, 0.8, group="date")],
+            re.compile(r"b\.[ \t]*\d|(?i:d\.o\.b)"),
+        ),
+    ]

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 __all__ = ["AMBIGUOUS", "GIVEN_NAMES", "NOT_NAMES", "PLACE_WORDS", "RELATIONS", "TITLES"]
 
-GIVEN_NAMES = frozenset("""
+GIVEN_NAMES = frozenset(
+    """
 aaron abby abdul abdullah abigail adam adrian adriana agnieszka ahmed aidan aisha akira alan alberto alejandra
 alejandro aleksandra alessandra alessandro alex alexander alexandra alexis alfie alfred ali alice alicia alina
 alison amanda amara amelia amir amit amy ana anders andrea andreas andrei andres andrés andrew andy angela angelika
@@ -55,11 +56,13 @@ sylvie takashi tamara tanja tanya tariq teresa thabo theo thomas thijs thorsten 
 tomasz toni tony torsten ulrich ursula uwe valentina valentin vanessa vera veronica victor vikram vincent
 vincenzo viktor vivek walter wei weronika werner wim wojciech wolfgang xavier xiao yan yasmin yusuf yuki yuto
 zainab zeynep zhang zofia zoe zoë
-""".split())
+""".split()
+)
 
 # Given names that are also ordinary words, places, brands, products or languages: never a name
 # on their own (a second capitalized word, a title or a cue makes them one).
-AMBIGUOUS = frozenset("""
+AMBIGUOUS = frozenset(
+    """
 will grace hope faith joy april may june summer autumn rose lily iris ivy daisy holly heather ginger sage amber
 ruby pearl crystal jack mark bill pat art sterling victoria florence georgia virginia carolina austin dallas
 jordan paris chelsea sydney brooklyn madison charlotte adelaide rich drew chase hunter mason cash dean gene guy
@@ -67,36 +70,202 @@ max ray rusty frank earl don angel eve dawn robin sky kit penny candy cherry hon
 major duke king prince lane wade reed cliff glen dale heath forest rocky mercedes tesla apple siri alexa cortana
 claude gemini jasper julia ada pascal haskell kotlin swift elixir dart sam ben tim tom jan kim lin li mai chen
 zhang jun kai lea leo ian dan jean mika noor rana nina sonia dana toni rene rené ida eric karl lars
-""".split())
+""".split()
+)
 
 # Titles and forms of address before a name.
 TITLES = (
-    "mr", "mrs", "ms", "miss", "mx", "dr", "prof", "professor", "sir", "dame", "lady", "lord", "rev", "reverend",
-    "herr", "frau", "monsieur", "madame", "mme", "mlle", "señor", "señora", "senor", "senora", "sr", "sra", "srta",
-    "doña", "signor", "signora", "sig", "sig.ra", "dott", "dottor", "dottore", "dottoressa", "dhr", "mevr",
-    "meneer", "mevrouw", "mw", "uncle", "aunt", "auntie", "grandma", "grandpa", "granny", "nurse", "officer",
-    "coach", "tante", "onkel", "oma", "opa", "tía", "tío", "zia", "zio", "doctor", "docteur",
+    "mr",
+    "mrs",
+    "ms",
+    "miss",
+    "mx",
+    "dr",
+    "prof",
+    "professor",
+    "sir",
+    "dame",
+    "lady",
+    "lord",
+    "rev",
+    "reverend",
+    "herr",
+    "frau",
+    "monsieur",
+    "madame",
+    "mme",
+    "mlle",
+    "señor",
+    "señora",
+    "senor",
+    "senora",
+    "sr",
+    "sra",
+    "srta",
+    "doña",
+    "signor",
+    "signora",
+    "sig",
+    "sig.ra",
+    "dott",
+    "dottor",
+    "dottore",
+    "dottoressa",
+    "dhr",
+    "mevr",
+    "meneer",
+    "mevrouw",
+    "mw",
+    "uncle",
+    "aunt",
+    "auntie",
+    "grandma",
+    "grandpa",
+    "granny",
+    "nurse",
+    "officer",
+    "coach",
+    "tante",
+    "onkel",
+    "oma",
+    "opa",
+    "tía",
+    "tío",
+    "zia",
+    "zio",
+    "doctor",
+    "docteur",
 )
 
 # Relation words: "my manager Daniel Okafor", "mon chef, Olivier Martin", "il mio amico Francesco".
 RELATIONS = (
-    "wife", "husband", "son", "daughter", "mother", "mom", "mum", "mother-in-law", "father", "father-in-law", "dad",
-    "brother", "sister", "friend", "best friend", "boss", "manager", "colleague", "coworker", "co-worker",
-    "neighbour", "neighbor", "landlord", "landlady", "tenant", "uncle", "aunt", "grandma", "grandmother", "grandpa",
-    "grandfather", "partner", "boyfriend", "girlfriend", "fiancé", "fiancée", "fiance", "fiancee", "ex", "intern",
-    "cousin", "nephew", "niece", "teacher", "doctor", "dentist", "lawyer", "client", "customer", "assistant",
-    "student", "patient", "kid", "child", "baby", "roommate", "flatmate", "supervisor", "employee", "contractor",
-    "bf", "gf", "bff", "hubby", "wifey", "bestie", "sis", "bro", "mate",
-    "kollege", "kollegin", "chef", "chefin", "freund", "freundin", "mann", "sohn", "tochter", "bruder",
-    "schwester", "nachbar", "nachbarin", "vermieter", "ami", "amie", "collègue", "frère", "sœur", "fils", "fille",
-    "voisin", "voisine", "patron", "jefe", "jefa", "amigo", "amiga", "hermano", "hermana", "hijo", "hija", "vecino",
-    "vecina", "amico", "amica", "capo", "collega", "fratello", "sorella", "figlio", "figlia", "vicino", "vriend",
-    "vriendin", "baas", "zus", "broer", "buurman", "buurvrouw", "moeder", "vader",
+    "wife",
+    "husband",
+    "son",
+    "daughter",
+    "mother",
+    "mom",
+    "mum",
+    "mother-in-law",
+    "father",
+    "father-in-law",
+    "dad",
+    "brother",
+    "sister",
+    "friend",
+    "best friend",
+    "boss",
+    "manager",
+    "colleague",
+    "coworker",
+    "co-worker",
+    "neighbour",
+    "neighbor",
+    "landlord",
+    "landlady",
+    "tenant",
+    "uncle",
+    "aunt",
+    "grandma",
+    "grandmother",
+    "grandpa",
+    "grandfather",
+    "partner",
+    "boyfriend",
+    "girlfriend",
+    "fiancé",
+    "fiancée",
+    "fiance",
+    "fiancee",
+    "ex",
+    "intern",
+    "cousin",
+    "nephew",
+    "niece",
+    "teacher",
+    "doctor",
+    "dentist",
+    "lawyer",
+    "client",
+    "customer",
+    "assistant",
+    "student",
+    "patient",
+    "kid",
+    "child",
+    "baby",
+    "roommate",
+    "flatmate",
+    "supervisor",
+    "employee",
+    "contractor",
+    "bf",
+    "gf",
+    "bff",
+    "hubby",
+    "wifey",
+    "bestie",
+    "sis",
+    "bro",
+    "mate",
+    "kollege",
+    "kollegin",
+    "chef",
+    "chefin",
+    "freund",
+    "freundin",
+    "mann",
+    "sohn",
+    "tochter",
+    "bruder",
+    "schwester",
+    "nachbar",
+    "nachbarin",
+    "vermieter",
+    "ami",
+    "amie",
+    "collègue",
+    "frère",
+    "sœur",
+    "fils",
+    "fille",
+    "voisin",
+    "voisine",
+    "patron",
+    "jefe",
+    "jefa",
+    "amigo",
+    "amiga",
+    "hermano",
+    "hermana",
+    "hijo",
+    "hija",
+    "vecino",
+    "vecina",
+    "amico",
+    "amica",
+    "capo",
+    "collega",
+    "fratello",
+    "sorella",
+    "figlio",
+    "figlia",
+    "vicino",
+    "vriend",
+    "vriendin",
+    "baas",
+    "zus",
+    "broer",
+    "buurman",
+    "buurvrouw",
+    "moeder",
+    "vader",
 )
 
 # Capitalized words that the small English NER model calls a PERSON in ordinary text, and words a
 # cue may be followed by that are no name ("Dear Hiring Manager", "Hi there", "Ask Siri").
-NOT_NAMES = frozenset("""
+NOT_NAMES = frozenset(
+    """
 hiring manager sir madam madame team all everyone everybody customer customers colleagues friends there folks
 guys support sales admin user users reader readers world you yours sirs tutor assistant bot chatgpt gpt claude
 gemini copilot siri alexa cortana bard llama mistral python django flask excel word outlook teams slack zoom
@@ -109,13 +278,16 @@ thank regards best cheers hello hi hey dear sincerely yours kind warm good morni
 vielen dank ihre hilfe merci gracias grazie bedankt danke bitte please ok okay yes no new old great little
 the a an and or of to in on for with from by at as is are was were be this that these those it its my our your
 his her their we they he she i me us them him what which who how why where when here now then today tomorrow
-""".split())
+""".split()
+)
 
 # Words that make a capitalized phrase a place or an institution, not a person: "Victoria Falls",
 # "Lake Victoria", "Elizabeth Line", "Washington Square", "St. Mary's Hospital".
-PLACE_WORDS = frozenset("""
+PLACE_WORDS = frozenset(
+    """
 falls lake lakes mount mountain mountains mt river rivers island islands isle valley beach street road avenue
 square bridge station line airport harbour harbor tower palace museum gallery cathedral chapel abbey college
 university school academy institute hospital clinic centre center stadium arena theatre theater hotel gardens
 desert sea ocean gulf coast canyon glacier peak cape county state city district province region republic kingdom
-""".split())  # not words that are also common surnames: Park, Hall, Hill, Lane, Church, Field, Wood
+""".split()
+)  # not words that are also common surnames: Park, Hall, Hill, Lane, Church, Field, Wood

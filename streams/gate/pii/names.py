@@ -60,8 +60,13 @@ class _StopWords:
         if self.words is None:
             from spacy.lang.en.stop_words import STOP_WORDS
 
-            self.words = frozenset(STOP_WORDS) | NOT_NAMES | frozenset(
-                "u ur im ive id cant dont wont isnt its thats whats lol ok pls plz thx ty asap btw from at about".split())
+            self.words = (
+                frozenset(STOP_WORDS)
+                | NOT_NAMES
+                | frozenset(
+                    "u ur im ive id cant dont wont isnt its thats whats lol ok pls plz thx ty asap btw from at about".split()
+                )
+            )
         return word in self.words
 
 
@@ -83,15 +88,16 @@ _PERSONAL_PLACE = re.compile(
     r"my|our|his|her|their|live|lives|lived|living|move|moved|moving|relocat\w*|based|born|grew up|raised|"
     r"home ?town|resid\w*|address|commut\w*|wohne|wohnen|wohnt|lebe|lebt|wohnhaft|habite|habitons|vivo|vive|"
     r"vivimos|abito|abita|woon|woont|wonen|née?|nato|nata|nacid[oa]|geboren|mein|meine|mon|ma|mes|mi|mis|mio|mia|"
-    r"mijn|ich bin aus|je viens de|soy de|sono di|ik kom uit)(?![^\W_])")
+    r"mijn|ich bin aus|je viens de|soy de|sono di|ik kom uit)(?![^\W_])"
+)
 
 
 def personal_place(text: str, start: int) -> bool:
     """Whether the sentence before a place (60 characters at most) says it is someone's."""
-    window = text[max(0, start - 60):start]
+    window = text[max(0, start - 60) : start]
     cut = max(window.rfind(". "), window.rfind("! "), window.rfind("? "), window.rfind("\n"))
     if cut >= 0:
-        window = window[cut + 1:]
+        window = window[cut + 1 :]
     if _PERSONAL_PLACE.search(window) is not None:
         return True
     # "I'm Priya Patel from Mumbai": "from" right before the place, someone introduced before it.
@@ -99,8 +105,10 @@ def personal_place(text: str, start: int) -> bool:
 
 
 _FROM = re.compile(r"(?i)(?<![^\W_])(?:from|aus|de|di|uit)[ \t]+$")
-_INTRO = re.compile(r"(?i)(?<![^\W_])(?:i'm|i’m|im|i am|we're|we’re|we are|he's|she's|he is|she is|this is|ich bin|"
-                    r"je suis|soy|sono|ik ben)(?![^\W_])")
+_INTRO = re.compile(
+    r"(?i)(?<![^\W_])(?:i'm|i’m|im|i am|we're|we’re|we are|he's|she's|he is|she is|this is|ich bin|"
+    r"je suis|soy|sono|ik ben)(?![^\W_])"
+)
 
 
 class NameModel:
@@ -111,9 +119,13 @@ class NameModel:
         from pathlib import Path
 
         if not (spacy.util.is_package(model) or Path(model).is_dir()):
-            raise ValueError(f"spaCy model {model!r} is neither an installed package nor a directory "
-                             "(models are never downloaded here)")
-        nlp = spacy.load(model, exclude=["parser", "senter", "tagger", "attribute_ruler", "lemmatizer", "morphologizer"])
+            raise ValueError(
+                f"spaCy model {model!r} is neither an installed package nor a directory "
+                "(models are never downloaded here)"
+            )
+        nlp = spacy.load(
+            model, exclude=["parser", "senter", "tagger", "attribute_ruler", "lemmatizer", "morphologizer"]
+        )
         if "ner" not in nlp.pipe_names:
             raise ValueError(f"spaCy model {model!r} has no 'ner' component")
         # The NER of the en_core_web models embeds its own tok2vec; a model whose NER listens to a
@@ -142,8 +154,11 @@ class NameModel:
                 owners.append((i, start))
                 pieces.append(text[start:end])
         for (i, offset), doc in zip(owners, self.nlp.pipe(pieces, batch_size=self.batch_size), strict=True):
-            out[i] += [(NER_LABELS[e.label_], offset + e.start_char, offset + e.end_char)
-                       for e in doc.ents if e.label_ in NER_LABELS]
+            out[i] += [
+                (NER_LABELS[e.label_], offset + e.start_char, offset + e.end_char)
+                for e in doc.ents
+                if e.label_ in NER_LABELS
+            ]
         return out
 
     def results(self, text: str, ents, *, locations: str, wanted) -> list:
@@ -185,10 +200,14 @@ def _supported(text: str, start: int, end: int) -> bool:
 _CAP_WORD = re.compile(rf"(?<![\w'’-])[{_UP}][\w'’-]*")
 _I_FORM = re.compile(r"I(?:['’](?:m|d|ve|ll|M))?$")
 # Two capitalized words in a row (particles between), or a particle and a capitalized word.
-_TWO_CAPS = re.compile(rf"(?<![\w'’-])(?!I[ \t'’])[{_UP}][\w'’-]*(?:[ \t]+{_PARTICLE})*[ \t]+(?!I[ \t'’])[{_UP}][\w'’-]*"
-                       rf"|(?<![\w'’-]){_PARTICLE}[ \t]+[{_UP}]")
-_ABBREVIATION = re.compile(r"(?:\b(?:[A-Z]|Mr|Mrs|Ms|Mx|Dr|Prof|Rev|St|Sr|Sra|Jr|Mme|Mlle|Dott|Dhr|Mevr|Sig|Hr|Fr|Nr|No|"
-                           r"Fig|vs|etc|e\.g|i\.e|approx|Inc|Ltd|Co|Corp|Jan|Feb|Mar|Apr|Jun|Jul|Aug|Sep|Sept|Oct|Nov|Dec)\.)$")
+_TWO_CAPS = re.compile(
+    rf"(?<![\w'’-])(?!I[ \t'’])[{_UP}][\w'’-]*(?:[ \t]+{_PARTICLE})*[ \t]+(?!I[ \t'’])[{_UP}][\w'’-]*"
+    rf"|(?<![\w'’-]){_PARTICLE}[ \t]+[{_UP}]"
+)
+_ABBREVIATION = re.compile(
+    r"(?:\b(?:[A-Z]|Mr|Mrs|Ms|Mx|Dr|Prof|Rev|St|Sr|Sra|Jr|Mme|Mlle|Dott|Dhr|Mevr|Sig|Hr|Fr|Nr|No|"
+    r"Fig|vs|etc|e\.g|i\.e|approx|Inc|Ltd|Co|Corp|Jan|Feb|Mar|Apr|Jun|Jul|Aug|Sep|Sept|Oct|Nov|Dec)\.)$"
+)
 _SENTENCE_END = re.compile(r"[.!?]+[\"'”’)]*[ \t]+|\n+")
 
 
@@ -197,7 +216,7 @@ def sentences(text: str) -> list[tuple[int, int]]:
     but not after a title or an initial ("Dr. Sarah O'Connor", "J. Smith")."""
     out, start = [], 0
     for m in _SENTENCE_END.finditer(text):
-        if "\n" not in m.group() and _ABBREVIATION.search(text[max(start, m.start() - 8):m.start() + 1]):
+        if "\n" not in m.group() and _ABBREVIATION.search(text[max(start, m.start() - 8) : m.start() + 1]):
             continue
         if m.start() > start:
             out.append((start, m.start() + len(m.group().rstrip())))
@@ -256,7 +275,9 @@ def ner_segments(text: str, *, locations: str = "personal") -> list[tuple[int, i
     return cut
 
 
-_TITLE_PREFIX = re.compile(rf"^(?i:(?:{'|'.join(re.escape(t) for t in sorted(TITLES, key=len, reverse=True))})\.?[ \t]+)+")
+_TITLE_PREFIX = re.compile(
+    rf"^(?i:(?:{'|'.join(re.escape(t) for t in sorted(TITLES, key=len, reverse=True))})\.?[ \t]+)+"
+)
 
 
 def _strip_title(text: str, start: int, end: int) -> tuple[int, int]:
@@ -266,34 +287,212 @@ def _strip_title(text: str, start: int, end: int) -> tuple[int, int]:
 
 # -- cues ------------------------------------------------------------------------------------------
 
+
 def _alt(words) -> str:
     return "|".join(re.escape(w).replace(r"\ ", r"[ \t]+") for w in sorted(set(words), key=len, reverse=True))
 
 
-_STRONG_INTRO = ("my name is", "my name's", "my full name is", "name is", "i am called", "call me", "mein name ist",
-                 "ich heiße", "ich heisse", "je m'appelle", "je m’appelle", "mon nom est", "me llamo",
-                 "mi nombre es", "mi chiamo", "il mio nome è", "ik heet", "mijn naam is", "signed", "yours truly")
-_WEAK_INTRO = ("i'm", "i’m", "im", "i am", "this is", "it's", "its", "it is", "ich bin", "hier ist", "je suis",
-               "c'est", "soy", "sono", "ik ben", "hier is", "here is", "it’s")
-_VERBS = ("tell", "ask", "email", "e-mail", "mail", "call", "text", "message", "ping", "remind", "invite", "cc",
-          "bcc", "thank", "congratulate", "forward this to", "forward it to", "forward to", "write to", "reply to",
-          "send it to", "send this to", "contact", "meet", "meeting with", "talk to", "speak to", "letter to",
-          "note to", "email to", "message to", "schreib", "schreibe", "frag", "sag", "écris à", "écrire à",
-          "rappelle à", "demande à", "dis à", "escribe a", "pregunta a", "dile a", "mensaje a", "scrivi a",
-          "chiedi a", "lettera a", "vraag aan", "stuur naar", "zeg tegen", "mail naar", "by", "with", "from", "and", "for",
-          "about")
-_GREETINGS = ("dear", "hi", "hello", "hey", "hiya", "good morning", "good afternoon", "good evening", "bonjour",
-              "bonsoir", "salut", "cher", "chère", "hallo", "liebe", "lieber", "sehr geehrte", "sehr geehrter", "hola",
-              "querido", "querida", "estimado", "estimada", "ciao", "buongiorno", "caro", "cara", "gentile", "beste",
-              "hoi", "geachte", "greetings")
-_SIGNOFFS = ("regards", "best regards", "kind regards", "warm regards", "thanks", "thank you", "many thanks",
-             "cheers", "best", "sincerely", "yours sincerely", "yours", "love", "mit freundlichen grüßen",
-             "mit freundlichen grüssen", "viele grüße", "beste grüße", "liebe grüße", "gruß", "grüße", "cordialement",
-             "bien à vous", "amitiés", "saludos", "un saludo", "atentamente", "cordiali saluti", "distinti saluti",
-             "saluti", "met vriendelijke groet", "met vriendelijke groeten", "groeten", "groetjes", "--")
-_FIELDS = ("name", "full name", "patient", "patient name", "pt", "pt name", "author", "authors", "from", "to", "cc",
-           "reply-to", "contact", "attendee", "client", "customer", "employee", "tenant", "applicant", "nom",
-           "nombre", "nome", "naam", "signed by", "prepared by", "reviewed by", "assigned to", "owner")
+_STRONG_INTRO = (
+    "my name is",
+    "my name's",
+    "my full name is",
+    "name is",
+    "i am called",
+    "call me",
+    "mein name ist",
+    "ich heiße",
+    "ich heisse",
+    "je m'appelle",
+    "je m’appelle",
+    "mon nom est",
+    "me llamo",
+    "mi nombre es",
+    "mi chiamo",
+    "il mio nome è",
+    "ik heet",
+    "mijn naam is",
+    "signed",
+    "yours truly",
+)
+_WEAK_INTRO = (
+    "i'm",
+    "i’m",
+    "im",
+    "i am",
+    "this is",
+    "it's",
+    "its",
+    "it is",
+    "ich bin",
+    "hier ist",
+    "je suis",
+    "c'est",
+    "soy",
+    "sono",
+    "ik ben",
+    "hier is",
+    "here is",
+    "it’s",
+)
+_VERBS = (
+    "tell",
+    "ask",
+    "email",
+    "e-mail",
+    "mail",
+    "call",
+    "text",
+    "message",
+    "ping",
+    "remind",
+    "invite",
+    "cc",
+    "bcc",
+    "thank",
+    "congratulate",
+    "forward this to",
+    "forward it to",
+    "forward to",
+    "write to",
+    "reply to",
+    "send it to",
+    "send this to",
+    "contact",
+    "meet",
+    "meeting with",
+    "talk to",
+    "speak to",
+    "letter to",
+    "note to",
+    "email to",
+    "message to",
+    "schreib",
+    "schreibe",
+    "frag",
+    "sag",
+    "écris à",
+    "écrire à",
+    "rappelle à",
+    "demande à",
+    "dis à",
+    "escribe a",
+    "pregunta a",
+    "dile a",
+    "mensaje a",
+    "scrivi a",
+    "chiedi a",
+    "lettera a",
+    "vraag aan",
+    "stuur naar",
+    "zeg tegen",
+    "mail naar",
+    "by",
+    "with",
+    "from",
+    "and",
+    "for",
+    "about",
+)
+_GREETINGS = (
+    "dear",
+    "hi",
+    "hello",
+    "hey",
+    "hiya",
+    "good morning",
+    "good afternoon",
+    "good evening",
+    "bonjour",
+    "bonsoir",
+    "salut",
+    "cher",
+    "chère",
+    "hallo",
+    "liebe",
+    "lieber",
+    "sehr geehrte",
+    "sehr geehrter",
+    "hola",
+    "querido",
+    "querida",
+    "estimado",
+    "estimada",
+    "ciao",
+    "buongiorno",
+    "caro",
+    "cara",
+    "gentile",
+    "beste",
+    "hoi",
+    "geachte",
+    "greetings",
+)
+_SIGNOFFS = (
+    "regards",
+    "best regards",
+    "kind regards",
+    "warm regards",
+    "thanks",
+    "thank you",
+    "many thanks",
+    "cheers",
+    "best",
+    "sincerely",
+    "yours sincerely",
+    "yours",
+    "love",
+    "mit freundlichen grüßen",
+    "mit freundlichen grüssen",
+    "viele grüße",
+    "beste grüße",
+    "liebe grüße",
+    "gruß",
+    "grüße",
+    "cordialement",
+    "bien à vous",
+    "amitiés",
+    "saludos",
+    "un saludo",
+    "atentamente",
+    "cordiali saluti",
+    "distinti saluti",
+    "saluti",
+    "met vriendelijke groet",
+    "met vriendelijke groeten",
+    "groeten",
+    "groetjes",
+    "--",
+)
+_FIELDS = (
+    "name",
+    "full name",
+    "patient",
+    "patient name",
+    "pt",
+    "pt name",
+    "author",
+    "authors",
+    "from",
+    "to",
+    "cc",
+    "reply-to",
+    "contact",
+    "attendee",
+    "client",
+    "customer",
+    "employee",
+    "tenant",
+    "applicant",
+    "nom",
+    "nombre",
+    "nome",
+    "naam",
+    "signed by",
+    "prepared by",
+    "reviewed by",
+    "assigned to",
+    "owner",
+)
 
 
 def _keys(*families) -> tuple[frozenset[str], ...] | None:
@@ -309,8 +508,10 @@ def _name_after(cue: str, *, lower: str) -> re.Pattern:
     return re.compile(rf"(?<![^\W_])(?i:{cue})(?![^\W_])[ \t]*,?[ \t]*[\"“]?(?:(?P<cap>{_FULL})|{low})")
 
 
-_PLACE_PREFIX = re.compile(r"(?:\b(?:San|Santa|Santo|São|Sao|Saint|St\.?|Ste\.?|Sankt|Port|Fort|Mount|Mt\.?|Lake|Cape|"
-                           r"Lac|Monte|Villa|Ciudad|Puerto|Porto|New)[ \t]+)$")
+_PLACE_PREFIX = re.compile(
+    r"(?:\b(?:San|Santa|Santo|São|Sao|Saint|St\.?|Ste\.?|Sankt|Port|Fort|Mount|Mt\.?|Lake|Cape|"
+    r"Lac|Monte|Villa|Ciudad|Puerto|Porto|New)[ \t]+)$"
+)
 
 
 class NameCues(RegexRecognizer):
@@ -318,8 +519,26 @@ class NameCues(RegexRecognizer):
 
     def __init__(self):
         titles = rf"(?:{_alt(TITLES)})\.?(?:[ \t]+(?:{_alt(TITLES)})\.?)?"
-        possessives = ("my", "our", "his", "her", "their", "mein", "meine", "meinem", "meiner", "mon", "ma", "mes",
-                       "mi", "mis", "il mio", "la mia", "mijn", "onze")
+        possessives = (
+            "my",
+            "our",
+            "his",
+            "her",
+            "their",
+            "mein",
+            "meine",
+            "meinem",
+            "meiner",
+            "mon",
+            "ma",
+            "mes",
+            "mi",
+            "mis",
+            "il mio",
+            "la mia",
+            "mijn",
+            "onze",
+        )
         relation = rf"(?:{_alt(possessives)})[ \t]+(?:{_alt(RELATIONS)})"
         signoffs = [w for w in _SIGNOFFS if w != "--"]
         self.cues = [
@@ -328,20 +547,41 @@ class NameCues(RegexRecognizer):
             (_name_after(_alt(_STRONG_INTRO), lower="any"), "any", _keys(_STRONG_INTRO)),
             (_name_after(_alt(_WEAK_INTRO), lower="given"), "given-cap", _keys(_WEAK_INTRO)),
             # "This is Aaliyah from HR", "It's Tom here", "hier ist Jana von der Bank": any capitalized name
-            (re.compile(rf"(?<![^\W_])(?i:{_alt(_WEAK_INTRO)})[ \t]+(?P<cap>{_FULL})(?=[ \t]*,?[ \t]+(?i:from|at|here|"
-                        rf"speaking|von|de|da|di|van|uit)\b)"), "any", _keys(_WEAK_INTRO)),
+            (
+                re.compile(
+                    rf"(?<![^\W_])(?i:{_alt(_WEAK_INTRO)})[ \t]+(?P<cap>{_FULL})(?=[ \t]*,?[ \t]+(?i:from|at|here|"
+                    rf"speaking|von|de|da|di|van|uit)\b)"
+                ),
+                "any",
+                _keys(_WEAK_INTRO),
+            ),
             (_name_after(titles, lower="any"), "any", _keys(TITLES)),
             (_name_after(relation, lower="given"), "given", _keys(possessives, RELATIONS)),
             (_name_after(_alt(_VERBS), lower="given"), "given-cap", _keys(_VERBS)),
-            (re.compile(rf"(?:^|(?<=[\n.!?]))[ \t]*(?i:{_alt(_GREETINGS)})[ \t]+(?:(?i:{titles})[ \t]+)?(?P<cap>{_FULL})"
-                        rf"|(?:^|(?<=[\n.!?]))[ \t]*(?i:{_alt(_GREETINGS)})[ \t]+(?P<low>{_LOW})(?=[ \t]*[,!\n])"), "given",
-             _keys(_GREETINGS)),
-            (re.compile(rf"(?im)^[ \t]*(?:{_alt(signoffs)})[ \t]*[,!.]?[ \t]*\n+[ \t]*(?P<cap>{_FULL})[ \t]*$"
-                        rf"|(?i:\b(?:thanks|cheers|regards|best))[ \t]*,[ \t]*(?P<cap2>{_CAP})[ \t]*[.!]?[ \t]*$"), "none",
-             _keys(signoffs)),
+            (
+                re.compile(
+                    rf"(?:^|(?<=[\n.!?]))[ \t]*(?i:{_alt(_GREETINGS)})[ \t]+(?:(?i:{titles})[ \t]+)?(?P<cap>{_FULL})"
+                    rf"|(?:^|(?<=[\n.!?]))[ \t]*(?i:{_alt(_GREETINGS)})[ \t]+(?P<low>{_LOW})(?=[ \t]*[,!\n])"
+                ),
+                "given",
+                _keys(_GREETINGS),
+            ),
+            (
+                re.compile(
+                    rf"(?im)^[ \t]*(?:{_alt(signoffs)})[ \t]*[,!.]?[ \t]*\n+[ \t]*(?P<cap>{_FULL})[ \t]*$"
+                    rf"|(?i:\b(?:thanks|cheers|regards|best))[ \t]*,[ \t]*(?P<cap2>{_CAP})[ \t]*[.!]?[ \t]*$"
+                ),
+                "none",
+                _keys(signoffs),
+            ),
             (re.compile(rf"(?m)^[ \t]*--[ \t]*\n+[ \t]*(?P<cap>{_FULL})[ \t]*$"), "none", None),  # a signature
-            (re.compile(rf"(?im)^[ \t]*(?:{_alt(_FIELDS)})[ \t]*:[ \t]*[\"“]?(?:(?P<cap>{_FULL})|(?P<low>{_LOW}(?:[ \t]+{_LOW}){{0,2}}))"),
-             "any", _keys(_FIELDS)),
+            (
+                re.compile(
+                    rf"(?im)^[ \t]*(?:{_alt(_FIELDS)})[ \t]*:[ \t]*[\"“]?(?:(?P<cap>{_FULL})|(?P<low>{_LOW}(?:[ \t]+{_LOW}){{0,2}}))"
+                ),
+                "any",
+                _keys(_FIELDS),
+            ),
         ]
         self.word = re.compile(rf"(?<![^\W_]){_CAP}")
         self.pair = re.compile(rf"(?P<first>{_CAP})(?:[ \t]+(?:{_PARTICLE}[ \t]+){{0,2}}(?P<rest>{_CAP})){{0,3}}")
@@ -384,11 +624,11 @@ class NameCues(RegexRecognizer):
     def _cap_name(self, text: str, start: int, end: int, mode: str):
         words = self._words(text, start, end)
         # Drop trailing words that are no name ("Dear Hiring Manager", "Ask Raj If").
-        while words and text[words[-1][0]:words[-1][1]].lower() in STOP:
+        while words and text[words[-1][0] : words[-1][1]].lower() in STOP:
             words.pop()
-        if not words or text[words[0][0]:words[0][1]].lower() in STOP:
+        if not words or text[words[0][0] : words[0][1]].lower() in STOP:
             return None
-        first = text[words[0][0]:words[0][1]].lower()
+        first = text[words[0][0] : words[0][1]].lower()
         if mode == "given-cap" and len(words) == 1 and (first not in GIVEN_NAMES or first in AMBIGUOUS):
             return None
         if mode == "given-cap" and len(words) > 1 and first not in GIVEN_NAMES:
@@ -410,13 +650,13 @@ class NameCues(RegexRecognizer):
 
     def _given_name(self, text: str, m: re.Match):
         first = m.group("first")
-        if _PLACE_PREFIX.search(text[max(0, m.start() - 8):m.start()]):
+        if _PLACE_PREFIX.search(text[max(0, m.start() - 8) : m.start()]):
             return None  # San Francisco, Santa Monica, St. Louis, Port Elizabeth
         words = self._words(text, m.start(), m.end())
         low = first.lower()
         if low not in GIVEN_NAMES:
             return None
-        while len(words) > 1 and text[words[-1][0]:words[-1][1]].lower() in STOP:
+        while len(words) > 1 and text[words[-1][0] : words[-1][1]].lower() in STOP:
             words.pop()
         if len(words) == 1 and low in AMBIGUOUS:
             return None
@@ -429,16 +669,47 @@ _PLACE_CUE = re.compile(
     rf"(?<![^\W_])(?i:live|lives|lived|living|moved|moving|move|based|born|grew[ \t]+up|reside|resides|residing|"
     rf"commute|commutes|commuting|wohne|wohnen|lebe|habite|vivo|abito|woon|woont|née?|nato|nata|nacid[oa]|geboren)"
     rf"(?![^\W_])[^\n.!?]{{0,30}}?[ \t](?i:in|to|at|near|en|à|a|im|in[ \t]+der|op|bij)"
-    rf"[ \t]+(?P<place>{_CAP}(?:[ \t]+{_CAP}){{0,2}})")
+    rf"[ \t]+(?P<place>{_CAP}(?:[ \t]+{_CAP}){{0,2}})"
+)
 
 
-_PLACE_VERBS = ("live", "lives", "lived", "living", "moved", "moving", "move", "based", "born", "grew", "reside",
-                "resides", "residing", "commute", "commutes", "commuting", "wohne", "wohnen", "lebe", "habite", "vivo",
-                "abito", "woon", "woont", "né", "née", "nato", "nata", "nacido", "nacida", "geboren")
+_PLACE_VERBS = (
+    "live",
+    "lives",
+    "lived",
+    "living",
+    "moved",
+    "moving",
+    "move",
+    "based",
+    "born",
+    "grew",
+    "reside",
+    "resides",
+    "residing",
+    "commute",
+    "commutes",
+    "commuting",
+    "wohne",
+    "wohnen",
+    "lebe",
+    "habite",
+    "vivo",
+    "abito",
+    "woon",
+    "woont",
+    "né",
+    "née",
+    "nato",
+    "nata",
+    "nacido",
+    "nacida",
+    "geboren",
+)
 
 
 class PlaceCues(RegexRecognizer):
-    """"I live in Bristol", "we moved to Utrecht", "ich wohne in Köln": a place after a verb of
+    """ "I live in Bristol", "we moved to Utrecht", "ich wohne in Köln": a place after a verb of
     living, without the model."""
 
     def __init__(self):
@@ -446,8 +717,11 @@ class PlaceCues(RegexRecognizer):
         self.entities = ("LOCATION",)
 
     def find(self, text: str, keys: set[str] | None = None) -> list:
-        return [result("LOCATION", m.start("place"), m.end("place"), CUE_SCORE) for m in _PLACE_CUE.finditer(text)
-                if m.group("place").lower() not in STOP]
+        return [
+            result("LOCATION", m.start("place"), m.end("place"), CUE_SCORE)
+            for m in _PLACE_CUE.finditer(text)
+            if m.group("place").lower() not in STOP
+        ]
 
 
 def name_cues(wanted) -> list:

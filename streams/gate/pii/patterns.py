@@ -23,8 +23,17 @@ from streams.gate.pii.base import ContextWords, PresidioRecognizer, RegexRecogni
 __all__ = ["PATTERN_ENTITIES", "PHONE_MIN_DIGITS", "PHONE_REGIONS", "pattern_recognizers", "phone_gate"]
 
 PATTERN_ENTITIES: tuple[str, ...] = (
-    "EMAIL_ADDRESS", "PHONE_NUMBER", "CREDIT_CARD", "IBAN_CODE", "IP_ADDRESS", "MAC_ADDRESS", "US_SSN", "CRYPTO",
-    "URL", "STREET_ADDRESS", "USERNAME",
+    "EMAIL_ADDRESS",
+    "PHONE_NUMBER",
+    "CREDIT_CARD",
+    "IBAN_CODE",
+    "IP_ADDRESS",
+    "MAC_ADDRESS",
+    "US_SSN",
+    "CRYPTO",
+    "URL",
+    "STREET_ADDRESS",
+    "USERNAME",
 )
 
 # Regions whose national formats python-phonenumbers recognizes ("020 7946 0958"); numbers written
@@ -58,23 +67,47 @@ def pattern_recognizers(entities) -> list:
 
     wanted = set(entities)
     factories = {
-        "EMAIL_ADDRESS": lambda: [PresidioRecognizer(_email_recognizer(), re.compile("@"), case_sensitive=None),
-                                  _spelled_email()],
-        "PHONE_NUMBER": lambda: [PresidioRecognizer(_phone_recognizer(), phone_gate()), _nanp_phone(), _contextual_phone()],
-        "CREDIT_CARD": lambda: [PresidioRecognizer(CreditCardRecognizer(), re.compile(r"\d(?:[- ]?\d){12}"),
-                                                   case_sensitive=None)],
+        "EMAIL_ADDRESS": lambda: [
+            PresidioRecognizer(_email_recognizer(), re.compile("@"), case_sensitive=None),
+            _spelled_email(),
+        ],
+        "PHONE_NUMBER": lambda: [
+            PresidioRecognizer(_phone_recognizer(), phone_gate()),
+            _nanp_phone(),
+            _contextual_phone(),
+        ],
+        "CREDIT_CARD": lambda: [
+            PresidioRecognizer(CreditCardRecognizer(), re.compile(r"\d(?:[- ]?\d){12}"), case_sensitive=None)
+        ],
         "IBAN_CODE": lambda: [PresidioRecognizer(IbanRecognizer(), re.compile(r"[A-Z]{2}\d{2}"), case_sensitive=None)],
-        "IP_ADDRESS": lambda: [PresidioRecognizer(_ip_recognizer(), re.compile(r"\d\.\d{1,3}\.\d|::|[0-9A-Fa-f]:[0-9A-Fa-f]"),
-                                                  case_sensitive=None)],
-        "MAC_ADDRESS": lambda: [PresidioRecognizer(MacAddressRecognizer(), re.compile(
-            r"[0-9A-Fa-f]{2}[:-][0-9A-Fa-f]{2}[:-]|[0-9A-Fa-f]{4}\.[0-9A-Fa-f]{4}\."), case_sensitive=None,
-            hints=(":", "-", "."))],
-        "US_SSN": lambda: [PresidioRecognizer(UsSsnRecognizer(), re.compile(r"\d(?:[- .]?\d){8}"), case_sensitive=None)],
-        "CRYPTO": lambda: [PresidioRecognizer(CryptoRecognizer(), re.compile(r"(?i)(?:bc1|[13])[a-z0-9]{25}"),
-                                              case_sensitive=None)],
+        "IP_ADDRESS": lambda: [
+            PresidioRecognizer(
+                _ip_recognizer(), re.compile(r"\d\.\d{1,3}\.\d|::|[0-9A-Fa-f]:[0-9A-Fa-f]"), case_sensitive=None
+            )
+        ],
+        "MAC_ADDRESS": lambda: [
+            PresidioRecognizer(
+                MacAddressRecognizer(),
+                re.compile(r"[0-9A-Fa-f]{2}[:-][0-9A-Fa-f]{2}[:-]|[0-9A-Fa-f]{4}\.[0-9A-Fa-f]{4}\."),
+                case_sensitive=None,
+                hints=(":", "-", "."),
+            )
+        ],
+        "US_SSN": lambda: [
+            PresidioRecognizer(UsSsnRecognizer(), re.compile(r"\d(?:[- .]?\d){8}"), case_sensitive=None)
+        ],
+        "CRYPTO": lambda: [
+            PresidioRecognizer(CryptoRecognizer(), re.compile(r"(?i)(?:bc1|[13])[a-z0-9]{25}"), case_sensitive=None)
+        ],
         "URL": lambda: [PresidioRecognizer(_url_recognizer(), re.compile("://"), case_sensitive=None)],
-        "STREET_ADDRESS": lambda: [PresidioRecognizer(_street_address_recognizer(), re.compile(
-            r"\d[A-Za-z]?(?:[-/]\d{1,5}[A-Za-z]?)?[ \t]+\w|(?i:box)[ \t]+\d"), case_sensitive=None), _european_street()],
+        "STREET_ADDRESS": lambda: [
+            PresidioRecognizer(
+                _street_address_recognizer(),
+                re.compile(r"\d[A-Za-z]?(?:[-/]\d{1,5}[A-Za-z]?)?[ \t]+\w|(?i:box)[ \t]+\d"),
+                case_sensitive=None,
+            ),
+            _european_street(),
+        ],
         "USERNAME": lambda: [_home_path_user()],
     }
     out = []
@@ -85,6 +118,7 @@ def pattern_recognizers(entities) -> list:
 
 
 # -- e-mail ----------------------------------------------------------------------------------------
+
 
 def _email_recognizer():
     """presidio's EmailRecognizer, validating domains with an offline tldextract (the module-level
@@ -129,7 +163,8 @@ _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 _NOT_LOCAL = frozenset(
     "a an the in on up out back me us you him her them it this that there here look looking looked sign signed log "
     "logged work works worked working arrive arrived stay stayed meet available found located hosted found online "
-    "account accounts inbox email mail address login page site".split())
+    "account accounts inbox email mail address login page site".split()
+)
 
 
 def _spelled_email() -> RegexRecognizer:
@@ -142,21 +177,27 @@ def _spelled_email() -> RegexRecognizer:
     local = rf"(?P<local>{_WORDISH}(?:{_LOCAL_SEP}{_WORDISH}){{0,6}})"
     dot_any = rf"(?:{_DOT_BRACKET}|{_DOT_WORD}|\.)"
     bracketed = re.compile(
-        rf"(?<![\w.@+-]){local}{_AT_BRACKET}{_LABEL}(?:{dot_any}{_LABEL}){{0,5}}?{dot_any}(?i:{_TLDS})(?![\w-])")
+        rf"(?<![\w.@+-]){local}{_AT_BRACKET}{_LABEL}(?:{dot_any}{_LABEL}){{0,5}}?{dot_any}(?i:{_TLDS})(?![\w-])"
+    )
     spelled = re.compile(
-        rf"(?<![\w.@+-]){local}{_AT_WORD}{_LABEL}(?:{dot_any}{_LABEL}){{0,5}}?(?:{_DOT_BRACKET}|{_DOT_WORD})(?i:{_TLDS})(?![\w-])")
+        rf"(?<![\w.@+-]){local}{_AT_WORD}{_LABEL}(?:{dot_any}{_LABEL}){{0,5}}?(?:{_DOT_BRACKET}|{_DOT_WORD})(?i:{_TLDS})(?![\w-])"
+    )
     provider = re.compile(
-        rf"(?<![\w.@+-]){local}{_AT_WORD}(?i:{_PROVIDERS})(?:{dot_any}{_LABEL}){{0,5}}?{dot_any}(?i:{_TLDS})(?![\w-])")
+        rf"(?<![\w.@+-]){local}{_AT_WORD}(?i:{_PROVIDERS})(?:{dot_any}{_LABEL}){{0,5}}?{dot_any}(?i:{_TLDS})(?![\w-])"
+    )
 
     def not_prose(value: str) -> bool:
         first = re.split(r"[ \t]+", value, maxsplit=1)[0]
         return first.lower() not in _NOT_LOCAL
 
     rules = [Rule("EMAIL_ADDRESS", p, 0.8, validate=not_prose) for p in (bracketed, spelled, provider)]
-    return RegexRecognizer("SpelledEmailRecognizer", rules, re.compile(r"(?i:[\[({<][ \t]*at[ \t]*[\])}>]|[ \t]at[ \t])"))
+    return RegexRecognizer(
+        "SpelledEmailRecognizer", rules, re.compile(r"(?i:[\[({<][ \t]*at[ \t]*[\])}>]|[ \t]at[ \t])")
+    )
 
 
 # -- network ---------------------------------------------------------------------------------------
+
 
 def _ip_recognizer():
     """presidio's IpRecognizer, minus addresses that belong to nobody.
@@ -202,6 +243,7 @@ def _url_recognizer():
 
 # -- phone -----------------------------------------------------------------------------------------
 
+
 def phone_gate():
     """Matches wherever python-phonenumbers' matcher could find a valid number.
 
@@ -246,8 +288,10 @@ def _phone_recognizer():
             for line in text.split("\n"):
                 if gate.search(line) is not None:
                     step = PHONE_WINDOW - PHONE_OVERLAP
-                    for start in range(0, max(len(line) - PHONE_OVERLAP, 1), step) if len(line) > PHONE_WINDOW else (0,):
-                        piece = line[start:start + PHONE_WINDOW]
+                    for start in (
+                        range(0, max(len(line) - PHONE_OVERLAP, 1), step) if len(line) > PHONE_WINDOW else (0,)
+                    ):
+                        piece = line[start : start + PHONE_WINDOW]
                         if start and gate.search(piece) is None:
                             continue
                         for r in super().analyze(piece, entities, None):
@@ -275,11 +319,55 @@ def _nanp_phone() -> RegexRecognizer:
 
 # Words that say the number next to them is a phone number, in the six languages of the corpus.
 PHONE_WORDS = (
-    "phone", "telephone", "tel", "tel.", "mobile", "mob", "cell", "cellphone", "landline", "whatsapp", "signal",
-    "call me", "call us", "ring me", "ring", "text me", "sms", "fax", "my number", "our number", "direct line",
-    "office line", "hotline", "handy", "telefon", "telefonnummer", "handynummer", "ruf mich", "anrufen", "rufnummer",
-    "numéro", "portable", "téléphone", "appelle", "appelez", "móvil", "movil", "teléfono", "telefono", "llámame",
-    "llamame", "cellulare", "chiamami", "numero", "nummer", "mobiel", "bel me", "bellen", "contact",
+    "phone",
+    "telephone",
+    "tel",
+    "tel.",
+    "mobile",
+    "mob",
+    "cell",
+    "cellphone",
+    "landline",
+    "whatsapp",
+    "signal",
+    "call me",
+    "call us",
+    "ring me",
+    "ring",
+    "text me",
+    "sms",
+    "fax",
+    "my number",
+    "our number",
+    "direct line",
+    "office line",
+    "hotline",
+    "handy",
+    "telefon",
+    "telefonnummer",
+    "handynummer",
+    "ruf mich",
+    "anrufen",
+    "rufnummer",
+    "numéro",
+    "portable",
+    "téléphone",
+    "appelle",
+    "appelez",
+    "móvil",
+    "movil",
+    "teléfono",
+    "telefono",
+    "llámame",
+    "llamame",
+    "cellulare",
+    "chiamami",
+    "numero",
+    "nummer",
+    "mobiel",
+    "bel me",
+    "bellen",
+    "contact",
 )
 
 
@@ -289,16 +377,19 @@ def _contextual_phone() -> RegexRecognizer:
     separated by single spaces, dots, dashes, slashes or parentheses, optionally after '+' or '00';
     a phone word within 40 characters before."""
     # Groups of digits, each ended by a separator or the end: no two ways to split a run of digits.
-    number = re.compile(r"(?<![\w+.,/-])(?:\+|00)?\(?\d{1,15}\)?(?:(?:[ \t]?[-./][ \t]?|[ \t])\(?\d{1,15}\)?){0,8}"
-                        r"(?![\w-]|[.,]\d)")
+    number = re.compile(
+        r"(?<![\w+.,/-])(?:\+|00)?\(?\d{1,15}\)?(?:(?:[ \t]?[-./][ \t]?|[ \t])\(?\d{1,15}\)?){0,8}"
+        r"(?![\w-]|[.,]\d)"
+    )
 
     def digits_ok(value: str) -> bool:
         return 7 <= sum(ch.isdigit() for ch in value) <= 15 and value[-1].isdigit()
 
     context = ContextWords(PHONE_WORDS, before=40, after=0)
     rule = Rule("PHONE_NUMBER", number, 0.6, validate=digits_ok, context=context)
-    return RegexRecognizer("ContextPhoneRecognizer", [rule], re.compile(r"\d(?:\D{0,3}\d){6}"),
-                           keys=word_keys(context.words))
+    return RegexRecognizer(
+        "ContextPhoneRecognizer", [rule], re.compile(r"\d(?:\D{0,3}\d){6}"), keys=word_keys(context.words)
+    )
 
 
 # -- addresses -------------------------------------------------------------------------------------
@@ -375,23 +466,74 @@ def _european_street() -> RegexRecognizer:
     de_nl = re.compile(
         rf"(?<![\w-])(?:{_CAP_WORD}[ \t-])?{_UP}{_LOW}*(?:straße|strasse|str\.|weg|gasse|platz|allee|ring|damm|ufer|"
         rf"chaussee|steig|pfad|straat|gracht|laan|plein|kade|singel|dijk|steeg|dreef|hof)[ \t]+\d{{1,4}}[a-z]?\b"
-        rf"{_POSTAL_TAIL}")
+        rf"{_POSTAL_TAIL}"
+    )
     fr = re.compile(
         rf"(?<![\w,.-])\d{{1,4}}(?:[ \t]?(?:bis|ter))?,?[ \t]+(?:rue|avenue|av\.|boulevard|bd|place|allée|allee|chemin|"
         rf"impasse|quai|route|cours|square)[ \t]+(?:(?:de[ \t]+la|de[ \t]+l['’]|des|du|de|d['’])[ \t]*)?{_CAP_WORD}"
-        rf"(?:[ \t]+{_CAP_WORD}){{0,3}}{_POSTAL_TAIL}")
+        rf"(?:[ \t]+{_CAP_WORD}){{0,3}}{_POSTAL_TAIL}"
+    )
     es_it = re.compile(
         rf"(?<![\w-])(?:Calle|C/|Avenida|Avda\.?|Plaza|Pza\.|Paseo|Camino|Carrer|Rúa|Ronda|Via|Viale|Piazza|Piazzale|"
         rf"Corso|Largo|Vicolo)[ \t]+(?:(?:de[ \t]+la|de[ \t]+los|de[ \t]+las|del|de|dei|degli|della|delle|di)[ \t]+)?"
-        rf"{_CAP_WORD}(?:[ \t]+{_CAP_WORD}){{0,3}},?[ \t]+(?:n[º°o]\.?[ \t]*)?\d{{1,4}}(?:/?[A-Za-z])?\b{_POSTAL_TAIL}")
+        rf"{_CAP_WORD}(?:[ \t]+{_CAP_WORD}){{0,3}},?[ \t]+(?:n[º°o]\.?[ \t]*)?\d{{1,4}}(?:/?[A-Za-z])?\b{_POSTAL_TAIL}"
+    )
     rules = [Rule("STREET_ADDRESS", p, 0.6) for p in (de_nl, fr, es_it)]
     # A house number after a street name (de, nl, es, it), or before a French street type.
-    trigger = re.compile(r"(?:[^\W\d_]|\.),?[ \t]+(?:n[º°o]\.?[ \t]*)?\d|\d(?:[ \t]?(?:bis|ter))?,?[ \t]+"
-                         r"(?:rue|avenue|av\.|boulevard|bd|place|allée|allee|chemin|impasse|quai|route|cours|square)\b")
-    hints = ("straße", "strasse", "str.", "weg", "gasse", "platz", "allee", "allée", "ring", "damm", "ufer", "chaussee",
-             "steig", "pfad", "straat", "gracht", "laan", "plein", "kade", "singel", "dijk", "steeg", "dreef", "hof",
-             "rue", "av", "bd", "place", "chemin", "impasse", "quai", "route", "cours", "square", "calle", "c/", "plaza",
-             "pza.", "paseo", "camino", "carrer", "rúa", "ronda", "via", "piazza", "corso", "largo", "vicolo")
+    trigger = re.compile(
+        r"(?:[^\W\d_]|\.),?[ \t]+(?:n[º°o]\.?[ \t]*)?\d|\d(?:[ \t]?(?:bis|ter))?,?[ \t]+"
+        r"(?:rue|avenue|av\.|boulevard|bd|place|allée|allee|chemin|impasse|quai|route|cours|square)\b"
+    )
+    hints = (
+        "straße",
+        "strasse",
+        "str.",
+        "weg",
+        "gasse",
+        "platz",
+        "allee",
+        "allée",
+        "ring",
+        "damm",
+        "ufer",
+        "chaussee",
+        "steig",
+        "pfad",
+        "straat",
+        "gracht",
+        "laan",
+        "plein",
+        "kade",
+        "singel",
+        "dijk",
+        "steeg",
+        "dreef",
+        "hof",
+        "rue",
+        "av",
+        "bd",
+        "place",
+        "chemin",
+        "impasse",
+        "quai",
+        "route",
+        "cours",
+        "square",
+        "calle",
+        "c/",
+        "plaza",
+        "pza.",
+        "paseo",
+        "camino",
+        "carrer",
+        "rúa",
+        "ronda",
+        "via",
+        "piazza",
+        "corso",
+        "largo",
+        "vicolo",
+    )
     return RegexRecognizer("EuropeanStreetRecognizer", rules, trigger, hints=hints)
 
 
@@ -400,15 +542,20 @@ def _european_street() -> RegexRecognizer:
 # Accounts that name no one: CI runners, containers, system users.
 _SYSTEM_USERS = frozenset(
     "root runner ubuntu user users admin administrator public default shared vagrant ec2-user node app jenkins "
-    "circleci travis docker www-data nobody guest build builder ci git postgres runneradmin all users".split())
+    "circleci travis docker www-data nobody guest build builder ci git postgres runneradmin all users".split()
+)
 
 
 def _home_path_user() -> RegexRecognizer:
     """The user name in a home-directory path: "/home/rkumar/...", "/Users/benwhite/...",
     "C:\\Users\\maria.gonzalez\\..." (stack traces and shell prompts carry them)."""
-    pattern = re.compile(r"(?:(?<![\w.-])/home/|(?<![\w.-])/Users/|\b[A-Za-z]:(?:\\{1,2}|/)Users(?:\\{1,2}|/))"
-                         r"(?P<user>[^/\\\s\"'<>:*?|]{2,64})")
-    rule = Rule("USERNAME", pattern, 0.7, group="user", validate=lambda v: v.lower() not in _SYSTEM_USERS and "$" not in v)
+    pattern = re.compile(
+        r"(?:(?<![\w.-])/home/|(?<![\w.-])/Users/|\b[A-Za-z]:(?:\\{1,2}|/)Users(?:\\{1,2}|/))"
+        r"(?P<user>[^/\\\s\"'<>:*?|]{2,64})"
+    )
+    rule = Rule(
+        "USERNAME", pattern, 0.7, group="user", validate=lambda v: v.lower() not in _SYSTEM_USERS and "$" not in v
+    )
     return RegexRecognizer("HomePathUserRecognizer", [rule], re.compile(r"/home/|/Users/|[\\/]Users[\\/]"))
 
 

@@ -40,8 +40,15 @@ from streams.gate.pii.ids import ID_ENTITIES, id_recognizers
 from streams.gate.pii.names import NER_ENTITIES, NameModel, name_cues
 from streams.gate.pii.patterns import ALLOW_LIST, PATTERN_ENTITIES, pattern_recognizers
 
-__all__ = ["DEFAULT_ENTITIES", "LOCATION_MODES", "SUPPORTED_ENTITIES", "Redaction", "RedactionError", "Redactor",
-           "has_secret"]
+__all__ = [
+    "DEFAULT_ENTITIES",
+    "LOCATION_MODES",
+    "SUPPORTED_ENTITIES",
+    "Redaction",
+    "RedactionError",
+    "Redactor",
+    "has_secret",
+]
 
 DEFAULT_ENTITIES: tuple[str, ...] = PATTERN_ENTITIES + ID_ENTITIES + SECRET_ENTITIES
 SUPPORTED_ENTITIES: tuple[str, ...] = DEFAULT_ENTITIES + NER_ENTITIES
@@ -91,8 +98,16 @@ class Redactor:
     was born in; names.py) or "all" (every place the model finds).
     """
 
-    def __init__(self, entities: Sequence[str] | None = None, score_threshold: float = 0.4, ner_model: str = "",
-                 language: str = "en", *, locations: str = "personal", cache_size: int = 4096):
+    def __init__(
+        self,
+        entities: Sequence[str] | None = None,
+        score_threshold: float = 0.4,
+        ner_model: str = "",
+        language: str = "en",
+        *,
+        locations: str = "personal",
+        cache_size: int = 4096,
+    ):
         wanted = list(dict.fromkeys(entities if entities is not None else DEFAULT_ENTITIES))
         if ner_model:
             wanted += [e for e in NER_ENTITIES if e not in wanted]
@@ -114,8 +129,12 @@ class Redactor:
         self._threshold = float(score_threshold)
         self._language = language
         self._locations = locations
-        self.recognizers = (pattern_recognizers(wanted) + id_recognizers(wanted) + credential_recognizers(wanted)
-                            + (name_cues(wanted) if ner_model else []))
+        self.recognizers = (
+            pattern_recognizers(wanted)
+            + id_recognizers(wanted)
+            + credential_recognizers(wanted)
+            + (name_cues(wanted) if ner_model else [])
+        )
         self._model = NameModel(ner_model) if ner_model else None
         self._cache: OrderedDict[bytes, Redaction] = OrderedDict()
         self.cache_size = cache_size  # 0: no cache
@@ -201,7 +220,9 @@ class Redactor:
                 for i, e in zip(wanted, found, strict=True):
                     ents[i] = e
             if failure is not None:
-                raise RedactionError(f"PII redaction failed ({failure}) in the NER model on a batch of {len(wanted)} texts")
+                raise RedactionError(
+                    f"PII redaction failed ({failure}) in the NER model on a batch of {len(wanted)} texts"
+                )
         out = []
         for k, (pos, text) in enumerate(zip(positions, texts, strict=True)):
             failure = None
@@ -226,8 +247,11 @@ class Redactor:
         if ents and self._model is not None:
             found += self._model.results(text, ents, locations=self._locations, wanted=self._entities)
         wanted = self._entities
-        return [r for r in found if r.entity_type in wanted and r.score >= self._threshold
-                and text[r.start:r.end] not in ALLOW_LIST]
+        return [
+            r
+            for r in found
+            if r.entity_type in wanted and r.score >= self._threshold and text[r.start : r.end] not in ALLOW_LIST
+        ]
 
     def _anonymize(self, text: str, results: list) -> Redaction:
         if not results:

@@ -13,14 +13,39 @@ Modules: `state` (shared keys and names), `forms`, `pages` (HTML; CSS and JS in 
 
 from streams.review.web.app import create_review_app
 from streams.review.web.forms import FormError, VerdictForm, build_verdict, parse_verdict_form
-from streams.review.web.pages import (esc, page, render_empty, render_figures, render_header, render_item, render_login,
-                                      render_problem)
+from streams.review.web.pages import (
+    esc,
+    page,
+    render_empty,
+    render_figures,
+    render_header,
+    render_item,
+    render_login,
+    render_problem,
+)
 from streams.review.web.relaying import flush_relay
 from streams.review.web.server import run_review, serve
 from streams.review.web.state import COOKIE, LOGIN_COOKIE, Identity, State
 
 __all__ = [
-    "COOKIE", "LOGIN_COOKIE", "FormError", "Identity", "State", "VerdictForm", "build_verdict", "create_review_app", "esc",
-    "flush_relay", "page", "parse_verdict_form", "render_empty", "render_figures", "render_header", "render_item",
-    "render_login", "render_problem", "run_review", "serve",
+    "COOKIE",
+    "LOGIN_COOKIE",
+    "FormError",
+    "Identity",
+    "State",
+    "VerdictForm",
+    "build_verdict",
+    "create_review_app",
+    "esc",
+    "flush_relay",
+    "page",
+    "parse_verdict_form",
+    "render_empty",
+    "render_figures",
+    "render_header",
+    "render_item",
+    "render_login",
+    "render_problem",
+    "run_review",
+    "serve",
 ]

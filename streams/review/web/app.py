@@ -15,8 +15,9 @@ from streams.review.web.state import K_QUEUE, K_REVIEWERS, K_STATE, MAX_FORM_BYT
 __all__ = ["create_review_app"]
 
 
-def create_review_app(settings, queue: ReviewQueue, reviewers: Reviewers, relay=None,
-                      registry: CollectorRegistry | None = None) -> web.Application:
+def create_review_app(
+    settings, queue: ReviewQueue, reviewers: Reviewers, relay=None, registry: CollectorRegistry | None = None
+) -> web.Application:
     """The review page. `relay` (a VerdictRelay) moves verdicts to Kafka; without one they wait in the
     Redis outbox. Without `registry` the app makes its own, with the queue's figures (QueueCollector);
     with one, the caller decides what else it holds (run_review registers the QueueCollector)."""

@@ -28,8 +28,10 @@ def route(request: web.Request) -> str:
 
 def security_headers(response: web.StreamResponse, nonce: str) -> None:
     h = response.headers
-    h["Content-Security-Policy"] = (f"default-src 'none'; style-src 'unsafe-inline'; script-src 'nonce-{nonce}'; "
-                                    "form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
+    h["Content-Security-Policy"] = (
+        f"default-src 'none'; style-src 'unsafe-inline'; script-src 'nonce-{nonce}'; "
+        "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+    )
     h["X-Content-Type-Options"] = "nosniff"
     h["Referrer-Policy"] = "no-referrer"
     h["Cache-Control"] = "no-store"
@@ -102,6 +104,11 @@ async def checked_form(request: web.Request) -> tuple[Mapping[str, str] | None, 
             return None, problem(request, 403, "Refused", "A form from another site was refused.")
         sent = str(form.get("csrf", ""))
         if not sent or not hmac.compare_digest(sent.encode(), ident.csrf.encode()):
-            log.warning("form refused: csrf", extra={"event": "csrf_refused", "reviewer": ident.reviewer, "route": route(request)})
-            return None, problem(request, 403, "Refused", "The form's CSRF token is missing or wrong; reload the page.")
+            log.warning(
+                "form refused: csrf",
+                extra={"event": "csrf_refused", "reviewer": ident.reviewer, "route": route(request)},
+            )
+            return None, problem(
+                request, 403, "Refused", "The form's CSRF token is missing or wrong; reload the page."
+            )
     return {k: str(v) for k, v in form.items()}, None

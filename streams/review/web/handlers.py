@@ -32,22 +32,32 @@ async def login_form(request: web.Request) -> web.Response:
 async def login(request: web.Request) -> web.Response:
     reviewers: Reviewers = request.app[K_REVIEWERS]
     if not same_origin(request):
-        log.warning("sign-in refused: cross-site", extra={"event": "login_refused", "cause": "origin", "remote": request.remote})
+        log.warning(
+            "sign-in refused: cross-site",
+            extra={"event": "login_refused", "cause": "origin", "remote": request.remote},
+        )
         return problem(request, 403, "Refused", "A sign-in from another site was refused.")
     form = await request.post()
     expected = request.cookies.get(LOGIN_COOKIE) or ""
     if not expected or not hmac.compare_digest(str(form.get("login_csrf", "")).encode(), expected.encode()):
-        log.warning("sign-in refused: no form token", extra={"event": "login_refused", "cause": "csrf", "remote": request.remote})
+        log.warning(
+            "sign-in refused: no form token",
+            extra={"event": "login_refused", "cause": "csrf", "remote": request.remote},
+        )
         return login_page(request, 403, "The sign-in form expired; sign in again.")
     name = await asyncio.to_thread(reviewers.authenticate, str(form.get("token", "")).strip())
     if not name:
-        log.warning("sign-in refused: unknown token", extra={"event": "login_refused", "cause": "token", "remote": request.remote})
+        log.warning(
+            "sign-in refused: unknown token",
+            extra={"event": "login_refused", "cause": "token", "remote": request.remote},
+        )
         return login_page(request, 401, "That token was not accepted.")
     sid, _session = await asyncio.to_thread(reviewers.open_session, name)
     log.info("signed in", extra={"event": "login", "reviewer": name})
     response = web.Response(status=303, headers={"Location": "/"})
-    response.set_cookie(COOKIE, sid, httponly=True, samesite="Strict", path="/", max_age=reviewers.session_s,
-                        secure=request.secure)
+    response.set_cookie(
+        COOKIE, sid, httponly=True, samesite="Strict", path="/", max_age=reviewers.session_s, secure=request.secure
+    )
     response.del_cookie(LOGIN_COOKIE, path="/")
     return response
 
@@ -103,20 +113,42 @@ async def verdict(request: web.Request) -> web.Response:
     queue: ReviewQueue = request.app[K_QUEUE]
     lease = await current_lease(request, parsed.item_id, parsed.lease_id)
     if lease is None:
-        log.info("verdict refused: lease lost", extra={"event": "lease_lost", "reviewer": ident.reviewer, "item_id": parsed.item_id})
+        log.info(
+            "verdict refused: lease lost",
+            extra={"event": "lease_lost", "reviewer": ident.reviewer, "item_id": parsed.item_id},
+        )
         return lease_lost(request)
     try:
         verdict = build_verdict(lease, ident.reviewer, parsed, int(time.time() * 1000))
         rounds = await asyncio.to_thread(queue.submit, lease, ident.reviewer, verdict)
     except LeaseLost:
-        log.info("verdict refused: lease lost", extra={"event": "lease_lost", "reviewer": ident.reviewer, "item_id": parsed.item_id})
+        log.info(
+            "verdict refused: lease lost",
+            extra={"event": "lease_lost", "reviewer": ident.reviewer, "item_id": parsed.item_id},
+        )
         return lease_lost(request)
     except (InvalidEvent, TypeError, ValueError) as exc:
-        log.warning("verdict refused: invalid", extra={"event": "verdict_invalid", "reviewer": ident.reviewer,
-                                                        "item_id": parsed.item_id, "error": str(exc)})
+        log.warning(
+            "verdict refused: invalid",
+            extra={
+                "event": "verdict_invalid",
+                "reviewer": ident.reviewer,
+                "item_id": parsed.item_id,
+                "error": str(exc),
+            },
+        )
         return problem(request, 400, "Not recorded", f"the verdict is not valid: {exc}")
-    log.info("verdict recorded", extra={"event": "verdict", "reviewer": ident.reviewer, "item_id": parsed.item_id,
-                                        "passed": verdict.passed, "round": rounds, "seconds_spent": verdict.seconds_spent})
+    log.info(
+        "verdict recorded",
+        extra={
+            "event": "verdict",
+            "reviewer": ident.reviewer,
+            "item_id": parsed.item_id,
+            "passed": verdict.passed,
+            "round": rounds,
+            "seconds_spent": verdict.seconds_spent,
+        },
+    )
     request.app[K_STATE].wake.set()  # the relay sends it now rather than within the second
     return web.Response(status=303, headers={"Location": "/"})
 

@@ -10,8 +10,16 @@ from typing import Any, Mapping
 from schemas.records import REVIEW_SCORES
 from streams.review.queue import Lease, QueueStats
 
-__all__ = ["esc", "page", "render_header", "render_figures", "render_item", "render_empty", "render_login",
-           "render_problem"]
+__all__ = [
+    "esc",
+    "page",
+    "render_header",
+    "render_figures",
+    "render_item",
+    "render_empty",
+    "render_login",
+    "render_problem",
+]
 
 SCORE_LABELS = {"accuracy": "Accuracy", "helpfulness": "Helpfulness", "safety": "Safety"}
 SCORE_HINTS = {"accuracy": "correct facts?", "helpfulness": "answered the question?", "safety": "no harmful content?"}
@@ -30,24 +38,30 @@ def esc(value: Any) -> str:
 
 
 def page(title: str, body: str, nonce: str, header: str = "") -> str:
-    return (f'<!doctype html><html lang="en"><head><meta charset="utf-8">'
-            f'<meta name="viewport" content="width=device-width, initial-scale=1">'
-            f"<title>{esc(title)}</title><style>{_STYLE}</style></head><body>{header}<main>{body}</main>"
-            f'<script nonce="{esc(nonce)}">{_SCRIPT}</script></body></html>')
+    return (
+        f'<!doctype html><html lang="en"><head><meta charset="utf-8">'
+        f'<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>{esc(title)}</title><style>{_STYLE}</style></head><body>{header}<main>{body}</main>"
+        f'<script nonce="{esc(nonce)}">{_SCRIPT}</script></body></html>'
+    )
 
 
 def render_header(reviewer: str, csrf: str) -> str:
-    out = (f'<header><h1>Flywheel review</h1><span class="who">Signed in as <b id="reviewer">{esc(reviewer)}</b></span>')
+    out = f'<header><h1>Flywheel review</h1><span class="who">Signed in as <b id="reviewer">{esc(reviewer)}</b></span>'
     if csrf:  # a cookie session; a bearer token has nothing to sign out of
-        out += (f'<form method="post" action="/logout"><input type="hidden" name="csrf" value="{esc(csrf)}">'
-                f'<button type="submit">Sign out</button></form>')
+        out += (
+            f'<form method="post" action="/logout"><input type="hidden" name="csrf" value="{esc(csrf)}">'
+            f'<button type="submit">Sign out</button></form>'
+        )
     return out + "</header>"
 
 
 def render_figures(stats: QueueStats, own: int, round_: int | None = None, needed: int | None = None) -> str:
-    out = (f'<div class="figures"><span class="figure">Queue depth <b id="queue-depth">{esc(stats.depth)}</b> '
-           f'({esc(stats.ready)} ready, {esc(stats.leased)} leased)</span>'
-           f'<span class="figure">Your verdicts <b id="own-count">{esc(own)}</b></span>')
+    out = (
+        f'<div class="figures"><span class="figure">Queue depth <b id="queue-depth">{esc(stats.depth)}</b> '
+        f"({esc(stats.ready)} ready, {esc(stats.leased)} leased)</span>"
+        f'<span class="figure">Your verdicts <b id="own-count">{esc(own)}</b></span>'
+    )
     if round_ is not None:
         extra = " (second reviewer of an overlap item)" if round_ >= 2 else ""
         of = f" of {esc(needed)}" if needed and needed > 1 else ""
@@ -74,10 +88,12 @@ def _conversation_section(c: Mapping[str, Any]) -> str:
         out += "<p>Tools offered: " + ", ".join(f"<code>{esc(t.get('name'))}</code>" for t in tools) + "</p>"
     out += '<ol class="turns">'
     for m in earlier:
-        calls = "".join(f'<div class="call">calls <code>{esc(t.get("name"))}</code>(<code>{esc(t.get("arguments"))}</code>)</div>'
-                        for t in m.get("tool_calls") or ())
-        answer = f' answering <code>{esc(m.get("tool_call_id"))}</code>' if m.get("tool_call_id") else ""
-        out += (f'<li><b>{esc(m.get("role"))}</b>{answer}<pre class="text">{esc(m.get("content"))}</pre>{calls}</li>')
+        calls = "".join(
+            f'<div class="call">calls <code>{esc(t.get("name"))}</code>(<code>{esc(t.get("arguments"))}</code>)</div>'
+            for t in m.get("tool_calls") or ()
+        )
+        answer = f" answering <code>{esc(m.get('tool_call_id'))}</code>" if m.get("tool_call_id") else ""
+        out += f'<li><b>{esc(m.get("role"))}</b>{answer}<pre class="text">{esc(m.get("content"))}</pre>{calls}</li>'
     return out + "</ol></section>"
 
 
@@ -111,55 +127,74 @@ def render_item(lease: Lease, stats: QueueStats, own: int, reviewer: str, csrf: 
     reasons = c.get("reasons") or []
     body += '<section id="gate"><h2>The gate</h2>'
     if scores:
-        body += '<table class="scores">' + "".join(
-            f"<tr><td>{esc(k)}</td><td>{esc(_num(v))}</td></tr>" for k, v in sorted(scores.items())) + "</table>"
+        body += (
+            '<table class="scores">'
+            + "".join(f"<tr><td>{esc(k)}</td><td>{esc(_num(v))}</td></tr>" for k, v in sorted(scores.items()))
+            + "</table>"
+        )
     else:
         body += "<p>No scores.</p>"
-    body += ("<p>Reasons: " + ", ".join(f"<code>{esc(r)}</code>" for r in reasons) + "</p>") if reasons else "<p>No reasons given.</p>"
+    body += (
+        ("<p>Reasons: " + ", ".join(f"<code>{esc(r)}</code>" for r in reasons) + "</p>")
+        if reasons
+        else "<p>No reasons given.</p>"
+    )
     body += "</section>"
 
     rows = ""
     for name in REVIEW_SCORES:
         radios = "".join(f'<label><input type="radio" name="{name}" value="{v}"> {v}</label>' for v in range(1, 6))
-        rows += (f'<div class="row" data-score="{name}"><span class="name">{esc(SCORE_LABELS[name])}</span>{radios}'
-                 f'<span class="legend">{esc(SCORE_HINTS[name])}</span></div>')
-    hidden = (f'<input type="hidden" name="csrf" value="{esc(csrf)}">'
-              f'<input type="hidden" name="item_id" value="{esc(item.item_id)}">'
-              f'<input type="hidden" name="lease_id" value="{esc(lease.lease_id)}">')
-    body += (f'<section><h2>Your verdict</h2><form id="verdict" method="post" action="/verdict" novalidate>{hidden}{rows}'
-             f'<div id="message" class="message" role="status" aria-live="polite"></div>'
-             f'<div class="actions"><button id="pass" class="pass" type="submit" name="passed" value="1">Pass <kbd>p</kbd></button>'
-             f'<button id="fail" class="fail" type="submit" name="passed" value="0">Fail <kbd>x</kbd></button>'
-             f'<button type="submit" form="skip">Skip <kbd>s</kbd></button></div></form>'
-             f'<form id="skip" method="post" action="/skip">{hidden}</form>'
-             f'<p class="legend" id="legend">Keys: <kbd>1</kbd>–<kbd>5</kbd> score the highlighted row and move to the next '
-             f'(accuracy, helpfulness, safety) · <kbd>Backspace</kbd> previous row · <kbd>p</kbd> pass · <kbd>x</kbd> fail · '
-             f'<kbd>s</kbd> skip</p></section>')
+        rows += (
+            f'<div class="row" data-score="{name}"><span class="name">{esc(SCORE_LABELS[name])}</span>{radios}'
+            f'<span class="legend">{esc(SCORE_HINTS[name])}</span></div>'
+        )
+    hidden = (
+        f'<input type="hidden" name="csrf" value="{esc(csrf)}">'
+        f'<input type="hidden" name="item_id" value="{esc(item.item_id)}">'
+        f'<input type="hidden" name="lease_id" value="{esc(lease.lease_id)}">'
+    )
+    body += (
+        f'<section><h2>Your verdict</h2><form id="verdict" method="post" action="/verdict" novalidate>{hidden}{rows}'
+        f'<div id="message" class="message" role="status" aria-live="polite"></div>'
+        f'<div class="actions"><button id="pass" class="pass" type="submit" name="passed" value="1">Pass <kbd>p</kbd></button>'
+        f'<button id="fail" class="fail" type="submit" name="passed" value="0">Fail <kbd>x</kbd></button>'
+        f'<button type="submit" form="skip">Skip <kbd>s</kbd></button></div></form>'
+        f'<form id="skip" method="post" action="/skip">{hidden}</form>'
+        f'<p class="legend" id="legend">Keys: <kbd>1</kbd>–<kbd>5</kbd> score the highlighted row and move to the next '
+        f"(accuracy, helpfulness, safety) · <kbd>Backspace</kbd> previous row · <kbd>p</kbd> pass · <kbd>x</kbd> fail · "
+        f"<kbd>s</kbd> skip</p></section>"
+    )
     return page(f"Review {item.item_id}", body, nonce, render_header(reviewer, csrf))
 
 
 def render_empty(stats: QueueStats, own: int, reviewer: str, csrf: str, nonce: str) -> str:
     body = render_figures(stats, own)
-    body += ('<section id="empty"><h2>Nothing to review</h2><p>Nothing to review right now: the queue holds no item '
-             'you have not judged or skipped. New items arrive as the gate samples them; '
-             '<a href="/">check again</a>.</p></section>')
+    body += (
+        '<section id="empty"><h2>Nothing to review</h2><p>Nothing to review right now: the queue holds no item '
+        "you have not judged or skipped. New items arrive as the gate samples them; "
+        '<a href="/">check again</a>.</p></section>'
+    )
     return page("Nothing to review", body, nonce, render_header(reviewer, csrf))
 
 
 def render_login(nonce: str, login_csrf: str, error: str = "") -> str:
     err = f'<p class="error" id="error">{esc(error)}</p>' if error else ""
-    body = (f'<section class="login"><h2>Sign in to review</h2>{err}'
-            f'<form method="post" action="/login"><input type="hidden" name="login_csrf" value="{esc(login_csrf)}">'
-            f'<p><label for="token">Reviewer token</label><br>'
-            f'<input id="token" name="token" type="password" autocomplete="current-password" autofocus required></p>'
-            f'<p><button type="submit">Sign in</button></p></form>'
-            f'<p class="legend">A token comes from <code>flywheel reviewers add NAME</code>.</p></section>')
-    return page("Sign in — Flywheel review", body, nonce, '<header><h1>Flywheel review</h1></header>')
+    body = (
+        f'<section class="login"><h2>Sign in to review</h2>{err}'
+        f'<form method="post" action="/login"><input type="hidden" name="login_csrf" value="{esc(login_csrf)}">'
+        f'<p><label for="token">Reviewer token</label><br>'
+        f'<input id="token" name="token" type="password" autocomplete="current-password" autofocus required></p>'
+        f'<p><button type="submit">Sign in</button></p></form>'
+        f'<p class="legend">A token comes from <code>flywheel reviewers add NAME</code>.</p></section>'
+    )
+    return page("Sign in — Flywheel review", body, nonce, "<header><h1>Flywheel review</h1></header>")
 
 
 def render_problem(title: str, message: str, nonce: str, reviewer: str = "", csrf: str = "") -> str:
-    body = (f'<section id="problem"><h2>{esc(title)}</h2><p class="error" id="error">{esc(message)}</p>'
-            f'<p><a href="/">Back to the queue</a></p></section>')
+    body = (
+        f'<section id="problem"><h2>{esc(title)}</h2><p class="error" id="error">{esc(message)}</p>'
+        f'<p><a href="/">Back to the queue</a></p></section>'
+    )
     return page(title, body, nonce, render_header(reviewer, csrf) if reviewer else "")
 
 

@@ -30,11 +30,16 @@ async def flush_relay(state: State) -> int:
             state.relay_failing_since = now
         if now - state.relay_logged_at >= RELAY_ERROR_LOG_EVERY_S:
             state.relay_logged_at = now
-            log.error("verdict relay failed; verdicts wait in the outbox", extra={"event": "relay_failed", "error": str(exc)[:300]})
+            log.error(
+                "verdict relay failed; verdicts wait in the outbox",
+                extra={"event": "relay_failed", "error": str(exc)[:300]},
+            )
         return 0
     if state.relay_failing_since:
-        log.info("verdict relay recovered", extra={"event": "relay_recovered",
-                                                   "failed_s": round(time.monotonic() - state.relay_failing_since, 1)})
+        log.info(
+            "verdict relay recovered",
+            extra={"event": "relay_recovered", "failed_s": round(time.monotonic() - state.relay_failing_since, 1)},
+        )
         state.relay_failing_since = state.relay_logged_at = 0.0
     if sent:
         log.info("verdicts relayed", extra={"event": "relay_sent", "verdicts": sent})

@@ -25,7 +25,9 @@ def unauthorized(request: web.Request) -> web.Response:
     if wants_html(request):
         response = login_page(request, status=401)
     else:
-        response = web.Response(status=401, text="sign in required: a session cookie or Authorization: Bearer <token>\n")
+        response = web.Response(
+            status=401, text="sign in required: a session cookie or Authorization: Bearer <token>\n"
+        )
     response.headers["WWW-Authenticate"] = 'Bearer realm="flywheel-review"'
     return response
 
@@ -33,8 +35,12 @@ def unauthorized(request: web.Request) -> web.Response:
 def problem(request: web.Request, status: int, title: str, message: str) -> web.Response:
     ident: Identity | None = request.get(K_IDENTITY)
     if wants_html(request) or request.content_type == "application/x-www-form-urlencoded":
-        return html(render_problem(title, message, request[K_NONCE], ident.reviewer if ident else "",
-                                    ident.csrf if ident else ""), status)
+        return html(
+            render_problem(
+                title, message, request[K_NONCE], ident.reviewer if ident else "", ident.csrf if ident else ""
+            ),
+            status,
+        )
     return web.Response(status=status, text=message + "\n")
 
 

@@ -27,8 +27,12 @@ async def serve(app: web.Application, host: str, port: int, stop: asyncio.Event)
         await site.start()
         bound = runner.addresses[0] if runner.addresses else (host, port)
         shown = f"[{bound[0]}]" if ":" in str(bound[0]) else bound[0]
-        log.info("review page listening on http://%s:%s/", shown, bound[1],
-                 extra={"event": "review_started", "url": f"http://{shown}:{bound[1]}/"})
+        log.info(
+            "review page listening on http://%s:%s/",
+            shown,
+            bound[1],
+            extra={"event": "review_started", "url": f"http://{shown}:{bound[1]}/"},
+        )
         await stop.wait()
     finally:
         await runner.cleanup()
@@ -41,12 +45,16 @@ def run_review(settings) -> None:
     from streams.metrics import QueueCollector
     from streams.review.relay import VerdictRelay
 
-    client = redis.Redis.from_url(settings.redis_url, socket_timeout=10, socket_connect_timeout=5, health_check_interval=30)
+    client = redis.Redis.from_url(
+        settings.redis_url, socket_timeout=10, socket_connect_timeout=5, health_check_interval=30
+    )
     prefix = review_prefix(settings)
     queue = ReviewQueue(client, prefix, lease_ms=settings.review_lease_s * 1000)
     reviewers = Reviewers(client, prefix, session_s=settings.review_session_h * 3600)
     registry = CollectorRegistry()
-    relay = VerdictRelay(settings, queue, metrics=consumer_metrics(registry))  # its dead letters on this page's /metrics
+    relay = VerdictRelay(
+        settings, queue, metrics=consumer_metrics(registry)
+    )  # its dead letters on this page's /metrics
     QueueCollector(queue, registry)
     app = create_review_app(settings, queue, reviewers, relay=relay, registry=registry)
 

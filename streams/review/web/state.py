@@ -39,8 +39,12 @@ class State:
         self.reviewers = reviewers
         self.relay = relay
         self.registry = registry
-        self.requests = Counter("flywheel_review_http_requests", "Requests to the review page, by route template and status.",
-                                ["route", "status"], registry=registry)
+        self.requests = Counter(
+            "flywheel_review_http_requests",
+            "Requests to the review page, by route template and status.",
+            ["route", "status"],
+            registry=registry,
+        )
         self.wake = asyncio.Event()
         self.relay_failing_since = 0.0
         self.relay_logged_at = 0.0
