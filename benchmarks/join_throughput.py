@@ -110,8 +110,9 @@ class Traffic:
 
 
 class TrafficMaker:
-    def __init__(self, codec: Codec, seed: int):
+    def __init__(self, codec: Codec, seed: int, conversation: bool = False):
         self.codec = codec
+        self.conversation = conversation  # 4 earlier turns (one a tool call), 3 retrieved passages, a tool offered
         self.rng = random.Random(seed)
         # one long text to slice prompts and responses from: cheap, and not a single repeated string
         self.corpus = " ".join(self.rng.choices(WORDS, k=200_000))
@@ -122,6 +123,34 @@ class TrafficMaker:
         n = self.rng.randint(lo, hi)
         start = self.rng.randrange(0, len(self.corpus) - n)
         return self.corpus[start : start + n]
+
+    def _passages(self) -> list[str]:
+        return [self._text(200, 400) for _ in range(3)]
+
+    def _conversation(self, rid: str, prompt: str) -> dict:
+        """What a chat app with retrieval and one tool sends: the earlier turns and the one answered."""
+        call = f"call-{rid[:8]}"
+        return {
+            "system": "You are the support assistant of a shop. Answer from the documents.",
+            "messages": [
+                {"role": "user", "content": self._text(60, 160)},
+                {
+                    "role": "assistant",
+                    "content": "",
+                    "tool_calls": [{"id": call, "name": "lookup_order", "arguments": '{"order": "%s"}' % rid[:6]}],
+                },
+                {"role": "tool", "content": self._text(40, 120), "tool_call_id": call},
+                {"role": "assistant", "content": self._text(80, 200)},
+                {"role": "user", "content": prompt},
+            ],
+            "tools": [
+                {
+                    "name": "lookup_order",
+                    "description": "Find an order by its number",
+                    "parameters": '{"type": "object"}',
+                }
+            ],
+        }
 
     def make(self, requests: int, start_ms: int, spacing_ms: float) -> Traffic:
         rng, enc = self.rng, self.codec.encode
@@ -147,12 +176,13 @@ class TrafficMaker:
                             "model_version": "llama-3.1-8b-ft-2024-11-20",
                             "variant": rng.choice(("control", "treatment")),
                             "task_type": rng.choice(("qa", "code", "summarise", "chat")),
-                            "prompt": self._text(100, 250),
+                            "prompt": (prompt := self._text(100, 250)),
                             "response": self._text(200, 350),
-                            "retrieved_context": None,
+                            "retrieved_context": self._passages() if self.conversation else None,
                             "latency_ms": round(rng.uniform(200, 3000), 1),
                             "uncertainty": round(rng.random(), 4),
                             "metadata": {"app": "bench"},
+                            **(self._conversation(rid, prompt) if self.conversation else {}),
                         },
                     ),
                     t,
@@ -495,7 +525,7 @@ def run(args) -> dict:
         offsets = Offsets(broker.bootstrap)
 
         # 1. produce ----------------------------------------------------------------------------
-        maker = TrafficMaker(codec, args.seed)
+        maker = TrafficMaker(codec, args.seed, conversation=args.conversation)
         start_ms = (int(time.time() * 1000) - 14 * 86_400_000) // 1000 * 1000  # two weeks ago
         log(f"encoding {requests:,} requests ({2 * requests:,} events)")
         traffic = maker.make(requests, start_ms, BACKLOG_SPACING_MS)
@@ -808,6 +838,11 @@ def main(argv: list[str] | None = None) -> int:
         default="join",
         help="the worker's roles (FLYWHEEL_ROLES); the default measures the join alone, "
         "'join,gate,review,rollout,guards' runs the whole worker beside it (default: join)",
+    )
+    p.add_argument(
+        "--conversation",
+        action="store_true",
+        help="conversation-sized interactions: 4 earlier turns (one a tool call), 3 retrieved passages, a tool offered",
     )
     p.add_argument("--keep", action="store_true", help="keep the temp dir (broker data, worker log)")
     args = p.parse_args(argv)
