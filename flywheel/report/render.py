@@ -199,12 +199,9 @@ def arms_chart(report: dict, width: int = 640, height: int = 300) -> str:
     svg = svg_chart("Golden quality per cycle, by arm (95 % intervals)", series, "cycle", percent=True, width=width, height=height)
     # the interval bars, on the same scales as svg_chart's (y from 0, x from the first to the last cycle)
     points = [p for s in series.values() for p in s]
-    lows = [r["low"] for rows in report["arms"].values() for r in rows]
-    highs = [r["high"] for rows in report["arms"].values() for r in rows]
     xs, ys = [p[0] for p in points], [p[1] for p in points]
     x0, x1 = min(xs), max(xs) if max(xs) > min(xs) else min(xs) + 1
     y0, y1 = min(0.0, min(ys)), max(ys) if max(ys) > min(0.0, min(ys)) else min(0.0, min(ys)) + 1
-    del lows, highs
     pad_l, pad_r, pad_t, pad_b = 56, 12, 40 + 14 * ((len(series) + 3) // 4), 40
     sx = lambda x: pad_l + (x - x0) / (x1 - x0) * (width - pad_l - pad_r)  # noqa: E731
     sy = lambda y: height - pad_b - (min(max(y, y0), y1) - y0) / (y1 - y0) * (height - pad_t - pad_b)  # noqa: E731
