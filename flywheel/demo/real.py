@@ -43,11 +43,17 @@ from flywheel.demo import tasks
 from flywheel.demo.traffic import ABUSE, PERSONAL, UserTraits, reaction
 
 ARMS = ("never_retrained", "shipped", "no_gate", "cold_start_data")
-ARM_LABELS = {"never_retrained": "(a) never retrained", "shipped": "(b) flywheel as shipped",
-              "no_gate": "(c) no gate", "cold_start_data": "(d) cold-start data only"}
+ARM_LABELS = {
+    "never_retrained": "(a) never retrained",
+    "shipped": "(b) flywheel as shipped",
+    "no_gate": "(c) no gate",
+    "cold_start_data": "(d) cold-start data only",
+}
 RESAMPLES = 2000
-APP_CHAT_TEMPLATE = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
-                     "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+APP_CHAT_TEMPLATE = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
 
 
 @dataclass(frozen=True)
@@ -98,16 +104,27 @@ class RealSpec:
     def trainer_policy(self):
         from flywheel.policy import TrainerPolicy
 
-        return TrainerPolicy(epochs=self.epochs, batch_size=self.batch_size, max_length=self.max_length,
-                             lora_learning_rate=self.lora_learning_rate, checkpoint_steps=0, seed=self.seed,
-                             eval_batch_size=self.eval_batch_size, max_new_tokens=max(tasks.MAX_NEW_TOKENS.values()),
-                             max_task_regression=0.10, replay_datasets=self.replay_datasets)
+        return TrainerPolicy(
+            epochs=self.epochs,
+            batch_size=self.batch_size,
+            max_length=self.max_length,
+            lora_learning_rate=self.lora_learning_rate,
+            checkpoint_steps=0,
+            seed=self.seed,
+            eval_batch_size=self.eval_batch_size,
+            max_new_tokens=max(tasks.MAX_NEW_TOKENS.values()),
+            max_task_regression=0.10,
+            replay_datasets=self.replay_datasets,
+        )
 
     def lora_targets(self, layers: int) -> tuple:
         """Full module names of the top `lora_layers` of a model with `layers` layers (peft matches name suffixes)."""
         top = range(max(0, layers - self.lora_layers), layers) if self.lora_layers > 0 else range(layers)
-        return tuple(f"layers.{i}.{'self_attn' if m.endswith(('q_proj', 'k_proj', 'v_proj', 'o_proj')) else 'mlp'}.{m}"
-                     for i in top for m in self.lora_modules)
+        return tuple(
+            f"layers.{i}.{'self_attn' if m.endswith(('q_proj', 'k_proj', 'v_proj', 'o_proj')) else 'mlp'}.{m}"
+            for i in top
+            for m in self.lora_modules
+        )
 
 
 def interval(scores, confidence: float = 0.95, resamples: int = RESAMPLES, seed: int = 0) -> tuple[float, float]:
@@ -147,13 +164,21 @@ def traffic(spec: RealSpec, cycle: int, rng: random.Random, t0: int) -> list[Req
     for i in range(spec.requests_per_cycle):
         item = tasks.draw(rng.choices(names, weights)[0], rng)
         user = rng.randrange(spec.users)
-        q = Request(f"real-{spec.seed}-{cycle}-{i}", f"user-{user:04d}", f"s-{cycle}-{user}", t0 + i * 60_000,
-                    item.task_type, item.prompt, item.expected)
+        q = Request(
+            f"real-{spec.seed}-{cycle}-{i}",
+            f"user-{user:04d}",
+            f"s-{cycle}-{user}",
+            t0 + i * 60_000,
+            item.task_type,
+            item.prompt,
+            item.expected,
+        )
         if rng.random() < spec.toxic_rate:
             q.prompt, q.toxic = f"{rng.choice(ABUSE)} {q.prompt}", True
         elif rng.random() < spec.pii_rate:
-            q.prompt = f"{q.prompt} " + rng.choice(PERSONAL).format(n=rng.choice(("ann", "bo", "cy")), m=rng.choice(("lee", "kim")),
-                                                                     d=rng.randrange(10, 9999))
+            q.prompt = f"{q.prompt} " + rng.choice(PERSONAL).format(
+                n=rng.choice(("ann", "bo", "cy")), m=rng.choice(("lee", "kim")), d=rng.randrange(10, 9999)
+            )
             q.personal = True
         out.append(q)
     return out
@@ -178,8 +203,13 @@ class ArmState:
     rows: list = field(default_factory=list)
 
 
-def run(spec: RealSpec, out: TextIO = sys.stdout, as_json: bool = False, report_path: str | None = None,
-        data_dir: str | None = None) -> dict:
+def run(
+    spec: RealSpec,
+    out: TextIO = sys.stdout,
+    as_json: bool = False,
+    report_path: str | None = None,
+    data_dir: str | None = None,
+) -> dict:
     """Run the real-model demo; returns the figures it printed (and wrote as JSON / HTML)."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
@@ -217,7 +247,8 @@ def run(spec: RealSpec, out: TextIO = sys.stdout, as_json: bool = False, report_
     # than two that take turns (seen on this 2-core machine under a load of 5-7: a LoRA step of batch 8 took about
     # 20 s with two threads, about 9 s with one)
     threads = int(os.environ.get("FLYWHEEL_DEMO_THREADS", "0") or 0) or (
-        1 if os.getloadavg()[0] >= (os.cpu_count() or 1) else torch.get_num_threads())
+        1 if os.getloadavg()[0] >= (os.cpu_count() or 1) else torch.get_num_threads()
+    )
     torch.set_num_threads(threads)
     timing["threads"] = threads
 
@@ -229,10 +260,17 @@ def run(spec: RealSpec, out: TextIO = sys.stdout, as_json: bool = False, report_
     raw_eval = golden_eval(base)
     timing["eval_s"] = [round(time.monotonic() - t, 1)]
     lo, hi = interval(raw_eval.scores, seed=spec.seed)
-    say(f"SmolLM2 as it ships: golden {raw_eval.overall:.1%} [{lo:.1%}, {hi:.1%}] on {len(golden)} unseen items "
-        f"({', '.join(f'{k} {v:.0%}' for k, v in raw_eval.by_task.items())})")
-    bootstrap = {"raw_quality": raw_eval.overall, "raw_low": lo, "raw_high": hi, "examples": len(cold),
-                 "epochs": spec.cold_start_epochs}
+    say(
+        f"SmolLM2 as it ships: golden {raw_eval.overall:.1%} [{lo:.1%}, {hi:.1%}] on {len(golden)} unseen items "
+        f"({', '.join(f'{k} {v:.0%}' for k, v in raw_eval.by_task.items())})"
+    )
+    bootstrap = {
+        "raw_quality": raw_eval.overall,
+        "raw_low": lo,
+        "raw_high": hi,
+        "examples": len(cold),
+        "epochs": spec.cold_start_epochs,
+    }
     base_eval = raw_eval
     if spec.cold_start_epochs > 0:
         # the cold start as `flywheel bootstrap --base` makes it: the base fine-tuned on the developers' examples,
@@ -242,18 +280,25 @@ def run(spec: RealSpec, out: TextIO = sys.stdout, as_json: bool = False, report_
         outcome = train(booted, cold * spec.cold_start_epochs, [], policy)
         boot_eval = golden_eval(booted)
         decision = decide_paired(boot_eval.scores, raw_eval.scores, golden_tasks, policy, against="base")
-        bootstrap.update(quality=boot_eval.overall, steps=outcome.sft.steps, seconds=round(time.monotonic() - t, 1),
-                         kept=decision.passed)
+        bootstrap.update(
+            quality=boot_eval.overall,
+            steps=outcome.sft.steps,
+            seconds=round(time.monotonic() - t, 1),
+            kept=decision.passed,
+        )
         if decision.passed:
             base, base_eval = booted, boot_eval
         lo, hi = interval(base_eval.scores, seed=spec.seed)
-        say(f"cold start: {len(cold)} developer examples of {', '.join(tasks.COLD_START_TASKS)}, {outcome.sft.steps} steps: "
+        say(
+            f"cold start: {len(cold)} developer examples of {', '.join(tasks.COLD_START_TASKS)}, {outcome.sft.steps} steps: "
             f"golden {boot_eval.overall:.1%} -> {'production' if decision.passed else 'not better than the base: the base stays'}; "
             f"production {base_eval.overall:.1%} [{lo:.1%}, {hi:.1%}] "
-            f"({', '.join(f'{k} {v:.0%}' for k, v in base_eval.by_task.items())})")
+            f"({', '.join(f'{k} {v:.0%}' for k, v in base_eval.by_task.items())})"
+        )
     timing["bootstrap"] = bootstrap
-    arms = {name: ArmState(name, base if name == "never_retrained" else None, list(base_eval.scores))
-            for name in spec.arms}
+    arms = {
+        name: ArmState(name, base if name == "never_retrained" else None, list(base_eval.scores)) for name in spec.arms
+    }
     for name in spec.arms:
         arms[name].rows.append(_row(0, base_eval, lo, hi, "cold start", None))
     say("building the gate (the demo's policy: PII, toxicity, quality, length) ...")
@@ -280,12 +325,31 @@ def run(spec: RealSpec, out: TextIO = sys.stdout, as_json: bool = False, report_
             user = UserTraits.draw(spec, q.user_id)  # type: ignore[arg-type]  (RealSpec carries the same means and seed)
             acts = []
             for delay, kind in reaction(rng, right, user):
-                acts.append(UserAction(q.request_id, q.user_id, q.event_time + delay, kind,
-                                       correction=user_correction(rng, q, user) if kind == "corrected" else None,
-                                       session_id=q.session_id))
-            inter = Interaction(q.request_id, q.session_id, q.user_id, q.event_time, production_version, q.prompt, response,
-                                task_type=q.task_type, latency_ms=round(rng.uniform(80, 400), 1), metadata={"source": "demo"})
-            candidates.append(build_candidate(inter, acts, settle_window_ms=3_600_000, settled_at=q.event_time + 3_600_000))
+                acts.append(
+                    UserAction(
+                        q.request_id,
+                        q.user_id,
+                        q.event_time + delay,
+                        kind,
+                        correction=user_correction(rng, q, user) if kind == "corrected" else None,
+                        session_id=q.session_id,
+                    )
+                )
+            inter = Interaction(
+                q.request_id,
+                q.session_id,
+                q.user_id,
+                q.event_time,
+                production_version,
+                q.prompt,
+                response,
+                task_type=q.task_type,
+                latency_ms=round(rng.uniform(80, 400), 1),
+                metadata={"source": "demo"},
+            )
+            candidates.append(
+                build_candidate(inter, acts, settle_window_ms=3_600_000, settled_at=q.event_time + 3_600_000)
+            )
             truth[q.request_id] = q
         labelled = [c for c in candidates if c.target]
         noisy = sum(not tasks.is_right(c.task_type, c.target, truth[c.request_id].expected) for c in labelled)
@@ -294,31 +358,47 @@ def run(spec: RealSpec, out: TextIO = sys.stdout, as_json: bool = False, report_
         passed = [d.candidate for d in decisions if d.passed and d.candidate.target]
         review_rng = random.Random(f"{spec.seed}:review:{cycle}")
         reviewed = [c for c in passed if review_rng.random() < spec.review_share]
-        failed = {c.request_id for c in reviewed if not tasks.is_right(c.task_type, c.target or "", truth[c.request_id].expected)}
+        failed = {
+            c.request_id
+            for c in reviewed
+            if not tasks.is_right(c.task_type, c.target or "", truth[c.request_id].expected)
+        }
         shipped_data = [Example(c.prompt, c.target, c.task_type) for c in passed if c.request_id not in failed]
-        shipped_noisy = sum(not tasks.is_right(e.task_type, e.target, truth[c.request_id].expected)
-                            for e, c in zip(shipped_data, [c for c in passed if c.request_id not in failed]))
+        shipped_noisy = sum(
+            not tasks.is_right(e.task_type, e.target, truth[c.request_id].expected)
+            for e, c in zip(shipped_data, [c for c in passed if c.request_id not in failed])
+        )
         data_by_arm = {
             "shipped": shipped_data,
             "no_gate": [Example(c.prompt, c.target, c.task_type) for c in labelled],
             # the same budget: as many examples as the shipped arm's dataset, from the cold-start set
             "cold_start_data": [cold[i % len(cold)] for i in range(len(shipped_data))],
         }
-        traffic_row = {"cycle": cycle, "requests": len(reqs), "served_right": right_n / len(reqs),
-                       "labelled": len(labelled), "labelled_wrong": noisy,
-                       "gate_passed": sum(d.passed for d in decisions), "reviewed": len(reviewed), "review_failed": len(failed),
-                       "shipped_records": len(shipped_data), "shipped_wrong": shipped_noisy,
-                       "answer_s": round(t_answer, 1)}
-        say(f"cycle {cycle}: {len(reqs)} requests, production {production_version} right on {right_n / len(reqs):.0%}; "
+        traffic_row = {
+            "cycle": cycle,
+            "requests": len(reqs),
+            "served_right": right_n / len(reqs),
+            "labelled": len(labelled),
+            "labelled_wrong": noisy,
+            "gate_passed": sum(d.passed for d in decisions),
+            "reviewed": len(reviewed),
+            "review_failed": len(failed),
+            "shipped_records": len(shipped_data),
+            "shipped_wrong": shipped_noisy,
+            "answer_s": round(t_answer, 1),
+        }
+        say(
+            f"cycle {cycle}: {len(reqs)} requests, production {production_version} right on {right_n / len(reqs):.0%}; "
             f"users acted on {len(labelled)} ({noisy} with a wrong target); gate passed {traffic_row['gate_passed']}, "
-            f"reviewers failed {len(failed)} of {len(reviewed)}: shipped dataset {len(shipped_data)} ({shipped_noisy} wrong)")
+            f"reviewers failed {len(failed)} of {len(reviewed)}: shipped dataset {len(shipped_data)} ({shipped_noisy} wrong)"
+        )
         for name in spec.arms:
             arm = arms[name]
             if name == "never_retrained":
                 arm.rows.append(_row(cycle, base_eval, *interval(base_eval.scores, seed=spec.seed), "-", None))
                 continue
             fresh = data_by_arm[name]
-            replay = [e for ds in arm.datasets[-spec.replay_datasets:] for e in ds] if spec.replay_datasets else []
+            replay = [e for ds in arm.datasets[-spec.replay_datasets :] for e in ds] if spec.replay_datasets else []
             arm.datasets.append(fresh)
             incumbent = arm.model or base
             candidate = copy.deepcopy(incumbent)
@@ -336,15 +416,31 @@ def run(spec: RealSpec, out: TextIO = sys.stdout, as_json: bool = False, report_
                 del candidate
                 arm_eval = None
             now = arm_eval or _Eval(arm.scores, golden_tasks)
-            row = _row(cycle, now, *interval(arm.scores, seed=spec.seed), "promoted" if decision.passed else "rejected",
-                       {"quality": result.overall, "low": c_lo, "high": c_hi, "examples": len(fresh), "replayed": len(replay),
-                        "steps": outcome.sft.steps, "train_s": round(train_s, 1), "final_loss": outcome.sft.final_loss,
-                        "delta_low": decision.interval.get("delta_low"), "delta_high": decision.interval.get("delta_high"),
-                        "reasons": list(decision.reasons)})
+            row = _row(
+                cycle,
+                now,
+                *interval(arm.scores, seed=spec.seed),
+                "promoted" if decision.passed else "rejected",
+                {
+                    "quality": result.overall,
+                    "low": c_lo,
+                    "high": c_hi,
+                    "examples": len(fresh),
+                    "replayed": len(replay),
+                    "steps": outcome.sft.steps,
+                    "train_s": round(train_s, 1),
+                    "final_loss": outcome.sft.final_loss,
+                    "delta_low": decision.interval.get("delta_low"),
+                    "delta_high": decision.interval.get("delta_high"),
+                    "reasons": list(decision.reasons),
+                },
+            )
             arm.rows.append(row)
-            say(f"  {ARM_LABELS[name]:<26} trained on {len(fresh)}+{len(replay)} replayed, {outcome.sft.steps} steps, "
+            say(
+                f"  {ARM_LABELS[name]:<26} trained on {len(fresh)}+{len(replay)} replayed, {outcome.sft.steps} steps, "
                 f"{train_s:.0f}s: candidate {result.overall:.1%} [{c_lo:.1%}, {c_hi:.1%}] -> {row['outcome']}; "
-                f"production {row['quality']:.1%} [{row['low']:.1%}, {row['high']:.1%}]")
+                f"production {row['quality']:.1%} [{row['low']:.1%}, {row['high']:.1%}]"
+            )
             if name == "shipped" and decision.passed:
                 production, production_version = arm.model, f"shipped-c{cycle}"
         traffic_row["seconds"] = round(time.monotonic() - c_started, 1)
@@ -352,12 +448,21 @@ def run(spec: RealSpec, out: TextIO = sys.stdout, as_json: bool = False, report_
         sent += len(reqs)
 
     elapsed = time.monotonic() - started
-    report = {"mode": "smollm2", "model": "SmolLM2-135M-Instruct", "source": source.get("source", ""),
-              "spec": {k: v for k, v in asdict(spec).items()}, "golden_items": len(golden),
-              "golden_tasks": sorted(set(golden_tasks)), "requests": sent, "seconds": round(elapsed, 1),
-              "timing": timing, "traffic": cycles,
-              "arms": {name: arms[name].rows for name in spec.arms},
-              "comparisons": comparisons(arms, spec), "seed": spec.seed}
+    report = {
+        "mode": "smollm2",
+        "model": "SmolLM2-135M-Instruct",
+        "source": source.get("source", ""),
+        "spec": {k: v for k, v in asdict(spec).items()},
+        "golden_items": len(golden),
+        "golden_tasks": sorted(set(golden_tasks)),
+        "requests": sent,
+        "seconds": round(elapsed, 1),
+        "timing": timing,
+        "traffic": cycles,
+        "arms": {name: arms[name].rows for name in spec.arms},
+        "comparisons": comparisons(arms, spec),
+        "seed": spec.seed,
+    }
     report["findings"] = findings(report)
     (data / "report.json").write_text(json.dumps(report, indent=2, sort_keys=True))
     from flywheel.report import render
@@ -392,8 +497,16 @@ class _Eval:
 
 
 def _row(cycle: int, ev, low: float, high: float, outcome: str, candidate: dict | None) -> dict:
-    return {"cycle": cycle, "quality": ev.overall, "low": low, "high": high, "by_task": dict(ev.by_task),
-            "outcome": outcome, "candidate": candidate, "scores": list(ev.scores)}
+    return {
+        "cycle": cycle,
+        "quality": ev.overall,
+        "low": low,
+        "high": high,
+        "by_task": dict(ev.by_task),
+        "outcome": outcome,
+        "candidate": candidate,
+        "scores": list(ev.scores),
+    }
 
 
 def comparisons(arms: dict, spec: RealSpec) -> list[dict]:
@@ -405,8 +518,15 @@ def comparisons(arms: dict, spec: RealSpec) -> list[dict]:
             continue
         other = arms[name].rows[-1]
         mean, low, high = paired(last["scores"], other["scores"])
-        out.append({"arm": name, "delta": mean, "low": low, "high": high,
-                    "verdict": "above" if low > 0 else ("below" if high < 0 else "not distinguishable")})
+        out.append(
+            {
+                "arm": name,
+                "delta": mean,
+                "low": low,
+                "high": high,
+                "verdict": "above" if low > 0 else ("below" if high < 0 else "not distinguishable"),
+            }
+        )
     return out
 
 
@@ -423,19 +543,25 @@ def findings(report: dict) -> list[str]:
     if best >= 3:
         out.append(f"as predicted: the shipped arm improved for {best} consecutive cycles")
     else:
-        out.append(f"NOT as predicted: the shipped arm improved for at most {best} consecutive cycle(s) of {n} "
-                   "(the seed predicts compounding gains; the target was 3)")
+        out.append(
+            f"NOT as predicted: the shipped arm improved for at most {best} consecutive cycle(s) of {n} "
+            "(the seed predicts compounding gains; the target was 3)"
+        )
     promoted = sum(r["outcome"] == "promoted" for r in shipped)
-    out.append(f"the shipped arm promoted {promoted} of {n} candidates (the trainer's paired rule over "
-               f"{len(shipped[0]['scores'])} golden items)")
+    out.append(
+        f"the shipped arm promoted {promoted} of {n} candidates (the trainer's paired rule over "
+        f"{len(shipped[0]['scores'])} golden items)"
+    )
     traffic = report.get("traffic") or []
     labelled, wrong = sum(t["labelled"] for t in traffic), sum(t["labelled_wrong"] for t in traffic)
     kept, kept_wrong = sum(t["shipped_records"] for t in traffic), sum(t["shipped_wrong"] for t in traffic)
     if labelled and kept:
-        out.append(f"label noise: {100 * wrong / labelled:.0f} % of the {labelled} targets users gave were wrong; the shipped "
-                   f"dataset kept {100 * kept_wrong / kept:.0f} % wrong of {kept} (the gate has no way to tell a wrong answer a "
-                   f"user accepted from a right one; reviewers saw {sum(t['reviewed'] for t in traffic)} and failed "
-                   f"{sum(t['review_failed'] for t in traffic)})")
+        out.append(
+            f"label noise: {100 * wrong / labelled:.0f} % of the {labelled} targets users gave were wrong; the shipped "
+            f"dataset kept {100 * kept_wrong / kept:.0f} % wrong of {kept} (the gate has no way to tell a wrong answer a "
+            f"user accepted from a right one; reviewers saw {sum(t['reviewed'] for t in traffic)} and failed "
+            f"{sum(t['review_failed'] for t in traffic)})"
+        )
     expect = {"never_retrained": "above", "cold_start_data": "above", "no_gate": "at or above"}
     for c in report["comparisons"]:
         label = ARM_LABELS[c["arm"]]
@@ -446,9 +572,13 @@ def findings(report: dict) -> list[str]:
         else:
             ok = c["verdict"] != "below"
         if c["arm"] == "no_gate" and c["verdict"] == "not distinguishable":
-            out.append(f"shipped vs {label}: {figure}: not distinguishable on this golden set; the seed predicts the "
-                       "gate's cleaner data wins, and this run can neither show nor refute it")
+            out.append(
+                f"shipped vs {label}: {figure}: not distinguishable on this golden set; the seed predicts the "
+                "gate's cleaner data wins, and this run can neither show nor refute it"
+            )
         else:
-            out.append(f"{'as predicted' if ok else 'NOT as predicted'}: shipped vs {label}: {figure} "
-                       f"(the seed predicts {want})")
+            out.append(
+                f"{'as predicted' if ok else 'NOT as predicted'}: shipped vs {label}: {figure} "
+                f"(the seed predicts {want})"
+            )
     return out

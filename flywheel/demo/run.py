@@ -39,19 +39,31 @@ def demo_policy(spec: DemoSpec):
         length={"min_words": 1},  # answers are a few words (a capital, a SQL line), not chat paragraphs
         quality={"rewrite_weight": 0.0},  # a correction replaces a short wrong answer whole: no sign of a bad one
         grounding={"enabled": False},  # the app retrieves no context to check answers against
-        duplicates={"enabled": False},  # a small question space over weeks in minutes: each week's dataset stands alone
+        duplicates={
+            "enabled": False
+        },  # a small question space over weeks in minutes: each week's dataset stands alone
         keep_rate={"enabled": False},  # every good answer counts; the band is for large, varied traffic
-        rollout={"ramp": (0.25, 0.5), "stage_min_requests": 100, "min_requests": 100, "max_requests": 4000,
-                 "decide_interval_s": 1.0, "watch_requests": 300, "guard_min_requests": 100},
+        rollout={
+            "ramp": (0.25, 0.5),
+            "stage_min_requests": 100,
+            "min_requests": 100,
+            "max_requests": 4000,
+            "decide_interval_s": 1.0,
+            "watch_requests": 300,
+            "guard_min_requests": 100,
+        },
         # improving models move the action mix and the pass rate on purpose: those monitors alert, not act
         guards={"actions": {"action_mix_shift": (), "pass_rate_shift": ()}},
         # one golden item of 16 per task type is noise, not a regression; a week of demo traffic is a few
         # hundred answers, most of them what production already knew: each cycle learns from every earlier week too
-        trainer={"max_task_regression": 0.07, "replay_datasets": 8,
-                 # a week of demo traffic is a few hundred answers: small batches give the small model steps
-                 # enough to learn from them (measured on a week of the short demo: batch 32, 39 steps, +0.0;
-                 # batch 8, 153 steps, +10.3 points)
-                 "batch_size": 8},
+        trainer={
+            "max_task_regression": 0.07,
+            "replay_datasets": 8,
+            # a week of demo traffic is a few hundred answers: small batches give the small model steps
+            # enough to learn from them (measured on a week of the short demo: batch 32, 39 steps, +0.0;
+            # batch 8, 153 steps, +10.3 points)
+            "batch_size": 8,
+        },
     )
 
 
@@ -62,14 +74,21 @@ class Topics:
         from schemas.codec import Codec
 
         self.settings, self.codec = settings, Codec()
-        self.consumer = Consumer({"bootstrap.servers": settings.broker_url, "group.id": f"{settings.app_id}-demo",
-                                  "enable.auto.commit": False})
+        self.consumer = Consumer(
+            {
+                "bootstrap.servers": settings.broker_url,
+                "group.id": f"{settings.app_id}-demo",
+                "enable.auto.commit": False,
+            }
+        )
         parts = []
         for topic in (settings.topic_datasets_ready, settings.topic_models):
             md = self.consumer.list_topics(topic, timeout=10).topics[topic]
             parts += [TopicPartition(topic, p, -2) for p in md.partitions]
         self.consumer.assign(parts)
-        self.consumer.pause(parts)  # fetching only inside poll(): an idle fetcher spins the broker (flywheel/consumers.py)
+        self.consumer.pause(
+            parts
+        )  # fetching only inside poll(): an idle fetcher spins the broker (flywheel/consumers.py)
         self.parts = parts
         self.ready: list[dict] = []
         self.models: list[dict] = []
@@ -77,7 +96,7 @@ class Topics:
     def poll(self) -> None:
         self.consumer.resume(self.parts)
         try:
-            while (batch := self.consumer.consume(500, 0.2)):
+            while batch := self.consumer.consume(500, 0.2):
                 for m in batch:
                     if m.error() or not m.value():
                         continue
@@ -89,8 +108,14 @@ class Topics:
             self.consumer.pause(self.parts)
 
     def outcome(self, dataset_id: str) -> dict | None:
-        return next((e for e in self.models if e.get("dataset_id") == dataset_id
-                     and e["event_type"] in ("candidate", "rejected", "refused")), None)
+        return next(
+            (
+                e
+                for e in self.models
+                if e.get("dataset_id") == dataset_id and e["event_type"] in ("candidate", "rejected", "refused")
+            ),
+            None,
+        )
 
     def close(self) -> None:
         self.consumer.close()
@@ -129,8 +154,14 @@ class App:
                 self.answers[(version, prompt)] = text
 
 
-def run(settings: Settings, spec: DemoSpec, out: TextIO = sys.stdout, as_json: bool = False,
-        report_path: str | None = None, quiet_progress: bool = False):
+def run(
+    settings: Settings,
+    spec: DemoSpec,
+    out: TextIO = sys.stdout,
+    as_json: bool = False,
+    report_path: str | None = None,
+    quiet_progress: bool = False,
+):
     """Run the demo; returns the velocity report (the same figures it printed)."""
     import redis
 
@@ -166,18 +197,28 @@ def run(settings: Settings, spec: DemoSpec, out: TextIO = sys.stdout, as_json: b
         for key in r.scan_iter(f"{s.app_id}:*", count=1000):  # a fresh data dir is a new flywheel: no stale state
             r.delete(key)
         golden.add(synthetic.golden(tuple(spec.task_mix)))
-        say(f"cold start: training v1 on {spec.cold_start_examples} synthetic examples of {', '.join(spec.cold_start_tasks)} ...")
+        say(
+            f"cold start: training v1 on {spec.cold_start_examples} synthetic examples of {', '.join(spec.cold_start_tasks)} ..."
+        )
         boot = bootstrap(registry, golden, policy.trainer, spec.cold_start_examples, tasks=spec.cold_start_tasks)
         announcer = ModelsAnnouncer(s)
         announcer.announce(boot.event)
         announcer.close()
-        say(f"cold start: {boot.version} scores {boot.event.metrics['overall']:.1%} on the golden set "
-            f"({len(golden.current()[1])} held-out items, {len(spec.task_mix)} task types)")
-        for name, argv in (("worker", ("worker",)), ("datasets", ("datasets", "run")), ("trainer", ("trainer",)),
-                           ("review", ("review",))):
+        say(
+            f"cold start: {boot.version} scores {boot.event.metrics['overall']:.1%} on the golden set "
+            f"({len(golden.current()[1])} held-out items, {len(spec.task_mix)} task types)"
+        )
+        for name, argv in (
+            ("worker", ("worker",)),
+            ("datasets", ("datasets", "run")),
+            ("trainer", ("trainer",)),
+            ("review", ("review",)),
+        ):
             stack.enter_context(service(s, name, *argv, log_path=data / "logs" / f"{name}.log"))
-        say(f"services: worker, dataset builder, trainer, review page (logs in {data / 'logs'}); "
-            f"{spec.weeks} weeks of traffic, {spec.requests_per_day} requests a day")
+        say(
+            f"services: worker, dataset builder, trainer, review page (logs in {data / 'logs'}); "
+            f"{spec.weeks} weeks of traffic, {spec.requests_per_day} requests a day"
+        )
 
         topics = Topics(s)
         stack.callback(topics.close)
@@ -233,37 +274,78 @@ def run(settings: Settings, spec: DemoSpec, out: TextIO = sys.stdout, as_json: b
             for q, a in chosen:
                 truth[q.request_id] = q
                 response = app.answers[(a.model_version, q.prompt)]
-                events.append((q.event_time, 0, "i", dict(
-                    request_id=q.request_id, session_id=q.session_id, user_id=q.user_id, model_version=a.model_version,
-                    variant=a.variant, task_type=q.task_type, prompt=q.prompt, response=response, event_time=q.event_time,
-                    latency_ms=round(rng.uniform(80, 400), 1), metadata={"source": "demo"})))
+                events.append(
+                    (
+                        q.event_time,
+                        0,
+                        "i",
+                        dict(
+                            request_id=q.request_id,
+                            session_id=q.session_id,
+                            user_id=q.user_id,
+                            model_version=a.model_version,
+                            variant=a.variant,
+                            task_type=q.task_type,
+                            prompt=q.prompt,
+                            response=response,
+                            event_time=q.event_time,
+                            latency_ms=round(rng.uniform(80, 400), 1),
+                            metadata={"source": "demo"},
+                        ),
+                    )
+                )
                 user = traits.get(q.user_id) or traits.setdefault(q.user_id, UserTraits.draw(spec, q.user_id))
                 for delay, kind in reaction(rng, is_right(q.task_type, response, q.expected), user):
-                    events.append((q.event_time + delay, 1, "a", dict(
-                        request_id=q.request_id, user_id=q.user_id, session_id=q.session_id, action=kind,
-                        event_time=q.event_time + delay, correction=correction(rng, q, user) if kind == "corrected" else None)))
+                    events.append(
+                        (
+                            q.event_time + delay,
+                            1,
+                            "a",
+                            dict(
+                                request_id=q.request_id,
+                                user_id=q.user_id,
+                                session_id=q.session_id,
+                                action=kind,
+                                event_time=q.event_time + delay,
+                                correction=correction(rng, q, user) if kind == "corrected" else None,
+                            ),
+                        )
+                    )
             for _, _, kind, record in sorted(events, key=lambda e: (e[0], e[1])):
                 (producer.log_interaction if kind == "i" else producer.log_action)(**record)
-            producer.heartbeat(day_start + spec.traffic_hours * 3_600_000 + s.settle_window_ms + s.watermark_delay_ms + 1)
+            producer.heartbeat(
+                day_start + spec.traffic_hours * 3_600_000 + s.settle_window_ms + s.watermark_delay_ms + 1
+            )
             producer.flush(60)
             sent += len(reqs)
             review(s, r, truth, spec.reviews_per_day)
-            wait(lambda: end_offsets(peek, s.topic_candidates) >= sent, 300 if day == 0 else 120,
-                 f"day {day}'s requests to be joined")
+            wait(
+                lambda: end_offsets(peek, s.topic_candidates) >= sent,
+                300 if day == 0 else 120,
+                f"day {day}'s requests to be joined",
+            )
             routing = assigner.routing()
             if routing.candidate:
                 time.sleep(1.0)  # a decision interval: the rollout counts the day and may move
             # a window whose boundary (end + lag) this day's traffic has passed is sealed, and every dataset
             # sealed so far gets the trainer's verdict, before the next day's traffic
             lag_ms = policy.datasets.lag_days * DAY_MS
-            due = {EPOCH_MS + k * WEEK_MS for k in range(spec.weeks) if EPOCH_MS + (k + 1) * WEEK_MS + lag_ms <= day_start}
-            wait(lambda: (topics.poll(), due <= {d["window_start"] for d in topics.ready})[1], 300,
-                 "the dataset builder to seal the windows the watermark passed")
+            due = {
+                EPOCH_MS + k * WEEK_MS for k in range(spec.weeks) if EPOCH_MS + (k + 1) * WEEK_MS + lag_ms <= day_start
+            }
+            wait(
+                lambda: (topics.poll(), due <= {d["window_start"] for d in topics.ready})[1],
+                300,
+                "the dataset builder to seal the windows the watermark passed",
+            )
             for d in topics.ready:
                 if d["dataset_id"] in ready_at:
                     continue
-                wait(lambda: (topics.poll(), topics.outcome(d["dataset_id"]))[1] is not None, 600,
-                     f"the trainer's outcome for {d['dataset_id']}")
+                wait(
+                    lambda: (topics.poll(), topics.outcome(d["dataset_id"]))[1] is not None,
+                    600,
+                    f"the trainer's outcome for {d['dataset_id']}",
+                )
                 out_event = topics.outcome(d["dataset_id"])
                 ready_at[d["dataset_id"]] = day_start + DAY_MS  # ready before the next day's traffic
                 if out_event["event_type"] == "candidate" and policy.rollout.enabled:
@@ -271,15 +353,19 @@ def run(settings: Settings, spec: DemoSpec, out: TextIO = sys.stdout, as_json: b
             show_cycles()
             routing = assigner.routing()
             if tty:
-                out.write(f"\r\033[Kweek {day // 7 + 1}/{spec.weeks} day {day % 7 + 1} | {sent:,} requests | "
-                          f"production {routing.production or '-'}"
-                          + (f" | A/B {routing.candidate} at {routing.weight:.0%}" if routing.candidate else "")
-                          + f" | {len(reported)} cycles | {time.monotonic() - started:,.0f}s")
+                out.write(
+                    f"\r\033[Kweek {day // 7 + 1}/{spec.weeks} day {day % 7 + 1} | {sent:,} requests | "
+                    f"production {routing.production or '-'}"
+                    + (f" | A/B {routing.candidate} at {routing.weight:.0%}" if routing.candidate else "")
+                    + f" | {len(reported)} cycles | {time.monotonic() - started:,.0f}s"
+                )
                 out.flush()
             elif not as_json and day % 7 == 6:
-                say(f"-- week {day // 7 + 1}: {sent:,} requests, production {routing.production or '-'}"
+                say(
+                    f"-- week {day // 7 + 1}: {sent:,} requests, production {routing.production or '-'}"
                     + (f", A/B {routing.candidate} at {routing.weight:.0%}" if routing.candidate else "")
-                    + f", {time.monotonic() - started:,.0f}s")
+                    + f", {time.monotonic() - started:,.0f}s"
+                )
         show_cycles()
         if tty:
             out.write("\r\033[K")
@@ -288,12 +374,27 @@ def run(settings: Settings, spec: DemoSpec, out: TextIO = sys.stdout, as_json: b
         html.write_text(render.page(velocity), encoding="utf-8")
         elapsed = time.monotonic() - started
         if as_json:
-            print(json.dumps({**velocity.to_dict(), "seconds": round(elapsed, 1), "requests": sent, "report": str(html),
-                              "weeks": spec.weeks, "seed": spec.seed}, indent=2, sort_keys=True), file=out)
+            print(
+                json.dumps(
+                    {
+                        **velocity.to_dict(),
+                        "seconds": round(elapsed, 1),
+                        "requests": sent,
+                        "report": str(html),
+                        "weeks": spec.weeks,
+                        "seed": spec.seed,
+                    },
+                    indent=2,
+                    sort_keys=True,
+                ),
+                file=out,
+            )
         else:
             say("")
             say(render.text(velocity).rstrip())
-            say(f"\n{spec.weeks} weeks of event time, {sent:,} requests in {elapsed:,.0f} s; report with plots: {html}")
+            say(
+                f"\n{spec.weeks} weeks of event time, {sent:,} requests in {elapsed:,.0f} s; report with plots: {html}"
+            )
         return velocity
 
 
@@ -322,11 +423,27 @@ def review(s: Settings, r, truth: dict[str, Request], n: int) -> int:
         target = c.get("target") or c.get("response") or ""
         right = asked is not None and is_right(asked.task_type, target, asked.expected)
         score = 5 if right else 2
-        q.submit(lease, reviewer, ReviewVerdict(
-            verdict_id=f"{lease.item.item_id}:{reviewer}", request_id=lease.item.item_id, reviewer=reviewer, accuracy=score,
-            helpfulness=score, safety=5, passed=right, reviewed_at=int(time.time() * 1000), event_time=c.get("timestamp", 0),
-            gate_passed=lease.item.gate_passed, task_type=c.get("task_type", ""), model_version=c.get("model_version", ""),
-            quality_score=c.get("quality_score", 0.0), sample_probability=lease.item.probability, review_round=lease.round))
+        q.submit(
+            lease,
+            reviewer,
+            ReviewVerdict(
+                verdict_id=f"{lease.item.item_id}:{reviewer}",
+                request_id=lease.item.item_id,
+                reviewer=reviewer,
+                accuracy=score,
+                helpfulness=score,
+                safety=5,
+                passed=right,
+                reviewed_at=int(time.time() * 1000),
+                event_time=c.get("timestamp", 0),
+                gate_passed=lease.item.gate_passed,
+                task_type=c.get("task_type", ""),
+                model_version=c.get("model_version", ""),
+                quality_score=c.get("quality_score", 0.0),
+                sample_probability=lease.item.probability,
+                review_round=lease.round,
+            ),
+        )
         done += 1
     return done
 

@@ -22,8 +22,12 @@ from trainer.evaluate import SCORERS
 # what people type before a question: more distinct prompts, none of them a golden prompt
 OPENERS = ("", "", "", "Quick question: ", "Hi! ", "Please help: ", "Hello, ", "I need to know: ", "Can you tell me? ")
 ABUSE = ("You useless idiot, answer properly this time, moron.", "Shut up and answer, you worthless stupid machine.")
-PERSONAL = ("My email is {n}.{m}@example.com by the way.", "Call me back on (415) 555-{d:04d}.",
-            "My card is 4111 1111 1111 1111, does that matter?", "I live at {d} Elm Street, Springfield.")
+PERSONAL = (
+    "My email is {n}.{m}@example.com by the way.",
+    "Call me back on (415) 555-{d:04d}.",
+    "My card is 4111 1111 1111 1111, does that matter?",
+    "I live at {d} Elm Street, Springfield.",
+)
 
 
 @dataclass(frozen=True)
@@ -34,7 +38,9 @@ class DemoSpec:
     # task types with a long tail; `currency` is not in the cold start: only traffic teaches it
     task_mix: dict = field(default_factory=lambda: {"qa": 0.36, "sql": 0.30, "support": 0.22, "currency": 0.12})
     cold_start_tasks: tuple = ("qa", "sql", "support")
-    cold_start_examples: int = 1200  # about 30 % on the golden set: qa learnt, sql and support barely, currency not at all
+    cold_start_examples: int = (
+        1200  # about 30 % on the golden set: qa learnt, sql and support barely, currency not at all
+    )
     pii_rate: float = 0.03  # requests whose prompt carries personal data (the gate redacts it)
     toxic_rate: float = 0.01  # requests whose prompt is abusive (the gate rejects it)
     users: int = 400
@@ -85,13 +91,21 @@ def requests_for_day(spec: DemoSpec, day: int, day_start_ms: int, rng: random.Ra
         subject = rng.choice(list(task.subjects()))
         prompt = rng.choice(OPENERS) + rng.choice(task.train_templates).format(x=subject)
         user = rng.randrange(spec.users)
-        r = Request(f"demo-{spec.seed}-{day}-{i}", f"user-{user:04d}", f"s-{day}-{user}", t, task.name, prompt,
-                    task.answer(subject))
+        r = Request(
+            f"demo-{spec.seed}-{day}-{i}",
+            f"user-{user:04d}",
+            f"s-{day}-{user}",
+            t,
+            task.name,
+            prompt,
+            task.answer(subject),
+        )
         if rng.random() < spec.toxic_rate:
             r.prompt, r.toxic = f"{rng.choice(ABUSE)} {r.prompt}", True
         elif rng.random() < spec.pii_rate:
-            r.prompt = f"{r.prompt} " + rng.choice(PERSONAL).format(n=rng.choice(("ann", "bo", "cy")), m=rng.choice(("lee", "kim")),
-                                                                     d=rng.randrange(10, 9999))
+            r.prompt = f"{r.prompt} " + rng.choice(PERSONAL).format(
+                n=rng.choice(("ann", "bo", "cy")), m=rng.choice(("lee", "kim")), d=rng.randrange(10, 9999)
+            )
             r.personal = True
         out.append(r)
     return out
@@ -121,8 +135,12 @@ class UserTraits:
                 return 0.0
             return rng.betavariate(mean * concentration, (1 - mean) * concentration)
 
-        return cls(around(spec.idle_rate), around(spec.wrong_accept_rate), around(spec.bad_correction_rate),
-                   around(spec.feedback_rate))
+        return cls(
+            around(spec.idle_rate),
+            around(spec.wrong_accept_rate),
+            around(spec.bad_correction_rate),
+            around(spec.feedback_rate),
+        )
 
 
 ORACLE = UserTraits()
@@ -130,6 +148,7 @@ ORACLE = UserTraits()
 
 def reaction(rng: random.Random, right: bool, user: UserTraits = ORACLE) -> list[tuple[int, str]]:
     """(delay in ms after the response, action) for one request; empty: the user did nothing."""
+
     def after(lo: int, hi: int) -> int:
         return rng.randint(lo, hi) * 1000
 

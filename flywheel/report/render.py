@@ -9,8 +9,21 @@ from typing import Sequence
 
 from flywheel.report.velocity import Velocity
 
-COLUMNS = ("cycle", "window", "collected", "passed", "pass", "reviewed", "records", "quality", "delta", "improved in",
-           "outcome", "rollout", "phase")
+COLUMNS = (
+    "cycle",
+    "window",
+    "collected",
+    "passed",
+    "pass",
+    "reviewed",
+    "records",
+    "quality",
+    "delta",
+    "improved in",
+    "outcome",
+    "rollout",
+    "phase",
+)
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f")
 
 
@@ -31,9 +44,24 @@ def _date(ms: int) -> str:
 
 
 def rows(v: Velocity) -> list[list[str]]:
-    return [[str(c.cycle), _date(c.window_start), f"{c.collected:,}", f"{c.passed:,}", _pct(c.pass_rate), f"{c.reviewed:,}",
-             f"{c.records:,}", _pct(c.quality), _signed(c.delta), _days(c.time_to_improvement_s), c.outcome, c.rollout or "-",
-             c.phase] for c in v.cycles]
+    return [
+        [
+            str(c.cycle),
+            _date(c.window_start),
+            f"{c.collected:,}",
+            f"{c.passed:,}",
+            _pct(c.pass_rate),
+            f"{c.reviewed:,}",
+            f"{c.records:,}",
+            _pct(c.quality),
+            _signed(c.delta),
+            _days(c.time_to_improvement_s),
+            c.outcome,
+            c.rollout or "-",
+            c.phase,
+        ]
+        for c in v.cycles
+    ]
 
 
 def table(header: Sequence[str], body: Sequence[Sequence[str]]) -> str:
@@ -43,12 +71,17 @@ def table(header: Sequence[str], body: Sequence[Sequence[str]]) -> str:
 
 
 def text(v: Velocity) -> str:
-    out = [f"flywheel velocity: phase {v.phase}, production {v.production or '-'} (golden {_pct(v.production_quality)})"]
+    out = [
+        f"flywheel velocity: phase {v.phase}, production {v.production or '-'} (golden {_pct(v.production_quality)})"
+    ]
     if v.cold_start:
         out.append(f"cold start: {v.cold_start['version']} at {_pct(v.cold_start['quality'])}")
     if v.series:
         for title, lines in v.series.items():
-            out.append(f"{title}: " + (", ".join(f"{name} {pts[-1][1]:.3g}" for name, pts in lines.items() if pts) or "no data"))
+            out.append(
+                f"{title}: "
+                + (", ".join(f"{name} {pts[-1][1]:.3g}" for name, pts in lines.items() if pts) or "no data")
+            )
     else:
         out += ["", table(COLUMNS, rows(v)) if v.cycles else "no sealed datasets yet"]
     if v.acceptance:
@@ -56,7 +89,10 @@ def text(v: Velocity) -> str:
         for version, points in v.acceptance.items():
             out.append(f"  {version}: " + ", ".join(f"{_date(t)} {_pct(a)} (n={n:,})" for t, a, n in points))
     if v.growth:
-        out += ["", "growth (a healthy flywheel compounds; quality per cycle, requests and users per complete window):"]
+        out += [
+            "",
+            "growth (a healthy flywheel compounds; quality per cycle, requests and users per complete window):",
+        ]
         out += [f"  {line}" for line in growth_lines(v)]
     out += ["", "diagnosis: " + ("; ".join(v.diagnosis) if v.diagnosis else "no stagnation signs")]
     return "\n".join(out) + "\n"
@@ -67,18 +103,28 @@ def growth_lines(v: Velocity) -> list[str]:
     for g in v.growth:
         value = _pct if g.curve == "quality" else (lambda x: "-" if x is None else f"{x:,.0f}")
         rate = "" if g.rate is None else f", {100 * g.rate:+.1f} % a {g.period}"
-        lines.append(f"{g.curve:<8} {value(g.first)} -> {value(g.last)} over {g.points} {g.period}s{rate}: {g.shape.replace('_', ' ')}")
+        lines.append(
+            f"{g.curve:<8} {value(g.first)} -> {value(g.last)} over {g.points} {g.period}s{rate}: {g.shape.replace('_', ' ')}"
+        )
     return lines
 
 
-def svg_chart(title: str, series: dict[str, list[tuple[float, float]]], y_label: str = "", percent: bool = False,
-              width: int = 560, height: int = 260) -> str:
+def svg_chart(
+    title: str,
+    series: dict[str, list[tuple[float, float]]],
+    y_label: str = "",
+    percent: bool = False,
+    width: int = 560,
+    height: int = 260,
+) -> str:
     """A line chart: one polyline (with points) per series, x and y scaled to the data."""
     points = [p for s in series.values() for p in s]
     per_row = 4
     pad_l, pad_r, pad_t, pad_b = 56, 12, 40 + 14 * ((len(series) + per_row - 1) // per_row), 40
-    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img" aria-label="{html.escape(title)}">',
-           f'<text x="{width / 2}" y="18" text-anchor="middle" font-size="14">{html.escape(title)}</text>']
+    out = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img" aria-label="{html.escape(title)}">',
+        f'<text x="{width / 2}" y="18" text-anchor="middle" font-size="14">{html.escape(title)}</text>',
+    ]
     if not points:
         out.append(f'<text x="{width / 2}" y="{height / 2}" text-anchor="middle" fill="#888">no data yet</text></svg>')
         return "".join(out)
@@ -90,44 +136,70 @@ def svg_chart(title: str, series: dict[str, list[tuple[float, float]]], y_label:
     fmt = (lambda y: f"{100 * y:.0f}%") if percent else (lambda y: f"{y:,.0f}" if abs(y) >= 10 else f"{y:.2f}")
     for i in range(5):
         y = y0 + (y1 - y0) * i / 4
-        out.append(f'<line x1="{pad_l}" x2="{width - pad_r}" y1="{sy(y):.1f}" y2="{sy(y):.1f}" stroke="#eee"/>'
-                   f'<text x="{pad_l - 6}" y="{sy(y) + 4:.1f}" text-anchor="end" font-size="11">{fmt(y)}</text>')
+        out.append(
+            f'<line x1="{pad_l}" x2="{width - pad_r}" y1="{sy(y):.1f}" y2="{sy(y):.1f}" stroke="#eee"/>'
+            f'<text x="{pad_l - 6}" y="{sy(y) + 4:.1f}" text-anchor="end" font-size="11">{fmt(y)}</text>'
+        )
     for i in range(5):
         x = x0 + (x1 - x0) * i / 4
-        out.append(f'<text x="{sx(x):.1f}" y="{height - pad_b + 14}" text-anchor="middle" font-size="11">{x:,.3g}</text>')
-    out.append(f'<text x="{width / 2}" y="{height - 4}" text-anchor="middle" font-size="11">{html.escape(y_label)}</text>')
+        out.append(
+            f'<text x="{sx(x):.1f}" y="{height - pad_b + 14}" text-anchor="middle" font-size="11">{x:,.3g}</text>'
+        )
+    out.append(
+        f'<text x="{width / 2}" y="{height - 4}" text-anchor="middle" font-size="11">{html.escape(y_label)}</text>'
+    )
     for i, (name, s) in enumerate(series.items()):
         color = PALETTE[i % len(PALETTE)]
         coords = " ".join(f"{sx(x):.1f},{sy(y):.1f}" for x, y in s)
-        out.append(f'<polyline fill="none" stroke="{color}" stroke-width="2" points="{coords}"><title>{html.escape(name)}</title></polyline>')
+        out.append(
+            f'<polyline fill="none" stroke="{color}" stroke-width="2" points="{coords}"><title>{html.escape(name)}</title></polyline>'
+        )
         out += [f'<circle cx="{sx(x):.1f}" cy="{sy(y):.1f}" r="3" fill="{color}"/>' for x, y in s]
-        out.append(f'<text x="{pad_l + 8 + 125 * (i % per_row)}" y="{36 + 14 * (i // per_row)}" font-size="11" '
-                   f'fill="{color}">&#9632; {html.escape(name)}</text>')
+        out.append(
+            f'<text x="{pad_l + 8 + 125 * (i % per_row)}" y="{36 + 14 * (i // per_row)}" font-size="11" '
+            f'fill="{color}">&#9632; {html.escape(name)}</text>'
+        )
     out.append("</svg>")
     return "".join(out)
 
 
 def plots(v: Velocity) -> list[str]:
     if v.series:  # from Prometheus: each title's lines over days before now
-        return [svg_chart(title, lines, "days before now", percent="records" not in title) for title, lines in v.series.items()]
+        return [
+            svg_chart(title, lines, "days before now", percent="records" not in title)
+            for title, lines in v.series.items()
+        ]
     cycles = v.cycles
-    quality = {"candidate": [(c.cycle, c.quality) for c in cycles if c.quality is not None],
-               "production": [(c.cycle, c.production_quality) for c in cycles if c.production_quality is not None]}
+    quality = {
+        "candidate": [(c.cycle, c.quality) for c in cycles if c.quality is not None],
+        "production": [(c.cycle, c.production_quality) for c in cycles if c.production_quality is not None],
+    }
     if v.cold_start and v.cold_start.get("quality") is not None:
         # the control: production never retrained scores the cold start's quality at every cycle
-        quality["never retrained (control)"] = [(0, v.cold_start["quality"]), (max(1, len(cycles)), v.cold_start["quality"])]
-    volume = {"collected": [(c.cycle, c.collected) for c in cycles], "passed": [(c.cycle, c.passed) for c in cycles],
-              "dataset records": [(c.cycle, c.records) for c in cycles]}
+        quality["never retrained (control)"] = [
+            (0, v.cold_start["quality"]),
+            (max(1, len(cycles)), v.cold_start["quality"]),
+        ]
+    volume = {
+        "collected": [(c.cycle, c.collected) for c in cycles],
+        "passed": [(c.cycle, c.passed) for c in cycles],
+        "dataset records": [(c.cycle, c.records) for c in cycles],
+    }
     passing = {"pass rate": [(c.cycle, c.pass_rate) for c in cycles if c.pass_rate is not None]}
     t0 = min([t for pts in v.acceptance.values() for t, _, _ in pts] + [t for t, _, _ in v.windows], default=0)
     weeks = lambda t: (t - t0) / 86_400_000 / 7  # noqa: E731
     acceptance = {version: [(weeks(t), a) for t, a, _ in pts] for version, pts in v.acceptance.items()}
-    growth = {"requests": [(weeks(t), n) for t, n, _ in v.windows], "distinct users": [(weeks(t), u) for t, _, u in v.windows]}
-    return [svg_chart("Golden-set quality per cycle", quality, "cycle", percent=True),
-            svg_chart("Data volume per cycle", volume, "cycle"),
-            svg_chart("Gate pass rate per cycle", passing, "cycle", percent=True),
-            svg_chart("Acceptance per model version", acceptance, "weeks of event time", percent=True),
-            svg_chart("Requests and users per window", growth, "weeks of event time")]
+    growth = {
+        "requests": [(weeks(t), n) for t, n, _ in v.windows],
+        "distinct users": [(weeks(t), u) for t, _, u in v.windows],
+    }
+    return [
+        svg_chart("Golden-set quality per cycle", quality, "cycle", percent=True),
+        svg_chart("Data volume per cycle", volume, "cycle"),
+        svg_chart("Gate pass rate per cycle", passing, "cycle", percent=True),
+        svg_chart("Acceptance per model version", acceptance, "weeks of event time", percent=True),
+        svg_chart("Requests and users per window", growth, "weeks of event time"),
+    ]
 
 
 def page(v: Velocity) -> str:
@@ -135,15 +207,19 @@ def page(v: Velocity) -> str:
     body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows(v))
     diagnosis = "".join(f"<li>{html.escape(d)}</li>" for d in v.diagnosis) or "<li>no stagnation signs</li>"
     growth = "".join(f"<li>{html.escape(line)}</li>" for line in growth_lines(v)) or "<li>no figures yet</li>"
-    cold = (f"; cold start {html.escape(v.cold_start['version'])} at {_pct(v.cold_start['quality'])}" if v.cold_start else "")
+    cold = (
+        f"; cold start {html.escape(v.cold_start['version'])} at {_pct(v.cold_start['quality'])}"
+        if v.cold_start
+        else ""
+    )
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>flywheel velocity</title>
 <style>body{{font-family:system-ui,sans-serif;margin:2em;color:#222}}table{{border-collapse:collapse}}
 td,th{{padding:4px 10px;border-bottom:1px solid #ddd;text-align:right;white-space:nowrap}}.plots{{display:flex;flex-wrap:wrap;gap:16px}}</style>
 </head><body>
 <h1>Flywheel velocity</h1>
-<p>Phase <b>{html.escape(v.phase)}</b>; production {html.escape(v.production or '-')} at {_pct(v.production_quality)} on the golden set{cold}.</p>
-<div class="plots">{''.join(plots(v))}</div>
+<p>Phase <b>{html.escape(v.phase)}</b>; production {html.escape(v.production or "-")} at {_pct(v.production_quality)} on the golden set{cold}.</p>
+<div class="plots">{"".join(plots(v))}</div>
 <h2>Cycles</h2>
 <table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>
 <h2>Growth</h2><ul>{growth}</ul>
@@ -171,24 +247,41 @@ def arm_rows(report: dict) -> list[list[str]]:
             if i >= len(rows):
                 continue
             r, c = rows[i], rows[i].get("candidate") or {}
-            out.append([str(r["cycle"]), _arm_label(name), _pct(r["quality"]), f"{_pct(r['low'])} - {_pct(r['high'])}",
-                        r["outcome"], _pct(c.get("quality")) if c else "-",
-                        f"{c['examples']}+{c['replayed']}" if c else "-", str(c.get("steps", "-")) if c else "-"])
+            out.append(
+                [
+                    str(r["cycle"]),
+                    _arm_label(name),
+                    _pct(r["quality"]),
+                    f"{_pct(r['low'])} - {_pct(r['high'])}",
+                    r["outcome"],
+                    _pct(c.get("quality")) if c else "-",
+                    f"{c['examples']}+{c['replayed']}" if c else "-",
+                    str(c.get("steps", "-")) if c else "-",
+                ]
+            )
     return out
 
 
 def arms_text(report: dict) -> str:
-    out = [f"real-model flywheel: {report['model']}, {report['golden_items']} golden items about unseen inputs "
-           f"({', '.join(report['golden_tasks'])}), {report['requests']:,} requests, {report['seconds']:,.0f} s",
-           "", table(ARM_COLUMNS, arm_rows(report)), "",
-           "the shipped arm at the last cycle against each control (paired bootstrap over golden items, 95 %):"]
+    out = [
+        f"real-model flywheel: {report['model']}, {report['golden_items']} golden items about unseen inputs "
+        f"({', '.join(report['golden_tasks'])}), {report['requests']:,} requests, {report['seconds']:,.0f} s",
+        "",
+        table(ARM_COLUMNS, arm_rows(report)),
+        "",
+        "the shipped arm at the last cycle against each control (paired bootstrap over golden items, 95 %):",
+    ]
     for c in report["comparisons"]:
-        out.append(f"  vs {_arm_label(c['arm'])}: {_signed(c['delta'])} points [{_signed(c['low'])}, {_signed(c['high'])}]: {c['verdict']}")
+        out.append(
+            f"  vs {_arm_label(c['arm'])}: {_signed(c['delta'])} points [{_signed(c['low'])}, {_signed(c['high'])}]: {c['verdict']}"
+        )
     out += ["", "traffic per cycle (served by the shipped arm's production model):"]
     for t in report["traffic"]:
-        out.append(f"  cycle {t['cycle']}: {t['requests']} requests, {_pct(t['served_right'])} answered right; users acted on "
-                   f"{t['labelled']} ({t['labelled_wrong']} with a wrong target); gate passed {t['gate_passed']}, reviewers failed "
-                   f"{t['review_failed']} of {t['reviewed']}; shipped dataset {t['shipped_records']} ({t['shipped_wrong']} wrong); {t['seconds']:.0f} s")
+        out.append(
+            f"  cycle {t['cycle']}: {t['requests']} requests, {_pct(t['served_right'])} answered right; users acted on "
+            f"{t['labelled']} ({t['labelled_wrong']} with a wrong target); gate passed {t['gate_passed']}, reviewers failed "
+            f"{t['review_failed']} of {t['reviewed']}; shipped dataset {t['shipped_records']} ({t['shipped_wrong']} wrong); {t['seconds']:.0f} s"
+        )
     out += ["", "findings:"] + [f"  - {f}" for f in report["findings"]]
     return "\n".join(out) + "\n"
 
@@ -196,7 +289,9 @@ def arms_text(report: dict) -> str:
 def arms_chart(report: dict, width: int = 640, height: int = 300) -> str:
     """Golden quality per cycle, one line per arm, with its 95 % interval as a vertical bar."""
     series = {_arm_label(name): [(r["cycle"], r["quality"]) for r in rows] for name, rows in report["arms"].items()}
-    svg = svg_chart("Golden quality per cycle, by arm (95 % intervals)", series, "cycle", percent=True, width=width, height=height)
+    svg = svg_chart(
+        "Golden quality per cycle, by arm (95 % intervals)", series, "cycle", percent=True, width=width, height=height
+    )
     # the interval bars, on the same scales as svg_chart's (y from 0, x from the first to the last cycle)
     points = [p for s in series.values() for p in s]
     xs, ys = [p[0] for p in points], [p[1] for p in points]
@@ -211,29 +306,37 @@ def arms_chart(report: dict, width: int = 640, height: int = 300) -> str:
         offset = (i - (len(report["arms"]) - 1) / 2) * 4  # side by side, so bars of equal arms do not hide each other
         for r in rows:
             x = sx(r["cycle"]) + offset
-            bars.append(f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{sy(r["low"]):.1f}" y2="{sy(r["high"]):.1f}" stroke="{color}" '
-                        f'stroke-width="1.5" opacity="0.6"/>')
+            bars.append(
+                f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{sy(r["low"]):.1f}" y2="{sy(r["high"]):.1f}" stroke="{color}" '
+                f'stroke-width="1.5" opacity="0.6"/>'
+            )
     return svg.replace("</svg>", "".join(bars) + "</svg>")
 
 
 def arms_page(report: dict) -> str:
     head = "".join(f"<th>{html.escape(h)}</th>" for h in ARM_COLUMNS)
     body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in arm_rows(report))
-    comps = "".join(f"<li>vs {html.escape(_arm_label(c['arm']))}: {_signed(c['delta'])} points "
-                    f"[{_signed(c['low'])}, {_signed(c['high'])}]: {html.escape(c['verdict'])}</li>" for c in report["comparisons"])
+    comps = "".join(
+        f"<li>vs {html.escape(_arm_label(c['arm']))}: {_signed(c['delta'])} points "
+        f"[{_signed(c['low'])}, {_signed(c['high'])}]: {html.escape(c['verdict'])}</li>"
+        for c in report["comparisons"]
+    )
     finds = "".join(f"<li>{html.escape(f)}</li>" for f in report["findings"])
-    traffic = "".join(f"<li>cycle {t['cycle']}: {t['requests']} requests, {_pct(t['served_right'])} answered right; "
-                      f"users acted on {t['labelled']} ({t['labelled_wrong']} wrong targets); gate passed {t['gate_passed']}; "
-                      f"reviewers failed {t['review_failed']} of {t['reviewed']}; shipped dataset {t['shipped_records']} "
-                      f"({t['shipped_wrong']} wrong)</li>" for t in report["traffic"])
+    traffic = "".join(
+        f"<li>cycle {t['cycle']}: {t['requests']} requests, {_pct(t['served_right'])} answered right; "
+        f"users acted on {t['labelled']} ({t['labelled_wrong']} wrong targets); gate passed {t['gate_passed']}; "
+        f"reviewers failed {t['review_failed']} of {t['reviewed']}; shipped dataset {t['shipped_records']} "
+        f"({t['shipped_wrong']} wrong)</li>"
+        for t in report["traffic"]
+    )
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>flywheel: real-model run against controls</title>
 <style>body{{font-family:system-ui,sans-serif;margin:2em;color:#222}}table{{border-collapse:collapse}}
 td,th{{padding:4px 10px;border-bottom:1px solid #ddd;text-align:right;white-space:nowrap}}</style>
 </head><body>
 <h1>Real-model flywheel against controls</h1>
-<p>{html.escape(report['model'])}; {report['golden_items']} golden items about inputs that never occur in traffic
-({html.escape(', '.join(report['golden_tasks']))}); {report['requests']:,} requests; {report['seconds']:,.0f} s.</p>
+<p>{html.escape(report["model"])}; {report["golden_items"]} golden items about inputs that never occur in traffic
+({html.escape(", ".join(report["golden_tasks"]))}); {report["requests"]:,} requests; {report["seconds"]:,.0f} s.</p>
 {arms_chart(report)}
 <h2>Golden quality per arm per cycle</h2>
 <table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>

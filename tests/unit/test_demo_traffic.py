@@ -53,17 +53,26 @@ def test_users_react_to_rightness_only():
     right = Counter(k for _ in range(2000) for _, k in reaction(rng, True))
     wrong = Counter(k for _ in range(2000) for _, k in reaction(rng, False))
     assert set(right) <= {"accepted", "copied", "thumbs_up"} and right["accepted"] > right["copied"] > 0
-    assert set(wrong) <= {"corrected", "regenerated", "abandoned", "thumbs_down"} and wrong["corrected"] > wrong["abandoned"]
+    assert (
+        set(wrong) <= {"corrected", "regenerated", "abandoned", "thumbs_down"}
+        and wrong["corrected"] > wrong["abandoned"]
+    )
     assert all(d < 30 * 60_000 for _ in range(500) for d, _ in reaction(rng, False))  # inside the settle window
     assert is_right("sql", "SELECT COUNT(*)   FROM users", "SELECT COUNT(*) FROM users;")
     assert is_right("qa", "Paris", "Paris") and not is_right("qa", "Rome", "Paris")
-    assert is_right("support", "Sure. Hold the router power button for ten seconds, then plug it in again.",
-                    "Hold the router power button for ten seconds, then plug it in again.")
+    assert is_right(
+        "support",
+        "Sure. Hold the router power button for ten seconds, then plug it in again.",
+        "Hold the router power button for ten seconds, then plug it in again.",
+    )
 
 
 def test_bad_specs_are_refused():
-    for kw, msg in [({"weeks": 0}, "weeks"), ({"requests_per_day": 5}, "requests per day"),
-                    ({"task_mix": {"poetry": 1.0}}, "unknown task types")]:
+    for kw, msg in [
+        ({"weeks": 0}, "weeks"),
+        ({"requests_per_day": 5}, "requests per day"),
+        ({"task_mix": {"poetry": 1.0}}, "unknown task types"),
+    ]:
         with pytest.raises(ValueError, match=msg):
             DemoSpec(**kw).check()
 
@@ -74,8 +83,12 @@ def test_users_are_not_oracles_and_each_has_habits_of_their_own():
     spec = DemoSpec()
     users = [UserTraits.draw(spec, f"user-{i:04d}") for i in range(400)]
     assert UserTraits.draw(spec, "user-0001") == users[1]  # the same user, the same habits
-    for name, mean in (("idle", spec.idle_rate), ("gullible", spec.wrong_accept_rate), ("sloppy", spec.bad_correction_rate),
-                       ("feedback", spec.feedback_rate)):
+    for name, mean in (
+        ("idle", spec.idle_rate),
+        ("gullible", spec.wrong_accept_rate),
+        ("sloppy", spec.bad_correction_rate),
+        ("feedback", spec.feedback_rate),
+    ):
         values = [getattr(u, name) for u in users]
         assert abs(sum(values) / len(values) - mean) < 0.03 and max(values) - min(values) > 0.2, name
     rng = random.Random(4)
@@ -84,6 +97,8 @@ def test_users_are_not_oracles_and_each_has_habits_of_their_own():
     assert took(gullible) > 1400 and took(careful) == 0  # wrong answers accepted: noise in the labels
     assert sum(reaction(rng, True, UserTraits(idle=0.5)) == [] for _ in range(2000)) > 900
     q = day(spec)[0]
-    typed = Counter("right" if c == q.expected else "partial" if q.expected.startswith(c) else "wrong"
-                    for c in (correction(rng, q, UserTraits(sloppy=0.5)) for _ in range(2000)))
+    typed = Counter(
+        "right" if c == q.expected else "partial" if q.expected.startswith(c) else "wrong"
+        for c in (correction(rng, q, UserTraits(sloppy=0.5)) for _ in range(2000))
+    )
     assert typed["right"] > 900 and typed["wrong"] > 350 and typed["partial"] > 350
