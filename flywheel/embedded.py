@@ -1,7 +1,7 @@
 """The embedded stack: a Kafka-compatible broker and, when none answers, a Redis, as child processes.
 
 The broker is noida-db (a single binary shipped in a PyPI wheel) because Faust's table recovery
-is exact on it (see the README). Production never uses this module: it sets FLYWHEEL_KAFKA_BOOTSTRAP.
+is exact on it (docs: Getting started). Production never uses this module: it sets FLYWHEEL_KAFKA_BOOTSTRAP.
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ held personal data) is HMAC-SHA256(key, id).
 The key is `FLYWHEEL_PSEUDONYM_KEY`. When it is empty, the first process that needs one generates
 32 random bytes and keeps them in Redis (`<app_id>:pseudonym-key`, SET NX: every process of the
 flywheel agrees on the one that won), with a warning: the default install works, but a key kept in
-the same Redis as the pseudonyms protects little. Production sets it (README: Erasure, rotation).
+the same Redis as the pseudonyms protects little. Production sets it (docs: Datasets, Erasure and rotation).
 
 Rotation: `FLYWHEEL_PSEUDONYM_KEY=new,old` (comma-separated, the current key first). New pseudonyms
 are made with the first; an erasure also computes the user's pseudonyms under every older key, so
@@ -70,7 +70,7 @@ def resolve_key(settings: Any, client: Any = None) -> bytes:
             if client.set(name, secrets.token_hex(32), nx=True):
                 log.warning(
                     "FLYWHEEL_PSEUDONYM_KEY is empty: a pseudonym key was generated and kept in Redis; "
-                    "set FLYWHEEL_PSEUDONYM_KEY in production (README: Erasure)",
+                    "set FLYWHEEL_PSEUDONYM_KEY in production (docs: Datasets, Erasure)",
                     extra={"redis_key": name},
                 )
             value = client.get(name)

@@ -225,7 +225,7 @@ class Settings:
     pseudonym_key: str = field(
         default="",
         metadata={
-            "doc": "Secret every user id the flywheel keeps is HMAC-SHA256'd with (datasets' users.txt and record-users.bin, the erased list, the gate's stand-in for an id holding personal data); empty: one is generated on first use and kept in Redis at `<app_id>:pseudonym-key`, with a warning (set it in production; README: Erasure says how to rotate it)"
+            "doc": "Secret every user id the flywheel keeps is HMAC-SHA256'd with (datasets' users.txt and record-users.bin, the erased list, the gate's stand-in for an id holding personal data); empty: one is generated on first use and kept in Redis at `<app_id>:pseudonym-key`, with a warning (set it in production; docs: Datasets, Erasure says how to rotate it)"
         },
     )
 
@@ -323,7 +323,7 @@ class Settings:
 
     @classmethod
     def describe(cls) -> list[tuple[str, str, str]]:
-        """(environment variable, default, meaning) for the README's configuration table."""
+        """(environment variable, default, meaning) for the configuration reference page."""
         return [(ENV_PREFIX + f.name.upper(), repr(f.default), f.metadata.get("doc", "")) for f in fields(cls)]
 
 

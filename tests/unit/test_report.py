@@ -16,27 +16,49 @@ W = 7 * 86_400_000
 
 
 def ready(i: int, records: int, decisions: int, passed: int) -> dict:
-    return {"dataset_id": f"ds-{i}", "window_start": i * W, "counts": {"records": records, "window.decisions": decisions,
-                                                                       "window.passed": passed, "sft.train": records}}
+    return {
+        "dataset_id": f"ds-{i}",
+        "window_start": i * W,
+        "counts": {"records": records, "window.decisions": decisions, "window.passed": passed, "sft.train": records},
+    }
 
 
 def cycle_event(kind: str, version: str, i: int, quality: float, delta: float, t: int) -> dict:
-    return {"event_type": kind, "version": version, "dataset_id": f"ds-{i}", "metrics": {"overall": quality},
-            "incumbent_metrics": {"overall": quality - delta}, "deltas": {"overall": delta}, "created_at": t,
-            "time_to_improvement_ms": 20 * 86_400_000 if kind == "candidate" else None}
+    return {
+        "event_type": kind,
+        "version": version,
+        "dataset_id": f"ds-{i}",
+        "metrics": {"overall": quality},
+        "incumbent_metrics": {"overall": quality - delta},
+        "deltas": {"overall": delta},
+        "created_at": t,
+        "time_to_improvement_ms": 20 * 86_400_000 if kind == "candidate" else None,
+    }
 
 
 def velocity():
-    models = [{"event_type": "bootstrap", "version": "v0001", "metrics": {"overall": 0.62}, "created_at": 1},
-              cycle_event("candidate", "v0002", 0, 0.72, 0.10, 10),
-              {"event_type": "rollout_started", "version": "v0002", "base_model": "v0001", "created_at": 11},
-              {"event_type": "rollout_promote", "version": "v0002", "base_model": "v0001", "created_at": 12},
-              cycle_event("candidate", "v0003", 1, 0.70, -0.02, 20),  # worse, yet the trainer's gate let it through
-              {"event_type": "rollout_rollback", "version": "v0003", "base_model": "v0002", "created_at": 22},
-              cycle_event("rejected", "v0004", 2, 0.71, -0.01, 30)]
+    models = [
+        {"event_type": "bootstrap", "version": "v0001", "metrics": {"overall": 0.62}, "created_at": 1},
+        cycle_event("candidate", "v0002", 0, 0.72, 0.10, 10),
+        {"event_type": "rollout_started", "version": "v0002", "base_model": "v0001", "created_at": 11},
+        {"event_type": "rollout_promote", "version": "v0002", "base_model": "v0001", "created_at": 12},
+        cycle_event("candidate", "v0003", 1, 0.70, -0.02, 20),  # worse, yet the trainer's gate let it through
+        {"event_type": "rollout_rollback", "version": "v0003", "base_model": "v0002", "created_at": 22},
+        cycle_event("rejected", "v0004", 2, 0.71, -0.01, 30),
+    ]
     # given out of order: the report sorts by window and by creation time
-    return build([ready(2, 1300, 3000, 1900), ready(0, 900, 2000, 1200), ready(1, 1100, 2500, 1500), ready(3, 1200, 2600, 1700)],
-                 models, [5, 6, W + 1], {("v0001", 0): (200, 120), ("v0002", W): (300, 210), ("v0001", W): (100, 60)}, W)
+    return build(
+        [
+            ready(2, 1300, 3000, 1900),
+            ready(0, 900, 2000, 1200),
+            ready(1, 1100, 2500, 1500),
+            ready(3, 1200, 2600, 1700),
+        ],
+        models,
+        [5, 6, W + 1],
+        {("v0001", 0): (200, 120), ("v0002", W): (300, 210), ("v0001", W): (100, 60)},
+        W,
+    )
 
 
 def test_cycles_carry_quality_delta_rollout_and_phase():
@@ -59,10 +81,15 @@ def test_a_window_sealed_again_is_one_cycle_with_its_newest_figures():
     """An erasure re-seals a window under a new id and announces it again: still one cycle, counted
     once, with the new version's figures and the training outcome of the version that was trained."""
     resealed = {**ready(0, 890, 2000, 1190), "dataset_id": "ds-0-erased", "sealed_at": 5}
-    models = [{"event_type": "bootstrap", "version": "v0001", "metrics": {"overall": 0.62}, "created_at": 1},
-              cycle_event("candidate", "v0002", 0, 0.72, 0.10, 10)]
+    models = [
+        {"event_type": "bootstrap", "version": "v0001", "metrics": {"overall": 0.62}, "created_at": 1},
+        cycle_event("candidate", "v0002", 0, 0.72, 0.10, 10),
+    ]
     v = build([resealed, {**ready(0, 900, 2000, 1200), "sealed_at": 1}, ready(1, 1100, 2500, 1500)], models, [], {}, W)
-    assert [(c.cycle, c.dataset_id, c.records, c.passed) for c in v.cycles] == [(1, "ds-0-erased", 890, 1190), (2, "ds-1", 1100, 1500)]
+    assert [(c.cycle, c.dataset_id, c.records, c.passed) for c in v.cycles] == [
+        (1, "ds-0-erased", 890, 1190),
+        (2, "ds-1", 1100, 1500),
+    ]
     assert v.cycles[0].outcome == "candidate" and v.cycles[0].quality == 0.72
 
 
@@ -77,10 +104,18 @@ def test_text_json_and_page():
     assert data["cycles"][0]["pass_rate"] == 0.6 and data["acceptance"]["v0002"][0]["acceptance"] == 0.7
     page = render.page(v)
     assert page.count("<svg") == 5 and page.count("<polyline") >= 7
-    assert all(t in page for t in ("Golden-set quality per cycle", "Data volume per cycle", "Gate pass rate per cycle",
-                                   "Acceptance per model version", "Requests and users per window"))
+    assert all(
+        t in page
+        for t in (
+            "Golden-set quality per cycle",
+            "Data volume per cycle",
+            "Gate pass rate per cycle",
+            "Acceptance per model version",
+            "Requests and users per window",
+        )
+    )
     # the quality plot's candidate line has one point per trained cycle, highest quality highest on the page
-    quality_svg = page[page.index("Golden-set quality"):page.index("</svg>", page.index("Golden-set quality"))]
+    quality_svg = page[page.index("Golden-set quality") : page.index("</svg>", page.index("Golden-set quality"))]
     first = re.search(r'<polyline[^>]*points="([^"]+)"', quality_svg).group(1).split()
     ys = [float(p.split(",")[1]) for p in first]
     assert len(ys) == 3 and ys[0] == min(ys)  # 0.72 at cycle 1 is the top point (SVG y grows downward)
@@ -93,12 +128,14 @@ def test_an_empty_flywheel_reports_the_cold_start():
 
 
 def test_growth_of_requests_users_and_quality_is_reported_and_diagnosed():
-    models = [{"event_type": "bootstrap", "version": "v0001", "metrics": {"overall": 0.30}, "created_at": 1},
-              cycle_event("candidate", "v0002", 0, 0.60, 0.30, 10),
-              {"event_type": "rollout_promote", "version": "v0002", "base_model": "v0001", "created_at": 12},
-              cycle_event("candidate", "v0003", 1, 0.95, 0.35, 20),
-              {"event_type": "rollout_promote", "version": "v0003", "base_model": "v0002", "created_at": 22},
-              cycle_event("rejected", "v0004", 2, 0.95, 0.0, 30)]
+    models = [
+        {"event_type": "bootstrap", "version": "v0001", "metrics": {"overall": 0.30}, "created_at": 1},
+        cycle_event("candidate", "v0002", 0, 0.60, 0.30, 10),
+        {"event_type": "rollout_promote", "version": "v0002", "base_model": "v0001", "created_at": 12},
+        cycle_event("candidate", "v0003", 1, 0.95, 0.35, 20),
+        {"event_type": "rollout_promote", "version": "v0003", "base_model": "v0002", "created_at": 22},
+        cycle_event("rejected", "v0004", 2, 0.95, 0.0, 30),
+    ]
     windows = {0: (1000, 100), W: (2000, 100), 2 * W: (4000, 100), 3 * W: (8000, 99)}  # requests double, users do not
     v = build([ready(i, 900, 2000, 1200) for i in range(3)], models, [], {}, W, windows)
     shapes = {g.curve: g.shape for g in v.growth}
@@ -113,6 +150,6 @@ def test_growth_of_requests_users_and_quality_is_reported_and_diagnosed():
     assert data["windows"][3] == {"window_start": 3 * W, "requests": 8000, "users": 99}
     assert {g["curve"]: g["rate"] for g in data["growth"]}["requests"] == pytest.approx(1.0)
     page = render.page(v)
-    growth_svg = page[page.index("Requests and users per window"):]
-    assert growth_svg[:growth_svg.index("</svg>")].count("<circle") == 8  # four windows, two curves
+    growth_svg = page[page.index("Requests and users per window") :]
+    assert growth_svg[: growth_svg.index("</svg>")].count("<circle") == 8  # four windows, two curves
     assert "users growth flat" in page and "requests 1,000 -&gt; 8,000" in page

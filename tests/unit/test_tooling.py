@@ -26,6 +26,11 @@ def test_ruff_finds_nothing():
     assert r.returncode == 0, r.stdout[-4000:]
 
 
+def test_the_tree_is_formatted():
+    r = run("ruff", "format", "--check", "--no-cache", ".")
+    assert r.returncode == 0, r.stdout[-4000:]
+
+
 def test_mypy_passes_on_the_typed_layers():
     r = run("mypy")
     assert r.returncode == 0, r.stdout[-4000:]
