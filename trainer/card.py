@@ -17,11 +17,11 @@ the model's `file_hashes` (those are the weights and tokenizer the trainer saved
 
 from __future__ import annotations
 
-import json
-import re
 import shutil
 from pathlib import Path
 from typing import Any, Mapping
+
+from flywheel.frontmatter import front_matter
 
 CARD = "README.md"
 
@@ -48,51 +48,6 @@ def scores(meta: Mapping[str, Any]) -> list[dict]:
         row["interval"] = [low, high] if low is not None and high is not None else None
         out.append(row)
     return out
-
-
-_PLAIN_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*")
-
-
-def _key(k: Any) -> str:
-    """A mapping key: plain when it is a simple name, else quoted (as in streams/datasets/card.py)."""
-    k = str(k)
-    return (
-        k
-        if _PLAIN_KEY.fullmatch(k) and k.lower() not in ("true", "false", "null", "yes", "no", "on", "off")
-        else json.dumps(k, ensure_ascii=False)
-    )
-
-
-def _yaml_scalar(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return json.dumps(value)
-    return json.dumps(str(value), ensure_ascii=False)
-
-
-def _yaml(value: Any, indent: int = 0) -> list[str]:
-    """Block YAML of plain data (dicts, lists, scalars): keys in the order given, quoted unless plain."""
-    pad = " " * indent
-    lines: list[str] = []
-    if isinstance(value, Mapping):
-        for k, v in value.items():
-            if isinstance(v, (Mapping, list)) and v:
-                lines.append(f"{pad}{_key(k)}:")
-                lines += _yaml(v, indent + 2)
-            else:
-                empty = "{}" if isinstance(v, Mapping) else "[]" if isinstance(v, list) else _yaml_scalar(v)
-                lines.append(f"{pad}{_key(k)}: {empty}")
-    elif isinstance(value, list):
-        for item in value:
-            sub = _yaml(item, indent + 2) if isinstance(item, (Mapping, list)) else [f"{pad}  {_yaml_scalar(item)}"]
-            lines.append(f"{pad}- {sub[0].strip()}")
-            lines += sub[1:]
-    else:
-        lines.append(pad + _yaml_scalar(value))
-    return lines
 
 
 def render(meta: Mapping[str, Any]) -> str:
@@ -178,7 +133,7 @@ The dataset versions its weights learned from (its own and its bases'):
 
 Not set: the owner states it in `license` above (the base model's licence and the data's terms apply).
 """
-    return "---\n" + "\n".join(_yaml(header)) + "\n---\n" + body
+    return front_matter(header) + body
 
 
 def write(directory: str | Path, meta: Mapping[str, Any]) -> Path:

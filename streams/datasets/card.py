@@ -22,6 +22,8 @@ import json
 import re
 from typing import Any, Mapping
 
+from flywheel.frontmatter import front_matter
+
 CARD = "README.md"
 KINDS = ("sft", "preference")
 _BUCKET = re.compile(r"-b\d+$")  # train-b03: a curriculum bucket of the train split
@@ -67,52 +69,6 @@ def funnel(manifest: Mapping[str, Any]) -> dict:
         "splits": dict(sorted((counts.get("split") or {}).items())),
         "dropped": dict(sorted((manifest.get("dropped") or {}).items())),
     }
-
-
-def _yaml_scalar(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return json.dumps(value)
-    return json.dumps(str(value), ensure_ascii=False)  # a JSON string is a YAML double-quoted scalar
-
-
-_PLAIN_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*")
-
-
-def _key(k: Any) -> str:
-    """A mapping key: plain when it is a simple name (config_name, sft.train), else quoted."""
-    k = str(k)
-    return (
-        k
-        if _PLAIN_KEY.fullmatch(k) and k.lower() not in ("true", "false", "null", "yes", "no", "on", "off")
-        else json.dumps(k, ensure_ascii=False)
-    )
-
-
-def _yaml(value: Any, indent: int = 0) -> list[str]:
-    """Block YAML of plain data (dicts, lists, scalars): keys in the order given."""
-    pad = " " * indent
-    lines: list[str] = []
-    if isinstance(value, Mapping):
-        for k, v in value.items():
-            if isinstance(v, (Mapping, list)) and v:
-                lines.append(f"{pad}{_key(k)}:")
-                lines += _yaml(v, indent + 2)
-            else:
-                lines.append(
-                    f"{pad}{_key(k)}: {_yaml_scalar(v) if not isinstance(v, (Mapping, list)) else ('{}' if isinstance(v, Mapping) else '[]')}"
-                )
-    elif isinstance(value, list):
-        for item in value:
-            sub = _yaml(item, indent + 2) if isinstance(item, (Mapping, list)) else [f"{pad}  {_yaml_scalar(item)}"]
-            lines.append(f"{pad}- {sub[0].strip()}")
-            lines += sub[1:]
-    else:
-        lines.append(pad + _yaml_scalar(value))
-    return lines
 
 
 def render(manifest: Mapping[str, Any]) -> str:
@@ -187,7 +143,7 @@ records were kept.
 
 Not set: the owner of the traffic states it in `license` above before sharing the dataset.
 """
-    return "---\n" + "\n".join(_yaml(header)) + "\n---\n" + body
+    return front_matter(header) + body
 
 
 def write(fs: Any, directory: str, manifest: Mapping[str, Any]) -> str:
