@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import TextIO
 
 from flywheel.demo import tasks
-from flywheel.demo.traffic import ABUSE, PERSONAL, UserTraits, reaction
+from flywheel.demo.traffic import ABUSE, PERSONAL, Request, UserTraits, reaction
 
 ARMS = ("never_retrained", "shipped", "no_gate", "cold_start_data")
 ARM_LABELS = {
@@ -143,19 +143,6 @@ def paired(a, b) -> tuple[float, float, float]:
     from trainer.promotion import paired_interval
 
     return paired_interval([x - y for x, y in zip(a, b)])
-
-
-@dataclass
-class Request:
-    request_id: str
-    user_id: str
-    session_id: str
-    event_time: int
-    task_type: str
-    prompt: str
-    expected: str
-    toxic: bool = False
-    personal: bool = False
 
 
 def traffic(spec: RealSpec, cycle: int, rng: random.Random, t0: int) -> list[Request]:
