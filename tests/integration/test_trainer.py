@@ -270,10 +270,12 @@ def test_golden_prompts_in_a_dataset_are_dropped_and_too_many_refuse_it(tr_setti
     finally:
         svc.close()
     assert outcomes[1] == "refused" and outcomes[0] in ("candidate", "rejected")
-    trained, refused = models_events(s)
-    assert (
-        trained["dataset_id"] == "ds-leak" and trained["metrics"]["contamination_dropped"] == 1.0
-    )  # one record, not the dataset
+    # by dataset, not by read order: the models topic's events are keyed by dataset, so on more than
+    # one partition the two may be read in either order
+    events = {e["dataset_id"]: e for e in models_events(s)}
+    assert sorted(events) == ["ds-leak", "ds-leaky"]
+    trained, refused = events["ds-leak"], events["ds-leaky"]
+    assert trained["metrics"]["contamination_dropped"] == 1.0  # one record, not the dataset
     assert refused["event_type"] == "refused" and not refused["gate_passed"] and refused["version"] == ""
     assert refused["reasons"][0].startswith("contaminated:") and "contamination_max_share" in refused["reasons"][0]
     assert not any(g.prompt in refused["reasons"][0] for g in golden)  # ids, never texts
