@@ -33,6 +33,8 @@ from flywheel.policy.gate import (
     ActionFilter,
     DuplicateFilter,
     GroundingFilter,
+    Contract,
+    ContractFilter,
     KeepRateFilter,
     LengthFilter,
     PiiFilter,
@@ -54,6 +56,8 @@ __all__ = [
     "ToxicityFilter",
     "PiiFilter",
     "GroundingFilter",
+    "Contract",
+    "ContractFilter",
     "DuplicateFilter",
     "KeepRateFilter",
     "ReviewPolicy",
@@ -86,6 +90,7 @@ class GatePolicy:
     toxicity: ToxicityFilter = ToxicityFilter()
     pii: PiiFilter = PiiFilter()
     grounding: GroundingFilter = GroundingFilter()
+    contract: ContractFilter = ContractFilter()
     duplicates: DuplicateFilter = DuplicateFilter()
     keep_rate: KeepRateFilter = KeepRateFilter()
     review: ReviewPolicy = ReviewPolicy()

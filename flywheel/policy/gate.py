@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Mapping
 
@@ -21,6 +22,8 @@ __all__ = [
     "ToxicityFilter",
     "PiiFilter",
     "GroundingFilter",
+    "Contract",
+    "ContractFilter",
     "DuplicateFilter",
     "KeepRateFilter",
 ]
@@ -204,6 +207,42 @@ class GroundingFilter:
 
     def check(self, bad: Check) -> None:
         within_01(bad, ("[grounding] threshold", self.threshold), ("[grounding] min_overlap", self.min_overlap))
+
+
+@dataclass(frozen=True)
+class Contract:
+    """What an answer of one task type must look like, as the app declares it."""
+
+    pattern: str = ""  # a regular expression the whole target must match; empty: any text
+    # every number and quoted string of the target must occur in the prompt: an answer that restates the request
+    # (an order number, a city in an SQL literal) cannot carry a value the user never gave
+    literals_from_prompt: bool = False
+    ignore_case: bool = False
+
+
+@dataclass(frozen=True)
+class ContractFilter:
+    """The app's output contracts by task type: a user who accepts a malformed answer, or types a correction
+    that belongs to another request or stops half-way, gives a target no rule on quality can see is wrong;
+    the format the app itself requires can. Task types without a contract pass."""
+
+    enabled: bool = True
+    # task type -> its contract ([contract.tasks.<type>]: pattern, literals_from_prompt, ignore_case)
+    tasks: Mapping[str, Contract] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        # with_version() and TOML give plain tables: make them Contracts
+        given = dict(self.tasks)
+        object.__setattr__(
+            self, "tasks", {k: v if isinstance(v, Contract) else Contract(**v) for k, v in given.items()}
+        )
+
+    def check(self, bad: Check) -> None:
+        for task, contract in self.tasks.items():
+            try:
+                re.compile(contract.pattern)
+            except re.error as exc:
+                bad(f"[contract.tasks.{task}] pattern", f"not a regular expression: {exc}")
 
 
 @dataclass(frozen=True)

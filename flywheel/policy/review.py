@@ -16,6 +16,7 @@ REVIEW_STAGES = (
     "quality",
     "toxicity",
     "grounding",
+    "contract",
     "duplicates",
     "keep_rate",
     "filter_error",

@@ -7,6 +7,7 @@ the Redis-backed duplicate index pay their fixed costs once per batch.
 
 from __future__ import annotations
 
+import re
 from abc import ABC, abstractmethod
 from collections import Counter
 from dataclasses import dataclass, field
@@ -26,6 +27,7 @@ REASONS = {
     "quality": ("low_quality",),
     "toxicity": ("toxic",),
     "grounding": ("ungrounded",),
+    "contract": ("format_mismatch", "literal_not_in_prompt"),
 }
 NOTES = ("pii_redacted", "id_pseudonymised", "grounding_skipped", "grounding_no_claims")
 FILTER_ERROR = "filter_error"
@@ -297,6 +299,49 @@ class GroundingStage(Stage):
 # -- against what passed before ------------------------------------------------------------------
 
 
+_NUMBER = re.compile(r"\d+(?:\.\d+)?")
+_QUOTED = re.compile(r"'([^']*)'|\"([^\"]*)\"")
+
+
+def literals(text: str) -> tuple[set[str], list[str]]:
+    """The numbers (without leading zeros) and the quoted strings of a text."""
+    numbers = {n.lstrip("0") or "0" for n in _NUMBER.findall(text)}
+    return numbers, [a or b for a, b in _QUOTED.findall(text)]
+
+
+def contract_breach(target: str, prompt: str, contract) -> str | None:
+    """The reason code of the first rule of `contract` the target breaks, or None."""
+    flags = re.IGNORECASE if contract.ignore_case else 0
+    if contract.pattern and re.fullmatch(contract.pattern, target.strip(), flags) is None:
+        return "format_mismatch"
+    if contract.literals_from_prompt:
+        numbers, quoted = literals(target)
+        said, _ = literals(prompt)
+        low = prompt.lower()
+        if not numbers <= said or any(q.strip().lower() not in low for q in quoted):
+            return "literal_not_in_prompt"
+    return None
+
+
+class ContractStage(Stage):
+    """The app's output contract for the candidate's task type (`[contract.tasks.<task>]`)."""
+
+    name = "contract"
+
+    def __init__(self, contracts):
+        self.contracts = dict(contracts)
+
+    def run(self, items):
+        for item in items:
+            c = item.candidate
+            contract = self.contracts.get(c.task_type or "")
+            if contract is None:
+                continue
+            code = contract_breach(item.target, c.prompt, contract)
+            if code:
+                item.reject(self.name, code)
+
+
 def dedup_text(item: Item) -> str:
     return item.candidate.prompt + "\n" + item.target
 
@@ -336,6 +381,8 @@ def build_stages(policy: GatePolicy, *, redactor=None, scorer=None, index=None, 
         stages.append(ToxicityStage(scorer, p.toxicity.threshold, p.toxicity.fields))
     if p.grounding.enabled:
         stages.append(GroundingStage(p.grounding.threshold, p.grounding.min_overlap))
+    if p.contract.enabled and p.contract.tasks:
+        stages.append(ContractStage(p.contract.tasks))
     if p.duplicates.enabled:
         stages.append(DuplicateStage(index))
     return stages
