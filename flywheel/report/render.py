@@ -109,6 +109,40 @@ def growth_lines(v: Velocity) -> list[str]:
     return lines
 
 
+class _Frame:
+    """The plot area's scales, shared by a chart and what is drawn over it (the arms' interval bars), so the
+    two cannot disagree. The y axis runs from 0 (or the lowest value, if negative) to the highest, and
+    takes in `y_extra` (values drawn over the lines, such as interval ends), so nothing is clipped;
+    `inset` keeps pixels free inside each end of the x axis for marks drawn beside a point."""
+
+    def __init__(
+        self,
+        points: Sequence[tuple[float, float]],
+        n_series: int,
+        width: int,
+        height: int,
+        y_extra: Sequence[float] = (),
+        inset: float = 0.0,
+    ):
+        self.pad_l, self.pad_r, self.pad_b = 56, 12, 40
+        self.pad_t = 40 + 14 * ((n_series + PER_ROW - 1) // PER_ROW)
+        self.width, self.height, self.inset = width, height, inset
+        xs, ys = [p[0] for p in points], [p[1] for p in points] + list(y_extra)
+        self.x0, self.x1 = min(xs), max(xs) if max(xs) > min(xs) else min(xs) + 1
+        low = min(0.0, min(ys))
+        self.y0, self.y1 = low, max(ys) if max(ys) > low else low + 1
+
+    def sx(self, x: float) -> float:
+        span = self.width - self.pad_l - self.pad_r - 2 * self.inset
+        return self.pad_l + self.inset + (x - self.x0) / (self.x1 - self.x0) * span
+
+    def sy(self, y: float) -> float:
+        return self.height - self.pad_b - (y - self.y0) / (self.y1 - self.y0) * (self.height - self.pad_t - self.pad_b)
+
+
+PER_ROW = 4  # legend entries per line
+
+
 def svg_chart(
     title: str,
     series: dict[str, list[tuple[float, float]]],
@@ -116,11 +150,10 @@ def svg_chart(
     percent: bool = False,
     width: int = 560,
     height: int = 260,
+    frame: _Frame | None = None,
 ) -> str:
-    """A line chart: one polyline (with points) per series, x and y scaled to the data."""
+    """A line chart: one polyline (with points) per series, x and y scaled to the data (or to `frame`)."""
     points = [p for s in series.values() for p in s]
-    per_row = 4
-    pad_l, pad_r, pad_t, pad_b = 56, 12, 40 + 14 * ((len(series) + per_row - 1) // per_row), 40
     out = [
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img" aria-label="{html.escape(title)}">',
         f'<text x="{width / 2}" y="18" text-anchor="middle" font-size="14">{html.escape(title)}</text>',
@@ -128,11 +161,9 @@ def svg_chart(
     if not points:
         out.append(f'<text x="{width / 2}" y="{height / 2}" text-anchor="middle" fill="#888">no data yet</text></svg>')
         return "".join(out)
-    xs, ys = [p[0] for p in points], [p[1] for p in points]
-    x0, x1 = min(xs), max(xs) if max(xs) > min(xs) else min(xs) + 1
-    y0, y1 = min(0.0, min(ys)), max(ys) if max(ys) > min(0.0, min(ys)) else min(0.0, min(ys)) + 1
-    sx = lambda x: pad_l + (x - x0) / (x1 - x0) * (width - pad_l - pad_r)  # noqa: E731
-    sy = lambda y: height - pad_b - (y - y0) / (y1 - y0) * (height - pad_t - pad_b)  # noqa: E731
+    f = frame or _Frame(points, len(series), width, height)
+    x0, x1, y0, y1, sx, sy = f.x0, f.x1, f.y0, f.y1, f.sx, f.sy
+    pad_l, pad_r, pad_b = f.pad_l, f.pad_r, f.pad_b
     fmt = (lambda y: f"{100 * y:.0f}%") if percent else (lambda y: f"{y:,.0f}" if abs(y) >= 10 else f"{y:.2f}")
     for i in range(5):
         y = y0 + (y1 - y0) * i / 4
@@ -156,7 +187,7 @@ def svg_chart(
         )
         out += [f'<circle cx="{sx(x):.1f}" cy="{sy(y):.1f}" r="3" fill="{color}"/>' for x, y in s]
         out.append(
-            f'<text x="{pad_l + 8 + 125 * (i % per_row)}" y="{36 + 14 * (i // per_row)}" font-size="11" '
+            f'<text x="{pad_l + 8 + 125 * (i % PER_ROW)}" y="{36 + 14 * (i // PER_ROW)}" font-size="11" '
             f'fill="{color}">&#9632; {html.escape(name)}</text>'
         )
     out.append("</svg>")
@@ -287,28 +318,35 @@ def arms_text(report: dict) -> str:
 
 
 def arms_chart(report: dict, width: int = 640, height: int = 300) -> str:
-    """Golden quality per cycle, one line per arm, with its 95 % interval as a vertical bar."""
+    """Golden quality per cycle, one line per arm, with its 95 % interval as a vertical bar. The axes take in
+    every interval (an interval reaches past the highest or lowest quality) and the bars, set side by side,
+    stay inside the plot."""
     series = {_arm_label(name): [(r["cycle"], r["quality"]) for r in rows] for name, rows in report["arms"].items()}
-    svg = svg_chart(
-        "Golden quality per cycle, by arm (95 % intervals)", series, "cycle", percent=True, width=width, height=height
-    )
-    # the interval bars, on the same scales as svg_chart's (y from 0, x from the first to the last cycle)
     points = [p for s in series.values() for p in s]
-    xs, ys = [p[0] for p in points], [p[1] for p in points]
-    x0, x1 = min(xs), max(xs) if max(xs) > min(xs) else min(xs) + 1
-    y0, y1 = min(0.0, min(ys)), max(ys) if max(ys) > min(0.0, min(ys)) else min(0.0, min(ys)) + 1
-    pad_l, pad_r, pad_t, pad_b = 56, 12, 40 + 14 * ((len(series) + 3) // 4), 40
-    sx = lambda x: pad_l + (x - x0) / (x1 - x0) * (width - pad_l - pad_r)  # noqa: E731
-    sy = lambda y: height - pad_b - (min(max(y, y0), y1) - y0) / (y1 - y0) * (height - pad_t - pad_b)  # noqa: E731
+    if not points:
+        return svg_chart("Golden quality per cycle, by arm (95 % intervals)", series, "cycle", percent=True)
+    step = 4  # pixels between the bars of neighbouring arms
+    spread = (len(report["arms"]) - 1) / 2 * step
+    ends = [r[k] for rows in report["arms"].values() for r in rows for k in ("low", "high") if r.get(k) is not None]
+    frame = _Frame(points, len(series), width, height, y_extra=ends, inset=spread + 2)
+    svg = svg_chart(
+        "Golden quality per cycle, by arm (95 % intervals)",
+        series,
+        "cycle",
+        percent=True,
+        width=width,
+        height=height,
+        frame=frame,
+    )
     bars = []
     for i, rows in enumerate(report["arms"].values()):
         color = PALETTE[i % len(PALETTE)]
-        offset = (i - (len(report["arms"]) - 1) / 2) * 4  # side by side, so bars of equal arms do not hide each other
+        offset = i * step - spread  # side by side, so bars of equal arms do not hide each other
         for r in rows:
-            x = sx(r["cycle"]) + offset
+            x = frame.sx(r["cycle"]) + offset
             bars.append(
-                f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{sy(r["low"]):.1f}" y2="{sy(r["high"]):.1f}" stroke="{color}" '
-                f'stroke-width="1.5" opacity="0.6"/>'
+                f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{frame.sy(r["low"]):.1f}" y2="{frame.sy(r["high"]):.1f}" '
+                f'stroke="{color}" stroke-width="1.5" opacity="0.6"/>'
             )
     return svg.replace("</svg>", "".join(bars) + "</svg>")
 

@@ -153,3 +153,38 @@ def test_growth_of_requests_users_and_quality_is_reported_and_diagnosed():
     growth_svg = page[page.index("Requests and users per window") :]
     assert growth_svg[: growth_svg.index("</svg>")].count("<circle") == 8  # four windows, two curves
     assert "users growth flat" in page and "requests 1,000 -&gt; 8,000" in page
+
+
+def test_the_arms_chart_takes_in_every_interval_bar_whole():
+    """Intervals reach past the highest and lowest quality, and the bars of four arms sit side by side
+    around each cycle: every bar is drawn whole, inside the plot, at the scale of the quality lines."""
+
+    def rows(qualities: list[float]) -> list[dict]:
+        return [
+            {"cycle": i, "quality": q, "low": max(0.0, q - 0.2), "high": min(1.0, q + 0.3), "outcome": "promoted"}
+            for i, q in enumerate(qualities)
+        ]
+
+    arms = {
+        "never_retrained": rows([0.1, 0.1, 0.1]),
+        "shipped": rows([0.1, 0.4, 0.6]),
+        "no_gate": rows([0.1, 0.35, 0.55]),
+        "cold_start_data": rows([0.1, 0.15, 0.2]),
+    }
+    width, height = 640, 300
+    svg = render.arms_chart({"arms": arms}, width=width, height=height)
+    bars = [
+        tuple(float(v) for v in m)
+        for m in re.findall(r'<line x1="([-\d.]+)" x2="[-\d.]+" y1="([-\d.]+)" y2="([-\d.]+)"[^>]*opacity="0.6"', svg)
+    ]
+    assert len(bars) == 12
+    pad_l, pad_r, pad_t, pad_b = 56, 12, 40 + 14, 40  # four arms: one legend line
+    for x, y_low, y_high in bars:
+        assert pad_l <= x <= width - pad_r, x
+        assert pad_t - 0.1 <= y_high <= y_low <= height - pad_b + 0.1, (y_low, y_high)
+    # one scale for every bar: pixels per point of quality are the same for all (none is cut at an edge)
+    spans = [r["high"] - r["low"] for name in arms for r in arms[name]]
+    scales = [(y_low - y_high) / span for (_, y_low, y_high), span in zip(bars, spans)]
+    assert max(scales) - min(scales) < 1, scales  # pixels per unit, within the SVG's 0.1 px rounding
+    # and the quality lines use it too: the axis' top label is the highest interval end, 90 %
+    assert ">90%</text>" in svg
