@@ -35,6 +35,16 @@ MAX_NEW_TOKENS = {
     "date": 10,
 }  # answers are short: a few tokens past the longest
 
+# the app's output contracts ([contract.tasks.<type>] of its gate policy): the shapes its own code requires of an
+# answer. They catch a correction cut short, one pasted from another request, a malformed answer accepted unread;
+# not a well-formed wrong one (the wrong team, another month): that is left to review
+CONTRACTS = {
+    "ticket": {"pattern": r"(refund|exchange|repair|cancel):\d+:[a-z]+", "literals_from_prompt": True},
+    "sql": {"pattern": r"SELECT .+ FROM orders( WHERE .+)?;?", "literals_from_prompt": True, "ignore_case": True},
+    "support": {"pattern": r"route: (billing|repairs|shipping|accounts)"},
+    "date": {"pattern": r"\d{4}-\d{2}-\d{2}"},
+}
+
 # disjoint pools: traffic and cold start draw from the first, the golden set from the second only
 CUSTOMERS = (
     "bluefin",
