@@ -1,18 +1,12 @@
 """The gate's stream agent: candidates in, decisions out to the passed and rejected topics.
 
-The agent is a short loop over time-bounded batches (`take_events`); `GateRunner.process` does the
-work. Scoring runs in a worker thread, off the event loop, so heartbeats, the join and the
-consumer keep going while a model works. Faust acknowledges a batch only after `process` returns,
-and `process` returns only when every decision is on the broker: a crash replays the batch, never
-loses it. A replayed candidate whose decision was written already (a marker in Redis, written
-after the broker acknowledged) is skipped, so a restart does not decide twice.
+`GateRunner.process` decides a batch in a worker thread and returns only when every decision is on
+the broker; a replayed candidate already decided (a marker in Redis) is skipped. A record that
+cannot be decoded, decided or encoded becomes a dead letter and the batch goes on; only Redis and
+the broker stop the agent, which then retries with a backoff. The per-record path is plain
+functions (`read`, `decide`, `encode_decision`, `gate_record`).
 
-A record can fail; the gate cannot. A record that does not decode or validate, whose content makes
-the pipeline raise (the batch is then decided again one candidate at a time, so only that one
-fails), or whose decision cannot be encoded, becomes a dead letter (`streams/deadletter.py`) and
-the batch goes on. Only Redis and the broker stop it, and then it retries with a backoff. The
-per-record path is plain functions (`read`, `decide`, `encode_decision`, `gate_record`), testable
-without a broker.
+Design: docs/concepts/gate.md#the-agent
 """
 
 from __future__ import annotations

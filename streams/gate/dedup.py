@@ -1,48 +1,16 @@
 """Duplicate filter of the quality gate: exact and near duplicates of candidates that passed before.
 
-A candidate is a duplicate when an item that *passed* earlier (and was recorded with
-`DuplicateIndex.add`) has
+A candidate is a duplicate when an item that *passed* earlier (recorded with `DuplicateIndex.add`)
+has the same normalised text (`exact_of`: BLAKE2b of `normalise(text)`), or an estimated Jaccard
+similarity >= `threshold` (default 0.85) between the word 3-shingles of the two normalised texts
+(`near_of`: MinHash LSH, every bucket candidate verified against the stored signatures).
+Idempotent by id: an item is never a duplicate of itself, and `add` of an id already there changes
+nothing, so a replay gets the same decision (ids name immutable content). ``check(batch)`` gives
+the decisions of ``for item in batch: check([item]); add([item]) if not duplicate``: give it only
+the items that passed every other filter, in order (run it last), and `add` its non-duplicates.
+`MemoryBandStore` keeps the index in the process, with no expiry.
 
-* the same normalised text (`exact_of`: a 128-bit BLAKE2b hash of `normalise(text)`), or
-* an estimated Jaccard similarity >= `threshold` (default 0.85) between the sets of word
-  k-shingles (k=3) of the two normalised texts (`near_of`).
-
-Near duplicates are found with MinHash LSH: `datasketch.MinHash` (128 permutations, scheme
-"affine32", seed 1, datasketch's SHA-1 based 32-bit hash, so signatures are identical in every
-process and on every run), cut into b bands of r rows. Every band is one bucket key; items that
-share at least one bucket are *candidates*, and a candidate is reported only if the Jaccard
-estimated from the two stored signatures (`LeanMinHash.jaccard`) is >= threshold, so the threshold
-is honoured exactly as estimated, not just as the banding approximates it.
-
-b and r come from datasketch's own optimiser (`datasketch.lsh._optimal_param`, the one
-`MinHashLSH` uses), weighted (false positive 0.1, false negative 0.9) rather than MinHashLSH's
-default (0.5, 0.5): a banding false positive costs one signature comparison here (every candidate
-is verified), a false negative is a missed duplicate. For 0.85 and 128 permutations that gives
-b=11, r=11 (121 of the 128 values are banded): a pair with true Jaccard 0.85 / 0.90 / 0.95
-becomes a candidate with probability 0.87 / 0.98 / 1.00, a pair at 0.5 / 0.7 with 0.005 / 0.20.
-The (0.5, 0.5) weights would give b=8, r=16 and only 0.46 / 0.81 / 0.99.
-
-Idempotent by id: an item is never a duplicate of itself (same id), so a replay after a crash
-gets the same decision, and `add` of an id that is already there changes nothing (first writer
-wins for every key). Ids are assumed to name immutable content.
-
-Within one `check` batch (``within_batch=True``, the default) an earlier item of the batch counts
-as "before" when it is not itself a duplicate, exactly as if the caller had checked and added the
-items one at a time: ``check(batch)`` gives the decisions of ``for item in batch: check([item]);
-add([item]) if not duplicate``. That is right when the batch holds only the items that passed
-every other filter, in order, and only the non-duplicates among them are then given to `add`:
-run this filter last. If an earlier item of the batch is rejected afterwards by something else,
-a later near copy of it was rejected for nothing; check the survivors again in that case.
-
-Store (`BandStore`): `MemoryBandStore`, dicts in the process, no expiry. The gate keeps one per
-worker process (the near duplicates a whole window holds are the dataset builder's to drop, at the
-seal, from each candidate's `dedup_keys`: docs/concepts/datasets.md), `flywheel gate explain` one
-per run.
-
-Throughput (check of a batch, then add of its non-duplicates; 100-word texts, one in ten a near
-copy of an earlier one, batches of 200, one process; ``.venv/bin/python -m streams.gate.dedup``):
-4,000-5,000 candidates/s (0.20-0.25 ms each) on a shared 2-core VM. Per item: normalise ~0.02 ms,
-MinHash ~0.1 ms (SHA-1 of ~100 shingles, 128 permutations), bands and the rest ~0.04 ms.
+Design (banding, weights, throughput): docs/concepts/gate.md#duplicates
 """
 
 from __future__ import annotations

@@ -4,49 +4,13 @@
     scorer.name                      # "detoxify" | "profanity-check", stamped on decisions
     scorer.score(texts) -> [float]   # same order, each in [0, 1]; empty or blank text -> 0.0
 
-- `DetoxifyScorer`: a detoxify checkpoint, loaded by detoxify itself (`Detoxify(checkpoint=...,
-  huggingface_config_path=...)`), offline: the config and tokenizer directory must be local (by
-  default the checkpoint's `config.arch.args.model_type`). The score of a text is the max over the
-  checkpoint's classes (see `DetoxifyScorer`).
-- `ProfanityScorer`: alt-profanity-check's linear model (TF-IDF + calibrated linear SVM) that ships
-  inside the wheel. The default when no checkpoint is configured.
+`DetoxifyScorer` loads a detoxify checkpoint offline (its config and tokenizer directory must be
+local); `ProfanityScorer`, alt-profanity-check's linear model shipped in its wheel, is the default
+when no checkpoint is configured. A checkpoint that is missing or does not load raises
+`ToxicityModelError` (a ValueError) with a one-line message naming the path and the problem.
+Scored text is never logged.
 
-A checkpoint that is missing or does not load raises `ToxicityModelError` (a ValueError) with a
-one-line message naming the path and the problem. Scored text is never logged.
-
-Measured on the 2-core dev machine (no GPU), 100-word English texts (~106 tokens), batches of
-32, median of 5 runs after a warm-up; fresh process per row (tmp scripts, not in the repository):
-
-| scorer                                        | load: imports + model             | texts/s           |
-|-----------------------------------------------|-----------------------------------|-------------------|
-| profanity-check                               | 0.9-1.5 s (sklearn + unpickle)    | ~7,000            |
-| detoxify, tiny fixture (28K params), 1 thread | 3.3 s (torch, transformers, BERT  | ~1,950            |
-| same, 2 threads                               |   modules) + 0.07 s model         | ~2,200; 90-380 (*)|
-| detoxify, BERT-base size (110M params, random | 3.3 s + 1.0-1.5 s for the 438 MB  | ~4.3              |
-|   weights: the size of detoxify 'original')   |   checkpoint                      | 2 threads: 4-8 (*)|
-
-(*) while other processes kept the machine busy (load ~2): torch's threads then wait on each other,
-hence `default_threads()` (1 on this machine). The tiny model's figure measures the code path
-(tokenising, batching), not a real model. A real detoxify checkpoint costs ~230 ms per 100-word
-text on one core here: the gate needs a GPU (`device="cuda"`) for it at any real rate, or the
-profanity-check model.
-
-profanity-check is a bag of words and does NOT keep ordinary text under 0.1. Observed:
-  - 54 hand-written ordinary answers (math, SQL, summaries, emails, code, general; 12 with harmless
-    uses of words like kill, dead, shoot, hell, sucks, slave): median 0.022, p75 0.094, p90 0.26,
-    max 0.61; 13/54 above 0.1, 2 above 0.5. "To kill the process, ... kill -9 PID": 0.61; a plain
-    "SELECT name, COUNT(*) AS orders ... GROUP BY name": 0.32 (the word "orders" alone: 0.54);
-    "The answer is 42.": 0.14.
-  - 25 insults and threats: median 0.995, min 0.17; 25/25 above 0.1, 22/25 above 0.5 (the three
-    below, insults without swear words: "You are a complete waste of space." 0.17).
-  - the simulator's traffic (`flywheel.simulate`, 2,000 requests, seeds 1-3), raw scores: 9-11% of clean
-    prompts score above 0.1 (short math and quiz prompts, "How many continents are there?" 0.32),
-    3% of clean responses (max 0.51); 10.5-12% of clean requests have prompt or response above
-    0.1: a gate on raw scores would reject that share as toxic, hence `ProfanityScorer.calibrate`
-    (raw 0.5 -> 0.1): then 2 of the 54 ordinary answers score over 0.1 ("kill -9", "orders").
-    Its abusive responses all score 1.0. Short texts suffer most: with one or two content words the
-    score is that word's weight, and "" would score 0.036 (this module returns 0.0 for it).
-The tiny detoxify fixture scores the same traffic 0.0025 (clean) and 0.9975 (abusive).
+Design, measurements and calibration: docs/concepts/gate.md#toxicity
 """
 
 from __future__ import annotations
@@ -118,20 +82,12 @@ def _one_line(e: BaseException) -> str:
 class DetoxifyScorer:
     """A detoxify checkpoint, loaded through detoxify's own code, run in batches under inference mode.
 
-    The score of a text is the max over the checkpoint's classes (toxicity, severe_toxicity,
-    obscene, threat, insult, identity_attack, sexual_explicit, ...: whatever it was trained on).
-    Detoxify's classes are separate sigmoid outputs, not a distribution, and each names a reason to
-    keep a text out of training data: a threat or an identity attack worded politely can score low
-    on `toxicity` and high on its own class. The max keeps the gate's rule "reject if any harm is
-    likely", works for any checkpoint's class list, and keeps the score in [0, 1] so one threshold
-    applies whichever model is configured.
-
-    `threads`: torch intra-op threads, set for the whole process (torch has one pool); None takes
-    `default_threads()`. `max_chars`: each text is cut to this many characters before tokenising
-    (the tokenizer truncates again at the model's maximum length, 512 tokens for BERT), which
-    bounds the tokenising cost of very long texts.
-
+    `config_dir`: a local directory with the model's config.json and tokenizer (by default the
+    checkpoint's `config.arch.args.model_type`). A text's score is the max over the checkpoint's
+    classes, in [0, 1]. `threads`: torch intra-op threads, set for the whole process; None takes
+    `default_threads()`. `max_chars`: each text is cut to this many characters before tokenising.
     The checkpoint is unpickled (by detoxify, `weights_only=False`): load only checkpoints you trust.
+    Why the max: docs/concepts/gate.md#toxicity
     """
 
     name = "detoxify"
@@ -237,11 +193,11 @@ class ProfanityScorer:
     """alt-profanity-check's model (TF-IDF over words, calibrated linear SVM), shipped in its wheel.
 
     Fast and offline, but a bag of words: it scores words, not intent ("kill the process" scores
-    about 0.37), so its raw probability puts about 11 % of ordinary requests over the seed's 0.1
-    (measured above). The gate's threshold is on one scale for every scorer, so this scorer maps
-    its probability onto it: the model's own decision boundary (0.5, where `predict` says
-    "offensive") lands on 0.1, linearly on either side (`calibrate`). Insults without swear words
-    ("a complete waste of space", 0.17 raw) then pass: use a detoxify checkpoint for intent.
+    about 0.37), so its raw probability puts about 11 % of ordinary requests over the seed's 0.1. The
+    gate's threshold is on one scale for every scorer, so this scorer maps its probability onto it:
+    the model's own decision boundary (0.5, where `predict` says "offensive") lands on 0.1, linearly
+    on either side (`calibrate`). Insults without swear words ("a complete waste of space", 0.17 raw)
+    then pass: use a detoxify checkpoint for intent. Measured: docs/concepts/gate.md#toxicity
     """
 
     name = "profanity-check"

