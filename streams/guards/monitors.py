@@ -1,29 +1,13 @@
 """The negative-flywheel monitors (the seed's Section 08): plain functions of counts and the policy.
 
-Counts are flat `{field: n}` maps, one per bucket of wall-clock time, summed over a *recent*
-window (the last `recent_buckets` complete buckets) and a *baseline* (the `baseline_buckets`
-before it). Fields:
+Counts are flat `{field: n}` maps per bucket of wall-clock time (`requests`, `empty`, `deadletters`,
+`late_actions`, `passed`, `rejected`, `action:<a>`, `task:<t>`, `v:<version>:<f>`), summed over a
+*recent* window (the last `recent_buckets` complete buckets) and a *baseline* (the
+`baseline_buckets` before it). Each monitor (`deadletter_rate`, `empty_rate`, `pass_rate_shift`,
+`action_mix_shift`, `task_mix_shift`, `acceptance_drop`) fires only when its value passes its bound
+`max_<monitor>` in `[guards]` *and* a test at `alpha` shows it.
 
-- `requests` joined requests, `empty` their empty or degenerate responses, `deadletters` malformed
-  records sent to the dead-letter topic, `late_actions` the dead letters of users' timing (late and
-  orphan actions, `counts.deadletter_kind`: normal traffic, counted apart and never judged),
-  `passed` / `rejected` gate decisions;
-- `action:<a>` the request's settled action (`none` when the user did nothing), `task:<t>` its
-  task type, and `v:<version>:<f>` per model version (`requests`, `accepted`, `thumbs_up`, ...).
-
-The monitors, each with the bound `max_<monitor>` of `[guards]`:
-
-- `deadletter_rate`: malformed dead letters per joined request (data corruption, a producer bug);
-- `empty_rate`: empty or degenerate responses per joined request (a broken model or server);
-- `pass_rate_shift`: the gate's pass rate, recent against baseline (absolute change);
-- `action_mix_shift`, `task_mix_shift`: total variation distance between the recent and the
-  baseline distributions of actions and of task types;
-- `acceptance_drop`: for each model version, its baseline acceptance minus its recent one (the
-  worst version is the monitor's value): users growing unhappy with the model they get.
-
-A monitor fires only when its value passes the bound *and* the data show it (a one-sided test
-for the rates, two-proportion z for the pass rate and acceptance, chi-square homogeneity for the
-mixes, each at `alpha`): with hundreds of looks a day, noise alone must not pause a rollout.
+What each measures: docs/concepts/guards.md; the count fields and why the test: docs/concepts/guards.md#design-notes
 """
 
 from __future__ import annotations

@@ -1,18 +1,12 @@
 """The review queue in Redis: priority order, leases that expire, overlap, and a verdict outbox.
 
-Every state change is one Lua script, so two reviewers (or two web replicas) can never take the
-same item, and a crash between two Redis calls cannot leave an item half-moved. The queue lives in
-Redis, not in a process: the web page and the workers can restart at any time and lose nothing.
+Every state change is one Lua script. An item is leased to one reviewer at a time; an expired lease
+puts it back in its place, and a verdict on a lost lease is refused. A reviewer is never offered an
+item they judged or skipped; overlap items go back for a second reviewer. A verdict goes to an
+outbox stream in the same script as the end of its lease (`streams/review/relay.py` moves it to
+Kafka), and an item's text is deleted once it has all its verdicts.
 
-- An item is leased to one reviewer at a time. A lease that expires puts the item back where it
-  was in the order; a verdict on a lease that was lost (expired and taken by someone else) is
-  refused, so nothing is reviewed twice by mistake.
-- A reviewer is never offered an item they already judged or skipped. Overlap items (two
-  reviewers each, to measure agreement) go back to the queue after the first verdict.
-- A verdict and the end of its lease are one step: the verdict goes to an outbox stream in Redis
-  in the same script, and the relay (`streams/review/relay.py`) moves it to Kafka. A verdict is
-  never lost between the page and the broker.
-- When an item has all its verdicts, its text is deleted from Redis.
+Design: docs/concepts/review.md#the-queue
 """
 
 from __future__ import annotations

@@ -1,35 +1,14 @@
 """Which candidates people review: a prioritised, stratified, deterministic sample (pure policy).
 
-The rules, per candidate (`ReviewPolicy` holds every number):
+`ReviewSampler.decide(candidate, gate_passed)` returns a `SampleDecision`: whether it is sampled,
+every class that matched (the choosing one first: correction, uncertainty, changed, rare_task,
+gate_audit, random), the inclusion probability the draw used, and why it was skipped (disabled,
+excluded, budget). About `share` of each task type's passed candidates is sampled, priority classes
+first; `audit_share` of rejected ones, never those a stage in `audit_exclude` stopped. The draw is
+a hash of the seed and the request id, so every worker and every replay draws the same number.
+`ReviewPolicy` holds every number.
 
-- A disabled policy samples nothing (skipped="disabled").
-- Classes, in priority order: `correction` (the user corrected it, or it is labelled
-  sft_correction); `uncertainty` (the model's uncertainty >= uncertainty_threshold); `changed`
-  (its model version's acceptance for the task type differs from the baseline version's by
-  >= changed_delta, both with >= changed_min_samples outcomes); `rare_task` (the task type's share
-  of traffic < rare_share, judged once the decayed traffic is >= 100); `gate_audit` for a
-  candidate the gate rejected; `random` when nothing else matched. The first class is why an
-  item was chosen; the item lists every class that matched.
-- Statistics are exponentially decayed counts (half-life `half_life` candidates of the task type,
-  or of all traffic for the task-type share), updated with the candidate before its probability
-  is computed, so a restarted or new worker converges on the same numbers.
-- A gate-passed candidate of task type t: every item gets the uniform part b = share * random_share
-  (so calibration has an unbiased slice); the rest of the target, R = (share - b) / (1 - b), goes
-  to the classes in priority order by their decayed fractions f_k in t:
-  p_k = 1 if f_k == 0 else min(1, remaining / f_k), remaining -= p_k * f_k. The item's inclusion
-  probability is p = b + (1 - b) * p_first_class: about `share` of each task type is sampled, and
-  priority items take the budget first when they are plentiful.
-- A rare task type below rare_min_per_window sampled items in the window gets p = 1, as long as
-  this worker's sample of the window stays within 10 % of its passed candidates, so the review
-  share never passes the seed's 10 % ceiling however long the tail is.
-- A gate-rejected candidate is never sampled when one of its reasons comes from a stage in
-  audit_exclude (people never see what PII or toxicity stopped; skipped="excluded"); otherwise
-  p = audit_share, which measures the gate's recall.
-- The draw is a hash of seed and request id, so every worker, and every replay, draws the same number
-  (the probability follows the statistics, so a replay may sample what the first pass did not);
-  a second hash decides whether two people review it (overlap_share).
-- When the local view of the window's sampled count reaches budget_per_window (0: no cap), nothing
-  more is sampled (skipped="budget"); the queue enforces the budget atomically, this only saves work.
+Design (the allocation, the statistics, the budget): docs/concepts/review.md#the-samplers-arithmetic
 """
 
 from __future__ import annotations

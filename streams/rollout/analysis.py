@@ -1,31 +1,13 @@
 """The A/B analysis: per-version counts, an always-valid sequential test, and what to do next.
 
-Plain functions of counts and the policy, so every rule is tested without a broker.
+Plain functions of counts and the policy. `compare` runs a mixture sequential probability ratio
+test (mSPRT; `msprt`) on the difference in acceptance (accepted or copied, per request) between
+candidate and incumbent, with the user as the unit (cluster-robust variance from `ArmStats`' running
+sums) and the ramp stages combined by inverse variance (`combined`); the null is rejected once
+Lambda >= 1 / alpha, and Lambda may be read after every batch. `decide` turns it and the guardrails
+into the next step (ramp, promote, rollback, retire); `watch` judges a promoted model.
 
-The test is a mixture sequential probability ratio test (mSPRT; Johari, Pekelis and Walsh, "Always
-valid inference", 2017) on the difference in acceptance (accepted or copied, per request) between
-candidate and incumbent, with the normal approximation:
-
-    theta = p_cand - p_inc,  V = p_inc (1 - p_inc) / n_inc + p_cand (1 - p_cand) / n_cand
-    Lambda = sqrt(V / (V + tau^2)) * exp(tau^2 (theta - theta0)^2 / (2 V (V + tau^2)))
-
-and the null `theta = theta0` is rejected once Lambda >= 1 / alpha. V takes the **user** as the unit:
-users are randomised, and one user's requests are correlated (some users accept almost everything,
-some almost nothing), so the variance of an arm's acceptance p = A / N is the cluster-robust one of
-a ratio over its G users with n_u requests and a_u acceptances each,
-
-    Var(p) = G / (G - 1) * sum_u (a_u - p n_u)^2 / N^2
-
-(never below the binomial p (1 - p) / N), from four running sums per arm (users, sum n_u^2,
-sum a_u^2, sum a_u n_u). Treating requests as independent understates V by the design effect
-1 + (m - 1) ICC, which for users with tens of requests each is tens: the test then "finds"
-differences that are not there (tests/unit/test_rollout_analysis.py measures both). Ramp stages are
-not pooled: each stage compares the arms over the same time and share, and the stages are combined
-by inverse variance, so a trend over time cannot pass for a difference between the arms. Lambda may be looked at after
-every batch, for as long as the test runs, and the chance of a false rejection stays at most alpha:
-there is no peeking problem, which is why a continuously monitored rollout uses it rather than a
-fixed-horizon test. `tau` is the spread of the effect sizes the mixture expects (0.05: differences of
-a few points of acceptance are found fastest).
+Design, formulas and measurements: docs/concepts/rollout.md#design-notes
 """
 
 from __future__ import annotations
