@@ -1,20 +1,13 @@
 """`flywheel clocks` for the join: what its state holds per partition, and removing what lies ahead.
 
-The join's event-time clock per partition lives in the worker's memory only (`JoinCore._clock`,
-exported as `flywheel_join_watermark_seconds{partition}`): a restarted worker builds it again from
-the records after its committed offsets. What outlives a restart is the join's state, in the
-compacted changelog topic `<app_id>.join-state-changelog` (one record per request id, on the
-request's partition; `state.py` gives the layout). A poisoned far-future interaction leaves a
-pending state there whose `due` lies in the far future, and a watermark that reached the far future
-settled everything pending at once.
+`show` reads the changelog `<app_id>.join-state-changelog` to its end and reports, per partition,
+the states held and the largest event time and due among them. `reset` deletes every state of one
+partition whose event time lies after a given time by writing tombstones, and only with the join
+stopped (its consumer group must have no members); those requests' events are then gone from the
+join. The pure parts (`parse_head`, `rows`, `plan`, `consequences`) take decoded heads and return
+data; the rest talks to the broker.
 
-`show` reads the changelog to its end and reports, per partition, the states held and the largest
-event time and due among them (a state's event time: its due less the settle window, and less the
-marker horizon too once settled). `reset` deletes every state of one partition whose event time
-lies after a given time, by writing tombstones to the changelog, with the join stopped (its
-consumer group must have no members: a running worker holds the state in memory and would write it
-back). Those requests' events are then gone from the join. The pure parts (`parse_head`, `rows`,
-`plan`, `consequences`) take decoded heads and return data; the rest talks to the broker.
+Design: docs/concepts/join.md#clock-repair
 """
 
 from __future__ import annotations

@@ -1,19 +1,14 @@
 """The request ⋈ action join as a state machine over a key-value store, driven by event time.
 
-No Kafka in here: the service hands raw records in and takes candidates and dead letters out;
-state changes go to a store once per batch (a key touched five times in a batch is written once).
-That keeps the join testable with a dict.
+No Kafka in here: `JoinCore` takes raw records and returns candidates and dead letters; state
+changes go to a `StateStore` once per batch. A request id is *pending* (interaction and actions so
+far, `due` at the end of its settle window) or *settled* (digests of the applied events only, until
+the marker horizon passes), so a replay or a duplicate changes nothing. The watermark of a
+partition is the smallest "largest event time seen" over its inputs, minus the allowed
+out-of-orderness; an idle input counts as that much further on (see `watermark`). Nothing here
+reads the wall clock: replaying a log gives the same candidates byte for byte.
 
-State per request id (`JoinState`, see `state.py` for its changelog format):
-  pending   - the interaction and/or actions seen so far, `due` = interaction time + settle window
-              (or, with no interaction yet, first action time + settle window: then it is an orphan)
-  settled   - the candidate went out; only digests of the applied events stay, so a replay or a
-              duplicate changes nothing, until `due` = settle deadline + marker horizon.
-
-The watermark of a partition is the smallest "largest event time seen" over its inputs, minus the
-allowed out-of-orderness; an input the caller finds read to its end and silent counts as that much
-further on (see `watermark`). Nothing here reads the wall clock, and a request's candidate depends
-only on the events inside its window, so replaying a log gives the same candidates byte for byte.
+Design: docs/concepts/join.md#the-state-machine
 """
 
 from __future__ import annotations

@@ -1,25 +1,13 @@
 """Label rules: what a request and the user actions inside its settle window make of it.
 
-Plain functions over typed records, so the rules are tested without a broker and read as policy.
-
 Precedence of the primary action (highest first): corrected > copied > accepted > regenerated >
-abandoned. Thumbs and ratings are explicit signals: they never replace a primary action, they are
-kept on the candidate (`thumbs`, `rating`) for the quality score, and when a request has no
-primary action at all they decide the label on their own.
+abandoned. Thumbs and ratings never replace a primary action: they are kept on the candidate
+(`thumbs`, `rating`) and decide the label only when there is none. `build_candidate` makes a
+request's candidate (label, SFT target, preference pair, `pair_key`); `pair_regenerations` pairs a
+regenerated response with the later accepted one over a window's candidates (the dataset builder
+applies it, since the two requests live on different partitions).
 
-| primary action      | label             | SFT target  | preference pair (chosen / rejected)   |
-|---------------------|-------------------|-------------|---------------------------------------|
-| accepted, copied    | sft_positive      | response    | -                                     |
-| corrected           | sft_correction    | correction  | correction / response                 |
-| regenerated         | negative          | -           | later accepted response / this one (*)|
-| abandoned / none    | negative          | -           | -                                     |
-| only thumbs up, or rating >= 4         | feedback_positive | response | -                      |
-| only thumbs down, or rating <= 2       | negative          | -        | -                      |
-| only a rating of 3                     | unlabeled         | -        | -                      |
-
-(*) A regenerated request and the request that replaced it live on different partitions (keys are
-request ids), so the pair is formed where both are visible: `pair_regenerations` over a window's
-candidates, which the dataset builder applies. Each candidate carries the `pair_key` it needs.
+The label table and why: docs/concepts/join.md#label-rules
 """
 
 from __future__ import annotations
