@@ -200,7 +200,16 @@ class Settings:
     )
     # the trainer
     model_store: str = field(
-        default="", metadata={"doc": "Directory of versioned model directories; empty: <data_dir>/models"}
+        default="",
+        metadata={
+            "doc": "Where versioned model directories are kept: a directory or any fsspec URL (s3://, gs://, ...); empty: <data_dir>/models"
+        },
+    )
+    model_cache: str = field(
+        default="",
+        metadata={
+            "doc": "Local directory where a model store at a URL is mirrored: versions downloaded to be loaded or exported, the trainer's staging and checkpoints; empty: <data_dir>/model-cache"
+        },
     )
     trainer_metrics_port: int = field(default=9466, metadata={"doc": "The trainer's /metrics port; 0 disables"})
     golden_dir: str = field(
@@ -265,6 +274,10 @@ class Settings:
     @property
     def models_dir(self) -> str:
         return self.model_store or f"{self.data_dir}/models"
+
+    @property
+    def model_cache_dir(self) -> str:
+        return self.model_cache or f"{self.data_dir}/model-cache"
 
     @property
     def golden_path(self) -> str:

@@ -144,7 +144,8 @@ def write(directory: str | Path, meta: Mapping[str, Any]) -> Path:
 
 def export(src: str | Path, dest: str, meta: Mapping[str, Any]) -> str:
     """Copy a model directory to `dest` (a local path or an fsspec URL), its card refreshed from `meta`
-    (the registry's current metadata: status and erasure flags may have changed since it was saved)."""
+    (the registry's current metadata: status and erasure flags may have changed since it was saved).
+    At a URL `config.json` goes last: a copy cut short is no directory `from_pretrained` takes."""
     src = Path(src)
     if not (src / "config.json").exists():
         raise FileNotFoundError(f"{src} is not a model directory (no config.json)")
@@ -159,10 +160,16 @@ def export(src: str | Path, dest: str, meta: Mapping[str, Any]) -> str:
     import fsspec
 
     fs, root = fsspec.core.url_to_fs(dest)
-    for f in sorted(p for p in src.rglob("*") if p.is_file() and p.name != CARD):
-        target = f"{root.rstrip('/')}/{f.relative_to(src).as_posix()}"
+    root = root.rstrip("/")
+    if fs.exists(root) and (not fs.isdir(root) or fs.ls(root, detail=False)):
+        raise FileExistsError(f"{dest} exists and is not empty")
+    files = sorted(p for p in src.rglob("*") if p.is_file() and p.name != CARD)
+    for f in [f for f in files if f != src / "config.json"]:
+        target = f"{root}/{f.relative_to(src).as_posix()}"
         fs.makedirs(target.rsplit("/", 1)[0], exist_ok=True)
         fs.put_file(str(f), target)
-    with fs.open(f"{root.rstrip('/')}/{CARD}", "wb") as fh:
+    fs.makedirs(root, exist_ok=True)
+    with fs.open(f"{root}/{CARD}", "wb") as fh:
         fh.write(card_text)
+    fs.put_file(str(src / "config.json"), f"{root}/config.json")
     return dest

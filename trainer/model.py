@@ -169,6 +169,42 @@ def load(path: str | Path, prefer_gpu: bool = True) -> LoadedModel:
     return LoadedModel(model.to(device), tokenizer, device, base_kind_of(path))
 
 
+def fetch_dir(fs: Any, remote: str, local: str | Path) -> Path:
+    """A local copy of the model directory `remote` on fsspec filesystem `fs`, at `local`, downloaded
+    when it is not there yet: transformers loads from local files only. The copy is written beside
+    `local` under a name of its own and renamed into place, so a crash mid-download leaves no half
+    copy where a loader looks, and two processes fetching at once both end with a whole one."""
+    import os
+    import posixpath
+    import shutil
+    import uuid
+
+    local = Path(local)
+    if (local / "config.json").exists():
+        return local
+    remote = remote.rstrip("/")
+    files = [f for f in fs.find(remote) if not posixpath.basename(f).startswith(".")]
+    if not files:
+        raise FileNotFoundError(f"{fs.unstrip_protocol(remote)} holds no model directory")
+    tmp = local.parent / f".download-{local.name}-{uuid.uuid4().hex[:8]}"
+    try:
+        for f in files:
+            target = tmp / posixpath.relpath(f, remote)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            fs.get_file(f, str(target))
+        if local.exists() and not (local / "config.json").exists():
+            shutil.rmtree(local)  # an older copy without its config: not a model directory, replaced
+        try:
+            os.replace(tmp, local)
+        except OSError:
+            if not (local / "config.json").exists():
+                raise  # not another process's whole copy in the way
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+    return local
+
+
 def save(loaded: LoadedModel, path: str | Path) -> dict[str, str]:
     """Write the model and tokenizer; returns sha256 of every file written, by relative path."""
     path = Path(path)

@@ -12,6 +12,16 @@ what must be shared and changed atomically:
 A model directory is written under `.staging-<version>` and renamed into place, so a crash while
 saving leaves no half model where the registry looks.
 
+The store may be a local directory or any fsspec URL (`FLYWHEEL_MODEL_STORE=s3://bucket/models`;
+`file://` URLs are local directories), so serving reads models without the trainer's volume. At a
+URL the layout is the same; the trainer stages locally in the model cache (`FLYWHEEL_MODEL_CACHE`,
+mirrored per store URL: `root` is that directory) and uploads the files with `flywheel-model.json`
+last, then records the version in Redis: a crash mid-upload leaves a directory without its
+metadata, which no listing, `show` or `set_production` takes for a model (object stores have no
+atomic rename of a directory). `path(version)` downloads a version into the cache once, whole or
+not at all, so `AutoModelForCausalLM.from_pretrained`, evaluation and `models export` read local
+files.
+
 Lineage: every model's metadata names the dataset versions it was trained on (`datasets`: the
 cycle's dataset and every replayed one) and, in `lineage`, those of every model it was fine-tuned
 from as well (its weights carry what they learned). A model whose lineage holds a dataset version
@@ -22,11 +32,16 @@ clean model to replace it).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import posixpath
 import shutil
 from pathlib import Path
 from typing import Any
+
+import fsspec
+from fsspec.implementations.local import LocalFileSystem
 
 from flywheel.routing import production_key
 from trainer import card
@@ -36,9 +51,29 @@ ERASURE_POLICIES = ("report", "retrain")
 META_FILE = "flywheel-model.json"
 
 
+def _default_cache() -> str:
+    from flywheel.settings import Settings
+
+    return Settings.from_env().model_cache_dir
+
+
 class Registry:
-    def __init__(self, models_dir: str, redis_client: Any, app_id: str):
-        self.root = Path(models_dir)
+    def __init__(self, models_dir: str, redis_client: Any, app_id: str, cache_dir: str | None = None):
+        """`models_dir`: a directory or an fsspec URL. `cache_dir` (used only for a store at a URL;
+        default: the settings' model cache) is where versions are downloaded and models staged."""
+        self.location = models_dir
+        self.fs: Any = None  # the store's filesystem when it is at a URL; None: a local directory
+        if "://" not in models_dir:
+            self.root = Path(models_dir)  # the local directory the registry works in: here, the store
+        else:
+            fs, remote = fsspec.core.url_to_fs(models_dir)
+            if isinstance(fs, LocalFileSystem):
+                self.root = Path(remote)
+            else:
+                self.fs, self.remote = fs, remote.rstrip("/") or "/"
+                key = hashlib.sha256(fs.unstrip_protocol(self.remote).encode()).hexdigest()[:16]
+                # one mirror per store URL, so two stores' v0001 never share a cached copy
+                self.root = Path(cache_dir if cache_dir is not None else _default_cache()) / key
         self.redis = redis_client
         self.meta_key = f"{app_id}:models:meta"
         self.production_key = production_key(app_id)  # apps read it too (flywheel/routing.py)
@@ -57,28 +92,88 @@ class Registry:
         path.mkdir(parents=True)
         return path
 
-    def register(self, version: str, staged: Path, metadata: dict) -> Path:
-        """Publish a staged model directory with its metadata."""
-        metadata = {**metadata, "version": version, "path": str(self.root / version)}
-        (staged / META_FILE).write_text(json.dumps(metadata, indent=2, sort_keys=True) + "\n")
-        card.write(staged, metadata)  # README.md, the model card (trainer/card.py)
-        final = self.root / version
+    # -- the store at a URL -------------------------------------------------------------------------
+    def _remote(self, *parts: str) -> str:
+        return posixpath.join(self.remote, *parts)
+
+    def url(self, *parts: str) -> str:
+        """Where a directory of the store is (the store for none): a path when local, else a URL."""
+        if self.fs is None:
+            return str(self.root.joinpath(*parts))
+        return self.fs.unstrip_protocol(self._remote(*parts))
+
+    def _publish(self, staged: Path, rel: str) -> Path:
+        """Put a staged directory (its metadata written) in the store at `rel`; the local copy stays
+        in the cache at `<root>/<rel>`. Remote: every file, then the metadata, last."""
+        final = self.root / rel
+        if self.fs is not None:
+            target = self._remote(rel)
+            if self.fs.exists(target):
+                self.fs.rm(target, recursive=True)  # an upload that crashed before its metadata
+            files = sorted(p for p in staged.rglob("*") if p.is_file())
+            for f in [f for f in files if f.name != META_FILE] + [staged / META_FILE]:
+                dest = self._remote(rel, f.relative_to(staged).as_posix())
+                self.fs.makedirs(posixpath.dirname(dest), exist_ok=True)
+                self.fs.put_file(str(f), dest)
+        final.parent.mkdir(parents=True, exist_ok=True)
         if final.exists():
             shutil.rmtree(final)
         os.replace(staged, final)
+        return final
+
+    def _read_meta(self, rel: str) -> dict | None:
+        """The metadata file of a store directory, or None where there is none."""
+        if self.fs is None:
+            meta = self.root / rel / META_FILE
+            return json.loads(meta.read_text()) if meta.exists() else None
+        try:
+            with self.fs.open(self._remote(rel, META_FILE), "rb") as fh:
+                return json.loads(fh.read().decode("utf-8"))
+        except FileNotFoundError:
+            return None
+
+    def _write_meta(self, rel: str, meta: dict) -> None:
+        """Rewrite the metadata file of a published directory (in the store, and in the cache's copy)."""
+        text = json.dumps(meta, indent=2, sort_keys=True) + "\n"
+        local = self.root / rel / META_FILE
+        if self.fs is not None:
+            target = self._remote(rel, META_FILE)
+            if self.fs.exists(target):
+                self.fs.pipe_file(target, text.encode("utf-8"))
+        if local.exists():
+            local.write_text(text)
+
+    def _local_copy(self, rel: str) -> Path:
+        """The directory `rel` of the store on local disk: itself when local, else the cache's copy."""
+        if self.fs is None:
+            return self.root / rel
+        from trainer.model import fetch_dir
+
+        if not self.fs.exists(self._remote(rel, META_FILE)):
+            raise FileNotFoundError(f"{self.url(rel)} is not a registered model (no {META_FILE})")
+        return fetch_dir(self.fs, self._remote(rel), self.root / rel)
+
+    # -- registering -----------------------------------------------------------------------------------
+    def register(self, version: str, staged: Path, metadata: dict) -> Path:
+        """Publish a staged model directory with its metadata."""
+        metadata = {**metadata, "version": version, "path": self.url(version)}
+        (staged / META_FILE).write_text(json.dumps(metadata, indent=2, sort_keys=True) + "\n")
+        card.write(staged, metadata)  # README.md, the model card (trainer/card.py)
+        final = self._publish(staged, version)
         self.redis.hset(self.meta_key, version, json.dumps(metadata, sort_keys=True))
         return final
 
     def path(self, version: str) -> Path:
-        return self.root / version
+        """The version's directory on local disk, to load (a store at a URL: downloaded, once)."""
+        return self._local_copy(version)
 
     def show(self, version: str) -> dict:
         raw = self.redis.hget(self.meta_key, version)
         if raw is None:
-            meta = self.root / version / META_FILE
-            if not meta.exists():
+            meta = self._read_meta(version)
+            if meta is None:
                 raise KeyError(f"no model {version!r} (known: {', '.join(self.versions()) or 'none'})")
-            return json.loads(meta.read_text())
+            return meta
         return json.loads(raw)
 
     def versions(self) -> list[str]:
@@ -123,9 +218,7 @@ class Registry:
             return False
         meta = {**meta, "tainted_by_erasure": flagged, "retire": retire}
         self.redis.hset(self.meta_key, version, json.dumps(meta, sort_keys=True))
-        path = self.root / version / META_FILE
-        if path.exists():
-            path.write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+        self._write_meta(version, meta)
         return True
 
     def clean_base(self, version: str | None, superseded: dict) -> str | None:
@@ -145,14 +238,10 @@ class Registry:
     # -- imported bases (trainer/importer.py): <models_dir>/bases/<name>/ ---------------------------
     def register_base(self, name: str, staged: Path, metadata: dict) -> Path:
         """Publish an imported pretrained model as base `name` (replacing one of that name)."""
-        final = self.root / "bases" / name
-        metadata = {**metadata, "name": name, "path": str(final)}
+        metadata = {**metadata, "name": name, "path": self.url("bases", name)}
         (staged / META_FILE).write_text(json.dumps(metadata, indent=2, sort_keys=True) + "\n")
         card.write(staged, metadata)
-        final.parent.mkdir(parents=True, exist_ok=True)
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(staged, final)
+        final = self._publish(staged, f"bases/{name}")
         self.redis.hset(self.bases_key, name, json.dumps(metadata, sort_keys=True))
         return final
 
@@ -160,10 +249,10 @@ class Registry:
         raw = self.redis.hget(self.bases_key, name)
         if raw is not None:
             return json.loads(raw)
-        meta = self.root / "bases" / name / META_FILE
-        if not meta.exists():
+        meta = self._read_meta(f"bases/{name}")
+        if meta is None:
             raise KeyError(f"no imported base {name!r} (known: {', '.join(self.bases()) or 'none'})")
-        return json.loads(meta.read_text())
+        return meta
 
     def bases(self) -> list[str]:
         return sorted(v.decode() if isinstance(v, bytes) else v for v in self.redis.hkeys(self.bases_key))
@@ -173,7 +262,10 @@ class Registry:
         from trainer.model import base_kind_of
 
         if "/" not in name_or_path and not Path(name_or_path).is_dir():
-            return Path(self.base(name_or_path)["path"]), "pretrained"
+            meta = self.base(name_or_path)
+            if self.fs is None:
+                return Path(meta["path"]), "pretrained"
+            return self._local_copy(f"bases/{name_or_path}"), "pretrained"
         path = Path(name_or_path)
         if not (path / "config.json").exists():
             raise FileNotFoundError(f"{path} is not a model directory (no config.json)")
@@ -185,8 +277,11 @@ class Registry:
         return v.decode() if isinstance(v, bytes) else v
 
     def set_production(self, version: str) -> None:
-        if not (self.root / version).exists():
-            raise KeyError(f"no model directory for {version!r} under {self.root}")
+        if self.fs is None:
+            if not (self.root / version).exists():
+                raise KeyError(f"no model directory for {version!r} under {self.root}")
+        elif not self.fs.exists(self._remote(version, META_FILE)):
+            raise KeyError(f"no model directory for {version!r} under {self.location}")
         self.redis.set(self.production_key, version)
 
     # -- datasets seen ---------------------------------------------------------------------------------

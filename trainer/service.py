@@ -225,7 +225,7 @@ class TrainerService:
 
     def run(self, stop: threading.Event) -> None:
         log.info(
-            "trainer started", extra={"topic": self.settings.topic_datasets_ready, "models": str(self.registry.root)}
+            "trainer started", extra={"topic": self.settings.topic_datasets_ready, "models": self.registry.location}
         )
         observed, delay = 0.0, RETRY_FIRST_S
         try:
@@ -267,7 +267,10 @@ def build(settings: Settings, metrics: Any = None):
 
     policy = GatePolicy.load(settings.gate_policy)
     registry = Registry(
-        settings.models_dir, redis.Redis.from_url(settings.redis_url, socket_timeout=30), settings.app_id
+        settings.models_dir,
+        redis.Redis.from_url(settings.redis_url, socket_timeout=30),
+        settings.app_id,
+        cache_dir=settings.model_cache_dir,
     )
     golden = GoldenStore(settings.golden_path)
     return (
