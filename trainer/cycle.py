@@ -2,18 +2,14 @@
 
 Refuse (contaminated, no golden set, no base model, nothing to train on), else fine-tune the
 production model on the dataset's SFT train split (with `replay_datasets`, joined by the train
-splits of the datasets of the windows before it), evaluate candidate and incumbent on the golden
-set (and perplexity on the validation split), gate, register. Every outcome becomes a
-`ModelEvent`; the caller records it and only then commits the dataset's offset.
+splits of the windows before it, each at its newest version), evaluate candidate and incumbent on
+the golden set (and perplexity on the validation split), gate, register. Every outcome becomes a
+`ModelEvent`; the caller records it and only then commits the dataset's offset. Each cycle first
+flags every registered model whose lineage an erasure has changed (`erasure_flagged`); with
+`[trainer] on_erased_lineage = "retrain"` and production flagged, the candidate is fine-tuned
+from the newest clean model of production's base chain instead.
 
-Erasure: replays read the newest version of each window (`DatasetStore.latest`), so a dataset an
-erasure re-sealed is replayed without the user. Each cycle first flags every registered model whose
-lineage holds a dataset version an erasure has since replaced (`erasure_flagged` events); a re-seal's
-own ready event, for a window already trained, trains nothing unless `[trainer] on_erased_lineage =
-"retrain"` and production is flagged: then, as in every cycle while production is flagged, the
-candidate is fine-tuned from the newest clean model of production's base chain instead (the newest
-window's dataset and its replays), and the flagged model is marked to retire (rollout's promotion of
-a clean candidate replaces it).
+Design: docs/concepts/trainer.md (A cycle; Erased lineage)
 """
 
 from __future__ import annotations

@@ -1,47 +1,17 @@
 """The golden test set: held-out questions with reference answers, versioned so that every evaluation
 names exactly the questions it was scored on.
 
-`flywheel golden add FILE` reads a JSONL file (one object per line; blank lines are skipped):
+`load_items(path)` reads a JSONL or CSV file (`prompt`, `expected`; optional `task_type`, `scorer`,
+`options`, `id`), one item a line:
 
     {"prompt": "SQL: count the users", "expected": "SELECT count(*) FROM users", "scorer": "sql", "task_type": "sql"}
     {"prompt": "Capital of France?", "expected": "Paris", "scorer": "contains"}
 
-or a CSV file with a header row (UTF-8) and the same columns:
+Two items with the same normalised prompt, or the same id, are an error. `GoldenStore.add` writes a
+new immutable version (`v0001.jsonl`, ...): the previous items plus the new ones, a new item
+replacing an old one with the same prompt or id, one canonical JSON object a line sorted by id.
 
-    prompt,expected,task_type,scorer,id
-    Capital of France?,Paris,geo,contains,
-    What is 2+2?,4,math,,g-math-1
-
-Fields:
-  prompt     (required) the question put to the model.
-  expected   (required) the reference answer.
-  task_type  (optional) the task it tests, so results can be broken down by task.
-  scorer     (optional, default "exact") how an answer is compared with `expected`:
-               exact     equal after normalising case and whitespace;
-               contains  `expected` appears in the answer (both normalised the same way);
-               sql       equal after normalising SQL whitespace, the case of keywords (also
-                         glued to punctuation, as in COUNT(*)) and a trailing semicolon;
-                         string literals and identifiers are compared as written.
-               f1        token F1 of answer and expected (words, case and punctuation ignored);
-               numeric   the answer's first number equals expected within options' "tolerance"
-                         (absolute, default 1e-6) or "rel_tolerance" (relative, default 0);
-               json      the answer (or the first {...} / [...] in it) is JSON that matches the
-                         JSON Schema given as `expected`;
-               regex     the regular expression `expected` is found in the answer (options'
-                         "flags": "i" ignores case);
-               judge     a judge model at [trainer] judge_url grades the answer against expected
-                         (0 when no judge is configured).
-  options    (optional) a JSON object: "max_new_tokens" for this item's answer, and the scorer's
-             settings above.
-  id         (optional) a stable name for the item: 1-64 letters, digits, ".", "_", ":" or "-".
-             By default "g-" and 12 hex digits of a hash of the normalised prompt, so the same
-             question keeps the same id across files.
-
-Two items with the same prompt (after normalising case and whitespace), or the same id, are an
-error. Each `add` writes a new immutable version, `v0001.jsonl`, `v0002.jsonl`, ...: the previous
-version's items plus the new ones, where a new item replaces an old one with the same prompt or id.
-A version file holds one canonical JSON object per line, sorted by id, so its sha256 identifies
-its content.
+Fields, scorers and versions: docs/concepts/trainer.md#golden-set-files
 """
 
 from __future__ import annotations

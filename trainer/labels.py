@@ -1,21 +1,13 @@
 """Hand-labelled examples, for the cold start: before production traffic has produced training
 data, a team can still fine-tune on examples it wrote itself.
 
-File format, JSONL (one object per line; blank lines are skipped):
+`load_labels(path)` reads JSONL or CSV with `prompt` and `target` (required) and `task_type`:
 
     {"prompt": "Translate to French: good morning", "target": "Bonjour", "task_type": "translate"}
     {"prompt": "What is 2+2?", "target": "4"}
 
-or CSV with a header row (UTF-8; quote cells that hold commas or line breaks):
-
-    prompt,target,task_type
-    "Translate to French: good morning",Bonjour,translate
-    What is 2+2?,4,
-
-Fields: `prompt` (required) is the model's input, `target` (required) the answer it should learn to
-give, `task_type` (optional) the task it belongs to, as in the traffic's task types. Any other field
-is an error, and so is the same prompt and target twice (compared after normalising case and
-whitespace), since a repeated example silently weighs double.
+Any other field, or the same prompt and target twice, is a RecordFileError (one line, no texts).
+Format and why: docs/concepts/trainer.md#hand-labelled-examples
 """
 
 from __future__ import annotations

@@ -1,20 +1,12 @@
 """The gate a candidate model passes before it goes to A/B: better overall with confidence, no task
 type worse with confidence.
 
-Candidate and incumbent answer the same golden items, so the comparison is paired: per item, the
-candidate's score minus the incumbent's. The gate reads a confidence interval of the mean of those
-differences (a paired bootstrap, 2,000 resamples with a fixed seed, percentile interval at
-`promotion_confidence`, 95 % by default):
+Candidate and incumbent answer the same golden items; `decide_paired` takes a paired bootstrap
+interval of the mean per-item difference (2,000 resamples, fixed seed, at `promotion_confidence`)
+and promotes when its lower bound is above `min_improvement`, refusing when a task type's interval
+lies wholly below `-max_task_regression`. Plain functions of per-item scores and the policy.
 
-- promoted when the interval's lower bound is above `min_improvement` (a one-sided test at 2.5 %
-  with the defaults: a model no better than the incumbent passes about 2.5 % of the time, or less);
-- refused when a task type's interval lies wholly below `-max_task_regression` (it regressed by
-  more than its tolerance, with confidence).
-
-Gaining one item of 58 (+1.7 points) is inside the noise: its lower bound is 0, and it is refused.
-The first model is compared with the base it came from (trainer/bootstrap.py).
-
-Plain functions of per-item scores and the policy, so the rule is tested without a model.
+Design: docs/concepts/trainer.md#the-promotion-rule
 """
 
 from __future__ import annotations

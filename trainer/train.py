@@ -1,19 +1,13 @@
 """Supervised fine-tuning of a causal LM on (prompt, target) examples: a plain torch loop.
 
-Why not `transformers.Trainer`: the loop the flywheel needs is short and every property is easy to
-see here: loss on the target tokens only (the prompt is context, not something to learn to write),
-deterministic shuffling from the seed, progress reported through a callback (logs and metrics).
+`fine_tune` trains with the loss on the target tokens only and seeded shuffles, reporting progress
+through a callback. A sequence too long for the model loses the prompt's oldest tokens, never the
+target's (an example whose target alone does not fit is left out; both are counted in the report).
+Warm-up then cosine or linear decay, gradient accumulation, bf16 autocast over fp32 weights on a
+GPU; a checkpoint every `checkpoint_steps` optimiser steps lets a run with the same examples and
+config resume on the same batches, and is removed when the run completes.
 
-What a pretrained base needs, and this loop does:
-- sequences cut to the model's length by dropping the prompt's oldest tokens, never the target's
-  (an example whose target alone does not fit is left out; both are counted in the report);
-- warm-up then cosine or linear decay (the scratch model keeps its linear decay to 5 %);
-- gradient accumulation over `grad_accumulation` batches;
-- on a GPU, forward and backward under bf16 autocast over fp32 weights (the optimiser updates fp32
-  master weights; a bf16 weight would lose a 2e-5 step to rounding); fp32 on the CPU;
-- a checkpoint every `checkpoint_steps` optimiser steps (trainable weights, optimiser, schedule,
-  position): a run started again with the same examples and config resumes there, on the same
-  batches in the same order, and the checkpoint is removed when the run completes.
+Design (why not transformers.Trainer): docs/concepts/trainer.md#the-training-loop
 """
 
 from __future__ import annotations
