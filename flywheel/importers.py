@@ -1,28 +1,17 @@
 """Imports for teams that already log their LLM calls: `flywheel import openai-jsonl FILE`.
 
-One JSON object a line, in any of the chat-format shapes people keep:
+    from flywheel.importers import import_openai_jsonl, read_lines
+    from flywheel.sdk import FlywheelProducer
 
-  * a conversation with its answer as the last assistant turn (OpenAI's fine-tuning format, most
-    logging proxies): `{"messages": [..., {"role": "assistant", "content": "..."}], "tools": [...]}`
-  * a logged call: `{"request": {<Chat Completions or Responses request>}, "response": {<its response>}}`
-  * a Batch API output line: `{"custom_id": "...", "response": {"body": {<ChatCompletion>}}}` with the
-    request from the batch input line given as `"body"` or `"request"`, when present.
+    with FlywheelProducer() as fw:
+        summary = import_openai_jsonl(read_lines("calls.jsonl.gz"), fw, default_user="support-app")
+    summary.to_dict()   # {"lines": ..., "interactions": ..., "actions": ..., "skipped": ..., ...}
 
-Optional fields on each line (top level, or under `"metadata"` for the ids):
-  ids: `request_id` (else `id`, `custom_id`, the response id, else a hash of the line, so importing a
-  file twice sends the same events and the join counts them once), `user_id` (else `user`, the
-  request's `user`, else --user-id), `session_id` (else `conversation_id`, `thread_id`),
-  `model` / `model_version`, `task_type`, `variant`, `latency_ms`;
-  time: `timestamp` / `created_at` / `created` as epoch seconds or milliseconds or ISO 8601 (else the
-  response's `created`, else the time of the import);
-  context: `retrieved_context` / `context` / `documents` (a list of texts, or of {"text"|"content"});
-  feedback: `feedback` as an action name (`accepted`, `thumbs_up`, `up`, `down`, `like`, ...), a bool,
-  a number 1-5, or an object `{"action", "rating", "correction", "thumbs", "score", "comment"}`;
-  also top-level `rating`, `thumbs`, `correction`, `accepted`. Each feedback becomes an action one
-  millisecond after the interaction (or at `feedback_time` when given).
-
-A line that cannot be read is skipped and reported by number and reason (never its text); the rest
-are imported. Returns counts.
+One JSON object a line: a fine-tuning style conversation, a logged request/response pair of either
+OpenAI API, or a Batch API output line, with optional ids, time, context and feedback (which becomes
+actions). A line without an id gets a hash of the line, so a file imported twice sends the same
+events. A line that cannot be read is skipped and reported by number and reason, never its text.
+Every field: docs/concepts/sdk.md#import-line-format
 """
 
 from __future__ import annotations

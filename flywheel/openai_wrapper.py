@@ -9,18 +9,9 @@
                                                 flywheel_session_id="s-1")   # optional, as the other flywheel_* keys
     producer.log_action(request_id=completion.flywheel_request_id, user_id="u-7", action="accepted")
 
-Works with any client object of OpenAI's shape (`openai.OpenAI`, `AzureOpenAI`, or a compatible
-server through `base_url`); the `openai` package is needed only by the client the app passes in, not
-by this module. `chat.completions.create` and `responses.create` are logged; everything else passes
-through unchanged. Streaming calls (`stream=True`) pass through unlogged: the response is not known
-until the stream ends.
-
-The call's `flywheel_*` keyword arguments are taken off before the call: `flywheel_user_id`,
-`flywheel_session_id`, `flywheel_request_id`, `flywheel_context`, `flywheel_task_type`,
-`flywheel_variant`, `flywheel_metadata`. The request id is the provider's response id unless given;
-it is set on the returned object as `flywheel_request_id` (and kept as `client.last_request_id`).
-Logging never breaks the app's call: an event that fails validation or a full send queue is counted
-(`client.log_errors`) and logged as a warning, and the response is returned as usual.
+`chat.completions.create` and `responses.create` are logged (not streaming calls), the rest passes
+through; `flywheel_*` keyword arguments are taken off before the call. Logging never breaks the
+app's call (failures count in `client.log_errors`). Design: docs/concepts/sdk.md#the-openai-wrapper
 """
 
 from __future__ import annotations

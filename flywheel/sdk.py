@@ -1,21 +1,17 @@
 """FlywheelProducer: the small client a production app uses to log interactions and user actions.
 
-It validates at the call (a bad event raises `InvalidEvent` before a byte leaves the process, so
-mistakes show up in the app's own stack trace, not as dead letters hours later), encodes with the
-one `Codec`, and hands the bytes to confluent-kafka without blocking the request path.
+    from flywheel.sdk import FlywheelProducer
 
-Partitioning: the key of every event is the request_id as UTF-8 bytes and the partitioner is
-`murmur2_random`, librdkafka's name for the Java client's default (murmur2 of the key, positive,
-modulo the partition count; the same as aiokafka and kafka-python). A JSON producer written in Java,
-Go (sarama/franz-go with their Java-compatible hasher), Node (kafkajs' default) or Python therefore
-lands a request's interaction and its actions on the same partition number of the two co-partitioned
-topics, which is what the join needs. librdkafka's own default (`consistent_random`, CRC32) does not.
+    with FlywheelProducer() as fw:  # settings from FLYWHEEL_*; closing flushes
+        fw.log_interaction(request_id="r-1", session_id="s-9", user_id="u-42", model_version="m-2",
+                           prompt="How many vacation days?", response="25 days a year.")
+        fw.log_action(request_id="r-1", user_id="u-42", action="accepted")
 
-Delivery is asynchronous. Failures are counted (`delivery_errors`), kept (`recent_failures`), passed
-to `on_delivery_error(request_id, error)` from inside `poll`/`flush`, and reported by `flush()`,
-which raises `DeliveryError` when events are still queued after its timeout or when any event
-failed since the previous flush. A clean return from `flush()` means everything logged before it
-is in Kafka.
+A bad event raises `InvalidEvent` at the call, before anything is sent; sending never blocks the
+caller for more than `max_block_s`. Events are keyed by request id with the Java client's murmur2
+partitioner. `flush()` raises `DeliveryError` when events are still queued after its timeout or
+any event failed since the previous flush: a clean return means everything logged before it is in
+Kafka. Design: docs/concepts/sdk.md#partitioning-and-delivery
 """
 
 from __future__ import annotations

@@ -1,30 +1,13 @@
 """OTLP/HTTP traces (`POST /v1/traces`, protobuf or JSON) mapped to flywheel interactions and actions.
 
-A span is an LLM call when it carries GenAI semantic-convention attributes:
+`parse_request` decodes the export request, `map_request` maps it: a span carrying GenAI
+semantic-convention attributes (`gen_ai.input.messages`, `gen_ai.output.messages`, ...; or
+OpenLLMetry's indexed `gen_ai.prompt.N.*`) becomes an interaction, a `gen_ai.feedback` or
+`feedback` span or span event becomes actions, other spans are ignored, and a GenAI span that
+cannot be made an event is counted, with its reason, in `partial_success.rejected_spans`
+(`response_body`).
 
-    gen_ai.input.messages       the conversation sent: [{"role", "parts": [{"type": "text", "content"},
-                                {"type": "tool_call", "id", "name", "arguments"}, {"type": "tool_call_response",
-                                "id", "response"}], "name"?}] (a JSON string or a structured attribute)
-    gen_ai.output.messages      the answer: [{"role": "assistant", "parts": [...], "finish_reason"}]
-    gen_ai.system_instructions  [{"type": "text", "content"}] (or a plain string)
-    gen_ai.tool.definitions     [{"type": "function", "name", "description", "parameters"}]
-    gen_ai.conversation.id      -> session_id      gen_ai.response.id -> request_id (else trace and span id)
-    gen_ai.request.model / gen_ai.response.model -> model_version (the response's first)
-    gen_ai.usage.input_tokens / output_tokens, gen_ai.response.finish_reasons, gen_ai.provider.name
-    (or gen_ai.system), gen_ai.operation.name -> metadata
-    user.id (or enduser.id) -> user_id (else "otel");  session.id -> session_id when no conversation id
-    flywheel.retrieved_context (a string array) -> retrieved_context;  flywheel.task_type, flywheel.variant
-
-Spans in the older indexed form (`gen_ai.prompt.N.role` / `.content`, `gen_ai.completion.N.content`,
-as OpenLLMetry writes them) are read too. event_time is the span's end, latency its duration.
-
-Feedback: a span event, or a span, whose name is `gen_ai.feedback` or `feedback` becomes actions, with
-`feedback.value` (thumbs, an action name, a 1-5 rating: the spellings of `flywheel import`),
-`feedback.rating`, `feedback.correction`, on the request named by `gen_ai.response.id` /
-`flywheel.request_id` (the span's own request when it is an event of an LLM span), by `user.id`.
-
-Spans that are neither are ignored (a trace holds HTTP and database spans too); a GenAI span that
-cannot be made an event is counted in the response's `partial_success.rejected_spans` with its reason.
+The attribute mapping: docs/concepts/sdk.md#otlp-attribute-mapping
 """
 
 from __future__ import annotations

@@ -3,26 +3,14 @@
     POST /v1/interactions   one interaction, the JSON of the wire format (docs/wire-format.md)
     POST /v1/actions        one action
     POST /v1/batch          {"interactions": [...], "actions": [...]}: all accepted, or none
-    POST /v1/openai         one OpenAI-shaped call, as a line of `flywheel import openai-jsonl`
-                            ({"request": ..., "response": ..., "user_id": ..., "feedback": ...})
-    POST /v1/traces         OTLP/HTTP trace export, protobuf or JSON: GenAI spans become interactions,
-                            feedback events actions (flywheel/ingest/otlp.py); what cannot be mapped is
-                            counted in the response's partial_success
+    POST /v1/openai         one line of `flywheel import openai-jsonl`
+    POST /v1/traces         OTLP/HTTP trace export, protobuf or JSON (flywheel/ingest/otlp.py)
     GET  /healthz           counters (no authentication)
 
-Every POST needs `Authorization: Bearer <token>`, one of FLYWHEEL_INGEST_TOKENS (comma-separated) or
-of --token-file (one a line); 401 otherwise. Validation is the codec's own: each event goes through
-`Codec.decode_json_value` (the input limits, unknown fields, the schema), the record rules
-(`Interaction.check`, `UserAction.check`), the event-time bound of the join (FLYWHEEL_MAX_EVENT_AHEAD_MS)
-and the SDK's encoder (size limit): an event the HTTP API accepts is one the join will not
-dead-letter for its content, and a refused one gets 400 with the dead-letter reason the join would
-have given (`{"error": "too_deep", "detail": ..., "kind": "interaction", "index": 3}`).
-
-The answer comes once the broker has confirmed every event of the request (acks=all, idempotent
-producer): a 200 means the events are in Kafka. When more than --max-pending events wait for the
-broker, a request is refused before any of it is queued: 429 with `Retry-After` (seconds); a client
-that retries then sends nothing twice. On SIGTERM or SIGINT the server stops taking connections,
-finishes the requests it holds (waiting for their confirmations), flushes, and exits 0.
+Every POST needs a bearer token of FLYWHEEL_INGEST_TOKENS or --token-file (401 otherwise). An event
+is validated as the join would read it (400 with the dead-letter reason), a 200 comes once the
+broker confirmed every event, past --max-pending a request is refused whole (429, Retry-After),
+and SIGTERM drains. Design: docs/concepts/sdk.md#http-ingest
 """
 
 from __future__ import annotations
