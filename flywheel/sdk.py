@@ -38,7 +38,7 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "acks": "all",
     "linger.ms": 5,
     "compression.type": "lz4",  # every consumer must read it: the worker's aiokafka does so through cramjam
-    "partitioner": "murmur2_random",  # Java-compatible: see the module docstring
+    "partitioner": "murmur2_random",  # Java-compatible: docs/concepts/sdk.md#partitioning-and-delivery
     # A missing topic must fail loudly: a broker that auto-creates it would make a 1-partition topic
     # that is not co-partitioned with the other source, and the join would silently miss pairs.
     "allow.auto.create.topics": False,

@@ -79,7 +79,7 @@ class _Task:
 
 
 class ReviewSampler:
-    """Decides, candidate by candidate, what goes before people; see the module docstring."""
+    """Decides, candidate by candidate, what goes before people; docs/concepts/review.md#the-samplers-arithmetic."""
 
     def __init__(
         self,

@@ -54,7 +54,7 @@ class ArmStats:
         return self.accepted / self.requests if self.requests else 0.0
 
     def variance(self) -> float:
-        """Var of `acceptance`, the user as the unit (see the module's docstring); requests are
+        """Var of `acceptance`, the user as the unit (docs/concepts/rollout.md#design-notes); requests are
         taken as independent only for counts kept without users (older rollouts)."""
         n, p = self.requests, self.acceptance
         if not n:
@@ -131,7 +131,7 @@ def _variance(p: float, n: int) -> float:
 
 
 def msprt(theta: float, variance: float, tau: float, theta0: float = 0.0) -> float:
-    """The mixture likelihood ratio Lambda for H0: theta = theta0 (see the module's docstring)."""
+    """The mixture likelihood ratio Lambda for H0: theta = theta0 (docs/concepts/rollout.md#design-notes)."""
     if variance <= 0:
         return 0.0
     t2 = tau * tau
