@@ -124,6 +124,9 @@ def build(
     quality: dict[str, float] = {}
     by_version: dict[str, CycleRow] = {}
     cold_start, production = None, None
+    # production after each models event, and each cycle's last event (its outcome or its rollout's end)
+    production_after: list[str | None] = []
+    last_event: dict[int, int] = {}  # id(row) -> index into production_after
     for e in models:
         kind, version = e["event_type"], e.get("version") or ""
         overall = (e.get("metrics") or {}).get("overall")
@@ -148,14 +151,22 @@ def build(
                 production = version
             elif kind == "rollout_rollback":
                 production = e.get("base_model") or production
+        production_after.append(production)
         if version in by_version and kind in ("candidate", "rejected", "refused", *ROLLOUT_ENDS):
-            by_version[version].production_quality = quality.get(production or "")
+            last_event[id(by_version[version])] = len(production_after) - 1
     cycles = sorted(by_window.values(), key=lambda r: r.window_start)
+    # a cycle's production quality is production's once it and every earlier cycle had their last event: in
+    # window order it never goes back in time. (Production as of the cycle's own outcome did: a cycle trained
+    # while the previous cycle's candidate was still in its A/B test showed the production before that
+    # candidate's promotion, and its phase fell back, "bootstrap" after "maturity".)
     current = cold_start["quality"] if cold_start else None
+    reached = -1
     for i, row in enumerate(cycles, 1):
         row.cycle = i
-        if row.production_quality is not None:
-            current = row.production_quality
+        reached = max(reached, last_event.get(id(row), -1))
+        now = quality.get(production_after[reached] or "") if reached >= 0 else None
+        if now is not None:
+            current = now
         row.production_quality = current
         row.phase = phase_of(current)
     acc: dict[str, list[tuple[int, float, int]]] = {}

@@ -188,3 +188,35 @@ def test_the_arms_chart_takes_in_every_interval_bar_whole():
     assert max(scales) - min(scales) < 1, scales  # pixels per unit, within the SVG's 0.1 px rounding
     # and the quality lines use it too: the axis' top label is the highest interval end, 90 %
     assert ">90%</text>" in svg
+
+
+def test_a_cycle_trained_while_the_previous_candidate_is_in_its_ab_test_keeps_the_phase_reached():
+    """As in the default demo's run of 2026-12-07 (docs/demo.md): cycle 3 is trained while cycle 2's v0003 is
+    still in its A/B test, so the trainer fine-tunes production, v0002, and measures against it (the same
+    +17.2 as cycle 2's when both score 54 of 58 items); v0003 is promoted after cycle 3's outcome. Production
+    after cycle 3 is v0003: the phase stays "maturity" (it read "bootstrap", production as of cycle 3's own
+    outcome, as if production had gone back)."""
+    models = [
+        {"event_type": "bootstrap", "version": "v0001", "metrics": {"overall": 0.448}, "created_at": 1},
+        cycle_event("candidate", "v0002", 0, 0.759, 0.311, 10),
+        {"event_type": "rollout_started", "version": "v0002", "base_model": "v0001", "created_at": 11},
+        {"event_type": "rollout_promote", "version": "v0002", "base_model": "v0001", "created_at": 12},
+        cycle_event("candidate", "v0003", 1, 0.931, 0.172, 20),
+        {"event_type": "rollout_started", "version": "v0003", "base_model": "v0002", "created_at": 21},
+        cycle_event("candidate", "v0004", 2, 0.931, 0.172, 30),  # from v0002: v0003 is still being tested
+        {"event_type": "rollout_promote", "version": "v0003", "base_model": "v0002", "created_at": 32},
+        {"event_type": "rollout_started", "version": "v0004", "base_model": "v0003", "created_at": 33},
+        cycle_event("rejected", "v0005", 3, 0.966, 0.034, 40),
+    ]
+    v = build([ready(i, 900, 3500, 1600) for i in range(5)], models, [], {}, W)
+    assert [(c.version, c.quality, c.delta) for c in v.cycles[:4]] == [
+        ("v0002", 0.759, 0.311),
+        ("v0003", 0.931, 0.172),
+        ("v0004", 0.931, 0.172),
+        ("v0005", 0.966, 0.034),
+    ]
+    assert [c.production_quality for c in v.cycles] == [0.759, 0.931, 0.931, 0.931, 0.931]
+    assert [c.phase for c in v.cycles] == ["bootstrap", "maturity", "maturity", "maturity", "maturity"]
+    assert [c.rollout for c in v.cycles[:4]] == ["promoted", "promoted", "testing", ""]
+    assert v.production == "v0003" and v.phase == "maturity"
+    assert [g.last for g in v.growth if g.curve == "quality"] == [0.931]
