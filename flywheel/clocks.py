@@ -4,10 +4,10 @@ when a record dated far ahead (let through before the event-time bound existed) 
     flywheel clocks show [--role datasets|join] [--json]
     flywheel clocks reset --role datasets|join --partition N --to ISO-TIME|MS|now [--yes]
 
-The domain logic is in `streams/datasets/clockadmin.py` and `streams/join/clockadmin.py`; this
-module parses, prints and refuses. `reset` prints what it would change first and changes nothing
-without `--yes`; the builder, or the join, must not be running (the builder's lease in Redis, the
-join's consumer group, say whether it is).
+The domain logic is in `streams/datasets/clockadmin.py` and `streams/join/clockadmin.py`, the
+arguments are parsed in `flywheel/cli/clocks.py`; this module prints and refuses. `reset` prints
+what it would change first and changes nothing without `--yes`; the builder, or the join, must
+not be running (the builder's lease in Redis, the join's consumer group, say whether it is).
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ import json
 import sys
 import time
 from datetime import datetime, timezone
-from typing import Any
 
 from flywheel.settings import Settings
 
@@ -48,7 +47,7 @@ def parse_time(text: str) -> int:
     return ms
 
 
-def _partition(text: str) -> int:
+def parse_partition(text: str) -> int:
     try:
         value = int(text)
     except ValueError:
@@ -56,43 +55,6 @@ def _partition(text: str) -> int:
     if value < 0:
         raise argparse.ArgumentTypeError(f"{text!r} must be 0 or more")
     return value
-
-
-def add_parser(sub: Any, parser_class: type) -> None:
-    """The `clocks` command's parser entries (cli.py calls this)."""
-    clocks = sub.add_parser(
-        "clocks", help="event-time clocks of the join and the dataset builder: see them, or reset a poisoned one"
-    )
-    csub = clocks.add_subparsers(dest="clocks_command", required=True, parser_class=parser_class, metavar="COMMAND")
-    show = csub.add_parser(
-        "show",
-        help="each partition's event-time clock (the builder's saved clock, the join's state), "
-        "marking any that stands further ahead of the wall clock than FLYWHEEL_MAX_EVENT_AHEAD_MS",
-    )
-    show.add_argument("--role", choices=ROLES, default=None, help="only this role (default: both)")
-    show.add_argument("--json", action="store_true", help="JSON lines instead of a table")
-    show.add_argument(
-        "--metrics-url",
-        default=None,
-        metavar="URL",
-        help="a join worker's /metrics to read its live watermarks from (default: this host's FLYWHEEL_METRICS_PORT)",
-    )
-    reset = csub.add_parser(
-        "reset", help="set one partition's clock back to a time: prints what changes, applies it only with --yes"
-    )
-    reset.add_argument("--role", choices=ROLES, required=True)
-    reset.add_argument("--partition", type=_partition, required=True, metavar="N")
-    reset.add_argument(
-        "--to",
-        type=parse_time,
-        required=True,
-        metavar="TIME",
-        help="ISO 8601 (UTC by default), ms since the epoch, or now",
-    )
-    reset.add_argument(
-        "--yes", action="store_true", help="apply it (without: print the consequences and change nothing)"
-    )
-    reset.add_argument("--json", action="store_true", help="the consequences as one JSON object")
 
 
 def run(args, settings: Settings, out=None, err=None) -> int:

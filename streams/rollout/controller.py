@@ -20,7 +20,7 @@ from typing import Any, Iterable
 from flywheel.routing import Routing, production_key, routing_key
 from schemas.records import ModelEvent, TrainingCandidate
 from flywheel.policy import RolloutPolicy
-from streams.rollout.analysis import USER_SUMS_LUA, ArmStats, Verdict, counts_of, decide, watch
+from streams.rollout.analysis import USER_SUMS_LUA, ArmStats, Verdict, compare, counts_of, decide, watch
 
 log = logging.getLogger("flywheel.rollout")
 
@@ -98,6 +98,25 @@ class RolloutController:
     def production(self) -> str | None:
         v = self.redis.get(production_key(self.app_id))
         return v.decode() if isinstance(v, bytes) else v
+
+    def status(self) -> dict:
+        """What `flywheel rollout status` shows: the state, the production version, the routing table
+        and, while a rollout runs, each arm's counts and acceptance and the test's figures."""
+        state = self.state()
+        out: dict[str, Any] = {"state": json.loads(state.to_json()), "production": self.production()}
+        raw = self.redis.get(routing_key(self.app_id))
+        out["routing"] = json.loads(Routing.from_json(raw).to_json()) if raw else None
+        if state.rollout_id:
+            inc, cand = self.stats(state, "ab", state.incumbent), self.stats(state, "ab", state.candidate)
+            after = self.stats(state, "watch", state.candidate)
+            c = compare(inc, cand, self.policy)
+            out["arms"] = {
+                "incumbent": {**inc.to_dict(), "acceptance": inc.acceptance},
+                "candidate": {**cand.to_dict(), "acceptance": cand.acceptance},
+                "after": {**after.to_dict(), "acceptance": after.acceptance},
+            }
+            out["test"] = {**c.metrics(), "decides_at": 1 / self.policy.alpha, "significant": c.significant}
+        return out
 
     # -- counting --------------------------------------------------------------------------------------
     def count(self, batch: Iterable[tuple[TrainingCandidate, str, int]]) -> int:

@@ -92,7 +92,14 @@ def dist(tmp_path_factory) -> dict:
 
 def test_sdist_and_wheel_hold_the_packages_and_schemas(dist):
     names = zipfile.ZipFile(dist["wheel"]).namelist()
-    for pkg in ("flywheel/sdk.py", "flywheel/cli.py", "schemas/codec.py", "streams/app.py", "trainer/registry.py"):
+    for pkg in (
+        "flywheel/sdk.py",
+        "flywheel/cli/__init__.py",
+        "flywheel/cli/base.py",
+        "schemas/codec.py",
+        "streams/app.py",
+        "trainer/registry.py",
+    ):
         assert pkg in names, pkg
     assert any(n.startswith("schemas/avro/") and n.endswith(".avsc") for n in names)
     assert not any(n.startswith("tests/") for n in names)
