@@ -182,6 +182,10 @@ class _HashingSink:
         return True
 
 
+# one encoder for every JSONL line: json.dumps with options builds a new one per call
+_JSONL = json.JSONEncoder(sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+
+
 class ShardWriter:
     """Writes records to `<directory>/<name>-NNNNN.avro` and `.jsonl`, a new shard every `shard_records`.
 
@@ -247,9 +251,7 @@ class ShardWriter:
             raise RuntimeError("ShardWriter.add after close()")
         if self._avro is None or self._count >= self.shard_records:
             self._open_next()
-        line = json.dumps(
-            record if jsonl_obj is None else jsonl_obj, sort_keys=True, ensure_ascii=False, separators=(",", ":")
-        )
+        line = _JSONL.encode(record if jsonl_obj is None else jsonl_obj)
         assert self._avro is not None  # _open_next made it
         self._avro.write(cast(dict, record))  # a Mapping is what fastavro reads; no copy
         self._files[1][2].write((line + "\n").encode("utf-8"))

@@ -60,7 +60,8 @@ from streams.join.labels import pair_regenerations
 log = logging.getLogger("flywheel.datasets")
 
 BUILDER_VERSION = "5"  # 2: one shard series per partition; 3: deflate level 1; 4: window-wide selection, records in (event time, request) order, content ids; 5: keyed user pseudonyms, record-users.bin
-SCRATCH_HEAD = struct.Struct("<IqQ")  # a scratch entry's size, event time and tie hash
+SCRATCH_HEAD = struct.Struct("<IqQB")  # a scratch entry's size, event time, tie hash and what it holds (SCRATCH_*)
+SCRATCH_SFT, SCRATCH_PREF, SCRATCH_SUCCESSOR = 1, 2, 4  # an SFT record, a preference record, a pairing successor
 KEYS_FILE = "dedup-keys.bin"  # the kept records' duplicate keys (sorted little-endian uint64): later windows' prior
 REGENERATED = "regenerated"
 MAX_REJECTED_KEPT = 1000  # candidates a seal hands back for dead letters, per partition: past it, counted only
@@ -292,6 +293,20 @@ def prepare_entry(
     """Pass 1's work on one admitted candidate that can meet its content: its scratch entry (None
     when it makes no record) and its pairing facts (None unless it may answer a regeneration).
     Pure; what it accepts, pass 2 can write (the records fit their Avro schemas)."""
+    payload, _, facts = _prepare(c, validation_share, pair_keys, user, key, layout)
+    return payload, facts
+
+
+def _prepare(
+    c: TrainingCandidate,
+    validation_share: float,
+    pair_keys: frozenset[str],
+    user: str | None,
+    key: bytes,
+    layout: ChatLayout | None,
+) -> tuple[bytes | None, int, TrainingCandidate | None]:
+    """`prepare_entry`, and what the entry holds (SCRATCH_* flags): pass 2 reads only the entries
+    that can still make a record once the selection is known."""
     facts = successor = None
     if c.pair_key in pair_keys:
         facts = _pairing_facts(c)
@@ -299,7 +314,7 @@ def prepare_entry(
     sft = content.sft_base_record(c, validation_share, layout=layout)
     pref = content.preference_base_record(c, validation_share, layout=layout)
     if sft is None and pref is None and successor is None:
-        return None, facts
+        return None, 0, facts
     payload = marshal.dumps(
         (
             c.request_id,
@@ -313,16 +328,26 @@ def prepare_entry(
             c.timestamp,
         )
     )
-    return payload, facts
+    flags = (
+        (SCRATCH_SFT if sft is not None else 0)
+        | (SCRATCH_PREF if pref is not None else 0)
+        | (SCRATCH_SUCCESSOR if successor is not None else 0)
+    )
+    return payload, flags, facts
 
 
 def admitted(
-    c: TrainingCandidate, inputs: SealInputs, seen: set[int], dropped: dict[str, int], user: str | None = None
+    c: TrainingCandidate,
+    inputs: SealInputs,
+    seen: set[int],
+    dropped: dict[str, int],
+    user: str | None = None,
+    tie: int | None = None,
 ) -> bool:
     """Not a replay (a request id seen before in this partition: ids are the key, so a replay lands
     on the same partition), not an erased user, not failed in review, in the gold set when review
     is required."""
-    key = content.tie_hash(c.request_id)
+    key = content.tie_hash(c.request_id) if tie is None else tie
     if key in seen:
         dropped["replays"] = dropped.get("replays", 0) + 1
         return False
@@ -360,11 +385,12 @@ def observe_partition(
         for offset, value, headers, c in read_frames(codec, job, from_spool, rejected):
             try:
                 user = user_hash(c.user_id, key)
-                if not admitted(c, job.inputs, seen, dropped, user):
+                tie = content.tie_hash(c.request_id)  # hashed once: the replay check, the offer, the entry
+                if not admitted(c, job.inputs, seen, dropped, user, tie):
                     continue
-                payload, pairing = prepare_entry(c, validation_share, pair_keys, user, layout=layout)
+                payload, flags, pairing = _prepare(c, validation_share, pair_keys, user, key, layout)
                 stats.add(c)
-                offers.add(c)  # a few numbers per record; the window's part of the priority comes at finish
+                offers.add(c, tie)  # a few numbers per record; the window's part of the priority comes at finish
             except Exception as exc:  # one candidate's content broke the build: it fails alone
                 _reject(
                     rejected,
@@ -383,7 +409,7 @@ def observe_partition(
             if pairing is not None:
                 facts.append(pairing)
             if payload is not None:
-                scratch.write(entry.pack(len(payload), c.timestamp, content.tie_hash(c.request_id)))
+                scratch.write(entry.pack(len(payload), c.timestamp, tie, flags))
                 scratch.write(payload)
     _count_rejected(dropped, rejected)
     return PartitionFacts(
@@ -397,25 +423,33 @@ def _count_rejected(dropped: dict[str, int], rejected: list) -> None:
         dropped[key] = dropped.get(key, 0) + 1
 
 
-def _scratch_entries(path: str) -> Iterator[tuple]:
+def _scratch_entries(path: str, wanted: Callable[[int, int], bool] | None = None) -> Iterator[tuple]:
     """The scratch file's entries in (event time, tie hash) order: a shard's bytes do not depend on
-    the order in which the log happened to hold its records (live or backlog, one worker or two)."""
+    the order in which the log happened to hold its records (live or backlog, one worker or two).
+    `wanted(tie, flags)` leaves out entries that can make no record (SFT only, not kept): they are
+    neither read nor unmarshalled. The index is read in one sequential pass; the entries are then
+    read in sorted order with one pread each: a seek on a buffered file drops its buffer, and each
+    read after it would refill a whole megabyte for one entry."""
     head = SCRATCH_HEAD
     index = []
     with open(path, "rb", buffering=spool.BUFFER) as f:
         pos = 0
         while True:
             raw = f.read(head.size)
-            if not raw:
+            if len(raw) < head.size:
                 break
-            size, timestamp, tie = head.unpack(raw)
-            index.append((timestamp, tie, pos + head.size, size))
+            size, timestamp, tie, flags = head.unpack(raw)
+            if wanted is None or wanted(tie, flags):
+                index.append((timestamp, tie, pos + head.size, size))
             pos += head.size + size
             f.seek(pos)
-        index.sort()
+    index.sort()
+    fd = os.open(path, os.O_RDONLY)
+    try:
         for _, _, at, size in index:
-            f.seek(at)
-            yield marshal.loads(f.read(size))
+            yield marshal.loads(os.pread(fd, size, at))
+    finally:
+        os.close(fd)
 
 
 def write_partition(plan: PartitionPlan) -> PartitionOutput:
@@ -449,12 +483,23 @@ def write_partition(plan: PartitionPlan) -> PartitionOutput:
     def count(group: str, value: str) -> None:
         counts[group][value] = counts[group].get(value, 0) + 1
 
+    kept = plan.kept
+    pair_ties = {content.tie_hash(r) for r in plan.pairs}
+
+    def wanted(tie: int, flags: int) -> bool:
+        return bool(
+            flags & SCRATCH_PREF
+            or (flags & SCRATCH_SFT and tie in kept)
+            or (flags & SCRATCH_SUCCESSOR and tie in pair_ties)
+        )
+
     try:
         for request_id, sft, pref, successor, task_type, user_action, label, user, timestamp in _scratch_entries(
-            job.scratch
+            job.scratch, wanted
         ):
             wrote = False
-            if sft is not None and content.tie_hash(request_id) in plan.kept:
+            tie = content.tie_hash(request_id)
+            if sft is not None and tie in kept:
                 sft = content.with_context(sft, plan.stats, context)
                 bucket = content.curriculum_bucket(sft["difficulty"], p.curriculum_buckets) if p.curriculum else None
                 writer("sft", sft["split"], bucket).add(sft, content.chat_sft(sft))
@@ -483,7 +528,7 @@ def write_partition(plan: PartitionPlan) -> PartitionOutput:
                 count("label", label)
                 users.add(user)
                 record_users.append(user_key64(user))
-                record_users.append(content.tie_hash(request_id))
+                record_users.append(tie)
                 first_event_time = timestamp if first_event_time is None else min(first_event_time, timestamp)
         shards = []
         for kind, name in sorted(writers):

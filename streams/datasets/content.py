@@ -671,13 +671,19 @@ class Selection:
         return dict(self._dropped)
 
 
-def offer_facts(c: TrainingCandidate) -> tuple[int, str, int, float, str] | None:
-    """What `Selection` needs of an SFT candidate: tie hash, task type, dedupe key, base priority,
-    model version; None for a candidate that makes no SFT record."""
+def offer_facts(c: TrainingCandidate, tie: int | None = None) -> tuple[int, str, int, float, str] | None:
+    """What `Selection` needs of an SFT candidate: tie hash (`tie`, when the caller has it), task
+    type, dedupe key, base priority, model version; None for a candidate that makes no SFT record."""
     target = sft_target(c)
     if target is None:
         return None
-    return tie_hash(c.request_id), c.task_type, dedupe_key(c.prompt, target), base_priority(c)[0], c.model_version
+    return (
+        tie_hash(c.request_id) if tie is None else tie,
+        c.task_type,
+        dedupe_key(c.prompt, target),
+        base_priority(c)[0],
+        c.model_version,
+    )
 
 
 NEAR_KEY_BYTES = 8
@@ -712,12 +718,13 @@ class OfferLog:
             self.tasks.append(task_type)
         return i
 
-    def add(self, c: TrainingCandidate) -> None:
-        facts = offer_facts(c)
+    def add(self, c: TrainingCandidate, tie: int | None = None) -> None:
+        """`c`'s offer; `tie` is its tie hash when the caller has it already."""
+        facts = offer_facts(c, tie)
         if facts is None:
             self.other_tasks.append(self.task_index(c.task_type))
             self.other_scores.append(float(c.quality_score))
-            self.other_ties.append(tie_hash(c.request_id))
+            self.other_ties.append(tie_hash(c.request_id) if tie is None else tie)
             return
         tie, task_type, key, prio, version = facts
         self.append(tie, task_type, key, prio, version, c.timestamp, c.quality_score, c.dedup_keys)

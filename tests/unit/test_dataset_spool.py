@@ -72,3 +72,22 @@ def test_resume_and_drop_remove_the_files_of_windows_no_longer_open(tmp_path):
     fresh.drop(6)
     assert os.listdir(sp.directory) == []
     WindowSpool(str(tmp_path / "never-made")).resume([1], {SRC: 0})  # nothing there: nothing to do
+
+
+def test_pass_two_reads_the_scratch_entries_in_event_time_order_and_only_those_it_wants(tmp_path):
+    """The seal's scratch file (pass 1's built records): pass 2 gets them sorted by (event time, tie
+    hash) whatever order they were written in, and never reads an entry `wanted` leaves out."""
+    import marshal
+
+    from streams.datasets.builder import SCRATCH_HEAD, SCRATCH_PREF, SCRATCH_SFT, _scratch_entries
+
+    entries = [(30, 5, SCRATCH_SFT), (10, 9, SCRATCH_SFT), (10, 2, SCRATCH_PREF), (20, 7, SCRATCH_SFT | SCRATCH_PREF)]
+    path = tmp_path / "p00000.records"
+    with open(path, "wb") as f:
+        for timestamp, tie, flags in entries:
+            payload = marshal.dumps((f"req-{tie}", timestamp))
+            f.write(SCRATCH_HEAD.pack(len(payload), timestamp, tie, flags) + payload)
+    assert list(_scratch_entries(str(path))) == [("req-2", 10), ("req-9", 10), ("req-7", 20), ("req-5", 30)]
+    kept = {9}  # an SFT-only entry not kept makes no record: it is not read
+    wanted = lambda tie, flags: bool(flags & SCRATCH_PREF or (flags & SCRATCH_SFT and tie in kept))  # noqa: E731
+    assert list(_scratch_entries(str(path), wanted)) == [("req-2", 10), ("req-9", 10), ("req-7", 20)]
