@@ -1,5 +1,6 @@
 """Progress bars for long commands: tqdm on stderr, only when stderr is a terminal (so pipes, logs
-and tests see nothing), never on stdout, which carries the command's data."""
+and tests see nothing), never on stdout, which carries the command's data. The CLI's commands ask
+through `Command.bar` (flywheel/cli/base.py), which also turns them off for --json and --no-progress."""
 
 from __future__ import annotations
 
@@ -21,6 +22,9 @@ def bar(total: int | None = None, desc: str = "", unit: str = "it", force: bool 
 
 class _Quiet:
     def update(self, n: int = 1) -> None:
+        pass
+
+    def set_postfix(self, *args: Any, **kwargs: Any) -> None:
         pass
 
     def close(self) -> None:

@@ -267,7 +267,10 @@ def cli_page() -> str:
     out = [
         f"# Command line\n\n{GENERATED}",
         "Every command has `--help`; a wrong argument prints one line and exits 2; an error while it runs "
-        "prints one line and exits non-zero.\n",
+        "prints one line and exits non-zero (`flywheel --debug COMMAND`, or FLYWHEEL_DEBUG=1, prints the "
+        "traceback of an unexpected one). A command that prints data takes `--json`; a long one draws a "
+        "progress bar on stderr when it is a terminal (not with `--json` or `--no-progress`). Each command "
+        "is a module of `flywheel/cli/`.\n",
         "| command | what |\n|---|---|",
     ]
     commands = list(_commands(parser))

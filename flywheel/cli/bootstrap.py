@@ -11,6 +11,7 @@ class Bootstrap(Command):
     help = "cold start: train model v1 on synthetic examples (and labels), register it as production"
     output = DOCUMENT
     json_help = "the new production version, as without --json"
+    progress = True
 
     def add_arguments(self, parser):
         parser.add_argument(
@@ -50,15 +51,22 @@ class Bootstrap(Command):
                 synthetic.task(t)
             labels = load_labels(args.labels) if args.labels else []
             policy = GatePolicy.load(settings.gate_policy)
-            result = bootstrap(
-                registry(settings),
-                GoldenStore(settings.golden_path),
-                policy.trainer,
-                args.synthetic,
-                labels,
-                tasks,
-                args.base,
-            )
+            with self.bar(args, desc="bootstrap: training", unit="step") as progress:
+
+                def step(epoch: int, n: int, loss: float) -> None:
+                    progress.update(1)
+                    progress.set_postfix(epoch=epoch, loss=f"{loss:.3f}", refresh=False)
+
+                result = bootstrap(
+                    registry(settings),
+                    GoldenStore(settings.golden_path),
+                    policy.trainer,
+                    args.synthetic,
+                    labels,
+                    tasks,
+                    args.base,
+                    progress=step,
+                )
         except (RecordFileError, PolicyError, Refused, ValueError, FileNotFoundError, KeyError) as exc:
             raise CommandError(str(exc.args[0]) if isinstance(exc, KeyError) else str(exc)) from None
         e = result.event

@@ -16,6 +16,7 @@ class Calibrate(Command):
     help = "compare review verdicts with the gate; propose a quality threshold"
     output = DOCUMENT
     json_help = "the calibration report, as without --json"
+    progress = True
 
     def add_arguments(self, parser):
         parser.add_argument(
@@ -47,12 +48,14 @@ class Calibrate(Command):
 
         policy = load_policy(args.policy or settings.gate_policy)
         verdicts, bad = [], 0
-        for rec in read(settings, settings.topic_verdicts, idle_timeout=args.idle_timeout, to_end=True):
-            try:
-                verdicts.append(ReviewVerdict.from_dict(rec["event"]).check())
-            except (KeyError, TypeError, InvalidEvent) as exc:
-                bad += 1
-                self.warn(f"{rec['topic']}:{rec['partition']}@{rec['offset']}: skipped: {exc}")
+        with self.bar(args, desc="verdicts", unit="rec") as progress:
+            for rec in read(settings, settings.topic_verdicts, idle_timeout=args.idle_timeout, to_end=True):
+                progress.update(1)
+                try:
+                    verdicts.append(ReviewVerdict.from_dict(rec["event"]).check())
+                except (KeyError, TypeError, InvalidEvent) as exc:
+                    bad += 1
+                    self.warn(f"{rec['topic']}:{rec['partition']}@{rec['offset']}: skipped: {exc}")
         report = calibrate(verdicts, policy, min_observations=args.min_observations)
         report["skipped_records"] = bad
         client = review_redis(settings)

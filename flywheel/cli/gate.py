@@ -13,6 +13,7 @@ class GateExplain(Command):
     help = "run candidates through the policy and print each decision with its scores and reasons"
     output = LINES
     json_help = "each decision, then the funnel summary, as without --json"
+    progress = True
 
     def add_arguments(self, parser):
         src = parser.add_mutually_exclusive_group()
@@ -76,9 +77,11 @@ class GateExplain(Command):
 
         funnel = Funnel()
         decisions = explain(itertools.islice(candidates(), args.max), gate, show_text=args.show_text, funnel=funnel)
-        for line in decisions:
-            if not args.summary_only:
-                print(json.dumps(line, ensure_ascii=False))
+        with self.bar(args, total=args.max, desc="explain", unit="cand") as progress:
+            for line in decisions:
+                progress.update(1)
+                if not args.summary_only:
+                    print(json.dumps(line, ensure_ascii=False))
         print(json.dumps(funnel.summary(gate)))
         return 1 if bad else 0
 

@@ -14,6 +14,7 @@ class ImportOpenAIJsonl(Command):
     )
     output = DOCUMENT
     json_help = "the import's counts, as without --json"
+    progress = True
 
     def add_arguments(self, parser):
         parser.add_argument("file", metavar="FILE")
@@ -27,12 +28,18 @@ class ImportOpenAIJsonl(Command):
         logs.configure(settings.log_level)
         try:
             lines = read_lines(args.file)
-            with FlywheelProducer(settings) as producer:
-                summary = import_openai_jsonl(lines, producer, default_user=args.user_id)
+            with FlywheelProducer(settings) as producer, self.bar(args, desc="import", unit="line") as progress:
+                summary = import_openai_jsonl(_counted(lines, progress), producer, default_user=args.user_id)
         except OSError as exc:
             raise CommandError(str(exc)) from None
         self.print_json(summary.to_dict(), sort_keys=True)
         return 0 if summary.interactions or not summary.lines else 1
+
+
+def _counted(lines, progress):
+    for line in lines:
+        progress.update(1)
+        yield line
 
 
 class Import(Command):

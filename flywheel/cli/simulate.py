@@ -23,6 +23,7 @@ class Simulate(Command):
     help = "produce realistic traffic through the SDK"
     output = DOCUMENT
     json_help = "the counts of what was sent, as without --json"
+    progress = True
 
     def add_arguments(self, parser):
         parser.add_argument("--requests", type=positive_int, default=1000, help="requests to simulate")
@@ -68,13 +69,34 @@ class Simulate(Command):
             traffic = generate(spec, settings.settle_window_ms)
         except ValueError as exc:
             raise CommandError(str(exc)) from None
-        with FlywheelProducer(settings) as producer:
+        with (
+            FlywheelProducer(settings) as producer,
+            self.bar(args, total=len(traffic.events), desc="simulate", unit="ev") as progress,
+        ):
             counts = send(
                 traffic,
-                producer,
+                _Counted(producer, progress),
                 rate=args.rate,
                 tail_ticks=not args.no_tail_ticks,
                 settle_window_ms=settings.settle_window_ms,
             )
         self.print_json(counts, sort_keys=True, default=str)
         return 0
+
+
+class _Counted:
+    """The producer, with each interaction and action `send` logs counted on the progress bar."""
+
+    def __init__(self, producer, progress):
+        self._producer, self._progress = producer, progress
+
+    def __getattr__(self, name: str):
+        return getattr(self._producer, name)
+
+    def log_interaction(self, **record):
+        self._progress.update(1)
+        return self._producer.log_interaction(**record)
+
+    def log_action(self, **record):
+        self._progress.update(1)
+        return self._producer.log_action(**record)

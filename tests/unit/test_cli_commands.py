@@ -1,10 +1,12 @@
-"""The CLI's shape (one module per command on one base), its one error path, and `--json` on every
-command that prints data."""
+"""The CLI's shape (one module per command on one base), its one error path, `--json` on every
+command that prints data, and progress bars that stay on a terminal's stderr, off stdout."""
 
 from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 import uuid
 from pathlib import Path
 
@@ -13,6 +15,7 @@ import pytest
 from flywheel import reference
 from flywheel.cli import COMMANDS, build_parser, main
 from flywheel.cli.base import DOCUMENT, LINES, Command
+from tests.fixtures.terminal import run_with_terminal_stderr as on_a_terminal
 
 ROOT = Path(__file__).resolve().parents[2]
 REDIS_URL = os.environ.get("FLYWHEEL_REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -77,6 +80,16 @@ def test_json_and_progress_options_come_from_the_base_alike():
         if command.output:
             help_ = next(a.help for a in sub._actions if "--json" in a.option_strings)
             assert help_.startswith("print"), path
+    long = {" ".join(p) for p, _, c in leaves() if c.progress}
+    assert {
+        "bootstrap",
+        "simulate",
+        "gate explain",
+        "calibrate",
+        "datasets export",
+        "report",
+        "import openai-jsonl",
+    } <= long
 
 
 @pytest.fixture
@@ -142,3 +155,70 @@ def test_errors_are_one_line_and_the_traceback_only_when_asked(env, capsys, monk
     monkeypatch.setenv("FLYWHEEL_DEBUG", "1")
     assert main(["rollout", "status"]) == 1
     assert "Traceback (most recent call last)" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def explain_inputs(tmp_path_factory):
+    from tests.fixtures.models import build_tiny_detoxify
+
+    d = tmp_path_factory.mktemp("explain")
+    ckpt = build_tiny_detoxify(d)
+    policy = d / "policy.toml"
+    policy.write_text(f'version = "bar-test"\n[toxicity]\ncheckpoint = "{ckpt}"\n[keep_rate]\nenabled = false\n')
+    answer = "The capital of Australia is Canberra, chosen as a compromise between Sydney and Melbourne in 1908."
+    candidates = d / "candidates.jsonl"
+    candidates.write_text(
+        "".join(
+            json.dumps(
+                {
+                    "request_id": f"r{i}",
+                    "prompt": f"Question {i}: what is the capital of Australia?",
+                    "response": f"{answer} ({i})",
+                    "user_action": "accepted",
+                    "task_type": "qa",
+                }
+            )
+            + "\n"
+            for i in range(5)
+        )
+    )
+    return policy, candidates
+
+
+def run_with_terminal_stderr(argv, tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FLYWHEEL_")}
+    return on_a_terminal(argv, {**env, "FLYWHEEL_DATA_DIR": str(tmp_path)})
+
+
+def test_a_progress_bar_is_drawn_on_a_terminal_stderr_and_never_on_stdout(explain_inputs, tmp_path):
+    policy, candidates = explain_inputs
+    argv = ["gate", "explain", "--file", str(candidates), "--policy", str(policy)]
+
+    code, out, terminal = run_with_terminal_stderr(argv, tmp_path)
+    assert code == 0
+    lines = [json.loads(line) for line in out.splitlines()]  # every line of stdout is JSON: no bar in it
+    assert len(lines) == 6 and "passed" in json.dumps(lines[-1])
+    assert "explain" in terminal and "cand" in terminal  # the bar, on the terminal
+
+    code, out_json, terminal = run_with_terminal_stderr([*argv, "--json"], tmp_path)
+    assert code == 0 and out_json == out
+    assert "cand" not in terminal  # --json: no bar, even on a terminal
+    code, _, terminal = run_with_terminal_stderr([*argv, "--no-progress"], tmp_path)
+    assert code == 0 and "cand" not in terminal
+
+
+def test_no_progress_bar_when_stderr_is_not_a_terminal(explain_inputs, tmp_path):
+    policy, candidates = explain_inputs
+    r = subprocess.run(
+        [sys.executable, "-m", "flywheel.cli", "gate", "explain", "--file", str(candidates), "--policy", str(policy)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={
+            **{k: v for k, v in os.environ.items() if not k.startswith("FLYWHEEL_")},
+            "FLYWHEEL_DATA_DIR": str(tmp_path),
+        },
+        cwd=ROOT,
+    )
+    assert r.returncode == 0 and "cand" not in r.stderr
+    assert all(json.loads(line) for line in r.stdout.splitlines())
