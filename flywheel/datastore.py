@@ -36,13 +36,14 @@ import json
 import os
 import posixpath
 import time
-from typing import Any, Iterable, Mapping, Sequence, cast
+from typing import IO, Any, Iterable, Mapping, Protocol, Sequence, cast
 
 import fastavro
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
 from schemas.codec import Codec
+from schemas.datasets import Manifest
 
 MANIFEST = "manifest.json"
 USERS = "users.txt"
@@ -312,6 +313,16 @@ def _window_start(manifest: Mapping[str, Any]) -> int:
 Manifests = list[dict]  # (inside DatasetStore, `list` names its method)
 
 
+class DatasetReader(Protocol):
+    """What a reader of training data needs of a dataset store: a dataset's manifest.json object and
+    its files by path ("<dataset id>/sft/train-p000-00000.avro"). `DatasetStore` is one; the trainer's
+    tests hand it a few files in memory shaped like it."""
+
+    def manifest(self, dataset_id: str) -> dict: ...
+
+    def open(self, path: str) -> IO[bytes]: ...
+
+
 class DatasetStore:
     """Published datasets under one root; see the module docstring for the layout."""
 
@@ -395,6 +406,10 @@ class DatasetStore:
                 return json.loads(f.read().decode("utf-8"))
         except FileNotFoundError:
             raise KeyError(f"no published dataset {dataset_id!r} in {self.url} ({path} does not exist)") from None
+
+    def read_manifest(self, dataset_id: str) -> Manifest:
+        """`manifest`, typed (schemas/datasets.py)."""
+        return Manifest.from_dict(self.manifest(dataset_id))
 
     def list(self) -> list[dict]:
         """Manifests of every published dataset, every version, by window start (then id). Staging is

@@ -18,8 +18,10 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any, Iterable, cast
 
+from flywheel.datastore import DatasetReader
+from schemas.datasets import PreferenceRow, SftRow
 from schemas.records import ModelEvent
 from flywheel.policy import TrainerPolicy
 from trainer import contamination, promotion, recipe
@@ -57,7 +59,7 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
-def _records(store: Any, dataset_id: str, kind: str) -> Iterable[dict]:
+def _records(store: DatasetReader, dataset_id: str, kind: str) -> Iterable[dict]:
     import fastavro
 
     for shard in store.manifest(dataset_id)["shards"]:
@@ -66,16 +68,16 @@ def _records(store: Any, dataset_id: str, kind: str) -> Iterable[dict]:
                 yield from fastavro.reader(f)
 
 
-def _withdrawn(store: Any) -> frozenset[str]:
+def _withdrawn(store: DatasetReader) -> frozenset[str]:
     """Request ids people failed in review (after their window was sealed, too): never trained on."""
     return store.withdrawn() if hasattr(store, "withdrawn") else frozenset()
 
 
-def sft_examples(store: Any, dataset_id: str) -> tuple[list[Example], list[Example]]:
+def sft_examples(store: DatasetReader, dataset_id: str) -> tuple[list[Example], list[Example]]:
     """The dataset's SFT records from its Avro shards, less what review withdrew: (train, validation)."""
     train, validation = [], []
     withdrawn = _withdrawn(store)
-    for rec in _records(store, dataset_id, "sft"):
+    for rec in cast(Iterable[SftRow], _records(store, dataset_id, "sft")):
         if rec.get("request_id") in withdrawn:
             continue
         ex = Example(rec["prompt"], rec["target"], rec.get("task_type") or "", chat_turns(rec.get("messages")))
@@ -83,11 +85,11 @@ def sft_examples(store: Any, dataset_id: str) -> tuple[list[Example], list[Examp
     return train, validation
 
 
-def preference_pairs(store: Any, dataset_id: str) -> tuple[list[Pair], list[Pair]]:
+def preference_pairs(store: DatasetReader, dataset_id: str) -> tuple[list[Pair], list[Pair]]:
     """The dataset's preference pairs (corrections, regenerations): (train, validation)."""
     train, validation = [], []
     withdrawn = _withdrawn(store)
-    for rec in _records(store, dataset_id, "preference"):
+    for rec in cast(Iterable[PreferenceRow], _records(store, dataset_id, "preference")):
         if rec.get("request_id") in withdrawn:
             continue
         pair = Pair(

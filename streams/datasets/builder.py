@@ -40,6 +40,7 @@ from confluent_kafka import Consumer, TopicPartition
 from flywheel.pseudonyms import fingerprint as pseudonym_fingerprint
 from flywheel.settings import Settings
 from schemas.codec import Codec
+from schemas.datasets import Manifest
 from schemas.records import TrainingCandidate
 from streams.datasets import card, content, intake, spool
 from streams.datasets.chat import ChatLayout
@@ -147,11 +148,16 @@ class SealInputs:
 class SealResult:
     dataset_id: str
     uri: str
-    manifest: dict
+    manifest: dict  # manifest.json's object, as written (`record` is it typed)
     written: bool  # False when the dataset existed already (a re-run after a crash)
     from_spool: int = 0  # partitions pass 1 read from the builder's spool
     from_log: int = 0  # partitions it read from the log (no complete spool)
     rejected: list[intake.Rejected] = field(default_factory=list)  # members that failed at the seal: dead letters
+
+    @property
+    def record(self) -> Manifest:
+        """The manifest, typed."""
+        return Manifest.from_dict(self.manifest)
 
 
 # -- one partition's share of a seal (runs in a pool process; everything it gets is picklable) --------
@@ -805,12 +811,12 @@ class WindowBuilder:
                 f.write(body)
             files[name] = hashlib.sha256(body).hexdigest()
         dropped.update({f"selection.{k}": v for k, v in selection.counts().items()})
-        manifest = {
-            "dataset_id": content_id(span.start_ms, span.end_ms, self.policy.stamp, BUILDER_VERSION, files),
-            "inputs_id": ds_id,  # what was read: a re-run from the same offsets finds this dataset
-            "builder_version": BUILDER_VERSION,
-            "files": files,
-            "window": {
+        sealed = Manifest(
+            dataset_id=content_id(span.start_ms, span.end_ms, self.policy.stamp, BUILDER_VERSION, files),
+            inputs_id=ds_id,  # what was read: a re-run from the same offsets finds this dataset
+            builder_version=BUILDER_VERSION,
+            files=files,
+            window={
                 "index": span.index,
                 "start_ms": span.start_ms,
                 "end_ms": span.end_ms,
@@ -823,29 +829,29 @@ class WindowBuilder:
                     if parse_source(source)[0] == self.settings.topic_passed
                 ),
             },
-            "lag_ms": self.policy.datasets.lag_days * 86_400_000,
-            "policy_version": self.policy.stamp,
-            "source_offsets": {s: {"first": o[0], "stop": o[1]} for s, o in offsets.items()},
-            "verdict_offsets": dict(sorted(inputs.verdict_offsets.items())),
-            "review_required": inputs.gold is not None,
-            "erasure": {"digest": inputs.digest(), "ids": len(inputs.erased)},
-            "counts": {
+            lag_ms=self.policy.datasets.lag_days * 86_400_000,
+            policy_version=self.policy.stamp,
+            source_offsets={s: {"first": o[0], "stop": o[1]} for s, o in offsets.items()},
+            verdict_offsets=dict(sorted(inputs.verdict_offsets.items())),
+            review_required=inputs.gold is not None,
+            erasure={"digest": inputs.digest(), "ids": len(inputs.erased)},
+            counts={
                 "records": sum(counts["split"].values()),
                 **{k: dict(sorted(v.items())) for k, v in counts.items()},
             },
-            "dropped": dict(sorted(dropped.items())),
-            "late_events": span.late,
-            "first_event_time": first_event_time if first_event_time is not None else span.first_event_time,
-            "users": len(users),
-            "shards": shards,
-            "schemas": {
-                name: self.codec.current(name).fingerprint.hex() for name in ("sft_record", "preference_record")
-            },
-            "curriculum": p.curriculum,
-            "pseudonym_key": pseudonym_fingerprint(inputs.key),  # which key users.txt and record-users.bin are under
-            **dict(extra or {}),
-        }
-        card.write(fs, staging, manifest)  # README.md: the dataset card (streams/datasets/card.py), not in `files`
+            dropped=dict(sorted(dropped.items())),
+            late_events=span.late,
+            first_event_time=first_event_time if first_event_time is not None else span.first_event_time,
+            users=len(users),
+            shards=shards,
+            schemas={name: self.codec.current(name).fingerprint.hex() for name in ("sft_record", "preference_record")},
+            curriculum=p.curriculum,
+            pseudonym_key=pseudonym_fingerprint(inputs.key),  # which key users.txt and record-users.bin are under
+        )
+        if extra:  # a re-seal's `supersedes` and `resealed`: in the manifest as they are, never in the id
+            sealed = Manifest.from_dict({**sealed.to_dict(), **extra})
+        manifest = sealed.to_dict()
+        card.write(fs, staging, sealed)  # README.md: the dataset card (streams/datasets/card.py), not in `files`
         with fs.open(f"{staging}/manifest.json", "wb") as f:
             f.write(manifest_json(manifest))
         return manifest, spooled
@@ -994,8 +1000,6 @@ def read_verdicts(
 
 def iter_records(store: DatasetStore, dataset_id: str, kind: str, fmt: str) -> Iterable[bytes]:
     """The raw shard bytes of one kind (sft, preference) of a dataset, in manifest order."""
-    manifest = store.manifest(dataset_id)
-    for shard in manifest["shards"]:
-        if shard["kind"] == kind and shard["path"].endswith("." + fmt):
-            with store.open(f"{dataset_id}/{shard['path']}") as f:
-                yield f.read()
+    for shard in store.read_manifest(dataset_id).shards_of(kind, fmt):
+        with store.open(f"{dataset_id}/{shard['path']}") as f:
+            yield f.read()

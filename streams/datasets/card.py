@@ -23,6 +23,7 @@ import re
 from typing import Any, Mapping
 
 from flywheel.frontmatter import front_matter
+from schemas.datasets import Manifest
 
 CARD = "README.md"
 KINDS = ("sft", "preference")
@@ -36,7 +37,7 @@ def _split(shard: Mapping[str, Any]) -> str:
 def configs(manifest: Mapping[str, Any]) -> list[dict]:
     """[{"config_name", "data_files": [{"split", "path": [...]}]}, ...]: each kind with records, its
     splits (train first, then the others by name) and their JSONL shards in manifest order."""
-    out = []
+    out: list[dict[str, Any]] = []
     for kind in KINDS:
         files: dict[str, list[str]] = {}
         for sh in manifest.get("shards", []):
@@ -71,8 +72,10 @@ def funnel(manifest: Mapping[str, Any]) -> dict:
     }
 
 
-def render(manifest: Mapping[str, Any]) -> str:
-    """The README.md of a dataset, from its manifest."""
+def render(manifest: Manifest | Mapping[str, Any]) -> str:
+    """The README.md of a dataset, from its manifest (typed, or manifest.json's object)."""
+    if isinstance(manifest, Manifest):
+        manifest = manifest.to_dict()
     ds = str(manifest.get("dataset_id", ""))
     w = manifest.get("window") or {}
     f = funnel(manifest)
@@ -146,7 +149,7 @@ Not set: the owner of the traffic states it in `license` above before sharing th
     return front_matter(header) + body
 
 
-def write(fs: Any, directory: str, manifest: Mapping[str, Any]) -> str:
+def write(fs: Any, directory: str, manifest: Manifest | Mapping[str, Any]) -> str:
     """Write `directory`/README.md (an fsspec filesystem) for `manifest`; returns the card's path."""
     path = f"{directory.rstrip('/')}/{CARD}"
     with fs.open(path, "wb") as f:

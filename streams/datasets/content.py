@@ -44,9 +44,10 @@ import math
 from array import array
 from dataclasses import dataclass
 from hashlib import blake2b
-from typing import Any, Mapping
+from typing import Any, Mapping, TypedDict, TypeVar, cast
 
 from schemas.conversation import message
+from schemas.datasets import PreferenceRow, SftRow, Tool, Turn
 from schemas.records import TrainingCandidate
 from streams.datasets import chat
 from streams.datasets.chat import DEFAULT_LAYOUT, ChatLayout, prompt_messages
@@ -295,7 +296,7 @@ def sft_record(
     validation_share: float,
     policy_version: str | None = None,
     layout: ChatLayout | None = None,
-) -> dict | None:
+) -> SftRow | None:
     """The SftRecord (schemas/avro/sft_record.v2.avsc) of an SFT-labelled candidate, or None.
 
     `policy_version` defaults to the stamp the gate left on the candidate; `layout` (streams/datasets/
@@ -306,14 +307,14 @@ def sft_record(
 
 def sft_base_record(
     c: TrainingCandidate, validation_share: float, policy_version: str | None = None, layout: ChatLayout | None = None
-) -> dict | None:
+) -> SftRow | None:
     """`sft_record` with only the record's own part of the priority: what can be built before the
     window's statistics are complete (`with_context` adds the rest)."""
     target = sft_target(c)
     if target is None:
         return None
     p, reasons = base_priority(c)
-    return {
+    row = {
         "request_id": c.request_id,
         "prompt": c.prompt,
         "target": target,
@@ -333,19 +334,31 @@ def sft_base_record(
         if target == c.response and not _corrected(c)
         else [],
     }
+    return cast(SftRow, row)  # the ** of the chat parts: a TypedDict literal mypy cannot follow
 
 
-def _conversation(c: TrainingCandidate, layout: ChatLayout | None) -> dict:
+class _Conversation(TypedDict):
+    messages: list[Turn]
+    context: list[str]
+    tools: list[Tool]
+
+
+def _conversation(c: TrainingCandidate, layout: ChatLayout | None) -> _Conversation:
     """The chat-form parts of a record: what the model saw, laid out (streams/datasets/chat.py)."""
     messages = c.messages or ([message("user", c.prompt)] if c.prompt else [])
     return {
-        "messages": prompt_messages(c.system, messages, c.retrieved_context, layout or DEFAULT_LAYOUT),
+        "messages": cast(
+            list[Turn], prompt_messages(c.system, messages, c.retrieved_context, layout or DEFAULT_LAYOUT)
+        ),
         "context": [p for p in (c.retrieved_context or ()) if isinstance(p, str)],
-        "tools": [dict(t) for t in c.tools],
+        "tools": cast(list[Tool], [dict(t) for t in c.tools]),
     }
 
 
-def with_context(record: dict, stats: WindowStats, cache: dict | None = None) -> dict:
+Row = TypeVar("Row", SftRow, PreferenceRow)
+
+
+def with_context(record: Row, stats: WindowStats, cache: dict | None = None) -> Row:
     """A base record (`sft_base_record`, `preference_base_record`) with the window's part of its
     priority added: the same as building it with `priority`. `cache` keeps that part per (task
     type, model version) across calls with the same complete statistics."""
@@ -373,7 +386,7 @@ def preference_record(
     validation_share: float,
     policy_version: str | None = None,
     layout: ChatLayout | None = None,
-) -> dict | None:
+) -> PreferenceRow | None:
     """The PreferenceRecord of a candidate that carries a pair (a correction: chosen = the correction,
     rejected = the response), or None: no pair, an empty side, or both sides the same text."""
     record = preference_base_record(c, validation_share, policy_version, layout)
@@ -382,12 +395,12 @@ def preference_record(
 
 def preference_base_record(
     c: TrainingCandidate, validation_share: float, policy_version: str | None = None, layout: ChatLayout | None = None
-) -> dict | None:
+) -> PreferenceRow | None:
     """`preference_record` with only the record's own part of the priority (see `sft_base_record`)."""
     if not _pair_ok(c.prompt, c.pair_chosen, c.pair_rejected):
         return None
     p, reasons = base_priority(c)
-    return {
+    row = {
         "request_id": c.request_id,
         "prompt": c.prompt,
         "chosen": c.pair_chosen,
@@ -402,6 +415,7 @@ def preference_base_record(
         "policy_version": _policy(c, policy_version),
         **_conversation(c, layout),
     }
+    return cast(PreferenceRow, row)  # the ** of the chat parts: a TypedDict literal mypy cannot follow
 
 
 def regeneration_pair_record(
@@ -411,7 +425,7 @@ def regeneration_pair_record(
     validation_share: float,
     policy_version: str | None = None,
     layout: ChatLayout | None = None,
-) -> dict | None:
+) -> PreferenceRow | None:
     """The pair a regeneration makes: prompt of the successor, chosen = the successor's SFT target,
     rejected = the regenerated response (a candidate, or its response text). None when the successor
     has no target or both sides are the same text.
@@ -429,7 +443,7 @@ def regeneration_pair_record(
     if not _pair_ok(successor.prompt, chosen, rejected):
         return None
     p, reasons = priority(successor, stats)
-    return {
+    row = {
         "request_id": successor.request_id,
         "prompt": successor.prompt,
         "chosen": chosen,
@@ -444,6 +458,7 @@ def regeneration_pair_record(
         "policy_version": _policy(successor, policy_version),
         **_conversation(successor, layout),
     }
+    return cast(PreferenceRow, row)  # the ** of the chat parts: a TypedDict literal mypy cannot follow
 
 
 # -- selection -------------------------------------------------------------------------------------
@@ -594,6 +609,7 @@ class Selection:
     def _in_band(self, np, tie, group) -> Any:
         """Whether each offer is among its task type's best `high` share of the window's candidates."""
         band, log = self.keep_band, self.log
+        assert band is not None  # called only with a keep band
         task_of_group = np.array([log.task_index(t) for t, _ in log.groups], dtype=np.int64)
         offer_task = task_of_group[group]
         scores = np.concatenate([np.array(log.scores, dtype=np.float64), np.array(log.other_scores, dtype=np.float64)])

@@ -48,7 +48,7 @@ import os
 import socket
 import threading
 import time
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Iterable
 
 from confluent_kafka import Consumer, Producer, TopicPartition
 
@@ -73,6 +73,11 @@ from flywheel.datastore import DatasetStore
 from streams.datasets.windows import MEMBER, WindowClock
 from flywheel.policy import GatePolicy
 from streams.guards.store import read_hold
+
+if TYPE_CHECKING:  # annotations only: nothing more is imported when the service runs
+    import redis
+
+    from streams.metrics import DatasetMetrics
 
 log = logging.getLogger("flywheel.datasets")
 
@@ -146,8 +151,8 @@ class DatasetService:
         settings: Settings,
         policy: GatePolicy,
         store: DatasetStore,
-        redis_client: Any,
-        metrics: Any = None,
+        redis_client: redis.Redis,
+        metrics: DatasetMetrics | None = None,
         codec: Codec | None = None,
     ):
         self.settings = settings
@@ -772,18 +777,19 @@ class DatasetService:
         for m in read_to_end(self.settings, self.settings.topic_datasets_ready):
             if intake.dataset_ready_id(self.codec, m.value(), _headers(m)) == result.dataset_id:
                 return False
-        m = result.manifest
+        m = result.record
+        window, counts = m.window or {}, m.counts or {}
         event = DatasetReady(
             dataset_id=result.dataset_id,
             uri=result.uri,
-            window_start=m["window"]["start_ms"],
-            window_end=m["window"]["end_ms"],
-            lag_ms=m["lag_ms"],
-            policy_version=m["policy_version"],
-            counts={k: int(v) for k, v in m["counts"]["split"].items()}
-            | {"records": m["counts"]["records"]}
-            | {f"window.{k}": int(m["window"][k]) for k in ("decisions", "passed") if k in m["window"]},
-            first_event_time=int(m["first_event_time"] or 0),
+            window_start=window["start_ms"],
+            window_end=window["end_ms"],
+            lag_ms=m.lag_ms,
+            policy_version=m.policy_version,
+            counts={k: int(v) for k, v in counts["split"].items()}
+            | {"records": m.records}
+            | {f"window.{k}": int(window[k]) for k in ("decisions", "passed") if k in window},
+            first_event_time=int(m.first_event_time or 0),
             sealed_at=int(time.time() * 1000),
         )
         errors = []
