@@ -323,6 +323,13 @@ class DatasetReader(Protocol):
     def open(self, path: str) -> IO[bytes]: ...
 
 
+class PublishedDatasets(DatasetReader, Protocol):
+    """A `DatasetReader` that also says whether a dataset is published: what the trainer's service
+    asks before it trains on an announced one (its fuzz tests answer with a stand-in)."""
+
+    def exists(self, dataset_id: str) -> bool: ...
+
+
 class DatasetStore:
     """Published datasets under one root; see the module docstring for the layout."""
 

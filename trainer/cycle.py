@@ -18,7 +18,7 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, Iterable, cast
+from typing import TYPE_CHECKING, Iterable, cast
 
 from flywheel.datastore import DatasetReader
 from schemas.datasets import PreferenceRow, SftRow
@@ -30,6 +30,9 @@ from trainer.examples import Example, Pair, chat_turns
 from trainer.golden import GoldenStore
 from trainer.model import file_hashes, load, save
 from trainer.registry import ERASURE_POLICIES, Registry
+
+if TYPE_CHECKING:  # annotations only
+    from trainer.metrics import TrainerMetrics
 
 log = logging.getLogger("flywheel.trainer")
 
@@ -45,12 +48,12 @@ class CycleResult:
     flagged: list[ModelEvent] = field(default_factory=list)  # erasure_flagged: models whose lineage an erasure reached
 
 
-def superseded_of(store: Any) -> dict:
+def superseded_of(store: DatasetReader) -> dict:
     """The store's record of dataset versions an erasure (or anything else) replaced."""
     return store.superseded() if hasattr(store, "superseded") else {}
 
 
-def latest_of(store: Any) -> list[dict]:
+def latest_of(store: DatasetReader) -> list[dict]:
     """The newest version of each window's dataset (every listed one for a store without versions)."""
     return store.latest() if hasattr(store, "latest") else store.list()
 
@@ -120,7 +123,9 @@ def check_contamination(index: contamination.ContaminationIndex, prompts: Iterab
 
 
 class Cycle:
-    def __init__(self, registry: Registry, golden: GoldenStore, policy: TrainerPolicy, metrics: Any = None):
+    def __init__(
+        self, registry: Registry, golden: GoldenStore, policy: TrainerPolicy, metrics: TrainerMetrics | None = None
+    ):
         self.registry = registry
         self.golden = golden
         self.policy = policy
@@ -184,7 +189,7 @@ class Cycle:
         """Record an announced `erasure_flagged` event in the registry (`tainted_by_erasure`, `retire`)."""
         self.registry.flag_erasure(event.version, event.tainted_by_erasure, self.policy.on_erased_lineage == "retrain")
 
-    def run(self, store: Any, dataset_id: str, first_event_time: int = 0) -> CycleResult:
+    def run(self, store: DatasetReader, dataset_id: str, first_event_time: int = 0) -> CycleResult:
         superseded = superseded_of(store)
         flagged = self.flag_erased_lineage(superseded)
         result = self._run(store, dataset_id, first_event_time, superseded)
@@ -208,7 +213,7 @@ class Cycle:
             )
         return clean, f"retrained from {clean}: production {production} was trained on data an erasure removed"
 
-    def _run(self, store: Any, dataset_id: str, first_event_time: int, superseded: dict) -> CycleResult:
+    def _run(self, store: DatasetReader, dataset_id: str, first_event_time: int, superseded: dict) -> CycleResult:
         trained_id = dataset_id
         try:
             if self.policy.on_erased_lineage not in ERASURE_POLICIES:
@@ -362,7 +367,7 @@ class Cycle:
         return CycleResult(outcome, event)
 
     def _replay(
-        self, store: Any, dataset_id: str, index: contamination.ContaminationIndex, train: list[Example]
+        self, store: DatasetReader, dataset_id: str, index: contamination.ContaminationIndex, train: list[Example]
     ) -> list[str]:
         """Adds the earlier windows' SFT train records to `train`; a dataset the golden set now finds
         contaminated (the set grew since) is left out. Returns the ids replayed."""

@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Any
+from typing import TYPE_CHECKING
 
 from confluent_kafka import Consumer, Producer
 
@@ -32,6 +32,10 @@ from flywheel.metrics import consumer_metrics
 from trainer.cycle import Cycle
 from trainer.phase import stagnant_cycles
 from trainer.registry import Registry
+
+if TYPE_CHECKING:  # annotations only
+    from flywheel.datastore import PublishedDatasets
+    from trainer.metrics import TrainerMetrics
 
 log = logging.getLogger("flywheel.trainer")
 
@@ -113,8 +117,8 @@ class TrainerService:
         settings: Settings,
         cycle: Cycle,
         registry: Registry,
-        store: Any,
-        metrics: Any = None,
+        store: PublishedDatasets,
+        metrics: TrainerMetrics | None = None,
         codec: Codec | None = None,
     ):
         self.settings = settings
@@ -257,7 +261,7 @@ class TrainerService:
         self.out.close()
 
 
-def build(settings: Settings, metrics: Any = None):
+def build(settings: Settings, metrics: TrainerMetrics | None = None):
     """The trainer's parts from settings: (registry, golden store, cycle, dataset store)."""
     import redis
 

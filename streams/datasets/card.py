@@ -22,6 +22,7 @@ import json
 import re
 from typing import Any, Mapping
 
+from flywheel.datastore import DatasetStore
 from flywheel.frontmatter import front_matter
 from schemas.datasets import Manifest
 
@@ -157,7 +158,7 @@ def write(fs: Any, directory: str, manifest: Manifest | Mapping[str, Any]) -> st
     return path
 
 
-def push(store: Any, dataset_id: str, dest: str, progress: Any = None) -> dict:
+def push(store: DatasetStore, dataset_id: str, dest: str, progress: Any = None) -> dict:
     """Copy a sealed dataset, as a reader needs it, to `dest`: a directory or any fsspec URL (a Hub
     dataset repository through huggingface_hub's `hf://datasets/ORG/NAME`, s3://, ...). The card,
     every shard (JSONL and Avro, each checked against the manifest's sha256 as it is copied) and the
