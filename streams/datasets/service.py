@@ -804,7 +804,7 @@ class DatasetService:
             raise RuntimeError(f"the ready event of {result.dataset_id} was not acknowledged: {errors[:1]}")
         log.info(
             "dataset ready",
-            extra={"dataset_id": result.dataset_id, "uri": result.uri, "records": m["counts"]["records"]},
+            extra={"dataset_id": result.dataset_id, "uri": result.uri, "records": m.records},
         )
         return True
 
