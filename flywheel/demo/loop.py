@@ -13,12 +13,13 @@ own golden-set evaluation of models trained on datasets the real pipeline built.
 from __future__ import annotations
 
 import json
+import os
 import random
 import time
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from confluent_kafka import Consumer, TopicPartition
 
@@ -38,8 +39,38 @@ if TYPE_CHECKING:
 WEEK_MS = 7 * DAY_MS
 EPOCH_MS = (1_767_225_600_000 // WEEK_MS) * WEEK_MS  # event time starts on a window boundary (early 2026)
 MAX_LOADED = 3  # model versions kept in memory by the app
-POLL_S = 0.2  # how often a wait checks the pipeline
-FETCH_IDLE_S = 0.2  # a topic read ends after this long with nothing new
+# how often a wait checks the pipeline: the demo is paced by its waits, three or four a day for 56 days, so
+# each one's overshoot adds up (its checks are cheap: end offsets, a Redis read, a topic read of its own)
+POLL_S = 0.05
+# a topic read ends after this long with nothing new; not shorter: the consumer is paused between reads, and
+# a resumed fetch must be answered inside the read or it is dropped (flywheel/consumers.py, AFTER_REST_POLL_S)
+FETCH_IDLE_S = 0.2
+
+
+def torch_threads() -> int:
+    """Threads for torch in the demo and its services, 0 for torch's default (one per core). torch's threads
+    wait on each other at every operation, so on cores other jobs already fill one thread is faster than two
+    that take turns (flywheel/demo/real.py measured a training step 2.2 times faster at load 5-7 on 2 cores).
+    FLYWHEEL_DEMO_THREADS sets it; else 1 when the load average is at least the number of cores."""
+    forced = int(os.environ.get("FLYWHEEL_DEMO_THREADS", "0") or 0)
+    if forced > 0:
+        return forced
+    return 1 if os.getloadavg()[0] >= (os.cpu_count() or 1) else 0
+
+
+@contextmanager
+def threads_for_children(threads: int) -> Iterator[None]:
+    """Services started inside the block get OMP_NUM_THREADS (torch's thread count at import) = `threads`."""
+    before = os.environ.get("OMP_NUM_THREADS")
+    if threads:
+        os.environ["OMP_NUM_THREADS"] = str(threads)
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("OMP_NUM_THREADS", None)
+        else:
+            os.environ["OMP_NUM_THREADS"] = before
 
 
 class Topics:
@@ -152,6 +183,7 @@ class DemoLoop:
     reported: set[str] = field(default_factory=set)  # dataset ids whose cycle row was printed
     ready_at: dict[str, int] = field(default_factory=dict)  # dataset id -> event time its outcome was ready
     timings: dict[str, float] = field(default_factory=dict)  # step -> wall seconds, summed over days
+    threads: int = 0  # torch's threads here and in the services (0: torch's default)
 
     @classmethod
     def start(
@@ -182,6 +214,11 @@ class DemoLoop:
         for key in r.scan_iter(f"{s.app_id}:*", count=1000):  # a fresh data dir is a new flywheel: no stale state
             r.delete(key)
         golden.add(synthetic.golden(tuple(spec.task_mix)))
+        threads = torch_threads()
+        if threads:
+            import torch
+
+            torch.set_num_threads(threads)
         printer.cold_start_begins(spec)
         boot = bootstrap(registry, golden, policy.trainer, spec.cold_start_examples, tasks=spec.cold_start_tasks)
         announcer = ModelsAnnouncer(s)
@@ -191,13 +228,14 @@ class DemoLoop:
             boot.version, boot.event.metrics["overall"], len(golden.current()[1]), len(spec.task_mix)
         )
         cold_start_s = time.monotonic() - started
-        for name, argv in (
-            ("worker", ("worker",)),
-            ("datasets", ("datasets", "run")),
-            ("trainer", ("trainer",)),
-            ("review", ("review",)),
-        ):
-            stack.enter_context(service(s, name, *argv, log_path=logs / f"{name}.log"))
+        with threads_for_children(threads):
+            for name, argv in (
+                ("worker", ("worker",)),
+                ("datasets", ("datasets", "run")),
+                ("trainer", ("trainer",)),
+                ("review", ("review",)),
+            ):
+                stack.enter_context(service(s, name, *argv, log_path=logs / f"{name}.log"))
         printer.services_started(logs, spec)
         topics = Topics(s)
         stack.callback(topics.close)
@@ -219,6 +257,7 @@ class DemoLoop:
             rng=random.Random(spec.seed),
             started=started,
         )
+        loop.threads = threads
         loop.timings["cold start"] = cold_start_s
         loop.timings["services"] = time.monotonic() - started - cold_start_s
         return loop
@@ -347,7 +386,8 @@ class DemoLoop:
         """A row for every cycle the trainer has given its verdict on and that was not shown yet."""
         from flywheel.report import render
 
-        self.topics.poll()
+        # no read of the topics here: the day's waits read them last, and every dataset they found sealed has
+        # its outcome by now (a read here found only datasets sealed since, whose outcomes the next day awaits)
         outcome = self.topics.outcome
         if not any(d["dataset_id"] not in self.reported and outcome(d["dataset_id"]) for d in self.topics.ready):
             return
@@ -376,6 +416,7 @@ class DemoLoop:
         """The last rows, the report (HTML in the data dir unless told where), the final summary."""
         from flywheel.report import render
 
+        self.topics.poll()
         self._timed("report rows", self.record_cycles)
         self.printer.days_done()
         velocity = self._timed("report", self.velocity, 1_000_000)
@@ -391,7 +432,11 @@ class DemoLoop:
         path = Path(self.settings.data_dir) / "logs" / "demo-steps.json"
         total = time.monotonic() - self.started
         steps = {k: round(v, 1) for k, v in sorted(self.timings.items(), key=lambda kv: -kv[1])}
-        path.write_text(json.dumps({"seconds": round(total, 1), "steps": steps}, indent=2) + "\n")
+        load = [round(x, 1) for x in os.getloadavg()]
+        path.write_text(
+            json.dumps({"seconds": round(total, 1), "threads": self.threads, "load": load, "steps": steps}, indent=2)
+            + "\n"
+        )
 
     def _timed(self, step: str, fn: Callable[..., Any], *args: Any) -> Any:
         t = time.monotonic()
