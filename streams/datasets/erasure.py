@@ -35,8 +35,11 @@ import logging
 import math
 import posixpath
 import time
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
+
+from schemas.datasets import Manifest
 
 log = logging.getLogger("flywheel.datasets")
 
@@ -462,27 +465,29 @@ def rewrite_without(
         str(manifest.get("builder_version", "")),
         new_files,
     )
-    m = {**json.loads(json.dumps(manifest)), **dict(extra)}
-    m.update(
-        {
-            "dataset_id": new_id,
-            "files": dict(sorted(new_files.items())),
-            "shards": shards,
-            "counts": counts,
-            "users": len(remaining_users),
-        }
+    old = Manifest.from_dict({**json.loads(json.dumps(manifest)), **dict(extra)})  # a copy: nothing shared
+    sealed = dataclasses.replace(
+        old,
+        dataset_id=new_id,
+        files=dict(sorted(new_files.items())),
+        shards=shards,
+        counts=counts,
+        users=len(remaining_users),
+        dropped=dict(sorted({**(old.dropped or {}), "erased_after_seal": len(removed)}.items())),
+        extra={
+            **old.extra,
+            "resealed": {
+                **old.extra["resealed"],
+                "records_removed": len(removed),
+                "note": "records not re-selected; the removed records' near-duplicate band keys stay in " + KEYS_FILE,
+            },
+        },
     )
-    m["dropped"] = dict(sorted({**(m.get("dropped") or {}), "erased_after_seal": len(removed)}.items()))
-    m["resealed"] = {
-        **m["resealed"],
-        "records_removed": len(removed),
-        "note": "records not re-selected; the removed records' near-duplicate band keys stay in " + KEYS_FILE,
-    }
     from streams.datasets import card
 
-    card.write(fs, staging, m)  # the dataset card of the new version (README.md, not in `files`)
+    card.write(fs, staging, sealed)  # the dataset card of the new version (README.md, not in `files`)
     with fs.open(f"{staging}/manifest.json", "wb") as f:
-        f.write(manifest_json(m))
+        f.write(manifest_json(sealed.to_dict()))
     store.publish(new_id, staged_as=stage_name)
     return new_id, store.manifest(new_id)
 
