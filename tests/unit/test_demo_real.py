@@ -16,7 +16,9 @@ def _entities(text: str) -> set[str]:
 
 def test_golden_items_ask_about_entities_that_never_occur_in_traffic_or_the_cold_start():
     golden = tasks.golden_set(real.RealSpec().golden_per_task)
-    assert len(golden) == real.RealSpec().golden_per_task * len(tasks.TASKS) and len({g.prompt for g in golden}) == len(golden)
+    assert len(golden) == real.RealSpec().golden_per_task * len(tasks.TASKS) and len(
+        {g.prompt for g in golden}
+    ) == len(golden)
     rng = random.Random(7)
     seen_words: set[str] = set()
     for _ in range(5000):
