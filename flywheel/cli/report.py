@@ -38,7 +38,7 @@ class Report(Command):
         import json
 
         from flywheel.report import render
-        from flywheel.report.sources import PrometheusError, from_prometheus
+        from flywheel.report.sources import PrometheusError, from_prometheus, from_topics
 
         if args.prometheus:
             try:
@@ -48,7 +48,7 @@ class Report(Command):
         else:
             window_days = load_policy(settings.gate_policy).datasets.window_days
             with self.bar(args, desc="report: topics read", unit="rec") as progress:
-                velocity = from_topics(settings, window_days, args.max_requests, progress)
+                velocity = from_topics(settings, window_days, args.max_requests, progress=progress)
         print(
             json.dumps(velocity.to_dict(), indent=2, sort_keys=True) if args.json else render.text(velocity),
             end="\n" if args.json else "",
@@ -58,45 +58,3 @@ class Report(Command):
             if not args.json:
                 print(f"report written to {args.html}")
         return 0
-
-
-def from_topics(settings, window_days: int, max_requests: int, progress):
-    """flywheel.report.sources.from_topics with a progress bar over the records read.
-
-    The same reading and the same figures; it belongs in flywheel/report/sources.py as a `progress`
-    argument of from_topics, and lives here until that module's owner adds it.
-    """
-    from collections import Counter
-
-    from flywheel.report.sources import ACCEPTING
-    from flywheel.report.velocity import build, window_of
-    from flywheel.settings import DAY_MS
-    from flywheel.tail import read
-
-    def events(topic: str, max_events: int | None = None) -> list[dict]:
-        out = []
-        for r in read(settings, topic, to_end=True, idle_timeout=3.0, max_events=max_events):
-            progress.update(1)
-            if isinstance(r.get("event"), dict) and "raw" not in r["event"]:
-                out.append(r["event"])
-        return out
-
-    window_ms = window_days * DAY_MS
-    ready = events(settings.topic_datasets_ready)
-    models = sorted(events(settings.topic_models), key=lambda e: e.get("created_at", 0))
-    verdicts = [v.get("event_time", 0) for v in events(settings.topic_verdicts)]
-    acceptance: dict[tuple[str, int], tuple[int, int]] = {}
-    users: dict[int, set] = {}  # only their counts leave this function
-    newest = 0
-    for c in events(settings.topic_candidates, max_requests):
-        t = c.get("timestamp", 0)
-        key = (c.get("model_version") or "-", window_of(t, window_ms))
-        n, accepted = acceptance.get(key, (0, 0))
-        acceptance[key] = (n + 1, accepted + (c.get("user_action") in ACCEPTING))
-        users.setdefault(key[1], set()).add(c.get("user_id"))
-        newest = max(newest, t)
-    requests: Counter = Counter()  # per window, summed over the versions that served it
-    for (_, start), (n, _) in acceptance.items():
-        requests[start] += n
-    windows = {t: (n, len(users[t])) for t, n in requests.items() if t + window_ms <= newest}  # complete ones only
-    return build(ready, models, verdicts, acceptance, window_ms, windows)

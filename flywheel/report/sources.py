@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import json
 import time
-from collections import Counter
 import urllib.parse
 import urllib.request
+from collections import Counter
+from typing import Any, Callable
 
 from flywheel.report.velocity import Velocity, build, window_of
 from flywheel.settings import DAY_MS, Settings
@@ -17,30 +18,49 @@ from trainer.phase import PHASES
 ACCEPTING = ("accepted", "copied")
 
 
-def _events(settings: Settings, topic: str, max_events: int | None = None) -> list[dict]:
-    return [
-        r["event"]
-        for r in read(settings, topic, to_end=True, idle_timeout=3.0, max_events=max_events)
-        if isinstance(r.get("event"), dict) and "raw" not in r["event"]
-    ]
+def _counter(progress: Any) -> Callable[[int], object] | None:
+    """A bar's `update`, or the callable itself: from_topics counts each record read through it."""
+    if progress is None:
+        return None
+    update = getattr(progress, "update", progress)
+    if not callable(update):
+        raise TypeError(f"progress must be callable or have update(n), not {type(progress).__name__}")
+    return update
 
 
-def from_topics(settings: Settings, window_days: int = 7, max_requests: int = 1_000_000) -> Velocity:
+def _events(
+    settings: Settings, topic: str, max_events: int | None = None, progress: Callable[[int], object] | None = None
+) -> list[dict]:
+    out = []
+    for r in read(settings, topic, to_end=True, idle_timeout=3.0, max_events=max_events):
+        if progress is not None:
+            progress(1)
+        if isinstance(r.get("event"), dict) and "raw" not in r["event"]:
+            out.append(r["event"])
+    return out
+
+
+def from_topics(
+    settings: Settings, window_days: int = 7, max_requests: int = 1_000_000, progress: Any = None
+) -> Velocity:
+    """The report's figures read from the topics. `progress` (a bar with update(n), or a callable
+    taking n) is advanced once per record read, so the CLI can draw a bar over this same reading."""
+    update = _counter(progress)
     window_ms = window_days * DAY_MS
-    ready = _events(settings, settings.topic_datasets_ready)
-    models = sorted(_events(settings, settings.topic_models), key=lambda e: e.get("created_at", 0))
-    verdicts = [v.get("event_time", 0) for v in _events(settings, settings.topic_verdicts)]
+    ready = _events(settings, settings.topic_datasets_ready, progress=update)
+    models = sorted(_events(settings, settings.topic_models, progress=update), key=lambda e: e.get("created_at", 0))
+    verdicts = [v.get("event_time", 0) for v in _events(settings, settings.topic_verdicts, progress=update)]
     acceptance: dict[tuple[str, int], tuple[int, int]] = {}
     users: dict[int, set] = {}  # only their counts leave this function
     newest = 0
-    for c in _events(settings, settings.topic_candidates, max_requests):
+    for c in _events(settings, settings.topic_candidates, max_requests, progress=update):
         t = c.get("timestamp", 0)
         key = (c.get("model_version") or "-", window_of(t, window_ms))
         n, accepted = acceptance.get(key, (0, 0))
         acceptance[key] = (n + 1, accepted + (c.get("user_action") in ACCEPTING))
         users.setdefault(key[1], set()).add(c.get("user_id"))
         newest = max(newest, t)
-    requests = Counter()  # per window, summed over the versions that served it
+    requests: Counter = Counter()  # per window, summed over the versions that served it
     for (_, start), (n, _) in acceptance.items():
         requests[start] += n
     windows = {t: (n, len(users[t])) for t, n in requests.items() if t + window_ms <= newest}  # complete ones only

@@ -51,9 +51,24 @@ def test_long_commands_draw_their_bar_on_stderr_and_keep_stdout_clean(settings, 
     assert "report: topics read" in terminal and "\r" not in out  # the text table, no bar in it
     code, out, terminal = run_with_terminal_stderr(["report", "--json"], env)
     assert code == 0 and "report:" not in terminal
-    # the CLI's reading with a bar gives the figures flywheel.report.sources.from_topics gives
+    # the CLI's bar counts through from_topics' `progress`: it sees every record of the four topics read,
+    # the undecodable ones too, and the figures are the same with or without a counter
+    from confluent_kafka import Producer
+
     from flywheel.policy import GatePolicy
     from flywheel.report.sources import from_topics
+    from flywheel.tail import read
 
-    expected = from_topics(settings, GatePolicy.load(settings.gate_policy).datasets.window_days, 1_000_000)
-    assert json.loads(out) == json.loads(json.dumps(expected.to_dict(), sort_keys=True))
+    producer = Producer({"bootstrap.servers": settings.broker_url})
+    for i in range(3):
+        producer.produce(settings.topic_verdicts, key=f"k{i}".encode(), value=b"not a verdict")
+    assert producer.flush(30) == 0
+    window_days = GatePolicy.load(settings.gate_policy).datasets.window_days
+    counted: list[int] = []
+    counted_figures = from_topics(settings, window_days, 1_000_000, progress=counted.append)
+    plain = from_topics(settings, window_days, 1_000_000)
+    assert json.loads(out) == json.loads(json.dumps(counted_figures.to_dict(), sort_keys=True))
+    assert counted_figures.to_dict() == plain.to_dict()
+    topics = (settings.topic_datasets_ready, settings.topic_models, settings.topic_verdicts, settings.topic_candidates)
+    records = sum(sum(1 for _ in read(settings, t, to_end=True, idle_timeout=3.0)) for t in topics)
+    assert records >= 3 and sum(counted) == records
