@@ -35,7 +35,7 @@ class ErasureStatus(Command):
                 args.user_id,
                 client,
                 DatasetStore(settings.datasets_url),
-                Registry(settings.models_dir, client, settings.app_id),
+                Registry(settings.models_dir, client, settings.app_id, cache_dir=settings.model_cache_dir),
                 policy,
             )
         except PolicyError as exc:

@@ -23,7 +23,8 @@ def registry(settings):
 
     from trainer.registry import Registry
 
-    return Registry(settings.models_dir, redis.Redis.from_url(settings.redis_url, socket_timeout=10), settings.app_id)
+    client = redis.Redis.from_url(settings.redis_url, socket_timeout=10)
+    return Registry(settings.models_dir, client, settings.app_id, cache_dir=settings.model_cache_dir)
 
 
 def announce_model_event(settings, event) -> bool:

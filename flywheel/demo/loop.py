@@ -207,7 +207,7 @@ class DemoLoop:
         logs.mkdir(parents=True, exist_ok=True)
         s = stack.enter_context(embedded_stack(settings))
         r = redis.Redis.from_url(s.redis_url)
-        registry = Registry(s.models_dir, r, s.app_id)
+        registry = Registry(s.models_dir, r, s.app_id, cache_dir=s.model_cache_dir)
         golden = GoldenStore(s.golden_path)
         if golden.current()[1]:
             raise ValueError(f"{s.data_dir} already holds a flywheel: give the demo a fresh --data-dir")
