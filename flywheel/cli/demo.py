@@ -10,6 +10,16 @@ from flywheel.cli.base import DOCUMENT, Command, CommandError, positive_int
 PERFECT_USERS = dict(idle_rate=0.0, wrong_accept_rate=0.0, bad_correction_rate=0.0)
 
 
+def demo_app_id(seed: int, data_dir: str) -> str:
+    """`demo-<seed>-<8 hex of the data dir>`: the demo clears its app's Redis keys when it starts, so
+    two runs of one seed at once (a test and a manual run) each need their own app id, and one run's
+    data dir always gets the same one."""
+    import hashlib
+
+    digest = hashlib.sha256(str(Path(data_dir).resolve()).encode("utf-8")).hexdigest()[:8]
+    return f"demo-{seed}-{digest}"
+
+
 class Demo(Command):
     name = "demo"
     help = "the whole loop on one machine: weeks of simulated traffic, model improving cycle by cycle"
@@ -90,7 +100,7 @@ def _default(args, settings) -> int:
     # its own ports, so a `flywheel up` on this machine does not get in the way
     demo_settings = settings.replace(
         data_dir=data_dir,
-        app_id=f"demo-{args.seed}",
+        app_id=demo_app_id(args.seed, data_dir),
         metrics_port=free_port(),
         review_port=free_port(),
         datasets_metrics_port=free_port(),
