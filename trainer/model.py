@@ -169,11 +169,12 @@ def load(path: str | Path, prefer_gpu: bool = True) -> LoadedModel:
     return LoadedModel(model.to(device), tokenizer, device, base_kind_of(path))
 
 
-def fetch_dir(fs: Any, remote: str, local: str | Path) -> Path:
+def fetch_dir(fs: Any, remote: str, local: str | Path, check: Any = None) -> Path:
     """A local copy of the model directory `remote` on fsspec filesystem `fs`, at `local`, downloaded
     when it is not there yet: transformers loads from local files only. The copy is written beside
     `local` under a name of its own and renamed into place, so a crash mid-download leaves no half
-    copy where a loader looks, and two processes fetching at once both end with a whole one."""
+    copy where a loader looks, and two processes fetching at once both end with a whole one.
+    `check(downloaded_dir)`, when given, runs before the rename: what it raises leaves no copy."""
     import os
     import posixpath
     import shutil
@@ -192,6 +193,8 @@ def fetch_dir(fs: Any, remote: str, local: str | Path) -> Path:
             target = tmp / posixpath.relpath(f, remote)
             target.parent.mkdir(parents=True, exist_ok=True)
             fs.get_file(f, str(target))
+        if check is not None:
+            check(tmp)
         if local.exists() and not (local / "config.json").exists():
             shutil.rmtree(local)  # an older copy without its config: not a model directory, replaced
         try:

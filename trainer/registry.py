@@ -51,6 +51,30 @@ ERASURE_POLICIES = ("report", "retrain")
 META_FILE = "flywheel-model.json"
 
 
+class IntegrityError(ValueError):
+    """A downloaded model file is not the one its metadata's `file_hashes` names: a corrupted or
+    tampered store. The download is removed, so nothing loads it."""
+
+
+def _check_hashes(rel: str, meta: dict | None, downloaded: Path) -> None:
+    """Every file the metadata lists a sha256 for is in `downloaded` with that hash (metadata
+    without hashes, as older registrations may be, is taken as it is)."""
+    expected = (meta or {}).get("file_hashes") or {}
+    for name, digest in sorted(expected.items()):
+        f = downloaded / name
+        if not f.is_file():
+            raise IntegrityError(f"model {rel}: {name} is listed in {META_FILE} but missing from the store")
+        h = hashlib.sha256()
+        with open(f, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+        if h.hexdigest() != digest:
+            raise IntegrityError(
+                f"model {rel}: {name} does not match its sha256 in {META_FILE} "
+                f"({h.hexdigest()[:12]}... != {str(digest)[:12]}...): the download was removed"
+            )
+
+
 def _default_cache() -> str:
     from flywheel.settings import Settings
 
@@ -149,9 +173,10 @@ class Registry:
             return self.root / rel
         from trainer.model import fetch_dir
 
-        if not self.fs.exists(self._remote(rel, META_FILE)):
+        meta = self._read_meta(rel)
+        if meta is None:
             raise FileNotFoundError(f"{self.url(rel)} is not a registered model (no {META_FILE})")
-        return fetch_dir(self.fs, self._remote(rel), self.root / rel)
+        return fetch_dir(self.fs, self._remote(rel), self.root / rel, check=lambda d: _check_hashes(rel, meta, d))
 
     # -- registering -----------------------------------------------------------------------------------
     def register(self, version: str, staged: Path, metadata: dict) -> Path:

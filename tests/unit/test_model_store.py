@@ -273,3 +273,41 @@ def test_the_cli_lists_shows_and_exports_from_a_url_store(
     assert main(["models", "export", "v0099", f"{dest}-missing"]) == 2
     assert "v0099" in capsys.readouterr().err
     fs.rm(root, recursive=True)
+
+
+def test_a_download_that_does_not_match_its_file_hashes_is_refused_and_removed(client, memory_url, tmp_path):
+    writer = _registry(client, memory_url, tmp_path / "trainer-cache")
+    version, _ = _register(writer)
+    fs, root = fsspec.core.url_to_fs(memory_url)
+    weights = f"{root}/{version}/model.safetensors"
+    good = fs.cat_file(weights)
+    fs.pipe_file(weights, good[:-1] + bytes([good[-1] ^ 0xFF]))  # one flipped byte in the store
+    cache = tmp_path / "serve-cache"
+    reader = Registry(memory_url, writer.redis, writer.meta_key.split(":")[0], cache_dir=str(cache))
+    with pytest.raises(ValueError, match=rf"{version}: model\.safetensors does not match its sha256"):
+        reader.path(version)
+    mirror = reader.root
+    assert not (mirror / version).exists()
+    assert not [p for p in mirror.iterdir() if p.name.startswith(".download-")]  # the partial copy removed
+    fs.rm(weights)  # a listed file missing from the store: refused too
+    with pytest.raises(ValueError, match=rf"{version}: model\.safetensors is listed .* but missing"):
+        reader.path(version)
+    assert not (mirror / version).exists()
+    fs.pipe_file(weights, good)  # the right bytes back: the same reader downloads and loads it
+    path = reader.path(version)
+    assert (
+        path == mirror / version
+        and file_hashes(path)["model.safetensors"] == file_hashes(writer.path(version))["model.safetensors"]
+    )
+    assert load(path, prefer_gpu=False).parameters > 0
+
+
+def test_metadata_without_file_hashes_is_downloaded_as_it_is(client, memory_url, tmp_path):
+    writer = _registry(client, memory_url, tmp_path / "trainer-cache")
+    loaded = build_default(CORPUS, seed=0)
+    version = writer.next_version()
+    staged = writer.staging(version)
+    save(loaded, staged)
+    writer.register(version, staged, dict(META))  # an older registration: no file_hashes
+    reader = Registry(memory_url, writer.redis, writer.meta_key.split(":")[0], cache_dir=str(tmp_path / "serve"))
+    assert (reader.path(version) / "config.json").exists()
