@@ -11,11 +11,12 @@ import re
 from abc import ABC, abstractmethod
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar, Sequence
+from typing import Callable, ClassVar, Mapping, Protocol, Sequence
 
 from schemas.conversation import conversation_texts
 from schemas.records import TrainingCandidate
 from streams.gate import grounding as grounding_check
+from streams.gate.toxicity import ToxicityScorer
 from flywheel.policy import GatePolicy
 from streams.gate.quality import quality_score, quality_terms
 
@@ -77,6 +78,34 @@ class Stage(ABC):
         a stage whose failure leaves something unsafe in them cleans it here."""
 
 
+# -- the components stages are given (built by streams.gate.pipeline; tests pass their own) --------------
+
+
+class Redacted(Protocol):
+    text: str
+    counts: Mapping[str, int]  # entity type -> placeholders put in
+
+
+class TextRedactor(Protocol):
+    """What the PII stage needs of a redactor (streams.gate.pii.Redactor)."""
+
+    def redact(self, texts: Sequence[str]) -> Sequence[Redacted]:
+        """One result per text, in order; raises rather than return a text it could not check."""
+        ...
+
+
+class NearKeyIndex(Protocol):
+    """What the duplicate stage needs of an index (streams.gate.dedup.DuplicateIndex)."""
+
+    def near_keys(self, text: str) -> bytes: ...
+
+
+class Tokenizer(Protocol):
+    """A transformers tokenizer, as the length stage calls it."""
+
+    def __call__(self, texts: list[str], *, add_special_tokens: bool) -> Mapping[str, list[list[int]]]: ...
+
+
 # -- privacy ---------------------------------------------------------------------------------------
 
 
@@ -91,7 +120,7 @@ class PiiStage(Stage):
     name = "pii"
     sees_rejected = True  # rejected candidates are written out too: they must be as clean
 
-    def __init__(self, redactor, reject: bool = False, reject_secrets: bool = True):
+    def __init__(self, redactor: TextRedactor, reject: bool = False, reject_secrets: bool = True):
         self.redactor = redactor
         self.reject = reject
         self.reject_secrets = reject_secrets
@@ -198,10 +227,10 @@ class ActionStage(Stage):
 class LengthStage(Stage):
     name = "length"
 
-    def __init__(self, min_words: int, min_tokens: int = 0, tokenizer: Any = None):
+    def __init__(self, min_words: int, min_tokens: int = 0, tokenizer: Tokenizer | None = None):
         self.min_words = min_words
         self.min_tokens = min_tokens
-        self.tokenizer = tokenizer  # a transformers tokenizer, or None
+        self.tokenizer = tokenizer
 
     def run(self, items):
         targets = [item.target for item in items]
@@ -241,7 +270,7 @@ class QualityStage(Stage):
 class ToxicityStage(Stage):
     name = "toxicity"
 
-    def __init__(self, scorer, threshold: float, fields: Sequence[str]):
+    def __init__(self, scorer: ToxicityScorer, threshold: float, fields: Sequence[str]):
         self.scorer = scorer
         self.threshold = threshold
         self.fields = tuple(fields)
@@ -356,7 +385,7 @@ class DuplicateStage(Stage):
     name = "duplicates"
     content = False
 
-    def __init__(self, index):
+    def __init__(self, index: NearKeyIndex):
         self.index = index
 
     def run(self, items):
@@ -364,12 +393,28 @@ class DuplicateStage(Stage):
             item.candidate.dedup_keys = self.index.near_keys(dedup_text(item))
 
 
-def build_stages(policy: GatePolicy, *, redactor=None, scorer=None, index=None, tokenizer=None) -> list[Stage]:
-    """The enabled stages in pipeline order. Components are passed in (built by streams.gate.pipeline)."""
+def build_stages(
+    policy: GatePolicy,
+    *,
+    redactor: TextRedactor | None = None,
+    scorer: ToxicityScorer | None = None,
+    index: NearKeyIndex | None = None,
+    tokenizer: Tokenizer | None = None,
+) -> list[Stage]:
+    """The enabled stages in pipeline order. Components are passed in (built by streams.gate.pipeline); a stage
+    the policy enables without its component is a ValueError here, not an AttributeError in the first batch."""
     p = policy
+
+    def given(component, section: str):
+        if component is None:
+            raise ValueError(f"[{section}] is enabled but no component was given for it")
+        return component
+
     stages: list[Stage] = []
     if p.pii.enabled:
-        stages.append(PiiStage(redactor, reject=p.pii.mode == "reject", reject_secrets=p.pii.secrets == "reject"))
+        stages.append(
+            PiiStage(given(redactor, "pii"), reject=p.pii.mode == "reject", reject_secrets=p.pii.secrets == "reject")
+        )
     if p.action.enabled:
         stages.append(ActionStage(p.action.allowed))
     if p.length.enabled:
@@ -378,11 +423,11 @@ def build_stages(policy: GatePolicy, *, redactor=None, scorer=None, index=None, 
         QualityStage(p.quality, reject=p.quality.enabled)
     )  # always scored (datasets and review sort by it); rejects only when enabled
     if p.toxicity.enabled:
-        stages.append(ToxicityStage(scorer, p.toxicity.threshold, p.toxicity.fields))
+        stages.append(ToxicityStage(given(scorer, "toxicity"), p.toxicity.threshold, p.toxicity.fields))
     if p.grounding.enabled:
         stages.append(GroundingStage(p.grounding.threshold, p.grounding.min_overlap))
     if p.contract.enabled and p.contract.tasks:
         stages.append(ContractStage(p.contract.tasks))
     if p.duplicates.enabled:
-        stages.append(DuplicateStage(index))
+        stages.append(DuplicateStage(given(index, "duplicates")))
     return stages

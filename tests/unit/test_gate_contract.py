@@ -127,7 +127,11 @@ def test_the_gate_runs_contracts_from_the_policy_and_says_why():
 
 
 def test_no_contract_no_stage_and_the_default_policy_is_unchanged_in_behaviour():
-    assert not any(s.name == "contract" for s in build_stages(GatePolicy().with_version("x", pii={"enabled": False})))
+    off = {"enabled": False}
+    policy = GatePolicy().with_version("x", pii=off, toxicity=off, duplicates=off)
+    assert not any(s.name == "contract" for s in build_stages(policy))
+    with pytest.raises(ValueError, match=r"\[toxicity\] is enabled but no component"):
+        build_stages(GatePolicy().with_version("x", pii=off))
 
 
 def test_contracts_round_trip_through_toml_and_a_bad_pattern_is_one_clear_error(tmp_path):
