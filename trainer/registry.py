@@ -208,6 +208,27 @@ class Registry:
         return [self.show(v) for v in self.versions()]
 
     # -- lineage -------------------------------------------------------------------------------------
+    def summary(self, meta: dict, superseded: dict, production: str | None) -> dict:
+        """A model's row in `flywheel models list`: version, status, whether it serves, its dataset and
+        base, the golden score and its change, the gate's verdict, and whether an erasure tainted it."""
+        return {
+            "version": meta["version"],
+            "status": meta.get("status"),
+            "production": meta["version"] == production,
+            "dataset_id": meta.get("dataset_id"),
+            "base_model": meta.get("base_model"),
+            "overall": meta.get("metrics", {}).get("overall"),
+            "delta": meta.get("deltas", {}).get("overall"),
+            "gate_passed": meta.get("gate_passed"),
+            "created_at": meta.get("created_at"),
+            "tainted_by_erasure": bool(self.tainted(meta["version"], superseded)),
+        }
+
+    def summaries(self, superseded: dict) -> list[dict]:
+        """Every registered model's `summary`, in version order."""
+        production = self.production()
+        return [self.summary(m, superseded, production) for m in self.list()]
+
     def lineage(self, version: str | None) -> list[str]:
         """Every dataset version the model's weights learned from: its own and its base models'."""
         out: set[str] = set()

@@ -53,19 +53,10 @@ class DatasetsList(_Stored):
     json_help = "as it prints without --json"
 
     def act(self, store, args, settings) -> int:
-        for m in store.latest():  # the newest version of each window: never one an erasure replaced
-            self.print_json(
-                {
-                    "dataset_id": m["dataset_id"],
-                    "window_start": m["window"]["start_ms"],
-                    "window_end": m["window"]["end_ms"],
-                    "records": m["counts"]["records"],
-                    "splits": m["counts"]["split"],
-                    "policy_version": m["policy_version"],
-                    "uri": store.uri(m["dataset_id"]),
-                    **({"supersedes": m["supersedes"]} if m.get("supersedes") else {}),
-                }
-            )
+        from streams.datasets.catalog import rows
+
+        for row in rows(store):
+            self.print_json(row)
         return 0
 
 
@@ -173,20 +164,10 @@ class DatasetsAffected(_Stored):
         parser.add_argument("user_id")
 
     def act(self, store, args, settings) -> int:
-        from flywheel.pseudonyms import resolve_keys
-        from streams.datasets.builder import erased_forms
+        from streams.datasets.erasure import datasets_holding
 
-        keys = resolve_keys(settings)
-        hashes = erased_forms(args.user_id, keys[0], keys[1:])
-        for m in store.list():
-            if any(store.holds_user(m["dataset_id"], h) for h in hashes):
-                self.print_json(
-                    {
-                        "dataset_id": m["dataset_id"],
-                        "uri": store.uri(m["dataset_id"]),
-                        "window_start": m["window"]["start_ms"],
-                    }
-                )
+        for row in datasets_holding(settings, store, args.user_id):
+            self.print_json(row)
         return 0
 
 
@@ -221,9 +202,19 @@ class DatasetsVerify(Command):
         )
 
     def run(self, args, settings) -> int:
-        from streams.datasets.verify import main as verify
+        from streams.datasets.verify import VerifyError, summary, verify_stored
 
-        return verify(args, settings)
+        try:
+            report = verify_stored(
+                settings, args.dataset_id, policy_path=args.policy, scratch=args.scratch, workers=args.workers
+            )
+        except VerifyError as exc:
+            raise CommandError(str(exc)) from None
+        if args.json:
+            self.print_json(report.to_dict(), sort_keys=True)
+        else:
+            print("\n".join(summary(report)))
+        return 0 if report.identical else 1
 
 
 class DatasetsErase(Command):
@@ -237,25 +228,15 @@ class DatasetsErase(Command):
         parser.add_argument("--reason", default="", help="why (kept with the request)")
 
     def run(self, args, settings) -> int:
-        import time
-
-        from confluent_kafka import Producer
-
-        from flywheel.sdk import DEFAULT_CONFIG
-        from schemas.codec import Codec
-        from schemas.records import ErasureRequest, InvalidEvent
+        from schemas.records import InvalidEvent
+        from streams.datasets.erasure import RequestNotSent, send_request
 
         try:
-            req = ErasureRequest(args.user_id, int(time.time() * 1000), args.reason).check()
+            send_request(settings, args.user_id, args.reason)
         except InvalidEvent as exc:
             raise CommandError(str(exc)) from None
-        conf = {k: v for k, v in DEFAULT_CONFIG.items() if k != "client.id"}
-        producer = Producer({**conf, "bootstrap.servers": settings.broker_url})
-        producer.produce(
-            settings.topic_erasure, key=req.user_id.encode(), value=Codec().encode("erasure", req.to_dict())
-        )
-        if producer.flush(30):
-            raise CommandError("the erasure request was not acknowledged by the broker", code=1)
+        except RequestNotSent as exc:
+            raise CommandError(str(exc), code=1) from None
         self.print_json({"erasure_requested": True, "topic": settings.topic_erasure})
         return 0
 

@@ -32,25 +32,8 @@ class ModelsList(Command):
     json_help = "as it prints without --json"
 
     def run(self, args, settings) -> int:
-        reg = registry(settings)
-        superseded = _superseded(settings)
-        production = reg.production()
-        for m in reg.list():
-            self.print_json(
-                {
-                    "version": m["version"],
-                    "status": m.get("status"),
-                    "production": m["version"] == production,
-                    "dataset_id": m.get("dataset_id"),
-                    "base_model": m.get("base_model"),
-                    "overall": m.get("metrics", {}).get("overall"),
-                    "delta": m.get("deltas", {}).get("overall"),
-                    "gate_passed": m.get("gate_passed"),
-                    "created_at": m.get("created_at"),
-                    "tainted_by_erasure": bool(reg.tainted(m["version"], superseded)),
-                },
-                sort_keys=True,
-            )
+        for row in registry(settings).summaries(_superseded(settings)):
+            self.print_json(row, sort_keys=True)
         return 0
 
 

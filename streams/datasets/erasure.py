@@ -734,3 +734,45 @@ def lines(report: Mapping[str, Any]) -> list[str]:
         )
     out.append(f"the rest expires by retention: {report['rest_expires_by']}")
     return out
+
+
+# -- requesting one, and finding what it touches ----------------------------------------------------------
+class RequestNotSent(RuntimeError):
+    """The broker did not acknowledge an erasure request: nothing says it is on the log."""
+
+
+def send_request(settings: Any, user_id: str, reason: str = "", timeout_s: float = 30.0) -> Any:
+    """Put an erasure request for `user_id` on the erasure topic, keyed by the user id, and wait for
+    the broker's acknowledgement: the dataset builder acts on what is on the log, so a request is
+    only sent once acknowledged. Returns the ErasureRequest; InvalidEvent: the id or reason is not a
+    valid request (nothing is sent); RequestNotSent: no acknowledgement within `timeout_s`."""
+    from confluent_kafka import Producer
+
+    from flywheel.sdk import DEFAULT_CONFIG
+    from schemas.codec import Codec
+    from schemas.records import ErasureRequest
+
+    req = ErasureRequest(user_id, int(time.time() * 1000), reason).check()
+    conf = {k: v for k, v in DEFAULT_CONFIG.items() if k != "client.id"}
+    producer = Producer({**conf, "bootstrap.servers": settings.broker_url})
+    producer.produce(settings.topic_erasure, key=req.user_id.encode(), value=Codec().encode("erasure", req.to_dict()))
+    if producer.flush(timeout_s):
+        raise RequestNotSent("the erasure request was not acknowledged by the broker")
+    return req
+
+
+def datasets_holding(settings: Any, store: Any, user_id: str, client: Any = None) -> list[dict]:
+    """The sealed datasets (every version, replaced ones too: they still hold the records until
+    deleted) whose users.txt lists one of the user's keyed pseudonyms, under the current pseudonym
+    key and every older one: {dataset_id, uri, window_start} each, in the store's order. What
+    `flywheel datasets affected` prints; `affected` above is the builder's own look-up by pseudonyms."""
+    from flywheel.pseudonyms import resolve_keys
+    from streams.datasets.builder import erased_forms
+
+    keys = resolve_keys(settings, client)
+    hashes = erased_forms(user_id, keys[0], keys[1:])
+    return [
+        {"dataset_id": m["dataset_id"], "uri": store.uri(m["dataset_id"]), "window_start": m["window"]["start_ms"]}
+        for m in store.list()
+        if any(store.holds_user(m["dataset_id"], h) for h in hashes)
+    ]

@@ -674,35 +674,26 @@ def _describe(d: FileDiff) -> str:
     return "; ".join(parts)
 
 
-def main(args, settings) -> int:
-    """`flywheel datasets verify DATASET [--json] [--policy FILE] [--scratch DIR] [--workers N]`:
-    0 identical, 1 different, 2 error (one line)."""
-    import sys
-
+def verify_stored(
+    settings: Any, dataset_id: str, policy_path: str | None = None, scratch: str | None = None, workers: int = 1
+) -> Report:
+    """Rebuild a dataset of the configured store under the policy at `policy_path` (default: the
+    settings' gate policy) and compare: the report, identical or not. Every reason it could not be
+    done (no such dataset, a bad policy, the broker away, the store unreadable) is a VerifyError of
+    one line, which the CLI prints through its one error path."""
     from flywheel.datastore import DatasetStore
     from flywheel.policy import GatePolicy, PolicyError
 
     try:
-        policy = GatePolicy.load(args.policy or settings.gate_policy)
-        report = verify(
-            settings,
-            policy,
-            DatasetStore(settings.datasets_url),
-            args.dataset_id,
-            scratch=args.scratch,
-            workers=args.workers,
+        policy = GatePolicy.load(policy_path or settings.gate_policy)
+        return verify(
+            settings, policy, DatasetStore(settings.datasets_url), dataset_id, scratch=scratch, workers=workers
         )
+    except VerifyError:
+        raise
     except KeyError as exc:
-        print(f"flywheel: error: {exc.args[0] if exc.args else exc}", file=sys.stderr)
-        return 2
-    except (VerifyError, PolicyError) as exc:
-        print(f"flywheel: error: {exc}", file=sys.stderr)
-        return 2
+        raise VerifyError(str(exc.args[0]) if exc.args else str(exc)) from None
+    except PolicyError as exc:
+        raise VerifyError(str(exc)) from None
     except Exception as exc:  # the broker away, the store unreadable: say which, in one line
-        print(f"flywheel: error: the rebuild failed ({type(exc).__name__}: {str(exc)[:300]})", file=sys.stderr)
-        return 2
-    if args.json:
-        print(json.dumps(report.to_dict(), sort_keys=True))
-    else:
-        print("\n".join(summary(report)))
-    return 0 if report.identical else 1
+        raise VerifyError(f"the rebuild failed ({type(exc).__name__}: {str(exc)[:300]})") from None

@@ -286,3 +286,18 @@ def test_summary_and_json_name_files_ids_and_fields():
     assert out["identical"] is False and out["files"][0]["records"]["missing"] == ["b"]
     assert out["carried_from_manifest"] == list(CARRIED) and out["not_compared"] == []
     assert SECRET not in text and SECRET not in json.dumps(out)
+
+
+def test_verify_stored_says_in_one_line_why_it_could_not_rebuild(tmp_path):
+    from flywheel.settings import Settings
+    from streams.datasets.verify import VerifyError, verify_stored
+
+    settings = Settings(data_dir=str(tmp_path), dataset_store=str(tmp_path / "store"))
+    with pytest.raises(VerifyError, match="ds-nope") as missing:
+        verify_stored(settings, "ds-nope")
+    assert "\n" not in str(missing.value) and not str(missing.value).startswith("'")
+    bad = tmp_path / "policy.toml"
+    bad.write_text("this is not toml = = =\n")
+    with pytest.raises(VerifyError) as policy:
+        verify_stored(settings, "ds-nope", policy_path=str(bad))
+    assert "\n" not in str(policy.value) and str(bad) in str(policy.value)

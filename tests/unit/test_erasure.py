@@ -15,7 +15,7 @@ from flywheel import pseudonyms
 from flywheel.settings import DAY_MS, Settings
 from streams.datasets import erasure
 from streams.datasets.builder import erased_forms, record_users_bin, records_of
-from flywheel.datastore import DatasetStore, manifest_json, user_hash, user_key64
+from flywheel.datastore import DatasetStore, manifest_json, user_hash, user_key64, users_txt
 from streams.gate.filters import pseudonymous_id
 from flywheel.policy import GatePolicy
 from trainer.cycle import replay_ids
@@ -206,3 +206,118 @@ def test_status_text_names_pseudonyms_and_ids_never_the_user():
         and "v0002: trained on ds-1 (production) - tainted" in text
     )
     assert "review queue: 0 items left, 2 removed" in text and "the rest expires by retention: 2027-01-12" in text
+
+
+def test_the_models_list_rows_say_which_serves_and_which_an_erasure_tainted(tmp_path):
+    reg = Registry(str(tmp_path / "models"), FakeRedis(), "unit")
+    for v, meta in (
+        ("v0001", {"event_type": "bootstrap", "status": "production", "metrics": {"overall": 0.5}}),
+        (
+            "v0002",
+            {
+                "status": "candidate",
+                "dataset_id": "ds-0",
+                "base_model": "v0001",
+                "lineage": ["ds-0"],
+                "metrics": {"overall": 0.6},
+                "deltas": {"overall": 0.1},
+                "gate_passed": True,
+                "created_at": 7,
+            },
+        ),
+    ):
+        (tmp_path / "models" / v).mkdir(parents=True)
+        reg.redis.hset(reg.meta_key, v, json.dumps({**meta, "version": v}))
+    reg.set_production("v0001")
+    rows = reg.summaries({"ds-0": {"by": "ds-0b", "reason": "erasure"}})
+    assert rows == [
+        {
+            "version": "v0001",
+            "status": "production",
+            "production": True,
+            "dataset_id": None,
+            "base_model": None,
+            "overall": 0.5,
+            "delta": None,
+            "gate_passed": None,
+            "created_at": None,
+            "tainted_by_erasure": False,
+        },
+        {
+            "version": "v0002",
+            "status": "candidate",
+            "production": False,
+            "dataset_id": "ds-0",
+            "base_model": "v0001",
+            "overall": 0.6,
+            "delta": 0.1,
+            "gate_passed": True,
+            "created_at": 7,
+            "tainted_by_erasure": True,
+        },
+    ]
+    assert [r["tainted_by_erasure"] for r in reg.summaries({})] == [False, False]
+
+
+def test_datasets_holding_finds_the_user_under_every_configured_key(tmp_path):
+    store = DatasetStore(str(tmp_path / "store"))
+    old, new = b"old key", b"new key"
+
+    def seal(ds: str, start: int, users: list[str], key: bytes) -> None:
+        publish(store, ds, start)
+        with store.fs.open(f"{store.path(ds)}/users.txt", "wb") as f:
+            f.write(users_txt(user_hash(u, key) for u in users))
+
+    seal("ds-a", 0, ["alice", "bob"], old)  # sealed before the key's rotation
+    seal("ds-b", WEEK, ["bob"], new)
+    seal("ds-c", 2 * WEEK, ["alice"], new)
+    settings = Settings(data_dir=str(tmp_path), pseudonym_key="new key,old key")
+    rows = erasure.datasets_holding(settings, store, "alice")
+    assert rows == [
+        {"dataset_id": ds, "uri": store.uri(ds), "window_start": start}
+        for ds, start in (("ds-a", 0), ("ds-c", 2 * WEEK))
+    ]
+    assert [r["dataset_id"] for r in erasure.datasets_holding(settings, store, "bob")] == ["ds-a", "ds-b"]
+    only_new = Settings(data_dir=str(tmp_path), pseudonym_key="new key")
+    assert [r["dataset_id"] for r in erasure.datasets_holding(only_new, store, "alice")] == ["ds-c"]
+    assert erasure.datasets_holding(settings, store, "carol") == []
+
+
+def test_an_invalid_erasure_request_is_refused_before_anything_is_sent(tmp_path):
+    from schemas.records import InvalidEvent
+
+    # no broker at this address: the request is refused by its schema before a producer is made
+    settings = Settings(data_dir=str(tmp_path), kafka_bootstrap="127.0.0.1:1")
+    with pytest.raises(InvalidEvent):
+        erasure.send_request(settings, "")
+
+
+def test_the_datasets_list_rows_are_each_windows_newest_version(tmp_path):
+    from streams.datasets.catalog import rows
+
+    store = DatasetStore(str(tmp_path / "store"))
+    counts = {"records": 3, "split": {"train": 2, "eval": 1}}
+    publish(store, "ds-a", 0, counts=counts, policy_version="p@1")
+    publish(store, "ds-b", WEEK, counts=counts, policy_version="p@1")
+    publish(store, "ds-c", 0, counts=counts, policy_version="p@2", supersedes="ds-a")  # an erasure's re-seal
+    assert rows(store) == [
+        {
+            "dataset_id": "ds-c",
+            "window_start": 0,
+            "window_end": WEEK,
+            "records": 3,
+            "splits": {"train": 2, "eval": 1},
+            "policy_version": "p@2",
+            "uri": store.uri("ds-c"),
+            "supersedes": "ds-a",
+        },
+        {
+            "dataset_id": "ds-b",
+            "window_start": WEEK,
+            "window_end": 2 * WEEK,
+            "records": 3,
+            "splits": {"train": 2, "eval": 1},
+            "policy_version": "p@1",
+            "uri": store.uri("ds-b"),
+        },
+    ]
