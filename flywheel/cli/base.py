@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any, ClassVar
+from typing import Any, Callable, ClassVar
 
 DOCUMENT = "document"
 LINES = "lines"
@@ -77,6 +77,16 @@ class Command:
 
     def run(self, args: argparse.Namespace, settings: Any) -> int:
         raise NotImplementedError(self.name)
+
+    @staticmethod
+    def serve(settings: Any, service: Callable[[Any], object]) -> int:
+        """A service that blocks: structured logs on, the broker required (a clear error when unset), then run."""
+        from flywheel import logs
+
+        logs.configure(settings.log_level)
+        settings.broker_url
+        service(settings)
+        return 0
 
     def install(self, sub: Any) -> argparse.ArgumentParser:
         parser = sub.add_parser(self.name, help=self.help)

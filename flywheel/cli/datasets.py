@@ -37,13 +37,9 @@ class DatasetsRun(Command):
     help = "the dataset builder: seal windows as the watermark passes them (blocks)"
 
     def run(self, args, settings) -> int:
-        from flywheel import logs
         from streams.datasets.service import run_datasets
 
-        logs.configure(settings.log_level)
-        settings.broker_url  # a clear error when unset
-        run_datasets(settings)
-        return 0
+        return self.serve(settings, run_datasets)
 
 
 class DatasetsList(_Stored):

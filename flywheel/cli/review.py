@@ -28,13 +28,9 @@ class Review(Command):
             stats = ReviewQueue(review_redis(settings), review_prefix(settings)).stats()
             self.print_json({**asdict(stats), "depth": stats.depth}, sort_keys=True)
             return 0
-        from flywheel import logs
         from streams.review.web import run_review
 
-        logs.configure(settings.log_level)
-        settings.broker_url  # a clear error when unset: verdicts go to Kafka
-        run_review(settings)
-        return 0
+        return self.serve(settings, run_review)  # verdicts go to Kafka: the broker is required
 
 
 class _Accounts(Command):

@@ -10,10 +10,6 @@ class Trainer(Command):
     help = "the trainer: fine-tune on every sealed dataset, evaluate, gate, register (blocks)"
 
     def run(self, args, settings) -> int:
-        from flywheel import logs
         from trainer.service import run_trainer
 
-        logs.configure(settings.log_level)
-        settings.broker_url  # a clear error when unset
-        run_trainer(settings)
-        return 0
+        return self.serve(settings, run_trainer)
