@@ -126,7 +126,8 @@ MONTHS = (
     "November",
     "December",
 )
-YEARS, GOLDEN_YEARS = tuple(range(2015, 2028)), tuple(range(2031, 2040))
+# users write dates of many decades; golden years are later than any of them
+YEARS, GOLDEN_YEARS = tuple(range(1950, 2030)), tuple(range(2031, 2040))
 ORDERS, GOLDEN_ORDERS = (10_000, 59_999), (60_000, 99_999)
 AMOUNTS, GOLDEN_AMOUNTS = (20, 480), (500, 990)
 
