@@ -40,6 +40,26 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
 
 from schemas.datasets import Manifest
+from flywheel.datastore import (
+    DEFLATE_LEVEL,
+    RECORD_USERS,
+    USERS,
+    _schema,
+    content_id,
+    manifest_json,
+    sync_marker,
+    user_hash,
+    user_key64,
+)
+from flywheel.policy import GatePolicy
+from flywheel.pseudonyms import fingerprint, key_source, resolve_keys
+from flywheel.sdk import DEFAULT_CONFIG
+from schemas.codec import Codec
+from schemas.records import ErasureRequest
+from streams.datasets import card, content
+from streams.datasets.builder import KEYS_FILE, SealResult, erased_forms, records_of
+from streams.datasets.verify import VerifyError, check_log, seal_inputs, span_from_manifest
+from streams.review.queue import review_prefix
 
 log = logging.getLogger("flywheel.datasets")
 
@@ -92,8 +112,6 @@ def expiry_ms(settings, policy, at_ms: int) -> float:
 
 
 def main_pseudonym(user_id: str, key: bytes) -> str:
-    from flywheel.datastore import user_hash
-
     return user_hash(user_id, key)
 
 
@@ -123,9 +141,6 @@ def current(client, settings, now_ms: int | None = None) -> frozenset[str]:
 def migrate(client, settings, policy, key: bytes) -> int:
     """An erased list kept as a plain set of raw ids (before keyed pseudonyms) becomes the sorted set of
     their pseudonyms, expiring a horizon from now. Returns how many ids were moved."""
-    from streams.datasets.builder import erased_forms
-    from flywheel.datastore import user_hash
-
     name = erased_key(settings)
     kind = client.type(name)
     if (kind.decode() if isinstance(kind, bytes) else kind) != "set":
@@ -167,9 +182,6 @@ def note(client, settings, pseudonym: str, **fields: Any) -> dict:
 def remove_from_review(client, settings, pseudonyms: frozenset[str] | set[str], key: bytes) -> list[str]:
     """Remove the review queue's items whose candidate belongs to one of these users (by pseudonym).
     Returns the request ids removed."""
-    from flywheel.datastore import user_hash
-    from streams.review.queue import review_prefix
-
     prefix = review_prefix(settings)
     script = client.register_script(_REMOVE_ITEM)
     removed = []
@@ -186,9 +198,6 @@ def remove_from_review(client, settings, pseudonyms: frozenset[str] | set[str], 
 
 
 def review_items_of(client, settings, pseudonyms: frozenset[str] | set[str], key: bytes) -> list[str]:
-    from flywheel.datastore import user_hash
-    from streams.review.queue import review_prefix
-
     out = []
     for item_id, raw in client.hscan_iter(f"{review_prefix(settings)}:items", count=500):
         try:
@@ -247,9 +256,6 @@ def reseal(builder, store, old_id: str, erased: frozenset[str], key: bytes, code
     same policy, the erased list `erased`), else its shards rewritten without their records.
     Publishes the new version; the caller records, announces, deletes (`finish`). Idempotent: the
     same inputs seal the same content id, and a version published before a crash is found."""
-    from streams.datasets.builder import SealResult
-    from streams.datasets.verify import VerifyError, check_log, seal_inputs, span_from_manifest
-
     started = time.perf_counter()
     if not store.exists(old_id):
         entry = store.superseded().get(old_id)
@@ -347,19 +353,6 @@ def rewrite_without(
     kept stays, less those records. Raises CannotErase when the dataset has no record-users.bin."""
     import fastavro
     import numpy as np
-
-    from streams.datasets import content
-    from streams.datasets.builder import KEYS_FILE, records_of
-    from flywheel.datastore import (
-        DEFLATE_LEVEL,
-        RECORD_USERS,
-        USERS,
-        _schema,
-        content_id,
-        manifest_json,
-        sync_marker,
-        user_key64,
-    )
 
     old_id = manifest["dataset_id"]
     files = dict(manifest.get("files") or {})
@@ -483,7 +476,6 @@ def rewrite_without(
             },
         },
     )
-    from streams.datasets import card
 
     card.write(fs, staging, sealed)  # the dataset card of the new version (README.md, not in `files`)
     with fs.open(f"{staging}/manifest.json", "wb") as f:
@@ -556,10 +548,6 @@ def status(
     now_ms: int | None = None,
 ) -> dict:
     """Everywhere the user's data may still exist, what was removed, and when the rest expires."""
-    from flywheel.pseudonyms import fingerprint, key_source, resolve_keys
-    from streams.datasets.builder import erased_forms
-    from flywheel.policy import GatePolicy
-
     policy = policy or GatePolicy()
     now_ms = int(time.time() * 1000) if now_ms is None else now_ms
     keys = resolve_keys(settings, redis_client)
@@ -748,10 +736,6 @@ def send_request(settings: Any, user_id: str, reason: str = "", timeout_s: float
     valid request (nothing is sent); RequestNotSent: no acknowledgement within `timeout_s`."""
     from confluent_kafka import Producer
 
-    from flywheel.sdk import DEFAULT_CONFIG
-    from schemas.codec import Codec
-    from schemas.records import ErasureRequest
-
     req = ErasureRequest(user_id, int(time.time() * 1000), reason).check()
     conf = {k: v for k, v in DEFAULT_CONFIG.items() if k != "client.id"}
     producer = Producer({**conf, "bootstrap.servers": settings.broker_url})
@@ -766,9 +750,6 @@ def datasets_holding(settings: Any, store: Any, user_id: str, client: Any = None
     deleted) whose users.txt lists one of the user's keyed pseudonyms, under the current pseudonym
     key and every older one: {dataset_id, uri, window_start} each, in the store's order. What
     `flywheel datasets affected` prints; `affected` above is the builder's own look-up by pseudonyms."""
-    from flywheel.pseudonyms import resolve_keys
-    from streams.datasets.builder import erased_forms
-
     keys = resolve_keys(settings, client)
     hashes = erased_forms(user_id, keys[0], keys[1:])
     return [

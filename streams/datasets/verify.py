@@ -39,6 +39,22 @@ import tempfile
 from dataclasses import asdict, dataclass, field
 from typing import Any, Iterable, Mapping, Sequence
 
+from flywheel.datastore import DatasetStore, RECORD_USERS
+from flywheel.policy import GatePolicy, PolicyError
+from flywheel.pseudonyms import resolve_keys
+from schemas.codec import Codec
+from streams.datasets import intake
+from streams.datasets.builder import (
+    BUILDER_VERSION,
+    SealInputs,
+    WindowBuilder,
+    erased_forms,
+    message_headers,
+    read_to_end,
+    review_sets,
+)
+from streams.datasets.windows import WindowSpan
+
 log = logging.getLogger("flywheel.datasets.verify")
 
 MANIFEST = "manifest.json"
@@ -314,8 +330,6 @@ def span_from_manifest(manifest: Mapping[str, Any], passed_topic: str):
     """The WindowSpan the seal sealed, every source to be read from the log. Member counts per
     source are not recorded (only their sums: `window.decisions`, `window.passed`); they count
     only towards those sums (and the spool, unused here)."""
-    from streams.datasets.windows import WindowSpan
-
     try:
         w = manifest["window"]
         spans = {str(s): (int(o["first"]), int(o["stop"])) for s, o in sorted(manifest["source_offsets"].items())}
@@ -357,8 +371,6 @@ def match_erasures(
     """The erasure set whose SealInputs digest (with `gold`) is `digest`: all the requests' ids, else
     the ids of the first n requests in (time, partition, offset) order, for the n that match.
     Returns (the set, n), or (None, 0) when none does. `requests`: (time, partition, offset, forms)."""
-    from streams.datasets.builder import SealInputs
-
     ordered = sorted(requests, key=lambda r: r[:3])
     everything = frozenset(x for r in ordered for x in r[3])
     if len(everything) == ids and SealInputs(everything, gold, failed=failed).digest() == digest:
@@ -380,8 +392,6 @@ def match_erasures(
 def _read(settings, topic: str, stops: Mapping[int, int] | None = None) -> Iterable[Any]:
     """A topic's records (below `stops[partition]` when given), none when the topic does not exist."""
     from confluent_kafka import Consumer, TopicPartition
-
-    from streams.datasets.builder import read_to_end
 
     probe = Consumer({"bootstrap.servers": settings.broker_url, "group.id": f"{settings.app_id}-datasets-verify"})
     try:
@@ -438,10 +448,6 @@ def seal_inputs(
     """SealInputs as the seal had them (gold as of the recorded verdict offsets, the erasure set that
     gives the recorded digest), and what was found, for the report. With `erased` (keyed pseudonyms:
     an erasure's re-seal), that erasure set instead of the one read from the erasure topic."""
-    from flywheel.pseudonyms import resolve_keys
-    from streams.datasets import intake
-    from streams.datasets.builder import SealInputs, erased_forms, message_headers, review_sets
-
     keys = resolve_keys(settings)
     key = keys[0] if key is None else key
     older = [k for k in keys if k != key]
@@ -495,8 +501,6 @@ def copy_earlier(store, scratch_store, start_ms: int) -> int:
     """The earlier windows' datasets, as a seal reads them from the store (their manifests and small
     files: no shards, no users.txt, no record-users.bin), newest version of each window, into the
     scratch store. Returns how many."""
-    from flywheel.datastore import RECORD_USERS
-
     n = 0
     for m in store.latest():
         w = m.get("window") or {}
@@ -529,10 +533,6 @@ def verify(
     temporary directory; removed afterwards) and compare. Raises KeyError (no such dataset) or
     VerifyError (it cannot be rebuilt here)."""
     from fsspec.implementations.local import LocalFileSystem
-
-    from schemas.codec import Codec
-    from streams.datasets.builder import BUILDER_VERSION, WindowBuilder
-    from flywheel.datastore import DatasetStore
 
     codec = codec or Codec()
     manifest = store.manifest(dataset_id)
@@ -681,9 +681,6 @@ def verify_stored(
     settings' gate policy) and compare: the report, identical or not. Every reason it could not be
     done (no such dataset, a bad policy, the broker away, the store unreadable) is a VerifyError of
     one line, which the CLI prints through its one error path."""
-    from flywheel.datastore import DatasetStore
-    from flywheel.policy import GatePolicy, PolicyError
-
     try:
         policy = GatePolicy.load(policy_path or settings.gate_policy)
         return verify(
