@@ -10,7 +10,6 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 from pathlib import Path
 
 import faust
@@ -21,12 +20,16 @@ from streams.join.service import JoinService
 from flywheel.metrics import serve_metrics
 from streams.metrics import GateMetrics, JoinMetrics, SamplerMetrics
 from streams.runner import FINISH_BATCH_S, BatchRunner
-
-if TYPE_CHECKING:
-    from streams.gate.agent import GateRunner
-    from streams.review.agent import ReviewRunner
-    from streams.guards.agent import GuardRunner
-    from streams.rollout.agent import RolloutRunner
+from flywheel.logs import logging_config
+from flywheel.policy import GatePolicy
+from streams.gate.agent import GateRunner, add_gate_agent
+from streams.gate.pipeline import build_gate
+from streams.guards.agent import GuardRunner, add_guard_agents
+from streams.guards.keeper import keeper_for
+from streams.guards.metrics import GuardMetrics
+from streams.review.agent import ReviewRunner, add_review_agent
+from streams.rollout.agent import RolloutRunner, add_rollout_agents
+from streams.rollout.metrics import RolloutMetrics
 
 log = logging.getLogger(__name__)
 
@@ -222,9 +225,6 @@ def _sender(app: faust.App):
 
 
 def create_review_runner(app: faust.App, settings: Settings, codec: Codec, metrics: SamplerMetrics):
-    from flywheel.policy import GatePolicy
-    from streams.review.agent import ReviewRunner, add_review_agent
-
     policy = GatePolicy.load(settings.gate_policy)  # the [review] section
     runner = ReviewRunner(
         settings,
@@ -240,10 +240,6 @@ def create_review_runner(app: faust.App, settings: Settings, codec: Codec, metri
 
 
 def create_rollout_runner(app: faust.App, settings: Settings, codec: Codec, registry):
-    from flywheel.policy import GatePolicy
-    from streams.rollout.agent import RolloutRunner, add_rollout_agents
-    from streams.rollout.metrics import RolloutMetrics
-
     policy = GatePolicy.load(settings.gate_policy)  # the [rollout] section
     runner = RolloutRunner(settings, policy.rollout, codec, RolloutMetrics(registry), _redis(settings), _sender(app))
     add_rollout_agents(app, settings, runner)
@@ -251,11 +247,6 @@ def create_rollout_runner(app: faust.App, settings: Settings, codec: Codec, regi
 
 
 def create_guard_runner(app: faust.App, settings: Settings, codec: Codec, registry):
-    from flywheel.policy import GatePolicy
-    from streams.guards.agent import GuardRunner, add_guard_agents
-    from streams.guards.keeper import keeper_for
-    from streams.guards.metrics import GuardMetrics
-
     policy = GatePolicy.load(settings.gate_policy)  # the [guards] section, and [rollout] for the pause
     if not policy.guards.enabled:
         return None
@@ -268,10 +259,6 @@ def create_guard_runner(app: faust.App, settings: Settings, codec: Codec, regist
 
 
 def create_gate_runner(app: faust.App, settings: Settings, codec: Codec, metrics: GateMetrics):
-    from streams.gate.agent import GateRunner, add_gate_agent
-    from streams.gate.pipeline import build_gate
-    from flywheel.policy import GatePolicy
-
     policy = GatePolicy.load(settings.gate_policy)  # a bad file fails here, before anything starts
     client = _redis(settings)
 
@@ -303,8 +290,6 @@ def tune_gc() -> None:
 
 def run_worker(settings: Settings) -> None:
     """Blocks until SIGINT/SIGTERM; commits what it processed and leaves the group cleanly."""
-    from flywheel.logs import logging_config
-
     worker = create_worker(settings)
     serve_metrics(worker.metrics.registry, settings.metrics_port)
     tune_gc()
