@@ -26,15 +26,28 @@ from confluent_kafka import Consumer, TopicPartition
 from flywheel.demo.printer import DemoPrinter
 from flywheel.demo.traffic import DemoSpec, Request, UserTraits, correction, is_right, reaction, requests_for_day
 from flywheel.settings import DAY_MS, Settings
+from flywheel.report import render
+from flywheel.report.sources import from_topics
+from flywheel.routing import Assigner
+from flywheel.sdk import FlywheelProducer
+from flywheel.stack import embedded_stack, service
+from schemas.codec import Codec
+from schemas.records import ReviewVerdict
+from streams.review.queue import ReviewQueue, review_prefix
+from streams.rollout.controller import RolloutState
+from trainer import synthetic
+from trainer.bootstrap import bootstrap
+from trainer.evaluate import answer
+from trainer.golden import GoldenStore
+from trainer.model import load
+from trainer.registry import Registry
+from trainer.service import ModelsAnnouncer
 
 if TYPE_CHECKING:
     from redis import Redis
 
     from flywheel.policy import GatePolicy
     from flywheel.report.velocity import Velocity
-    from flywheel.routing import Assigner
-    from flywheel.sdk import FlywheelProducer
-    from trainer.registry import Registry
 
 WEEK_MS = 7 * DAY_MS
 EPOCH_MS = (1_767_225_600_000 // WEEK_MS) * WEEK_MS  # event time starts on a window boundary (early 2026)
@@ -77,8 +90,6 @@ class Topics:
     """Follows the dataset-ready and models topics from the beginning, without a consumer group."""
 
     def __init__(self, settings: Settings):
-        from schemas.codec import Codec
-
         self.settings, self.codec = settings, Codec()
         self.consumer = Consumer(
             {
@@ -142,9 +153,6 @@ class App:
         self.answers: dict[tuple[str, str], str] = {}
 
     def answer_all(self, asked: list[tuple[str, str]]) -> None:
-        from trainer.evaluate import answer
-        from trainer.model import load
-
         todo: dict[str, list[str]] = {}
         for version, prompt in asked:
             if (version, prompt) not in self.answers:
@@ -192,15 +200,6 @@ class DemoLoop:
         """The embedded broker and Redis, a clean flywheel, the cold start (v1 from synthetic data), the
         services; everything started is stopped when `stack` closes."""
         import redis
-
-        from flywheel.routing import Assigner
-        from flywheel.sdk import FlywheelProducer
-        from flywheel.stack import embedded_stack, service
-        from trainer import synthetic
-        from trainer.bootstrap import bootstrap
-        from trainer.golden import GoldenStore
-        from trainer.registry import Registry
-        from trainer.service import ModelsAnnouncer
 
         started = time.monotonic()
         logs = Path(settings.data_dir) / "logs"
@@ -384,8 +383,6 @@ class DemoLoop:
 
     def record_cycles(self) -> None:
         """A row for every cycle the trainer has given its verdict on and that was not shown yet."""
-        from flywheel.report import render
-
         # no read of the topics here: the day's waits read them last, and every dataset they found sealed has
         # its outcome by now (a read here found only datasets sealed since, whose outcomes the next day awaits)
         outcome = self.topics.outcome
@@ -404,8 +401,6 @@ class DemoLoop:
         """The report's figures, with time to improvement on the demo's clock: event time from the window's
         start to the day the candidate was ready (the trainer's own figure is wall clock, which only in
         production runs at the pace of event time)."""
-        from flywheel.report.sources import from_topics
-
         v = from_topics(self.settings, self.policy.datasets.window_days, max_requests=max_requests)
         for c in v.cycles:
             if c.outcome == "candidate" and c.dataset_id in self.ready_at:
@@ -414,8 +409,6 @@ class DemoLoop:
 
     def finish(self, report_path: str | None) -> Velocity:
         """The last rows, the report (HTML in the data dir unless told where), the final summary."""
-        from flywheel.report import render
-
         self.topics.poll()
         self._timed("report rows", self.record_cycles)
         self.printer.days_done()
@@ -448,17 +441,12 @@ class DemoLoop:
 
 def rollout_saw(r: Redis, s: Settings, version: str) -> bool:
     """The rollout controller has taken the candidate: testing it, queued it, or queued a newer one instead."""
-    from streams.rollout.controller import RolloutState
-
     state = RolloutState.from_json(r.get(f"{s.app_id}:rollout:state"))
     return any(v and v >= version for v in (state.candidate, state.pending))
 
 
 def review(s: Settings, r: Redis, truth: dict[str, Request], n: int) -> int:
     """Simulated reviewers: they know each request's right answer and judge the item by it."""
-    from schemas.records import ReviewVerdict
-    from streams.review.queue import ReviewQueue, review_prefix
-
     q = ReviewQueue(r, review_prefix(s), lease_ms=s.review_lease_s * 1000)
     done = 0
     for i in range(n):

@@ -41,7 +41,18 @@ from pathlib import Path
 from typing import TextIO
 
 from flywheel.demo import tasks
-from flywheel.demo.traffic import ABUSE, PERSONAL, Request, UserTraits, reaction
+from flywheel.demo.run import demo_policy
+from flywheel.demo.traffic import ABUSE, PERSONAL, DemoSpec, Request, UserTraits, reaction
+from flywheel.policy import TrainerPolicy
+from flywheel.report import render
+from schemas.records import Interaction, UserAction
+from streams.gate.pipeline import build_gate
+from streams.join.labels import build_candidate
+from trainer.evaluate import answer, evaluate
+from trainer.examples import Example
+from trainer.importer import load_source, smollm2_gguf
+from trainer.promotion import decide_paired, paired_interval
+from trainer.recipe import train
 
 ARMS = ("never_retrained", "shipped", "no_gate", "cold_start_data")
 ARM_LABELS = {
@@ -107,8 +118,6 @@ class RealSpec:
         return self
 
     def trainer_policy(self):
-        from flywheel.policy import TrainerPolicy
-
         return TrainerPolicy(
             epochs=self.epochs,
             batch_size=self.batch_size,
@@ -134,9 +143,6 @@ class RealSpec:
 
 def app_policy(spec: RealSpec):
     """The default demo's gate policy with this app's output contracts (flywheel/demo/tasks.py CONTRACTS)."""
-    from flywheel.demo.run import demo_policy
-    from flywheel.demo.traffic import DemoSpec
-
     policy = demo_policy(DemoSpec(seed=spec.seed))
     return policy.with_version(f"smollm2-{spec.seed}", contract={"tasks": tasks.CONTRACTS})
 
@@ -154,8 +160,6 @@ def interval(scores, confidence: float = 0.95, resamples: int = RESAMPLES, seed:
 
 def paired(a, b) -> tuple[float, float, float]:
     """Mean of a - b per golden item, and the trainer's paired bootstrap 95 % interval."""
-    from trainer.promotion import paired_interval
-
     return paired_interval([x - y for x, y in zip(a, b)])
 
 
@@ -214,14 +218,6 @@ def run(
     """Run the real-model demo; returns the figures it printed (and wrote as JSON / HTML)."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    from schemas.records import Interaction, UserAction
-    from streams.gate.pipeline import build_gate
-    from streams.join.labels import build_candidate
-    from trainer.evaluate import answer, evaluate
-    from trainer.importer import load_source, smollm2_gguf
-    from trainer.promotion import decide_paired
-    from trainer.examples import Example
-    from trainer.recipe import train
 
     spec.check()
     started = time.monotonic()
@@ -473,7 +469,6 @@ def run(
     }
     report["findings"] = findings(report)
     (data / "report.json").write_text(json.dumps(report, indent=2, sort_keys=True))
-    from flywheel.report import render
 
     html = Path(report_path) if report_path else data / "report.html"
     html.write_text(render.arms_page(report), encoding="utf-8")
