@@ -19,12 +19,16 @@ import time
 from datetime import datetime, timezone
 
 from flywheel.settings import Settings
+from streams.datasets import clockadmin as dataset_clocks
+from streams.datasets.clockadmin import ClockAdminError, iso
+from streams.join import clockadmin as join_clocks
 
 ROLES = ("datasets", "join")
 
 
 def parse_time(text: str) -> int:
     """ISO 8601 (UTC when no offset is given), integer milliseconds since the epoch, or `now`."""
+    # schemas loads fastavro (50 ms): `flywheel --help` imports this module (ROLES)
     from schemas.records import MAX_EVENT_TIME_MS, MIN_EVENT_TIME_MS
 
     text = text.strip()
@@ -61,8 +65,6 @@ def run(args, settings: Settings, out=None, err=None) -> int:
     from confluent_kafka import KafkaException
     from redis.exceptions import RedisError
 
-    from streams.datasets.clockadmin import ClockAdminError
-
     out = out or sys.stdout
     err = err or sys.stderr
     try:
@@ -90,11 +92,9 @@ def _redis(settings: Settings):
 
 
 def _datasets_rows(settings: Settings, now_ms: int) -> list[dict]:
-    from streams.datasets import clockadmin
-
     client = _redis(settings)
     try:
-        saved = clockadmin.load(client, settings)
+        saved = dataset_clocks.load(client, settings)
         if saved is None:
             return [
                 {
@@ -104,8 +104,8 @@ def _datasets_rows(settings: Settings, now_ms: int) -> list[dict]:
                 }
             ]
         topics = {settings.topic_passed: "passed", settings.topic_rejected: "rejected"}
-        rows = clockadmin.rows(saved.clock, topics, now_ms, settings.max_event_ahead_ms)
-        lease = clockadmin.holder(client, settings)
+        rows = dataset_clocks.rows(saved.clock, topics, now_ms, settings.max_event_ahead_ms)
+        lease = dataset_clocks.holder(client, settings)
         rows[-1]["builder_running"] = lease is not None
         return rows
     finally:
@@ -113,12 +113,10 @@ def _datasets_rows(settings: Settings, now_ms: int) -> list[dict]:
 
 
 def _join_rows(settings: Settings, now_ms: int, metrics_url: str | None) -> list[dict]:
-    from streams.join import clockadmin
-
-    heads, unreadable = clockadmin.read_states(settings)
+    heads, unreadable = join_clocks.read_states(settings)
     url = metrics_url or (f"http://127.0.0.1:{settings.metrics_port}/metrics" if settings.metrics_port else "")
-    watermarks = clockadmin.live_watermarks(clockadmin.scrape(url)) if url else {}
-    return clockadmin.rows(
+    watermarks = join_clocks.live_watermarks(join_clocks.scrape(url)) if url else {}
+    return join_clocks.rows(
         heads,
         unreadable,
         settings.settle_window_ms,
@@ -130,8 +128,6 @@ def _join_rows(settings: Settings, now_ms: int, metrics_url: str | None) -> list
 
 
 def _show(args, settings: Settings, out) -> int:
-    from streams.datasets.clockadmin import ClockAdminError
-
     now_ms = int(time.time() * 1000)
     rows: list[dict] = []
     if args.role in (None, "datasets"):
@@ -153,8 +149,6 @@ def _show(args, settings: Settings, out) -> int:
 
 def table(rows: list[dict], now_ms: int, max_ahead_ms: int) -> str:
     """The rows of `show` for people: one line per source or partition, `!` marking a clock ahead."""
-    from streams.datasets.clockadmin import iso
-
     bound = "off" if max_ahead_ms < 0 else f"{max_ahead_ms // 1000} s"
     lines = [
         f"now {iso(now_ms)}; event-time bound (FLYWHEEL_MAX_EVENT_AHEAD_MS) {bound}; ! marks a clock ahead of it",
@@ -253,24 +247,21 @@ def _reset(args, settings: Settings, out, err) -> int:
 
 
 def _iso(ms: int) -> str:
-    from streams.datasets.clockadmin import iso
-
     return iso(ms) or str(ms)
 
 
 def _reset_datasets(args, settings: Settings) -> tuple[list[str], bool, bool]:
-    from streams.datasets import clockadmin
-    from flywheel.datastore import DatasetStore
+    from flywheel.datastore import DatasetStore  # fastavro, fsspec: `flywheel --help` imports this module (ROLES)
 
     try:
         stored = [m["window"]["index"] for m in DatasetStore(settings.datasets_url).list()]
     except Exception as exc:  # the store says which windows were sealed: without it a reset could unseal some
-        raise clockadmin.ClockAdminError(f"the dataset store {settings.datasets_url} is not readable: {exc}") from None
+        raise ClockAdminError(f"the dataset store {settings.datasets_url} is not readable: {exc}") from None
     client = _redis(settings)
     try:
-        running = clockadmin.holder(client, settings)
-        change, before = clockadmin.reset(client, settings, args.partition, args.to, stored, apply=args.yes)
-        lines = clockadmin.consequences(change, before)
+        running = dataset_clocks.holder(client, settings)
+        change, before = dataset_clocks.reset(client, settings, args.partition, args.to, stored, apply=args.yes)
+        lines = dataset_clocks.consequences(change, before)
         if running and not args.yes and change.changed:
             lines.append(
                 f"the dataset builder is running now (its lease: {running}): stop it before repeating with --yes"
@@ -281,13 +272,10 @@ def _reset_datasets(args, settings: Settings) -> tuple[list[str], bool, bool]:
 
 
 def _reset_join(args, settings: Settings) -> tuple[list[str], bool, bool]:
-    from streams.datasets.clockadmin import ClockAdminError
-    from streams.join import clockadmin
-
-    members = clockadmin.running_members(settings)
-    heads, _ = clockadmin.read_states(settings, [args.partition])
-    doomed = clockadmin.plan(heads[args.partition], args.to, settings.settle_window_ms, settings.marker_horizon_ms)
-    lines = clockadmin.consequences(
+    members = join_clocks.running_members(settings)
+    heads, _ = join_clocks.read_states(settings, [args.partition])
+    doomed = join_clocks.plan(heads[args.partition], args.to, settings.settle_window_ms, settings.marker_horizon_ms)
+    lines = join_clocks.consequences(
         doomed, args.partition, args.to, settings.settle_window_ms, settings.marker_horizon_ms
     )
     if not doomed:
@@ -301,5 +289,5 @@ def _reset_join(args, settings: Settings) -> tuple[list[str], bool, bool]:
         return lines, True, False
     if not args.yes:
         return lines, True, False
-    clockadmin.delete_states(settings, args.partition, [h.key for h in doomed])
+    join_clocks.delete_states(settings, args.partition, [h.key for h in doomed])
     return lines, True, True
