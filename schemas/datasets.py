@@ -50,49 +50,42 @@ class Tool(TypedDict):
     parameters: str
 
 
-class SftRow(TypedDict):
+class _Row(TypedDict):
+    """What every dataset record carries, SFT or preference: where it came from and how it was chosen."""
+
+    request_id: str
+    prompt: str
+    task_type: str
+    model_version: str
+    priority: float
+    priority_reasons: list[str]
+    split: str
+    event_time: int
+    policy_version: str
+    messages: list[Turn]
+    context: list[str]
+    tools: list[Tool]
+
+
+class SftRow(_Row):
     """One record of an `sft/*.avro` shard (sft_record v2): answer `prompt` (laid out as `messages`)
     with `target`."""
 
-    request_id: str
-    prompt: str
     target: str
-    task_type: str
     user_action: str
     label: str
-    model_version: str
     quality_score: float
     difficulty: float
-    priority: float
-    priority_reasons: list[str]
-    split: str
-    event_time: int
-    policy_version: str
-    messages: list[Turn]
-    context: list[str]
-    tools: list[Tool]
     target_tool_calls: list[ToolCall]
 
 
-class PreferenceRow(TypedDict):
+class PreferenceRow(_Row):
     """One record of a `preference/*.avro` shard (preference_record v2): for `prompt`, `chosen` is
     the better answer; `source` says where the pair came from (a correction, a regeneration)."""
 
-    request_id: str
-    prompt: str
     chosen: str
     rejected: str
     source: str
-    task_type: str
-    model_version: str
-    priority: float
-    priority_reasons: list[str]
-    split: str
-    event_time: int
-    policy_version: str
-    messages: list[Turn]
-    context: list[str]
-    tools: list[Tool]
 
 
 @dataclass(frozen=True)
