@@ -25,3 +25,8 @@ bench: setup
 	.venv/bin/python benchmarks/dataset_seal.py
 	HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/train_throughput.py
 	.venv/bin/python benchmarks/guard_throughput.py
+	HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/pii_recall.py
+	.venv/bin/python benchmarks/ingest_throughput.py
+	.venv/bin/python benchmarks/conversation_cost.py
+	.venv/bin/python benchmarks/dataset_reseal.py
+	HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/same_datasets.py
