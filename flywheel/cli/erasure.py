@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from flywheel.cli.base import DOCUMENT, Command, CommandError
+from flywheel.cli.services import redis_client
 
 
 class ErasureStatus(Command):
@@ -18,8 +19,6 @@ class ErasureStatus(Command):
         parser.add_argument("user_id", metavar="USER")
 
     def run(self, args, settings) -> int:
-        import redis
-
         from flywheel.datastore import DatasetStore
         from flywheel.policy import GatePolicy, PolicyError
         from streams.datasets import erasure
@@ -28,7 +27,7 @@ class ErasureStatus(Command):
         if not str(args.user_id).strip():
             raise CommandError("USER must be a user id")
         try:
-            client = redis.Redis.from_url(settings.redis_url, socket_timeout=10, socket_connect_timeout=5)
+            client = redis_client(settings)
             policy = GatePolicy.load(settings.gate_policy)
             report = erasure.status(
                 settings,

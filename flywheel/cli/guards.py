@@ -4,15 +4,13 @@ from __future__ import annotations
 
 from flywheel.cli.base import DOCUMENT, Command, CommandError
 from flywheel.cli.policy import load_policy
+from flywheel.cli.services import redis_client
 
 
 def _keeper(settings):
-    import redis
-
     from streams.guards.keeper import keeper_for
 
-    policy = load_policy(settings.gate_policy)
-    return keeper_for(redis.Redis.from_url(settings.redis_url, socket_timeout=10), settings.app_id, policy)
+    return keeper_for(redis_client(settings), settings.app_id, load_policy(settings.gate_policy))
 
 
 class GuardsStatus(Command):

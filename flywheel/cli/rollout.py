@@ -6,21 +6,15 @@ from __future__ import annotations
 import os
 
 from flywheel.cli.base import DOCUMENT, Command, CommandError
-from flywheel.cli.services import announce_model_event
+from flywheel.cli.policy import load_policy
+from flywheel.cli.services import announce_model_event, redis_client
 
 
 def _controller(settings):
     """The rollout controller over Redis with the policy's rollout section."""
-    import redis
-
-    from flywheel.policy import GatePolicy, PolicyError
     from streams.rollout.controller import RolloutController
 
-    try:
-        policy = GatePolicy.load(settings.gate_policy).rollout
-    except PolicyError as exc:
-        raise CommandError(str(exc)) from None
-    return RolloutController(redis.Redis.from_url(settings.redis_url, socket_timeout=10), settings.app_id, policy)
+    return RolloutController(redis_client(settings), settings.app_id, load_policy(settings.gate_policy).rollout)
 
 
 class RolloutStatus(Command):

@@ -6,11 +6,18 @@ from __future__ import annotations
 from flywheel.settings import SettingsError
 
 
+def redis_client(settings):
+    """Redis as every command opens it: a command waits 10 s for an answer, 5 s to connect."""
+    import redis
+
+    return redis.Redis.from_url(settings.redis_url, socket_timeout=10, socket_connect_timeout=5)
+
+
 def review_redis(settings):
     """Redis for the review queue and accounts; one clear error when it does not answer."""
     import redis
 
-    client = redis.Redis.from_url(settings.redis_url, socket_timeout=10, socket_connect_timeout=5)
+    client = redis_client(settings)
     try:
         client.ping()
     except redis.RedisError as exc:
@@ -19,12 +26,9 @@ def review_redis(settings):
 
 
 def registry(settings):
-    import redis
-
     from trainer.registry import Registry
 
-    client = redis.Redis.from_url(settings.redis_url, socket_timeout=10)
-    return Registry(settings.models_dir, client, settings.app_id, cache_dir=settings.model_cache_dir)
+    return Registry(settings.models_dir, redis_client(settings), settings.app_id, cache_dir=settings.model_cache_dir)
 
 
 def announce_model_event(settings, event) -> bool:
